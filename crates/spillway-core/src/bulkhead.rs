@@ -1,0 +1,1 @@
+//! Bulkheads: a bounded number of requests in flight plus a bounded queue with a maximum wait, served by criticality.

@@ -1,0 +1,1 @@
+//! Concurrency limits learned from latency: AIMD and Gradient2-style limiters.

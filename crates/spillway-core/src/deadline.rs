@@ -1,0 +1,1 @@
+//! Deadlines: a request's remaining time budget, parsed from and formatted to `grpc-timeout` and `x-request-timeout`.

@@ -1,0 +1,1 @@
+//! Classic circuit breaker layer (closed / open / half-open) with a response classifier.

@@ -1,0 +1,1 @@
+//! Bulkhead layer: bounded concurrency plus a bounded, criticality-ordered queue with a maximum wait.

@@ -1,0 +1,1 @@
+//! Criticality propagation: reads the class from the request header, stores it in extensions, forwards it downstream unchanged.

@@ -1,0 +1,9 @@
+//! One module per subcommand: its arguments (clap) and the call into the library that does it.
+
+pub mod capacity;
+pub mod check;
+pub mod demo;
+pub mod load;
+pub mod logging;
+pub mod replay;
+pub mod run;
