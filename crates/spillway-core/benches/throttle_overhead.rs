@@ -1,0 +1,2 @@
+//! Benchmark placeholder (filled in by the core rate / overload work).
+fn main() {}
