@@ -6,9 +6,11 @@
 //! time come in as values ([`CpuUsage`], `now`); sampling the CPU is the tower crate's job.
 
 mod bbr;
+mod codel;
 mod cpu;
 mod shares;
 
 pub use bbr::{BbrConfig, BbrConfigError, BbrLimiter, BbrStats, BbrToken};
+pub use codel::{Codel, CodelConfig, CodelConfigError, CodelVerdict, ServeOrder};
 pub use cpu::{CpuAverage, CpuGauge, CpuUsage, InvalidDecay};
 pub use shares::{ClassShares, ClassSharesError};
