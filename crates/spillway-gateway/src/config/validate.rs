@@ -1,0 +1,568 @@
+//! From the raw file to a [`Config`]: every value checked, every default applied, every
+//! problem reported with its line and key.
+
+use super::duration::ConfigDuration;
+use super::locate::{self, Seg};
+use super::raw::*;
+use super::*;
+use std::collections::HashSet;
+
+/// Names accepted for `balance`.
+pub const BALANCE_NAMES: &[&str] =
+    &["round_robin", "weighted_round_robin", "least_request", "p2c_ewma", "consistent_hash"];
+
+/// Default header-read (slowloris) timeout of a listener.
+pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(10);
+/// Default idle timeout of a downstream connection.
+pub const DEFAULT_DOWNSTREAM_IDLE: Duration = Duration::from_secs(60);
+/// Default largest request head: 16 KiB, above hyper's 8 KiB minimum buffer.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default largest request body: 64 MiB (bodies are streamed, so this bounds abuse, not memory).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Default most connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 25_000;
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT: Duration = Duration::from_secs(1);
+/// Default whole-request timeout (until the response head).
+pub const DEFAULT_REQUEST: Duration = Duration::from_secs(15);
+/// Default upstream idle keep-alive.
+pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+/// Default graceful-shutdown drain deadline.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+/// Turns a parser error into a problem, suggesting the nearest key for an unknown one.
+pub fn problem_from_yaml(error: &yaml_serde::Error) -> Problem {
+    let line = error.location().map(|l| l.line());
+    let message = error.to_string();
+    // yaml_serde renders "path.to.key: message at line L column C".
+    let message = match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    let (key, mut reason) = match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (path.to_string(), rest.to_string()),
+        _ => (String::from("."), message.clone()),
+    };
+    if let Some(suggestion) = suggest_unknown_field(&reason) {
+        reason = format!("{reason}; did you mean `{suggestion}`?");
+    }
+    Problem { line, key, reason }
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`", the expected name nearest to `x`.
+fn suggest_unknown_field(reason: &str) -> Option<String> {
+    let rest = reason.strip_prefix("unknown field `")?;
+    let (unknown, expected) = rest.split_once('`')?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| (edit_distance(unknown, candidate), candidate))
+        .filter(|(d, c)| *d <= c.len().max(unknown.len()) / 2 + 1)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
+/// Levenshtein distance (small strings only: key names).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn nearest<'a>(value: &str, names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|n| (edit_distance(value, n), *n))
+        .filter(|(d, n)| *d <= n.len() / 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// Collects problems with their lines.
+struct Checker<'a> {
+    source: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &[Seg], reason: impl Into<String>) {
+        self.problems.push(Problem {
+            line: locate::line_of(self.source, path),
+            key: locate::render(path),
+            reason: reason.into(),
+        });
+    }
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+fn at(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+    path.iter().chain(more).cloned().collect()
+}
+
+fn parse_addr(c: &mut Checker<'_>, path: &[Seg], text: &str) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            c.error(path, format!("`{text}` is not an IP:port address (e.g. 127.0.0.1:8080)"));
+            None
+        }
+    }
+}
+
+fn positive(
+    c: &mut Checker<'_>,
+    path: &[Seg],
+    d: Option<ConfigDuration>,
+    default: Duration,
+) -> Duration {
+    match d {
+        Some(ConfigDuration(d)) if d.is_zero() => {
+            c.error(path, "must be greater than zero (no timeout may be infinite or zero)");
+            default
+        }
+        Some(ConfigDuration(d)) => d,
+        None => default,
+    }
+}
+
+/// Validates a parsed file; `source` is the expanded text (for line numbers).
+pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker { source, problems: Vec::new() };
+    let workers = match raw.workers {
+        Some(0) => {
+            c.error(&[key("workers")], "must be at least 1");
+            1
+        }
+        Some(n) if n > 1024 => {
+            c.error(&[key("workers")], "at most 1024");
+            1024
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+
+    if raw.listeners.is_empty() {
+        c.error(&[key("listeners")], "at least one listener is needed");
+    }
+    let mut listeners = Vec::new();
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    for (i, l) in raw.listeners.into_iter().enumerate() {
+        let p = [key("listeners"), Seg::Index(i)];
+        if !names.insert(l.name.clone()) {
+            c.error(&at(&p, &[key("name")]), format!("listener `{}` is defined twice", l.name));
+        }
+        let address = parse_addr(&mut c, &at(&p, &[key("address")]), &l.address);
+        if let Some(a) = address {
+            if !addresses.insert(a) {
+                c.error(&at(&p, &[key("address")]), format!("{a} is used by two listeners"));
+            }
+        }
+        let protocol = match l.protocol.as_deref() {
+            None | Some("http1") => ListenerProtocol::Http1,
+            Some("h2c") => ListenerProtocol::H2c,
+            Some("auto") => ListenerProtocol::Auto,
+            Some(other) => {
+                c.error(
+                    &at(&p, &[key("protocol")]),
+                    format!("`{other}`: expected http1, h2c or auto"),
+                );
+                ListenerProtocol::Http1
+            }
+        };
+        let tls = l.tls.map(|t| {
+            let cert = base.join(&t.cert);
+            let key_path = base.join(&t.key);
+            for (name, file) in [("cert", &cert), ("key", &key_path)] {
+                if !file.is_file() {
+                    c.error(
+                        &at(&p, &[key("tls"), key(name)]),
+                        format!("{} is not a readable file", file.display()),
+                    );
+                }
+            }
+            TlsConfig { cert, key: key_path }
+        });
+        let timeouts = l.timeouts.unwrap_or(RawListenerTimeouts { header_read: None, idle: None });
+        let header_read_timeout = positive(
+            &mut c,
+            &at(&p, &[key("timeouts"), key("header_read")]),
+            timeouts.header_read,
+            DEFAULT_HEADER_READ,
+        );
+        let idle_timeout = positive(
+            &mut c,
+            &at(&p, &[key("timeouts"), key("idle")]),
+            timeouts.idle,
+            DEFAULT_DOWNSTREAM_IDLE,
+        );
+        let limits = l.limits.unwrap_or(RawLimits {
+            max_header_bytes: None,
+            max_body_bytes: None,
+            max_connections: None,
+        });
+        let max_header_bytes = limits.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+        if !(8192..=1 << 20).contains(&max_header_bytes) {
+            c.error(
+                &at(&p, &[key("limits"), key("max_header_bytes")]),
+                "must be between 8192 and 1048576",
+            );
+        }
+        let max_connections = limits.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            c.error(&at(&p, &[key("limits"), key("max_connections")]), "must be at least 1");
+        }
+        if let Some(address) = address {
+            listeners.push(ListenerConfig {
+                name: l.name,
+                address,
+                protocol,
+                tls,
+                header_read_timeout,
+                idle_timeout,
+                max_header_bytes,
+                max_body_bytes: limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+                max_connections,
+            });
+        }
+    }
+
+    let admin = raw.admin.and_then(|a| {
+        let address = parse_addr(&mut c, &[key("admin"), key("address")], &a.address)?;
+        if addresses.contains(&address) {
+            c.error(
+                &[key("admin"), key("address")],
+                format!("{address} is also a listener's address"),
+            );
+        }
+        let token = a.token.filter(|t| !t.is_empty());
+        Some(AdminConfig { address, token })
+    });
+
+    let mut clusters = Vec::new();
+    let mut cluster_names = HashSet::new();
+    for (i, rc) in raw.clusters.into_iter().enumerate() {
+        let p = [key("clusters"), Seg::Index(i)];
+        if !cluster_names.insert(rc.name.clone()) {
+            c.error(&at(&p, &[key("name")]), format!("cluster `{}` is defined twice", rc.name));
+        }
+        if rc.endpoints.is_empty() {
+            c.error(&at(&p, &[key("endpoints")]), "a cluster needs at least one endpoint");
+        }
+        let mut endpoints = Vec::new();
+        for (j, e) in rc.endpoints.into_iter().enumerate() {
+            let ep = at(&p, &[key("endpoints"), Seg::Index(j)]);
+            let Some(address) = parse_addr(&mut c, &at(&ep, &[key("address")]), &e.address) else {
+                continue;
+            };
+            let weight = e.weight.unwrap_or(1);
+            if weight == 0 {
+                c.error(
+                    &at(&ep, &[key("weight")]),
+                    "must be at least 1 (remove the endpoint to send it nothing)",
+                );
+            }
+            endpoints.push(EndpointConfig { address, weight: weight.max(1), zone: e.zone });
+        }
+        let balance = match rc.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("weighted_round_robin") => Balance::WeightedRoundRobin,
+            Some("least_request") => Balance::LeastRequest,
+            Some("p2c_ewma") => Balance::P2cEwma,
+            Some("consistent_hash") => Balance::ConsistentHash,
+            Some(other) => {
+                let hint = nearest(other, BALANCE_NAMES)
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                c.error(
+                    &at(&p, &[key("balance")]),
+                    format!(
+                        "unknown algorithm `{other}`, expected one of {}{hint}",
+                        BALANCE_NAMES.join(", ")
+                    ),
+                );
+                Balance::RoundRobin
+            }
+        };
+        let protocol = match rc.protocol.as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("http2") | Some("h2c") => UpstreamProtocol::Http2,
+            Some(other) => {
+                c.error(&at(&p, &[key("protocol")]), format!("`{other}`: expected http1 or http2"));
+                UpstreamProtocol::Http1
+            }
+        };
+        let t = rc.timeouts.unwrap_or(RawClusterTimeouts {
+            connect: None,
+            request: None,
+            per_try: None,
+            idle: None,
+        });
+        let tp = at(&p, &[key("timeouts")]);
+        let request = positive(&mut c, &at(&tp, &[key("request")]), t.request, DEFAULT_REQUEST);
+        let timeouts = ClusterTimeouts {
+            connect: positive(&mut c, &at(&tp, &[key("connect")]), t.connect, DEFAULT_CONNECT),
+            request,
+            per_try: positive(&mut c, &at(&tp, &[key("per_try")]), t.per_try, request),
+            idle: positive(&mut c, &at(&tp, &[key("idle")]), t.idle, DEFAULT_UPSTREAM_IDLE),
+        };
+        let health_check = rc.health_check.map(|h| {
+            let hp = at(&p, &[key("health_check")]);
+            if !h.path.starts_with('/') {
+                c.error(&at(&hp, &[key("path")]), "must start with `/`");
+            }
+            let healthy = h.healthy.unwrap_or(2);
+            let unhealthy = h.unhealthy.unwrap_or(3);
+            if healthy == 0 || unhealthy == 0 {
+                c.error(&hp, "`healthy` and `unhealthy` thresholds must be at least 1");
+            }
+            HealthCheckConfig {
+                path: h.path,
+                interval: positive(
+                    &mut c,
+                    &at(&hp, &[key("interval")]),
+                    h.interval,
+                    Duration::from_secs(5),
+                ),
+                timeout: positive(
+                    &mut c,
+                    &at(&hp, &[key("timeout")]),
+                    h.timeout,
+                    Duration::from_secs(1),
+                ),
+                healthy: healthy.max(1),
+                unhealthy: unhealthy.max(1),
+            }
+        });
+        let o = rc.outlier.unwrap_or(RawOutlier {
+            consecutive_failures: None,
+            base_ejection: None,
+            max_ejection: None,
+            max_ejected_percent: None,
+        });
+        let op = at(&p, &[key("outlier")]);
+        let max_ejected_percent = o.max_ejected_percent.unwrap_or(50);
+        if max_ejected_percent > 100 {
+            c.error(&at(&op, &[key("max_ejected_percent")]), "a percentage: 0 to 100");
+        }
+        let base_ejection = positive(
+            &mut c,
+            &at(&op, &[key("base_ejection")]),
+            o.base_ejection,
+            Duration::from_secs(30),
+        );
+        let outlier = OutlierConfig {
+            consecutive_failures: o.consecutive_failures.unwrap_or(5),
+            base_ejection,
+            max_ejection: positive(
+                &mut c,
+                &at(&op, &[key("max_ejection")]),
+                o.max_ejection,
+                Duration::from_secs(300),
+            )
+            .max(base_ejection),
+            max_ejected_percent: max_ejected_percent.min(100),
+        };
+        clusters.push(ClusterConfig {
+            name: rc.name,
+            endpoints,
+            balance,
+            hash_header: rc.hash_header.map(|h| h.to_ascii_lowercase()),
+            protocol,
+            timeouts,
+            health_check,
+            outlier,
+        });
+    }
+
+    let mut routes = Vec::new();
+    let mut route_names = HashSet::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let p = [key("routes"), Seg::Index(i)];
+        if !route_names.insert(r.name.clone()) {
+            c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
+        }
+        let matcher = match r.matcher {
+            Some(m) => validate_match(&mut c, &at(&p, &[key("match")]), m),
+            None => MatchConfig::default(),
+        };
+        let action = match (r.cluster, r.direct_response) {
+            (Some(name), None) => {
+                if !cluster_names.contains(&name) {
+                    let known: Vec<&str> = cluster_names.iter().map(String::as_str).collect();
+                    let hint = nearest(&name, &known)
+                        .map(|n| format!("; did you mean `{n}`?"))
+                        .unwrap_or_default();
+                    c.error(&at(&p, &[key("cluster")]), format!("no cluster named `{name}`{hint}"));
+                }
+                let (rewrite_prefix, rewrite_host) = match r.rewrite {
+                    Some(rw) => {
+                        if rw.path_prefix.is_some()
+                            && !matches!(matcher.path, Some(PathMatch::Prefix(_)))
+                        {
+                            c.error(
+                                &at(&p, &[key("rewrite"), key("path_prefix")]),
+                                "needs `match.path_prefix` (the part it replaces)",
+                            );
+                        }
+                        (rw.path_prefix, rw.host)
+                    }
+                    None => (None, None),
+                };
+                let timeout = r.timeout.map(|ConfigDuration(d)| d);
+                if timeout.is_some_and(|d| d.is_zero()) {
+                    c.error(&at(&p, &[key("timeout")]), "must be greater than zero");
+                }
+                RouteAction::Cluster { name, rewrite_prefix, rewrite_host, timeout }
+            }
+            (None, Some(d)) => {
+                if !(100..=599).contains(&d.status) {
+                    c.error(
+                        &at(&p, &[key("direct_response"), key("status")]),
+                        "an HTTP status: 100 to 599",
+                    );
+                }
+                if r.rewrite.is_some() {
+                    c.error(&at(&p, &[key("rewrite")]), "a direct response has nothing to rewrite");
+                }
+                let headers: Vec<(String, String)> =
+                    d.headers.unwrap_or_default().into_iter().collect();
+                for (name, value) in &headers {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                        || http::HeaderValue::from_str(value).is_err()
+                    {
+                        c.error(
+                            &at(&p, &[key("direct_response"), key("headers")]),
+                            format!("invalid header `{name}: {value}`"),
+                        );
+                    }
+                }
+                RouteAction::Direct { status: d.status, body: d.body.unwrap_or_default(), headers }
+            }
+            (Some(_), Some(_)) => {
+                c.error(&p, "give either `cluster` or `direct_response`, not both");
+                continue;
+            }
+            (None, None) => {
+                c.error(&p, "needs `cluster` or `direct_response`");
+                continue;
+            }
+        };
+        routes.push(RouteConfig { name: r.name, matcher, action });
+    }
+
+    let drain_timeout = positive(
+        &mut c,
+        &[key("shutdown"), key("drain")],
+        raw.shutdown.and_then(|s| s.drain),
+        DEFAULT_DRAIN,
+    );
+    let access_log = raw.access_log.map(|a| match a.path.as_str() {
+        "stdout" | "-" => AccessLogTarget::Stdout,
+        path => AccessLogTarget::File(base.join(path)),
+    });
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            source: String::new(),
+            workers,
+            listeners,
+            admin,
+            clusters,
+            routes,
+            drain_timeout,
+            access_log,
+            warnings: Vec::new(),
+        })
+    } else {
+        c.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(c.problems)
+    }
+}
+
+fn validate_match(c: &mut Checker<'_>, p: &[Seg], m: RawMatch) -> MatchConfig {
+    let host = m.host.map(|h| {
+        let h = h.to_ascii_lowercase();
+        match h.strip_prefix('*') {
+            Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
+                HostMatch::Suffix(suffix.to_string())
+            }
+            Some(_) => {
+                c.error(&at(p, &[key("host")]), "a wildcard host is written `*.example.com`");
+                HostMatch::Exact(h)
+            }
+            None => HostMatch::Exact(h),
+        }
+    });
+    let given = [m.path.is_some(), m.path_prefix.is_some(), m.path_regex.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        c.error(p, "give at most one of `path`, `path_prefix`, `path_regex`");
+    }
+    let path = if let Some(path) = m.path {
+        if !path.starts_with('/') {
+            c.error(&at(p, &[key("path")]), "must start with `/`");
+        }
+        Some(PathMatch::Exact(path))
+    } else if let Some(prefix) = m.path_prefix {
+        if !prefix.starts_with('/') {
+            c.error(&at(p, &[key("path_prefix")]), "must start with `/`");
+        }
+        Some(PathMatch::Prefix(prefix))
+    } else if let Some(re) = m.path_regex {
+        match regex::Regex::new(&format!("^(?:{re})$")) {
+            Ok(r) => Some(PathMatch::Regex(r)),
+            Err(e) => {
+                c.error(&at(p, &[key("path_regex")]), format!("invalid regex: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut methods = Vec::new();
+    for method in m.methods.unwrap_or_default() {
+        let upper = method.to_ascii_uppercase();
+        if http::Method::from_bytes(upper.as_bytes()).is_err() {
+            c.error(&at(p, &[key("methods")]), format!("`{method}` is not an HTTP method"));
+        }
+        methods.push(upper);
+    }
+    let mut headers = Vec::new();
+    for (j, h) in m.headers.unwrap_or_default().into_iter().enumerate() {
+        let hp = at(p, &[key("headers"), Seg::Index(j)]);
+        if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            c.error(&at(&hp, &[key("name")]), format!("`{}` is not a header name", h.name));
+        }
+        let kind = match (h.value, h.regex, h.present) {
+            (Some(v), None, None) => HeaderMatchKind::Exact(v),
+            (None, Some(re), None) => match regex::Regex::new(&format!("^(?:{re})$")) {
+                Ok(r) => HeaderMatchKind::Regex(r),
+                Err(e) => {
+                    c.error(&at(&hp, &[key("regex")]), format!("invalid regex: {e}"));
+                    continue;
+                }
+            },
+            (None, None, Some(present)) => HeaderMatchKind::Present(present),
+            (None, None, None) => HeaderMatchKind::Present(true),
+            _ => {
+                c.error(&hp, "give one of `value`, `regex`, `present`");
+                continue;
+            }
+        };
+        headers.push(HeaderMatch { name: h.name.to_ascii_lowercase(), kind });
+    }
+    MatchConfig { host, path, methods, headers }
+}
