@@ -1,1 +1,22 @@
-//! Spillway's load tools: an open-loop HTTP load generator with HDR percentiles, a capacity (knee) finder, and a traffic recorder and replayer.
+//! Spillway's load tools: an open-loop HTTP load generator with HDR percentiles, a capacity
+//! (knee) finder, and a traffic recorder and replayer.
+//!
+//! A library of its own so benches and tests drive it in-process; the `spillway` binary only
+//! parses arguments and calls [`cli`]. Pure parts (schedules, knee detection, Little's-law
+//! proposals, replay timing) are plain functions tested without time; [`engine`] does the I/O.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod engine;
+pub mod histogram;
+pub mod replay;
+pub mod report;
+pub mod schedule;
+pub mod target;
+pub mod units;
+
+pub use engine::{run, EngineConfig, Live, LoadError, Plan, RequestSpec};
+pub use report::{Report, StepReport, TimelinePoint};
+pub use schedule::{Ramp, Schedule, Step};
+pub use target::Target;

@@ -1,1 +1,51 @@
-//! Circuit breakers: Google SRE adaptive client throttling and the classic closed / open / half-open state machine.
+//! Circuit breakers: Google SRE adaptive client throttling ([`SreThrottle`]) and the classic
+//! closed / open / half-open state machine ([`CircuitBreaker`]).
+//!
+//! Both sit on the client side of a call, one per upstream, and learn from what the backend
+//! answered. They share one vocabulary for that answer, [`Outcome`], whose
+//! [`Outcome::Ignored`] exists so that a refusal made locally (by a limiter, a shedder, or a
+//! breaker itself) is never counted as a backend failure (kratos#2777): counting it would let
+//! one protection trip another and keep the circuit open on its own rejections.
+
+mod classic;
+mod sre;
+pub(crate) mod totals;
+
+pub use classic::{
+    BreakerState, BreakerWindow, CallOutcome, CircuitBreaker, CircuitBreakerConfig,
+    SlowCallTrigger, WindowStats,
+};
+pub use sre::{SreThrottle, SreThrottleConfig, ThrottleCounts};
+
+/// What became of a call, as a breaker counts it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The backend accepted and handled the call (the SRE book's "accepts").
+    Success,
+    /// The backend refused or failed the call: a 5xx or 429 answer, a timeout, a transport
+    /// error. Counts as a request without an accept.
+    Failure,
+    /// Says nothing about the backend: the call was refused locally (a limiter, shedder or
+    /// another breaker of ours), cancelled by the caller, or failed for a reason that is the
+    /// caller's own (a 4xx). Not counted at all.
+    Ignored,
+}
+
+/// A breaker configuration that cannot work, found when the breaker is built.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is out of its allowed range.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// The configuration key, e.g. `k[SHEDDABLE]` or `failure_ratio`.
+        key: &'static str,
+        /// What is wrong with it, e.g. "must be at least 1".
+        problem: &'static str,
+    },
+}
+
+impl ConfigError {
+    pub(crate) const fn invalid(key: &'static str, problem: &'static str) -> ConfigError {
+        ConfigError::Invalid { key, problem }
+    }
+}

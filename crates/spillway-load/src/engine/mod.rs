@@ -1,0 +1,358 @@
+//! The I/O engine: workers on tokio that send HTTP requests at the times a plan says (open
+//! loop, replay) or as fast as responses return (closed loop), and measure them.
+//!
+//! Workers claim request indices from one shared counter, in order, so the earliest pending
+//! request always goes to the first free connection. A worker that claims a request before its
+//! intended time sleeps until then and measures from the real send; one that claims it late
+//! (every connection was busy) sends at once and measures from the *intended* time, so a slow
+//! target cannot hide its queueing delay (no coordinated omission, as in wrk2).
+
+pub mod conn;
+pub mod stats;
+
+use crate::replay::ReplaySchedule;
+use crate::report::{Mode, Report, TimelinePoint, REPORT_SCHEMA};
+use crate::schedule::{Arrival, Schedule};
+use crate::target::Target;
+use bytes::Bytes;
+use conn::{Failure, Slot};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method};
+use stats::{Stats, StepShape};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How long past the end of its schedule a late request may still be sent.
+const SEND_GRACE: Duration = Duration::from_millis(250);
+
+/// The engine could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not even the first connection could be opened.
+    #[error("cannot connect to {0}")]
+    Connect(std::net::SocketAddr),
+    /// Nothing to send.
+    #[error("no requests to send")]
+    NoRequests,
+    /// Bad settings.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// One request to send (a template, or one recorded request).
+#[derive(Debug, Clone)]
+pub struct RequestSpec {
+    /// Method.
+    pub method: Method,
+    /// Path and query (the authority comes from the target).
+    pub path_and_query: PathAndQuery,
+    /// Headers (`Host` is set from the target).
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl RequestSpec {
+    /// A `GET` of `path_and_query` with no headers.
+    pub fn get(path_and_query: PathAndQuery) -> RequestSpec {
+        RequestSpec {
+            method: Method::GET,
+            path_and_query,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// When requests are sent.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Constant rate or ramp.
+    Open(Schedule),
+    /// Every connection sends as fast as it gets responses, for `duration` or `max_requests`.
+    Closed {
+        /// Time bound.
+        duration: Duration,
+        /// Count bound.
+        max_requests: Option<u64>,
+    },
+    /// Recorded arrival offsets.
+    Replay(ReplaySchedule),
+}
+
+impl Plan {
+    fn mode(&self) -> Mode {
+        match self {
+            Plan::Open(_) => Mode::Open,
+            Plan::Closed { .. } => Mode::Closed,
+            Plan::Replay(_) => Mode::Replay,
+        }
+    }
+
+    fn duration(&self) -> Duration {
+        match self {
+            Plan::Open(s) => s.duration(),
+            Plan::Closed { duration, .. } => *duration,
+            Plan::Replay(r) => r.duration(),
+        }
+    }
+
+    fn arrival(&self, i: u64) -> Option<Arrival> {
+        match self {
+            Plan::Open(s) => s.arrival(i),
+            Plan::Closed { .. } => None,
+            Plan::Replay(r) => r.arrival(i).map(|offset| Arrival { offset, step: 0 }),
+        }
+    }
+
+    fn shapes(&self) -> Vec<StepShape> {
+        match self {
+            Plan::Open(s) => (0..s.steps().len())
+                .map(|k| StepShape {
+                    target_rate: Some(s.steps()[k].rate),
+                    start: s.step_start(k),
+                    duration: s.steps()[k].duration,
+                    planned: Some(s.planned_in_step(k)),
+                })
+                .collect(),
+            Plan::Closed { duration, .. } => {
+                vec![StepShape {
+                    target_rate: None,
+                    start: Duration::ZERO,
+                    duration: *duration,
+                    planned: None,
+                }]
+            }
+            Plan::Replay(r) => vec![StepShape {
+                target_rate: None,
+                start: Duration::ZERO,
+                duration: r.duration(),
+                planned: Some(r.len()),
+            }],
+        }
+    }
+
+    fn target_rate_at(&self, offset: Duration) -> Option<f64> {
+        match self {
+            Plan::Open(s) => Some(s.steps()[s.step_at(offset)].rate),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the engine needs for one run.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where requests go.
+    pub target: Target,
+    /// The URL as the user gave it (for the report).
+    pub url: String,
+    /// Requests to send, in turn (request `i` is `requests[i % len]`).
+    pub requests: Arc<[RequestSpec]>,
+    /// When to send.
+    pub plan: Plan,
+    /// TCP connections.
+    pub connections: usize,
+    /// Use HTTP/2 (prior knowledge, h2c).
+    pub http2: bool,
+    /// Concurrent streams per HTTP/2 connection (ignored for HTTP/1.1, which has one).
+    pub streams_per_connection: usize,
+    /// Per-request timeout (send to end of body).
+    pub timeout: Duration,
+    /// Length of a timeline interval.
+    pub interval: Duration,
+}
+
+/// What the progress display sees at each interval.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// Time since the start.
+    pub elapsed: Duration,
+    /// Planned length.
+    pub duration: Duration,
+    /// Requests sent so far.
+    pub sent: u64,
+    /// Responses so far.
+    pub responses: u64,
+    /// Transport failures so far.
+    pub errors: u64,
+    /// The interval that just ended.
+    pub point: TimelinePoint,
+}
+
+struct Shared {
+    config: EngineConfig,
+    stats: Mutex<Stats>,
+    next: AtomicU64,
+    start: Instant,
+}
+
+impl Shared {
+    fn stats(&self) -> MutexGuard<'_, Stats> {
+        // A worker that panicked mid-update leaves counters that are still worth reporting.
+        self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn request(&self, i: u64) -> &RequestSpec {
+        let n = self.config.requests.len() as u64;
+        &self.config.requests[(i % n) as usize]
+    }
+}
+
+/// Runs the load described by `config`, calling `on_tick` once per timeline interval, and
+/// returns the report.
+pub async fn run(
+    config: EngineConfig,
+    mut on_tick: impl FnMut(&Live),
+) -> Result<Report, LoadError> {
+    if config.requests.is_empty() {
+        return Err(LoadError::NoRequests);
+    }
+    if config.connections == 0 || config.timeout.is_zero() || config.interval.is_zero() {
+        return Err(LoadError::Config("connections, timeout and interval must be positive".into()));
+    }
+    let target = Arc::new(config.target.clone());
+    let streams = if config.http2 { config.streams_per_connection.max(1) } else { 1 };
+    let slots: Vec<Slot> =
+        (0..config.connections).map(|_| Slot::new(target.clone(), config.http2)).collect();
+    // Fail fast when the target is down; open the other connections in parallel.
+    slots[0].warm_up().await.map_err(|_| LoadError::Connect(target.addr))?;
+    let mut warm = JoinSet::new();
+    for slot in &slots[1..] {
+        let slot = slot.clone();
+        warm.spawn(async move { slot.warm_up().await });
+    }
+    while warm.join_next().await.is_some() {}
+
+    let shapes = config.plan.shapes();
+    let shared = Arc::new(Shared {
+        stats: Mutex::new(Stats::new(shapes.len())),
+        next: AtomicU64::new(0),
+        start: Instant::now(),
+        config,
+    });
+    let mut workers = JoinSet::new();
+    for slot in &slots {
+        for _ in 0..streams {
+            let (shared, slot) = (shared.clone(), slot.clone());
+            workers.spawn(async move {
+                match shared.config.plan {
+                    Plan::Closed { .. } => closed_worker(&shared, &slot).await,
+                    _ => scheduled_worker(&shared, &slot).await,
+                }
+            });
+        }
+    }
+
+    let interval = shared.config.interval;
+    let duration = shared.config.plan.duration();
+    let mut ticker = tokio::time::interval_at(shared.start + interval, interval);
+    let mut last_tick = shared.start;
+    let mut timeline = Vec::new();
+    // `last` marks the final, partial interval, kept only when it is not a sliver.
+    let mut tick = |now: Instant, timeline: &mut Vec<TimelinePoint>, last: bool| {
+        if last && now - last_tick <= interval / 10 {
+            return;
+        }
+        let elapsed = now - shared.start;
+        let rate = shared.config.plan.target_rate_at(elapsed.saturating_sub(interval / 2));
+        let live = {
+            let mut stats = shared.stats();
+            let point = stats.take_interval(elapsed, now - last_tick, rate);
+            Live {
+                elapsed,
+                duration,
+                sent: stats.sent,
+                responses: stats.responses,
+                errors: stats.errors,
+                point,
+            }
+        };
+        last_tick = now;
+        on_tick(&live);
+        timeline.push(live.point);
+    };
+    loop {
+        tokio::select! {
+            now = ticker.tick() => tick(now, &mut timeline, false),
+            done = workers.join_next() => if done.is_none() { break },
+        }
+    }
+    let end = Instant::now();
+    tick(end, &mut timeline, true);
+
+    let stats = shared.stats();
+    let steps: Vec<_> =
+        shapes.iter().enumerate().map(|(k, s)| stats.step_report(Some(k), *s)).collect();
+    let whole = StepShape {
+        target_rate: if shapes.len() == 1 { shapes[0].target_rate } else { None },
+        start: Duration::ZERO,
+        duration,
+        planned: shapes.iter().map(|s| s.planned).sum(),
+    };
+    let overall = stats.step_report(None, whole);
+    Ok(Report {
+        schema: REPORT_SCHEMA.to_string(),
+        target: shared.config.url.clone(),
+        mode: shared.config.plan.mode(),
+        http_version: if shared.config.http2 { "HTTP/2" } else { "HTTP/1.1" }.to_string(),
+        connections: shared.config.connections,
+        duration_s: duration.as_secs_f64(),
+        elapsed_s: (end - shared.start).as_secs_f64(),
+        steps,
+        overall,
+        timeline,
+    })
+}
+
+/// Open loop and replay: send request `i` at `start + offset(i)`.
+async fn scheduled_worker(shared: &Shared, slot: &Slot) {
+    let send_deadline = shared.start + shared.config.plan.duration() + SEND_GRACE;
+    loop {
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        let Some(arrival) = shared.config.plan.arrival(i) else { break };
+        let intended = shared.start + arrival.offset;
+        let claimed = Instant::now();
+        let (measured_from, behind) = if claimed < intended {
+            tokio::time::sleep_until(intended).await;
+            (Instant::now(), false)
+        } else if claimed > send_deadline {
+            // Out of time: the rest of the plan counts as missed.
+            break;
+        } else {
+            (intended, true)
+        };
+        shared.stats().on_send(arrival.step, behind);
+        let result = slot.send_within(shared.request(i), shared.config.timeout).await;
+        let latency = measured_from.elapsed();
+        shared.stats().on_done(arrival.step, result, latency);
+    }
+}
+
+/// Closed loop: send, wait for the response, send again, until time or count runs out.
+async fn closed_worker(shared: &Shared, slot: &Slot) {
+    let Plan::Closed { duration, max_requests } = shared.config.plan else { return };
+    let end = shared.start + duration;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        if max_requests.is_some_and(|max| i >= max) {
+            break;
+        }
+        shared.stats().on_send(0, false);
+        let timeout =
+            shared.config.timeout.min(end.saturating_duration_since(now) + shared.config.timeout);
+        let result = slot.send_within(shared.request(i), timeout).await;
+        shared.stats().on_done(0, result, now.elapsed());
+        if result == Err(Failure::Connect) {
+            // Do not spin on a refused port: a short pause keeps the error count meaningful.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

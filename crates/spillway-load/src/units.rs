@@ -1,0 +1,139 @@
+//! Parsing and printing of the human units the load tools take on the command line and in
+//! config: durations (`10s`, `250ms`, `2m`) and byte sizes (`4KB`, `16MiB`).
+//!
+//! Small hand-written parsers: the accepted forms are few, and their errors should name the
+//! value the user typed.
+
+use std::time::Duration;
+
+/// A value that is not a valid duration or size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} `{value}`: {why}")]
+pub struct UnitError {
+    /// What was being parsed ("duration", "size").
+    pub what: &'static str,
+    /// The text as given.
+    pub value: String,
+    /// Why it was refused.
+    pub why: &'static str,
+}
+
+fn unit_error(what: &'static str, value: &str, why: &'static str) -> UnitError {
+    UnitError { what, value: value.to_string(), why }
+}
+
+/// Splits `"12.5ms"` into `(12.5, "ms")`.
+fn split_number(s: &str) -> Option<(f64, &str)> {
+    let s = s.trim();
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let number: f64 = s[..end].parse().ok()?;
+    Some((number, s[end..].trim()))
+}
+
+/// Parses a duration: a number followed by `ns`, `us`, `ms`, `s`, `m` or `h` (`s` when the unit
+/// is missing).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(spillway_load::units::parse_duration("250ms").unwrap(), Duration::from_millis(250));
+/// assert_eq!(spillway_load::units::parse_duration("2m").unwrap(), Duration::from_secs(120));
+/// ```
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
+    let (number, unit) =
+        split_number(s).ok_or_else(|| unit_error("duration", s, "expected e.g. 10s or 250ms"))?;
+    let seconds_per_unit = match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(unit_error("duration", s, "unit must be one of ns, us, ms, s, m, h")),
+    };
+    let seconds = number * seconds_per_unit;
+    if !seconds.is_finite() || seconds > 1e9 {
+        return Err(unit_error("duration", s, "too large"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a byte size: a number followed by `B`, `KB`/`KiB`, `MB`/`MiB` or `GB`/`GiB` (case
+/// insensitive; bytes when the unit is missing). `KB` means 1024 bytes, as in config files.
+///
+/// ```
+/// assert_eq!(spillway_load::units::parse_bytes("4KB").unwrap(), 4096);
+/// ```
+pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
+    let (number, unit) =
+        split_number(s).ok_or_else(|| unit_error("size", s, "expected e.g. 4KB or 16MiB"))?;
+    let multiplier: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(unit_error("size", s, "unit must be one of B, KB, MB, GB")),
+    };
+    let bytes = number * multiplier;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 / 2.0 {
+        return Err(unit_error("size", s, "too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Formats a latency given in microseconds for a table: `850us`, `12.3ms`, `1.52s`.
+pub fn format_micros(us: f64) -> String {
+    if us < 1000.0 {
+        format!("{us:.0}us")
+    } else if us < 1_000_000.0 {
+        format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{:.2}s", us / 1_000_000.0)
+    }
+}
+
+/// Formats a duration compactly (`10s`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_common_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn durations_refuse_unknown_units_and_garbage() {
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes_use_binary_kilobytes() {
+        assert_eq!(parse_bytes("4KB"), Ok(4096));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert!(parse_bytes("4 parsecs").is_err());
+    }
+
+    #[test]
+    fn latencies_print_in_a_readable_unit() {
+        assert_eq!(format_micros(850.0), "850us");
+        assert_eq!(format_micros(12_300.0), "12.30ms");
+        assert_eq!(format_micros(1_520_000.0), "1.52s");
+    }
+}

@@ -1,0 +1,113 @@
+//! End-to-end tests of the load engine against an in-process server on loopback. Real time is
+//! involved, so each run is short (≤ 1.5 s) and bounds are generous.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use spillway_load::engine::{run, EngineConfig, Plan, RequestSpec};
+use spillway_load::report::Mode;
+use spillway_load::schedule::{Ramp, Schedule};
+use spillway_load::Target;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn config(url: &str, plan: Plan, connections: usize) -> EngineConfig {
+    let target = Target::resolve(url, false).unwrap();
+    let request = RequestSpec::get(target.path_and_query.clone());
+    EngineConfig {
+        target,
+        url: url.to_string(),
+        requests: Arc::from(vec![request]),
+        plan,
+        connections,
+        http2: false,
+        streams_per_connection: 1,
+        timeout: Duration::from_secs(2),
+        interval: Duration::from_millis(250),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sends_at_the_requested_rate() {
+    let server = common::start().await;
+    let plan = Plan::Open(Schedule::constant(400.0, Duration::from_millis(1500)).unwrap());
+    let report = run(config(&server.url("/"), plan, 8), |_| {}).await.unwrap();
+    let all = &report.overall;
+    assert_eq!(report.mode, Mode::Open);
+    assert_eq!(all.planned, Some(600));
+    // Every planned request leaves (the server is fast); the rate is exact by construction
+    // unless the generator falls behind, so the bound only absorbs a slow CI machine.
+    assert!(all.sent >= 570, "sent {}", all.sent);
+    assert!((all.achieved_rate - 400.0).abs() <= 40.0, "achieved {}", all.achieved_rate);
+    assert_eq!(all.status.get("200").copied(), Some(all.responses));
+    assert_eq!(server.seen().len() as u64, all.sent);
+    assert!(report.elapsed_s < 4.0);
+    assert!(!report.timeline.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_responses_count_from_the_intended_send_time() {
+    let server = common::start().await;
+    // One connection, 50 rps (every 20 ms) against a 60 ms server: requests queue behind each
+    // other, so latency measured from intended times grows well past the 60 ms service time.
+    let plan = Plan::Open(Schedule::constant(50.0, Duration::from_secs(1)).unwrap());
+    let report = run(config(&server.url("/?delay_ms=60"), plan, 1), |_| {}).await.unwrap();
+    let all = &report.overall;
+    assert!(all.behind > 0, "requests should have waited for the busy connection");
+    assert!(all.latency_ms.p99 > 200.0, "p99 {} hides the queueing delay", all.latency_ms.p99);
+    assert!(all.latency_ms.min >= 59.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_reports_each_step_at_its_own_rate() {
+    let server = common::start().await;
+    let ramp: Ramp = "100:300:200:600ms".parse().unwrap();
+    let plan = Plan::Open(Schedule::ramp(&ramp).unwrap());
+    let report = run(config(&server.url("/"), plan, 4), |_| {}).await.unwrap();
+    assert_eq!(report.steps.len(), 2);
+    assert_eq!(report.steps[0].planned, Some(60));
+    assert_eq!(report.steps[1].planned, Some(180));
+    assert_eq!(report.steps[1].start_s, 0.6);
+    assert!(
+        (report.steps[0].achieved_rate - 100.0).abs() <= 15.0,
+        "{}",
+        report.steps[0].achieved_rate
+    );
+    assert!(
+        (report.steps[1].achieved_rate - 300.0).abs() <= 45.0,
+        "{}",
+        report.steps[1].achieved_rate
+    );
+    assert_eq!(report.overall.sent, report.steps[0].sent + report.steps[1].sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_codes_are_counted_by_code_and_class() {
+    let server = common::start().await;
+    let plan = Plan::Open(Schedule::constant(100.0, Duration::from_millis(300)).unwrap());
+    let report = run(config(&server.url("/?status=503"), plan, 2), |_| {}).await.unwrap();
+    let all = &report.overall;
+    assert_eq!(all.status.get("503").copied(), Some(all.responses));
+    assert_eq!(all.status_class.get("5xx").copied(), Some(all.responses));
+    assert!((all.error_rate - 1.0).abs() < 1e-9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_count_bounds_the_run() {
+    let server = common::start().await;
+    let plan =
+        Plan::Open(Schedule::constant(1000.0, Duration::from_secs(10)).unwrap().limited_to(25));
+    let report = run(config(&server.url("/"), plan, 2), |_| {}).await.unwrap();
+    assert_eq!(report.overall.sent, 25);
+    assert_eq!(server.seen().len(), 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_fails_fast() {
+    // Bind then drop a listener: the port is free and refuses connections.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let plan = Plan::Open(Schedule::constant(10.0, Duration::from_secs(1)).unwrap());
+    assert!(run(config(&url, plan, 1), |_| {}).await.is_err());
+}
