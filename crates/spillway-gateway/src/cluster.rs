@@ -9,7 +9,7 @@ use crate::config::{ClusterConfig, OutlierConfig};
 use serde::Serialize;
 use spillway_core::Instant;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,7 +83,6 @@ pub struct ClusterState {
     pub config: ClusterConfig,
     /// Endpoints, in config order.
     pub endpoints: Vec<Arc<EndpointState>>,
-    next: AtomicUsize,
 }
 
 impl ClusterState {
@@ -103,16 +102,24 @@ impl ClusterState {
                     })
             })
             .collect();
-        ClusterState { config, endpoints, next: AtomicUsize::new(0) }
+        ClusterState { config, endpoints }
     }
 
-    /// Picks an available endpoint for a request, or `None` when none is available.
-    ///
-    /// Round robin over available endpoints; `_hash` is the request key for hashing balancers.
-    pub fn pick(&self, now: Instant, _hash: u64) -> Option<&Arc<EndpointState>> {
-        let n = self.endpoints.len();
-        let start = self.next.fetch_add(1, Relaxed);
-        (0..n).map(|i| &self.endpoints[(start + i) % n]).find(|e| e.available(now))
+    /// Writes the indices of the endpoints available at `now` into `out`; returns how many.
+    /// Stops at `out.len()` endpoints.
+    #[inline]
+    pub fn eligible(&self, now: Instant, out: &mut [usize]) -> usize {
+        let mut n = 0;
+        for (i, e) in self.endpoints.iter().enumerate() {
+            if n == out.len() {
+                break;
+            }
+            if e.available(now) {
+                out[n] = i;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Records the outcome of a request to `endpoint` taking `latency`, ejecting it after too
@@ -164,7 +171,7 @@ impl ClusterState {
     pub fn view(&self, now: Instant) -> ClusterView {
         ClusterView {
             name: self.config.name.clone(),
-            balance: format!("{:?}", self.config.balance),
+            balance: self.config.balance.as_str().to_string(),
             endpoints: self
                 .endpoints
                 .iter()

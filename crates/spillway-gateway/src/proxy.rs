@@ -20,11 +20,13 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use spillway_core::balance::{hash_bytes, AnyBalancer, Balancer, EndpointSpec, PickContext};
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -63,7 +65,12 @@ pub struct Worker {
     cache: RefCell<(SnapshotCache, Rc<Arc<Snapshot>>)>,
     request_ids: Cell<u64>,
     id_prefix: u64,
+    balancers: RefCell<(u64, Vec<AnyBalancer>)>,
+    random: Cell<u64>,
 }
+
+/// Most endpoints considered per pick (the eligible list lives on the stack).
+pub const MAX_PICK_ENDPOINTS: usize = 256;
 
 impl Worker {
     /// A worker over `shared`.
@@ -82,6 +89,65 @@ impl Worker {
             cache: RefCell::new((cache, current)),
             request_ids: Cell::new(0),
             id_prefix,
+            balancers: RefCell::new((0, Vec::new())),
+            random: Cell::new(id_prefix),
+        }
+    }
+
+    /// Picks an endpoint of cluster `index` with this worker's chooser (rebuilt when the
+    /// snapshot changes), among the endpoints available at `now`.
+    pub fn pick(
+        &self,
+        snap: &Snapshot,
+        index: usize,
+        now: spillway_core::Instant,
+        hash: Option<u64>,
+    ) -> Option<usize> {
+        let mut balancers = self.balancers.borrow_mut();
+        if balancers.0 != snap.generation {
+            let built = snap
+                .clusters
+                .iter()
+                .map(|c| {
+                    let specs: Vec<EndpointSpec> = c
+                        .endpoints
+                        .iter()
+                        .map(|e| EndpointSpec::new(&e.address.to_string(), e.weight))
+                        .collect();
+                    c.config.balance.build(&specs, self.id as u64)
+                })
+                .collect();
+            *balancers = (snap.generation, built);
+        }
+        let mut eligible = [0usize; MAX_PICK_ENDPOINTS];
+        let n = snap.clusters[index].eligible(now, &mut eligible);
+        let r = splitmix(self.random.get());
+        self.random.set(r);
+        let mut ctx = PickContext::new(now, r);
+        if let Some(h) = hash {
+            ctx = ctx.with_hash(h);
+        }
+        let balancer = balancers.1.get_mut(index)?;
+        let picked = balancer.pick(&eligible[..n], &ctx)?;
+        balancer.on_start(picked, now);
+        Some(picked)
+    }
+
+    /// Reports the end of a request picked by [`Worker::pick`].
+    pub fn picked_done(
+        &self,
+        generation: u64,
+        index: usize,
+        endpoint: usize,
+        latency: Duration,
+        success: bool,
+        now: spillway_core::Instant,
+    ) {
+        let mut balancers = self.balancers.borrow_mut();
+        if balancers.0 == generation {
+            if let Some(b) = balancers.1.get_mut(index) {
+                b.on_end(endpoint, latency, success, now);
+            }
         }
     }
 
@@ -178,12 +244,6 @@ fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
     conn.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")).then(|| upgrade.clone())
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
-}
-
 /// Serves one request (never fails: errors become 4xx/5xx responses).
 pub async fn handle(
     worker: Rc<Worker>,
@@ -216,8 +276,7 @@ pub async fn handle(
                     (resp, None)
                 }
                 Action::Proxy { cluster, .. } => {
-                    let cluster = &snap.clusters[*cluster];
-                    proxy(&worker, &conn, route, cluster, req, start).await
+                    proxy(&worker, &conn, &snap, route, *cluster, req, start).await
                 }
             };
             route.stats.record(
@@ -266,11 +325,13 @@ impl Drop for InFlight<'_> {
 async fn proxy(
     worker: &Rc<Worker>,
     conn: &ConnInfo,
+    snap: &Snapshot,
     route: &Route,
-    cluster: &ClusterState,
+    cluster_index: usize,
     mut req: Request<Incoming>,
     start: spillway_core::Instant,
 ) -> (Response<ResponseBody>, Option<std::net::SocketAddr>) {
+    let cluster: &ClusterState = &snap.clusters[cluster_index];
     let Action::Proxy { rewrite_prefix, rewrite_host, timeout, .. } = &route.action else {
         return (canned(StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"internal\"}\n"), None);
     };
@@ -294,18 +355,19 @@ async fn proxy(
     let hash = match cluster.config.balance {
         Balance::ConsistentHash => {
             match cluster.config.hash_header.as_deref().and_then(|h| req.headers().get(h)) {
-                Some(v) => fnv(v.as_bytes()),
-                None => conn.client_hash,
+                Some(v) => Some(hash_bytes(v.as_bytes())),
+                None => Some(conn.client_hash),
             }
         }
-        _ => 0,
+        _ => None,
     };
-    let Some(endpoint) = cluster.pick(start, hash) else {
+    let Some(picked) = worker.pick(snap, cluster_index, start, hash) else {
         return (
             canned(StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"no_healthy_endpoint\"}\n"),
             None,
         );
     };
+    let endpoint: &EndpointState = &cluster.endpoints[picked];
     let addr = endpoint.address;
     let upgrade = wants_upgrade(&req);
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -434,6 +496,7 @@ async fn proxy(
         Ok(ok) => ok,
         Err(e) => {
             cluster.record(endpoint, Outcome::Failure, latency, now);
+            worker.picked_done(snap.generation, cluster_index, picked, latency, false, now);
             tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed");
             let resp = match e {
                 UpstreamError::Timeout(_) => {
@@ -447,6 +510,14 @@ async fn proxy(
     let outcome =
         if resp.status().is_server_error() { Outcome::ServerError } else { Outcome::Success };
     cluster.record(endpoint, outcome, latency, now);
+    worker.picked_done(
+        snap.generation,
+        cluster_index,
+        picked,
+        latency,
+        outcome == Outcome::Success,
+        now,
+    );
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down) = downstream_upgrade {

@@ -8,8 +8,13 @@ use super::*;
 use std::collections::HashSet;
 
 /// Names accepted for `balance`.
-pub const BALANCE_NAMES: &[&str] =
-    &["round_robin", "weighted_round_robin", "least_request", "p2c_ewma", "consistent_hash"];
+pub const BALANCE_NAMES: &[&str] = &[
+    Balance::ALL[0].as_str(),
+    Balance::ALL[1].as_str(),
+    Balance::ALL[2].as_str(),
+    Balance::ALL[3].as_str(),
+    Balance::ALL[4].as_str(),
+];
 
 /// Default header-read (slowloris) timeout of a listener.
 pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(10);
@@ -277,13 +282,10 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             }
             endpoints.push(EndpointConfig { address, weight: weight.max(1), zone: e.zone });
         }
-        let balance = match rc.balance.as_deref() {
-            None | Some("round_robin") => Balance::RoundRobin,
-            Some("weighted_round_robin") => Balance::WeightedRoundRobin,
-            Some("least_request") => Balance::LeastRequest,
-            Some("p2c_ewma") => Balance::P2cEwma,
-            Some("consistent_hash") => Balance::ConsistentHash,
-            Some(other) => {
+        let balance = match rc.balance.as_deref().map(|name| (name, name.parse::<Balance>())) {
+            None => Balance::RoundRobin,
+            Some((_, Ok(kind))) => kind,
+            Some((other, Err(_))) => {
                 let hint = nearest(other, BALANCE_NAMES)
                     .map(|n| format!("; did you mean `{n}`?"))
                     .unwrap_or_default();

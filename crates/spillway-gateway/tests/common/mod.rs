@@ -79,7 +79,7 @@ async fn backend_handle(
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(600)).await;
-            Response::new(full("slow done"))
+            Response::new(full(format!("slow done by {}", state.name)))
         }
         "/echo" => {
             // Streams the request body straight back.
