@@ -37,10 +37,10 @@ async fn tally(
     header: Option<(&str, String)>,
 ) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for i in 0..n {
+    for _ in 0..n {
         let mut req = Request::get("/").header("host", "x");
         if let Some((name, value)) = &header {
-            req = req.header(*name, format!("{value}{}", i % 1));
+            req = req.header(*name, value.clone());
         }
         let (status, _, body) = h1(addr, req.body(body("")).unwrap()).await;
         let key = if status == StatusCode::OK {
