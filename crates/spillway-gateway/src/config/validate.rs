@@ -172,7 +172,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         }
         let address = parse_addr(&mut c, &at(&p, &[key("address")]), &l.address);
         if let Some(a) = address {
-            if !addresses.insert(a) {
+            if a.port() != 0 && !addresses.insert(a) {
                 c.error(&at(&p, &[key("address")]), format!("{a} is used by two listeners"));
             }
         }
@@ -247,7 +247,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
 
     let admin = raw.admin.and_then(|a| {
         let address = parse_addr(&mut c, &[key("admin"), key("address")], &a.address)?;
-        if addresses.contains(&address) {
+        if address.port() != 0 && addresses.contains(&address) {
             c.error(
                 &[key("admin"), key("address")],
                 format!("{address} is also a listener's address"),
