@@ -11,6 +11,7 @@ pub mod body;
 pub mod check;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod gateway;
 pub mod health;
 pub mod metrics;

@@ -239,3 +239,17 @@ routes: [{{ name: all, cluster: app }}]
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_what_it_prints() {
+    let (gw, text) = spillway_gateway::demo::start(0, 0, false).unwrap();
+    let addr = gw.listener_address("public").unwrap();
+    assert!(text.contains(&format!("curl -i http://{addr}/hello")), "{text}");
+    assert_eq!(get(addr, "/hello").await.2, "hello from spillway\n");
+    assert_eq!(get(addr, "/fast/x").await.2, "fast backend\n");
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
