@@ -7,8 +7,10 @@
 //!
 //! How a handler's outgoing calls inherit the class, without the handler passing it around:
 //! - [`CriticalityLayer`] (server side) parses [`CRITICALITY_HEADER`] (default `CRITICAL`),
-//!   puts the [`Criticality`] in the request's extensions, and runs the inner service —
-//!   both its `call` and its response future — inside a tokio task-local scope holding it.
+//!   puts the [`Criticality`] in the request's extensions, rewrites the header to the class's
+//!   canonical spelling (so a forwarded request carries exactly the class applied here), and
+//!   runs the inner service — both its `call` and its response future — inside a tokio
+//!   task-local scope holding it.
 //! - [`PropagateCriticalityLayer`] (client side, on the handler's HTTP client stack) writes
 //!   the class onto each outgoing request: from the outgoing request's own extensions if the
 //!   handler put one there, else from the task-local ([`current`]).
@@ -132,6 +134,10 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let class = self.layer.classify(req.headers().get(CRITICALITY_HEADER));
         req.extensions_mut().insert(class);
+        // The request leaves with the canonical header of its effective class, so a proxy that
+        // forwards it, and every hop after, sees the class this hop applied (after the default
+        // and the cap), not what the client claimed.
+        req.headers_mut().insert(CRITICALITY_HEADER, HeaderValue::from_static(class.as_str()));
         let inner = &mut self.inner;
         let future = CURRENT.sync_scope(class, || inner.call(req));
         CURRENT.scope(class, future)
@@ -239,6 +245,20 @@ mod tests {
         let svc = untrusted.layer(service_fn(report));
         let seen = svc.oneshot(request(Some("CRITICAL_PLUS"))).await.unwrap();
         assert_eq!(seen.0, Some(Criticality::Critical));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forwarded_request_carries_the_applied_class_canonically() {
+        let header = |req: Request<()>| async move {
+            Ok::<_, Infallible>(req.headers().get(CRITICALITY_HEADER).cloned())
+        };
+        let capped =
+            CriticalityLayer::new().with_max(Criticality::Critical).layer(service_fn(header));
+        let seen = capped.oneshot(request(Some("critical-plus"))).await.unwrap();
+        assert_eq!(seen, Some(HeaderValue::from_static("CRITICAL")));
+        let batch = CriticalityLayer::new().with_default(Criticality::Sheddable);
+        let seen = batch.layer(service_fn(header)).oneshot(request(None)).await.unwrap();
+        assert_eq!(seen, Some(HeaderValue::from_static("SHEDDABLE")));
     }
 
     #[tokio::test(start_paused = true)]
