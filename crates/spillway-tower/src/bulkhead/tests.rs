@@ -212,3 +212,29 @@ fn impossible_limits_are_refused_when_the_layer_is_built() {
     let err = BulkheadLayer::try_new(BulkheadConfig::new(0, 0, ms(1))).err();
     assert_eq!(err, Some(BulkheadConfigError::ZeroConcurrency));
 }
+
+#[tokio::test(start_paused = true)]
+async fn behind_criticality_and_deadline_layers_a_waiter_gives_up_at_its_deadline() {
+    use crate::criticality::CriticalityLayer;
+    use crate::deadline::{DeadlineLayer, DeadlinePolicy};
+    use tower::ServiceBuilder;
+
+    let bulkhead = layer(1, 4, 1000);
+    let policy = DeadlinePolicy::builder(ms(2000)).build().unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(CriticalityLayer::new())
+        .layer(DeadlineLayer::new(policy))
+        .layer(bulkhead.clone())
+        .service(worker(Log::default()));
+    let holder = tokio::spawn(svc.call(req(500, Criticality::Critical)));
+    let mut hurried = req(10, Criticality::CriticalPlus);
+    hurried.headers_mut().insert("x-request-timeout", http::HeaderValue::from_static("100ms"));
+    let started = TokioInstant::now();
+    let err = svc.call(hurried).await.unwrap_err();
+    let rejection = find_rejection(err.as_ref()).unwrap();
+    assert_eq!(rejection_response(&rejection).status(), 504);
+    assert_eq!(started.elapsed(), ms(100));
+    assert_eq!(bulkhead.queued(), 0);
+    assert_eq!(holder.await.unwrap().unwrap(), 500);
+    assert_eq!(bulkhead.in_flight(), 0);
+}
