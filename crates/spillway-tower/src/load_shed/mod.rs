@@ -8,6 +8,27 @@
 //! gives the admission back when the response future completes or is dropped (a cancelled
 //! request never leaks an inflight slot). Refusals fail the call with [`Rejected`]
 //! (`Overloaded`, 503) for [`rejection_response`](crate::rejection_response) to render.
+//!
+//! ```
+//! use spillway_core::overload::{BbrConfig, CpuGauge, CpuUsage};
+//! use spillway_core::SystemClock;
+//! use spillway_tower::load_shed::BbrLoadShedLayer;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // In production `BbrLoadShedLayer::new(config)` starts its own CPU sampler.
+//! let cpu = CpuGauge::new();
+//! let layer = BbrLoadShedLayer::with_cpu_gauge(BbrConfig::default(), cpu.clone(), SystemClock::new())
+//!     .expect("valid config");
+//! let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+//! }));
+//! cpu.set(CpuUsage::from_permille(300)); // cool: everything is admitted
+//! let response = svc.oneshot(http::Request::new(())).await;
+//! assert!(response.is_ok());
+//! # }
+//! ```
 
 mod concurrency;
 mod future;
@@ -56,7 +77,9 @@ pub struct BbrLoadShedLayer<C = SystemClock> {
 
 impl BbrLoadShedLayer<SystemClock> {
     /// A layer with its own CPU sampler (detected source, 250 ms, decay 0.8) and the system
-    /// clock. Must be called inside a tokio runtime (it spawns the sampler task).
+    /// clock. Must be called inside a tokio runtime (it spawns the sampler task); to share one
+    /// sampler among many layers, spawn a [`CpuSamplerTask`] and use
+    /// [`BbrLoadShedLayer::with_cpu_gauge`] with its gauge.
     pub fn new(config: BbrConfig) -> Result<BbrLoadShedLayer<SystemClock>, LoadShedError> {
         let sampler = CpuSamplerTask::spawn_default()?;
         let limiter = BbrLimiter::with_cpu_gauge(config, sampler.gauge().clone())?;
