@@ -81,6 +81,7 @@ impl LimitAlgorithm for Aimd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ms(ms: u64) -> Instant {
         Instant::from_nanos(ms * 1_000_000)
@@ -157,5 +158,22 @@ mod tests {
         assert_eq!(Aimd::try_new(c).err(), Some(LimitConfigError::BadBounds));
         let c = AimdConfig { backoff_ratio: 1.0, ..AimdConfig::default() };
         assert!(Aimd::try_new(c).is_err());
+    }
+
+    proptest! {
+        /// Whatever the samples, the limit stays within [min, max].
+        #[test]
+        fn limit_always_within_bounds(
+            samples in proptest::collection::vec((0u64..10_000, 0u64..100, any::<bool>()), 1..300)
+        ) {
+            let config = AimdConfig { min_limit: 3, max_limit: 40, ..AimdConfig::default() };
+            let mut a = Aimd::try_new(config).expect("valid");
+            let mut now = ms(0);
+            for (rtt_ms, inflight, dropped) in samples {
+                now += Duration::from_millis(7);
+                a.on_sample(Duration::from_millis(rtt_ms), inflight, dropped, now);
+                prop_assert!((3..=40).contains(&a.limit()), "limit {}", a.limit());
+            }
+        }
     }
 }

@@ -59,6 +59,9 @@ pub enum CpuSamplerError {
         /// The I/O error.
         message: String,
     },
+    /// The sampler task needs a tokio runtime and was started outside one.
+    #[error("the CPU sampler task must be started inside a tokio runtime")]
+    NoRuntime,
     /// A source file did not have the expected format.
     #[error("unexpected format in {file}: no {what}")]
     Parse {
@@ -237,15 +240,17 @@ pub struct CpuSamplerTask {
 impl CpuSamplerTask {
     /// Spawns a task on the current tokio runtime that samples every `period`, smooths with
     /// `average` and publishes into `gauge`. A failing read is logged and skipped (the gauge
-    /// keeps its last value).
+    /// keeps its last value). Fails outside a tokio runtime.
     pub fn spawn(
         mut sampler: impl SampleCpu,
         period: Duration,
         mut average: CpuAverage,
         gauge: CpuGauge,
-    ) -> CpuSamplerTask {
+    ) -> Result<CpuSamplerTask, CpuSamplerError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| CpuSamplerError::NoRuntime)?;
         let published = gauge.clone();
-        let handle = tokio::spawn(async move {
+        let handle = runtime.spawn(async move {
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
@@ -257,19 +262,19 @@ impl CpuSamplerTask {
                 }
             }
         });
-        CpuSamplerTask { gauge, handle }
+        Ok(CpuSamplerTask { gauge, handle })
     }
 
     /// Detects the CPU source and spawns a sampler with the defaults (250 ms, decay 0.8) into a
     /// new gauge.
     pub fn spawn_default() -> Result<CpuSamplerTask, CpuSamplerError> {
         let sampler = CpuSampler::detect()?;
-        Ok(CpuSamplerTask::spawn(
+        CpuSamplerTask::spawn(
             sampler,
             DEFAULT_SAMPLE_PERIOD,
             CpuAverage::default(),
             CpuGauge::new(),
-        ))
+        )
     }
 
     /// The gauge this task publishes into.
@@ -298,6 +303,18 @@ mod tests {
         assert_eq!(usage_between(b, b), CpuUsage::IDLE);
         let over = Counters { used: 100_000, available: 14_000 };
         assert_eq!(usage_between(a, over), CpuUsage::FULL);
+    }
+
+    #[test]
+    fn spawning_outside_a_runtime_is_an_error_not_a_panic() {
+        let scripted = Scripted { usage: CpuUsage::IDLE, calls: Arc::default() };
+        let task = CpuSamplerTask::spawn(
+            scripted,
+            DEFAULT_SAMPLE_PERIOD,
+            CpuAverage::default(),
+            CpuGauge::new(),
+        );
+        assert_eq!(task.err(), Some(CpuSamplerError::NoRuntime));
     }
 
     #[test]
@@ -342,7 +359,8 @@ mod tests {
         let gauge = CpuGauge::new();
         let mut average = CpuAverage::default();
         average.update(CpuUsage::IDLE); // the average starts idle: the gauge must climb
-        let task = CpuSamplerTask::spawn(scripted, DEFAULT_SAMPLE_PERIOD, average, gauge.clone());
+        let task = CpuSamplerTask::spawn(scripted, DEFAULT_SAMPLE_PERIOD, average, gauge.clone())
+            .expect("inside a runtime");
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1, "first tick is immediate");
         let first = gauge.get().permille();
