@@ -7,7 +7,6 @@
 //! 503 / 504 response, is a drop signal (the service or its dependencies are overloaded);
 //! any other response is a success; a future dropped before completing is ignored (no sample).
 
-use super::request_criticality;
 use crate::rejection::{BoxError, Rejected};
 use pin_project_lite::pin_project;
 use spillway_core::concurrency::{ConcurrencyLimiter, ConcurrencyToken, LimitAlgorithm, Outcome};
@@ -106,7 +105,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let class = request_criticality(&request);
+        let class = crate::criticality::of_request(&request);
         match self.limiter.try_acquire(class, self.clock.now()) {
             Ok(token) => AdaptiveConcurrencyFuture {
                 state: State::Admitted {

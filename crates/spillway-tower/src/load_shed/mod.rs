@@ -4,7 +4,7 @@
 //!
 //! Why: these decide from what the service itself observes — its CPU, its completions, its
 //! latency — so a service protects itself without anyone guessing its capacity. The decisions are
-//! `spillway-core`'s; this module only reads the request's [`Criticality`], asks the core, and
+//! `spillway-core`'s; this module only reads the request's [`Criticality`](spillway_core::Criticality), asks the core, and
 //! gives the admission back when the response future completes or is dropped (a cancelled
 //! request never leaks an inflight slot). Refusals fail the call with [`Rejected`]
 //! (`Overloaded`, 503) for [`rejection_response`](crate::rejection_response) to render.
@@ -40,20 +40,11 @@ use crate::cpu::{CpuSamplerError, CpuSamplerTask};
 use crate::rejection::{BoxError, Rejected};
 use future::BbrGuard;
 use spillway_core::overload::{BbrConfig, BbrConfigError, BbrLimiter, CpuGauge};
-use spillway_core::{Clock, Criticality, SystemClock, CRITICALITY_HEADER};
+use spillway_core::{Clock, SystemClock};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
-
-/// The request's class: the [`Criticality`] in its extensions (put there by the criticality
-/// layer), else its `x-spillway-criticality` header, else the default (`Critical`).
-pub fn request_criticality<B>(request: &http::Request<B>) -> Criticality {
-    if let Some(class) = request.extensions().get::<Criticality>() {
-        return *class;
-    }
-    Criticality::from_header(request.headers().get(CRITICALITY_HEADER).map(|v| v.as_bytes()))
-}
 
 /// Why a load-shedding layer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +131,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let class = request_criticality(&request);
+        let class = crate::criticality::of_request(&request);
         match self.limiter.allow(class, self.clock.now()) {
             Ok(token) => {
                 let guard = BbrGuard::new(self.limiter.clone(), self.clock.clone(), token);

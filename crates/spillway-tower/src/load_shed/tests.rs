@@ -5,6 +5,7 @@ use crate::rejection::find_rejection;
 use spillway_core::clock::duration_nanos;
 use spillway_core::concurrency::{Aimd, AimdConfig};
 use spillway_core::overload::{ClassShares, CpuUsage};
+use spillway_core::{Criticality, CRITICALITY_HEADER};
 use spillway_core::{Instant, RejectReason};
 use std::convert::Infallible;
 use std::time::Duration;
