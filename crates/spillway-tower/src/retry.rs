@@ -544,6 +544,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn retry_after_as_an_http_date_is_read_against_the_wall_clock() {
+        // A date long past: no extra wait beyond the backoff.
+        let past = Status(503, Some("Sun, 06 Nov 1994 08:49:37 GMT"));
+        let backend = Backend::new(&[past, Status(200, None)]);
+        let service = layer(policy()).layer(backend.service());
+        assert_eq!(service.oneshot(get()).await.expect("answered").status(), 200);
+        assert_eq!(backend.offsets_ms(), vec![0, 100]);
+        // A date far ahead: beyond the cap, returned to the caller.
+        let far = Status(503, Some("Fri, 31 Dec 9999 23:59:59 GMT"));
+        let backend = Backend::new(&[far, Status(200, None)]);
+        let service = layer(policy()).layer(backend.service());
+        assert_eq!(service.oneshot(get()).await.expect("answered").status(), 503);
+        assert_eq!(backend.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn retry_after_on_other_statuses_is_not_a_hint() {
         let backend = Backend::new(&[Status(502, Some("4")), Status(200, None)]);
         let service = layer(policy()).layer(backend.service());
