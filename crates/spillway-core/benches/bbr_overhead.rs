@@ -6,7 +6,10 @@
 //! `cargo bench -p spillway-core --bench bbr_overhead -- --warm-up-time 1 --measurement-time 3`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use spillway_core::overload::{BbrConfig, BbrLimiter, CpuUsage};
+use spillway_core::concurrency::{
+    Aimd, AimdConfig, ConcurrencyLimiter, Gradient2, Gradient2Config, Outcome,
+};
+use spillway_core::overload::{BbrConfig, BbrLimiter, ClassShares, CpuUsage};
 use spillway_core::{Criticality, Instant};
 use std::hint::black_box;
 
@@ -41,5 +44,36 @@ fn bbr(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bbr);
+fn concurrency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("concurrency");
+
+    let aimd = Aimd::try_new(AimdConfig::default()).expect("default config is valid");
+    let limiter = ConcurrencyLimiter::new(aimd, ClassShares::concurrency_default());
+    let mut now = 0u64;
+    group.bench_function("aimd_acquire_release", |b| {
+        b.iter(|| {
+            now += 1_000;
+            let t = Instant::from_nanos(now);
+            if let Ok(token) = limiter.try_acquire(black_box(Criticality::Critical), t) {
+                limiter.release(token, Outcome::Success, Instant::from_nanos(now + 500));
+            }
+        })
+    });
+
+    let g2 = Gradient2::try_new(Gradient2Config::default()).expect("default config is valid");
+    let limiter = ConcurrencyLimiter::new(g2, ClassShares::concurrency_default());
+    let mut now = 0u64;
+    group.bench_function("gradient2_acquire_release", |b| {
+        b.iter(|| {
+            now += 1_000;
+            let t = Instant::from_nanos(now);
+            if let Ok(token) = limiter.try_acquire(black_box(Criticality::Critical), t) {
+                limiter.release(token, Outcome::Success, Instant::from_nanos(now + 500));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bbr, concurrency);
 criterion_main!(benches);

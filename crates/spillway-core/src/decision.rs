@@ -157,6 +157,22 @@ impl RejectReason {
             RejectReason::DeadlineExceeded => 504,
         }
     }
+
+    /// The gRPC status code a gRPC caller gets instead (gRPC carries errors in `grpc-status`,
+    /// not in the HTTP status): `RESOURCE_EXHAUSTED` (8) for a caller's limit, `UNAVAILABLE`
+    /// (14) for self-protection — which gRPC clients treat as retryable — and
+    /// `DEADLINE_EXCEEDED` (4) for a spent deadline.
+    pub const fn grpc_status(self) -> u8 {
+        match self {
+            RejectReason::RateLimited | RejectReason::QuotaExhausted => 8,
+            RejectReason::Overloaded
+            | RejectReason::BulkheadFull
+            | RejectReason::QueueTimeout
+            | RejectReason::CircuitOpen
+            | RejectReason::Throttled => 14,
+            RejectReason::DeadlineExceeded => 4,
+        }
+    }
 }
 
 impl fmt::Display for RejectReason {
@@ -192,6 +208,13 @@ mod tests {
         assert_eq!(r.json_body(), "{\"error\":\"overloaded\"}\n");
         let r = r.retry_after(Duration::from_millis(1500));
         assert_eq!(r.json_body(), "{\"error\":\"overloaded\",\"retry_after_ms\":1500}\n");
+    }
+
+    #[test]
+    fn grpc_callers_get_resource_exhausted_unavailable_or_deadline_exceeded() {
+        assert_eq!(RejectReason::QuotaExhausted.grpc_status(), 8);
+        assert_eq!(RejectReason::Throttled.grpc_status(), 14);
+        assert_eq!(RejectReason::DeadlineExceeded.grpc_status(), 4);
     }
 
     #[test]

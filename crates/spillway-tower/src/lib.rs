@@ -19,4 +19,4 @@ pub mod rejection;
 pub mod retry;
 pub mod throttle;
 
-pub use rejection::{rejection_response, BoxError, Rejected};
+pub use rejection::{rejection_response, rejection_response_for, BoxError, Rejected};

@@ -44,6 +44,39 @@ pub fn rejection_response(rejection: &Rejection) -> Response<Full<Bytes>> {
     response
 }
 
+/// The rejection response suited to the request: gRPC requests (`content-type:
+/// application/grpc…`) get a trailers-only gRPC error (HTTP 200, `grpc-status`,
+/// `grpc-message`), everything else the HTTP answer of [`rejection_response`].
+pub fn rejection_response_for<B>(
+    request: &http::Request<B>,
+    rejection: &Rejection,
+) -> Response<Full<Bytes>> {
+    if is_grpc(request.headers()) {
+        grpc_rejection_response(rejection)
+    } else {
+        rejection_response(rejection)
+    }
+}
+
+/// True when the headers announce a gRPC call.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A trailers-only gRPC error for a rejection: HTTP 200 with `grpc-status` and `grpc-message`
+/// in the headers and an empty body, as the gRPC over HTTP/2 protocol specifies.
+pub fn grpc_rejection_response(rejection: &Rejection) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(u16::from(rejection.reason.grpc_status())));
+    headers.insert("grpc-message", HeaderValue::from_static(rejection.reason.as_str()));
+    if let Some(secs) = rejection.retry_after_header_secs() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
 /// Finds a [`Rejected`] anywhere in an error's source chain (layers may wrap it).
 pub fn find_rejection(error: &(dyn std::error::Error + 'static)) -> Option<Rejection> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -73,6 +106,21 @@ mod tests {
             body.ok().as_deref(),
             Some(&b"{\"error\":\"rate_limited\",\"retry_after_ms\":1200}\n"[..])
         );
+    }
+
+    #[test]
+    fn grpc_requests_get_a_trailers_only_grpc_status_instead_of_an_http_error() {
+        let request = http::Request::builder()
+            .header(header::CONTENT_TYPE, "application/grpc+proto")
+            .body(())
+            .unwrap();
+        let r = Rejection::new(RejectReason::DeadlineExceeded);
+        let response = rejection_response_for(&request, &r);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["grpc-status"], "4");
+        assert_eq!(response.headers()["grpc-message"], "deadline_exceeded");
+        let plain = http::Request::new(());
+        assert_eq!(rejection_response_for(&plain, &r).status(), StatusCode::GATEWAY_TIMEOUT);
     }
 
     #[test]

@@ -115,7 +115,9 @@ impl PickContext {
 ///
 /// Contract for callers:
 /// - `eligible` holds indices into the endpoint list the chooser was built with, without
-///   duplicates, in any order. Indices out of range are ignored (never returned).
+///   duplicates, in any order. Indices out of range are ignored (never returned). Keep the
+///   slice between requests (e.g. `0..n` collected once, rebuilt when health changes) rather
+///   than building it per request.
 /// - [`pick`](Balancer::pick) returns one of `eligible`, or `None` when it holds no valid
 ///   index. It does not allocate.
 /// - For each request actually sent to an endpoint, call [`on_start`](Balancer::on_start) once

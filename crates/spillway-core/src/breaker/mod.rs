@@ -26,8 +26,9 @@ pub enum Outcome {
     /// error. Counts as a request without an accept.
     Failure,
     /// Says nothing about the backend: the call was refused locally (a limiter, shedder or
-    /// another breaker of ours), cancelled by the caller, or failed for a reason that is the
-    /// caller's own (a 4xx). Not counted at all.
+    /// another breaker of ours) or cancelled by the caller before an answer came. Not counted
+    /// at all. (A 4xx answer is a [`Outcome::Success`]: the backend accepted and judged the
+    /// request.)
     Ignored,
 }
 

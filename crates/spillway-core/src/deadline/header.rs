@@ -294,7 +294,8 @@ fn unit_nanos_of(unit: &[u8]) -> Option<u128> {
 /// Formats a budget as an `x-request-timeout` value: whole milliseconds rounded *down*
 /// (`1499ms`), so the budget sent never exceeds the truth. A non-zero budget under a
 /// millisecond is written in microseconds (`750us`), or nanoseconds under a microsecond,
-/// rather than being flattened to zero. Zero formats as `0ms`.
+/// rather than being flattened to zero. Zero formats as `0ms`; budgets beyond 584 years are
+/// clamped to it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -303,10 +304,13 @@ fn unit_nanos_of(unit: &[u8]) -> Option<u128> {
 /// assert_eq!(format_request_timeout(Duration::from_micros(750)).as_str(), "750us");
 /// ```
 pub fn format_request_timeout(budget: Duration) -> TimeoutValue {
+    // Clamp to what the parser accepts (u64 nanoseconds, 584 years), so every value written
+    // can be read back.
+    let budget = budget.min(Duration::from_nanos(u64::MAX));
     let millis = budget.as_millis();
     if millis > 0 || budget.is_zero() {
-        // A Duration's milliseconds fit in u64 only up to ~584 million years; saturate beyond.
-        return TimeoutValue::new(u64::try_from(millis).unwrap_or(u64::MAX), b"ms");
+        // At most u64::MAX / 10^6 here.
+        return TimeoutValue::new(millis as u64, b"ms");
     }
     let micros = budget.as_micros();
     if micros > 0 {
@@ -508,7 +512,9 @@ mod tests {
         assert_eq!(format_request_timeout(Duration::from_nanos(1_999_999)).as_str(), "1ms");
         assert_eq!(format_request_timeout(Duration::from_nanos(999_999)).as_str(), "999us");
         assert_eq!(format_request_timeout(Duration::from_nanos(999)).as_str(), "999ns");
-        assert_eq!(format_request_timeout(Duration::MAX).as_str(), "18446744073709551615ms");
+        let longest = format_request_timeout(Duration::MAX);
+        assert_eq!(longest.as_str(), "18446744073709ms");
+        assert!(parse_request_timeout(longest.as_bytes()).is_ok(), "clamped to what parses");
     }
 
     proptest! {
@@ -536,6 +542,18 @@ mod tests {
             prop_assert!(back <= budget, "{text}: {back:?} > {budget:?}");
             prop_assert!(budget - back < Duration::from_millis(1), "{text}");
             prop_assert_eq!(back.is_zero(), budget.is_zero());
+        }
+
+        #[test]
+        fn any_duration_formats_to_a_value_that_parses_back_no_longer(
+            secs in any::<u64>(),
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let budget = Duration::new(secs, nanos);
+            let grpc = parse_grpc_timeout(format_grpc_timeout(budget).as_bytes());
+            prop_assert!(grpc.is_ok_and(|b| b <= budget));
+            let http = parse_request_timeout(format_request_timeout(budget).as_bytes());
+            prop_assert!(http.is_ok_and(|b| b <= budget));
         }
 
         #[test]

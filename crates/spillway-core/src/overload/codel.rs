@@ -177,6 +177,7 @@ impl Codel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ms(ms: u64) -> Instant {
         Instant::from_nanos(ms * 1_000_000)
@@ -267,5 +268,32 @@ mod tests {
         assert!(Codel::try_new(bad).is_err());
         let zero = CodelConfig { target: Duration::ZERO, ..CodelConfig::default() };
         assert!(Codel::try_new(zero).is_err());
+    }
+
+    proptest! {
+        /// Whatever the history, an item that waited less than the target is never dropped, and
+        /// nothing is dropped before the delay has stood above target for a whole interval.
+        #[test]
+        fn short_waits_are_never_dropped_and_first_drop_waits_an_interval(
+            steps in proptest::collection::vec((0u64..20, 0u64..30, 0usize..5), 1..500)
+        ) {
+            let mut c = codel();
+            let mut now = 0;
+            let mut above_since: Option<u64> = None;
+            for (advance, sojourn, remaining) in steps {
+                now += advance;
+                let verdict = c.on_dequeue(ms(now.saturating_sub(sojourn)), ms(now), remaining);
+                let waited = sojourn.min(now);
+                if waited < 5 || remaining == 0 {
+                    above_since = None;
+                    prop_assert_eq!(verdict, CodelVerdict::Keep);
+                } else {
+                    let since = *above_since.get_or_insert(now);
+                    if verdict == CodelVerdict::Drop {
+                        prop_assert!(now >= since + 100, "dropped {} ms into a standing delay", now - since);
+                    }
+                }
+            }
+        }
     }
 }

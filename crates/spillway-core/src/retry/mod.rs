@@ -1,1 +1,32 @@
-//! Retries: exponential backoff with jitter, retry budgets, and parsing of server retry hints (`Retry-After`).
+//! Retries: exponential backoff with jitter ([`Backoff`]), a retry budget that keeps retries
+//! a small share of traffic ([`RetryBudget`]), and the parsing of server retry hints
+//! (`Retry-After`, [`parse_retry_after`]).
+//!
+//! Why all three: a retry that fixes a transient error for one caller becomes a retry storm
+//! when the backend is down for everyone; backoff spreads retries in time, the budget bounds
+//! how many there can be, and the server's own hint says when coming back is worthwhile.
+//! Like every core algorithm these are pure: the caller passes `now` and the random values.
+
+mod backoff;
+mod budget;
+mod retry_after;
+
+pub use backoff::{Backoff, Jitter};
+pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use retry_after::{parse_http_date, parse_retry_after};
+
+/// A retry configuration that cannot work, found when it is built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct RetryConfigError {
+    /// The configuration key, e.g. `backoff.base`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl RetryConfigError {
+    pub(crate) const fn new(key: &'static str, problem: &'static str) -> RetryConfigError {
+        RetryConfigError { key, problem }
+    }
+}

@@ -1,1 +1,0 @@
-//! Classic circuit breaker layer (closed / open / half-open) with a response classifier.

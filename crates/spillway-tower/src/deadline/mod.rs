@@ -1,0 +1,109 @@
+//! Deadline / timeout layers: honour an incoming `grpc-timeout` or `x-request-timeout`,
+//! propagate the remaining budget downstream, fail fast when too little is left, and put a
+//! timeout on everything else so nothing waits forever.
+//!
+//! The decisions are `spillway_core::deadline`'s; this module adds the clock, the timers and
+//! the plumbing:
+//! - [`DeadlineLayer`] (server side) turns the incoming budget into a [`Deadline`] under the
+//!   route's [`DeadlinePolicy`], refuses with [`RejectReason::DeadlineExceeded`] (504) when
+//!   too little is left, and otherwise runs the inner service under a timer at the deadline.
+//!   The deadline goes into the request's extensions and into a task-local for the handler.
+//! - [`PropagateDeadlineLayer`] (client side) writes what is left, minus a margin, onto each
+//!   outgoing request (`grpc-timeout` for gRPC, else `x-request-timeout`) and stops waiting at
+//!   the deadline.
+//! - [`TimeoutLayer`] is a plain timeout with a deliberate default, for stacks with no
+//!   deadline.
+//!
+//! Inheritance: outgoing calls made by a handler inside the server's response future see the
+//! server's deadline through the task-local ([`current`]); work moved to another task with
+//! `tokio::spawn` takes it along with [`inherit`], which carries the criticality too.
+//!
+//! [`RejectReason::DeadlineExceeded`]: spillway_core::RejectReason::DeadlineExceeded
+
+mod client;
+mod future;
+mod server;
+mod timeout;
+
+pub use client::{PropagateDeadline, PropagateDeadlineLayer};
+pub use future::ResponseFuture;
+pub use server::{DeadlineLayer, DeadlineService};
+pub use spillway_core::deadline::{Deadline, DeadlinePolicy};
+pub use timeout::{Timeout, TimeoutLayer};
+
+use crate::criticality;
+use spillway_core::{Clock, Instant};
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::task::futures::TaskLocalFuture;
+
+tokio::task_local! {
+    static CURRENT: Deadline;
+}
+
+/// The deadline of the request the current task is serving, if a [`DeadlineLayer`] (or
+/// [`scope`]) set one.
+pub fn current() -> Option<Deadline> {
+    CURRENT.try_with(|d| *d).ok()
+}
+
+/// Runs `future` with `deadline` as the current deadline.
+pub fn scope<F: Future>(deadline: Deadline, future: F) -> TaskLocalFuture<Deadline, F> {
+    CURRENT.scope(deadline, future)
+}
+
+/// Wraps `future` so that it runs with the current task's deadline and criticality, wherever
+/// it is polled: use it for work handed to `tokio::spawn` on behalf of the current request.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use spillway_tower::deadline::{self, Deadline, TokioClock};
+/// use spillway_core::Clock;
+/// let d = Deadline::after(TokioClock.now(), std::time::Duration::from_secs(1));
+/// let seen = deadline::scope(d, async {
+///     tokio::spawn(deadline::inherit(async { deadline::current() })).await
+/// });
+/// assert_eq!(seen.await.ok().flatten(), Some(d));
+/// # }
+/// ```
+pub fn inherit<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let deadline = current();
+    let class = criticality::current();
+    async move {
+        match (deadline, class) {
+            (Some(d), Some(c)) => CURRENT.scope(d, criticality::scope(c, future)).await,
+            (Some(d), None) => CURRENT.scope(d, future).await,
+            (None, Some(c)) => criticality::scope(c, future).await,
+            (None, None) => future.await,
+        }
+    }
+}
+
+/// The clock of the deadline layers: tokio's clock (`tokio::time::Instant`) expressed as a
+/// core [`Instant`], so that deadlines and tokio timers agree — also under
+/// `#[tokio::test(start_paused = true)]`, where time only moves when the test says.
+///
+/// All `TokioClock`s share one origin, fixed when first used (a day earlier than that moment
+/// where the OS clock allows, so that a test runtime whose paused clock started a little
+/// before still maps forward), so deadlines made by one layer can be read by another.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct TokioClock;
+
+fn origin() -> std::time::Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(|| {
+        let now = std::time::Instant::now();
+        [86_400, 3_600, 60]
+            .into_iter()
+            .find_map(|secs| now.checked_sub(Duration::from_secs(secs)))
+            .unwrap_or(now)
+    })
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        let since = tokio::time::Instant::now().into_std().saturating_duration_since(origin());
+        Instant::ZERO + since
+    }
+}

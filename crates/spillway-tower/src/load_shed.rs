@@ -1,1 +1,0 @@
-//! BBR-style adaptive load shedding layer (CPU + inflight), fed by the CPU sampler.
