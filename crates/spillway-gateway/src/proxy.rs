@@ -69,8 +69,8 @@ pub struct Worker {
     random: Cell<u64>,
 }
 
-/// Most endpoints considered per pick (the eligible list lives on the stack).
-pub const MAX_PICK_ENDPOINTS: usize = 256;
+/// Clusters up to this size pick from a stack-allocated eligible list.
+pub const MAX_PICK_ENDPOINTS: usize = 64;
 
 impl Worker {
     /// A worker over `shared`.
@@ -119,8 +119,7 @@ impl Worker {
                 .collect();
             *balancers = (snap.generation, built);
         }
-        let mut eligible = [0usize; MAX_PICK_ENDPOINTS];
-        let n = snap.clusters[index].eligible(now, &mut eligible);
+        let cluster = &snap.clusters[index];
         let r = splitmix(self.random.get());
         self.random.set(r);
         let mut ctx = PickContext::new(now, r);
@@ -128,7 +127,16 @@ impl Worker {
             ctx = ctx.with_hash(h);
         }
         let balancer = balancers.1.get_mut(index)?;
-        let picked = balancer.pick(&eligible[..n], &ctx)?;
+        // The eligible list lives on the stack for usual cluster sizes.
+        let picked = if cluster.endpoints.len() <= MAX_PICK_ENDPOINTS {
+            let mut eligible = [0usize; MAX_PICK_ENDPOINTS];
+            let n = cluster.eligible(now, &mut eligible);
+            balancer.pick(&eligible[..n], &ctx)?
+        } else {
+            let mut eligible = vec![0usize; cluster.endpoints.len()];
+            let n = cluster.eligible(now, &mut eligible);
+            balancer.pick(&eligible[..n], &ctx)?
+        };
         balancer.on_start(picked, now);
         Some(picked)
     }
