@@ -16,8 +16,9 @@ pub const BALANCE_NAMES: &[&str] = &[
     Balance::ALL[4].as_str(),
 ];
 
-/// Default header-read (slowloris) timeout of a listener.
-pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(10);
+/// Default header-read (slowloris) timeout of a listener: nginx's `client_header_timeout`.
+/// With hyper it also bounds how long an HTTP/1.1 keep-alive connection waits idle.
+pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(60);
 /// Default idle timeout of a downstream connection.
 pub const DEFAULT_DOWNSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// Default largest request head: 16 KiB, above hyper's 8 KiB minimum buffer.
