@@ -51,6 +51,31 @@ pub enum UpstreamError {
     Timeout(SocketAddr),
 }
 
+/// A fast, non-cryptographic hasher for socket-address keys (the pool is looked up twice per
+/// request; SipHash's DoS resistance buys nothing for keys that come from the config).
+#[derive(Default, Clone, Copy)]
+pub struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(v)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(v)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type AddrMap<V> = HashMap<SocketAddr, V, std::hash::BuildHasherDefault<AddrHasher>>;
+
 struct Idle {
     sender: http1::SendRequest<ProxyBody>,
     since: Instant,
@@ -59,8 +84,8 @@ struct Idle {
 /// One worker's connections to every upstream endpoint.
 #[derive(Default)]
 pub struct Pool {
-    h1: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
-    h2: RefCell<HashMap<SocketAddr, http2::SendRequest<ProxyBody>>>,
+    h1: RefCell<AddrMap<Vec<Idle>>>,
+    h2: RefCell<AddrMap<http2::SendRequest<ProxyBody>>>,
 }
 
 /// An HTTP/1.1 connection checked out of a pool; [`PooledH1::release`] returns it.

@@ -319,6 +319,7 @@ impl Drain {
         let mut conn = std::pin::pin!(conn);
         let mut shutdown = self.shutdown.clone();
         tokio::select! {
+            biased;
             _ = conn.as_mut() => {}
             _ = shutdown.wait_for(|s| *s) => {
                 conn.as_mut().begin_graceful_shutdown();

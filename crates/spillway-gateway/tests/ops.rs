@@ -253,3 +253,78 @@ async fn the_demo_serves_what_it_prints() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_change_is_picked_up_without_a_signal() {
+    let path = temp_path("watched.yaml");
+    std::fs::write(&path, reload_yaml("before")).unwrap();
+    let config = spillway_gateway::Config::load(&path).unwrap();
+    let options = spillway_gateway::RunOptions { signals: false, watch_config: true };
+    let gw = spillway_gateway::Gateway::start(config, Some(path.clone()), options).unwrap();
+    let addr = gw.listener_address("public").unwrap();
+    assert_eq!(get(addr, "/hello").await.2, "before");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(&path, reload_yaml("after")).unwrap();
+    let mut seen = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = String::from_utf8_lossy(&get(addr, "/hello").await.2).to_string();
+        if seen == "after" {
+            break;
+        }
+    }
+    assert_eq!(seen, "after", "the watcher reloads the edited file");
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_host_rewrite_and_connection_limit() {
+    let (b, _) = backend("b").await;
+    let log = temp_path("access.log");
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", limits: {{ max_connections: 2 }} }}]
+access_log: {{ path: "{}" }}
+clusters: [{{ name: app, endpoints: [{{ address: "{b}" }}], timeouts: {{ request: 5s }} }}]
+routes: [{{ name: all, cluster: app, rewrite: {{ host: internal.svc }} }}]
+"#,
+        log.display()
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let (status, _, text) = get(addr, "/headers").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&text).to_string();
+    assert!(text.contains("host: internal.svc"), "{text}");
+    assert!(text.contains("x-forwarded-host: test.local"), "{text}");
+    let line = std::fs::read_to_string(&log).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["route"], "all");
+    assert_eq!(entry["upstream"], b.to_string());
+    assert_eq!(entry["request_id"].as_str().unwrap().len(), 32);
+
+    // Two connections are held open; a third is closed at once.
+    let _one = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _two = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "over the limit: closed without an answer");
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
