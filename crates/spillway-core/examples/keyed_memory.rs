@@ -1,0 +1,53 @@
+//! Measures the memory a keyed limiter holds per key, for `u64` keys and 16-byte byte-string
+//! keys, with a token bucket per key: one million keys, all recently used (none idle, so none
+//! can be dropped for free).
+//!
+//! Why an example and not a test: it reports figures for BENCHMARKS.md rather than asserting,
+//! and it reads the process's resident memory, which only means something in a release build
+//! run alone.
+//!
+//! `cargo run --release -p spillway-core --example keyed_memory`
+
+use spillway_core::rate::{KeyedLimiter, Rate};
+use spillway_core::{Criticality, Instant};
+
+const KEYS: usize = 1_000_000;
+
+/// Resident set size in bytes, from `/proc/self/statm` (0 where it is not available).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<usize>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn report(name: &str, keys: usize, table_bytes: usize, rss_before: usize) {
+    let rss = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "{name:<28} keys {keys:>9}  table {:>6.1} B/key  resident {:>6.1} B/key",
+        table_bytes as f64 / keys as f64,
+        rss as f64 / keys as f64
+    );
+}
+
+fn main() {
+    let now = Instant::from_nanos(1_000_000_000);
+    // One permit per hour: a key that took one stays busy (not idle) for an hour.
+    let rate = Rate::per_hour(1);
+
+    let before = rss_bytes();
+    let limiter: KeyedLimiter<u64, _> = KeyedLimiter::token_bucket(rate, 10);
+    for k in 0..KEYS as u64 {
+        limiter.check(&k, now);
+    }
+    report("u64 keys, token bucket", limiter.len(), limiter.table_bytes(), before);
+    drop(limiter);
+
+    let before = rss_bytes();
+    let limiter: KeyedLimiter<Box<[u8]>, _> = KeyedLimiter::gcra(rate, 10);
+    for k in 0..KEYS {
+        let key = format!("client-{k:09}"); // 16 bytes, like an API key prefix or an IPv6 text
+        limiter.check_bytes(key.as_bytes(), now, Criticality::Critical);
+    }
+    report("16-byte keys, GCRA", limiter.len(), limiter.table_bytes(), before);
+}
