@@ -223,7 +223,8 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
         } else if table.len() > before - before / 8 && table.len() < self.max_per_shard {
             // Sweeping freed little: let the table grow now, so the next sweep comes only
             // after as many inserts again (amortised O(1) per insert).
-            table.reserve(table.len().max(1), |(k, _)| self.hasher.hash_one(k));
+            let room = (self.max_per_shard - table.len()).min(table.len().max(1));
+            table.reserve(room, |(k, _)| self.hasher.hash_one(k));
         }
     }
 
@@ -236,14 +237,22 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
 
     /// Drops about an eighth of the shard: the entries ranked lowest (closest to idle).
     fn evict_closest_to_idle(&self, table: &mut HashTable<(K, A::State)>) {
-        // Entries are in hash order, which is as good as random: the first 64 are a sample.
+        let target = (table.len() / 8).max(1);
+        // Entries are in hash order, which is as good as random: the first 64 are a sample,
+        // and its lowest eighth gives the rank threshold.
         let mut sample: Vec<u64> =
             table.iter().take(64).map(|(_, st)| self.algorithm.eviction_rank(st)).collect();
         sample.sort_unstable();
-        let Some(&threshold) = sample.get(sample.len() / 8) else {
+        let Some(&threshold) = sample.get((sample.len() / 8).max(1) - 1) else {
             return;
         };
-        table.retain(|(_, st)| self.algorithm.eviction_rank(st) > threshold);
+        // At most `target` go, even when many entries tie at the threshold.
+        let mut removed = 0;
+        table.retain(|(_, st)| {
+            let evict = removed < target && self.algorithm.eviction_rank(st) <= threshold;
+            removed += usize::from(evict);
+            !evict
+        });
     }
 
     /// Forgets every idle key (its state equals a fresh one): exact, changes no decision.
