@@ -1,5 +1,5 @@
-//! Measures the memory a keyed limiter holds per key, for `u64` keys and 16-byte byte-string
-//! keys, with a token bucket per key: one million keys, all recently used (none idle, so none
+//! Measures the memory a keyed limiter holds per key, for `u64` keys and 16- and 40-byte
+//! byte-string keys, with a token bucket (GCRA) per key: one million keys, all recently used (none idle, so none
 //! can be dropped for free).
 //!
 //! Why an example and not a test: it reports figures for BENCHMARKS.md rather than asserting,
@@ -8,7 +8,7 @@
 //!
 //! `cargo run --release -p spillway-core --example keyed_memory`
 
-use spillway_core::rate::{KeyedLimiter, Rate};
+use spillway_core::rate::{ByteKey, KeyedLimiter, Rate};
 use spillway_core::{Criticality, Instant};
 
 const KEYS: usize = 1_000_000;
@@ -43,11 +43,14 @@ fn main() {
     report("u64 keys, token bucket", limiter.len(), limiter.table_bytes(), before);
     drop(limiter);
 
-    let before = rss_bytes();
-    let limiter: KeyedLimiter<Box<[u8]>, _> = KeyedLimiter::gcra(rate, 10);
-    for k in 0..KEYS {
-        let key = format!("client-{k:09}"); // 16 bytes, like an API key prefix or an IPv6 text
-        limiter.check_bytes(key.as_bytes(), now, Criticality::Critical);
+    for (name, width) in [("16-byte keys (inline), GCRA", 16), ("40-byte keys (boxed), GCRA", 40)] {
+        let before = rss_bytes();
+        let limiter: KeyedLimiter<ByteKey, _> = KeyedLimiter::gcra(rate, 10);
+        for k in 0..KEYS {
+            // Like an IP address as text, or an API key.
+            let key = format!("client-{k:0w$}", w = width - 7);
+            limiter.check_bytes(key.as_bytes(), now, Criticality::Critical);
+        }
+        report(name, limiter.len(), limiter.table_bytes(), before);
     }
-    report("16-byte keys, GCRA", limiter.len(), limiter.table_bytes(), before);
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, Uri};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
-use spillway_core::rate::{KeyedLimiter, RateAlgorithm};
+use spillway_core::rate::{ByteKey, KeyedLimiter, RateAlgorithm};
 use spillway_core::{Clock, Criticality, Decision, Rejection, SystemClock, CRITICALITY_HEADER};
 use std::fmt;
 use std::future::Future;
@@ -117,10 +117,11 @@ impl HeaderKey {
 }
 
 impl KeyExtractor for HeaderKey {
-    type Key = Box<[u8]>;
+    /// Inline (no allocation per request) for values up to [`ByteKey::INLINE`] bytes.
+    type Key = ByteKey;
 
-    fn extract(&self, head: &RequestHead<'_>) -> Box<[u8]> {
-        head.headers.get(&self.name).map(|v| v.as_bytes()).unwrap_or_default().into()
+    fn extract(&self, head: &RequestHead<'_>) -> ByteKey {
+        ByteKey::new(head.headers.get(&self.name).map(|v| v.as_bytes()).unwrap_or_default())
     }
 }
 
@@ -147,10 +148,10 @@ impl KeyExtractor for ClientIp {
 pub struct PathKey;
 
 impl KeyExtractor for PathKey {
-    type Key = Box<str>;
+    type Key = ByteKey;
 
-    fn extract(&self, head: &RequestHead<'_>) -> Box<str> {
-        head.uri.path().into()
+    fn extract(&self, head: &RequestHead<'_>) -> ByteKey {
+        ByteKey::from(head.uri.path())
     }
 }
 
@@ -535,7 +536,7 @@ mod tests {
         assert!(svc.clone().oneshot(request(None)).await.is_ok());
         assert!(svc.clone().oneshot(request(None)).await.is_err());
         let head = Request::builder().uri("/a/b?q=1").body(()).unwrap_or_default();
-        assert_eq!(&*PathKey.extract(&RequestHead::of(&head)), "/a/b");
+        assert_eq!(PathKey.extract(&RequestHead::of(&head)).as_bytes(), b"/a/b");
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,7 +10,7 @@
 //! configured maximum; when it is full of busy keys, the keys closest to idle are evicted (see
 //! [`KeyedLimiter`]).
 
-use super::{GcraConfig, Rate, RateAlgorithm, TokenBucketConfig};
+use super::{ByteKey, GcraConfig, Rate, RateAlgorithm, TokenBucketConfig};
 use crate::clock::Instant;
 use crate::criticality::Criticality;
 use crate::decision::Decision;
@@ -166,7 +166,7 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
     }
 
     /// Judges `permits` permits of `class` for a borrowed form of a key (e.g. `&[u8]` for
-    /// `Box<[u8]>` keys, `&str` for `Box<str>`): the owned key is built only when a new key is
+    /// [`ByteKey`] or `Box<[u8]>` keys, `&str` for `Box<str>`): the owned key is built only when a new key is
     /// stored.
     #[inline]
     pub fn check_borrowed<Q>(
@@ -306,9 +306,10 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
     }
 }
 
-impl<A: RateAlgorithm, S: BuildHasher> KeyedLimiter<Box<[u8]>, A, S> {
+impl<A: RateAlgorithm, S: BuildHasher> KeyedLimiter<ByteKey, A, S> {
     /// Judges one permit of `class` for a byte-string key (a header value, an API key): looked
-    /// up without allocating; copied once when the key is first stored.
+    /// up without allocating; copied once when the key is first stored (inline up to
+    /// [`ByteKey::INLINE`] bytes).
     #[inline]
     pub fn check_bytes(&self, key: &[u8], now: Instant, class: Criticality) -> Decision {
         self.check_borrowed(key, now, 1, class)
@@ -335,13 +336,19 @@ mod tests {
 
     #[test]
     fn byte_keys_are_looked_up_by_slice() {
-        let l: KeyedLimiter<Box<[u8]>, _> = KeyedLimiter::gcra(Rate::per_second(1), 1);
+        let l: KeyedLimiter<ByteKey, _> = KeyedLimiter::gcra(Rate::per_second(1), 1);
         let now = Instant::ZERO;
         assert!(l.check_bytes(b"alice", now, Criticality::Critical).is_admitted());
         assert!(!l.check_bytes(b"alice", now, Criticality::Critical).is_admitted());
         assert!(l.check_bytes(b"bob", now, Criticality::Critical).is_admitted());
-        let owned: Box<[u8]> = Box::from(&b"alice"[..]);
-        assert!(!l.check(&owned, now).is_admitted());
+        assert!(!l.check(&ByteKey::new(b"alice"), now).is_admitted());
+        let long = [b'x'; 64];
+        assert!(l.check_bytes(&long, now, Criticality::Critical).is_admitted());
+        assert!(!l.check_bytes(&long, now, Criticality::Critical).is_admitted());
+        // Box<[u8]> keys work too, through the borrowed lookup.
+        let boxed: KeyedLimiter<Box<[u8]>, _> = KeyedLimiter::gcra(Rate::per_second(1), 1);
+        assert!(boxed.check_borrowed(&b"alice"[..], now, 1, Criticality::Critical).is_admitted());
+        assert!(!boxed.check_borrowed(&b"alice"[..], now, 1, Criticality::Critical).is_admitted());
     }
 
     #[test]

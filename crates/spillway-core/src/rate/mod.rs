@@ -13,6 +13,7 @@
 //! a higher one is refused. `Critical` (the default class) has no reserve unless configured,
 //! so default traffic sees exactly the plain algorithm.
 
+mod byte_key;
 mod fixed_window;
 mod gcra;
 mod keyed;
@@ -24,6 +25,7 @@ mod warm_up;
 #[cfg(test)]
 mod proptests;
 
+pub use byte_key::ByteKey;
 pub use fixed_window::{FixedWindow, FixedWindowConfig, FixedWindowState};
 pub use gcra::{Gcra, GcraConfig};
 pub use keyed::{KeyedLimiter, KeyedLimiterBuilder, DEFAULT_MAX_KEYS, DEFAULT_SHARDS};

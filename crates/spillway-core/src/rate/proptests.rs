@@ -284,7 +284,7 @@ fn threads_hammering_a_shared_leaky_bucket_fill_exactly_the_queue() {
 
 #[test]
 fn threads_hammering_a_keyed_limiter_get_exactly_the_burst_per_key() {
-    let l: KeyedLimiter<Box<[u8]>, _> = KeyedLimiter::gcra(Rate::per_second(1), 3000);
+    let l: KeyedLimiter<ByteKey, _> = KeyedLimiter::gcra(Rate::per_second(1), 3000);
     let now = Instant::from_nanos(77_000_000_000);
     assert_eq!(
         hammer(4000, || l.check_bytes(b"one key", now, Criticality::Critical).is_admitted()),
