@@ -1,8 +1,26 @@
-//! Spillway's reverse proxy: config, routing, clusters, balancing, health checks, timeouts, hot reload, admin API and Prometheus metrics.
+//! Spillway's reverse proxy: config, routing, clusters, balancing, health checks, timeouts,
+//! hot reload, admin API and Prometheus metrics.
+//!
+//! Start with [`Config::load`] and [`Gateway::start`]; `spillway run`, `check` and `demo` are
+//! thin wrappers around them.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod body;
 pub mod check;
+pub mod cluster;
 pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod health;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod tls;
 
 pub use config::{Config, ConfigError, Problem};
+pub use gateway::{Gateway, RunOptions, StartError};

@@ -167,21 +167,7 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
-/// Load-balancing algorithm of a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Each endpoint in turn.
-    RoundRobin,
-    /// Smooth weighted round robin.
-    WeightedRoundRobin,
-    /// Fewest in-flight requests (of two random choices).
-    LeastRequest,
-    /// Power of two choices over peak-EWMA latency.
-    P2cEwma,
-    /// Consistent hashing of a request key.
-    ConsistentHash,
-}
+pub use spillway_core::balance::BalanceKind as Balance;
 
 /// Protocol spoken to a cluster's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -201,6 +187,7 @@ pub struct ClusterConfig {
     /// Endpoints.
     pub endpoints: Vec<EndpointConfig>,
     /// Balancing algorithm.
+    #[serde(serialize_with = "ser_balance")]
     pub balance: Balance,
     /// Header whose value is hashed by `consistent_hash` (default: the client address).
     pub hash_header: Option<String>,
@@ -408,6 +395,10 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
         Some(d) => s.serialize_str(&duration::format_duration(*d)),
         None => s.serialize_none(),
     }
+}
+
+fn ser_balance<S: serde::Serializer>(b: &Balance, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(b.as_str())
 }
 
 fn ser_regex<S: serde::Serializer>(r: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {

@@ -8,11 +8,17 @@ use super::*;
 use std::collections::HashSet;
 
 /// Names accepted for `balance`.
-pub const BALANCE_NAMES: &[&str] =
-    &["round_robin", "weighted_round_robin", "least_request", "p2c_ewma", "consistent_hash"];
+pub const BALANCE_NAMES: &[&str] = &[
+    Balance::ALL[0].as_str(),
+    Balance::ALL[1].as_str(),
+    Balance::ALL[2].as_str(),
+    Balance::ALL[3].as_str(),
+    Balance::ALL[4].as_str(),
+];
 
-/// Default header-read (slowloris) timeout of a listener.
-pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(10);
+/// Default header-read (slowloris) timeout of a listener: nginx's `client_header_timeout`.
+/// With hyper it also bounds how long an HTTP/1.1 keep-alive connection waits idle.
+pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(60);
 /// Default idle timeout of a downstream connection.
 pub const DEFAULT_DOWNSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// Default largest request head: 16 KiB, above hyper's 8 KiB minimum buffer.
@@ -167,7 +173,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         }
         let address = parse_addr(&mut c, &at(&p, &[key("address")]), &l.address);
         if let Some(a) = address {
-            if !addresses.insert(a) {
+            if a.port() != 0 && !addresses.insert(a) {
                 c.error(&at(&p, &[key("address")]), format!("{a} is used by two listeners"));
             }
         }
@@ -242,7 +248,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
 
     let admin = raw.admin.and_then(|a| {
         let address = parse_addr(&mut c, &[key("admin"), key("address")], &a.address)?;
-        if addresses.contains(&address) {
+        if address.port() != 0 && addresses.contains(&address) {
             c.error(
                 &[key("admin"), key("address")],
                 format!("{address} is also a listener's address"),
@@ -277,13 +283,10 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             }
             endpoints.push(EndpointConfig { address, weight: weight.max(1), zone: e.zone });
         }
-        let balance = match rc.balance.as_deref() {
-            None | Some("round_robin") => Balance::RoundRobin,
-            Some("weighted_round_robin") => Balance::WeightedRoundRobin,
-            Some("least_request") => Balance::LeastRequest,
-            Some("p2c_ewma") => Balance::P2cEwma,
-            Some("consistent_hash") => Balance::ConsistentHash,
-            Some(other) => {
+        let balance = match rc.balance.as_deref().map(|name| (name, name.parse::<Balance>())) {
+            None => Balance::RoundRobin,
+            Some((_, Ok(kind))) => kind,
+            Some((other, Err(_))) => {
                 let hint = nearest(other, BALANCE_NAMES)
                     .map(|n| format!("; did you mean `{n}`?"))
                     .unwrap_or_default();

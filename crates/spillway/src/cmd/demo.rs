@@ -1,12 +1,25 @@
-//! `spillway demo`: not built yet (see the open issues); the arguments are defined here.
+//! `spillway demo`: in-process demo backends and a gateway in front of them, with an embedded
+//! config; prints where to send requests and what to try.
 
 use std::process::ExitCode;
 
 /// Arguments of `spillway demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Gateway port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Admin port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 9901)]
+    pub admin_port: u16,
+}
 
 /// Runs `spillway demo`.
-pub fn main(_args: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`spillway demo` is not built yet")
+pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    super::logging::init("info", false);
+    let (gateway, text) = spillway_gateway::demo::start(args.port, args.admin_port, true)
+        .map_err(|e| anyhow::anyhow!("{e} (try --port 0 --admin-port 0)"))?;
+    println!("{text}");
+    gateway.wait();
+    Ok(ExitCode::SUCCESS)
 }

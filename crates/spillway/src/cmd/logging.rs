@@ -2,7 +2,6 @@
 
 use tracing_subscriber::EnvFilter;
 
-#[allow(dead_code)] // used by `run` and `demo` once they exist
 /// Installs a `tracing` subscriber writing to stderr; `RUST_LOG` overrides `default_filter`.
 /// `json` switches to one JSON object per line.
 pub fn init(default_filter: &str, json: bool) {

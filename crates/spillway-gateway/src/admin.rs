@@ -1,0 +1,131 @@
+//! The admin listener: Prometheus metrics, health and readiness, the effective config with the
+//! last reload's status, cluster state, and reload on demand.
+//!
+//! `/metrics`, `/healthz` and `/readyz` are open (scrapers and orchestrators need them);
+//! `/admin/*` requires `Authorization: Bearer <token>` when a token is configured.
+
+use crate::gateway::Control;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serves the admin API on `listener` until the process stops.
+pub async fn serve(listener: tokio::net::TcpListener, control: Arc<Control>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(control.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    respond(status, "application/json", text)
+}
+
+async fn handle(
+    control: Arc<Control>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let shared = &control.shared;
+    let path = req.uri().path();
+    if path.starts_with("/admin/") {
+        let token = shared.snapshot.load().config.admin.as_ref().and_then(|a| a.token.clone());
+        if let Some(token) = token {
+            let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if given.and_then(|g| g.strip_prefix("Bearer ")) != Some(token.as_str()) {
+                return Ok(json(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({"error": "unauthorized"}),
+                ));
+            }
+        }
+    }
+    let resp = match (req.method(), path) {
+        (&Method::GET, "/metrics") => {
+            let snap = shared.snapshot.load();
+            let routes = snap
+                .router
+                .routes
+                .iter()
+                .map(|r| r.stats.as_ref())
+                .chain(std::iter::once(snap.no_route.as_ref()));
+            let listeners: Vec<_> =
+                shared.listeners.iter().map(|(n, s)| (n.clone(), s.as_ref())).collect();
+            let text = crate::metrics::render(
+                routes,
+                &snap.clusters,
+                &listeners,
+                (shared.reloads_ok.load(Relaxed), shared.reloads_failed.load(Relaxed)),
+                shared.now(),
+            );
+            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
+        }
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => {
+            if shared.draining.load(Relaxed) {
+                json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "draining"}))
+            } else {
+                json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+            }
+        }
+        (&Method::GET, "/admin/config") => {
+            let snap = shared.snapshot.load();
+            let status = shared.reload.lock().map(|s| s.clone()).unwrap_or_default();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "generation": snap.generation,
+                    "config": &*snap.config,
+                    "last_reload": status,
+                }),
+            )
+        }
+        (&Method::GET, "/admin/clusters") => {
+            let snap = shared.snapshot.load();
+            let now = shared.now();
+            let views: Vec<_> = snap.clusters.iter().map(|c| c.view(now)).collect();
+            json(StatusCode::OK, &serde_json::json!({ "clusters": views }))
+        }
+        (&Method::POST, "/admin/reload") => match control.reload("admin API") {
+            Ok(generation) => {
+                json(StatusCode::OK, &serde_json::json!({"ok": true, "generation": generation}))
+            }
+            Err(error) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({"ok": false, "error": error}),
+            ),
+        },
+        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not_found"})),
+    };
+    Ok(resp)
+}

@@ -1,0 +1,164 @@
+//! The two concrete body types of the proxy: what goes upstream ([`ProxyBody`]) and what goes
+//! back downstream ([`ResponseBody`]).
+//!
+//! Concrete enums instead of boxed bodies: no allocation and no dynamic dispatch per request.
+//! Bodies stream frame by frame (trailers included, which gRPC needs); nothing is buffered
+//! whole. The response body of a proxied request also carries the pooled upstream connection
+//! and hands it back to the pool when the body ends, which is when HTTP/1.1 can reuse it.
+
+use crate::pool::PooledH1;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// Error of a body in transit.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body sent upstream.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// No body.
+    Empty,
+    /// A downstream body streamed through, cut off with an error past `remaining` bytes.
+    Incoming {
+        /// The downstream body.
+        inner: Incoming,
+        /// Bytes still allowed (the listener's `max_body_bytes`).
+        remaining: u64,
+    },
+}
+
+/// The body would exceed the listener's `max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the configured limit")]
+pub struct BodyTooLarge;
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Incoming { inner, remaining } => {
+                match ready!(Pin::new(inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            let len = data.len() as u64;
+                            if len > *remaining {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                            }
+                            *remaining -= len;
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Incoming { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Incoming { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// The response body sent downstream.
+pub enum ResponseBody {
+    /// A body held in memory (direct responses, errors, admin).
+    Full(Option<Bytes>),
+    /// An upstream body streamed through; `conn` goes back to the pool at the end.
+    Upstream {
+        /// The upstream body.
+        inner: Incoming,
+        /// The HTTP/1.1 connection to return once the body is fully read.
+        conn: Option<PooledH1>,
+    },
+}
+
+impl ResponseBody {
+    /// A body with these bytes.
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+
+    /// An empty body.
+    pub fn empty() -> ResponseBody {
+        ResponseBody::Full(None)
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseBody::Full(b) => f.debug_tuple("Full").field(b).finish(),
+            ResponseBody::Upstream { .. } => f.write_str("Upstream"),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Upstream { inner, conn } => {
+                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                match &frame {
+                    None => {
+                        if let Some(c) = conn.take() {
+                            c.release();
+                        }
+                    }
+                    Some(Ok(_)) if inner.is_end_stream() => {
+                        if let Some(c) = conn.take() {
+                            c.release();
+                        }
+                    }
+                    Some(Err(_)) => {
+                        // A broken body leaves the connection in an unknown state: drop it.
+                        conn.take();
+                    }
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Starting, reloading and stopping a gateway: worker threads for traffic, one control thread
+//! for everything else (admin API, health checks, signals, config-file watching).
+//!
+//! Reload builds and validates a complete new [`Snapshot`] before swapping it in; requests
+//! already running keep the snapshot they started with, so a reload never drops one. A bad
+//! config is refused, logged, and reported at `GET /admin/config`, and the old one keeps
+//! serving.
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::ListenerStats;
+use crate::server::{self, WorkerListener};
+use crate::state::{ReloadStatus, Shared, Snapshot};
+use arc_swap::ArcSwap;
+use spillway_core::SystemClock;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Start-up options that differ between `spillway run` and embedding (tests, demo).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Handle SIGHUP (reload) and SIGTERM/SIGINT (graceful shutdown).
+    pub signals: bool,
+    /// Reload when the config file changes on disk.
+    pub watch_config: bool,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// A TLS certificate or key could not be loaded.
+    #[error("listener `{0}`: TLS: {1}")]
+    Tls(String, String),
+    /// A thread or runtime could not be created.
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+    /// The access log could not be opened.
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// The control side of a running gateway, shared with the admin API.
+pub struct Control {
+    /// State shared with the workers.
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    handle: Mutex<Option<tokio::runtime::Handle>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// Reloads the config file; returns the new generation or why it was refused.
+    pub fn reload(&self, trigger: &str) -> Result<u64, String> {
+        let Some(path) = self.shared.config_path.clone() else {
+            return Err("this gateway was started without a config file".to_string());
+        };
+        match Config::load(&path) {
+            Ok(config) => Ok(self.apply(config, trigger)),
+            Err(e) => {
+                let message = match &e {
+                    ConfigError::Io { .. } => e.to_string(),
+                    ConfigError::Invalid { .. } => e.to_string(),
+                };
+                tracing::error!(trigger, error = %message, "config reload refused; the previous config keeps serving");
+                self.shared.reloads_failed.fetch_add(1, Relaxed);
+                let mut status = self.shared.reload.lock().unwrap_or_else(|p| p.into_inner());
+                status.attempts += 1;
+                status.ok = false;
+                status.error = Some(message.clone());
+                status.trigger = Some(trigger.to_string());
+                Err(message)
+            }
+        }
+    }
+
+    /// Swaps in a validated config; returns its generation.
+    pub fn apply(&self, config: Config, trigger: &str) -> u64 {
+        let previous = self.shared.snapshot.load_full();
+        let mut notes: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+        let old_listeners: Vec<_> =
+            previous.config.listeners.iter().map(|l| (&l.name, l.address)).collect();
+        let new_listeners: Vec<_> = config.listeners.iter().map(|l| (&l.name, l.address)).collect();
+        if old_listeners != new_listeners {
+            notes.push("listener changes take effect at the next restart".to_string());
+        }
+        if config.workers != self.shared.workers {
+            notes.push("a new worker count takes effect at the next restart".to_string());
+        }
+        let snapshot = Arc::new(Snapshot::build(config, Some(&previous), self.shared.workers));
+        let generation = snapshot.generation;
+        self.shared.snapshot.store(snapshot.clone());
+        self.shared.reloads_ok.fetch_add(1, Relaxed);
+        {
+            let mut status = self.shared.reload.lock().unwrap_or_else(|p| p.into_inner());
+            status.generation = generation;
+            status.attempts += 1;
+            status.ok = true;
+            status.error = None;
+            status.notes = notes;
+            status.trigger = Some(trigger.to_string());
+        }
+        tracing::info!(trigger, generation, "config reloaded");
+        self.start_health_checks(&snapshot);
+        generation
+    }
+
+    fn start_health_checks(&self, snapshot: &Arc<Snapshot>) {
+        let Some(handle) = self.handle.lock().ok().and_then(|h| h.clone()) else { return };
+        for cluster in &snapshot.clusters {
+            let Some(hc) = cluster.config.health_check.clone() else { continue };
+            let shared = self.shared.clone();
+            let generation = snapshot.generation;
+            let cluster = cluster.clone();
+            handle.spawn(crate::health::run(cluster, hc, move || {
+                shared.snapshot.load().generation == generation && !shared.draining.load(Relaxed)
+            }));
+        }
+    }
+
+    /// Starts a graceful shutdown: stop accepting, drain in-flight requests, exit.
+    pub fn shutdown(&self) {
+        self.shared.draining.store(true, SeqCst);
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    control: Arc<Control>,
+    workers: Vec<JoinHandle<()>>,
+    control_thread: Option<JoinHandle<()>>,
+    stop_control: Option<tokio::sync::oneshot::Sender<()>>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+}
+
+impl Gateway {
+    /// Binds every listener, starts the workers and the control thread.
+    pub fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+        options: RunOptions,
+    ) -> Result<Gateway, StartError> {
+        let workers = config.workers.max(1);
+        // Bind first: errors surface before any thread starts, and port 0 resolves once.
+        let mut sockets: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::new();
+        let mut listener_stats = Vec::new();
+        let mut tls = Vec::new();
+        for l in &config.listeners {
+            let first =
+                server::bind_reuseport(l.address).map_err(|e| StartError::Bind(l.address, e))?;
+            let actual = first.local_addr().map_err(|e| StartError::Bind(l.address, e))?;
+            sockets[0].push(first);
+            for per_worker in sockets.iter_mut().skip(1) {
+                per_worker
+                    .push(server::bind_reuseport(actual).map_err(|e| StartError::Bind(actual, e))?);
+            }
+            listeners.push((l.name.clone(), actual));
+            listener_stats.push((l.name.clone(), Arc::new(ListenerStats::default())));
+            tls.push(match &l.tls {
+                Some(t) => {
+                    Some(crate::tls::acceptor(t).map_err(|e| StartError::Tls(l.name.clone(), e))?)
+                }
+                None => None,
+            });
+        }
+        let admin_socket = match &config.admin {
+            Some(a) => {
+                let s = std::net::TcpListener::bind(a.address)
+                    .map_err(|e| StartError::Bind(a.address, e))?;
+                s.set_nonblocking(true).map_err(|e| StartError::Bind(a.address, e))?;
+                Some(s)
+            }
+            None => None,
+        };
+        let admin = admin_socket.as_ref().and_then(|s| s.local_addr().ok());
+        let access_log: Option<Mutex<Box<dyn std::io::Write + Send>>> = match &config.access_log {
+            None => None,
+            Some(crate::config::AccessLogTarget::Stdout) => {
+                Some(Mutex::new(Box::new(std::io::stdout())))
+            }
+            Some(crate::config::AccessLogTarget::File(p)) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(StartError::AccessLog)?;
+                Some(Mutex::new(Box::new(std::io::LineWriter::new(f))))
+            }
+        };
+        let mut status = ReloadStatus { generation: 1, ok: true, ..Default::default() };
+        status.notes = config.warnings.iter().map(|w| w.to_string()).collect();
+        let listener_configs = config.listeners.clone();
+        let snapshot = Snapshot::build(config, None, workers);
+        let shared = Arc::new(Shared {
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+            clock: SystemClock::new(),
+            workers,
+            listeners: listener_stats.clone(),
+            config_path,
+            reload: Mutex::new(status),
+            reloads_ok: Default::default(),
+            reloads_failed: Default::default(),
+            draining: Default::default(),
+            access_log,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let control = Arc::new(Control {
+            shared: shared.clone(),
+            shutdown: shutdown_tx,
+            handle: Mutex::new(None),
+        });
+
+        let mut handles = Vec::new();
+        for (id, socks) in sockets.into_iter().enumerate() {
+            let wl: Vec<WorkerListener> = socks
+                .into_iter()
+                .enumerate()
+                .map(|(i, socket)| WorkerListener {
+                    config: listener_configs[i].clone(),
+                    socket,
+                    tls: tls[i].clone(),
+                    stats: listener_stats[i].1.clone(),
+                })
+                .collect();
+            let shared = shared.clone();
+            let rx = shutdown_rx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("spillway-worker-{id}"))
+                .spawn(move || server::run_worker(id, shared, wl, rx))
+                .map_err(StartError::Runtime)?;
+            handles.push(h);
+        }
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let ctl = control.clone();
+        let control_thread = std::thread::Builder::new()
+            .name("spillway-control".into())
+            .spawn(move || control_main(ctl, admin_socket, options, stop_rx, ready_tx))
+            .map_err(StartError::Runtime)?;
+        let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+        Ok(Gateway {
+            control,
+            workers: handles,
+            control_thread: Some(control_thread),
+            stop_control: Some(stop_tx),
+            listeners,
+            admin,
+        })
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener_address(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// The bound admin address.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// The control handle (reload, shutdown, shared state).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Starts a graceful shutdown (returns at once; see [`Gateway::wait`]).
+    pub fn shutdown(&self) {
+        self.control.shutdown();
+    }
+
+    /// Waits until every worker has drained and stopped, then stops the control thread.
+    pub fn wait(mut self) {
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(stop) = self.stop_control.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.control_thread.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn control_main(
+    control: Arc<Control>,
+    admin: Option<std::net::TcpListener>,
+    options: RunOptions,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "control runtime failed to start");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        if let Ok(mut h) = control.handle.lock() {
+            *h = Some(tokio::runtime::Handle::current());
+        }
+        control.start_health_checks(&control.shared.snapshot.load_full());
+        if let Some(socket) = admin {
+            match tokio::net::TcpListener::from_std(socket) {
+                Ok(l) => {
+                    tokio::spawn(crate::admin::serve(l, control.clone()));
+                }
+                Err(e) => tracing::error!(error = %e, "admin listener unusable"),
+            }
+        }
+        let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<&'static str>();
+        if options.signals {
+            spawn_signal_handlers(control.clone(), reload_tx.clone());
+        }
+        let _watcher =
+            if options.watch_config { watch_file(&control, reload_tx.clone()) } else { None };
+        {
+            let control = control.clone();
+            tokio::spawn(async move {
+                while let Some(trigger) = reload_rx.recv().await {
+                    // Debounce: editors write files in several steps.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    while reload_rx.try_recv().is_ok() {}
+                    let _ = control.reload(trigger);
+                }
+            });
+        }
+        let _ = ready.send(());
+        let _ = stop.await;
+    });
+}
+
+fn spawn_signal_handlers(control: Arc<Control>, reload: mpsc::UnboundedSender<&'static str>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { let _ = reload.send("SIGHUP"); }
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); control.shutdown(); }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); control.shutdown(); }
+            }
+        }
+    });
+}
+
+fn watch_file(
+    control: &Control,
+    reload: mpsc::UnboundedSender<&'static str>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let path = control.shared.config_path.clone()?;
+    let name = path.file_name()?.to_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let relevant = !event.kind.is_access()
+                && event.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()));
+            if relevant {
+                let _ = reload.send("file change");
+            }
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file"))
+    .ok()?;
+    // Watch the directory: editors replace files by renaming.
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch the config directory"))
+        .ok()?;
+    Some(watcher)
+}

@@ -1,0 +1,593 @@
+//! The request path: route, choose an endpoint, rewrite the request in place, send it
+//! upstream, and stream the response back.
+//!
+//! One worker thread runs this for every request it accepted; nothing here takes a lock. The
+//! request's `Parts` are edited in place (hop-by-hop headers out, `X-Forwarded-*` and
+//! `x-request-id` in), the body streams through, and per-connection values (the client
+//! address as a header value) were rendered once at accept.
+//!
+//! The availability policies (rate limits, breakers, retries, bulkheads) will sit between
+//! routing and the upstream call: see [`PolicyStack`].
+
+use crate::body::{ProxyBody, ResponseBody};
+use crate::cluster::{ClusterState, EndpointState, Outcome};
+use crate::config::{Balance, UpstreamProtocol};
+use crate::pool::{self, Pool, UpstreamError};
+use crate::router::{self, Action, Route};
+use crate::state::{Shared, Snapshot};
+use arc_swap::Cache;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use spillway_core::balance::{hash_bytes, AnyBalancer, Balancer, EndpointSpec, PickContext};
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Per-route and per-cluster availability policies. Empty in this version: the place where
+/// rate limits, breakers, retries and bulkheads plug in, between routing and the upstream
+/// call, without changing the shape of the request path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PolicyStack;
+
+impl PolicyStack {
+    /// Whether the request may proceed; a refusal is rendered by `spillway_core::decision`.
+    #[inline]
+    pub fn admit(&self) -> Result<(), spillway_core::Rejection> {
+        Ok(())
+    }
+}
+
+type SnapshotCache = Cache<Arc<arc_swap::ArcSwap<Snapshot>>, Arc<Snapshot>>;
+
+/// One worker thread's view of the gateway.
+// `Rc<Arc<Snapshot>>` is deliberate: cloning the `Rc` per request is a plain increment, while
+// cloning the `Arc` would bounce one shared cache line between all workers.
+#[allow(clippy::redundant_allocation)]
+pub struct Worker {
+    /// Worker index (selects metric shards).
+    pub id: usize,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// This worker's upstream connections.
+    pub pool: Rc<Pool>,
+    cache: RefCell<(SnapshotCache, Rc<Arc<Snapshot>>)>,
+    request_ids: Cell<u64>,
+    id_prefix: u64,
+    balancers: RefCell<(u64, Vec<AnyBalancer>)>,
+    random: Cell<u64>,
+}
+
+/// Clusters up to this size pick from a stack-allocated eligible list.
+pub const MAX_PICK_ENDPOINTS: usize = 64;
+
+impl Worker {
+    /// A worker over `shared`.
+    pub fn new(id: usize, shared: Arc<Shared>) -> Worker {
+        let mut cache = Cache::new(shared.snapshot.clone());
+        let current = Rc::new(cache.load().clone());
+        // A per-process, per-worker prefix keeps request ids unique without coordination.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let id_prefix = splitmix(seed ^ ((id as u64) << 56) ^ u64::from(std::process::id()));
+        Worker {
+            id,
+            shared,
+            pool: Rc::new(Pool::default()),
+            cache: RefCell::new((cache, current)),
+            request_ids: Cell::new(0),
+            id_prefix,
+            balancers: RefCell::new((0, Vec::new())),
+            random: Cell::new(id_prefix),
+        }
+    }
+
+    /// Picks an endpoint of cluster `index` with this worker's chooser (rebuilt when the
+    /// snapshot changes), among the endpoints available at `now`.
+    pub fn pick(
+        &self,
+        snap: &Snapshot,
+        index: usize,
+        now: spillway_core::Instant,
+        hash: Option<u64>,
+    ) -> Option<usize> {
+        let mut balancers = self.balancers.borrow_mut();
+        if balancers.0 != snap.generation {
+            let built = snap
+                .clusters
+                .iter()
+                .map(|c| {
+                    let specs: Vec<EndpointSpec> = c
+                        .endpoints
+                        .iter()
+                        .map(|e| EndpointSpec::new(&e.address.to_string(), e.weight))
+                        .collect();
+                    c.config.balance.build(&specs, self.id as u64)
+                })
+                .collect();
+            *balancers = (snap.generation, built);
+        }
+        let cluster = &snap.clusters[index];
+        let r = splitmix(self.random.get());
+        self.random.set(r);
+        let mut ctx = PickContext::new(now, r);
+        if let Some(h) = hash {
+            ctx = ctx.with_hash(h);
+        }
+        let balancer = balancers.1.get_mut(index)?;
+        // The eligible list lives on the stack for usual cluster sizes.
+        let picked = if cluster.endpoints.len() <= MAX_PICK_ENDPOINTS {
+            let mut eligible = [0usize; MAX_PICK_ENDPOINTS];
+            let n = cluster.eligible(now, &mut eligible);
+            balancer.pick(&eligible[..n], &ctx)?
+        } else {
+            let mut eligible = vec![0usize; cluster.endpoints.len()];
+            let n = cluster.eligible(now, &mut eligible);
+            balancer.pick(&eligible[..n], &ctx)?
+        };
+        balancer.on_start(picked, now);
+        Some(picked)
+    }
+
+    /// Reports the end of a request picked by [`Worker::pick`].
+    pub fn picked_done(
+        &self,
+        generation: u64,
+        index: usize,
+        endpoint: usize,
+        latency: Duration,
+        success: bool,
+        now: spillway_core::Instant,
+    ) {
+        let mut balancers = self.balancers.borrow_mut();
+        if balancers.0 == generation {
+            if let Some(b) = balancers.1.get_mut(index) {
+                b.on_end(endpoint, latency, success, now);
+            }
+        }
+    }
+
+    /// The current snapshot (one pointer comparison unless a reload happened).
+    #[inline]
+    #[allow(clippy::redundant_allocation)] // see `Worker`
+    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
+        let mut guard = self.cache.borrow_mut();
+        let (cache, current) = &mut *guard;
+        let latest = cache.load();
+        if !Arc::ptr_eq(latest, current) {
+            *current = Rc::new(latest.clone());
+        }
+        current.clone()
+    }
+
+    fn next_request_id(&self) -> HeaderValue {
+        let n = self.request_ids.get().wrapping_add(1);
+        self.request_ids.set(n);
+        let mut buf = [0u8; 32];
+        hex16(self.id_prefix, &mut buf[..16]);
+        hex16(splitmix(n ^ self.id_prefix), &mut buf[16..]);
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn hex16(v: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate().take(16) {
+        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// Per-connection values, rendered once at accept.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Client IP as a header value (for `X-Forwarded-For`).
+    pub client_ip: HeaderValue,
+    /// `http` or `https`.
+    pub proto: HeaderValue,
+    /// The listener's `max_body_bytes`.
+    pub max_body: u64,
+    /// Hash of the client address (key for consistent hashing without `hash_header`).
+    pub client_hash: u64,
+}
+
+fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(Bytes::from_static(error.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1) and those named in `Connection`; keeps
+/// `TE: trailers` (gRPC needs it end to end).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::TRAILER);
+    if let Some(te) = headers.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(header::TE);
+        }
+    }
+}
+
+fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = req.headers().get(header::UPGRADE)?;
+    let conn = req.headers().get(header::CONNECTION)?.to_str().ok()?;
+    conn.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")).then(|| upgrade.clone())
+}
+
+/// Serves one request (never fails: errors become 4xx/5xx responses).
+pub async fn handle(
+    worker: Rc<Worker>,
+    conn: Rc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = worker.shared.now();
+    let snap = worker.snapshot();
+    let host = router::request_host(req.uri(), req.headers());
+    let route = snap.router.route(req.method(), host, req.uri().path(), req.headers());
+    let log = worker.shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
+    let (resp, route_name, cluster_name, upstream) = match route {
+        None => {
+            let resp = canned(StatusCode::NOT_FOUND, "{\"error\":\"no_route\"}\n");
+            snap.no_route.record(
+                worker.id,
+                404,
+                worker.shared.now().saturating_duration_since(start),
+            );
+            (resp, "", "", None)
+        }
+        Some(route) => {
+            let (resp, upstream) = match &route.action {
+                Action::Direct { status, body, headers } => {
+                    let mut resp = Response::new(ResponseBody::full(body.clone()));
+                    *resp.status_mut() = *status;
+                    for (n, v) in headers {
+                        resp.headers_mut().insert(n.clone(), v.clone());
+                    }
+                    (resp, None)
+                }
+                Action::Proxy { cluster, .. } => {
+                    proxy(&worker, &conn, &snap, route, *cluster, req, start).await
+                }
+            };
+            route.stats.record(
+                worker.id,
+                resp.status().as_u16(),
+                worker.shared.now().saturating_duration_since(start),
+            );
+            let cluster_name = match &route.action {
+                Action::Proxy { cluster, .. } => snap.clusters[*cluster].config.name.as_str(),
+                Action::Direct { .. } => "",
+            };
+            (resp, route.name.as_str(), cluster_name, upstream)
+        }
+    };
+    if let (Some(sink), Some((method, uri))) = (&worker.shared.access_log, log) {
+        let line = serde_json::json!({
+            "ts_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            "client": conn.client_ip.to_str().unwrap_or(""),
+            "method": method.as_str(),
+            "uri": uri.to_string(),
+            "status": resp.status().as_u16(),
+            "route": route_name,
+            "cluster": cluster_name,
+            "upstream": upstream.map(|a: std::net::SocketAddr| a.to_string()),
+            "duration_ms": worker.shared.now().saturating_duration_since(start).as_secs_f64() * 1000.0,
+            "request_id": resp.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()),
+        });
+        if let Ok(mut w) = sink.lock() {
+            let _ = writeln!(w, "{line}");
+        }
+    }
+    Ok(resp)
+}
+
+use std::io::Write as _;
+
+/// Decrements an endpoint's in-flight count when the upstream exchange ends.
+struct InFlight<'a>(&'a EndpointState);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn proxy(
+    worker: &Rc<Worker>,
+    conn: &ConnInfo,
+    snap: &Snapshot,
+    route: &Route,
+    cluster_index: usize,
+    mut req: Request<Incoming>,
+    start: spillway_core::Instant,
+) -> (Response<ResponseBody>, Option<std::net::SocketAddr>) {
+    let cluster: &ClusterState = &snap.clusters[cluster_index];
+    let Action::Proxy { rewrite_prefix, rewrite_host, timeout, .. } = &route.action else {
+        return (canned(StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"internal\"}\n"), None);
+    };
+    if let Some(len) =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        if len > conn.max_body {
+            return (
+                canned(StatusCode::PAYLOAD_TOO_LARGE, "{\"error\":\"body_too_large\"}\n"),
+                None,
+            );
+        }
+    }
+    if let Err(rejection) = PolicyStack.admit() {
+        let status = StatusCode::from_u16(rejection.reason.http_status())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut resp = Response::new(ResponseBody::full(rejection.json_body()));
+        *resp.status_mut() = status;
+        return (resp, None);
+    }
+    let hash = match cluster.config.balance {
+        Balance::ConsistentHash => {
+            match cluster.config.hash_header.as_deref().and_then(|h| req.headers().get(h)) {
+                Some(v) => Some(hash_bytes(v.as_bytes())),
+                None => Some(conn.client_hash),
+            }
+        }
+        _ => None,
+    };
+    let Some(picked) = worker.pick(snap, cluster_index, start, hash) else {
+        return (
+            canned(StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"no_healthy_endpoint\"}\n"),
+            None,
+        );
+    };
+    let endpoint: &EndpointState = &cluster.endpoints[picked];
+    let addr = endpoint.address;
+    let upgrade = wants_upgrade(&req);
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let original_host = parts.headers.get(header::HOST).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(proto) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto.clone());
+    }
+    match parts.headers.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(conn.client_ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                parts.headers.insert(&X_FORWARDED_FOR, v);
+            }
+        }
+        None => {
+            parts.headers.insert(&X_FORWARDED_FOR, conn.client_ip.clone());
+        }
+    }
+    parts.headers.insert(&X_FORWARDED_PROTO, conn.proto.clone());
+    let authority_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let downstream_host = original_host.or(authority_host);
+    if let Some(h) = &downstream_host {
+        if !parts.headers.contains_key(&X_FORWARDED_HOST) {
+            parts.headers.insert(&X_FORWARDED_HOST, h.clone());
+        }
+    }
+    let request_id = match parts.headers.get(&X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = worker.next_request_id();
+            parts.headers.insert(&X_REQUEST_ID, id.clone());
+            id
+        }
+    };
+    let host = rewrite_host.clone().or(downstream_host);
+    // Path: forward the origin-form target unchanged unless a prefix rewrite applies.
+    let path_and_query = match (rewrite_prefix, parts.uri.path_and_query()) {
+        (Some((from, to)), Some(pq)) => {
+            let mut p = router::rewrite_path(pq.path(), from, to);
+            if let Some(q) = pq.query() {
+                p.push('?');
+                p.push_str(q);
+            }
+            http::uri::PathAndQuery::try_from(p).ok()
+        }
+        (_, pq) => pq.cloned(),
+    };
+    let t = &cluster.config.timeouts;
+    let deadline = (*timeout).min(t.per_try);
+    match cluster.config.protocol {
+        UpstreamProtocol::Http1 => {
+            if parts.uri.scheme().is_some() || rewrite_prefix.is_some() {
+                let mut up = http::uri::Parts::default();
+                up.path_and_query = path_and_query;
+                if let Ok(uri) = Uri::from_parts(up) {
+                    parts.uri = uri;
+                }
+            }
+            parts.version = Version::HTTP_11;
+            if let Some(h) = host {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            let mut up = http::uri::Parts::default();
+            up.scheme = Some(http::uri::Scheme::HTTP);
+            up.authority = host
+                .as_ref()
+                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                .or_else(|| http::uri::Authority::try_from(addr.to_string()).ok());
+            up.path_and_query =
+                path_and_query.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+            if let Ok(uri) = Uri::from_parts(up) {
+                parts.uri = uri;
+            }
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        }
+    }
+    let body = if body_is_empty(&body) {
+        ProxyBody::Empty
+    } else {
+        ProxyBody::Incoming { inner: body, remaining: conn.max_body }
+    };
+    let up_req = Request::from_parts(parts, body);
+
+    endpoint.in_flight.fetch_add(1, Relaxed);
+    let in_flight = InFlight(endpoint);
+    let pool = &worker.pool;
+    let exchange = async {
+        match (cluster.config.protocol, upgrade.is_some()) {
+            (UpstreamProtocol::Http1, false) => {
+                let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
+                let resp = c.send(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
+                Ok((resp, Some(c)))
+            }
+            (UpstreamProtocol::Http1, true) => {
+                let mut sender = pool::connect_h1_upgradable(addr, t.connect).await?;
+                let resp =
+                    sender.send_request(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
+                Ok((resp, None))
+            }
+            (UpstreamProtocol::Http2, _) => {
+                let mut sender = pool.checkout_h2(addr, t.connect).await?;
+                let resp =
+                    sender.send_request(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
+                Ok((resp, None))
+            }
+        }
+    };
+    let result = match tokio::time::timeout(deadline, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(UpstreamError::Timeout(addr)),
+    };
+    let now = worker.shared.now();
+    let latency = now.saturating_duration_since(start);
+    drop(in_flight);
+    let (mut resp, conn_back) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            cluster.record(endpoint, Outcome::Failure, latency, now);
+            worker.picked_done(snap.generation, cluster_index, picked, latency, false, now);
+            tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed");
+            let resp = match e {
+                UpstreamError::Timeout(_) => {
+                    canned(StatusCode::GATEWAY_TIMEOUT, "{\"error\":\"upstream_timeout\"}\n")
+                }
+                _ => canned(StatusCode::BAD_GATEWAY, "{\"error\":\"upstream_unavailable\"}\n"),
+            };
+            return (resp, Some(addr));
+        }
+    };
+    let outcome =
+        if resp.status().is_server_error() { Outcome::ServerError } else { Outcome::Success };
+    cluster.record(endpoint, outcome, latency, now);
+    worker.picked_done(
+        snap.generation,
+        cluster_index,
+        picked,
+        latency,
+        outcome == Outcome::Success,
+        now,
+    );
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            tokio::task::spawn_local(async move {
+                if let (Ok(down), Ok(up)) = (down.await, up.await) {
+                    let mut down = hyper_util::rt::TokioIo::new(down);
+                    let mut up = hyper_util::rt::TokioIo::new(up);
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return (Response::from_parts(parts, ResponseBody::empty()), Some(addr));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(&X_REQUEST_ID, request_id);
+    }
+    let body = if http_body::Body::is_end_stream(&body) {
+        if let Some(c) = conn_back {
+            c.release();
+        }
+        ResponseBody::empty()
+    } else {
+        ResponseBody::Upstream { inner: body, conn: conn_back }
+    };
+    (Response::from_parts(parts, body), Some(addr))
+}
+
+fn body_is_empty(body: &Incoming) -> bool {
+    use http_body::Body;
+    body.is_end_stream()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+    }
+}

@@ -1,0 +1,311 @@
+//! The routing table compiled from a config: first match wins, in file order.
+//!
+//! Compiled once per config (methods parsed, header names and direct responses pre-built,
+//! hosts lower-cased), so matching a request allocates nothing.
+
+use crate::config::{Config, HeaderMatchKind, HostMatch, PathMatch, RouteAction, RouteConfig};
+use crate::metrics::RouteStats;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use std::sync::Arc;
+
+/// A compiled header condition.
+#[derive(Debug)]
+struct CompiledHeader {
+    name: HeaderName,
+    kind: HeaderMatchKind,
+}
+
+/// What a compiled route does.
+#[derive(Debug)]
+pub enum Action {
+    /// Proxy to the cluster at this index of the snapshot's clusters.
+    Proxy {
+        /// Index into the snapshot's clusters.
+        cluster: usize,
+        /// `(matched prefix, replacement)` for a prefix rewrite.
+        rewrite_prefix: Option<(String, String)>,
+        /// Replacement `Host` value.
+        rewrite_host: Option<HeaderValue>,
+        /// Total timeout (until the response head).
+        timeout: std::time::Duration,
+    },
+    /// Answer directly.
+    Direct {
+        /// Status.
+        status: StatusCode,
+        /// Body.
+        body: Bytes,
+        /// Headers.
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Name.
+    pub name: String,
+    host: Option<HostMatch>,
+    path: Option<PathMatch>,
+    methods: Vec<Method>,
+    headers: Vec<CompiledHeader>,
+    /// Action.
+    pub action: Action,
+    /// Metrics of this route (kept across reloads by name).
+    pub stats: Arc<RouteStats>,
+}
+
+/// The compiled routing table.
+#[derive(Debug, Default)]
+pub struct Router {
+    /// Routes in file order.
+    pub routes: Vec<Route>,
+}
+
+/// The request host without port, as given by `Host` or the URI authority (HTTP/2).
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
+    let raw = match headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) => h,
+        None => uri.host().unwrap_or(""),
+    };
+    // Strip a port, keeping IPv6 literals ("[::1]:80") intact.
+    match raw.rfind(':') {
+        Some(i) if !raw[i..].contains(']') => &raw[..i],
+        _ => raw,
+    }
+}
+
+impl Route {
+    fn matches(&self, method: &Method, host: &str, path: &str, headers: &HeaderMap) -> bool {
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return false;
+        }
+        let host_ok = match &self.host {
+            None => true,
+            Some(HostMatch::Exact(h)) => h.eq_ignore_ascii_case(host),
+            Some(HostMatch::Suffix(s)) => {
+                host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+        };
+        let path_ok = match &self.path {
+            None => true,
+            Some(PathMatch::Exact(p)) => path == p,
+            Some(PathMatch::Prefix(p)) => path.starts_with(p.as_str()),
+            Some(PathMatch::Regex(r)) => r.is_match(path),
+        };
+        if !host_ok || !path_ok {
+            return false;
+        }
+        self.headers.iter().all(|h| {
+            let value = headers.get(&h.name);
+            match &h.kind {
+                HeaderMatchKind::Present(want) => value.is_some() == *want,
+                HeaderMatchKind::Exact(v) => value.is_some_and(|x| x.as_bytes() == v.as_bytes()),
+                HeaderMatchKind::Regex(r) => {
+                    value.and_then(|x| x.to_str().ok()).is_some_and(|x| r.is_match(x))
+                }
+            }
+        })
+    }
+}
+
+impl Router {
+    /// Compiles the routes of `config`; `stats` gives each route its (possibly carried over)
+    /// metrics.
+    pub fn compile(
+        config: &Config,
+        mut stats: impl FnMut(&RouteConfig) -> Arc<RouteStats>,
+    ) -> Router {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let action = match &r.action {
+                    RouteAction::Cluster { name, rewrite_prefix, rewrite_host, timeout } => {
+                        let cluster =
+                            config.clusters.iter().position(|c| &c.name == name).unwrap_or(0);
+                        let prefix = match &r.matcher.path {
+                            Some(PathMatch::Prefix(p)) => p.clone(),
+                            _ => String::new(),
+                        };
+                        Action::Proxy {
+                            cluster,
+                            rewrite_prefix: rewrite_prefix.clone().map(|to| (prefix, to)),
+                            rewrite_host: rewrite_host
+                                .as_deref()
+                                .and_then(|h| HeaderValue::from_str(h).ok()),
+                            timeout: timeout.unwrap_or(config.clusters[cluster].timeouts.request),
+                        }
+                    }
+                    RouteAction::Direct { status, body, headers } => Action::Direct {
+                        status: StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+                        body: Bytes::from(body.clone()),
+                        headers: headers
+                            .iter()
+                            .filter_map(|(n, v)| {
+                                Some((
+                                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                                    HeaderValue::from_str(v).ok()?,
+                                ))
+                            })
+                            .collect(),
+                    },
+                };
+                Route {
+                    name: r.name.clone(),
+                    host: r.matcher.host.clone(),
+                    path: r.matcher.path.clone(),
+                    methods: r
+                        .matcher
+                        .methods
+                        .iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                    headers: r
+                        .matcher
+                        .headers
+                        .iter()
+                        .filter_map(|h| {
+                            Some(CompiledHeader {
+                                name: HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                                kind: h.kind.clone(),
+                            })
+                        })
+                        .collect(),
+                    action,
+                    stats: stats(r),
+                }
+            })
+            .collect();
+        Router { routes }
+    }
+
+    /// The first route matching the request.
+    #[inline]
+    pub fn route(
+        &self,
+        method: &Method,
+        host: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(method, host, path, headers))
+    }
+}
+
+/// The request path after a prefix rewrite (`/users/7` with `/users` → `/` gives `/7`).
+pub fn rewrite_path(path: &str, from: &str, to: &str) -> String {
+    let rest = path.strip_prefix(from).unwrap_or(path);
+    let mut out = String::with_capacity(to.len() + rest.len());
+    out.push_str(to);
+    if to.ends_with('/') && rest.starts_with('/') {
+        out.push_str(&rest[1..]);
+    } else if !to.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') && !to.is_empty() {
+        out.push('/');
+        out.push_str(rest);
+    } else {
+        out.push_str(rest);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+listeners: [{ name: l, address: "127.0.0.1:1" }]
+clusters:
+  - { name: c, endpoints: [{ address: "127.0.0.1:2" }], timeouts: { request: 1s } }
+routes:
+  - name: exact
+    match: { path: /users/me }
+    direct_response: { status: 200, body: exact }
+  - name: wildcard-host
+    match: { host: "*.example.com", path_prefix: /users }
+    direct_response: { status: 200, body: wildcard }
+  - name: posts
+    match: { path_prefix: /users, methods: [POST] }
+    cluster: c
+  - name: canary
+    match: { path_prefix: /users, headers: [{ name: x-canary, value: "1" }] }
+    direct_response: { status: 200, body: canary }
+  - name: regex
+    match: { path_regex: "/items/[0-9]+" }
+    direct_response: { status: 200, body: regex }
+  - name: prefix
+    match: { path_prefix: /users }
+    direct_response: { status: 200, body: prefix }
+"#;
+
+    fn router() -> Router {
+        let config = Config::parse(CONFIG, "t", Path::new(".")).unwrap();
+        Router::compile(&config, |r| Arc::new(RouteStats::new(&r.name, "", 1)))
+    }
+
+    fn pick(
+        router: &Router,
+        method: Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<String> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        router.route(&method, host, path, &map).map(|r| r.name.clone())
+    }
+
+    #[test]
+    fn first_matching_route_wins_in_file_order() {
+        let r = router();
+        assert_eq!(pick(&r, Method::GET, "a", "/users/me", &[]).as_deref(), Some("exact"));
+        assert_eq!(
+            pick(&r, Method::GET, "api.example.com", "/users/1", &[]).as_deref(),
+            Some("wildcard-host")
+        );
+        assert_eq!(
+            pick(&r, Method::GET, "example.com", "/users/1", &[]).as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(pick(&r, Method::POST, "a", "/users/1", &[]).as_deref(), Some("posts"));
+        assert_eq!(
+            pick(&r, Method::GET, "a", "/users/1", &[("x-canary", "1")]).as_deref(),
+            Some("canary")
+        );
+        assert_eq!(
+            pick(&r, Method::GET, "a", "/users/1", &[("x-canary", "2")]).as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(pick(&r, Method::GET, "a", "/items/42", &[]).as_deref(), Some("regex"));
+        assert_eq!(pick(&r, Method::GET, "a", "/items/42/x", &[]), None);
+        assert_eq!(pick(&r, Method::GET, "a", "/other", &[]), None);
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, HeaderValue::from_static("api.local:8080"));
+        assert_eq!(request_host(&"/".parse().unwrap(), &headers), "api.local");
+        headers.insert(http::header::HOST, HeaderValue::from_static("[::1]"));
+        assert_eq!(request_host(&"/".parse().unwrap(), &headers), "[::1]");
+    }
+
+    #[test]
+    fn prefix_rewrites_keep_one_slash() {
+        assert_eq!(rewrite_path("/users/7", "/users", "/"), "/7");
+        assert_eq!(rewrite_path("/users", "/users", "/"), "/");
+        assert_eq!(rewrite_path("/users/7", "/users", "/v2/people"), "/v2/people/7");
+        assert_eq!(rewrite_path("/users/7", "/users/", "/"), "/7");
+    }
+}

@@ -1,0 +1,116 @@
+//! State shared by the workers and the control thread: the live config snapshot (swapped
+//! atomically on reload), listener counters, reload status and the shutdown signal.
+
+use crate::cluster::ClusterState;
+use crate::config::{Config, RouteAction};
+use crate::metrics::{ListenerStats, RouteStats};
+use crate::router::Router;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use spillway_core::{Clock, SystemClock};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+/// Everything a request needs from the config, compiled; replaced whole on reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Compiled routes.
+    pub router: Router,
+    /// Clusters, in config order (routes refer to them by index).
+    pub clusters: Vec<Arc<ClusterState>>,
+    /// Statistics of requests no route matched.
+    pub no_route: Arc<RouteStats>,
+    /// 1 for the first config, +1 per successful reload.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// Compiles `config`, carrying endpoint state and route statistics over from `previous`.
+    pub fn build(config: Config, previous: Option<&Snapshot>, workers: usize) -> Snapshot {
+        let clusters: Vec<Arc<ClusterState>> = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let old =
+                    previous.and_then(|p| p.clusters.iter().find(|o| o.config.name == c.name));
+                Arc::new(ClusterState::new(c.clone(), old.map(|o| o.as_ref())))
+            })
+            .collect();
+        let router = Router::compile(&config, |r| {
+            let cluster = match &r.action {
+                RouteAction::Cluster { name, .. } => name.as_str(),
+                RouteAction::Direct { .. } => "",
+            };
+            previous
+                .and_then(|p| {
+                    p.router.routes.iter().find(|o| o.name == r.name && o.stats.cluster == cluster)
+                })
+                .map(|o| o.stats.clone())
+                .unwrap_or_else(|| Arc::new(RouteStats::new(&r.name, cluster, workers)))
+        });
+        let no_route = previous
+            .map(|p| p.no_route.clone())
+            .unwrap_or_else(|| Arc::new(RouteStats::new("", "", workers)));
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        Snapshot { config: Arc::new(config), router, clusters, no_route, generation }
+    }
+}
+
+/// Result of the last reload, shown at `GET /admin/config`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReloadStatus {
+    /// Generation now serving.
+    pub generation: u64,
+    /// Reloads tried.
+    pub attempts: u64,
+    /// Whether the last attempt succeeded (true before any attempt).
+    pub ok: bool,
+    /// The last attempt's error, if it failed.
+    pub error: Option<String>,
+    /// Warnings of the config now serving, or notes on settings that need a restart.
+    pub notes: Vec<String>,
+    /// What triggered the last attempt.
+    pub trigger: Option<String>,
+}
+
+/// State shared by all threads of one gateway.
+pub struct Shared {
+    /// The live snapshot.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The gateway clock (request timing, ejection deadlines).
+    pub clock: SystemClock,
+    /// Worker count (fixed at start).
+    pub workers: usize,
+    /// Listener names and counters (fixed at start).
+    pub listeners: Vec<(String, Arc<ListenerStats>)>,
+    /// File the config came from, for reloads.
+    pub config_path: Option<PathBuf>,
+    /// Last reload.
+    pub reload: Mutex<ReloadStatus>,
+    /// Successful reloads.
+    pub reloads_ok: AtomicU64,
+    /// Refused reloads.
+    pub reloads_failed: AtomicU64,
+    /// Set when draining (readiness turns false).
+    pub draining: AtomicBool,
+    /// Access-log sink.
+    pub access_log: Option<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl Shared {
+    /// Current time on the gateway clock.
+    #[inline]
+    pub fn now(&self) -> spillway_core::Instant {
+        self.clock.now()
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("workers", &self.workers).finish_non_exhaustive()
+    }
+}

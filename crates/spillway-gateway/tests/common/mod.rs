@@ -1,0 +1,210 @@
+//! Test harness: real backends and a real gateway on loopback ports, and small HTTP clients.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use spillway_gateway::{Config, Gateway, RunOptions};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A backend's switches, shared with the test.
+#[derive(Default)]
+pub struct BackendState {
+    pub name: String,
+    pub healthy: AtomicBool,
+    /// When non-zero, every request to `/` answers with this status.
+    pub status: AtomicU16,
+    pub hits: AtomicU64,
+}
+
+/// Data then trailers (what a gRPC server sends).
+pub struct WithTrailers {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Body for WithTrailers {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|e: Infallible| match e {}).boxed()
+}
+
+async fn backend_handle(
+    state: Arc<BackendState>,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    let resp = match path.as_str() {
+        "/healthz" => {
+            let status = if state.healthy.load(Ordering::SeqCst) { 200 } else { 503 };
+            Response::builder().status(status).body(full("")).unwrap()
+        }
+        "/headers" => {
+            let mut text = String::new();
+            text.push_str(&format!("path: {}\n", req.uri()));
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+            }
+            Response::builder()
+                .header("connection", "x-upstream-secret")
+                .header("x-upstream-secret", "1")
+                .header("keep-alive", "timeout=5")
+                .body(full(text))
+                .unwrap()
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Response::new(full(format!("slow done by {}", state.name)))
+        }
+        "/echo" => {
+            // Streams the request body straight back.
+            let body = req
+                .into_body()
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                .boxed();
+            Response::new(body)
+        }
+        "/grpc" => {
+            let data = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            trailers.insert("grpc-message", "ok".parse().unwrap());
+            Response::builder()
+                .header("content-type", "application/grpc")
+                .body(WithTrailers { data: Some(data), trailers: Some(trailers) }.boxed())
+                .unwrap()
+        }
+        "/ws" => {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let (mut r, mut w) = tokio::io::split(&mut io);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(full(""))
+                .unwrap()
+        }
+        _ => {
+            state.hits.fetch_add(1, Ordering::SeqCst);
+            let status = state.status.load(Ordering::SeqCst);
+            Response::builder()
+                .status(if status == 0 { 200 } else { status })
+                .body(full(state.name.clone()))
+                .unwrap()
+        }
+    };
+    Ok(resp)
+}
+
+/// Starts a backend (HTTP/1.1 and h2c) named `name`.
+pub async fn backend(name: &str) -> (SocketAddr, Arc<BackendState>) {
+    let state = Arc::new(BackendState {
+        name: name.to_string(),
+        healthy: AtomicBool::new(true),
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let st = st.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| backend_handle(st.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, state)
+}
+
+/// Parses config text (relative paths against the temp dir).
+pub fn config(yaml: &str) -> Config {
+    Config::parse(yaml, "test.yaml", &std::env::temp_dir()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts a gateway on `yaml`.
+pub fn gateway(yaml: &str) -> Gateway {
+    Gateway::start(config(yaml), None, RunOptions::default()).unwrap()
+}
+
+/// Starts a gateway from a file (for reload tests).
+pub fn gateway_from_file(path: &Path) -> Gateway {
+    let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    Gateway::start(config, Some(path.to_path_buf()), RunOptions::default()).unwrap()
+}
+
+/// A unique temp file path.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "spillway-{}-{}-{name}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns status, headers and body.
+pub async fn h1(addr: SocketAddr, req: Request<TestBody>) -> (StatusCode, HeaderMap, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// GET `path` with HTTP/1.1.
+pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+    let req = Request::get(path).header("host", "test.local").body(full("")).unwrap();
+    h1(addr, req).await
+}
+
+/// A body from bytes.
+pub fn body(b: impl Into<Bytes>) -> TestBody {
+    full(b)
+}
+
+/// Runs a blocking closure off the async runtime (gateway shutdown waits on threads).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
