@@ -250,6 +250,7 @@ pub async fn run(
     let interval = shared.config.interval;
     let duration = shared.config.plan.duration();
     let mut ticker = tokio::time::interval_at(shared.start + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = shared.start;
     let mut timeline = Vec::new();
     // `last` marks the final, partial interval, kept only when it is not a sliver.
@@ -277,7 +278,7 @@ pub async fn run(
     };
     loop {
         tokio::select! {
-            now = ticker.tick() => tick(now, &mut timeline, false),
+            _ = ticker.tick() => tick(Instant::now(), &mut timeline, false),
             done = workers.join_next() => if done.is_none() { break },
         }
     }
