@@ -216,7 +216,10 @@ fn draw_capacity<DB: DrawingBackend>(
     let title = format!("capacity of {} — SLO {}", result.target, result.slo);
     let root = root.titled(&title, ("sans-serif", 22)).map_err(err)?;
     let (top, bottom) = root.split_vertically(HEIGHT / 2 - 20);
-    let x_max = result.steps.iter().map(|s| s.offered).fold(1.0, f64::max) * 1.05;
+    // Steps run in search order; lines read left to right.
+    let mut steps = result.steps.clone();
+    steps.sort_by(|a, b| a.offered.total_cmp(&b.offered));
+    let x_max = steps.iter().map(|s| s.offered).fold(1.0, f64::max) * 1.05;
 
     let mut chart = ChartBuilder::on(&top)
         .caption("achieved vs offered rate", ("sans-serif", 18))
@@ -240,11 +243,8 @@ fn draw_capacity<DB: DrawingBackend>(
     let green = class_colour("2xx");
     chart
         .draw_series(
-            LineSeries::new(
-                result.steps.iter().map(|s| (s.offered, s.goodput)),
-                green.stroke_width(2),
-            )
-            .point_size(4),
+            LineSeries::new(steps.iter().map(|s| (s.offered, s.goodput)), green.stroke_width(2))
+                .point_size(4),
         )
         .map_err(err)?
         .label("goodput (2xx/3xx per s)")
@@ -259,8 +259,7 @@ fn draw_capacity<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
 
-    let y_max =
-        result.steps.iter().map(|s| s.latency_ms).fold(result.slo.max_latency_ms, f64::max) * 1.15;
+    let y_max = steps.iter().map(|s| s.latency_ms).fold(result.slo.max_latency_ms, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(&bottom)
         .caption(
             format!("{} latency vs offered rate", result.slo.percentile_label()),
@@ -282,7 +281,7 @@ fn draw_capacity<DB: DrawingBackend>(
     chart
         .draw_series(
             LineSeries::new(
-                result.steps.iter().map(|s| (s.offered, s.latency_ms)),
+                steps.iter().map(|s| (s.offered, s.latency_ms)),
                 RGBColor(65, 105, 225).stroke_width(2),
             )
             .point_size(4),
