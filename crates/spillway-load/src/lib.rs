@@ -14,6 +14,7 @@ pub mod engine;
 pub mod histogram;
 pub mod plot;
 pub mod progress;
+pub mod record;
 pub mod replay;
 pub mod report;
 pub mod schedule;
