@@ -77,7 +77,7 @@ impl ReplaySchedule {
         let mut offsets = Vec::with_capacity(recorded.len());
         let mut previous = Duration::ZERO;
         for &at in recorded {
-            // Out-of-order entries (clock skew across a rotation) are sent right after the previous.
+            // Out-of-order entries (threads racing to the recorder) go right after the previous.
             let scaled = Duration::from_secs_f64(at.saturating_sub(first).as_secs_f64() / speed)
                 .max(previous);
             offsets.push(scaled);

@@ -149,3 +149,12 @@ async fn progress_callback_sees_every_interval() {
     assert!(ticks.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(ticks.len(), report.timeline.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_by_the_server_are_reopened_without_errors() {
+    let server = common::start().await;
+    let plan = Plan::Closed { duration: Duration::from_secs(5), max_requests: Some(30) };
+    let report = run(config(&server.url("/?close=1"), plan, 2), |_| {}).await.unwrap();
+    assert_eq!(report.overall.responses, 30, "errors: {:?}", report.overall.errors);
+    assert_eq!(report.overall.status.get("200").copied(), Some(30));
+}
