@@ -7,13 +7,16 @@
 # Everything runs on loopback, each run is bounded by a duration and by `timeout`, and the
 # server is stopped by its PID at the end.
 #
-# Usage: scripts/load-accuracy.sh [SECONDS] [CONNECTIONS]
+# Usage: scripts/load-accuracy.sh [SECONDS] [CONNECTIONS] [ROUNDS]
+# Closed-loop runs alternate spillway and wrk ROUNDS times and compare medians: the machine is
+# shared, so one pair of runs can differ by 10 % on noise alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS="${1:-10}"
 CONNS="${2:-16}"
 THREADS=2
+ROUNDS="${3:-3}"
 PORT=18931
 URL="http://127.0.0.1:${PORT}/"
 OUT="$(mktemp -d)"
@@ -52,15 +55,25 @@ missed=$(field "$OUT/open.json" "d['overall']['missed']")
 err=$(python3 -c "print(round(($achieved - 2000) / 20, 2))")
 echo "achieved ${achieved} rps (error ${err} %), responses ${throughput}/s, missed ${missed}, p50 ${p50} ms, p99 ${p99} ms"
 
-echo "== closed loop: ${CONNS} connections, ${THREADS} threads, ${SECS}s"
-timeout $((SECS + 30)) "$BIN" load "$URL" --closed --connections "$CONNS" --duration "${SECS}s" \
-  --threads "$THREADS" --quiet --json "$OUT/closed.json" >/dev/null
-ours=$(field "$OUT/closed.json" "round(d['overall']['throughput'], 0)")
-ours_p50=$(field "$OUT/closed.json" "d['overall']['latency_ms']['p50']")
-echo "spillway load --closed: ${ours} req/s (p50 ${ours_p50} ms)"
-
-timeout $((SECS + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency "$URL" >"$OUT/wrk.txt"
-theirs=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk.txt")
-wrk_p50=$(awk '$1 == "50%" {print $2}' "$OUT/wrk.txt")
-echo "wrk: ${theirs} req/s (p50 ${wrk_p50})"
-python3 -c "print('spillway/wrk = %.3f' % (${ours} / ${theirs}))"
+echo "== closed loop: ${CONNS} connections, ${THREADS} threads, ${SECS}s, ${ROUNDS} alternating rounds"
+ours_all=()
+wrk_all=()
+for round in $(seq "$ROUNDS"); do
+  timeout $((SECS + 30)) "$BIN" load "$URL" --closed --connections "$CONNS" --duration "${SECS}s" \
+    --threads "$THREADS" --quiet --json "$OUT/closed.json" >/dev/null
+  ours=$(field "$OUT/closed.json" "round(d['overall']['throughput'], 0)")
+  ours_p50=$(field "$OUT/closed.json" "d['overall']['latency_ms']['p50']")
+  timeout $((SECS + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency "$URL" >"$OUT/wrk.txt"
+  theirs=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk.txt")
+  wrk_p50=$(awk '$1 == "50%" {print $2}' "$OUT/wrk.txt")
+  echo "round ${round}: spillway load --closed ${ours} req/s (p50 ${ours_p50} ms), wrk ${theirs} req/s (p50 ${wrk_p50})"
+  ours_all+=("$ours")
+  wrk_all+=("$theirs")
+done
+python3 - "${ours_all[*]}" "${wrk_all[*]}" <<'PY'
+import statistics, sys
+ours = [float(x) for x in sys.argv[1].split()]
+wrk = [float(x) for x in sys.argv[2].split()]
+o, w = statistics.median(ours), statistics.median(wrk)
+print(f"median: spillway {o:.0f} req/s, wrk {w:.0f} req/s, spillway/wrk = {o / w:.3f}")
+PY

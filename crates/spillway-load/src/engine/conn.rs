@@ -61,6 +61,8 @@ pub enum Slot {
         conn: Option<Box<H1>>,
         /// Where to connect.
         target: Arc<Target>,
+        /// The `Host` header, built once.
+        host: Option<HeaderValue>,
     },
     /// HTTP/2: a connection shared with the other workers of its group.
     H2 {
@@ -102,7 +104,8 @@ async fn drain(mut body: hyper::body::Incoming) -> Result<(), Failure> {
 impl Slot {
     /// An HTTP/1.1 slot for one worker.
     pub fn h1(target: Arc<Target>) -> Slot {
-        Slot::H1 { conn: None, target }
+        let host = HeaderValue::from_str(target.authority.as_str()).ok();
+        Slot::H1 { conn: None, target, host }
     }
 
     /// An HTTP/2 slot; clone it (with [`Slot::share`]) for each worker of the connection.
@@ -130,7 +133,7 @@ impl Slot {
     /// the handshake.
     pub async fn warm_up(&mut self) -> Result<(), Failure> {
         match self {
-            Slot::H1 { conn, target } => {
+            Slot::H1 { conn, target, .. } => {
                 if conn.is_none() {
                     *conn = Some(connect_h1(target).await?);
                 }
@@ -160,8 +163,8 @@ impl Slot {
         if http2 {
             request.headers_mut().remove(header::HOST);
             *request.version_mut() = http::Version::HTTP_2;
-        } else if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
-            request.headers_mut().insert(header::HOST, host);
+        } else if let Slot::H1 { host: Some(host), .. } = self {
+            request.headers_mut().insert(header::HOST, host.clone());
         }
         Ok(request)
     }
@@ -170,7 +173,7 @@ impl Slot {
     async fn send(&mut self, spec: &RequestSpec) -> Result<u16, Failure> {
         let request = self.build(spec)?;
         match self {
-            Slot::H1 { conn, target } => {
+            Slot::H1 { conn, target, .. } => {
                 if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
                     *conn = None;
                     *conn = Some(connect_h1(target).await?);

@@ -357,8 +357,8 @@ async fn scheduled_worker(shared: &Shared, slot: &mut Slot) {
 async fn closed_worker(shared: &Shared, slot: &mut Slot) {
     let Plan::Closed { duration, max_requests } = shared.config.plan else { return };
     let end = shared.start + duration;
+    let mut now = Instant::now();
     loop {
-        let now = Instant::now();
         if now >= end {
             break;
         }
@@ -366,11 +366,11 @@ async fn closed_worker(shared: &Shared, slot: &mut Slot) {
         if max_requests.is_some_and(|max| i >= max) {
             break;
         }
-        shared.stats().on_send(0, false, now - shared.start, None);
-        let timeout =
-            shared.config.timeout.min(end.saturating_duration_since(now) + shared.config.timeout);
-        let result = slot.send_within(shared.request(i), timeout).await;
-        shared.stats().on_done(0, result, now.elapsed());
+        let result = slot.send_within(shared.request(i), shared.config.timeout).await;
+        let done = Instant::now();
+        // One lock per request: in closed loop the send and its end are recorded together.
+        shared.stats().on_exchange(now - shared.start, result, done - now);
+        now = done;
         if result == Err(Failure::Connect) {
             // Do not spin on a refused port: a short pause keeps the error count meaningful.
             tokio::time::sleep(Duration::from_millis(10)).await;

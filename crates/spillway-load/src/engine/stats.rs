@@ -120,6 +120,13 @@ impl Stats {
         }
     }
 
+    /// A closed-loop request of the only step, sent at `at` from the start, ended after
+    /// `latency`: [`Stats::on_send`] and [`Stats::on_done`] in one call.
+    pub fn on_exchange(&mut self, at: Duration, result: Result<u16, Failure>, latency: Duration) {
+        self.on_send(0, false, at, None);
+        self.on_done(0, result, latency);
+    }
+
     /// Closes the current interval, `length` long, ending at `t` from the start.
     pub fn take_interval(
         &mut self,
