@@ -575,6 +575,38 @@ mod tests {
             }
         }
 
+        /// Instants anywhere on the clock (also stepping back, also at its very end), response
+        /// times up to the whole clock and any CPU value never panic, and every admission comes
+        /// back out of inflight.
+        #[test]
+        fn extreme_instants_never_panic_nor_leak(
+            steps in proptest::collection::vec(
+                (
+                    prop_oneof![any::<u64>(), Just(u64::MAX), (u64::MAX - 1_000_000_000)..=u64::MAX, 0u64..1_000_000_000],
+                    0u32..2000,
+                    0u8..3,
+                ),
+                1..300,
+            )
+        ) {
+            let bbr = limiter();
+            let mut held = Vec::new();
+            for (at, cpu, action) in steps {
+                bbr.set_cpu(CpuUsage::from_permille(cpu));
+                let now = Instant::from_nanos(at);
+                match action {
+                    0 => held.extend(bbr.allow(Criticality::ALL[(at % 4) as usize], now).ok()),
+                    1 => if let Some(token) = held.pop() { bbr.done(token, now) },
+                    _ => if let Some(token) = held.pop() { bbr.abandon(token) },
+                }
+                let _ = bbr.stats(now);
+            }
+            for token in held {
+                bbr.done(token, Instant::from_nanos(u64::MAX));
+            }
+            prop_assert_eq!(bbr.inflight.load(Ordering::SeqCst), 0);
+        }
+
         /// At one moment, a lower class is never admitted while a higher class is rejected.
         #[test]
         fn lower_class_never_admitted_while_a_higher_one_is_rejected(

@@ -270,7 +270,24 @@ mod tests {
         assert!(Codel::try_new(zero).is_err());
     }
 
+    /// Any instant, with the ends of the clock well represented.
+    fn edge() -> impl Strategy<Value = u64> {
+        prop_oneof![any::<u64>(), Just(0), Just(u64::MAX), (u64::MAX - 1_000_000_000)..=u64::MAX]
+    }
+
     proptest! {
+        /// Instants anywhere on the clock (also stepping back) and huge queues never panic.
+        #[test]
+        fn extreme_instants_never_panic(
+            steps in proptest::collection::vec((edge(), edge(), any::<usize>()), 1..100)
+        ) {
+            let mut c = codel();
+            for (enqueued, now, remaining) in steps {
+                c.on_dequeue(Instant::from_nanos(enqueued), Instant::from_nanos(now), remaining);
+                let _ = (c.serve_order(), c.is_dropping());
+            }
+        }
+
         /// Whatever the history, an item that waited less than the target is never dropped, and
         /// nothing is dropped before the delay has stood above target for a whole interval.
         #[test]
