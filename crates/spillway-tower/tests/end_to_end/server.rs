@@ -1,5 +1,5 @@
-//! The server side on the wire: deadline refusals (HTTP and gRPC), bulkhead refusals and the
-//! bulkhead's criticality-ordered queue.
+//! The server side on the wire: deadline refusals (HTTP and gRPC), load shedding under a hot
+//! CPU, bulkhead refusals and the bulkhead's criticality-ordered queue.
 
 use crate::support::{
     bounded, eventually, get, http_client, request, send, serve_protected, Protection,
@@ -10,11 +10,12 @@ use axum::routing::get as route_get;
 use axum::Router;
 use parking_lot::Mutex;
 use spillway_core::bulkhead::BulkheadConfig;
+use spillway_core::overload::CpuUsage;
 use spillway_core::CRITICALITY_HEADER;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Semaphore};
 
 /// A handler that counts its calls.
 fn counting_routes(calls: Arc<AtomicUsize>) -> Router {
@@ -73,11 +74,11 @@ async fn handler_still_running_at_the_incoming_deadline_is_cut_off_with_504() {
     assert_eq!(reply.body, "{\"error\":\"deadline_exceeded\"}\n");
 }
 
-/// Routes for the bulkhead tests: `/hold` tells `entered` it runs and waits for `release`;
-/// `/record` notes the criticality it was served with, in order.
-fn bulkhead_routes(
+/// Routes for the concurrency tests: `/hold` tells `entered` it runs and waits for a permit
+/// from `release`; `/record` notes the criticality it was served with, in order.
+fn holding_routes(
     entered: mpsc::UnboundedSender<()>,
-    release: Arc<Notify>,
+    release: Arc<Semaphore>,
     served: Arc<Mutex<Vec<String>>>,
 ) -> Router {
     Router::new()
@@ -85,7 +86,7 @@ fn bulkhead_routes(
             "/hold",
             route_get(move || async move {
                 entered.send(()).unwrap();
-                release.notified().await;
+                release.acquire().await.unwrap().forget();
                 "released\n"
             }),
         )
@@ -102,8 +103,8 @@ fn bulkhead_routes(
 #[tokio::test]
 async fn full_bulkhead_without_a_queue_answers_503_bulkhead_full_with_retry_after() {
     let (entered_tx, mut entered) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
-    let routes = bulkhead_routes(entered_tx, release.clone(), Arc::default());
+    let release = Arc::new(Semaphore::new(0));
+    let routes = holding_routes(entered_tx, release.clone(), Arc::default());
     let protection =
         Protection { bulkhead: BulkheadConfig::new(1, 0, Duration::ZERO), ..Protection::default() };
     let server = serve_protected(routes, protection).await;
@@ -117,7 +118,7 @@ async fn full_bulkhead_without_a_queue_answers_503_bulkhead_full_with_retry_afte
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert_eq!(reply.body, "{\"error\":\"bulkhead_full\",\"retry_after_ms\":1000}\n");
 
-    release.notify_one();
+    release.add_permits(1);
     let held = bounded("the first request to finish", holder).await.unwrap();
     assert_eq!((held.status.as_u16(), held.body.as_str()), (200, "released\n"));
     // The slot came back.
@@ -129,9 +130,9 @@ async fn full_bulkhead_without_a_queue_answers_503_bulkhead_full_with_retry_afte
 #[tokio::test]
 async fn bulkhead_serves_a_queued_critical_request_before_an_earlier_sheddable_one() {
     let (entered_tx, mut entered) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
+    let release = Arc::new(Semaphore::new(0));
     let served = Arc::new(Mutex::new(Vec::new()));
-    let routes = bulkhead_routes(entered_tx, release.clone(), served.clone());
+    let routes = holding_routes(entered_tx, release.clone(), served.clone());
     let protection = Protection {
         bulkhead: BulkheadConfig::new(1, 2, Duration::from_secs(10)),
         ..Protection::default()
@@ -151,11 +152,43 @@ async fn bulkhead_serves_a_queued_critical_request_before_an_earlier_sheddable_o
     eventually("the critical request to queue", || bulkhead.queued() == 2).await;
     assert!(served.lock().is_empty(), "both wait while the slot is held");
 
-    release.notify_one();
+    release.add_permits(1);
     for waiter in [holder, sheddable, critical] {
         assert_eq!(bounded("a request to finish", waiter).await.unwrap().status, 200);
     }
     assert_eq!(*served.lock(), ["CRITICAL", "SHEDDABLE"]);
+}
+
+#[tokio::test]
+async fn hot_cpu_with_more_in_flight_than_learned_sheds_with_503_overloaded() {
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let release = Arc::new(Semaphore::new(0));
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let routes = holding_routes(entered_tx, release.clone(), served.clone());
+    let server = serve_protected(routes, Protection::default()).await;
+    let client = http_client();
+    let record = format!("{}/record", server.url);
+    server.cpu.set(CpuUsage::from_permille(950));
+
+    // Nothing has completed yet, so the shedder's estimate is its smallest: one in flight
+    // (each class's share is at least one). Two are let in, a third is one too many.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        holders.push(tokio::spawn(send_owned(client.clone(), format!("{}/hold", server.url))));
+        bounded("a held request to run", entered.recv()).await.unwrap();
+    }
+    let reply = send(&client, get(&record, &[(CRITICALITY_HEADER, "CRITICAL_PLUS")])).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.body, "{\"error\":\"overloaded\",\"retry_after_ms\":1000}\n");
+    assert!(served.lock().is_empty(), "a shed request never reaches the handler");
+
+    // Once the work in flight completes, requests are served again, CPU still hot.
+    release.add_permits(2);
+    for holder in holders {
+        assert_eq!(bounded("a held request to finish", holder).await.unwrap().status, 200);
+    }
+    assert_eq!(send(&client, get(&record, &[])).await.status, 200);
 }
 
 async fn send_owned(client: crate::support::HttpClient, url: String) -> crate::support::Reply {

@@ -173,18 +173,21 @@ impl Default for Protection {
 pub struct Protected {
     pub url: String,
     pub bulkhead: BulkheadLayer,
+    /// The CPU usage the load shedder reads (starts at 0).
+    pub cpu: CpuGauge,
 }
 
 /// Serves `routes` behind HandleError → criticality → deadline → BBR load shedding →
 /// bulkhead, as the example does.
 ///
-/// The shedder reads a CPU gauge held cool: on a shared test machine the real CPU may be hot,
-/// and these tests pin the other layers.
+/// The shedder reads a CPU gauge the test sets (cool at first), not the real sampler: on a
+/// shared test machine the real CPU may be hot at any moment.
 pub async fn serve_protected(routes: Router, protection: Protection) -> Protected {
     let cpu = CpuGauge::new();
     cpu.set(CpuUsage::from_permille(0));
     let load_shed =
-        BbrLoadShedLayer::with_cpu_gauge(BbrConfig::default(), cpu, SystemClock::new()).unwrap();
+        BbrLoadShedLayer::with_cpu_gauge(BbrConfig::default(), cpu.clone(), SystemClock::new())
+            .unwrap();
     let bulkhead = BulkheadLayer::try_new(protection.bulkhead).unwrap();
     let stack = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(handle_error))
@@ -193,7 +196,7 @@ pub async fn serve_protected(routes: Router, protection: Protection) -> Protecte
         .layer(load_shed)
         .layer(bulkhead.clone());
     let url = serve(routes.layer(stack)).await;
-    Protected { url, bulkhead }
+    Protected { url, bulkhead, cpu }
 }
 
 // ---- the client side, as in the example -------------------------------------------------
