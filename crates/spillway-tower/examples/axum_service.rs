@@ -107,6 +107,7 @@ struct App {
     inventory_url: Arc<str>,
 }
 
+/// Always served (unless refused by a layer).
 async fn hello() -> &'static str {
     "hello from behind the spillway\n"
 }
