@@ -26,7 +26,7 @@ mod server;
 mod timeout;
 
 pub use client::{PropagateDeadline, PropagateDeadlineLayer};
-pub use future::ResponseFuture;
+pub use future::{is_timed_out, ResponseFuture, TimedOut};
 pub use server::{DeadlineLayer, DeadlineService};
 pub use spillway_core::deadline::{Deadline, DeadlinePolicy};
 pub use timeout::{Timeout, TimeoutLayer};
