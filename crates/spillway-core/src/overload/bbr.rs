@@ -534,8 +534,8 @@ mod tests {
     }
 
     proptest! {
-        /// BBR drops only when the CPU is hot or within the cool-down of the last hot drop, and
-        /// never while inflight is within the class's limit.
+        /// BBR drops exactly when the CPU is hot or within the cool-down (1 s) of the last
+        /// drop made with a hot CPU, and inflight is over the class's limit.
         #[test]
         fn drops_only_when_hot_or_cooling_down_and_over_the_class_limit(
             ops in proptest::collection::vec(op(), 1..300)
@@ -554,7 +554,11 @@ mod tests {
                         let limit = bbr.class_limit(class, now);
                         let inflight = bbr.inflight();
                         match bbr.allow(class, now) {
-                            Ok(token) => held.push(token),
+                            Ok(token) => {
+                                prop_assert!(!((hot || cooling) && inflight > limit),
+                                    "admitted at {inflight} > {limit} while checking");
+                                held.push(token);
+                            }
                             Err(_) => {
                                 prop_assert!(hot || cooling, "dropped with a cool CPU");
                                 prop_assert!(inflight > limit, "dropped at {inflight} <= {limit}");
