@@ -196,9 +196,9 @@ impl BbrLimiter {
     /// [`RejectReason::Overloaded`] with the cool-down as retry hint.
     ///
     /// While the check is active, admission is one `fetch_add` then the comparison (undone on
-    /// a drop), so racing threads never admit past the class limit: at most `limit + 1` are in
-    /// flight at once, exactly as when requests arrive one by one. A racing request may instead
-    /// be refused spuriously, for an instant.
+    /// a drop), so racing threads never admit a request while more than the class limit are
+    /// already in flight, exactly the rule for requests arriving one by one. A racing request
+    /// may instead be refused spuriously, for an instant.
     #[inline]
     pub fn allow(&self, class: Criticality, now: Instant) -> Result<BbrToken, Rejection> {
         let hot = self.cpu.get().permille() >= self.cpu_threshold;
