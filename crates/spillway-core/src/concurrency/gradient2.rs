@@ -56,7 +56,8 @@ pub struct Gradient2Config {
     pub max_limit: u64,
     /// Weight of each new estimate, in `(0, 1]` (default 0.2).
     pub smoothing: f64,
-    /// Samples the long-term RTT averages over, at least 1 (default 600).
+    /// Sampling windows the long-term RTT averages over, at least 1 (default 600: a minute of
+    /// 100 ms windows).
     pub long_window: u32,
     /// How far the short RTT may exceed the long one before the limit shrinks, at least 1
     /// (default 1.5).

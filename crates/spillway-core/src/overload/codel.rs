@@ -74,8 +74,9 @@ pub enum ServeOrder {
     Lifo,
 }
 
-/// A CoDel controller for one queue. The queue calls [`Codel::on_dequeue`] for every item it
-/// takes out, and asks [`Codel::serve_order`] which end to take from.
+/// A CoDel controller for one queue. The queue calls [`Codel::on_dequeue_class`] (or
+/// [`Codel::on_dequeue`] when it does not know criticalities) for every item it takes out, and
+/// asks [`Codel::serve_order`] which end to take from.
 #[derive(Clone, Debug)]
 pub struct Codel {
     target: u64,
