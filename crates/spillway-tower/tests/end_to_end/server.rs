@@ -2,10 +2,10 @@
 //! CPU, bulkhead refusals and the bulkhead's criticality-ordered queue.
 
 use crate::support::{
-    bounded, eventually, get, http_client, request, send, serve_protected, Protection,
+    bounded, eventually, get, h2_client, http_client, request, send, serve_protected, Protection,
 };
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Version};
 use axum::routing::get as route_get;
 use axum::Router;
 use parking_lot::Mutex;
@@ -50,12 +50,16 @@ async fn grpc_call_refused_by_the_deadline_gets_http_200_with_grpc_status_4() {
     let calls = Arc::new(AtomicUsize::new(0));
     let server = serve_protected(counting_routes(calls.clone()), Protection::default()).await;
     let headers = [("content-type", "application/grpc+proto"), ("grpc-timeout", "1m")];
-    let reply = send(&http_client(), request("POST", &server.url, &headers)).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("grpc-status"), Some("4"));
-    assert_eq!(reply.header("grpc-message"), Some("deadline_exceeded"));
-    assert_eq!(reply.header("content-type"), Some("application/grpc"));
-    assert_eq!(reply.body, "");
+    // Over HTTP/2 as gRPC clients speak it, and over HTTP/1.1 (gRPC-Web-like proxies).
+    for (client, version) in [(h2_client(), Version::HTTP_2), (http_client(), Version::HTTP_11)] {
+        let reply = send(&client, request("POST", &server.url, &headers)).await;
+        assert_eq!(reply.version, version);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("grpc-status"), Some("4"));
+        assert_eq!(reply.header("grpc-message"), Some("deadline_exceeded"));
+        assert_eq!(reply.header("content-type"), Some("application/grpc"));
+        assert_eq!(reply.body, "");
+    }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
