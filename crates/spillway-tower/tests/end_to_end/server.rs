@@ -15,6 +15,8 @@ use spillway_core::CRITICALITY_HEADER;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
 /// A handler that counts its calls.
@@ -129,6 +131,28 @@ async fn full_bulkhead_without_a_queue_answers_503_bulkhead_full_with_retry_afte
     let reply = send(&client, get(&format!("{}/record", server.url), &[])).await;
     assert_eq!(reply.status, 200);
     assert_eq!(server.bulkhead.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn client_that_disconnects_while_holding_the_only_slot_gives_it_back() {
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let routes = holding_routes(entered_tx, Arc::new(Semaphore::new(0)), Arc::default());
+    let protection =
+        Protection { bulkhead: BulkheadConfig::new(1, 0, Duration::ZERO), ..Protection::default() };
+    let server = serve_protected(routes, protection).await;
+    // A raw connection, so the test decides exactly when the client goes away.
+    let addr = server.url.trim_start_matches("http://");
+    let mut raw = bounded("a connection", TcpStream::connect(addr)).await.unwrap();
+    let hold = format!("GET /hold HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    raw.write_all(hold.as_bytes()).await.unwrap();
+    bounded("the held request to run", entered.recv()).await.unwrap();
+    assert_eq!(server.bulkhead.in_flight(), 1);
+
+    drop(raw);
+    let bulkhead = server.bulkhead.clone();
+    eventually("the slot to come back", || bulkhead.in_flight() == 0).await;
+    let reply = send(&http_client(), get(&format!("{}/record", server.url), &[])).await;
+    assert_eq!(reply.status, 200);
 }
 
 #[tokio::test]
