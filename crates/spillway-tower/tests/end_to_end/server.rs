@@ -2,10 +2,10 @@
 //! CPU, bulkhead refusals and the bulkhead's criticality-ordered queue.
 
 use crate::support::{
-    bounded, eventually, get, http_client, request, send, serve_protected, Protection,
+    bounded, eventually, get, h2_client, http_client, request, send, serve_protected, Protection,
 };
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Version};
 use axum::routing::get as route_get;
 use axum::Router;
 use parking_lot::Mutex;
@@ -15,6 +15,8 @@ use spillway_core::CRITICALITY_HEADER;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
 /// A handler that counts its calls.
@@ -50,12 +52,16 @@ async fn grpc_call_refused_by_the_deadline_gets_http_200_with_grpc_status_4() {
     let calls = Arc::new(AtomicUsize::new(0));
     let server = serve_protected(counting_routes(calls.clone()), Protection::default()).await;
     let headers = [("content-type", "application/grpc+proto"), ("grpc-timeout", "1m")];
-    let reply = send(&http_client(), request("POST", &server.url, &headers)).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("grpc-status"), Some("4"));
-    assert_eq!(reply.header("grpc-message"), Some("deadline_exceeded"));
-    assert_eq!(reply.header("content-type"), Some("application/grpc"));
-    assert_eq!(reply.body, "");
+    // Over HTTP/2 as gRPC clients speak it, and over HTTP/1.1 (gRPC-Web-like proxies).
+    for (client, version) in [(h2_client(), Version::HTTP_2), (http_client(), Version::HTTP_11)] {
+        let reply = send(&client, request("POST", &server.url, &headers)).await;
+        assert_eq!(reply.version, version);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("grpc-status"), Some("4"));
+        assert_eq!(reply.header("grpc-message"), Some("deadline_exceeded"));
+        assert_eq!(reply.header("content-type"), Some("application/grpc"));
+        assert_eq!(reply.body, "");
+    }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
@@ -125,6 +131,28 @@ async fn full_bulkhead_without_a_queue_answers_503_bulkhead_full_with_retry_afte
     let reply = send(&client, get(&format!("{}/record", server.url), &[])).await;
     assert_eq!(reply.status, 200);
     assert_eq!(server.bulkhead.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn client_that_disconnects_while_holding_the_only_slot_gives_it_back() {
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let routes = holding_routes(entered_tx, Arc::new(Semaphore::new(0)), Arc::default());
+    let protection =
+        Protection { bulkhead: BulkheadConfig::new(1, 0, Duration::ZERO), ..Protection::default() };
+    let server = serve_protected(routes, protection).await;
+    // A raw connection, so the test decides exactly when the client goes away.
+    let addr = server.url.trim_start_matches("http://");
+    let mut raw = bounded("a connection", TcpStream::connect(addr)).await.unwrap();
+    let hold = format!("GET /hold HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    raw.write_all(hold.as_bytes()).await.unwrap();
+    bounded("the held request to run", entered.recv()).await.unwrap();
+    assert_eq!(server.bulkhead.in_flight(), 1);
+
+    drop(raw);
+    let bulkhead = server.bulkhead.clone();
+    eventually("the slot to come back", || bulkhead.in_flight() == 0).await;
+    let reply = send(&http_client(), get(&format!("{}/record", server.url), &[])).await;
+    assert_eq!(reply.status, 200);
 }
 
 #[tokio::test]

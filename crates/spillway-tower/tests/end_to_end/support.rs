@@ -74,9 +74,15 @@ pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A new client speaking HTTP/2 only (prior knowledge, as gRPC clients do over cleartext).
+pub fn h2_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
 /// An answer read to the end.
 #[derive(Debug)]
 pub struct Reply {
+    pub version: axum::http::Version,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
@@ -93,6 +99,7 @@ impl Reply {
         let (parts, body) = response.into_parts();
         let body = bounded("a response body", body.collect()).await.unwrap().to_bytes();
         Reply {
+            version: parts.version,
             status: parts.status,
             headers: parts.headers,
             body: String::from_utf8_lossy(&body).into_owned(),
