@@ -168,8 +168,8 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
     }
 
     /// Judges `permits` permits of `class` for a borrowed form of a key (e.g. `&[u8]` for
-    /// [`ByteKey`] or `Box<[u8]>` keys, `&str` for `Box<str>`): the owned key is built only when a new key is
-    /// stored.
+    /// [`ByteKey`] or `Box<[u8]>` keys, `&str` for `Box<str>`): the owned key is built only
+    /// when a new key is stored.
     #[inline]
     pub fn check_borrowed<Q>(
         &self,

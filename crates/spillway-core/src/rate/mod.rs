@@ -135,7 +135,9 @@ pub enum RateConfigError {
     Overflow,
     /// A reserve fraction outside `[0, 1)`, a non-zero reserve for `CRITICAL_PLUS`, or reserves
     /// that grow with the class.
-    #[error("criticality reserves must be in [0, 1), zero for CRITICAL_PLUS and never grow with the class")]
+    #[error(
+        "criticality reserves must be in [0, 1), zero for CRITICAL_PLUS and never grow with the class"
+    )]
     BadReserve,
     /// A window of zero length, zero sub-windows, or sub-windows shorter than a nanosecond.
     #[error("a window needs a length, at least one sub-window, and sub-windows of at least 1 ns")]

@@ -168,18 +168,21 @@ proptest! {
             CriticalityReserve::NONE,
         ).expect("valid");
         let admitted = run(&c, &steps);
-        assert_rate_bound(&admitted, u128::from(short_limit), 500_000_000, u128::from(short_limit))?;
-        assert_rate_bound(&admitted, u128::from(long_limit), 5_000_000_000, u128::from(long_limit))?;
+        let (short, long) = (u128::from(short_limit), u128::from(long_limit));
+        assert_rate_bound(&admitted, short, 500_000_000, short)?;
+        assert_rate_bound(&admitted, long, 5_000_000_000, long)?;
     }
 
     #[test]
     fn leaky_bucket_admitted_and_waiting_never_exceed_rate_times_t_plus_queue(
         per_second in 1u64..50, max_wait_ms in 0u64..2000, steps in steps(300, 1), r in reserve()
     ) {
-        let c = LeakyBucketConfig::with_reserve(Rate::per_second(per_second), Duration::from_millis(max_wait_ms), r);
+        let rate = Rate::per_second(per_second);
+        let c = LeakyBucketConfig::with_reserve(rate, Duration::from_millis(max_wait_ms), r);
         // Burst: the one leaving now plus max_wait / T waiting (fractional).
-        let interval = u128::from(Rate::per_second(per_second).interval_nanos());
-        assert_bound(&run(&c, &steps), 1, interval, interval + u128::from(max_wait_ms) * 1_000_000)?;
+        let interval = u128::from(rate.interval_nanos());
+        let burst = interval + u128::from(max_wait_ms) * 1_000_000;
+        assert_bound(&run(&c, &steps), 1, interval, burst)?;
     }
 
     #[test]
@@ -188,22 +191,31 @@ proptest! {
         cold in 1.0f64..5.0, steps in steps(300, 1), r in reserve()
     ) {
         let rate = Rate::per_second(per_second);
-        let c = WarmUpConfig::try_new(rate, burst, Duration::from_millis(warm_ms), cold, r).expect("valid");
-        assert_rate_bound(&run(&c, &steps), 1, u128::from(rate.interval_nanos()), u128::from(burst))?;
+        let warm = Duration::from_millis(warm_ms);
+        let c = WarmUpConfig::try_new(rate, burst, warm, cold, r).expect("valid");
+        let interval = u128::from(rate.interval_nanos());
+        assert_rate_bound(&run(&c, &steps), 1, interval, u128::from(burst))?;
     }
 
     #[test]
     fn no_limiter_admits_a_lower_class_while_refusing_a_higher_one(
         burst in 1u32..20, steps in steps(200, 3), permits in 1u32..4, r in reserve()
     ) {
-        let rate = Rate::per_second(10);
-        assert_class_order(&TokenBucketConfig::try_new(rate, burst, r).expect("valid"), &steps, permits)?;
-        assert_class_order(&GcraConfig::try_new(rate, burst, r).expect("valid"), &steps, permits)?;
-        assert_class_order(&LeakyBucketConfig::with_reserve(rate, Duration::from_millis(u64::from(burst) * 100), r), &steps, permits)?;
-        assert_class_order(&FixedWindowConfig::try_new(burst, Duration::from_secs(1), r).expect("valid"), &steps, permits)?;
-        let windows = [WindowLimit::new(burst, Duration::from_secs(1)), WindowLimit::new(burst * 3, Duration::from_secs(10))];
-        assert_class_order(&SlidingWindowConfig::try_new(&windows, r).expect("valid"), &steps, permits)?;
-        assert_class_order(&WarmUpConfig::try_new(rate, burst, Duration::from_secs(2), 3.0, r).expect("valid"), &steps, permits)?;
+        let (rate, second) = (Rate::per_second(10), Duration::from_secs(1));
+        let tb = TokenBucketConfig::try_new(rate, burst, r).expect("valid");
+        assert_class_order(&tb, &steps, permits)?;
+        let gcra = GcraConfig::try_new(rate, burst, r).expect("valid");
+        assert_class_order(&gcra, &steps, permits)?;
+        let max_wait = Duration::from_millis(u64::from(burst) * 100);
+        assert_class_order(&LeakyBucketConfig::with_reserve(rate, max_wait, r), &steps, permits)?;
+        let fixed = FixedWindowConfig::try_new(burst, second, r).expect("valid");
+        assert_class_order(&fixed, &steps, permits)?;
+        let windows =
+            [WindowLimit::new(burst, second), WindowLimit::new(burst * 3, second * 10)];
+        let sliding = SlidingWindowConfig::try_new(&windows, r).expect("valid");
+        assert_class_order(&sliding, &steps, permits)?;
+        let warm = WarmUpConfig::try_new(rate, burst, second * 2, 3.0, r).expect("valid");
+        assert_class_order(&warm, &steps, permits)?;
     }
 
     #[test]
@@ -212,15 +224,18 @@ proptest! {
     ) {
         // Every request as CRITICAL under the default reserve decides exactly like the
         // algorithm with no reserve at all.
-        let critical: Vec<Step> = steps.iter().map(|&(s, p, _)| (s, p, Criticality::Critical.index())).collect();
-        let rate = Rate::per_second(10);
-        let plain = GcraConfig::try_new(rate, burst, CriticalityReserve::NONE).expect("valid");
+        let critical: Vec<Step> =
+            steps.iter().map(|&(s, p, _)| (s, p, Criticality::Critical.index())).collect();
+        let (rate, none, second) = (Rate::per_second(10), CriticalityReserve::NONE, Duration::from_secs(1));
+        let plain = GcraConfig::try_new(rate, burst, none).expect("valid");
         prop_assert_eq!(run(&GcraConfig::new(rate, burst), &critical), run(&plain, &critical));
-        let plain = FixedWindowConfig::try_new(burst, Duration::from_secs(1), CriticalityReserve::NONE).expect("valid");
-        prop_assert_eq!(run(&FixedWindowConfig::new(burst, Duration::from_secs(1)), &critical), run(&plain, &critical));
+        let plain = FixedWindowConfig::try_new(burst, second, none).expect("valid");
+        let default = FixedWindowConfig::new(burst, second);
+        prop_assert_eq!(run(&default, &critical), run(&plain, &critical));
         let max_wait = Duration::from_millis(500);
-        let plain = LeakyBucketConfig::with_reserve(rate, max_wait, CriticalityReserve::NONE);
-        prop_assert_eq!(run(&LeakyBucketConfig::new(rate, max_wait), &critical), run(&plain, &critical));
+        let plain = LeakyBucketConfig::with_reserve(rate, max_wait, none);
+        let default = LeakyBucketConfig::new(rate, max_wait);
+        prop_assert_eq!(run(&default, &critical), run(&plain, &critical));
     }
 
     #[test]
@@ -230,7 +245,8 @@ proptest! {
         let gcra = Gcra::new(rate, burst);
         let leaky = LeakyBucket::new(rate, Duration::from_millis(700));
         let mut rule = Limiter::new(GcraConfig::new(rate, burst), Instant::ZERO);
-        let mut leaky_rule = Limiter::new(LeakyBucketConfig::new(rate, Duration::from_millis(700)), Instant::ZERO);
+        let leaky_config = LeakyBucketConfig::new(rate, Duration::from_millis(700));
+        let mut leaky_rule = Limiter::new(leaky_config, Instant::ZERO);
         let mut now = 1_000_000_000u64;
         for &(step, permits, class) in &steps {
             now += step * 1_000_000;
