@@ -328,3 +328,44 @@ routes: [{{ name: all, cluster: app, rewrite: {{ host: internal.svc }} }}]
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_does_not_drop_a_request_in_flight() {
+    let (b, _) = backend("b").await;
+    let text = |extra: &str| {
+        format!(
+            r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+clusters: [{{ name: app, endpoints: [{{ address: "{b}" }}], timeouts: {{ request: 5s }} }}]
+routes:
+{extra}  - {{ name: all, cluster: app }}
+"#
+        )
+    };
+    let path = temp_path("inflight.yaml");
+    std::fs::write(&path, text("")).unwrap();
+    let gw = gateway_from_file(&path);
+    let addr = gw.listener_address("public").unwrap();
+    let slow = tokio::spawn(async move { get(addr, "/slow").await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    std::fs::write(
+        &path,
+        text("  - { name: new, match: { path: /new }, direct_response: { status: 204 } }\n"),
+    )
+    .unwrap();
+    assert_eq!(gw.control().reload("test"), Ok(2));
+    assert_eq!(
+        get(addr, "/new").await.0,
+        StatusCode::NO_CONTENT,
+        "the new config serves new requests"
+    );
+    let (status, _, body) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "the request that started before the reload completes");
+    assert!(String::from_utf8_lossy(&body).starts_with("slow done"));
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
