@@ -158,3 +158,15 @@ async fn connections_closed_by_the_server_are_reopened_without_errors() {
     assert_eq!(report.overall.responses, 30, "errors: {:?}", report.overall.errors);
     assert_eq!(report.overall.status.get("200").copied(), Some(30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_slower_than_the_timeout_count_as_timeouts() {
+    let server = common::start().await;
+    let plan = Plan::Closed { duration: Duration::from_secs(5), max_requests: Some(3) };
+    let mut config = config(&server.url("/?delay_ms=400"), plan, 1);
+    config.timeout = Duration::from_millis(100);
+    let report = run(config, |_| {}).await.unwrap();
+    assert_eq!(report.overall.errors.get("timeout").copied(), Some(3));
+    assert_eq!(report.overall.responses, 0);
+    assert!(report.elapsed_s < 1.5, "elapsed {}", report.elapsed_s);
+}

@@ -14,11 +14,13 @@ use http::{header, HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+use tokio::time::{Instant, Sleep};
 
 /// Why a request got no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,20 +225,88 @@ impl Slot {
         }
     }
 
-    /// Sends with a deadline; a timed-out HTTP/1.1 connection is dropped (its state is unknown).
+    /// Sends with a deadline `watchdog.timeout` after `started`; a timed-out HTTP/1.1
+    /// connection is dropped (its state is unknown).
     pub async fn send_within(
         &mut self,
         spec: &RequestSpec,
-        timeout: Duration,
+        started: Instant,
+        watchdog: &mut Watchdog,
     ) -> Result<u16, Failure> {
-        match tokio::time::timeout(timeout, self.send(spec)).await {
-            Ok(result) => result,
-            Err(_) => {
+        match watchdog.guard(started, self.send(spec)).await {
+            Some(result) => result,
+            None => {
                 if let Slot::H1 { conn, .. } = self {
                     *conn = None;
                 }
                 Err(Failure::Timeout)
             }
         }
+    }
+}
+
+/// A per-worker request timeout that re-arms its timer lazily.
+///
+/// A fresh `tokio::time::timeout` per request registers and cancels a timer entry every time,
+/// a visible cost at tens of thousands of requests per second. The watchdog keeps one timer:
+/// when it fires and the request in flight still has time left, it is pushed to that request's
+/// deadline. While requests are fast, the timer is touched about once per timeout period.
+pub struct Watchdog {
+    sleep: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+impl Watchdog {
+    /// A watchdog allowing `timeout` per request.
+    pub fn new(timeout: Duration) -> Watchdog {
+        Watchdog { sleep: Box::pin(tokio::time::sleep(timeout)), timeout }
+    }
+
+    /// Runs `work` until it finishes (`Some`) or `timeout` has passed since `started` (`None`).
+    pub async fn guard<F: Future>(&mut self, started: Instant, work: F) -> Option<F::Output> {
+        let deadline = started + self.timeout;
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut work => return Some(output),
+                _ = self.sleep.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    self.sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_times_out_a_request_that_never_ends() {
+        let mut watchdog = Watchdog::new(Duration::from_secs(2));
+        let started = Instant::now();
+        let out = watchdog.guard(started, std::future::pending::<()>()).await;
+        assert_eq!(out, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_gives_each_request_its_full_timeout() {
+        let mut watchdog = Watchdog::new(Duration::from_secs(2));
+        // A quick first request arms the timer for t = 2 s.
+        assert_eq!(watchdog.guard(Instant::now(), async { 1 }).await, Some(1));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        // A request started at 1.5 s taking 1 s must not be cut at 2 s.
+        let started = Instant::now();
+        let slow = tokio::time::sleep(Duration::from_secs(1));
+        assert_eq!(watchdog.guard(started, slow).await, Some(()));
+        // The next one, started at 2.5 s, times out at 4.5 s, not earlier.
+        let started = Instant::now();
+        assert_eq!(watchdog.guard(started, std::future::pending::<()>()).await, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 }

@@ -17,7 +17,7 @@ use crate::report::{Mode, Report, TimelinePoint, REPORT_SCHEMA};
 use crate::schedule::{Arrival, Schedule};
 use crate::target::Target;
 use bytes::Bytes;
-use conn::Slot;
+use conn::{Slot, Watchdog};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
 use stats::{Stats, StepShape};
@@ -329,6 +329,7 @@ pub async fn run(
 /// Open loop and replay: send request `i` at `start + offset(i)`.
 async fn scheduled_worker(shared: &Shared, slot: &mut Slot) {
     let send_deadline = shared.start + shared.config.plan.duration() + SEND_GRACE;
+    let mut watchdog = Watchdog::new(shared.config.timeout);
     loop {
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
         let Some(arrival) = shared.config.plan.arrival(i) else { break };
@@ -347,7 +348,7 @@ async fn scheduled_worker(shared: &Shared, slot: &mut Slot) {
         let at = measured_from.max(claimed);
         let lag = at.saturating_duration_since(intended);
         shared.stats().on_send(arrival.step, behind, at - shared.start, Some(lag));
-        let result = slot.send_within(shared.request(i), shared.config.timeout).await;
+        let result = slot.send_within(shared.request(i), at, &mut watchdog).await;
         let latency = measured_from.elapsed();
         shared.stats().on_done(arrival.step, result, latency);
     }
@@ -357,6 +358,7 @@ async fn scheduled_worker(shared: &Shared, slot: &mut Slot) {
 async fn closed_worker(shared: &Shared, slot: &mut Slot) {
     let Plan::Closed { duration, max_requests } = shared.config.plan else { return };
     let end = shared.start + duration;
+    let mut watchdog = Watchdog::new(shared.config.timeout);
     let mut now = Instant::now();
     loop {
         if now >= end {
@@ -366,7 +368,7 @@ async fn closed_worker(shared: &Shared, slot: &mut Slot) {
         if max_requests.is_some_and(|max| i >= max) {
             break;
         }
-        let result = slot.send_within(shared.request(i), shared.config.timeout).await;
+        let result = slot.send_within(shared.request(i), now, &mut watchdog).await;
         let done = Instant::now();
         // One lock per request: in closed loop the send and its end are recorded together.
         shared.stats().on_exchange(now - shared.start, result, done - now);
