@@ -5,8 +5,14 @@
 //! reads `SystemClock::now()` too. Rates are high enough that checks succeed.
 //!
 //! `cargo bench -p spillway-core --bench vs_governor -- --warm-up-time 1 --measurement-time 3`
+//!
+//! On a shared, loaded machine criterion's sequential runs drift with the load. With
+//! `VS_GOVERNOR_INTERLEAVED=1` the bench instead runs every contender in short alternating
+//! slices (so they see the same load) and prints the minimum and median time per check, and
+//! the cost of the clock read alone:
+//! `VS_GOVERNOR_INTERLEAVED=1 cargo bench -p spillway-core --bench vs_governor`
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use criterion::{criterion_group, BenchmarkGroup, Criterion};
 use governor::{Quota, RateLimiter};
 use spillway_core::rate::{Gcra, KeyedLimiter, Rate, TokenBucket};
 use spillway_core::{Clock, SystemClock};
@@ -129,4 +135,106 @@ fn keyed(c: &mut Criterion) {
 }
 
 criterion_group!(benches, single_thread, contended, keyed);
-criterion_main!(benches);
+
+/// One slice: `n` checks on one thread (or on each of two), time per check in ns.
+fn slice(threads: usize, n: u64, check: &(dyn Fn(u64) -> bool + Sync)) -> f64 {
+    let elapsed = if threads == 1 {
+        let start = StdInstant::now();
+        for i in 0..n {
+            black_box(check(i));
+        }
+        start.elapsed()
+    } else {
+        two_threads(n, || {
+            black_box(check(0));
+        })
+    };
+    elapsed.as_nanos() as f64 / n as f64
+}
+
+/// Runs the contenders of each case in alternating slices and prints min and median.
+fn interleaved() {
+    let clock = SystemClock::new();
+    let gov = RateLimiter::direct(quota());
+    let tb = TokenBucket::new(rate(), PER_SECOND);
+    let gcra = Gcra::new(rate(), PER_SECOND);
+    let gov_keyed = RateLimiter::keyed(quota());
+    let tb_keyed = KeyedLimiter::token_bucket(rate(), PER_SECOND);
+    let gcra_keyed = KeyedLimiter::gcra(rate(), PER_SECOND);
+    for k in 0..KEYS {
+        let _ = gov_keyed.check_key(&k);
+        tb_keyed.check(&k, clock.now());
+        gcra_keyed.check(&k, clock.now());
+    }
+    type Check<'a> = Box<dyn Fn(u64) -> bool + Sync + 'a>;
+    type Case<'a> = (&'static str, usize, Vec<(&'static str, Check<'a>)>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "single_thread",
+            1,
+            vec![
+                ("clock_only", Box::new(|_| clock.now().as_nanos() & 1 == 0)),
+                ("governor", Box::new(|_| gov.check().is_ok())),
+                ("spillway_token_bucket", Box::new(|_| tb.check(clock.now()).is_admitted())),
+                ("spillway_gcra", Box::new(|_| gcra.check(clock.now()).is_admitted())),
+            ],
+        ),
+        (
+            "two_threads",
+            2,
+            vec![
+                ("governor", Box::new(|_| gov.check().is_ok())),
+                ("spillway_token_bucket", Box::new(|_| tb.check(clock.now()).is_admitted())),
+                ("spillway_gcra", Box::new(|_| gcra.check(clock.now()).is_admitted())),
+            ],
+        ),
+        (
+            "keyed_100k",
+            1,
+            vec![
+                ("governor", Box::new(|i| gov_keyed.check_key(&(i % KEYS)).is_ok())),
+                (
+                    "spillway_token_bucket",
+                    Box::new(|i| tb_keyed.check(&(i % KEYS), clock.now()).is_admitted()),
+                ),
+                (
+                    "spillway_gcra",
+                    Box::new(|i| gcra_keyed.check(&(i % KEYS), clock.now()).is_admitted()),
+                ),
+            ],
+        ),
+    ];
+    println!("{:<36} {:>8} {:>8} {:>14}", "case/contender", "min ns", "median", "median ratio");
+    for (case, threads, contenders) in &cases {
+        // Two-thread slices are longer, so both threads really run at once.
+        let (rounds, n) = if *threads == 1 { (60, 100_000) } else { (20, 1_000_000) };
+        let mut samples = vec![Vec::new(); contenders.len()];
+        for _ in 0..rounds {
+            for (i, (_, check)) in contenders.iter().enumerate() {
+                samples[i].push(slice(*threads, n, check.as_ref()));
+            }
+        }
+        let stats: Vec<(f64, f64)> = samples
+            .iter_mut()
+            .map(|v| {
+                v.sort_by(f64::total_cmp);
+                (v[0], v[v.len() / 2])
+            })
+            .collect();
+        let governor = contenders.iter().position(|(n, _)| *n == "governor").unwrap_or(0);
+        for (i, (name, _)) in contenders.iter().enumerate() {
+            let (min, median) = stats[i];
+            let ratio = median / stats[governor].1;
+            println!("{:<36} {min:>8.1} {median:>8.1} {ratio:>14.2}", format!("{case}/{name}"));
+        }
+    }
+}
+
+fn main() {
+    if std::env::var_os("VS_GOVERNOR_INTERLEAVED").is_some() {
+        interleaved();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

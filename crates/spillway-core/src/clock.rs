@@ -121,14 +121,16 @@ impl<C: Clock + ?Sized> Clock for &C {
 #[derive(Clone)]
 pub struct SystemClock {
     clock: quanta::Clock,
-    origin: quanta::Instant,
+    /// The raw counter value at creation. Instants are scaled deltas from it: one multiply
+    /// and shift per read, no `Duration` round trip (a limiter check is about one clock read).
+    origin: u64,
 }
 
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> SystemClock {
         let clock = quanta::Clock::new();
-        let origin = clock.now();
+        let origin = clock.raw();
         SystemClock { clock, origin }
     }
 }
@@ -148,7 +150,7 @@ impl fmt::Debug for SystemClock {
 impl Clock for SystemClock {
     #[inline]
     fn now(&self) -> Instant {
-        Instant(duration_nanos(self.clock.now().saturating_duration_since(self.origin)))
+        Instant(self.clock.delta_as_nanos(self.origin, self.clock.raw()))
     }
 }
 

@@ -7,12 +7,50 @@
 //! [`Decision::Reject`]. The tower layers (`spillway-tower`) and the gateway
 //! (`spillway-gateway`) put these cores on the request path.
 //!
+//! Shared vocabulary:
+//! - [`clock`] — [`Instant`] (monotonic nanoseconds), the [`Clock`] trait, [`SystemClock`] and
+//!   [`ManualClock`] for tests.
+//! - [`decision`] — [`Decision`] (`Admit` / `Wait` / `Reject`), [`Rejection`] and
+//!   [`RejectReason`] with its HTTP and gRPC status: the one mapping from a refusal to a response.
+//! - [`criticality`] — [`Criticality`] (`CriticalPlus > Critical > SheddablePlus > Sheddable`)
+//!   and its header form.
+//! - [`window`] — [`RollingWindow`], a fixed ring of time buckets reused in place.
+//!
+//! Algorithms, one concept per module:
+//! - [`rate`] — rate limiters (token bucket, GCRA, …) and keyed limiters over many keys.
+//! - [`overload`] — the BBR-style CPU + inflight shedder, CoDel with adaptive LIFO, CPU values.
+//! - [`concurrency`] — concurrency limits learned from latency (AIMD, Gradient2) and their limiter.
+//! - [`breaker`] — Google SRE adaptive throttling and the closed / open / half-open breaker.
+//! - [`retry`] — jittered exponential backoff, a retry budget, `Retry-After` parsing.
+//! - [`deadline`] — [`deadline::Deadline`], `grpc-timeout` / `x-request-timeout`, fail-fast policy.
+//! - [`bulkhead`] — bounded concurrency with a bounded, criticality-ordered queue.
+//! - [`balance`] — round robin, smooth weighted round robin, least request, P2C peak-EWMA,
+//!   consistent hashing.
+//! - [`fair_share`] — max-min fair allocation of a capacity among clients' wants.
+//!
+//! Time is an argument, so a test moves it by hand instead of sleeping. A circuit breaker
+//! driven by a [`ManualClock`]:
+//!
 //! ```
-//! use spillway_core::{Clock, ManualClock, Criticality};
+//! use spillway_core::breaker::{BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig};
+//! use spillway_core::{Clock, ManualClock, RejectReason};
+//! use std::time::Duration;
+//!
 //! let clock = ManualClock::new();
-//! clock.advance_ms(5);
-//! assert_eq!(clock.now().as_nanos(), 5_000_000);
-//! assert_eq!("sheddable".parse::<Criticality>(), Ok(Criticality::Sheddable));
+//! let config = CircuitBreakerConfig { failure_count: Some(3), ..Default::default() };
+//! let mut breaker = CircuitBreaker::try_new(config)?;
+//! for _ in 0..3 {
+//!     assert!(breaker.allow(clock.now()).is_admitted());
+//!     breaker.record(CallOutcome::failure(Duration::from_millis(5)), clock.now());
+//! }
+//! let refused = breaker.allow(clock.now()).rejection().expect("open");
+//! assert_eq!(refused.reason, RejectReason::CircuitOpen);
+//! assert_eq!(refused.retry_after, Some(Duration::from_secs(5)));
+//!
+//! clock.advance(Duration::from_secs(5)); // no sleep: the test says time has passed
+//! assert_eq!(breaker.state(clock.now()), BreakerState::HalfOpen);
+//! assert!(breaker.allow(clock.now()).is_admitted()); // the first probe
+//! # Ok::<(), spillway_core::breaker::ConfigError>(())
 //! ```
 
 #![forbid(unsafe_code)]

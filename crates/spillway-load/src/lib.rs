@@ -8,8 +8,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod capacity;
+pub mod cli;
 pub mod engine;
 pub mod histogram;
+pub mod plot;
+pub mod progress;
+pub mod record;
 pub mod replay;
 pub mod report;
 pub mod schedule;

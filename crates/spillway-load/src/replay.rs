@@ -4,7 +4,34 @@
 //! The schedule part is pure ([`ReplaySchedule`]); sending reuses the load engine, so replay
 //! has the same connections, latency measurement, JSON and plots.
 
+use crate::cli::{self, CliError, ConnectionOptions, OutputOptions};
+use crate::engine::{Plan, RequestSpec};
+use crate::record::{read_traffic, with_rotated, TrafficEntry, REDACTED};
+use crate::report::Report;
+use crate::target::Target;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Length of a looped replay when no `--duration` is given.
+pub const DEFAULT_LOOP_DURATION: Duration = Duration::from_secs(60);
+
+/// Headers never replayed: connection-level ones (hop-by-hop, framing) and `host`, which the
+/// target's own authority replaces.
+const NOT_REPLAYED: [&str; 9] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "content-length",
+    "trailer",
+];
 
 /// A replay schedule that cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -50,7 +77,7 @@ impl ReplaySchedule {
         let mut offsets = Vec::with_capacity(recorded.len());
         let mut previous = Duration::ZERO;
         for &at in recorded {
-            // Out-of-order entries (clock skew across a rotation) are sent right after the previous.
+            // Out-of-order entries (threads racing to the recorder) go right after the previous.
             let scaled = Duration::from_secs_f64(at.saturating_sub(first).as_secs_f64() / speed)
                 .max(previous);
             offsets.push(scaled);
@@ -115,6 +142,111 @@ impl ReplaySchedule {
     }
 }
 
+/// Turns a recorded entry into a request to send: same method, path, query, headers (minus
+/// redacted and connection-level ones) and recorded body.
+pub fn to_request(entry: &TrafficEntry) -> Result<RequestSpec, String> {
+    let method = Method::from_bytes(entry.method.as_bytes())
+        .map_err(|_| format!("bad method `{}`", entry.method))?;
+    let target = match &entry.query {
+        Some(q) if !q.is_empty() => format!("{}?{q}", entry.path),
+        _ => entry.path.clone(),
+    };
+    let path_and_query: PathAndQuery =
+        target.parse().map_err(|_| format!("bad path `{target}`"))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in &entry.headers {
+        if value == REDACTED || NOT_REPLAYED.contains(&name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+        else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    Ok(RequestSpec { method, path_and_query, headers, body: Bytes::from(entry.body_bytes()?) })
+}
+
+/// Options of `spillway replay`.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Recording files, played in the order given.
+    pub files: Vec<PathBuf>,
+    /// Also play the rotated files of each (`file.N` .. `file.1` before `file`).
+    pub with_rotated: bool,
+    /// Target URL (only its authority is used: paths come from the recording).
+    pub url: String,
+    /// Speed factor (2.0 = twice as fast).
+    pub speed: f64,
+    /// Play again and again until the duration is up.
+    pub looped: bool,
+    /// Time bound (default: the recording's length; [`DEFAULT_LOOP_DURATION`] when looping).
+    pub duration: Option<Duration>,
+    /// Count bound.
+    pub requests: Option<u64>,
+    /// Connections.
+    pub connection: ConnectionOptions,
+    /// Outputs.
+    pub output: OutputOptions,
+}
+
+/// Connections of a replay.
+pub const DEFAULT_REPLAY_CONNECTIONS: usize = 32;
+
+/// Reads the recordings named in `options`, in order.
+pub fn read_recordings(options: &ReplayOptions) -> Result<Vec<TrafficEntry>, CliError> {
+    let mut entries = Vec::new();
+    for file in &options.files {
+        let files = if options.with_rotated { with_rotated(file) } else { vec![file.clone()] };
+        for f in files {
+            entries.extend(read_traffic(&f).map_err(CliError::msg)?);
+        }
+    }
+    Ok(entries)
+}
+
+/// `spillway replay`: replays the recordings against the target, prints the summary, writes
+/// JSON and plot.
+pub fn run_replay(options: ReplayOptions) -> Result<Report, CliError> {
+    let target =
+        Target::resolve(&options.url, options.connection.allow_remote).map_err(CliError::msg)?;
+    cli::check_outputs(&options.output)?;
+    let entries = read_recordings(&options)?;
+    let requests = entries
+        .iter()
+        .map(|e| {
+            to_request(e).map_err(|why| CliError(format!("recorded request {}: {why}", e.seq)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let offsets: Vec<Duration> =
+        entries.iter().map(|e| Duration::from_micros(e.offset_us)).collect();
+    let limit = match (options.looped, options.duration) {
+        (_, Some(d)) => Some(d),
+        (true, None) => Some(DEFAULT_LOOP_DURATION),
+        (false, None) => None,
+    };
+    let schedule =
+        ReplaySchedule::new(&offsets, options.speed, options.looped, limit, options.requests)
+            .map_err(CliError::msg)?;
+    let config = cli::engine_config(
+        &options.url,
+        target,
+        requests,
+        Plan::Replay(schedule),
+        &options.connection,
+        DEFAULT_REPLAY_CONNECTIONS,
+    );
+    let report = cli::runtime(options.connection.threads)?.block_on(cli::run_with_progress(
+        config,
+        "replay",
+        options.output.quiet,
+    ))?;
+    print!("{}", report.summary_table());
+    cli::write_outputs(&report, &options.output)?;
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +295,34 @@ mod tests {
     fn out_of_order_offsets_never_go_backwards() {
         let s = ReplaySchedule::new(&[ms(0), ms(300), ms(200)], 1.0, false, None, None).unwrap();
         assert_eq!(s.arrival(2), Some(ms(300)));
+    }
+
+    #[test]
+    fn redacted_and_connection_headers_are_not_replayed() {
+        let entry = TrafficEntry {
+            v: 1,
+            seq: 0,
+            offset_us: 0,
+            method: "PUT".into(),
+            path: "/a".into(),
+            query: Some("b=1".into()),
+            headers: vec![
+                ("host".into(), "shop".into()),
+                ("authorization".into(), REDACTED.into()),
+                ("connection".into(), "keep-alive".into()),
+                ("x-spillway-criticality".into(), "CRITICAL".into()),
+            ],
+            body: "aGk=".into(),
+            body_encoding: "base64".into(),
+            body_len: 2,
+            body_truncated: false,
+        };
+        let spec = to_request(&entry).unwrap();
+        assert_eq!(spec.method, Method::PUT);
+        assert_eq!(spec.path_and_query.as_str(), "/a?b=1");
+        assert_eq!(spec.headers.len(), 1);
+        assert_eq!(spec.headers["x-spillway-criticality"], "CRITICAL");
+        assert_eq!(spec.body, Bytes::from_static(b"hi"));
     }
 
     #[test]

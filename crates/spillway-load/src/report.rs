@@ -87,6 +87,10 @@ pub struct StepReport {
     pub error_rate: f64,
     /// Latency of the responses, milliseconds.
     pub latency_ms: LatencySummary,
+    /// How late requests left compared with their intended send time, milliseconds (all zero
+    /// in closed loop): the generator's own precision.
+    #[serde(default)]
+    pub send_lag_ms: LatencySummary,
 }
 
 /// One interval of the timeline.
@@ -205,6 +209,15 @@ impl Report {
                 self.overall.errors.iter().map(|(c, n)| format!("{c}: {n}")).collect();
             notes.push(format!("errors {}", errors.join(", ")));
         }
+        if self.mode != Mode::Closed && self.overall.sent > 0 {
+            let lag = &self.overall.send_lag_ms;
+            notes.push(format!(
+                "send lag behind schedule: p50 {}, p99 {}, max {}",
+                format_micros(lag.p50 * 1000.0),
+                format_micros(lag.p99 * 1000.0),
+                format_micros(lag.max * 1000.0)
+            ));
+        }
         if self.overall.missed > 0 {
             notes.push(format!(
                 "{} planned requests never sent (generator or connections saturated)",
@@ -246,6 +259,7 @@ mod tests {
             errors: BTreeMap::from([("timeout".to_string(), 1)]),
             error_rate: 0.02,
             latency_ms: LatencySummary { p50: 1.0, p99: 5.0, ..Default::default() },
+            send_lag_ms: LatencySummary::default(),
         }
     }
 

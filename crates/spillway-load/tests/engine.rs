@@ -111,3 +111,62 @@ async fn a_closed_port_fails_fast() {
     let plan = Plan::Open(Schedule::constant(10.0, Duration::from_secs(1)).unwrap());
     assert!(run(config(&url, plan, 1), |_| {}).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_multiplexes_streams_over_few_connections() {
+    let server = common::start().await;
+    // 1 connection × 4 streams against a 50 ms server at 60 rps: ~3 requests in flight at once,
+    // which one HTTP/1.1 connection could not carry without queueing.
+    let plan = Plan::Open(Schedule::constant(60.0, Duration::from_millis(800)).unwrap());
+    let mut config = config(&server.url("/?delay_ms=50"), plan, 1);
+    config.http2 = true;
+    config.streams_per_connection = 4;
+    let report = run(config, |_| {}).await.unwrap();
+    assert_eq!(report.http_version, "HTTP/2");
+    assert_eq!(report.overall.status.get("200").copied(), Some(report.overall.responses));
+    assert!(report.overall.responses >= 40, "responses {}", report.overall.responses);
+    assert!(report.overall.latency_ms.p50 < 150.0, "p50 {}", report.overall.latency_ms.p50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_is_bounded_by_count() {
+    let server = common::start().await;
+    let plan = Plan::Closed { duration: Duration::from_secs(5), max_requests: Some(40) };
+    let report = run(config(&server.url("/"), plan, 3), |_| {}).await.unwrap();
+    assert_eq!(report.mode, Mode::Closed);
+    assert_eq!(report.overall.sent, 40);
+    assert!(report.elapsed_s < 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_callback_sees_every_interval() {
+    let server = common::start().await;
+    let plan = Plan::Open(Schedule::constant(100.0, Duration::from_millis(1000)).unwrap());
+    let mut ticks = Vec::new();
+    let report =
+        run(config(&server.url("/"), plan, 2), |live| ticks.push(live.sent)).await.unwrap();
+    assert!(ticks.len() >= 3, "ticks {ticks:?}");
+    assert!(ticks.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(ticks.len(), report.timeline.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_by_the_server_are_reopened_without_errors() {
+    let server = common::start().await;
+    let plan = Plan::Closed { duration: Duration::from_secs(5), max_requests: Some(30) };
+    let report = run(config(&server.url("/?close=1"), plan, 2), |_| {}).await.unwrap();
+    assert_eq!(report.overall.responses, 30, "errors: {:?}", report.overall.errors);
+    assert_eq!(report.overall.status.get("200").copied(), Some(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_slower_than_the_timeout_count_as_timeouts() {
+    let server = common::start().await;
+    let plan = Plan::Closed { duration: Duration::from_secs(5), max_requests: Some(3) };
+    let mut config = config(&server.url("/?delay_ms=400"), plan, 1);
+    config.timeout = Duration::from_millis(100);
+    let report = run(config, |_| {}).await.unwrap();
+    assert_eq!(report.overall.errors.get("timeout").copied(), Some(3));
+    assert_eq!(report.overall.responses, 0);
+    assert!(report.elapsed_s < 1.5, "elapsed {}", report.elapsed_s);
+}

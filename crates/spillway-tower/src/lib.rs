@@ -18,5 +18,6 @@ pub mod rate_limit;
 pub mod rejection;
 pub mod retry;
 pub mod throttle;
+pub mod time;
 
 pub use rejection::{rejection_response, rejection_response_for, BoxError, Rejected};

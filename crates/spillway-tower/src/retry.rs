@@ -38,14 +38,15 @@
 //! # }
 //! ```
 
-use crate::breaker::support::{Prng, TokioClock};
 use crate::rejection::{find_rejection, BoxError};
+use crate::time::{Prng, TokioClock};
 use http::{header, Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use spillway_core::retry::{
     parse_retry_after, Backoff, Jitter, RetryBudget, RetryBudgetConfig, RetryConfigError,
 };
+use spillway_core::Clock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -209,7 +210,7 @@ impl RetryLayer<HttpRetryClassifier> {
             shared: Arc::new(Shared {
                 policy,
                 budget: Mutex::new(budget),
-                clock: TokioClock::new(),
+                clock: TokioClock,
                 random,
             }),
             classifier: HttpRetryClassifier::default(),

@@ -28,14 +28,15 @@
 //! # }
 //! ```
 
-use crate::breaker::support::{Prng, TokioClock};
 use crate::breaker::{Classify, HttpClassifier};
 use crate::rejection::{BoxError, Rejected};
-use http::{HeaderValue, Request};
+use crate::time::{Prng, TokioClock};
+use http::Request;
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use spillway_core::breaker::{ConfigError, SreThrottle, SreThrottleConfig, ThrottleCounts};
-use spillway_core::{Criticality, Decision, Rejection, CRITICALITY_HEADER};
+use spillway_core::Clock;
+use spillway_core::{Criticality, Decision, Rejection};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -67,11 +68,7 @@ impl SreThrottleLayer<HttpClassifier> {
     fn with_prng(config: SreThrottleConfig, random: Prng) -> Result<Self, ConfigError> {
         let throttle = SreThrottle::try_new(config)?;
         Ok(SreThrottleLayer {
-            shared: Arc::new(Shared {
-                throttle: Mutex::new(throttle),
-                clock: TokioClock::new(),
-                random,
-            }),
+            shared: Arc::new(Shared { throttle: Mutex::new(throttle), clock: TokioClock, random }),
             classifier: HttpClassifier,
         })
     }
@@ -114,13 +111,6 @@ pub struct SreThrottleService<S, C = HttpClassifier> {
     classifier: C,
 }
 
-/// The request's class: its extensions, else its header, else `CRITICAL`.
-fn criticality_of<B>(req: &Request<B>) -> Criticality {
-    req.extensions().get::<Criticality>().copied().unwrap_or_else(|| {
-        Criticality::from_header(req.headers().get(CRITICALITY_HEADER).map(HeaderValue::as_bytes))
-    })
-}
-
 impl<S, C, B> Service<Request<B>> for SreThrottleService<S, C>
 where
     S: Service<Request<B>>,
@@ -136,7 +126,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let class = criticality_of(&req);
+        let class = crate::criticality::of_request(&req);
         let random = self.shared.random.next_f64();
         let now = self.shared.clock.now();
         let decision = self.shared.throttle.lock().allow(class, now, random);
@@ -204,7 +194,7 @@ where
 mod tests {
     use super::*;
     use crate::rejection::find_rejection;
-    use spillway_core::RejectReason;
+    use spillway_core::{RejectReason, CRITICALITY_HEADER};
     use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
     use std::time::Duration;
     use tower::{service_fn, ServiceExt};
@@ -349,7 +339,7 @@ mod tests {
     fn class_in_extensions_wins_over_the_header() {
         let mut req = request(Some("critical_plus"));
         req.extensions_mut().insert(Criticality::Sheddable);
-        assert_eq!(criticality_of(&req), Criticality::Sheddable);
-        assert_eq!(criticality_of(&request(None)), Criticality::Critical);
+        assert_eq!(crate::criticality::of_request(&req), Criticality::Sheddable);
+        assert_eq!(crate::criticality::of_request(&request(None)), Criticality::Critical);
     }
 }

@@ -862,4 +862,44 @@ mod tests {
         }
         assert!(CircuitBreaker::try_new(CircuitBreakerConfig::default()).is_ok());
     }
+
+    proptest::proptest! {
+        /// Open times up to `Duration::MAX`, steep backoffs and instants up to the end of the
+        /// clock saturate; nothing on the call path panics or wraps.
+        #[test]
+        fn extreme_durations_and_instants_never_panic(
+            open_ns in 1u64..=u64::MAX,
+            backoff in 1.0f64..1e9,
+            slow_ns in 0u64..=u64::MAX,
+            events in proptest::collection::vec(
+                (0u8..3, proptest::prop_oneof![proptest::prelude::any::<u64>(), proptest::strategy::Just(u64::MAX)], 0u64..=u64::MAX),
+                1..100,
+            ),
+        ) {
+            let config = CircuitBreakerConfig {
+                failure_count: Some(1),
+                slow_calls: Some(SlowCallTrigger { threshold: Duration::from_nanos(slow_ns), ratio: 1.0 }),
+                open_duration: Duration::from_nanos(open_ns),
+                open_backoff: backoff,
+                max_open_duration: Duration::MAX,
+                half_open_probes: 1,
+                half_open_successes: 1,
+                min_calls: 1,
+                ..CircuitBreakerConfig::default()
+            };
+            let mut b = breaker(config);
+            for (kind, at, latency) in events {
+                let now = Instant::from_nanos(at);
+                let latency = Duration::from_nanos(latency);
+                let _ = b.allow(now);
+                let outcome = match kind {
+                    0 => CallOutcome::success(latency),
+                    1 => CallOutcome::failure(latency),
+                    _ => CallOutcome::ignored(),
+                };
+                b.record(outcome, now);
+                let _ = (b.state(now), b.window_stats(now));
+            }
+        }
+    }
 }

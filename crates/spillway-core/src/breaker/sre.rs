@@ -378,6 +378,34 @@ mod tests {
             }
         }
 
+        /// At one moment (same history, same random draw), `allow` never admits a lower class
+        /// while it drops a higher one.
+        #[test]
+        fn lower_class_never_admitted_while_a_higher_one_is_dropped(
+            events in proptest::collection::vec((outcome(), 0u64..300), 0..300),
+            k in 1.0f64..5.0,
+            random in 0.0f64..1.0,
+        ) {
+            let config = SreThrottleConfig::default().with_k(k);
+            let mut t = SreThrottle::try_new(config).expect("valid");
+            let mut now = Instant::ZERO;
+            for (o, step_ms) in events {
+                now += Duration::from_millis(step_ms);
+                t.record(o, now);
+            }
+            // Each class asks a copy: a drop counts itself as a request and would move p.
+            let admitted: Vec<bool> = Criticality::ALL
+                .iter()
+                .map(|&c| t.clone().allow(c, now, random).is_admitted())
+                .collect();
+            for low in 0..4 {
+                for high in low + 1..4 {
+                    prop_assert!(!admitted[low] || admitted[high],
+                        "{:?} admitted while {:?} dropped", Criticality::ALL[low], Criticality::ALL[high]);
+                }
+            }
+        }
+
         #[test]
         fn lower_class_is_never_less_likely_to_be_dropped(
             accepts in 0usize..300,

@@ -22,7 +22,8 @@ pub struct AimdConfig {
     pub max_limit: u64,
     /// Factor applied on a decrease, in `(0, 1)` (default 0.9, Netflix's).
     pub backoff_ratio: f64,
-    /// A success slower than this counts as a drop (default 5 s, Netflix's timeout).
+    /// A success slower than this counts as a drop (default 5 s, Netflix's timeout); must be
+    /// longer than zero.
     pub latency_threshold: Duration,
 }
 
@@ -52,6 +53,10 @@ impl Aimd {
         check_bounds(config.min_limit, config.initial_limit, config.max_limit)?;
         if !(config.backoff_ratio > 0.0 && config.backoff_ratio < 1.0) {
             return Err(LimitConfigError::BadRatio("backoff_ratio"));
+        }
+        if config.latency_threshold.is_zero() {
+            // Every sample would count as a drop: the limit could only fall.
+            return Err(LimitConfigError::BadRatio("latency_threshold"));
         }
         Ok(Aimd { config, limit: config.initial_limit as f64, last_decrease: None })
     }
@@ -158,6 +163,8 @@ mod tests {
         assert_eq!(Aimd::try_new(c).err(), Some(LimitConfigError::BadBounds));
         let c = AimdConfig { backoff_ratio: 1.0, ..AimdConfig::default() };
         assert!(Aimd::try_new(c).is_err());
+        let c = AimdConfig { latency_threshold: Duration::ZERO, ..AimdConfig::default() };
+        assert_eq!(Aimd::try_new(c).err(), Some(LimitConfigError::BadRatio("latency_threshold")));
     }
 
     proptest! {

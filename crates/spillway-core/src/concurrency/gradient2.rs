@@ -56,7 +56,8 @@ pub struct Gradient2Config {
     pub max_limit: u64,
     /// Weight of each new estimate, in `(0, 1]` (default 0.2).
     pub smoothing: f64,
-    /// Samples the long-term RTT averages over, at least 1 (default 600).
+    /// Sampling windows the long-term RTT averages over, at least 1 (default 600: a minute of
+    /// 100 ms windows).
     pub long_window: u32,
     /// How far the short RTT may exceed the long one before the limit shrinks, at least 1
     /// (default 1.5).
@@ -133,9 +134,9 @@ impl Gradient2 {
         })
     }
 
-    /// The long-term (baseline) RTT estimate.
+    /// The long-term (baseline) RTT estimate, saturating at [`Duration::MAX`].
     pub fn long_rtt(&self) -> Duration {
-        Duration::from_secs_f64(self.long_rtt.max(0.0) / 1e9)
+        Duration::try_from_secs_f64(self.long_rtt.max(0.0) / 1e9).unwrap_or(Duration::MAX)
     }
 
     fn add_long(&mut self, rtt: f64) {
@@ -294,6 +295,16 @@ mod tests {
         s.feed(100, 100, false, None);
         s.feed(10, 30, false, None);
         assert!(s.g.long_rtt() < Duration::from_millis(20), "{:?}", s.g.long_rtt());
+    }
+
+    #[test]
+    fn extreme_rtts_saturate_instead_of_panicking() {
+        let mut s = sim();
+        for i in 0..100 {
+            s.g.on_sample(Duration::MAX, 1_000, i % 2 == 0, Instant::from_nanos(i * 20_000_000));
+        }
+        assert_eq!(s.g.long_rtt(), Duration::MAX);
+        assert!((4..=1000).contains(&s.limit()), "limit {}", s.limit());
     }
 
     #[test]

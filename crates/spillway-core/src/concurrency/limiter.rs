@@ -208,6 +208,44 @@ mod tests {
         assert!(limiter.limit() < peak / 2, "{peak} -> {}", limiter.limit());
     }
 
+    /// Several std threads acquire batches of every class and release them: at no moment are
+    /// more requests held than the top class's limit, and nothing leaks.
+    #[test]
+    fn concurrent_acquire_never_exceeds_the_limit_and_never_leaks() {
+        use std::sync::atomic::AtomicUsize;
+        let limiter = aimd_limiter(10);
+        let limit = limiter.class_limit(Criticality::CriticalPlus) as usize;
+        let held = AtomicUsize::new(0);
+        let most_held = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let (limiter, held, most_held) = (&limiter, &held, &most_held);
+                s.spawn(move || {
+                    let mut tokens = Vec::with_capacity(6);
+                    for i in 0..3_000usize {
+                        for j in 0..6 {
+                            let class = Criticality::ALL[(i + j + t) % 4];
+                            if let Ok(token) = limiter.try_acquire(class, ms(0)) {
+                                let h = held.fetch_add(1, Ordering::SeqCst) + 1;
+                                most_held.fetch_max(h, Ordering::SeqCst);
+                                tokens.push(token);
+                            }
+                        }
+                        for token in tokens.drain(..) {
+                            held.fetch_sub(1, Ordering::SeqCst);
+                            // Ignore: no sample, so the limit stays where it is.
+                            limiter.release(token, Outcome::Ignore, ms(1));
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(limiter.inflight(), 0, "an admission leaked");
+        assert_eq!(limiter.limit(), 10);
+        let most = most_held.load(Ordering::SeqCst);
+        assert!(most <= limit, "{most} held at once, limit {limit}");
+    }
+
     proptest! {
         /// At one moment, a lower class is never admitted while a higher one is refused, and
         /// inflight never exceeds the limit.

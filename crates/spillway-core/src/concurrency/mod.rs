@@ -37,7 +37,8 @@ pub enum LimitConfigError {
     /// `min_limit` was zero, above `max_limit`, or `initial_limit` was outside `[min, max]`.
     #[error("concurrency limits need 1 <= min <= initial <= max")]
     BadBounds,
-    /// A ratio (backoff, smoothing, tolerance) was outside its allowed range.
+    /// A ratio (backoff, smoothing, tolerance) or another setting (latency threshold, window
+    /// sizes) was outside its allowed range.
     #[error("concurrency limit {0} out of range")]
     BadRatio(&'static str),
 }

@@ -194,14 +194,26 @@ impl BbrLimiter {
 
     /// Admits a request of class `class` at `now`, or rejects it as
     /// [`RejectReason::Overloaded`] with the cool-down as retry hint.
+    ///
+    /// While the check is active, admission is one `fetch_add` then the comparison (undone on
+    /// a drop), so racing threads never admit a request while more than the class limit are
+    /// already in flight, exactly the rule for requests arriving one by one. A racing request
+    /// may instead be refused spuriously, for an instant.
     #[inline]
     pub fn allow(&self, class: Criticality, now: Instant) -> Result<BbrToken, Rejection> {
         let hot = self.cpu.get().permille() >= self.cpu_threshold;
-        if (hot || self.in_cool_down(now)) && self.over_limit(class, now) {
-            if hot {
-                self.last_hot_drop.fetch_max(now.as_nanos().saturating_add(1), Ordering::Relaxed);
+        if hot || self.in_cool_down(now) {
+            let limit = self.class_limit(class, now);
+            let before = self.inflight.fetch_add(1, Ordering::Relaxed);
+            if u64::try_from(before).unwrap_or(0) > limit {
+                self.inflight.fetch_sub(1, Ordering::Relaxed);
+                if hot {
+                    let at = now.as_nanos().saturating_add(1);
+                    self.last_hot_drop.fetch_max(at, Ordering::Relaxed);
+                }
+                return Err(Rejection::new(RejectReason::Overloaded).retry_after(self.cool_down));
             }
-            return Err(Rejection::new(RejectReason::Overloaded).retry_after(self.cool_down));
+            return Ok(BbrToken { started: now });
         }
         self.inflight.fetch_add(1, Ordering::Relaxed);
         Ok(BbrToken { started: now })
@@ -255,11 +267,6 @@ impl BbrLimiter {
         let last = self.last_hot_drop.load(Ordering::Relaxed);
         // A clock that stepped back (now before the drop) counts as inside the cool-down.
         last != 0 && now.as_nanos().saturating_sub(last - 1) < self.cool_down_nanos
-    }
-
-    #[inline]
-    fn over_limit(&self, class: Criticality, now: Instant) -> bool {
-        self.inflight() > self.class_limit(class, now)
     }
 
     /// `maxInFlight`, recomputed at most once per bucket.
@@ -459,6 +466,56 @@ mod tests {
         assert_eq!(BbrLimiter::try_new(tiny).err(), Some(BbrConfigError::BucketTooShort));
     }
 
+    /// Several std threads admit batches of requests of every class against a hot CPU and a
+    /// fixed estimate, then complete or abandon them.
+    #[test]
+    fn concurrent_allow_done_and_abandon_never_leak_nor_admit_past_the_limit() {
+        use std::sync::atomic::AtomicUsize;
+        let bbr = limiter();
+        warm_up(&bbr, 20, 30, 1000); // maxInFlight 6
+        bbr.set_cpu(CpuUsage::FULL);
+        // Samples land in the current bucket, which the estimate leaves out: the limit is fixed.
+        let now = ms(1050);
+        let top_limit = bbr.class_limit(Criticality::CriticalPlus, now);
+        assert_eq!(top_limit, 7);
+        let held = AtomicUsize::new(0);
+        let most_held = AtomicUsize::new(0);
+        let admitted = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let (bbr, held, most_held, admitted) = (&bbr, &held, &most_held, &admitted);
+                s.spawn(move || {
+                    let mut tokens = Vec::with_capacity(4);
+                    for i in 0..3_000usize {
+                        for j in 0..4 {
+                            let class = Criticality::ALL[(i + j + t) % 4];
+                            if let Ok(token) = bbr.allow(class, now) {
+                                let h = held.fetch_add(1, Ordering::SeqCst) + 1;
+                                most_held.fetch_max(h, Ordering::SeqCst);
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                                tokens.push(token);
+                            }
+                            assert!(bbr.inflight.load(Ordering::SeqCst) >= 0, "inflight < 0");
+                        }
+                        for (k, token) in tokens.drain(..).enumerate() {
+                            held.fetch_sub(1, Ordering::SeqCst);
+                            if (i + k) % 3 == 0 {
+                                bbr.abandon(token);
+                            } else {
+                                bbr.done(token, now);
+                            }
+                            assert!(bbr.inflight.load(Ordering::SeqCst) >= 0, "inflight < 0");
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(bbr.inflight.load(Ordering::SeqCst), 0, "an admission leaked");
+        assert!(admitted.load(Ordering::Relaxed) > 0);
+        let most = most_held.load(Ordering::SeqCst) as u64;
+        assert!(most <= top_limit + 1, "{most} held at once, limit {top_limit}");
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Allow(u8),
@@ -477,8 +534,8 @@ mod tests {
     }
 
     proptest! {
-        /// BBR drops only when the CPU is hot or within the cool-down of the last hot drop, and
-        /// never while inflight is within the class's limit.
+        /// BBR drops exactly when the CPU is hot or within the cool-down (1 s) of the last
+        /// drop made with a hot CPU, and inflight is over the class's limit.
         #[test]
         fn drops_only_when_hot_or_cooling_down_and_over_the_class_limit(
             ops in proptest::collection::vec(op(), 1..300)
@@ -497,7 +554,11 @@ mod tests {
                         let limit = bbr.class_limit(class, now);
                         let inflight = bbr.inflight();
                         match bbr.allow(class, now) {
-                            Ok(token) => held.push(token),
+                            Ok(token) => {
+                                prop_assert!(!((hot || cooling) && inflight > limit),
+                                    "admitted at {inflight} > {limit} while checking");
+                                held.push(token);
+                            }
                             Err(_) => {
                                 prop_assert!(hot || cooling, "dropped with a cool CPU");
                                 prop_assert!(inflight > limit, "dropped at {inflight} <= {limit}");
@@ -516,6 +577,38 @@ mod tests {
                     Op::Advance(d) => now += Duration::from_millis(u64::from(d)),
                 }
             }
+        }
+
+        /// Instants anywhere on the clock (also stepping back, also at its very end), response
+        /// times up to the whole clock and any CPU value never panic, and every admission comes
+        /// back out of inflight.
+        #[test]
+        fn extreme_instants_never_panic_nor_leak(
+            steps in proptest::collection::vec(
+                (
+                    prop_oneof![any::<u64>(), Just(u64::MAX), (u64::MAX - 1_000_000_000)..=u64::MAX, 0u64..1_000_000_000],
+                    0u32..2000,
+                    0u8..3,
+                ),
+                1..120,
+            )
+        ) {
+            let bbr = limiter();
+            let mut held = Vec::new();
+            for (at, cpu, action) in steps {
+                bbr.set_cpu(CpuUsage::from_permille(cpu));
+                let now = Instant::from_nanos(at);
+                match action {
+                    0 => held.extend(bbr.allow(Criticality::ALL[(at % 4) as usize], now).ok()),
+                    1 => if let Some(token) = held.pop() { bbr.done(token, now) },
+                    _ => if let Some(token) = held.pop() { bbr.abandon(token) },
+                }
+                let _ = bbr.stats(now);
+            }
+            for token in held {
+                bbr.done(token, Instant::from_nanos(u64::MAX));
+            }
+            prop_assert_eq!(bbr.inflight.load(Ordering::SeqCst), 0);
         }
 
         /// At one moment, a lower class is never admitted while a higher class is rejected.

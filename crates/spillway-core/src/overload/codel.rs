@@ -15,8 +15,14 @@
 //!
 //! The RFC's "queue holds at most one MTU" exception becomes "no item left after this dequeue":
 //! a queue that just drained is not standing.
+//!
+//! Criticality: every dequeued item counts towards the standing delay, but a drop never falls
+//! on an item of a protected class (default `CRITICAL_PLUS`): it stays due and falls on the
+//! next item of a lower class. So at one moment a lower class is never kept while a higher one
+//! is dropped, and the top class waits at most the queue's own max wait.
 
 use crate::clock::{duration_nanos, Instant};
+use crate::criticality::Criticality;
 use std::time::Duration;
 
 /// Settings of a [`Codel`] queue controller.
@@ -27,11 +33,18 @@ pub struct CodelConfig {
     /// How long the delay must stand above `target` before dropping, and the base drop spacing
     /// (default 100 ms, about a worst-case round trip).
     pub interval: Duration,
+    /// Items of this class and above are never dropped; a drop due on one falls on the next
+    /// item of a lower class (default `Some(CriticalPlus)`; `None` treats every class alike).
+    pub protect_from: Option<Criticality>,
 }
 
 impl Default for CodelConfig {
     fn default() -> Self {
-        CodelConfig { target: Duration::from_millis(5), interval: Duration::from_millis(100) }
+        CodelConfig {
+            target: Duration::from_millis(5),
+            interval: Duration::from_millis(100),
+            protect_from: Some(Criticality::CriticalPlus),
+        }
     }
 }
 
@@ -61,8 +74,9 @@ pub enum ServeOrder {
     Lifo,
 }
 
-/// A CoDel controller for one queue. The queue calls [`Codel::on_dequeue`] for every item it
-/// takes out, and asks [`Codel::serve_order`] which end to take from.
+/// A CoDel controller for one queue. The queue calls [`Codel::on_dequeue_class`] (or
+/// [`Codel::on_dequeue`] when it does not know criticalities) for every item it takes out, and
+/// asks [`Codel::serve_order`] which end to take from.
 #[derive(Clone, Debug)]
 pub struct Codel {
     target: u64,
@@ -77,6 +91,7 @@ pub struct Codel {
     last_count: u32,
     dropping: bool,
     lifo: bool,
+    protect_from: Option<Criticality>,
 }
 
 impl Codel {
@@ -94,13 +109,27 @@ impl Codel {
             last_count: 0,
             dropping: false,
             lifo: false,
+            protect_from: config.protect_from,
         })
     }
 
     /// Judges an item dequeued at `now` that was enqueued at `enqueued_at`; `remaining` is how
-    /// many items are still queued after it.
+    /// many items are still queued after it. The item is judged as a `Critical` one; use
+    /// [`Codel::on_dequeue_class`] when the queue knows its items' criticality.
     pub fn on_dequeue(
         &mut self,
+        enqueued_at: Instant,
+        now: Instant,
+        remaining: usize,
+    ) -> CodelVerdict {
+        self.on_dequeue_class(Criticality::Critical, enqueued_at, now, remaining)
+    }
+
+    /// [`Codel::on_dequeue`] for an item of class `class`: an item of a protected class is
+    /// kept even when a drop is due, and the drop stays due for the next item.
+    pub fn on_dequeue_class(
+        &mut self,
+        class: Criticality,
         enqueued_at: Instant,
         now: Instant,
         remaining: usize,
@@ -111,18 +140,19 @@ impl Codel {
         } else if self.first_above.is_some() {
             self.lifo = true;
         }
+        let protected = self.protect_from.is_some_and(|p| class >= p);
         if self.dropping {
             if !ok_to_drop {
                 self.dropping = false;
                 CodelVerdict::Keep
-            } else if now >= self.drop_next {
+            } else if now >= self.drop_next && !protected {
                 self.count = self.count.saturating_add(1);
                 self.drop_next = self.control_law(self.drop_next);
                 CodelVerdict::Drop
             } else {
                 CodelVerdict::Keep
             }
-        } else if ok_to_drop {
+        } else if ok_to_drop && !protected {
             self.dropping = true;
             // Re-entering soon after the last episode: resume near its drop rate instead of
             // starting over from one drop per interval (RFC 8289 §5.6).
@@ -263,6 +293,32 @@ mod tests {
     }
 
     #[test]
+    fn critical_plus_is_never_dropped_and_its_due_drop_falls_on_the_next_lower_item() {
+        let mut c = codel();
+        for t in 100..200 {
+            assert_eq!(c.on_dequeue(ms(t - 20), ms(t), 50), CodelVerdict::Keep);
+        }
+        // The delay has stood for an interval: a drop is due, but not on CRITICAL_PLUS.
+        let top = c.on_dequeue_class(Criticality::CriticalPlus, ms(180), ms(200), 50);
+        assert_eq!(top, CodelVerdict::Keep);
+        assert!(!c.is_dropping());
+        let next = c.on_dequeue_class(Criticality::Sheddable, ms(181), ms(201), 50);
+        assert_eq!(next, CodelVerdict::Drop);
+        // While dropping, a due drop also skips CRITICAL_PLUS and waits for a lower class.
+        assert_eq!(run(&mut c, 202, 301, 20, 50), Vec::<u64>::new());
+        let top = c.on_dequeue_class(Criticality::CriticalPlus, ms(281), ms(301), 50);
+        assert_eq!(top, CodelVerdict::Keep);
+        let next = c.on_dequeue_class(Criticality::Critical, ms(282), ms(302), 50);
+        assert_eq!(next, CodelVerdict::Drop);
+        // Without protection every class is alike.
+        let config = CodelConfig { protect_from: None, ..CodelConfig::default() };
+        let mut c = Codel::try_new(config).expect("valid");
+        run(&mut c, 100, 200, 20, 50);
+        let top = c.on_dequeue_class(Criticality::CriticalPlus, ms(180), ms(200), 50);
+        assert_eq!(top, CodelVerdict::Drop);
+    }
+
+    #[test]
     fn target_must_be_shorter_than_interval() {
         let bad = CodelConfig { target: Duration::from_millis(100), ..CodelConfig::default() };
         assert!(Codel::try_new(bad).is_err());
@@ -270,7 +326,57 @@ mod tests {
         assert!(Codel::try_new(zero).is_err());
     }
 
+    /// Any instant, with the ends of the clock well represented.
+    fn edge() -> impl Strategy<Value = u64> {
+        prop_oneof![any::<u64>(), Just(0), Just(u64::MAX), (u64::MAX - 1_000_000_000)..=u64::MAX]
+    }
+
     proptest! {
+        /// Instants anywhere on the clock (also stepping back) and huge queues never panic.
+        #[test]
+        fn extreme_instants_never_panic(
+            steps in proptest::collection::vec((edge(), edge(), any::<usize>()), 1..100)
+        ) {
+            let mut c = codel();
+            for (enqueued, now, remaining) in steps {
+                c.on_dequeue(Instant::from_nanos(enqueued), Instant::from_nanos(now), remaining);
+                let _ = (c.serve_order(), c.is_dropping());
+            }
+        }
+
+        /// At one moment (same history, same item), a lower class is never kept while a higher
+        /// one is dropped.
+        #[test]
+        fn lower_class_never_kept_while_a_higher_one_is_dropped(
+            steps in proptest::collection::vec((0u64..20, 0u64..60, 0usize..20, 0usize..4), 1..300),
+            protect in proptest::option::of(0usize..4),
+        ) {
+            let config = CodelConfig {
+                protect_from: protect.map(|i| Criticality::ALL[i]),
+                ..CodelConfig::default()
+            };
+            let mut c = Codel::try_new(config).expect("valid");
+            let mut now = 0;
+            for (advance, sojourn, remaining, class) in steps {
+                now += advance;
+                let enqueued = ms(now.saturating_sub(sojourn));
+                let dropped: Vec<bool> = Criticality::ALL
+                    .iter()
+                    .map(|&k| c.clone().on_dequeue_class(k, enqueued, ms(now), remaining) == CodelVerdict::Drop)
+                    .collect();
+                for low in 0..4 {
+                    for high in low + 1..4 {
+                        prop_assert!(!dropped[high] || dropped[low],
+                            "{:?} kept while {:?} dropped", Criticality::ALL[low], Criticality::ALL[high]);
+                    }
+                }
+                if let Some(p) = config.protect_from {
+                    prop_assert!(!dropped[p.index()..].iter().any(|d| *d), "a protected class was dropped");
+                }
+                c.on_dequeue_class(Criticality::ALL[class], enqueued, ms(now), remaining);
+            }
+        }
+
         /// Whatever the history, an item that waited less than the target is never dropped, and
         /// nothing is dropped before the delay has stood above target for a whole interval.
         #[test]

@@ -10,7 +10,7 @@
 //! configured maximum; when it is full of busy keys, the keys closest to idle are evicted (see
 //! [`KeyedLimiter`]).
 
-use super::{GcraConfig, Rate, RateAlgorithm, TokenBucketConfig};
+use super::{ByteKey, GcraConfig, Rate, RateAlgorithm, TokenBucketConfig};
 use crate::clock::Instant;
 use crate::criticality::Criticality;
 use crate::decision::Decision;
@@ -25,8 +25,10 @@ use std::hash::{BuildHasher, Hash};
 /// that a small table costs little.
 pub const DEFAULT_SHARDS: usize = 64;
 
-/// Keys kept at most unless configured (about 40 MB with `u64` keys and a token bucket).
-pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
+/// Keys kept at most unless configured: 14 336 per default shard, exactly what a hashbrown
+/// table of 16 384 slots holds (7/8 full), so a limiter at its cap wastes no slots (about 18 MB
+/// with `u64` keys and a token bucket).
+pub const DEFAULT_MAX_KEYS: usize = 14_336 * DEFAULT_SHARDS;
 
 /// The bits of the hash that pick a shard. hashbrown uses the low bits for the slot and the top
 /// seven for its control byte; the shard takes bits from the middle so neither loses entropy.
@@ -166,8 +168,8 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
     }
 
     /// Judges `permits` permits of `class` for a borrowed form of a key (e.g. `&[u8]` for
-    /// `Box<[u8]>` keys, `&str` for `Box<str>`): the owned key is built only when a new key is
-    /// stored.
+    /// [`ByteKey`] or `Box<[u8]>` keys, `&str` for `Box<str>`): the owned key is built only
+    /// when a new key is stored.
     #[inline]
     pub fn check_borrowed<Q>(
         &self,
@@ -223,7 +225,8 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
         } else if table.len() > before - before / 8 && table.len() < self.max_per_shard {
             // Sweeping freed little: let the table grow now, so the next sweep comes only
             // after as many inserts again (amortised O(1) per insert).
-            table.reserve(table.len().max(1), |(k, _)| self.hasher.hash_one(k));
+            let room = (self.max_per_shard - table.len()).min(table.len().max(1));
+            table.reserve(room, |(k, _)| self.hasher.hash_one(k));
         }
     }
 
@@ -236,14 +239,22 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
 
     /// Drops about an eighth of the shard: the entries ranked lowest (closest to idle).
     fn evict_closest_to_idle(&self, table: &mut HashTable<(K, A::State)>) {
-        // Entries are in hash order, which is as good as random: the first 64 are a sample.
+        let target = (table.len() / 8).max(1);
+        // Entries are in hash order, which is as good as random: the first 64 are a sample,
+        // and its lowest eighth gives the rank threshold.
         let mut sample: Vec<u64> =
             table.iter().take(64).map(|(_, st)| self.algorithm.eviction_rank(st)).collect();
         sample.sort_unstable();
-        let Some(&threshold) = sample.get(sample.len() / 8) else {
+        let Some(&threshold) = sample.get((sample.len() / 8).max(1) - 1) else {
             return;
         };
-        table.retain(|(_, st)| self.algorithm.eviction_rank(st) > threshold);
+        // At most `target` go, even when many entries tie at the threshold.
+        let mut removed = 0;
+        table.retain(|(_, st)| {
+            let evict = removed < target && self.algorithm.eviction_rank(st) <= threshold;
+            removed += usize::from(evict);
+            !evict
+        });
     }
 
     /// Forgets every idle key (its state equals a fresh one): exact, changes no decision.
@@ -297,9 +308,10 @@ impl<K: Hash + Eq, A: RateAlgorithm, S: BuildHasher> KeyedLimiter<K, A, S> {
     }
 }
 
-impl<A: RateAlgorithm, S: BuildHasher> KeyedLimiter<Box<[u8]>, A, S> {
+impl<A: RateAlgorithm, S: BuildHasher> KeyedLimiter<ByteKey, A, S> {
     /// Judges one permit of `class` for a byte-string key (a header value, an API key): looked
-    /// up without allocating; copied once when the key is first stored.
+    /// up without allocating; copied once when the key is first stored (inline up to
+    /// [`ByteKey::INLINE`] bytes).
     #[inline]
     pub fn check_bytes(&self, key: &[u8], now: Instant, class: Criticality) -> Decision {
         self.check_borrowed(key, now, 1, class)
@@ -326,13 +338,19 @@ mod tests {
 
     #[test]
     fn byte_keys_are_looked_up_by_slice() {
-        let l: KeyedLimiter<Box<[u8]>, _> = KeyedLimiter::gcra(Rate::per_second(1), 1);
+        let l: KeyedLimiter<ByteKey, _> = KeyedLimiter::gcra(Rate::per_second(1), 1);
         let now = Instant::ZERO;
         assert!(l.check_bytes(b"alice", now, Criticality::Critical).is_admitted());
         assert!(!l.check_bytes(b"alice", now, Criticality::Critical).is_admitted());
         assert!(l.check_bytes(b"bob", now, Criticality::Critical).is_admitted());
-        let owned: Box<[u8]> = Box::from(&b"alice"[..]);
-        assert!(!l.check(&owned, now).is_admitted());
+        assert!(!l.check(&ByteKey::new(b"alice"), now).is_admitted());
+        let long = [b'x'; 64];
+        assert!(l.check_bytes(&long, now, Criticality::Critical).is_admitted());
+        assert!(!l.check_bytes(&long, now, Criticality::Critical).is_admitted());
+        // Box<[u8]> keys work too, through the borrowed lookup.
+        let boxed: KeyedLimiter<Box<[u8]>, _> = KeyedLimiter::gcra(Rate::per_second(1), 1);
+        assert!(boxed.check_borrowed(&b"alice"[..], now, 1, Criticality::Critical).is_admitted());
+        assert!(!boxed.check_borrowed(&b"alice"[..], now, 1, Criticality::Critical).is_admitted());
     }
 
     #[test]

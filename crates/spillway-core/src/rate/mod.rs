@@ -13,13 +13,26 @@
 //! a higher one is refused. `Critical` (the default class) has no reserve unless configured,
 //! so default traffic sees exactly the plain algorithm.
 
+mod byte_key;
+mod fixed_window;
 mod gcra;
 mod keyed;
+mod leaky_bucket;
+mod sliding_window;
 mod token_bucket;
+mod warm_up;
 
+#[cfg(test)]
+mod proptests;
+
+pub use byte_key::ByteKey;
+pub use fixed_window::{FixedWindow, FixedWindowConfig, FixedWindowState};
 pub use gcra::{Gcra, GcraConfig};
 pub use keyed::{KeyedLimiter, KeyedLimiterBuilder, DEFAULT_MAX_KEYS, DEFAULT_SHARDS};
+pub use leaky_bucket::{LeakyBucket, LeakyBucketConfig};
+pub use sliding_window::{SlidingWindow, SlidingWindowConfig, SlidingWindowState, WindowLimit};
 pub use token_bucket::{TokenBucket, TokenBucketConfig};
+pub use warm_up::{WarmUp, WarmUpConfig, WarmUpState, DEFAULT_COLD_FACTOR};
 
 use crate::clock::{duration_nanos, Instant};
 use crate::criticality::Criticality;
@@ -122,7 +135,9 @@ pub enum RateConfigError {
     Overflow,
     /// A reserve fraction outside `[0, 1)`, a non-zero reserve for `CRITICAL_PLUS`, or reserves
     /// that grow with the class.
-    #[error("criticality reserves must be in [0, 1), zero for CRITICAL_PLUS and never grow with the class")]
+    #[error(
+        "criticality reserves must be in [0, 1), zero for CRITICAL_PLUS and never grow with the class"
+    )]
     BadReserve,
     /// A window of zero length, zero sub-windows, or sub-windows shorter than a nanosecond.
     #[error("a window needs a length, at least one sub-window, and sub-windows of at least 1 ns")]

@@ -7,15 +7,17 @@
 //! (every connection was busy) sends at once and measures from the *intended* time, so a slow
 //! target cannot hide its queueing delay (no coordinated omission, as in wrk2).
 
-pub mod conn;
-pub mod stats;
+mod conn;
+mod stats;
+
+pub use conn::Failure;
 
 use crate::replay::ReplaySchedule;
 use crate::report::{Mode, Report, TimelinePoint, REPORT_SCHEMA};
 use crate::schedule::{Arrival, Schedule};
 use crate::target::Target;
 use bytes::Bytes;
-use conn::{Failure, Slot};
+use conn::{Slot, Watchdog};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
 use stats::{Stats, StepShape};
@@ -215,17 +217,34 @@ pub async fn run(
         return Err(LoadError::Config("connections, timeout and interval must be positive".into()));
     }
     let target = Arc::new(config.target.clone());
-    let streams = if config.http2 { config.streams_per_connection.max(1) } else { 1 };
-    let slots: Vec<Slot> =
-        (0..config.connections).map(|_| Slot::new(target.clone(), config.http2)).collect();
+    // One slot per worker: HTTP/1.1 workers own a connection each; HTTP/2 workers of a group
+    // share one connection.
+    let mut slots: Vec<Slot> = Vec::new();
+    for _ in 0..config.connections {
+        if config.http2 {
+            let first = Slot::h2(target.clone());
+            for _ in 1..config.streams_per_connection.max(1) {
+                slots.push(first.share());
+            }
+            slots.push(first);
+        } else {
+            slots.push(Slot::h1(target.clone()));
+        }
+    }
     // Fail fast when the target is down; open the other connections in parallel.
     slots[0].warm_up().await.map_err(|_| LoadError::Connect(target.addr))?;
     let mut warm = JoinSet::new();
-    for slot in &slots[1..] {
-        let slot = slot.clone();
-        warm.spawn(async move { slot.warm_up().await });
+    for mut slot in slots.drain(1..).collect::<Vec<_>>() {
+        warm.spawn(async move {
+            let _ = slot.warm_up().await;
+            slot
+        });
     }
-    while warm.join_next().await.is_some() {}
+    while let Some(slot) = warm.join_next().await {
+        if let Ok(slot) = slot {
+            slots.push(slot);
+        }
+    }
 
     let shapes = config.plan.shapes();
     let shared = Arc::new(Shared {
@@ -235,21 +254,20 @@ pub async fn run(
         config,
     });
     let mut workers = JoinSet::new();
-    for slot in &slots {
-        for _ in 0..streams {
-            let (shared, slot) = (shared.clone(), slot.clone());
-            workers.spawn(async move {
-                match shared.config.plan {
-                    Plan::Closed { .. } => closed_worker(&shared, &slot).await,
-                    _ => scheduled_worker(&shared, &slot).await,
-                }
-            });
-        }
+    for mut slot in slots {
+        let shared = shared.clone();
+        workers.spawn(async move {
+            match shared.config.plan {
+                Plan::Closed { .. } => closed_worker(&shared, &mut slot).await,
+                _ => scheduled_worker(&shared, &mut slot).await,
+            }
+        });
     }
 
     let interval = shared.config.interval;
     let duration = shared.config.plan.duration();
     let mut ticker = tokio::time::interval_at(shared.start + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = shared.start;
     let mut timeline = Vec::new();
     // `last` marks the final, partial interval, kept only when it is not a sliver.
@@ -277,7 +295,7 @@ pub async fn run(
     };
     loop {
         tokio::select! {
-            now = ticker.tick() => tick(now, &mut timeline, false),
+            _ = ticker.tick() => tick(Instant::now(), &mut timeline, false),
             done = workers.join_next() => if done.is_none() { break },
         }
     }
@@ -309,8 +327,9 @@ pub async fn run(
 }
 
 /// Open loop and replay: send request `i` at `start + offset(i)`.
-async fn scheduled_worker(shared: &Shared, slot: &Slot) {
+async fn scheduled_worker(shared: &Shared, slot: &mut Slot) {
     let send_deadline = shared.start + shared.config.plan.duration() + SEND_GRACE;
+    let mut watchdog = Watchdog::new(shared.config.timeout);
     loop {
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
         let Some(arrival) = shared.config.plan.arrival(i) else { break };
@@ -318,6 +337,7 @@ async fn scheduled_worker(shared: &Shared, slot: &Slot) {
         let claimed = Instant::now();
         let (measured_from, behind) = if claimed < intended {
             tokio::time::sleep_until(intended).await;
+            // Timer slack (~1 ms) is ours, not the target's: measure from the real send.
             (Instant::now(), false)
         } else if claimed > send_deadline {
             // Out of time: the rest of the plan counts as missed.
@@ -325,19 +345,22 @@ async fn scheduled_worker(shared: &Shared, slot: &Slot) {
         } else {
             (intended, true)
         };
-        shared.stats().on_send(arrival.step, behind);
-        let result = slot.send_within(shared.request(i), shared.config.timeout).await;
+        let at = measured_from.max(claimed);
+        let lag = at.saturating_duration_since(intended);
+        shared.stats().on_send(arrival.step, behind, at - shared.start, Some(lag));
+        let result = slot.send_within(shared.request(i), at, &mut watchdog).await;
         let latency = measured_from.elapsed();
         shared.stats().on_done(arrival.step, result, latency);
     }
 }
 
 /// Closed loop: send, wait for the response, send again, until time or count runs out.
-async fn closed_worker(shared: &Shared, slot: &Slot) {
+async fn closed_worker(shared: &Shared, slot: &mut Slot) {
     let Plan::Closed { duration, max_requests } = shared.config.plan else { return };
     let end = shared.start + duration;
+    let mut watchdog = Watchdog::new(shared.config.timeout);
+    let mut now = Instant::now();
     loop {
-        let now = Instant::now();
         if now >= end {
             break;
         }
@@ -345,11 +368,11 @@ async fn closed_worker(shared: &Shared, slot: &Slot) {
         if max_requests.is_some_and(|max| i >= max) {
             break;
         }
-        shared.stats().on_send(0, false);
-        let timeout =
-            shared.config.timeout.min(end.saturating_duration_since(now) + shared.config.timeout);
-        let result = slot.send_within(shared.request(i), timeout).await;
-        shared.stats().on_done(0, result, now.elapsed());
+        let result = slot.send_within(shared.request(i), now, &mut watchdog).await;
+        let done = Instant::now();
+        // One lock per request: in closed loop the send and its end are recorded together.
+        shared.stats().on_exchange(now - shared.start, result, done - now);
+        now = done;
         if result == Err(Failure::Connect) {
             // Do not spin on a refused port: a short pause keeps the error count meaningful.
             tokio::time::sleep(Duration::from_millis(10)).await;

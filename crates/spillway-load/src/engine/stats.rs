@@ -33,6 +33,10 @@ pub struct StepAcc {
     status: BTreeMap<u16, u64>,
     errors: BTreeMap<&'static str, u64>,
     latency: LatencyHistogram,
+    /// How late requests left compared with their intended time (timer slack and queueing).
+    lag: LatencyHistogram,
+    /// When the last request of the step left, from the start of the run.
+    last_send: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -82,11 +86,16 @@ impl Stats {
         &mut self.steps[k.min(last)]
     }
 
-    /// A request of step `k` is leaving; `behind` when it waited for a free connection.
-    pub fn on_send(&mut self, k: usize, behind: bool) {
+    /// A request of step `k` is leaving at `at` from the start, `lag` after its intended time
+    /// (`None` in closed loop); `behind` when it waited for a free connection.
+    pub fn on_send(&mut self, k: usize, behind: bool, at: Duration, lag: Option<Duration>) {
         let step = self.step(k);
         step.sent += 1;
         step.behind += u64::from(behind);
+        step.last_send = step.last_send.max(at);
+        if let Some(lag) = lag {
+            step.lag.record(lag);
+        }
         self.interval.sent += 1;
         self.sent += 1;
     }
@@ -109,6 +118,13 @@ impl Stats {
                 self.errors += 1;
             }
         }
+    }
+
+    /// A closed-loop request of the only step, sent at `at` from the start, ended after
+    /// `latency`: [`Stats::on_send`] and [`Stats::on_done`] in one call.
+    pub fn on_exchange(&mut self, at: Duration, result: Result<u16, Failure>, latency: Duration) {
+        self.on_send(0, false, at, None);
+        self.on_done(0, result, latency);
     }
 
     /// Closes the current interval, `length` long, ending at `t` from the start.
@@ -162,12 +178,22 @@ impl Stats {
                         *all.errors.entry(kind).or_default() += n;
                     }
                     all.latency.merge(&s.latency);
+                    all.lag.merge(&s.lag);
+                    all.last_send = all.last_send.max(s.last_send);
                 }
                 merged = all;
                 &merged
             }
         };
         let secs = shape.duration.as_secs_f64().max(1e-9);
+        // A generator that fell behind sends its last request after the step's end: the rate it
+        // achieved is then over the longer window, not the planned one.
+        let send_window = match shape.target_rate {
+            Some(rate) if acc.sent > 0 => {
+                (acc.last_send.saturating_sub(shape.start).as_secs_f64() + 1.0 / rate).max(secs)
+            }
+            _ => secs,
+        };
         let mut status_classes: BTreeMap<String, u64> = BTreeMap::new();
         for (code, n) in &acc.status {
             *status_classes.entry(status_class(*code).to_string()).or_default() += n;
@@ -186,7 +212,7 @@ impl Stats {
             missed: shape.planned.map_or(0, |p| p.saturating_sub(acc.sent)),
             behind: acc.behind,
             responses: acc.responses,
-            achieved_rate: acc.sent as f64 / secs,
+            achieved_rate: acc.sent as f64 / send_window,
             throughput: acc.responses as f64 / secs,
             status: acc.status.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
             status_class: status_classes,
@@ -197,6 +223,7 @@ impl Stats {
                 (transport + failed_statuses) as f64 / attempts as f64
             },
             latency_ms: acc.latency.summary(),
+            send_lag_ms: acc.lag.summary(),
         }
     }
 }
@@ -218,12 +245,12 @@ mod tests {
     fn step_report_counts_statuses_errors_and_misses() {
         let mut stats = Stats::new(2);
         for _ in 0..8 {
-            stats.on_send(0, false);
+            stats.on_send(0, false, Duration::from_millis(100), Some(Duration::from_micros(100)));
             stats.on_done(0, Ok(200), Duration::from_millis(1));
         }
-        stats.on_send(0, true);
+        stats.on_send(0, true, Duration::from_millis(900), Some(Duration::from_millis(5)));
         stats.on_done(0, Ok(503), Duration::from_millis(9));
-        stats.on_send(1, false);
+        stats.on_send(1, false, Duration::from_millis(1000), None);
         stats.on_done(1, Err(Failure::Timeout), Duration::from_secs(1));
         let r = stats.step_report(Some(0), shape(Some(10)));
         assert_eq!((r.sent, r.missed, r.behind, r.responses), (9, 1, 1, 9));
@@ -231,16 +258,28 @@ mod tests {
         assert_eq!(r.status_class["5xx"], 1);
         assert!((r.error_rate - 1.0 / 9.0).abs() < 1e-9);
         assert!((r.achieved_rate - 9.0).abs() < 1e-9);
+        assert!((r.send_lag_ms.max - 5.0).abs() < 0.01);
         let all = stats.step_report(None, shape(None));
         assert_eq!((all.sent, all.responses), (10, 9));
         assert_eq!(all.errors["timeout"], 1);
     }
 
     #[test]
+    fn a_generator_that_falls_behind_reports_a_lower_achieved_rate() {
+        let mut stats = Stats::new(1);
+        // 10 requests planned over 1 s at 10 rps, but the last one only left at 1.9 s.
+        for i in 0..10 {
+            stats.on_send(0, false, Duration::from_millis(100 + 200 * i), None);
+        }
+        let r = stats.step_report(Some(0), shape(Some(10)));
+        assert!((r.achieved_rate - 5.0).abs() < 1e-9, "achieved {}", r.achieved_rate);
+    }
+
+    #[test]
     fn interval_rates_are_per_second_and_reset() {
         let mut stats = Stats::new(1);
         for _ in 0..5 {
-            stats.on_send(0, false);
+            stats.on_send(0, false, Duration::ZERO, None);
             stats.on_done(0, Ok(200), Duration::from_millis(2));
         }
         stats.on_done(0, Err(Failure::Connect), Duration::ZERO);

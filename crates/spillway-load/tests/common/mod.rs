@@ -1,5 +1,6 @@
 //! A tiny in-process HTTP/1.1 + h2c server on 127.0.0.1:0 for the engine tests: answers 200
-//! (or the status in `?status=`), after the delay in `?delay_ms=`, and remembers every request
+//! (or the status in `?status=`), after the delay in `?delay_ms=`, closing the connection after
+//! each response with `?close=1`, and remembers every request
 //! it saw in arrival order.
 
 #![allow(clippy::unwrap_used)]
@@ -66,7 +67,11 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let status = query_value(&query, "status").unwrap_or(200) as u16;
-    Ok(Response::builder().status(status).body(Full::new(Bytes::from_static(b"ok"))).unwrap())
+    let mut response = Response::builder().status(status);
+    if query_value(&query, "close") == Some(1) {
+        response = response.header("connection", "close");
+    }
+    Ok(response.body(Full::new(Bytes::from_static(b"ok"))).unwrap())
 }
 
 /// Starts the server on a free loopback port, on the current runtime.

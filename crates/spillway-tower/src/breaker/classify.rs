@@ -7,6 +7,7 @@
 //! rejection made by another Spillway layer is [`Outcome::Ignored`], never a backend failure
 //! (kratos#2777).
 
+use crate::deadline::is_timed_out;
 use crate::rejection::{find_rejection, BoxError};
 use http::Response;
 use spillway_core::breaker::Outcome;
@@ -30,10 +31,12 @@ where
 }
 
 /// The default HTTP judgement:
-/// - a 5xx or 429 response, or an error from the transport or a timeout: [`Outcome::Failure`];
+/// - a 5xx or 429 response, or an error from the transport or a timeout (including a Spillway
+///   [`TimedOut`](crate::deadline::TimedOut): the call was made and not answered in time):
+///   [`Outcome::Failure`];
 /// - any other response (2xx, 3xx, 4xx — the backend judged the request): [`Outcome::Success`];
-/// - an error carrying a Spillway [`Rejected`](crate::Rejected) anywhere in its source chain
-///   (a limiter, shedder or breaker refused locally): [`Outcome::Ignored`].
+/// - any other error carrying a Spillway [`Rejected`](crate::Rejected) anywhere in its source
+///   chain (a limiter, shedder or breaker refused locally): [`Outcome::Ignored`].
 #[derive(Copy, Clone, Debug, Default)]
 pub struct HttpClassifier;
 
@@ -50,7 +53,9 @@ impl<B> Classify<Response<B>> for HttpClassifier {
                 }
             }
             Err(error) => {
-                if find_rejection(error.as_ref()).is_some() {
+                if is_timed_out(error.as_ref()) {
+                    Outcome::Failure
+                } else if find_rejection(error.as_ref()).is_some() {
                     Outcome::Ignored
                 } else {
                     Outcome::Failure
@@ -91,5 +96,34 @@ mod tests {
         assert_eq!(c.classify(&local), Outcome::Ignored);
         let transport: Result<Response<()>, BoxError> = Err("connection reset".into());
         assert_eq!(c.classify(&transport), Outcome::Failure);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_cut_off_by_a_timeout_is_a_failure_a_call_never_made_is_ignored() {
+        use crate::deadline::{scope, Deadline, PropagateDeadlineLayer, TimeoutLayer, TokioClock};
+        use spillway_core::Clock;
+        use std::time::Duration;
+        use tower::{service_fn, Layer, ServiceExt};
+        let hanging = service_fn(|_req: http::Request<()>| async {
+            std::future::pending::<Result<Response<()>, BoxError>>().await
+        });
+        let c = HttpClassifier;
+        // Made, then not answered in time: the backend's failure.
+        let timeout = TimeoutLayer::new(Duration::from_millis(100)).layer(hanging);
+        let timed_out = timeout.oneshot(http::Request::new(())).await;
+        assert_eq!(c.classify(&timed_out), Outcome::Failure);
+        let deadline = Deadline::after(TokioClock.now(), Duration::from_millis(100));
+        let propagate = PropagateDeadlineLayer::new().layer(hanging);
+        let cut_off = scope(deadline, propagate.clone().oneshot(http::Request::new(()))).await;
+        assert_eq!(c.classify(&cut_off), Outcome::Failure);
+        // Not made, the deadline being too close: says nothing about the backend.
+        let deadline = Deadline::after(TokioClock.now(), Duration::from_millis(1));
+        let refused = scope(deadline, propagate.oneshot(http::Request::new(()))).await;
+        assert_eq!(c.classify(&refused), Outcome::Ignored);
+        // Both still render as 504 deadline_exceeded.
+        for result in [&timed_out, &cut_off, &refused] {
+            let error = result.as_ref().err().map(|e| find_rejection(e.as_ref()));
+            assert_eq!(error.flatten().map(|r| r.reason), Some(RejectReason::DeadlineExceeded));
+        }
     }
 }

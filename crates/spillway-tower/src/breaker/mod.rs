@@ -28,22 +28,22 @@
 //! ```
 
 mod classify;
-pub(crate) mod support;
 
 pub use classify::{Classify, HttpClassifier};
 
 use crate::rejection::{BoxError, Rejected};
+use crate::time::TokioClock;
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use spillway_core::breaker::{
     BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, ConfigError, Outcome,
 };
+use spillway_core::Clock;
 use spillway_core::{Decision, Rejection};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use support::TokioClock;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -73,7 +73,7 @@ impl CircuitBreakerLayer<HttpClassifier> {
     pub fn new(config: CircuitBreakerConfig) -> Result<Self, ConfigError> {
         let breaker = CircuitBreaker::try_new(config)?;
         Ok(CircuitBreakerLayer {
-            shared: Arc::new(Shared { breaker: Mutex::new(breaker), clock: TokioClock::new() }),
+            shared: Arc::new(Shared { breaker: Mutex::new(breaker), clock: TokioClock }),
             classifier: HttpClassifier,
         })
     }

@@ -26,16 +26,14 @@ mod server;
 mod timeout;
 
 pub use client::{PropagateDeadline, PropagateDeadlineLayer};
-pub use future::ResponseFuture;
+pub use future::{is_timed_out, ResponseFuture, TimedOut};
 pub use server::{DeadlineLayer, DeadlineService};
 pub use spillway_core::deadline::{Deadline, DeadlinePolicy};
 pub use timeout::{Timeout, TimeoutLayer};
 
 use crate::criticality;
-use spillway_core::{Clock, Instant};
+pub use crate::time::TokioClock;
 use std::future::Future;
-use std::sync::OnceLock;
-use std::time::Duration;
 use tokio::task::futures::TaskLocalFuture;
 
 tokio::task_local! {
@@ -77,33 +75,5 @@ pub fn inherit<F: Future>(future: F) -> impl Future<Output = F::Output> {
             (None, Some(c)) => criticality::scope(c, future).await,
             (None, None) => future.await,
         }
-    }
-}
-
-/// The clock of the deadline layers: tokio's clock (`tokio::time::Instant`) expressed as a
-/// core [`Instant`], so that deadlines and tokio timers agree — also under
-/// `#[tokio::test(start_paused = true)]`, where time only moves when the test says.
-///
-/// All `TokioClock`s share one origin, fixed when first used (a day earlier than that moment
-/// where the OS clock allows, so that a test runtime whose paused clock started a little
-/// before still maps forward), so deadlines made by one layer can be read by another.
-#[derive(Copy, Clone, Debug, Default)]
-pub struct TokioClock;
-
-fn origin() -> std::time::Instant {
-    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(|| {
-        let now = std::time::Instant::now();
-        [86_400, 3_600, 60]
-            .into_iter()
-            .find_map(|secs| now.checked_sub(Duration::from_secs(secs)))
-            .unwrap_or(now)
-    })
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Instant {
-        let since = tokio::time::Instant::now().into_std().saturating_duration_since(origin());
-        Instant::ZERO + since
     }
 }

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::rejection::find_rejection;
-use spillway_core::clock::duration_nanos;
 use spillway_core::concurrency::{Aimd, AimdConfig};
 use spillway_core::overload::{ClassShares, CpuUsage};
 use spillway_core::{Criticality, CRITICALITY_HEADER};
@@ -11,21 +10,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
-/// A [`Clock`] that follows tokio's (paused) time.
-#[derive(Clone, Debug)]
-struct TokioClock(tokio::time::Instant);
-
-impl TokioClock {
-    fn new() -> TokioClock {
-        TokioClock(tokio::time::Instant::now())
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Instant {
-        Instant::from_nanos(duration_nanos(self.0.elapsed()))
-    }
-}
+use crate::time::TokioClock;
 
 type Body = String;
 
@@ -71,7 +56,7 @@ fn overload_reason(error: &BoxError) -> Option<RejectReason> {
 
 #[tokio::test(start_paused = true)]
 async fn hot_cpu_rejects_above_max_inflight_with_overloaded() {
-    let (layer, _gauge) = hot_layer(TokioClock::new());
+    let (layer, _gauge) = hot_layer(TokioClock);
     let svc =
         ServiceBuilder::new().layer(layer.clone()).service(slow(Duration::from_millis(50), 200));
     // No history: maxInFlight is 1, so two may be in flight and the third is shed.
@@ -90,10 +75,10 @@ async fn hot_cpu_rejects_above_max_inflight_with_overloaded() {
 
 #[tokio::test(start_paused = true)]
 async fn completed_requests_become_rt_samples() {
-    let clock = TokioClock::new();
+    let clock = TokioClock;
     let gauge = CpuGauge::new();
-    let layer = BbrLoadShedLayer::with_cpu_gauge(BbrConfig::default(), gauge, clock.clone())
-        .expect("valid");
+    let layer =
+        BbrLoadShedLayer::with_cpu_gauge(BbrConfig::default(), gauge, clock).expect("valid");
     let svc =
         ServiceBuilder::new().layer(layer.clone()).service(slow(Duration::from_millis(30), 200));
     for _ in 0..3 {
@@ -107,8 +92,8 @@ async fn completed_requests_become_rt_samples() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_response_future_releases_inflight_without_a_sample() {
-    let clock = TokioClock::new();
-    let (layer, _gauge) = hot_layer(clock.clone());
+    let clock = TokioClock;
+    let (layer, _gauge) = hot_layer(clock);
     let svc =
         ServiceBuilder::new().layer(layer.clone()).service(slow(Duration::from_secs(10), 200));
     let mut pending = Box::pin(svc.clone().oneshot(request(None)));
@@ -141,21 +126,23 @@ async fn futures_poll_once<F: Future + Unpin>(mut f: F) -> Option<F::Output> {
 
 #[tokio::test(start_paused = true)]
 async fn sheddable_header_is_shed_before_the_default_class() {
-    let clock = TokioClock::new();
+    let clock = TokioClock;
     let gauge = CpuGauge::new();
-    let layer =
-        BbrLoadShedLayer::with_cpu_gauge(BbrConfig::default(), gauge.clone(), clock.clone())
-            .expect("valid");
+    let layer = BbrLoadShedLayer::with_cpu_gauge(BbrConfig::default(), gauge.clone(), clock)
+        .expect("valid");
     // Teach the limiter a capacity of 4 in flight: 40 completions per 100 ms bucket of 10 ms.
     let limiter = layer.limiter().clone();
+    // The layers' clock has a process-wide origin: start on the next bucket boundary.
+    let bucket_nanos = 100_000_000;
+    let start = Instant::from_nanos((clock.now().as_nanos() / bucket_nanos + 1) * bucket_nanos);
     for bucket in 0..5u64 {
         for _ in 0..40 {
-            let t = Instant::from_nanos(bucket * 100_000_000);
+            let t = start + Duration::from_nanos(bucket * bucket_nanos);
             let token = limiter.allow(Criticality::Critical, t).expect("cool");
             limiter.done(token, t + Duration::from_millis(10));
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep((start + Duration::from_millis(500)) - clock.now()).await;
     assert_eq!(limiter.class_limit(Criticality::Critical, clock.now()), 4);
     assert_eq!(limiter.class_limit(Criticality::Sheddable, clock.now()), 2);
     gauge.set(CpuUsage::FULL);
@@ -179,7 +166,7 @@ async fn sheddable_header_is_shed_before_the_default_class() {
 
 #[tokio::test(start_paused = true)]
 async fn inner_errors_pass_through_and_release_inflight() {
-    let (layer, _gauge) = hot_layer(TokioClock::new());
+    let (layer, _gauge) = hot_layer(TokioClock);
     let failing = service_fn(|_req: http::Request<Body>| async {
         Err::<http::Response<Body>, BoxError>("backend broke".into())
     });
@@ -199,7 +186,7 @@ async fn default_constructor_wires_a_cpu_sampler_on_this_machine() {
 
 #[tokio::test(start_paused = true)]
 async fn adaptive_concurrency_refuses_at_the_learned_limit_and_learns_from_outcomes() {
-    let clock = TokioClock::new();
+    let clock = TokioClock;
     let aimd =
         Aimd::try_new(AimdConfig { initial_limit: 4, ..AimdConfig::default() }).expect("valid");
     let layer = AdaptiveConcurrencyLayer::with_clock(aimd, ClassShares::uniform(), clock);
@@ -228,8 +215,7 @@ async fn adaptive_concurrency_refuses_at_the_learned_limit_and_learns_from_outco
 #[tokio::test(start_paused = true)]
 async fn adaptive_concurrency_releases_a_cancelled_request_without_a_sample() {
     let aimd = Aimd::try_new(AimdConfig::default()).expect("valid");
-    let layer =
-        AdaptiveConcurrencyLayer::with_clock(aimd, ClassShares::uniform(), TokioClock::new());
+    let layer = AdaptiveConcurrencyLayer::with_clock(aimd, ClassShares::uniform(), TokioClock);
     let svc =
         ServiceBuilder::new().layer(layer.clone()).service(slow(Duration::from_secs(10), 200));
     let mut pending = Box::pin(svc.oneshot(request(None)));

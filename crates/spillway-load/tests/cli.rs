@@ -1,0 +1,107 @@
+//! Whole subcommands run in-process against a loopback server: JSON written and well-formed,
+//! plots produced, remote targets refused.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use spillway_load::cli::{self, ConnectionOptions, LoadOptions, OutputOptions, RequestOptions};
+use std::time::Duration;
+
+fn options(url: String, dir: &std::path::Path, plot: &str) -> LoadOptions {
+    LoadOptions {
+        url,
+        rate: None,
+        ramp: "100:200:100:400ms".parse().ok(),
+        closed: false,
+        duration: None,
+        requests: None,
+        request: RequestOptions {
+            method: "POST".into(),
+            headers: vec!["x-spillway-criticality: SHEDDABLE".into()],
+            body: Some("payload".into()),
+            body_file: None,
+        },
+        connection: ConnectionOptions { connections: Some(4), ..Default::default() },
+        output: OutputOptions {
+            json: Some(dir.join("out.json")),
+            plot: Some(dir.join(plot)),
+            quiet: true,
+        },
+    }
+}
+
+/// `cli::load` builds its own runtime, so it runs on a plain thread beside the server's runtime.
+fn serve() -> (tokio::runtime::Runtime, common::TestServer) {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(common::start());
+    (rt, server)
+}
+
+#[test]
+fn load_writes_json_per_step_and_overall_and_an_svg_plot() {
+    let (_rt, server) = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let report = cli::load(options(server.url("/work"), dir.path(), "out.svg")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["schema"], "spillway.load.report/v1");
+    assert_eq!(json["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(json["steps"][0]["target_rate"], 100.0);
+    assert_eq!(json["steps"][1]["target_rate"], 200.0);
+    assert_eq!(json["overall"]["sent"], report.overall.sent);
+    assert!(json["overall"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(!json["timeline"].as_array().unwrap().is_empty());
+    let svg = std::fs::read_to_string(dir.path().join("out.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("throughput") && svg.contains("p99"));
+    // Method, header and body reached the server unchanged.
+    let seen = server.seen();
+    assert!(!seen.is_empty());
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].body, b"payload");
+    assert!(seen[0].headers.contains(&("x-spillway-criticality".into(), "SHEDDABLE".into())));
+}
+
+#[test]
+fn load_writes_a_png_plot() {
+    let (_rt, server) = serve();
+    let dir = tempfile::tempdir().unwrap();
+    cli::load(options(server.url("/"), dir.path(), "out.png")).unwrap();
+    let png = std::fs::read(dir.path().join("out.png")).unwrap();
+    assert!(png.len() > 10_000, "png is only {} bytes", png.len());
+    assert_eq!(&png[1..4], b"PNG");
+}
+
+#[test]
+fn plot_with_an_unknown_extension_is_refused_before_the_run() {
+    let (_rt, server) = serve();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(cli::load(options(server.url("/"), dir.path(), "out.gif")).is_err());
+    assert!(server.seen().is_empty());
+}
+
+#[test]
+fn non_loopback_targets_are_refused_before_any_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = cli::load(options("http://192.0.2.1:80/".into(), dir.path(), "x.svg")).unwrap_err();
+    assert!(err.to_string().contains("--allow-remote"), "{err}");
+    assert!(!dir.path().join("out.json").exists());
+}
+
+#[test]
+fn closed_loop_runs_for_its_duration() {
+    let (_rt, server) = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let o = LoadOptions {
+        ramp: None,
+        closed: true,
+        duration: Some(Duration::from_millis(500)),
+        ..options(server.url("/"), dir.path(), "c.svg")
+    };
+    let report = cli::load(o).unwrap();
+    assert!(report.overall.responses > 50, "only {} responses", report.overall.responses);
+    assert!(report.elapsed_s < 3.0);
+    assert_eq!(report.steps[0].target_rate, None);
+}
