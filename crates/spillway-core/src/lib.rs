@@ -71,5 +71,5 @@ pub mod window;
 
 pub use clock::{Clock, Instant, ManualClock, SystemClock};
 pub use criticality::{Criticality, CRITICALITY_HEADER};
-pub use decision::{Decision, RejectReason, Rejection};
+pub use decision::{Decision, Outcome, RejectReason, Rejection};
 pub use window::RollingWindow;

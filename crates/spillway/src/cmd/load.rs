@@ -92,7 +92,12 @@ pub struct LoadArgs {
 
 impl From<RequestArgs> for RequestOptions {
     fn from(a: RequestArgs) -> Self {
-        RequestOptions { method: a.method, headers: a.headers, body: a.body, body_file: a.body_file }
+        RequestOptions {
+            method: a.method,
+            headers: a.headers,
+            body: a.body,
+            body_file: a.body_file,
+        }
     }
 }
 
