@@ -181,6 +181,23 @@ impl fmt::Display for RejectReason {
     }
 }
 
+/// What became of a call that was let through, as the algorithms that learn from outcomes
+/// count it: breakers, the SRE throttle, learned concurrency limits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The backend accepted and handled the call (the SRE book's "accepts"); its latency is a
+    /// sample.
+    Success,
+    /// The backend refused or failed the call: a 5xx or 429 answer, a timeout, a transport
+    /// error. For breakers a request without an accept; for learned limits a drop signal.
+    Failure,
+    /// Says nothing about the backend: the call was refused locally (a limiter, shedder or
+    /// another breaker of ours) or cancelled by the caller before an answer came. Not counted
+    /// at all (kratos#2777). A 4xx answer is a [`Outcome::Success`]: the backend accepted and
+    /// judged the request.
+    Ignored,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! matching share of its own requests locally ([`spillway_core::breaker::SreThrottle`]) so the
 //! backend spends its capacity serving instead of refusing. Each request's class comes from
 //! its extensions (a [`Criticality`] put there by a server-side layer) or else from the
-//! [`CRITICALITY_HEADER`] (default `CRITICAL`); lower classes are dropped first. A drop fails
+//! [`CRITICALITY_HEADER`](spillway_core::CRITICALITY_HEADER) (default `CRITICAL`); lower classes are dropped first. A drop fails
 //! the call with a [`Rejected`] `throttled` error (503).
 //!
 //! Results are judged by a [`Classify`] ([`HttpClassifier`] by default): a 5xx, a 429 or a

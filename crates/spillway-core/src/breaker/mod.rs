@@ -17,20 +17,7 @@ pub use classic::{
 };
 pub use sre::{SreThrottle, SreThrottleConfig, ThrottleCounts};
 
-/// What became of a call, as a breaker counts it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// The backend accepted and handled the call (the SRE book's "accepts").
-    Success,
-    /// The backend refused or failed the call: a 5xx or 429 answer, a timeout, a transport
-    /// error. Counts as a request without an accept.
-    Failure,
-    /// Says nothing about the backend: the call was refused locally (a limiter, shedder or
-    /// another breaker of ours) or cancelled by the caller before an answer came. Not counted
-    /// at all. (A 4xx answer is a [`Outcome::Success`]: the backend accepted and judged the
-    /// request.)
-    Ignored,
-}
+pub use crate::decision::Outcome;
 
 /// A breaker configuration that cannot work, found when the breaker is built.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

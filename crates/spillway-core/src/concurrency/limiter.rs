@@ -13,16 +13,7 @@ use crate::overload::ClassShares;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How an admitted request ended, for the limit algorithm.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// It completed; its latency is a sample.
-    Success,
-    /// It failed from overload (timeout, 503, refused downstream): a drop signal.
-    Dropped,
-    /// It ended without saying anything about capacity (cancelled, client error): no sample.
-    Ignore,
-}
+pub use crate::decision::Outcome;
 
 /// Proof of admission, to give back once to [`ConcurrencyLimiter::release`].
 #[must_use = "an admitted request must be released, or inflight leaks"]
@@ -95,10 +86,10 @@ impl<A: LimitAlgorithm> ConcurrencyLimiter<A> {
 
     /// Gives back an admitted request that ended at `now` with `outcome`.
     pub fn release(&self, token: ConcurrencyToken, outcome: Outcome, now: Instant) {
-        if outcome != Outcome::Ignore {
+        if outcome != Outcome::Ignored {
             let rtt = now.saturating_duration_since(token.started);
             let mut algorithm = self.algorithm.lock();
-            algorithm.on_sample(rtt, token.inflight, outcome == Outcome::Dropped, now);
+            algorithm.on_sample(rtt, token.inflight, outcome == Outcome::Failure, now);
             self.limit.store(algorithm.limit(), Ordering::Relaxed);
         }
         self.inflight.fetch_sub(1, Ordering::AcqRel);
@@ -151,7 +142,7 @@ mod tests {
         assert!(limiter.try_acquire(Criticality::Sheddable, ms(0)).is_err());
         assert_eq!(limiter.inflight(), 19);
         for token in held {
-            limiter.release(token, Outcome::Ignore, ms(1));
+            limiter.release(token, Outcome::Ignored, ms(1));
         }
         assert_eq!(limiter.inflight(), 1);
     }
@@ -170,7 +161,7 @@ mod tests {
         assert!(limiter.limit() > 20, "limit {}", limiter.limit());
         let before = limiter.limit();
         let token = limiter.try_acquire(Criticality::Critical, ms(100)).expect("admit");
-        limiter.release(token, Outcome::Dropped, ms(101));
+        limiter.release(token, Outcome::Failure, ms(101));
         assert!(limiter.limit() < before);
     }
 
@@ -178,7 +169,7 @@ mod tests {
     fn ignored_outcomes_release_without_a_sample() {
         let limiter = aimd_limiter(20);
         let token = limiter.try_acquire(Criticality::Critical, ms(0)).expect("admit");
-        limiter.release(token, Outcome::Ignore, ms(10_000));
+        limiter.release(token, Outcome::Ignored, ms(10_000));
         assert_eq!(limiter.limit(), 20);
         assert_eq!(limiter.inflight(), 0);
     }
@@ -234,7 +225,7 @@ mod tests {
                         for token in tokens.drain(..) {
                             held.fetch_sub(1, Ordering::SeqCst);
                             // Ignore: no sample, so the limit stays where it is.
-                            limiter.release(token, Outcome::Ignore, ms(1));
+                            limiter.release(token, Outcome::Ignored, ms(1));
                         }
                     }
                 });
@@ -261,7 +252,7 @@ mod tests {
                     .iter()
                     .map(|&class| match limiter.try_acquire(class, ms(0)) {
                         Ok(token) => {
-                            limiter.release(token, Outcome::Ignore, ms(0));
+                            limiter.release(token, Outcome::Ignored, ms(0));
                             true
                         }
                         Err(_) => false,

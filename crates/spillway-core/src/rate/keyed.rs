@@ -48,8 +48,20 @@ struct Shard<K, St> {
 /// bucket: the earliest "full again" time), chosen by a sampled threshold. An evicted key that
 /// comes back starts fresh, so under a flood of more distinct keys than the cap, the least
 /// recently charged keys may get their burst back early; the admitted key is always stored,
-/// and nobody is refused because the table is full. The sweep is O(shard size) and runs at
-/// most once per eighth of a shard's inserts.
+/// and nobody is refused because the table is full. The sweep is O(shard size) and, once a
+/// shard is full, runs about once per eighth of its inserts.
+///
+/// ```
+/// use spillway_core::rate::{ByteKey, KeyedLimiter, Rate};
+/// use spillway_core::{Clock, Criticality, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let per_client: KeyedLimiter<ByteKey, _> = KeyedLimiter::gcra(Rate::per_minute(60), 1);
+/// let now = clock.now();
+/// assert!(per_client.check_bytes(b"203.0.113.7", now, Criticality::Critical).is_admitted());
+/// assert!(!per_client.check_bytes(b"203.0.113.7", now, Criticality::Critical).is_admitted());
+/// assert!(per_client.check_bytes(b"198.51.100.1", now, Criticality::Critical).is_admitted());
+/// ```
 pub struct KeyedLimiter<K, A: RateAlgorithm, S = DefaultHashBuilder> {
     algorithm: A,
     shards: Box<[Shard<K, A::State>]>,

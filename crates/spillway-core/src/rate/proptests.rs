@@ -3,6 +3,7 @@
 //! threads.
 
 use super::*;
+use crate::{Clock, ManualClock};
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -259,8 +260,8 @@ proptest! {
     }
 }
 
-/// Runs `check` from four threads at one frozen instant until each has tried `tries` times;
-/// returns the total admitted.
+/// Runs `check` from four threads until each has tried `tries` times; returns the total
+/// admitted. Callers read a frozen `ManualClock`.
 fn hammer(tries: u64, check: impl Fn() -> bool + Sync) -> u64 {
     let admitted = AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -280,30 +281,29 @@ fn hammer(tries: u64, check: impl Fn() -> bool + Sync) -> u64 {
 #[test]
 fn threads_hammering_a_shared_token_bucket_get_exactly_the_burst() {
     let b = TokenBucket::new(Rate::per_second(1), 5000);
-    let now = Instant::from_nanos(77_000_000_000);
-    assert_eq!(hammer(5000, || b.check(now).is_admitted()), 5000);
+    let clock = ManualClock::starting_at(Instant::from_nanos(77_000_000_000));
+    assert_eq!(hammer(5000, || b.check(clock.now()).is_admitted()), 5000);
 }
 
 #[test]
 fn threads_hammering_a_shared_gcra_get_exactly_the_burst() {
     let g = Gcra::new(Rate::per_second(1), 5000);
-    let now = Instant::from_nanos(77_000_000_000);
-    assert_eq!(hammer(5000, || g.check(now).is_admitted()), 5000);
+    let clock = ManualClock::starting_at(Instant::from_nanos(77_000_000_000));
+    assert_eq!(hammer(5000, || g.check(clock.now()).is_admitted()), 5000);
 }
 
 #[test]
 fn threads_hammering_a_shared_leaky_bucket_fill_exactly_the_queue() {
     let b = LeakyBucket::new(Rate::per_second(1000), Duration::from_secs(2));
-    let now = Instant::from_nanos(77_000_000_000);
-    assert_eq!(hammer(2000, || b.check(now).is_admitted()), 2001);
+    let clock = ManualClock::starting_at(Instant::from_nanos(77_000_000_000));
+    // The one leaving now plus 2 s / 1 ms waiting.
+    assert_eq!(hammer(2000, || b.check(clock.now()).is_admitted()), 2001);
 }
 
 #[test]
 fn threads_hammering_a_keyed_limiter_get_exactly_the_burst_per_key() {
     let l: KeyedLimiter<ByteKey, _> = KeyedLimiter::gcra(Rate::per_second(1), 3000);
-    let now = Instant::from_nanos(77_000_000_000);
-    assert_eq!(
-        hammer(4000, || l.check_bytes(b"one key", now, Criticality::Critical).is_admitted()),
-        3000
-    );
+    let clock = ManualClock::starting_at(Instant::from_nanos(77_000_000_000));
+    let check = || l.check_bytes(b"one key", clock.now(), Criticality::Critical).is_admitted();
+    assert_eq!(hammer(4000, check), 3000);
 }

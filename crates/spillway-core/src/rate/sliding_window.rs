@@ -20,6 +20,22 @@ use crate::decision::Decision;
 use std::time::Duration;
 
 /// A sliding-window limiter (one state behind `&mut`).
+///
+/// ```
+/// use spillway_core::rate::{SlidingWindow, SlidingWindowConfig, WindowLimit};
+/// use spillway_core::{Clock, ManualClock};
+/// use std::time::Duration;
+///
+/// // 100 per hour AND 1000 per day, on one key.
+/// let config = SlidingWindowConfig::new(&[
+///     WindowLimit::new(100, Duration::from_secs(3600)).buckets(60),
+///     WindowLimit::new(1000, Duration::from_secs(86_400)).buckets(24),
+/// ]);
+/// let clock = ManualClock::new();
+/// let mut limiter = SlidingWindow::new(config, clock.now());
+/// let admitted = (0..150).filter(|_| limiter.check(clock.now()).is_admitted()).count();
+/// assert_eq!(admitted, 100);
+/// ```
 pub type SlidingWindow = Limiter<SlidingWindowConfig>;
 
 /// One window: at most `limit` permits in any `window`, counted in `buckets` sub-windows.

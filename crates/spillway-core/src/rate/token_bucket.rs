@@ -93,6 +93,23 @@ impl RateAlgorithm for TokenBucketConfig {
 
 /// A token bucket shared by reference across threads: the instant the bucket is full again,
 /// in one `AtomicU64`, updated with a compare-and-swap loop.
+///
+/// ```
+/// use spillway_core::rate::{Rate, TokenBucket};
+/// use spillway_core::{Clock, Criticality, ManualClock, RejectReason};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let bucket = TokenBucket::new(Rate::per_second(10), 2); // 10/s, bursts of 2
+/// assert!(bucket.check(clock.now()).is_admitted());
+/// assert!(bucket.check(clock.now()).is_admitted());
+/// let refused = bucket.check(clock.now()).rejection().expect("burst used up");
+/// assert_eq!(refused.reason, RejectReason::RateLimited);
+/// assert_eq!(refused.retry_after, Some(Duration::from_millis(100)));
+/// // Sheddable traffic must leave a quarter of the burst to the classes above it.
+/// clock.advance_ms(200);
+/// assert!(bucket.check_class(clock.now(), Criticality::Sheddable).is_admitted());
+/// ```
 #[derive(Debug)]
 pub struct TokenBucket {
     config: TokenBucketConfig,

@@ -143,7 +143,7 @@ impl<A: LimitAlgorithm, C: Clock> Guard<A, C> {
 impl<A: LimitAlgorithm, C: Clock> Drop for Guard<A, C> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
-            self.limiter.release(token, Outcome::Ignore, self.clock.now());
+            self.limiter.release(token, Outcome::Ignored, self.clock.now());
         }
     }
 }
@@ -186,9 +186,9 @@ where
             StateProj::Admitted { inner, guard } => {
                 let output = ready!(inner.poll(cx));
                 let outcome = match &output {
-                    Ok(response) if is_overload_status(response.status()) => Outcome::Dropped,
+                    Ok(response) if is_overload_status(response.status()) => Outcome::Failure,
                     Ok(_) => Outcome::Success,
-                    Err(_) => Outcome::Dropped,
+                    Err(_) => Outcome::Failure,
                 };
                 guard.complete(outcome);
                 Poll::Ready(output.map_err(Into::into))

@@ -42,7 +42,7 @@ pub struct ConnectionArgs {
     /// Allow targets outside loopback (127.0.0.0/8, ::1).
     #[arg(long)]
     pub allow_remote: bool,
-    /// Runtime threads (default: one per core).
+    /// Load threads, each with its own event loop (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -76,7 +76,7 @@ pub struct LoadArgs {
     /// implied by --connections without --rate or --ramp.
     #[arg(long)]
     pub closed: bool,
-    /// Length of the run [default: 10s].
+    /// Length of the run [default: 10s; with --ramp, the steps set it].
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Stop after this many requests.
@@ -92,7 +92,12 @@ pub struct LoadArgs {
 
 impl From<RequestArgs> for RequestOptions {
     fn from(a: RequestArgs) -> Self {
-        RequestOptions { method: a.method, headers: a.headers, body: a.body, body_file: a.body_file }
+        RequestOptions {
+            method: a.method,
+            headers: a.headers,
+            body: a.body,
+            body_file: a.body_file,
+        }
     }
 }
 
