@@ -310,16 +310,23 @@ routes: [{{ name: all, cluster: app, rewrite: {{ host: internal.svc }} }}]
     assert_eq!(entry["request_id"].as_str().unwrap().len(), 32);
 
     // Two connections are held open; a third is closed at once.
+    let stats = gw.control().shared.listeners[0].1.clone();
+    let wait_for_active = |n: u64| {
+        let stats = stats.clone();
+        async move {
+            for _ in 0..100 {
+                if stats.active.load(std::sync::atomic::Ordering::SeqCst) == n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(stats.active.load(std::sync::atomic::Ordering::SeqCst), n);
+        }
+    };
+    wait_for_active(0).await; // the request above has closed its connection
     let _one = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _two = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stats = gw.control().shared.listeners[0].1.clone();
-    for _ in 0..100 {
-        if stats.active.load(std::sync::atomic::Ordering::SeqCst) == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(stats.active.load(std::sync::atomic::Ordering::SeqCst), 2);
+    wait_for_active(2).await;
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
