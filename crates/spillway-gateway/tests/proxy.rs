@@ -147,7 +147,9 @@ async fn h2c_listener_and_http2_upstream_preserve_trailers() {
     let yaml = format!(
         r#"
 workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c }}]
+listeners:
+  - {{ name: public, address: "127.0.0.1:0", protocol: h2c }}
+  - {{ name: plain, address: "127.0.0.1:0" }}
 clusters:
   - {{ name: grpc, protocol: http2, endpoints: [{{ address: "{b}" }}], timeouts: {{ request: 5s }} }}
   - {{ name: plain, endpoints: [{{ address: "{b}" }}], timeouts: {{ request: 5s }} }}
@@ -158,6 +160,9 @@ routes:
     );
     let gw = gateway(&yaml);
     let addr = gw.listener_address("public").unwrap();
+    // Several listeners at once: the HTTP/1.1 one serves the same routes.
+    let (status, _, plain) = get(gw.listener_address("plain").unwrap(), "/").await;
+    assert_eq!((status, &plain[..]), (StatusCode::OK, &b"b"[..]));
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
