@@ -163,9 +163,11 @@ fn downstream_client(http: Client<HttpConnector, Full<Bytes>>) -> Result<Downstr
     let stack = ServiceBuilder::new()
         // The incoming request's class goes onto every attempt, unchanged.
         .layer(PropagateCriticalityLayer::new())
-        // Retries of idempotent calls on 429/502/503/504 and transport errors, with jittered
-        // backoff, within a budget shared by all calls (retries ≤ 10 % of calls + 1/s). A
-        // refusal by a layer below (throttle, breaker, no time left) is never retried.
+        // Retries of idempotent calls on 429/502/503/504, transport errors and per-try
+        // timeouts, with jittered backoff, within a budget shared by all calls (retries ≤ 10 %
+        // of calls + 1/s). A refusal by a layer below (throttle, breaker, no time left) is
+        // never retried, nor is anything once the incoming deadline is spent; a backoff or
+        // `Retry-After` that would end after it is not waited for (the last answer returns).
         .layer(RetryLayer::new(RetryPolicy::default())?)
         // When the inventory refuses much of what it gets, drop a matching share locally,
         // least critical first. The breaker's own refusals below are not counted as failures.
