@@ -23,7 +23,7 @@
 //!
 //! The wait before a retry is the backoff's, or the server's hint when that is longer; it is a
 //! `tokio::time::sleep`, so `start_paused` tests control it. Randomness for the jitter comes
-//! from the layers' shared generator ([`Prng`], no `rand` dependency).
+//! from the layer's own [`Prng`], the generator every layer uses (no `rand` dependency).
 //!
 //! [`TimedOut`]: crate::deadline::TimedOut
 //! [`deadline::current`]: crate::deadline::current
