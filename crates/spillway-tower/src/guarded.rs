@@ -76,3 +76,69 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rejection::find_rejection;
+    use parking_lot::Mutex;
+    use spillway_core::RejectReason;
+    use std::sync::Arc;
+
+    /// Notes what it was told: `finish` calls, and whether it was dropped unfinished.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<&'static str>>>);
+
+    struct Noting {
+        log: Log,
+        finished: bool,
+    }
+
+    impl CallGuard<u8> for Noting {
+        fn finish(&mut self, result: &Result<u8, BoxError>) {
+            self.finished = true;
+            self.log.0.lock().push(if result.is_ok() { "ok" } else { "error" });
+        }
+    }
+
+    impl Drop for Noting {
+        fn drop(&mut self) {
+            if !self.finished {
+                self.log.0.lock().push("abandoned");
+            }
+        }
+    }
+
+    fn noting(log: &Log) -> Noting {
+        Noting { log: log.clone(), finished: false }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn admitted_call_shows_its_result_to_the_guard_once() {
+        let log = Log::default();
+        let ok = GuardedFuture::called(async { Ok::<u8, BoxError>(7) }, noting(&log));
+        assert_eq!(ok.await.ok(), Some(7));
+        let failed = GuardedFuture::called(async { Err::<u8, _>("reset") }, noting(&log));
+        assert!(failed.await.is_err());
+        assert_eq!(*log.0.lock(), ["ok", "error"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_dropped_unfinished_leaves_the_guard_to_its_drop() {
+        let log = Log::default();
+        let pending =
+            GuardedFuture::called(std::future::pending::<Result<u8, BoxError>>(), noting(&log));
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(10), pending).await;
+        assert!(timed_out.is_err());
+        assert_eq!(*log.0.lock(), ["abandoned"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_call_fails_with_the_rejection() {
+        let refused: GuardedFuture<std::future::Ready<Result<u8, BoxError>>, Noting> =
+            GuardedFuture::refused(Rejection::new(RejectReason::Throttled));
+        let error = refused.await.err();
+        let reason = error.and_then(|e| find_rejection(e.as_ref())).map(|r| r.reason);
+        assert_eq!(reason, Some(RejectReason::Throttled));
+    }
+}
