@@ -73,3 +73,8 @@ pub use clock::{Clock, Instant, ManualClock, SystemClock};
 pub use criticality::{Criticality, CRITICALITY_HEADER};
 pub use decision::{Decision, Outcome, RejectReason, Rejection};
 pub use window::RollingWindow;
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

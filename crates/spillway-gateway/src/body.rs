@@ -84,36 +84,64 @@ impl Body for ProxyBody {
     }
 }
 
-/// The response body sent downstream.
-pub enum ResponseBody {
-    /// A body held in memory (direct responses, errors, admin).
+/// Keeps a downstream connection counted as busy while a request or its response body is in
+/// progress (the idle timeout only closes connections with nothing in flight).
+pub struct ActiveGuard(std::rc::Rc<crate::proxy::ConnInfo>);
+
+impl ActiveGuard {
+    /// Marks one more request in progress on `conn`.
+    pub fn new(conn: std::rc::Rc<crate::proxy::ConnInfo>) -> ActiveGuard {
+        conn.activity.begin_request();
+        ActiveGuard(conn)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.activity.end_request();
+    }
+}
+
+enum Kind {
     Full(Option<Bytes>),
-    /// An upstream body streamed through; `conn` goes back to the pool at the end.
-    Upstream {
-        /// The upstream body.
-        inner: Incoming,
-        /// The HTTP/1.1 connection to return once the body is fully read.
-        conn: Option<PooledH1>,
-    },
+    Upstream { inner: Incoming, conn: Option<PooledH1> },
+}
+
+/// The response body sent downstream: bytes in memory (direct responses, errors) or an
+/// upstream body streamed through, whose pooled connection is handed back when it ends.
+pub struct ResponseBody {
+    kind: Kind,
+    active: Option<ActiveGuard>,
 }
 
 impl ResponseBody {
     /// A body with these bytes.
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-        ResponseBody::Full(Some(bytes.into()))
+        ResponseBody { kind: Kind::Full(Some(bytes.into())), active: None }
     }
 
     /// An empty body.
     pub fn empty() -> ResponseBody {
-        ResponseBody::Full(None)
+        ResponseBody { kind: Kind::Full(None), active: None }
+    }
+
+    /// An upstream body; `conn` goes back to its pool once the body has been read to the end.
+    pub fn upstream(inner: Incoming, conn: Option<PooledH1>) -> ResponseBody {
+        ResponseBody { kind: Kind::Upstream { inner, conn }, active: None }
+    }
+
+    /// Keeps `guard` alive until the body is finished or dropped.
+    pub fn tracked(mut self, guard: ActiveGuard) -> ResponseBody {
+        self.active = Some(guard);
+        self
     }
 }
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ResponseBody::Full(b) => f.debug_tuple("Full").field(b).finish(),
-            ResponseBody::Upstream { .. } => f.write_str("Upstream"),
+        match &self.kind {
+            Kind::Full(b) => f.debug_tuple("Full").field(b).finish(),
+            Kind::Upstream { .. } => f.write_str("Upstream"),
         }
     }
 }
@@ -126,9 +154,10 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream { inner, conn } => {
+        let this = self.get_mut();
+        let frame = match &mut this.kind {
+            Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Kind::Upstream { inner, conn } => {
                 let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 match &frame {
                     None => {
@@ -147,23 +176,27 @@ impl Body for ResponseBody {
                     }
                     Some(Ok(_)) => {}
                 }
-                Poll::Ready(frame)
+                frame
             }
+        };
+        if frame.is_none() || this.is_end_stream() {
+            this.active.take();
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Full(b) => b.is_none(),
-            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ResponseBody::Full(None) => SizeHint::with_exact(0),
-            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream { inner, .. } => inner.size_hint(),
         }
     }
 }

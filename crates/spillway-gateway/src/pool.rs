@@ -85,7 +85,7 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     h1: RefCell<AddrMap<Vec<Idle>>>,
-    h2: RefCell<AddrMap<http2::SendRequest<ProxyBody>>>,
+    h2: RefCell<AddrMap<(http2::SendRequest<ProxyBody>, Instant)>>,
 }
 
 /// An HTTP/1.1 connection checked out of a pool; [`PooledH1::release`] returns it.
@@ -179,7 +179,10 @@ impl Pool {
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
-        let existing = self.h2.borrow().get(&addr).cloned();
+        let existing = self.h2.borrow_mut().get_mut(&addr).map(|(s, used)| {
+            *used = Instant::now();
+            s.clone()
+        });
         if let Some(mut sender) = existing {
             if !sender.is_closed() && sender.ready().await.is_ok() {
                 return Ok(sender);
@@ -194,16 +197,17 @@ impl Pool {
         tokio::task::spawn_local(async move {
             let _ = conn.await;
         });
-        self.h2.borrow_mut().insert(addr, sender.clone());
+        self.h2.borrow_mut().insert(addr, (sender.clone(), Instant::now()));
         Ok(sender)
     }
 
-    /// Drops idle HTTP/1.1 connections unused for longer than `idle` and closed HTTP/2 ones.
+    /// Drops connections unused for longer than `idle` and closed ones. An HTTP/2 connection
+    /// closes once its last sender is gone and its streams have finished.
     pub fn sweep(&self, idle: Duration) {
         for conns in self.h1.borrow_mut().values_mut() {
             conns.retain(|c| !c.sender.is_closed() && c.since.elapsed() <= idle);
         }
-        self.h2.borrow_mut().retain(|_, s| !s.is_closed());
+        self.h2.borrow_mut().retain(|_, (s, used)| !s.is_closed() && used.elapsed() <= idle);
     }
 
     /// Idle HTTP/1.1 connections and HTTP/2 connections currently held.

@@ -207,6 +207,45 @@ pub struct ConnInfo {
     pub max_body: u64,
     /// Hash of the client address (key for consistent hashing without `hash_header`).
     pub client_hash: u64,
+    /// Requests in progress and the time of the last one (for the idle timeout).
+    pub activity: Activity,
+}
+
+/// Whether a downstream connection is busy, and since when it is idle.
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: Cell<u32>,
+    last_ns: Cell<u64>,
+    clock: spillway_core::SystemClock,
+}
+
+impl Activity {
+    /// A connection that just became active at `clock`'s now.
+    pub fn new(clock: spillway_core::SystemClock) -> Activity {
+        use spillway_core::Clock;
+        Activity { in_flight: Cell::new(0), last_ns: Cell::new(clock.now().as_nanos()), clock }
+    }
+
+    /// A request started.
+    pub fn begin_request(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    /// A request (and its response body) ended.
+    pub fn end_request(&self) {
+        use spillway_core::Clock;
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        self.last_ns.set(self.clock.now().as_nanos());
+    }
+
+    /// How long the connection has had nothing in flight (zero while busy).
+    pub fn idle_for(&self) -> Duration {
+        use spillway_core::Clock;
+        if self.in_flight.get() > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.clock.now().as_nanos().saturating_sub(self.last_ns.get()))
+    }
 }
 
 fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
@@ -259,6 +298,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = worker.shared.now();
+    let active = crate::body::ActiveGuard::new(conn.clone());
     let snap = worker.snapshot();
     let host = router::request_host(req.uri(), req.headers());
     let route = snap.router.route(req.method(), host, req.uri().path(), req.headers());
@@ -316,7 +356,7 @@ pub async fn handle(
             let _ = writeln!(w, "{line}");
         }
     }
-    Ok(resp)
+    Ok(resp.map(|b| b.tracked(active)))
 }
 
 use std::io::Write as _;
@@ -558,7 +598,7 @@ async fn proxy(
         }
         ResponseBody::empty()
     } else {
-        ResponseBody::Upstream { inner: body, conn: conn_back }
+        ResponseBody::upstream(body, conn_back)
     };
     (Response::from_parts(parts, body), Some(addr))
 }

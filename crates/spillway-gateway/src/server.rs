@@ -159,16 +159,20 @@ async fn accept_loop(
     }
 }
 
-fn conn_info(peer: SocketAddr, tls: bool, max_body: u64) -> Rc<ConnInfo> {
+fn conn_info(
+    peer: SocketAddr,
+    tls: bool,
+    max_body: u64,
+    clock: spillway_core::SystemClock,
+) -> Rc<ConnInfo> {
     let ip = peer.ip().to_string();
     Rc::new(ConnInfo {
         client_ip: HeaderValue::from_str(&ip)
             .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
         proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         max_body,
-        client_hash: ip.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        }),
+        client_hash: spillway_core::balance::hash_bytes(ip.as_bytes()),
+        activity: proxy::Activity::new(clock),
     })
 }
 
@@ -180,7 +184,8 @@ async fn serve(
     graceful: Rc<Drain>,
 ) {
     let (config, tls, _) = &*listener;
-    let info = conn_info(peer, tls.is_some(), config.max_body_bytes);
+    let info = conn_info(peer, tls.is_some(), config.max_body_bytes, worker.shared.clock.clone());
+    let activity = info.clone();
     let svc = {
         let worker = worker.clone();
         service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req))
@@ -194,14 +199,16 @@ async fn serve(
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             if h2 {
-                serve_h2(config, TokioIo::new(tls_stream), svc, &graceful).await;
+                serve_h2(config, TokioIo::new(tls_stream), svc, &graceful, &activity).await;
             } else {
                 serve_h1(config, TokioIo::new(tls_stream), svc, &graceful).await;
             }
         }
         None => match config.protocol {
             ListenerProtocol::Http1 => serve_h1(config, TokioIo::new(stream), svc, &graceful).await,
-            ListenerProtocol::H2c => serve_h2(config, TokioIo::new(stream), svc, &graceful).await,
+            ListenerProtocol::H2c => {
+                serve_h2(config, TokioIo::new(stream), svc, &graceful, &activity).await
+            }
             ListenerProtocol::Auto => {
                 let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
                 builder
@@ -237,8 +244,13 @@ where
     graceful.watch(conn).await;
 }
 
-async fn serve_h2<I, S>(config: &ListenerConfig, io: I, svc: S, graceful: &Drain)
-where
+async fn serve_h2<I, S>(
+    config: &ListenerConfig,
+    io: I,
+    svc: S,
+    graceful: &Drain,
+    activity: &ConnInfo,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming> + 'static,
     S::Future: 'static,
@@ -250,7 +262,7 @@ where
         .max_header_list_size(config.max_header_bytes as u32)
         .keep_alive_interval(Some(config.idle_timeout))
         .serve_connection(io, svc);
-    graceful.watch(conn).await;
+    graceful.watch_idle(conn, Some((&activity.activity, config.idle_timeout))).await;
 }
 
 /// A connection that can be asked to finish its in-flight requests and close.
@@ -315,16 +327,38 @@ impl Drain {
 
     /// Drives `conn` to completion, shutting it down gracefully once shutdown starts.
     async fn watch<C: GracefulConn>(&self, conn: C) {
+        self.watch_idle(conn, None).await;
+    }
+
+    /// As [`Drain::watch`], and also closes the connection gracefully once it has had nothing
+    /// in flight for `idle.1` (HTTP/2; hyper's header-read timer covers idle HTTP/1.1).
+    async fn watch_idle<C: GracefulConn>(
+        &self,
+        conn: C,
+        idle: Option<(&proxy::Activity, Duration)>,
+    ) {
         self.open.set(self.open.get() + 1);
         let mut conn = std::pin::pin!(conn);
         let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            biased;
-            _ = conn.as_mut() => {}
-            _ = shutdown.wait_for(|s| *s) => {
-                conn.as_mut().begin_graceful_shutdown();
-                let _ = conn.await;
+        let idle_check = async {
+            let Some((activity, limit)) = idle else { return std::future::pending::<()>().await };
+            loop {
+                let idle_for = activity.idle_for();
+                if idle_for >= limit {
+                    return;
+                }
+                tokio::time::sleep(limit - idle_for).await;
             }
+        };
+        let stop = tokio::select! {
+            biased;
+            _ = conn.as_mut() => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+            _ = idle_check => true,
+        };
+        if stop {
+            conn.as_mut().begin_graceful_shutdown();
+            let _ = conn.await;
         }
         self.open.set(self.open.get() - 1);
         if self.open.get() == 0 {

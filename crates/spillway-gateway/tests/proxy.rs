@@ -259,3 +259,43 @@ impl http_body::Body for ChannelBody {
         self.0.poll_recv(cx).map(|c| c.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_but_a_busy_one_is_not() {
+    let (b, _) = backend("b").await;
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c, timeouts: {{ idle: 300ms }} }}]
+clusters: [{{ name: app, endpoints: [{{ address: "{b}" }}], timeouts: {{ request: 5s }} }}]
+routes: [{{ name: all, cluster: app }}]
+"#
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    // A 600 ms request outlives the 300 ms idle timeout: busy connections stay open.
+    let resp = sender
+        .send_request(Request::get(format!("http://{addr}/slow")).body(body("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.into_body().collect().await.unwrap().to_bytes().starts_with(b"slow done"));
+    // Then nothing: the gateway closes the connection.
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("closed after the idle timeout")
+        .unwrap()
+        .unwrap();
+    assert!(sender.is_closed());
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}

@@ -406,7 +406,7 @@ pub fn run_capacity(options: CapacityOptions) -> Result<CapacityResult, CliError
         Target::resolve(&options.url, options.connection.allow_remote).map_err(CliError::msg)?;
     let request = cli::request_spec(&target, &options.request)?;
     cli::check_outputs(&options.output)?;
-    let runtime = cli::runtime(options.connection.threads)?;
+    let runtime = cli::runtime()?;
     let mut search = Search::new(options.search);
     let (mut steps, mut reports) = (Vec::new(), Vec::new());
     while let Some(rate) = search.next_rate() {

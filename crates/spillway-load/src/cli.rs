@@ -64,7 +64,7 @@ pub struct ConnectionOptions {
     pub timeout: Duration,
     /// Allow targets outside loopback.
     pub allow_remote: bool,
-    /// Runtime threads (`None`: one per core).
+    /// Load threads, each with its own event loop (`None`: one per core).
     pub threads: Option<usize>,
 }
 
@@ -170,13 +170,9 @@ pub fn load_plan(options: &LoadOptions) -> Result<Plan, CliError> {
     }))
 }
 
-/// A tokio runtime for a tool.
-pub(crate) fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, CliError> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        builder.worker_threads(n.max(1));
-    }
-    builder.enable_all().build().map_err(CliError::msg)
+/// The runtime that drives a tool (progress, timeline); the engine starts its own load threads.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CliError::msg)
 }
 
 /// Timeline interval for a run of `duration`: about 40 points or more, 100 ms .. 1 s.
@@ -255,6 +251,9 @@ pub(crate) fn engine_config(
         streams_per_connection: connection.streams.max(1),
         timeout: connection.timeout,
         interval,
+        threads: connection
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }
 
@@ -276,11 +275,7 @@ pub fn load(options: LoadOptions) -> Result<Report, CliError> {
         &options.connection,
         default_connections,
     );
-    let report = runtime(options.connection.threads)?.block_on(run_with_progress(
-        config,
-        "load",
-        options.output.quiet,
-    ))?;
+    let report = runtime()?.block_on(run_with_progress(config, "load", options.output.quiet))?;
     print!("{}", report.summary_table());
     write_outputs(&report, &options.output)?;
     Ok(report)

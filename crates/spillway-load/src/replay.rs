@@ -237,11 +237,8 @@ pub fn run_replay(options: ReplayOptions) -> Result<Report, CliError> {
         &options.connection,
         DEFAULT_REPLAY_CONNECTIONS,
     );
-    let report = cli::runtime(options.connection.threads)?.block_on(cli::run_with_progress(
-        config,
-        "replay",
-        options.output.quiet,
-    ))?;
+    let report =
+        cli::runtime()?.block_on(cli::run_with_progress(config, "replay", options.output.quiet))?;
     print!("{}", report.summary_table());
     cli::write_outputs(&report, &options.output)?;
     Ok(report)

@@ -25,6 +25,7 @@ fn config(url: &str, plan: Plan, connections: usize) -> EngineConfig {
         streams_per_connection: 1,
         timeout: Duration::from_secs(2),
         interval: Duration::from_millis(250),
+        threads: 2,
     }
 }
 

@@ -166,6 +166,8 @@ pub struct EngineConfig {
     pub timeout: Duration,
     /// Length of a timeline interval.
     pub interval: Duration,
+    /// Load threads, each with its own event loop (at most one per connection).
+    pub threads: usize,
 }
 
 /// What the progress display sees at each interval.
@@ -217,33 +219,47 @@ pub async fn run(
         return Err(LoadError::Config("connections, timeout and interval must be positive".into()));
     }
     let target = Arc::new(config.target.clone());
-    // One slot per worker: HTTP/1.1 workers own a connection each; HTTP/2 workers of a group
-    // share one connection.
-    let mut slots: Vec<Slot> = Vec::new();
-    for _ in 0..config.connections {
-        if config.http2 {
-            let first = Slot::h2(target.clone());
-            for _ in 1..config.streams_per_connection.max(1) {
-                slots.push(first.share());
-            }
-            slots.push(first);
-        } else {
-            slots.push(Slot::h1(target.clone()));
-        }
+    // Fail fast when the target is down.
+    tokio::net::TcpStream::connect(target.addr)
+        .await
+        .map_err(|_| LoadError::Connect(target.addr))?;
+
+    // Like wrk, one event loop per thread: each thread runs a current-thread runtime with its
+    // share of the connections, so a request, its response and its connection stay on one
+    // thread. An HTTP/2 connection and all its streams live on the same thread.
+    let threads = config.threads.clamp(1, config.connections);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut go = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let connections = (t..config.connections).step_by(threads).count();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<Arc<Shared>>();
+        go.push(go_tx);
+        let (target, ready, done) = (target.clone(), ready_tx.clone(), done_tx.clone());
+        let (http2, streams) = (config.http2, config.streams_per_connection.max(1));
+        std::thread::Builder::new()
+            .name(format!("spillway-load-{t}"))
+            .spawn(move || {
+                if let Ok(runtime) =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build()
+                {
+                    runtime.block_on(worker_thread(
+                        target,
+                        connections,
+                        http2,
+                        streams,
+                        ready,
+                        go_rx,
+                    ));
+                }
+                let _ = done.send(());
+            })
+            .map_err(|e| LoadError::Config(format!("cannot start a load thread: {e}")))?;
     }
-    // Fail fast when the target is down; open the other connections in parallel.
-    slots[0].warm_up().await.map_err(|_| LoadError::Connect(target.addr))?;
-    let mut warm = JoinSet::new();
-    for mut slot in slots.drain(1..).collect::<Vec<_>>() {
-        warm.spawn(async move {
-            let _ = slot.warm_up().await;
-            slot
-        });
-    }
-    while let Some(slot) = warm.join_next().await {
-        if let Ok(slot) = slot {
-            slots.push(slot);
-        }
+    drop((ready_tx, done_tx));
+    for _ in 0..threads {
+        // A thread that failed to start its runtime has dropped its sender: it still counts.
+        let _ = ready_rx.recv().await;
     }
 
     let shapes = config.plan.shapes();
@@ -253,15 +269,8 @@ pub async fn run(
         start: Instant::now(),
         config,
     });
-    let mut workers = JoinSet::new();
-    for mut slot in slots {
-        let shared = shared.clone();
-        workers.spawn(async move {
-            match shared.config.plan {
-                Plan::Closed { .. } => closed_worker(&shared, &mut slot).await,
-                _ => scheduled_worker(&shared, &mut slot).await,
-            }
-        });
+    for go in go {
+        let _ = go.send(shared.clone());
     }
 
     let interval = shared.config.interval;
@@ -296,7 +305,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => tick(Instant::now(), &mut timeline, false),
-            done = workers.join_next() => if done.is_none() { break },
+            done = done_rx.recv() => if done.is_none() { break },
         }
     }
     let end = Instant::now();
@@ -324,6 +333,47 @@ pub async fn run(
         overall,
         timeline,
     })
+}
+
+/// One load thread: opens its connections, says it is ready, waits for the start, then runs
+/// one worker per HTTP/1.1 connection or per HTTP/2 stream.
+async fn worker_thread(
+    target: Arc<Target>,
+    connections: usize,
+    http2: bool,
+    streams: usize,
+    ready: tokio::sync::mpsc::UnboundedSender<()>,
+    go: tokio::sync::oneshot::Receiver<Arc<Shared>>,
+) {
+    let mut slots = Vec::new();
+    for _ in 0..connections {
+        if http2 {
+            let first = Slot::h2(target.clone());
+            for _ in 1..streams {
+                slots.push(first.share());
+            }
+            slots.push(first);
+        } else {
+            slots.push(Slot::h1(target.clone()));
+        }
+    }
+    // Connect before the clock starts; a failure here is retried by the first request.
+    for slot in &mut slots {
+        let _ = slot.warm_up().await;
+    }
+    let _ = ready.send(());
+    let Ok(shared) = go.await else { return };
+    let mut workers = JoinSet::new();
+    for mut slot in slots {
+        let shared = shared.clone();
+        workers.spawn(async move {
+            match shared.config.plan {
+                Plan::Closed { .. } => closed_worker(&shared, &mut slot).await,
+                _ => scheduled_worker(&shared, &mut slot).await,
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
 }
 
 /// Open loop and replay: send request `i` at `start + offset(i)`.

@@ -42,7 +42,7 @@ pub struct ConnectionArgs {
     /// Allow targets outside loopback (127.0.0.0/8, ::1).
     #[arg(long)]
     pub allow_remote: bool,
-    /// Runtime threads (default: one per core).
+    /// Load threads, each with its own event loop (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
 }
