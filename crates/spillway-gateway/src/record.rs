@@ -256,3 +256,49 @@ impl Snapshot {
         self
     }
 }
+
+/// Appends the counters of the recorders in use to a Prometheus text page: entries by result
+/// (`written`, `dropped` because the writer queue was full, `write_error`) and file rotations,
+/// by file. Nothing when no route records.
+pub fn render_metrics(snapshot: &Snapshot, out: &mut String) {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut recordings: Vec<&Arc<Recording>> = Vec::new();
+    for r in snapshot.router.routes.iter().filter_map(|r| r.recorder.as_ref()) {
+        if !recordings.iter().any(|seen| Arc::ptr_eq(seen, r)) {
+            recordings.push(r);
+        }
+    }
+    let stats: Vec<(String, Arc<RecorderStats>)> = recordings
+        .iter()
+        .filter_map(|r| {
+            let file = r.config.file.display().to_string();
+            Some((file.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"), r.stats()?))
+        })
+        .collect();
+    if stats.is_empty() {
+        return;
+    }
+    out.push_str("# HELP spillway_record_entries_total Sampled requests handed to a traffic recorder, by file and result.\n");
+    out.push_str("# TYPE spillway_record_entries_total counter\n");
+    for (file, s) in &stats {
+        for (result, n) in
+            [("written", &s.written), ("dropped", &s.dropped), ("write_error", &s.write_errors)]
+        {
+            let _ = writeln!(
+                out,
+                "spillway_record_entries_total{{file=\"{file}\",result=\"{result}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+    }
+    out.push_str("# HELP spillway_record_rotations_total Traffic recording files rotated.\n");
+    out.push_str("# TYPE spillway_record_rotations_total counter\n");
+    for (file, s) in &stats {
+        let _ = writeln!(
+            out,
+            "spillway_record_rotations_total{{file=\"{file}\"}} {}",
+            s.rotations.load(Relaxed)
+        );
+    }
+}

@@ -120,6 +120,7 @@ fn recorded_traffic_is_redacted_capped_and_replays_in_order() {
     let file = temp_path("traffic.jsonl");
     let yaml =
         recording_yaml(origin, &format!(r#"{{ file: "{}", max_body: 16B }}"#, file.display()));
+    let yaml = yaml.replace("workers: 1\n", "workers: 1\nadmin: { address: \"127.0.0.1:0\" }\n");
     let gw = gateway(&yaml);
     let addr = gw.listener_address("l").unwrap();
 
@@ -152,17 +153,26 @@ fn recorded_traffic_is_redacted_capped_and_replays_in_order() {
     assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2]);
     assert!(entries.windows(2).all(|w| w[0].offset_us <= w[1].offset_us));
 
-    let (get, post, put) = (&entries[0], &entries[1], &entries[2]);
-    assert_eq!(get.query.as_deref(), Some("id=7&q=x"));
-    assert_eq!(header(get, "authorization"), Some(REDACTED));
-    assert_eq!(header(get, "cookie"), Some(REDACTED));
-    assert_eq!(header(get, "x-trace"), Some("t1"));
-    assert_eq!(header(get, "host"), Some("shop.local"));
-    assert_eq!(get.body_len, 0);
+    let (head, post, put) = (&entries[0], &entries[1], &entries[2]);
+    assert_eq!(head.query.as_deref(), Some("id=7&q=x"));
+    assert_eq!(header(head, "authorization"), Some(REDACTED));
+    assert_eq!(header(head, "cookie"), Some(REDACTED));
+    assert_eq!(header(head, "x-trace"), Some("t1"));
+    assert_eq!(header(head, "host"), Some("shop.local"));
+    assert_eq!(head.body_len, 0);
     assert_eq!(post.query, None);
     assert_eq!(post.body_bytes().unwrap(), &LONG_BODY[..16]);
     assert_eq!((post.body_len, post.body_truncated), (LONG_BODY.len() as u64, true));
     assert_eq!((put.body.as_str(), put.body_truncated), ("tiny", false));
+
+    let (_, _, metrics) = rt.block_on(get(gw.admin_address().unwrap(), "/metrics"));
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    let written = format!(
+        "spillway_record_entries_total{{file=\"{}\",result=\"written\"}} 3",
+        file.display()
+    );
+    assert!(metrics.contains(&written), "{metrics}");
+    promtool_accepts(&metrics);
 
     // The tee only copies: the origin got every byte, and the unrecorded route too.
     {
@@ -226,6 +236,26 @@ fn unsampled_route_records_nothing_and_keeps_proxying() {
     assert_eq!(origin_seen.lock().unwrap().len(), 5);
     assert!(read_traffic(&file).unwrap().is_empty());
     let _ = std::fs::remove_file(&file);
+}
+
+/// Checks a metrics page with `promtool` when it is installed.
+fn promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        return;
+    };
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool: {text}");
 }
 
 fn write_config(path: &Path, yaml: &str) {
