@@ -52,8 +52,13 @@ throughput=$(field "$OUT/open.json" "round(d['overall']['throughput'], 1)")
 p50=$(field "$OUT/open.json" "d['overall']['latency_ms']['p50']")
 p99=$(field "$OUT/open.json" "d['overall']['latency_ms']['p99']")
 missed=$(field "$OUT/open.json" "d['overall']['missed']")
+lag50=$(field "$OUT/open.json" "d['overall']['send_lag_ms']['p50']")
+lag99=$(field "$OUT/open.json" "d['overall']['send_lag_ms']['p99']")
+steps=$(field "$OUT/open.json" "' '.join('%.0f' % p['sent_rate'] for p in d['timeline'])")
 err=$(python3 -c "print(round(($achieved - 2000) / 20, 2))")
 echo "achieved ${achieved} rps (error ${err} %), responses ${throughput}/s, missed ${missed}, p50 ${p50} ms, p99 ${p99} ms"
+echo "send lag behind schedule: p50 ${lag50} ms, p99 ${lag99} ms"
+echo "sent rate per timeline interval: ${steps}"
 
 echo "== closed loop: ${CONNS} connections, ${THREADS} threads, ${SECS}s, ${ROUNDS} alternating rounds"
 ours_all=()

@@ -5,16 +5,17 @@
 //! The search, the knee and the proposal are pure functions of step results, tested without
 //! time; [`run_capacity`] drives the engine one constant-rate step at a time.
 
+#[cfg(feature = "tools")]
 use crate::cli::{self, CliError, ConnectionOptions, OutputOptions, RequestOptions};
-use crate::engine::Plan;
 use crate::report::StepReport;
-use crate::schedule::Schedule;
-use crate::target::Target;
 use crate::units::{format_micros, parse_duration};
+#[cfg(feature = "tools")]
+use crate::{engine::Plan, schedule::Schedule, target::Target};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fmt::Write as _;
 use std::str::FromStr;
+#[cfg(feature = "tools")]
 use std::time::Duration;
 
 /// Value of [`CapacityResult::schema`].
@@ -377,6 +378,7 @@ impl CapacityResult {
 }
 
 /// Options of `spillway capacity`.
+#[cfg(feature = "tools")]
 #[derive(Debug, Clone)]
 pub struct CapacityOptions {
     /// Target URL.
@@ -401,6 +403,7 @@ pub struct CapacityOptions {
 pub const DEFAULT_CAPACITY_CONNECTIONS: usize = 64;
 
 /// `spillway capacity`: runs the search, prints the summary, writes JSON and plot.
+#[cfg(feature = "tools")]
 pub fn run_capacity(options: CapacityOptions) -> Result<CapacityResult, CliError> {
     let target =
         Target::resolve(&options.url, options.connection.allow_remote).map_err(CliError::msg)?;

@@ -160,6 +160,9 @@ pub fn load_plan(options: &LoadOptions) -> Result<Plan, CliError> {
     }
     let schedule = match (&options.ramp, options.rate) {
         (Some(_), Some(_)) => return Err(CliError("give --rate or --ramp, not both".into())),
+        (Some(_), None) if options.duration.is_some() => {
+            return Err(CliError("a ramp's steps set its length: drop --duration".into()))
+        }
         (Some(ramp), None) => Schedule::ramp(ramp),
         (None, rate) => Schedule::constant(rate.unwrap_or(DEFAULT_RATE), duration),
     }
@@ -321,6 +324,9 @@ mod tests {
         assert!(load_plan(&LoadOptions { rate: Some(5.0), ramp, ..options() }).is_err());
         assert!(load_plan(&LoadOptions { rate: Some(5.0), closed: true, ..options() }).is_err());
         assert!(load_plan(&LoadOptions { requests: Some(0), ..options() }).is_err());
+        let ramp = "1:2:1:1s".parse().ok();
+        let duration = Some(Duration::from_secs(5));
+        assert!(load_plan(&LoadOptions { ramp, duration, ..options() }).is_err());
     }
 
     #[test]

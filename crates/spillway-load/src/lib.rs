@@ -2,17 +2,22 @@
 //! (knee) finder, and a traffic recorder and replayer.
 //!
 //! A library of its own so benches and tests drive it in-process; the `spillway` binary only
-//! parses arguments and calls [`cli`]. Pure parts (schedules, knee detection, Little's-law
+//! parses arguments and calls `cli`. The `tools` feature (on by default) adds the command-line
+//! drivers, progress bar and plots; a gateway that only needs [`record::Recorder`] can turn it
+//! off and skip plotters and indicatif. Pure parts (schedules, knee detection, Little's-law
 //! proposals, replay timing) are plain functions tested without time; [`engine`] does the I/O.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod capacity;
+#[cfg(feature = "tools")]
 pub mod cli;
 pub mod engine;
 pub mod histogram;
+#[cfg(feature = "tools")]
 pub mod plot;
+#[cfg(feature = "tools")]
 pub mod progress;
 pub mod record;
 pub mod replay;

@@ -302,6 +302,25 @@ struct Pending {
 }
 
 /// Records sampled requests to a rotated JSONL file from a writer thread.
+///
+/// How a proxy uses it, per request:
+///
+/// ```
+/// use spillway_load::record::{RecordConfig, RecordedRequest, Recorder};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let recorder = Recorder::start(RecordConfig {
+///     sample: 0.1,
+///     ..RecordConfig::new(dir.path().join("traffic.jsonl"))
+/// })
+/// .unwrap();
+/// let (parts, _body) = http::Request::get("/orders?id=7").body(()).unwrap().into_parts();
+/// if recorder.sampled() {
+///     // Hand over at most `recorder.max_body()` bytes of the body.
+///     let body = bytes::Bytes::from_static(b"");
+///     recorder.record(RecordedRequest::from_parts(&parts, body, std::time::Instant::now()));
+/// }
+/// recorder.close(); // flushes; dropping it does the same
+/// ```
 pub struct Recorder {
     sender: Option<SyncSender<Pending>>,
     writer: Option<JoinHandle<()>>,

@@ -4,15 +4,22 @@
 //! The schedule part is pure ([`ReplaySchedule`]); sending reuses the load engine, so replay
 //! has the same connections, latency measurement, JSON and plots.
 
+#[cfg(feature = "tools")]
 use crate::cli::{self, CliError, ConnectionOptions, OutputOptions};
-use crate::engine::{Plan, RequestSpec};
-use crate::record::{read_traffic, with_rotated, TrafficEntry, REDACTED};
-use crate::report::Report;
-use crate::target::Target;
+use crate::engine::RequestSpec;
+use crate::record::{TrafficEntry, REDACTED};
+#[cfg(feature = "tools")]
+use crate::{
+    engine::Plan,
+    record::{read_traffic, with_rotated},
+    report::Report,
+    target::Target,
+};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
+#[cfg(feature = "tools")]
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -169,6 +176,7 @@ pub fn to_request(entry: &TrafficEntry) -> Result<RequestSpec, String> {
 }
 
 /// Options of `spillway replay`.
+#[cfg(feature = "tools")]
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
     /// Recording files, played in the order given.
@@ -195,6 +203,7 @@ pub struct ReplayOptions {
 pub const DEFAULT_REPLAY_CONNECTIONS: usize = 32;
 
 /// Reads the recordings named in `options`, in order.
+#[cfg(feature = "tools")]
 pub fn read_recordings(options: &ReplayOptions) -> Result<Vec<TrafficEntry>, CliError> {
     let mut entries = Vec::new();
     for file in &options.files {
@@ -208,6 +217,7 @@ pub fn read_recordings(options: &ReplayOptions) -> Result<Vec<TrafficEntry>, Cli
 
 /// `spillway replay`: replays the recordings against the target, prints the summary, writes
 /// JSON and plot.
+#[cfg(feature = "tools")]
 pub fn run_replay(options: ReplayOptions) -> Result<Report, CliError> {
     let target =
         Target::resolve(&options.url, options.connection.allow_remote).map_err(CliError::msg)?;

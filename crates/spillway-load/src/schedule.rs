@@ -316,4 +316,40 @@ mod tests {
             Err(ScheduleError::TooLong(_))
         ));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the ramp, intended times never go backwards, each request lies inside
+            /// its step, and each step plans `rate × duration` requests (rounded).
+            #[test]
+            fn ramps_keep_order_step_bounds_and_counts(
+                from in 1.0f64..500.0,
+                to in 1.0f64..500.0,
+                step in 1.0f64..300.0,
+                step_ms in 10u64..400,
+            ) {
+                let ramp = Ramp { from, to, step, step_duration: Duration::from_millis(step_ms) };
+                let s = Schedule::ramp(&ramp).unwrap();
+                let mut previous = Duration::ZERO;
+                let mut counts = vec![0u64; s.steps().len()];
+                for i in 0..s.len() {
+                    let a = s.arrival(i).unwrap();
+                    prop_assert!(a.offset >= previous);
+                    prop_assert!(a.offset >= s.step_start(a.step));
+                    prop_assert!(a.offset < s.step_start(a.step) + ramp.step_duration);
+                    counts[a.step] += 1;
+                    previous = a.offset;
+                }
+                for (k, step) in s.steps().iter().enumerate() {
+                    let expected = (step.rate * step.duration.as_secs_f64()).round() as u64;
+                    prop_assert_eq!(counts[k], expected);
+                    prop_assert_eq!(s.planned_in_step(k), expected);
+                }
+                prop_assert!(s.arrival(s.len()).is_none());
+            }
+        }
+    }
 }

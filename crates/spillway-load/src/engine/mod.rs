@@ -426,6 +426,7 @@ async fn closed_worker(shared: &Shared, slot: &mut Slot) {
         if result == Err(Failure::Connect) {
             // Do not spin on a refused port: a short pause keeps the error count meaningful.
             tokio::time::sleep(Duration::from_millis(10)).await;
+            now = Instant::now();
         }
     }
 }

@@ -76,7 +76,7 @@ pub struct LoadArgs {
     /// implied by --connections without --rate or --ramp.
     #[arg(long)]
     pub closed: bool,
-    /// Length of the run [default: 10s].
+    /// Length of the run [default: 10s; with --ramp, the steps set it].
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Stop after this many requests.
