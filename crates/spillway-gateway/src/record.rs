@@ -68,6 +68,10 @@ impl Recording {
         }
         let received_at = std::time::Instant::now();
         let limit = usize::try_from(recorder.max_body()).unwrap_or(usize::MAX);
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         Some(Capture {
             recording: self.clone(),
             request: Some(RecordedRequest {
@@ -81,6 +85,7 @@ impl Recording {
             }),
             kept: BytesMut::new(),
             seen: 0,
+            declared,
             limit,
         })
     }
@@ -113,6 +118,8 @@ pub struct Capture {
     kept: BytesMut,
     /// Body bytes seen (kept or not).
     seen: u64,
+    /// `Content-Length`, if given: the body's length even when it was never read (refused).
+    declared: Option<u64>,
     /// `max_body`.
     limit: usize,
 }
@@ -147,7 +154,7 @@ impl Drop for Capture {
     fn drop(&mut self) {
         let Some(mut request) = self.request.take() else { return };
         request.body = std::mem::take(&mut self.kept).freeze();
-        request.body_len = Some(self.seen);
+        request.body_len = Some(self.seen.max(self.declared.unwrap_or(0)));
         if let Some(recorder) = &self.recording.recorder {
             // Never blocks: a full queue drops the entry and counts it.
             recorder.record(request);
@@ -300,5 +307,28 @@ pub fn render_metrics(snapshot: &Snapshot, out: &mut String) {
             "spillway_record_rotations_total{{file=\"{file}\"}} {}",
             s.rotations.load(Relaxed)
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn capture(limit: usize) -> Capture {
+        let recording = Arc::new(Recording { config: RecordConfig::new("unused"), recorder: None });
+        Capture { recording, request: None, kept: BytesMut::new(), seen: 0, declared: None, limit }
+    }
+
+    #[test]
+    fn capture_keeps_at_most_max_body_across_frames_and_counts_everything() {
+        let mut c = capture(7);
+        for frame in [&b"01234"[..], b"56789", b"abcde"] {
+            c.push(frame);
+        }
+        assert_eq!((&c.kept[..], c.seen), (&b"0123456"[..], 15));
+        let mut none = capture(0);
+        none.push(b"xyz");
+        assert_eq!((none.kept.len(), none.seen), (0, 3));
     }
 }

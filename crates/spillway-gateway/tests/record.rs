@@ -258,6 +258,32 @@ fn promtool_accepts(metrics: &str) {
     assert!(out.status.success(), "promtool: {text}");
 }
 
+#[test]
+fn requests_refused_before_the_upstream_are_recorded_too() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (origin, origin_seen) = rt.block_on(recording_backend());
+    let file = temp_path("refused.jsonl");
+    let yaml = recording_yaml(origin, &format!(r#"{{ file: "{}" }}"#, file.display())).replace(
+        r#"address: "127.0.0.1:0" }"#,
+        r#"address: "127.0.0.1:0", limits: { max_body_bytes: 10 } }"#,
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("l").unwrap();
+    rt.block_on(async {
+        let post = Request::post("/api/big").body(body(Bytes::from_static(LONG_BODY))).unwrap();
+        assert_eq!(h1(addr, post).await.0, 413);
+    });
+    let entries = wait_for_entries(&file, 1);
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!((e.method.as_str(), e.path.as_str()), ("POST", "/api/big"));
+    assert_eq!((e.body_len, e.body_truncated), (LONG_BODY.len() as u64, true), "{e:?}");
+    assert!(origin_seen.lock().unwrap().is_empty());
+    gw.shutdown();
+    gw.wait();
+    let _ = std::fs::remove_file(&file);
+}
+
 fn write_config(path: &Path, yaml: &str) {
     std::fs::write(path, yaml).unwrap();
 }
