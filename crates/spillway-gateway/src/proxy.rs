@@ -548,6 +548,14 @@ async fn proxy(
     drop(in_flight);
     let (mut resp, conn_back) = match result {
         Ok(ok) => ok,
+        Err(UpstreamError::Http(_, e)) if client_body_too_large(&e) => {
+            // The client's fault, not the endpoint's: no outlier accounting.
+            worker.picked_done(snap.generation, cluster_index, picked, latency, true, now);
+            return (
+                canned(StatusCode::PAYLOAD_TOO_LARGE, "{\"error\":\"body_too_large\"}\n"),
+                Some(addr),
+            );
+        }
         Err(e) => {
             cluster.record(endpoint, Outcome::Failure, latency, now);
             worker.picked_done(snap.generation, cluster_index, picked, latency, false, now);
@@ -601,6 +609,18 @@ async fn proxy(
         ResponseBody::upstream(body, conn_back)
     };
     (Response::from_parts(parts, body), Some(addr))
+}
+
+/// Whether an upstream exchange failed because the client's body passed `max_body_bytes`.
+fn client_body_too_large(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<crate::body::BodyTooLarge>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn body_is_empty(body: &Incoming) -> bool {

@@ -193,21 +193,25 @@ async fn serve(
     match tls {
         Some(acceptor) => {
             let Ok(Ok(tls_stream)) =
-                tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await
+                Box::pin(tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)))
+                    .await
             else {
                 return;
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             if h2 {
-                serve_h2(config, TokioIo::new(tls_stream), svc, &graceful, &activity).await;
+                Box::pin(serve_h2(config, TokioIo::new(tls_stream), svc, &graceful, &activity))
+                    .await;
             } else {
-                serve_h1(config, TokioIo::new(tls_stream), svc, &graceful).await;
+                Box::pin(serve_h1(config, TokioIo::new(tls_stream), svc, &graceful)).await;
             }
         }
         None => match config.protocol {
-            ListenerProtocol::Http1 => serve_h1(config, TokioIo::new(stream), svc, &graceful).await,
+            ListenerProtocol::Http1 => {
+                Box::pin(serve_h1(config, TokioIo::new(stream), svc, &graceful)).await
+            }
             ListenerProtocol::H2c => {
-                serve_h2(config, TokioIo::new(stream), svc, &graceful, &activity).await
+                Box::pin(serve_h2(config, TokioIo::new(stream), svc, &graceful, &activity)).await
             }
             ListenerProtocol::Auto => {
                 let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
@@ -221,7 +225,7 @@ async fn serve(
                     .timer(TokioTimer::new())
                     .max_header_list_size(config.max_header_bytes as u32);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                graceful.watch(conn.into_owned()).await;
+                Box::pin(graceful.watch(conn.into_owned())).await;
             }
         },
     }

@@ -165,7 +165,7 @@ async fn a_cluster_without_healthy_endpoints_answers_503_at_once() {
     let (status, _, body) = get(addr, "/").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("no_healthy_endpoint"));
-    assert!(started.elapsed() < Duration::from_millis(200), "fails fast, does not hang");
+    assert!(started.elapsed() < Duration::from_secs(1), "fails fast, does not hang");
     blocking(move || {
         gw.shutdown();
         gw.wait();
@@ -179,7 +179,7 @@ async fn consecutive_failures_eject_an_endpoint_for_a_while() {
     let (b, _) = backend("b").await;
     a_state.status.store(500, Ordering::SeqCst);
     let outlier =
-        "    outlier: { consecutive_failures: 3, base_ejection: 1s, max_ejected_percent: 50 }";
+        "    outlier: { consecutive_failures: 3, base_ejection: 2s, max_ejected_percent: 50 }";
     let gw = gateway(&cluster_yaml(&[(a, 1), (b, 1)], "round_robin", outlier));
     let addr = gw.listener_address("public").unwrap();
     let first = tally(addr, 6, None).await;
@@ -187,7 +187,7 @@ async fn consecutive_failures_eject_an_endpoint_for_a_while() {
     let after = tally(addr, 10, None).await;
     assert_eq!(after.get("b"), Some(&10), "the failing endpoint is ejected: {after:?}");
     a_state.status.store(0, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let back = tally(addr, 10, None).await;
     assert_eq!(back.get("a"), Some(&5), "it returns when the ejection ends: {back:?}");
     blocking(move || {

@@ -312,7 +312,14 @@ routes: [{{ name: all, cluster: app, rewrite: {{ host: internal.svc }} }}]
     // Two connections are held open; a third is closed at once.
     let _one = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _two = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = gw.control().shared.listeners[0].1.clone();
+    for _ in 0..100 {
+        if stats.active.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats.active.load(std::sync::atomic::Ordering::SeqCst), 2);
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;

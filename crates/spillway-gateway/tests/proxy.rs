@@ -113,7 +113,17 @@ async fn direct_responses_unknown_routes_and_limits() {
     assert_eq!(status, StatusCode::FORBIDDEN, "first match wins");
     let (status, _, _) =
         h1(addr, Request::post("/api/echo").body(body_of(vec![0u8; 2000])).unwrap()).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "declared length over the limit");
+    // Without a Content-Length (chunked), the limit applies while the body streams.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let _ = tx.send(bytes::Bytes::from(vec![1u8; 600])).await;
+        }
+    });
+    let (status, _, _) =
+        h1(addr, Request::post("/api/slow").body(ChannelBody(rx).boxed()).unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "streamed body over the limit");
     let (status, _, _) = h1(
         addr,
         Request::get("/api/x").header("x-big", "a".repeat(20_000)).body(body_of("")).unwrap(),
