@@ -81,13 +81,14 @@ async fn handle(
                 .chain(std::iter::once(snap.no_route.as_ref()));
             let listeners: Vec<_> =
                 shared.listeners.iter().map(|(n, s)| (n.clone(), s.as_ref())).collect();
-            let text = crate::metrics::render(
+            let mut text = crate::metrics::render(
                 routes,
                 &snap.clusters,
                 &listeners,
                 (shared.reloads_ok.load(Relaxed), shared.reloads_failed.load(Relaxed)),
                 shared.now(),
             );
+            crate::record::render_metrics(&snap, &mut text);
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),

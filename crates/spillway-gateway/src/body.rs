@@ -28,6 +28,8 @@ pub enum ProxyBody {
         /// Bytes still allowed (the listener's `max_body_bytes`).
         remaining: u64,
     },
+    /// A body teed to a traffic recorder as it streams (see `crate::record`).
+    Recorded(Box<crate::record::TeeBody>),
 }
 
 /// The body would exceed the listener's `max_body_bytes`.
@@ -61,6 +63,7 @@ impl Body for ProxyBody {
                     None => Poll::Ready(None),
                 }
             }
+            ProxyBody::Recorded(tee) => Pin::new(&mut **tee).poll_frame(cx),
         }
     }
 
@@ -68,6 +71,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Incoming { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Recorded(tee) => tee.is_end_stream(),
         }
     }
 
@@ -75,6 +79,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Incoming { inner, .. } => inner.size_hint(),
+            ProxyBody::Recorded(tee) => tee.size_hint(),
         }
     }
 }

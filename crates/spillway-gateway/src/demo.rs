@@ -51,6 +51,8 @@ routes:
     match: { path_prefix: /mixed }
     cluster: mixed
     rewrite: { path_prefix: / }
+    # Record a tenth of this route's requests; `spillway replay` plays the file back:
+    # record: { file: /tmp/spillway-traffic.jsonl, sample: 0.1, max_body: 4KB }
   - name: flaky
     match: { path_prefix: /flaky }
     cluster: flaky

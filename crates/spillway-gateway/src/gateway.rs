@@ -44,6 +44,9 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
+    /// A route's traffic recording could not start (its file cannot be written).
+    #[error("{0}")]
+    Record(ConfigError),
 }
 
 /// The control side of a running gateway, shared with the admin API.
@@ -66,8 +69,14 @@ impl Control {
         let Some(path) = self.shared.config_path.clone() else {
             return Err("this gateway was started without a config file".to_string());
         };
-        match Config::load(&path) {
-            Ok(config) => Ok(self.apply(config, trigger)),
+        // Recorders start before the swap: one that cannot write refuses the whole reload.
+        let loaded = Config::load(&path).and_then(|config| {
+            let previous = self.shared.snapshot.load();
+            let recorders = crate::record::start_recorders(&config, Some(&previous))?;
+            Ok((config, recorders))
+        });
+        match loaded {
+            Ok((config, recorders)) => Ok(self.apply(config, recorders, trigger)),
             Err(e) => {
                 let message = match &e {
                     ConfigError::Io { .. } => e.to_string(),
@@ -85,8 +94,14 @@ impl Control {
         }
     }
 
-    /// Swaps in a validated config; returns its generation.
-    pub fn apply(&self, config: Config, trigger: &str) -> u64 {
+    /// Swaps in a validated config with its routes' recorders
+    /// ([`crate::record::start_recorders`]); returns its generation.
+    pub fn apply(
+        &self,
+        config: Config,
+        recorders: crate::record::RouteRecorders,
+        trigger: &str,
+    ) -> u64 {
         let previous = self.shared.snapshot.load_full();
         let mut notes: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
         let old_listeners: Vec<_> =
@@ -98,7 +113,9 @@ impl Control {
         if config.workers != self.shared.workers {
             notes.push("a new worker count takes effect at the next restart".to_string());
         }
-        let snapshot = Arc::new(Snapshot::build(config, Some(&previous), self.shared.workers));
+        let snapshot = Arc::new(
+            Snapshot::build(config, Some(&previous), self.shared.workers).with_recorders(recorders),
+        );
         let generation = snapshot.generation;
         self.shared.snapshot.store(snapshot.clone());
         self.shared.reloads_ok.fetch_add(1, Relaxed);
@@ -206,7 +223,9 @@ impl Gateway {
         let mut status = ReloadStatus { generation: 1, ok: true, ..Default::default() };
         status.notes = config.warnings.iter().map(|w| w.to_string()).collect();
         let listener_configs = config.listeners.clone();
-        let snapshot = Snapshot::build(config, None, workers);
+        let recorders =
+            crate::record::start_recorders(&config, None).map_err(StartError::Record)?;
+        let snapshot = Snapshot::build(config, None, workers).with_recorders(recorders);
         let shared = Arc::new(Shared {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             clock: SystemClock::new(),

@@ -17,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod record;
 pub mod router;
 pub mod server;
 pub mod state;

@@ -383,6 +383,8 @@ async fn proxy(
     let Action::Proxy { rewrite_prefix, rewrite_host, timeout, .. } = &route.action else {
         return (canned(StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"internal\"}\n"), None);
     };
+    // Traffic recording: one `Option` check unless the route has `record:` (see `record`).
+    let capture = route.recorder.as_ref().and_then(|r| r.begin(&req));
     if let Some(len) =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
     {
@@ -506,6 +508,10 @@ async fn proxy(
         ProxyBody::Empty
     } else {
         ProxyBody::Incoming { inner: body, remaining: conn.max_body }
+    };
+    let body = match capture {
+        Some(capture) => capture.attach(body),
+        None => body,
     };
     let up_req = Request::from_parts(parts, body);
 

@@ -54,6 +54,8 @@ pub struct Route {
     pub action: Action,
     /// Metrics of this route (kept across reloads by name).
     pub stats: Arc<RouteStats>,
+    /// Where sampled requests are recorded (`record:`); set by `Snapshot::with_recorders`.
+    pub recorder: Option<Arc<crate::record::Recording>>,
 }
 
 /// The compiled routing table.
@@ -175,6 +177,7 @@ impl Router {
                         .collect(),
                     action,
                     stats: stats(r),
+                    recorder: None,
                 }
             })
             .collect();

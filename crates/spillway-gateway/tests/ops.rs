@@ -309,24 +309,25 @@ routes: [{{ name: all, cluster: app, rewrite: {{ host: internal.svc }} }}]
     assert_eq!(entry["upstream"], b.to_string());
     assert_eq!(entry["request_id"].as_str().unwrap().len(), 32);
 
-    // Two connections are held open; a third is closed at once.
+    // Two connections are held open; a third is closed at once. The request above used a
+    // connection of its own: wait until the gateway has seen it close, or it would still count
+    // against the limit while the two below connect.
     let stats = gw.control().shared.listeners[0].1.clone();
-    let wait_for_active = |n: u64| {
-        let stats = stats.clone();
-        async move {
-            for _ in 0..100 {
-                if stats.active.load(std::sync::atomic::Ordering::SeqCst) == n {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let active = || stats.active.load(std::sync::atomic::Ordering::SeqCst);
+    let wait_for = |want: u64| async move {
+        for _ in 0..200 {
+            if active() == want {
+                break;
             }
-            assert_eq!(stats.active.load(std::sync::atomic::Ordering::SeqCst), n);
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     };
-    wait_for_active(0).await; // the request above has closed its connection
+    wait_for(0).await;
+    assert_eq!(active(), 0);
     let _one = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _two = tokio::net::TcpStream::connect(addr).await.unwrap();
-    wait_for_active(2).await;
+    wait_for(2).await;
+    assert_eq!(active(), 2);
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;

@@ -20,6 +20,8 @@
 //! curl -i -H 'grpc-timeout: 300m' -H 'x-spillway-criticality: sheddable' \
 //!      localhost:3000/fanout/echo                              # the headers the call carried
 //! curl -i localhost:3000/fanout/flaky                          # 200: two 503s were retried
+//! for i in $(seq 60); do curl -s -o /dev/null -w '%{http_code} ' -H 'x-api-key: demo' \
+//!      localhost:3000/; done               # 200 until the burst (40 + refill) is spent, then 429
 //! for i in $(seq 30); do curl -s localhost:3000/fanout/broken; done
 //!                      # 502 (downstream 500) until the throttle or the breaker refuses: 503
 //! ```
@@ -40,12 +42,14 @@ use hyper_util::rt::TokioExecutor;
 use spillway_core::breaker::{CircuitBreakerConfig, SreThrottleConfig};
 use spillway_core::deadline::{DeadlinePolicy, GRPC_TIMEOUT_HEADER, REQUEST_TIMEOUT_HEADER};
 use spillway_core::overload::BbrConfig;
+use spillway_core::rate::{KeyedLimiter, Rate};
 use spillway_core::{Criticality, CRITICALITY_HEADER};
 use spillway_tower::breaker::CircuitBreakerLayer;
 use spillway_tower::bulkhead::{BulkheadConfig, BulkheadLayer};
 use spillway_tower::criticality::{CriticalityLayer, PropagateCriticalityLayer};
 use spillway_tower::deadline::{DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer};
 use spillway_tower::load_shed::BbrLoadShedLayer;
+use spillway_tower::rate_limit::{HeaderKey, RateLimitLayer};
 use spillway_tower::rejection::find_rejection;
 use spillway_tower::retry::{RetryLayer, RetryPolicy};
 use spillway_tower::throttle::SreThrottleLayer;
@@ -95,6 +99,9 @@ async fn handle_error(kind: RequestKind, error: BoxError) -> Response {
 // ---------------------------------------------------------------------------------------
 // The protected service
 // ---------------------------------------------------------------------------------------
+
+/// The header naming the client, which the rate limit is keyed by.
+const API_KEY_HEADER: &str = "x-api-key";
 
 /// The client stack for one downstream, boxed so handlers can hold it in the router state.
 type Downstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
@@ -156,9 +163,11 @@ fn downstream_client(http: Client<HttpConnector, Full<Bytes>>) -> Result<Downstr
     let stack = ServiceBuilder::new()
         // The incoming request's class goes onto every attempt, unchanged.
         .layer(PropagateCriticalityLayer::new())
-        // Retries of idempotent calls on 429/502/503/504 and transport errors, with jittered
-        // backoff, within a budget shared by all calls (retries ≤ 10 % of calls + 1/s). A
-        // refusal by a layer below (throttle, breaker, no time left) is never retried.
+        // Retries of idempotent calls on 429/502/503/504, transport errors and per-try
+        // timeouts, with jittered backoff, within a budget shared by all calls (retries ≤ 10 %
+        // of calls + 1/s). A refusal by a layer below (throttle, breaker, no time left) is
+        // never retried, nor is anything once the incoming deadline is spent; a backoff or
+        // `Retry-After` that would end after it is not waited for (the last answer returns).
         .layer(RetryLayer::new(RetryPolicy::default())?)
         // When the inventory refuses much of what it gets, drop a matching share locally,
         // least critical first. The breaker's own refusals below are not counted as failures.
@@ -236,6 +245,13 @@ async fn main() -> Result<(), BoxError> {
     let bulkhead =
         BulkheadLayer::try_new(BulkheadConfig::new(64, 128, Duration::from_millis(200)))?;
 
+    // One token bucket per API key, in bounded memory (idle keys are forgotten, the table is
+    // capped), on the system clock.
+    let rate_limit = RateLimitLayer::new(
+        HeaderKey::new(API_KEY_HEADER),
+        KeyedLimiter::token_bucket(Rate::per_second(10), 40),
+    );
+
     let protection = ServiceBuilder::new()
         // Outermost: every refusal below becomes a 429/503/504 (or a gRPC status).
         .layer(HandleErrorLayer::new(handle_error))
@@ -244,8 +260,11 @@ async fn main() -> Result<(), BoxError> {
         .layer(CriticalityLayer::new().with_max(Criticality::Critical))
         // Then the deadline: a request with no time left is refused before using anything.
         .layer(DeadlineLayer::new(deadlines))
-        // .layer(RateLimitLayer::new(..)) // <- keyed rate limiting goes here once
-        //                                 //    `spillway_tower::rate_limit` exists.
+        // Then each client's rate: 10 requests/s with bursts of 40 per API key. Requests without
+        // an `x-api-key` share one bucket, so leaving the header out is no way around the
+        // limit. Over it: 429 with `Retry-After`. A SHEDDABLE request may not take the last
+        // quarter of a bucket, so a client at its limit still gets its critical calls through.
+        .layer(rate_limit)
         // Adaptive load shedding: cheap refusals (least critical first) before anything queues.
         .layer(load_shed)
         // Innermost: bounded concurrency with a criticality-ordered queue.
@@ -274,6 +293,10 @@ async fn main() -> Result<(), BoxError> {
              http://{addr}/fanout/echo"
         ),
         format!("curl -i http://{addr}/fanout/flaky"),
+        format!(
+            "for i in $(seq 60); do curl -s -o /dev/null -w '%{{http_code}} ' \
+             -H '{API_KEY_HEADER}: demo' http://{addr}/; done"
+        ),
         format!("for i in $(seq 30); do curl -s http://{addr}/fanout/broken; done"),
     ] {
         println!("  {line}");

@@ -13,6 +13,7 @@ pub mod bulkhead;
 pub mod cpu;
 pub mod criticality;
 pub mod deadline;
+pub mod guarded;
 pub mod load_shed;
 pub mod rate_limit;
 pub mod rejection;

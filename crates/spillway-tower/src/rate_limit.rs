@@ -2,7 +2,8 @@
 //!
 //! Why a layer of its own: the algorithm (token bucket, GCRA, windows, leaky bucket, warm-up)
 //! stays pure in the core; this layer only picks the key (a header, the client IP, the path, a
-//! constant, or any closure), reads the request's [`Criticality`], asks the limiter, and acts
+//! constant, or any closure), reads the request's
+//! [`Criticality`](spillway_core::Criticality) ([`of_request`](crate::criticality::of_request)), asks the limiter, and acts
 //! on the answer: call the inner service, sleep first (`Decision::Wait`, with `tokio::time`),
 //! or refuse with [`Rejected`] (or, with [`RateLimitLayer::answer_rejections`], answer the
 //! refusal itself with [`rejection_response`]).
@@ -21,7 +22,7 @@ use http::{Extensions, HeaderMap, HeaderName, Method, Request, Response, Uri};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use spillway_core::rate::{ByteKey, KeyedLimiter, RateAlgorithm};
-use spillway_core::{Clock, Criticality, Decision, Rejection, SystemClock, CRITICALITY_HEADER};
+use spillway_core::{Clock, Decision, Rejection, SystemClock};
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
@@ -155,18 +156,6 @@ impl KeyExtractor for PathKey {
     }
 }
 
-/// The criticality of a request: a [`Criticality`] in its extensions (put there by the
-/// criticality layer) or else its [`CRITICALITY_HEADER`]; the default class when neither is
-/// present or valid.
-pub fn request_criticality<B>(request: &Request<B>) -> Criticality {
-    match request.extensions().get::<Criticality>() {
-        Some(c) => *c,
-        None => Criticality::from_header(
-            request.headers().get(CRITICALITY_HEADER).map(|v| v.as_bytes()),
-        ),
-    }
-}
-
 struct Shared<E: KeyExtractor, A: RateAlgorithm, C> {
     extractor: E,
     limiter: KeyedLimiter<E::Key, A>,
@@ -176,7 +165,7 @@ struct Shared<E: KeyExtractor, A: RateAlgorithm, C> {
 impl<E: KeyExtractor, A: RateAlgorithm, C: Clock> Shared<E, A, C> {
     fn decide<B>(&self, request: &Request<B>) -> Decision {
         let key = self.extractor.extract(&RequestHead::of(request));
-        let class = request_criticality(request);
+        let class = crate::criticality::of_request(request);
         self.limiter.check_n(&key, self.clock.now(), 1, class)
     }
 }
@@ -452,7 +441,7 @@ mod tests {
     use spillway_core::rate::{
         CriticalityReserve, GcraConfig, KeyedLimiter, LeakyBucketConfig, Rate, TokenBucketConfig,
     };
-    use spillway_core::{ManualClock, RejectReason};
+    use spillway_core::{Criticality, ManualClock, RejectReason, CRITICALITY_HEADER};
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
@@ -555,10 +544,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn criticality_in_extensions_wins_over_the_header() {
+        // Burst 4, sheddable must leave 1: after 3, only a more critical class gets the last.
+        let limiter = KeyedLimiter::new(TokenBucketConfig::new(Rate::per_hour(1), 4));
+        let layer = RateLimitLayer::with_clock(ConstantKey, limiter, ManualClock::new());
+        let svc = layer.layer(counting_service(Arc::default()));
+        for _ in 0..3 {
+            assert!(svc.clone().oneshot(request(None)).await.is_ok());
+        }
         let mut r = request(Some((CRITICALITY_HEADER, "SHEDDABLE")));
-        r.extensions_mut().insert(Criticality::CriticalPlus);
-        assert_eq!(request_criticality(&r), Criticality::CriticalPlus);
-        assert_eq!(request_criticality(&request(None)), Criticality::Critical);
+        r.extensions_mut().insert(Criticality::Critical);
+        assert!(svc.clone().oneshot(r).await.is_ok(), "CRITICAL from the extension");
     }
 
     #[tokio::test(start_paused = true)]

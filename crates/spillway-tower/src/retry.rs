@@ -7,8 +7,15 @@
 //!   every method may be retried;
 //! - the result is worth retrying ([`RetryClassify`]; by default 429, 502, 503, 504 and
 //!   transport errors — never a rejection made by another Spillway layer, which would only
-//!   be refused again);
+//!   be refused again). A call cut off by a per-try timeout below this layer
+//!   ([`TimedOut`]) is retried when `retry_per_try_timeouts` says so (the default, as Envoy
+//!   does): the next attempt may reach a faster replica;
 //! - attempts remain (`max_attempts` counts the first call);
+//! - the request's deadline is not spent, and the wait before the retry ends before it. The
+//!   deadline is the request's [`Deadline`] extension or the current task's
+//!   ([`deadline::current`]), the earlier of the two. Once it has passed, nobody reads the
+//!   answer of another attempt; a wait ending after it would only delay the caller's answer.
+//!   In both cases the last answer goes back to the caller at once;
 //! - the [`RetryBudget`] has room (retries ≤ a share of requests over a window);
 //! - and a server's `Retry-After` is not longer than `max_retry_after` (a server asking for
 //!   an hour is not retried within this request: the answer goes back to the caller, header
@@ -16,7 +23,10 @@
 //!
 //! The wait before a retry is the backoff's, or the server's hint when that is longer; it is a
 //! `tokio::time::sleep`, so `start_paused` tests control it. Randomness for the jitter comes
-//! from a small internal generator (no `rand` dependency).
+//! from the layer's own [`Prng`], the generator every layer uses (no `rand` dependency).
+//!
+//! [`TimedOut`]: crate::deadline::TimedOut
+//! [`deadline::current`]: crate::deadline::current
 //!
 //! **Replaying the request.** A retry sends the request again, so the layer needs a copy: it
 //! serves `http::Request<B>` with `B: Clone` and clones the request (head, extensions, body)
@@ -38,11 +48,13 @@
 //! # }
 //! ```
 
+use crate::deadline::{self, is_timed_out};
 use crate::rejection::{find_rejection, BoxError};
 use crate::time::{Prng, TokioClock};
 use http::{header, Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
+use spillway_core::deadline::Deadline;
 use spillway_core::retry::{
     parse_retry_after, Backoff, Jitter, RetryBudget, RetryBudgetConfig, RetryConfigError,
 };
@@ -72,6 +84,15 @@ pub struct RetryPolicy {
     /// A `Retry-After` longer than this is not waited for; the response is returned. Default
     /// 5 s.
     pub max_retry_after: Duration,
+    /// Retry a call that a per-try timeout below this layer cut off ([`TimedOut`]), whatever
+    /// the classifier says. Default true, as Envoy's `per-try-timeout` retry condition: the
+    /// next attempt may reach a faster replica. It applies only to requests that may be
+    /// retried at all (idempotent ones unless `retry_non_idempotent`), and never once the
+    /// request's deadline is spent. False leaves timeouts to the classifier
+    /// ([`HttpRetryClassifier`] never retries them).
+    ///
+    /// [`TimedOut`]: crate::deadline::TimedOut
+    pub retry_per_try_timeouts: bool,
 }
 
 impl Default for RetryPolicy {
@@ -87,6 +108,7 @@ impl Default for RetryPolicy {
             budget: RetryBudgetConfig::default(),
             retry_non_idempotent: false,
             max_retry_after: Duration::from_secs(5),
+            retry_per_try_timeouts: true,
         }
     }
 }
@@ -122,7 +144,8 @@ where
 
 /// The default HTTP judgement: retry the listed statuses (default 429, 502, 503, 504) and
 /// transport errors; on 429 and 503 honour `Retry-After` (both forms, the date read against
-/// the system's wall clock). Never retry an error carrying a Spillway rejection. 500 is not
+/// the system's wall clock). Never retry an error carrying a Spillway rejection (per-try
+/// timeouts are the layer's call, see [`RetryPolicy::retry_per_try_timeouts`]). 500 is not
 /// retried by default: it is usually a bug that the retry would hit again.
 #[derive(Copy, Clone, Debug)]
 pub struct HttpRetryClassifier {
@@ -267,6 +290,10 @@ where
         let may_retry =
             policy.max_attempts > 1 && (policy.retry_non_idempotent || is_idempotent(req.method()));
         let template = may_retry.then(|| req.clone());
+        let deadline = match (req.extensions().get::<Deadline>().copied(), deadline::current()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // The service that was made ready is used now; the future keeps it for the retries
         // and this service continues with a fresh clone (tower's usual swap).
         let fresh = self.inner.clone();
@@ -276,6 +303,7 @@ where
             state: State::Calling { future },
             service,
             template,
+            deadline,
             shared: self.shared.clone(),
             classifier: self.classifier.clone(),
             attempts: 1,
@@ -302,6 +330,7 @@ pin_project! {
         state: State<F>,
         service: S,
         template: Option<Request<B>>,
+        deadline: Option<Deadline>,
         shared: Arc<Shared>,
         classifier: C,
         attempts: u32,
@@ -332,7 +361,15 @@ where
                     if *this.attempts >= policy.max_attempts {
                         return Poll::Ready(result);
                     }
-                    let hint = match this.classifier.verdict(&result) {
+                    let verdict = match &result {
+                        Err(error)
+                            if policy.retry_per_try_timeouts && is_timed_out(error.as_ref()) =>
+                        {
+                            RetryVerdict::Retry
+                        }
+                        _ => this.classifier.verdict(&result),
+                    };
+                    let hint = match verdict {
                         RetryVerdict::Done => return Poll::Ready(result),
                         RetryVerdict::Retry => None,
                         RetryVerdict::RetryAfter(after) if after > policy.max_retry_after => {
@@ -344,7 +381,13 @@ where
                     let backoff =
                         policy.backoff.delay(*this.attempts - 1, *this.previous_delay, random);
                     let delay = hint.map_or(backoff, |after| after.max(backoff));
-                    if !this.shared.budget.lock().try_withdraw(this.shared.clock.now()) {
+                    let now = this.shared.clock.now();
+                    // A spent deadline (remaining zero) stops here whatever the delay: the
+                    // retry must start before the deadline, after the whole wait.
+                    if this.deadline.is_some_and(|d| delay >= d.remaining(now)) {
+                        return Poll::Ready(result);
+                    }
+                    if !this.shared.budget.lock().try_withdraw(now) {
                         return Poll::Ready(result);
                     }
                     *this.previous_delay = delay;
@@ -389,6 +432,8 @@ mod tests {
         Status(u16, Option<&'static str>),
         Transport,
         Refused,
+        /// Never answers.
+        Hang,
     }
 
     /// A backend that answers from a script (the last answer repeats) and notes when each
@@ -455,6 +500,7 @@ mod tests {
                         Some(Answer::Refused) => {
                             Err(Box::new(Rejected::new(RejectReason::CircuitOpen)) as BoxError)
                         }
+                        Some(Answer::Hang) => std::future::pending().await,
                         Some(Answer::Transport) | None => Err("connection reset".into()),
                     }
                 }
@@ -490,7 +536,101 @@ mod tests {
         req
     }
 
-    use Answer::{Refused, Status, Transport};
+    use Answer::{Hang, Refused, Status, Transport};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A deadline `budget` from now, on the layers' clock.
+    fn deadline_in(budget: Duration) -> Deadline {
+        Deadline::after(TokioClock.now(), budget)
+    }
+
+    fn reason(result: &Result<Response<()>, BoxError>) -> Option<RejectReason> {
+        result.as_ref().err().and_then(|e| find_rejection(e.as_ref())).map(|r| r.reason)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_try_timeout_of_an_idempotent_request_is_retried_by_default() {
+        use crate::deadline::TimeoutLayer;
+        let backend = Backend::new(&[Hang, Status(200, None)]);
+        let per_try = TimeoutLayer::new(ms(100)).layer(backend.service());
+        let service = layer(policy()).layer(per_try);
+        assert_eq!(service.oneshot(get()).await.expect("answered").status(), 200);
+        // Cut off at 100 ms, then the 100 ms backoff.
+        assert_eq!(backend.offsets_ms(), vec![0, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_try_timeouts_are_not_retried_for_post_or_when_the_policy_says_so() {
+        use crate::deadline::{is_timed_out, TimeoutLayer};
+        let no_timeouts = RetryPolicy { retry_per_try_timeouts: false, ..policy() };
+        for (policy, request) in [(policy(), post()), (no_timeouts, get())] {
+            let backend = Backend::new(&[Hang, Status(200, None)]);
+            let per_try = TimeoutLayer::new(ms(100)).layer(backend.service());
+            let error = layer(policy).layer(per_try).oneshot(request).await.expect_err("timed out");
+            assert!(is_timed_out(error.as_ref()));
+            assert_eq!(backend.calls(), 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_cut_off_at_the_deadline_is_never_retried() {
+        use crate::deadline::{scope, PropagateDeadlineLayer};
+        // The deadline from the task (as a server's DeadlineLayer sets it) or from the
+        // outgoing request's extensions.
+        for in_extensions in [false, true] {
+            let backend = Backend::new(&[Hang, Status(200, None)]);
+            let service =
+                layer(policy()).layer(PropagateDeadlineLayer::new().layer(backend.service()));
+            let deadline = deadline_in(ms(250));
+            let started = tokio::time::Instant::now();
+            let result = if in_extensions {
+                let mut request = get();
+                request.extensions_mut().insert(deadline);
+                service.oneshot(request).await
+            } else {
+                scope(deadline, service.oneshot(get())).await
+            };
+            assert_eq!(reason(&result), Some(RejectReason::DeadlineExceeded));
+            assert_eq!(started.elapsed(), ms(250), "answered at the deadline, not later");
+            assert_eq!(backend.calls(), 1, "deadline in extensions: {in_extensions}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_ending_after_the_deadline_returns_the_last_answer_at_once() {
+        use crate::deadline::scope;
+        let backend = Backend::new(&[Status(503, None)]);
+        let service = layer(policy()).layer(backend.service());
+        let started = tokio::time::Instant::now();
+        // 150 ms: the first backoff (100 ms) fits, the second (200 ms) would end after it.
+        let response = scope(deadline_in(ms(150)), service.oneshot(get())).await;
+        assert_eq!(response.expect("answered").status(), 503);
+        assert_eq!(backend.offsets_ms(), vec![0, 100]);
+        assert_eq!(started.elapsed(), ms(100), "no wait for a retry that cannot be made");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_ending_after_the_deadline_returns_the_answer_with_its_hint() {
+        use crate::deadline::scope;
+        let backend = Backend::new(&[Status(503, Some("2")), Status(200, None)]);
+        let service = layer(policy()).layer(backend.service());
+        let started = tokio::time::Instant::now();
+        let response = scope(deadline_in(ms(1_500)), service.oneshot(get())).await;
+        let response = response.expect("answered");
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(backend.calls(), 1);
+        // With time for it, the same hint is waited for.
+        let backend = Backend::new(&[Status(503, Some("2")), Status(200, None)]);
+        let service = layer(policy()).layer(backend.service());
+        let response = scope(deadline_in(ms(2_500)), service.oneshot(get())).await;
+        assert_eq!(response.expect("answered").status(), 200);
+        assert_eq!(backend.offsets_ms(), vec![0, 2_000]);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn retries_503_with_backoff_until_success_replaying_the_body() {

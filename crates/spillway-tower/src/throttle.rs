@@ -6,7 +6,7 @@
 //! backend spends its capacity serving instead of refusing. Each request's class comes from
 //! its extensions (a [`Criticality`] put there by a server-side layer) or else from the
 //! [`CRITICALITY_HEADER`](spillway_core::CRITICALITY_HEADER) (default `CRITICAL`); lower classes are dropped first. A drop fails
-//! the call with a [`Rejected`] `throttled` error (503).
+//! the call with a [`Rejected`](crate::Rejected) `throttled` error (503).
 //!
 //! Results are judged by a [`Classify`] ([`HttpClassifier`] by default): a 5xx, a 429 or a
 //! transport error is a request the backend did not accept; a rejection made by another
@@ -29,18 +29,17 @@
 //! ```
 
 use crate::breaker::{Classify, HttpClassifier};
-use crate::rejection::{BoxError, Rejected};
+use crate::guarded::GuardedFuture;
+use crate::rejection::BoxError;
 use crate::time::{Prng, TokioClock};
 use http::Request;
 use parking_lot::Mutex;
-use pin_project_lite::pin_project;
+use recorder::Recorder;
 use spillway_core::breaker::{ConfigError, SreThrottle, SreThrottleConfig, ThrottleCounts};
 use spillway_core::Clock;
-use spillway_core::{Criticality, Decision, Rejection};
-use std::future::Future;
-use std::pin::Pin;
+use spillway_core::{Criticality, Decision};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -131,60 +130,43 @@ where
         let now = self.shared.clock.now();
         let decision = self.shared.throttle.lock().allow(class, now, random);
         match decision {
-            Decision::Reject(rejection) => {
-                ResponseFuture { kind: Kind::Dropped { rejection }, shared: None, classifier: None }
+            Decision::Reject(rejection) => GuardedFuture::refused(rejection),
+            Decision::Admit | Decision::Wait(_) => {
+                let recorder = Recorder {
+                    shared: Some(self.shared.clone()),
+                    classifier: self.classifier.clone(),
+                };
+                GuardedFuture::called(self.inner.call(req), recorder)
             }
-            Decision::Admit | Decision::Wait(_) => ResponseFuture {
-                kind: Kind::Called { future: self.inner.call(req) },
-                shared: Some(self.shared.clone()),
-                classifier: Some(self.classifier.clone()),
-            },
         }
     }
 }
 
-pin_project! {
-    #[project = KindProj]
+/// The response future of [`SreThrottleService`]: a drop (`throttled`), or the call with its
+/// outcome recorded when it ends. Dropped unfinished, it records nothing: an abandoned call
+/// says nothing about the backend.
+pub type ResponseFuture<F, C> = GuardedFuture<F, recorder::Recorder<C>>;
+
+mod recorder {
+    use super::{Classify, Shared};
+    use crate::guarded::CallGuard;
+    use crate::rejection::BoxError;
+    use spillway_core::Clock;
+    use std::sync::Arc;
+
+    /// Records the call's outcome in the throttle once.
     #[derive(Debug)]
-    enum Kind<F> {
-        Called { #[pin] future: F },
-        Dropped { rejection: Rejection },
+    pub struct Recorder<C> {
+        /// Taken when the outcome is recorded.
+        pub(super) shared: Option<Arc<Shared>>,
+        pub(super) classifier: C,
     }
-}
 
-pin_project! {
-    /// The response future of [`SreThrottleService`]. Dropped unfinished, it records nothing:
-    /// an abandoned call says nothing about the backend.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F, C> {
-        #[pin]
-        kind: Kind<F>,
-        shared: Option<Arc<Shared>>,
-        classifier: Option<C>,
-    }
-}
-
-impl<F, C, T, E> Future for ResponseFuture<F, C>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-    C: Classify<T>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.kind.project() {
-            KindProj::Dropped { rejection } => Poll::Ready(Err(Box::new(Rejected(*rejection)))),
-            KindProj::Called { future } => {
-                let result = ready!(future.poll(cx)).map_err(Into::into);
-                if let (Some(shared), Some(classifier)) =
-                    (this.shared.take(), this.classifier.take())
-                {
-                    let outcome = classifier.classify(&result);
-                    shared.throttle.lock().record(outcome, shared.clock.now());
-                }
-                Poll::Ready(result)
+    impl<C: Classify<T>, T> CallGuard<T> for Recorder<C> {
+        fn finish(&mut self, result: &Result<T, BoxError>) {
+            if let Some(shared) = self.shared.take() {
+                let outcome = self.classifier.classify(result);
+                shared.throttle.lock().record(outcome, shared.clock.now());
             }
         }
     }
@@ -194,6 +176,7 @@ where
 mod tests {
     use super::*;
     use crate::rejection::find_rejection;
+    use crate::Rejected;
     use spillway_core::{RejectReason, CRITICALITY_HEADER};
     use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
     use std::time::Duration;

@@ -93,6 +93,9 @@ pub fn inspect(config: &Config, source: &str) -> Vec<Problem> {
             );
         }
     }
+    for (path, reason) in super::record::inspect_records(config) {
+        warn(&mut out, source, &path, reason);
+    }
     if let Some(admin) = &config.admin {
         if !admin.address.ip().is_loopback() && admin.token.is_none() {
             warn(

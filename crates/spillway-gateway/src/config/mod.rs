@@ -11,6 +11,7 @@ mod env;
 mod inspect;
 pub mod locate;
 mod raw;
+pub mod record;
 mod validate;
 
 use serde::Serialize;
@@ -354,6 +355,8 @@ pub struct RouteConfig {
     pub matcher: MatchConfig,
     /// Action.
     pub action: RouteAction,
+    /// Traffic recording (`record:`), if configured.
+    pub record: Option<spillway_load::record::RecordConfig>,
 }
 
 impl Config {

@@ -135,6 +135,29 @@ pub struct RawRoute {
     pub direct_response: Option<RawDirectResponse>,
     pub rewrite: Option<RawRewrite>,
     pub timeout: Option<ConfigDuration>,
+    pub record: Option<RawRecord>,
+}
+
+/// A route's `record:` block (checked in `config::record`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecord {
+    pub file: String,
+    pub sample: Option<f64>,
+    pub max_body: Option<RawSize>,
+    pub max_file_bytes: Option<RawSize>,
+    pub max_files: Option<usize>,
+    pub redact: Option<Vec<String>>,
+    pub keep: Option<Vec<String>>,
+    pub queue: Option<usize>,
+}
+
+/// A byte size: a number of bytes or text with a unit (`4KB`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

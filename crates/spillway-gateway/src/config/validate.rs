@@ -4,6 +4,7 @@
 use super::duration::ConfigDuration;
 use super::locate::{self, Seg};
 use super::raw::*;
+use super::record;
 use super::*;
 use std::collections::HashSet;
 
@@ -464,7 +465,19 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 continue;
             }
         };
-        routes.push(RouteConfig { name: r.name, matcher, action });
+        let record = r.record.and_then(|raw| {
+            let rp = at(&p, &[key("record")]);
+            let is_proxy = matches!(action, RouteAction::Cluster { .. });
+            let (record, problems) = record::validate_record(raw, is_proxy, base);
+            c.problems.extend(record::located(source, &rp, problems));
+            if let Some(why) =
+                record.as_ref().and_then(|r| record::shared_file_conflict(&routes, r))
+            {
+                c.error(&at(&rp, &[key("file")]), why);
+            }
+            record
+        });
+        routes.push(RouteConfig { name: r.name, matcher, action, record });
     }
 
     let drain_timeout = positive(

@@ -3,7 +3,7 @@
 //!
 //! Why a layer: the state machine ([`spillway_core::breaker::CircuitBreaker`]) is pure; this
 //! puts it on the call path. Each call asks the breaker first (an open breaker fails the call
-//! at once with a [`Rejected`] `circuit_open` error carrying the time left until half-open),
+//! at once with a [`Rejected`](crate::Rejected) `circuit_open` error carrying the time left until half-open),
 //! then the inner service's result is judged by a [`Classify`] and recorded with the call's
 //! latency, measured on tokio's clock (so `start_paused` tests control it). A call whose
 //! future is dropped before it finishes is recorded as [`Outcome::Ignored`], which gives a
@@ -31,19 +31,18 @@ mod classify;
 
 pub use classify::{Classify, HttpClassifier};
 
-use crate::rejection::{BoxError, Rejected};
+use crate::guarded::GuardedFuture;
+use crate::rejection::BoxError;
 use crate::time::TokioClock;
 use parking_lot::Mutex;
-use pin_project_lite::pin_project;
+use recorder::Recorder;
 use spillway_core::breaker::{
     BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, ConfigError, Outcome,
 };
 use spillway_core::Clock;
-use spillway_core::{Decision, Rejection};
-use std::future::Future;
-use std::pin::Pin;
+use spillway_core::Decision;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -134,86 +133,54 @@ where
         let started = tokio::time::Instant::now();
         let decision = self.shared.breaker.lock().allow(self.shared.clock.at(started));
         match decision {
-            Decision::Reject(rejection) => ResponseFuture {
-                kind: Kind::Rejected { rejection: Some(rejection) },
-                recorder: None,
-            },
-            Decision::Admit | Decision::Wait(_) => ResponseFuture {
-                kind: Kind::Called { future: self.inner.call(req) },
-                recorder: Some(Recorder {
+            Decision::Reject(rejection) => GuardedFuture::refused(rejection),
+            Decision::Admit | Decision::Wait(_) => {
+                let recorder = Recorder {
                     shared: self.shared.clone(),
                     classifier: self.classifier.clone(),
                     started,
                     done: false,
-                }),
-            },
-        }
-    }
-}
-
-/// Records the call's outcome once; records [`Outcome::Ignored`] if dropped unfinished.
-#[derive(Debug)]
-struct Recorder<C> {
-    shared: Arc<Shared>,
-    classifier: C,
-    started: tokio::time::Instant,
-    /// Set once the real outcome is recorded.
-    done: bool,
-}
-
-impl<C> Drop for Recorder<C> {
-    fn drop(&mut self) {
-        // The call was abandoned before it finished (a timeout above us, a client gone).
-        if !self.done && !std::thread::panicking() {
-            self.shared.record(Outcome::Ignored, self.started);
-        }
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<F> {
-        Called { #[pin] future: F },
-        Rejected { rejection: Option<Rejection> },
-    }
-}
-
-pin_project! {
-    /// The response future of [`CircuitBreakerService`].
-    #[derive(Debug)]
-    pub struct ResponseFuture<F, C> {
-        #[pin]
-        kind: Kind<F>,
-        recorder: Option<Recorder<C>>,
-    }
-}
-
-impl<F, C, T, E> Future for ResponseFuture<F, C>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-    C: Classify<T>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.kind.project() {
-            KindProj::Rejected { rejection } => {
-                let rejection = rejection
-                    .take()
-                    .unwrap_or_else(|| Rejection::new(spillway_core::RejectReason::CircuitOpen));
-                Poll::Ready(Err(Box::new(Rejected(rejection))))
+                };
+                GuardedFuture::called(self.inner.call(req), recorder)
             }
-            KindProj::Called { future } => {
-                let result = ready!(future.poll(cx)).map_err(Into::into);
-                if let Some(mut recorder) = this.recorder.take() {
-                    let outcome = recorder.classifier.classify(&result);
-                    recorder.shared.record(outcome, recorder.started);
-                    recorder.done = true;
-                }
-                Poll::Ready(result)
+        }
+    }
+}
+
+/// The response future of [`CircuitBreakerService`]: a refusal (`circuit_open`), or the call
+/// with its outcome recorded when it ends ([`Outcome::Ignored`] if dropped unfinished).
+pub type ResponseFuture<F, C> = GuardedFuture<F, recorder::Recorder<C>>;
+
+mod recorder {
+    use super::{Classify, Outcome, Shared};
+    use crate::guarded::CallGuard;
+    use crate::rejection::BoxError;
+    use std::sync::Arc;
+
+    /// Records the call's outcome once; records [`Outcome::Ignored`] if dropped unfinished.
+    #[derive(Debug)]
+    pub struct Recorder<C> {
+        pub(super) shared: Arc<Shared>,
+        pub(super) classifier: C,
+        pub(super) started: tokio::time::Instant,
+        /// Set once the real outcome is recorded.
+        pub(super) done: bool,
+    }
+
+    impl<C: Classify<T>, T> CallGuard<T> for Recorder<C> {
+        fn finish(&mut self, result: &Result<T, BoxError>) {
+            if !self.done {
+                self.done = true;
+                self.shared.record(self.classifier.classify(result), self.started);
+            }
+        }
+    }
+
+    impl<C> Drop for Recorder<C> {
+        fn drop(&mut self) {
+            // The call was abandoned before it finished (a timeout above us, a client gone).
+            if !self.done && !std::thread::panicking() {
+                self.shared.record(Outcome::Ignored, self.started);
             }
         }
     }
@@ -223,6 +190,7 @@ where
 mod tests {
     use super::*;
     use crate::rejection::find_rejection;
+    use crate::Rejected;
     use spillway_core::breaker::{BreakerWindow, SlowCallTrigger};
     use spillway_core::RejectReason;
     use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};

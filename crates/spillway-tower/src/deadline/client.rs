@@ -3,8 +3,8 @@
 
 use super::future::ResponseFuture;
 use super::TokioClock;
-use crate::rejection::BoxError;
-use http::{header, HeaderMap, HeaderValue, Request};
+use crate::rejection::{is_grpc, BoxError};
+use http::{HeaderValue, Request};
 use spillway_core::deadline::{
     format_grpc_timeout, format_request_timeout, parse_grpc_timeout, parse_request_timeout,
     Deadline, DeadlinePolicy, GRPC_TIMEOUT_HEADER, REQUEST_TIMEOUT_HEADER,
@@ -77,10 +77,6 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 pub struct PropagateDeadline<S> {
     inner: S,
     layer: PropagateDeadlineLayer,
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<S, B> Service<Request<B>> for PropagateDeadline<S>
@@ -157,7 +153,10 @@ mod tests {
     }
 
     fn grpc_request() -> Request<()> {
-        Request::builder().header(header::CONTENT_TYPE, "application/grpc+proto").body(()).unwrap()
+        Request::builder()
+            .header(http::header::CONTENT_TYPE, "application/grpc+proto")
+            .body(())
+            .unwrap()
     }
 
     #[tokio::test(start_paused = true)]

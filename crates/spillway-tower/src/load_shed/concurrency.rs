@@ -7,15 +7,13 @@
 //! 503 / 504 response, is a drop signal (the service or its dependencies are overloaded);
 //! any other response is a success; a future dropped before completing is ignored (no sample).
 
-use crate::rejection::{BoxError, Rejected};
-use pin_project_lite::pin_project;
+use crate::guarded::{CallGuard, GuardedFuture};
+use crate::rejection::BoxError;
 use spillway_core::concurrency::{ConcurrencyLimiter, ConcurrencyToken, LimitAlgorithm, Outcome};
 use spillway_core::overload::ClassShares;
 use spillway_core::{Clock, SystemClock};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -107,33 +105,38 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let class = crate::criticality::of_request(&request);
         match self.limiter.try_acquire(class, self.clock.now()) {
-            Ok(token) => AdaptiveConcurrencyFuture {
-                state: State::Admitted {
-                    inner: self.inner.call(request),
-                    guard: Guard {
-                        limiter: self.limiter.clone(),
-                        clock: self.clock.clone(),
-                        token: Some(token),
-                    },
-                },
-            },
-            Err(rejection) => AdaptiveConcurrencyFuture {
-                state: State::Rejected { rejection: Rejected(rejection) },
-            },
+            Ok(token) => {
+                let guard = Guard {
+                    limiter: self.limiter.clone(),
+                    clock: self.clock.clone(),
+                    token: Some(token),
+                };
+                GuardedFuture::called(self.inner.call(request), guard)
+            }
+            Err(rejection) => GuardedFuture::refused(rejection),
         }
     }
 }
 
+/// The future returned by [`AdaptiveConcurrency`]: a refusal (`overloaded`), or the call
+/// holding its admission until it ends.
+pub type AdaptiveConcurrencyFuture<F, A, C> = GuardedFuture<F, Guard<A, C>>;
+
 /// Gives the admission back once: with the outcome on completion, ignored on drop.
 #[derive(Debug)]
-struct Guard<A: LimitAlgorithm, C: Clock> {
+pub struct Guard<A: LimitAlgorithm, C: Clock> {
     limiter: Arc<ConcurrencyLimiter<A>>,
     clock: C,
     token: Option<ConcurrencyToken>,
 }
 
-impl<A: LimitAlgorithm, C: Clock> Guard<A, C> {
-    fn complete(&mut self, outcome: Outcome) {
+impl<A: LimitAlgorithm, C: Clock, R> CallGuard<http::Response<R>> for Guard<A, C> {
+    fn finish(&mut self, result: &Result<http::Response<R>, BoxError>) {
+        let outcome = match result {
+            Ok(response) if is_overload_status(response.status()) => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
         if let Some(token) = self.token.take() {
             self.limiter.release(token, outcome, self.clock.now());
         }
@@ -144,56 +147,6 @@ impl<A: LimitAlgorithm, C: Clock> Drop for Guard<A, C> {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
             self.limiter.release(token, Outcome::Ignored, self.clock.now());
-        }
-    }
-}
-
-pin_project! {
-    /// The future returned by [`AdaptiveConcurrency`].
-    #[derive(Debug)]
-    pub struct AdaptiveConcurrencyFuture<F, A: LimitAlgorithm, C: Clock> {
-        #[pin]
-        state: State<F, A, C>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    #[derive(Debug)]
-    enum State<F, A: LimitAlgorithm, C: Clock> {
-        Admitted {
-            #[pin]
-            inner: F,
-            guard: Guard<A, C>,
-        },
-        Rejected {
-            rejection: Rejected,
-        },
-    }
-}
-
-impl<F, R, E, A, C> Future for AdaptiveConcurrencyFuture<F, A, C>
-where
-    F: Future<Output = Result<http::Response<R>, E>>,
-    E: Into<BoxError>,
-    A: LimitAlgorithm,
-    C: Clock,
-{
-    type Output = Result<http::Response<R>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Admitted { inner, guard } => {
-                let output = ready!(inner.poll(cx));
-                let outcome = match &output {
-                    Ok(response) if is_overload_status(response.status()) => Outcome::Failure,
-                    Ok(_) => Outcome::Success,
-                    Err(_) => Outcome::Failure,
-                };
-                guard.complete(outcome);
-                Poll::Ready(output.map_err(Into::into))
-            }
-            StateProj::Rejected { rejection } => Poll::Ready(Err((*rejection).into())),
         }
     }
 }

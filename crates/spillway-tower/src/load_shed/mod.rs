@@ -6,7 +6,7 @@
 //! latency — so a service protects itself without anyone guessing its capacity. The decisions are
 //! `spillway-core`'s; this module only reads the request's [`Criticality`](spillway_core::Criticality), asks the core, and
 //! gives the admission back when the response future completes or is dropped (a cancelled
-//! request never leaks an inflight slot). Refusals fail the call with [`Rejected`]
+//! request never leaks an inflight slot). Refusals fail the call with [`Rejected`](crate::Rejected)
 //! (`Overloaded`, 503) for [`rejection_response`](crate::rejection_response) to render.
 //!
 //! ```
@@ -37,7 +37,8 @@ pub use concurrency::{AdaptiveConcurrency, AdaptiveConcurrencyFuture, AdaptiveCo
 pub use future::ResponseFuture;
 
 use crate::cpu::{CpuSamplerError, CpuSamplerTask};
-use crate::rejection::{BoxError, Rejected};
+use crate::guarded::GuardedFuture;
+use crate::rejection::BoxError;
 use future::BbrGuard;
 use spillway_core::overload::{BbrConfig, BbrConfigError, BbrLimiter, CpuGauge};
 use spillway_core::{Clock, SystemClock};
@@ -135,9 +136,9 @@ where
         match self.limiter.allow(class, self.clock.now()) {
             Ok(token) => {
                 let guard = BbrGuard::new(self.limiter.clone(), self.clock.clone(), token);
-                ResponseFuture::admitted(self.inner.call(request), guard)
+                GuardedFuture::called(self.inner.call(request), guard)
             }
-            Err(rejection) => ResponseFuture::rejected(Rejected(rejection)),
+            Err(rejection) => GuardedFuture::refused(rejection),
         }
     }
 }

@@ -43,7 +43,8 @@ impl Received {
 }
 
 /// A downstream that records every call: `/echo` answers 200, `/broken` 500, `/flaky` 503
-/// to its first two calls and 200 after, `/hang` never answers.
+/// to its first two calls and 200 after, `/hang` never answers, `/hang-once` answers all but
+/// the first call.
 async fn downstream() -> (String, Received) {
     let received = Received::default();
     let routes = Router::new()
@@ -60,6 +61,7 @@ async fn downstream() -> (String, Received) {
             .post(|| async { StatusCode::SERVICE_UNAVAILABLE }),
         )
         .route("/hang", route_get(std::future::pending::<&'static str>))
+        .route("/hang-once", route_get(hang_once).post(hang_once))
         .layer(axum::middleware::from_fn_with_state(
             received.clone(),
             |State(received): State<Received>,
@@ -71,6 +73,14 @@ async fn downstream() -> (String, Received) {
         ))
         .with_state(received.clone());
     (serve(routes).await, received)
+}
+
+/// Never answers the first call; answers the later ones at once.
+async fn hang_once(State(received): State<Received>) -> &'static str {
+    if received.calls() <= 1 {
+        std::future::pending::<()>().await;
+    }
+    "faster this time\n"
 }
 
 /// Sends through a client stack, reading the answer to the end.
@@ -194,6 +204,22 @@ async fn breaker_opens_after_repeated_5xx_then_fails_fast_without_calling_the_do
 }
 
 #[tokio::test]
+async fn get_cut_off_by_the_per_try_timeout_is_retried_and_the_caller_sees_200() {
+    let (downstream_url, received) = downstream().await;
+    let settings =
+        ClientSettings { per_try_timeout: Duration::from_millis(100), ..Default::default() };
+    let stack = client_stack(settings);
+    let reply = call(&stack, get(&format!("{downstream_url}/hang-once"), &[])).await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "faster this time\n"));
+    assert_eq!(received.calls(), 2);
+    // A POST cut off the same way may have been applied: not retried.
+    let (downstream_url, received) = downstream().await;
+    let result = call(&stack, request("POST", &format!("{downstream_url}/hang-once"), &[])).await;
+    assert_eq!(reason(&result), Some(RejectReason::DeadlineExceeded));
+    assert_eq!(received.calls(), 1);
+}
+
+#[tokio::test]
 async fn downstream_that_hangs_past_the_per_try_timeout_opens_the_breaker() {
     let (downstream_url, received) = downstream().await;
     let settings = ClientSettings {
@@ -203,10 +229,11 @@ async fn downstream_that_hangs_past_the_per_try_timeout_opens_the_breaker() {
     };
     let stack = client_stack(settings);
     let hang = format!("{downstream_url}/hang");
-    for _ in 0..3 {
-        let result = call(&stack, get(&hang, &[])).await;
-        assert_eq!(reason(&result), Some(RejectReason::DeadlineExceeded));
-    }
+    // Each attempt times out; each timeout is retried (the request is a GET) until the
+    // attempts run out: three failures, and the breaker opens.
+    let result = call(&stack, get(&hang, &[])).await;
+    assert_eq!(reason(&result), Some(RejectReason::DeadlineExceeded));
+    assert_eq!(received.calls(), 3);
     assert_eq!(stack.breaker.state(), BreakerState::Open, "timeouts are backend failures");
     let result = call(&stack, get(&hang, &[])).await;
     assert_eq!(reason(&result), Some(RejectReason::CircuitOpen));

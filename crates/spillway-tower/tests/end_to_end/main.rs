@@ -10,5 +10,6 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a test failure
 
 mod client;
+mod rate_limit;
 mod server;
 mod support;

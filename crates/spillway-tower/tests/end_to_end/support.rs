@@ -20,12 +20,14 @@ use hyper_util::rt::TokioExecutor;
 use spillway_core::breaker::{CircuitBreakerConfig, SreThrottleConfig};
 use spillway_core::deadline::DeadlinePolicy;
 use spillway_core::overload::{BbrConfig, CpuGauge, CpuUsage};
-use spillway_core::SystemClock;
+use spillway_core::rate::TokenBucketConfig;
+use spillway_core::{ManualClock, SystemClock};
 use spillway_tower::breaker::CircuitBreakerLayer;
 use spillway_tower::bulkhead::{BulkheadConfig, BulkheadLayer};
 use spillway_tower::criticality::{CriticalityLayer, PropagateCriticalityLayer};
 use spillway_tower::deadline::{DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer};
 use spillway_tower::load_shed::BbrLoadShedLayer;
+use spillway_tower::rate_limit::{HeaderKey, RateLimitLayer};
 use spillway_tower::rejection::find_rejection;
 use spillway_tower::retry::{RetryLayer, RetryPolicy};
 use spillway_tower::throttle::SreThrottleLayer;
@@ -156,21 +158,27 @@ async fn handle_error(kind: RequestKind, error: BoxError) -> Response {
     answer_error(&kind, error, StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// The rate limit the tests put in the server stack: per `x-api-key`, on a clock the test
+/// moves, so no test depends on how fast the machine is.
+pub type TestRateLimit = RateLimitLayer<HeaderKey, TokenBucketConfig, ManualClock>;
+
 /// Test-sized limits for the server protection.
 pub struct Protection {
     pub deadlines: DeadlinePolicy,
+    pub rate_limit: Option<TestRateLimit>,
     pub bulkhead: BulkheadConfig,
 }
 
 impl Default for Protection {
-    /// A 10 s route default (longer than any test), 20 ms minimum budget, a bulkhead large
-    /// enough not to matter.
+    /// A 10 s route default (longer than any test), 20 ms minimum budget, no rate limit, a
+    /// bulkhead large enough not to matter.
     fn default() -> Self {
         Protection {
             deadlines: DeadlinePolicy::builder(Duration::from_secs(10))
                 .min_budget(Duration::from_millis(20))
                 .build()
                 .unwrap(),
+            rate_limit: None,
             bulkhead: BulkheadConfig::new(64, 0, Duration::ZERO),
         }
     }
@@ -184,8 +192,8 @@ pub struct Protected {
     pub cpu: CpuGauge,
 }
 
-/// Serves `routes` behind HandleError → criticality → deadline → BBR load shedding →
-/// bulkhead, as the example does.
+/// Serves `routes` behind HandleError → criticality → deadline → rate limit (when given) →
+/// BBR load shedding → bulkhead, as the example does.
 ///
 /// The shedder reads a CPU gauge the test sets (cool at first), not the real sampler: on a
 /// shared test machine the real CPU may be hot at any moment.
@@ -200,6 +208,7 @@ pub async fn serve_protected(routes: Router, protection: Protection) -> Protecte
         .layer(HandleErrorLayer::new(handle_error))
         .layer(CriticalityLayer::new())
         .layer(DeadlineLayer::new(protection.deadlines))
+        .option_layer(protection.rate_limit)
         .layer(load_shed)
         .layer(bulkhead.clone());
     let url = serve(routes.layer(stack)).await;
