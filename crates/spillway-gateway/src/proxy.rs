@@ -21,6 +21,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use spillway_core::balance::{hash_bytes, AnyBalancer, Balancer, EndpointSpec, PickContext};
+use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -34,6 +35,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+static X_REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
 
 /// Per-route and per-cluster availability policies. Empty in this version: the place where
 /// rate limits, breakers, retries and bulkheads plug in, between routing and the upstream
@@ -380,7 +383,9 @@ async fn proxy(
     start: spillway_core::Instant,
 ) -> (Response<ResponseBody>, Option<std::net::SocketAddr>) {
     let cluster: &ClusterState = &snap.clusters[cluster_index];
-    let Action::Proxy { rewrite_prefix, rewrite_host, timeout, .. } = &route.action else {
+    let Action::Proxy { rewrite_prefix, rewrite_host, timeout, deadline: deadline_policy, .. } =
+        &route.action
+    else {
         return (canned(StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"internal\"}\n"), None);
     };
     // Traffic recording: one `Option` check unless the route has `record:` (see `record`).
@@ -402,6 +407,30 @@ async fn proxy(
         *resp.status_mut() = status;
         return (resp, None);
     }
+    // Deadline propagation: honour an incoming `grpc-timeout` / `x-request-timeout` up to the
+    // route's timeout, and fail fast (504) when too little budget is left to start.
+    let budget = match deadline_policy {
+        Some(policy) => {
+            let incoming = IncomingTimeouts {
+                grpc_timeout: req.headers().get(&GRPC_TIMEOUT).map(HeaderValue::as_bytes),
+                request_timeout: req.headers().get(&X_REQUEST_TIMEOUT).map(HeaderValue::as_bytes),
+                in_process: None,
+            };
+            match policy.decide(incoming, start) {
+                Ok(granted) => Some(granted.deadline),
+                Err(rejection) => {
+                    let status = StatusCode::from_u16(rejection.reason.http_status())
+                        .unwrap_or(StatusCode::GATEWAY_TIMEOUT);
+                    let mut resp = Response::new(ResponseBody::full(rejection.json_body()));
+                    *resp.status_mut() = status;
+                    resp.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    return (resp, None);
+                }
+            }
+        }
+        None => None,
+    };
     let hash = match cluster.config.balance {
         Balance::ConsistentHash => {
             match cluster.config.hash_header.as_deref().and_then(|h| req.headers().get(h)) {
@@ -473,7 +502,24 @@ async fn proxy(
         (_, pq) => pq.cloned(),
     };
     let t = &cluster.config.timeouts;
-    let deadline = (*timeout).min(t.per_try);
+    let deadline = match budget {
+        Some(d) => {
+            // Pass the remaining budget on in the headers the caller used.
+            let remaining = d.remaining(worker.shared.now());
+            if parts.headers.contains_key(&GRPC_TIMEOUT) {
+                if let Ok(v) = HeaderValue::from_str(format_grpc_timeout(remaining).as_str()) {
+                    parts.headers.insert(&GRPC_TIMEOUT, v);
+                }
+            }
+            if parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
+                if let Ok(v) = HeaderValue::from_str(format_request_timeout(remaining).as_str()) {
+                    parts.headers.insert(&X_REQUEST_TIMEOUT, v);
+                }
+            }
+            remaining.min(t.per_try)
+        }
+        None => (*timeout).min(t.per_try),
+    };
     match cluster.config.protocol {
         UpstreamProtocol::Http1 => {
             if parts.uri.scheme().is_some() || rewrite_prefix.is_some() {

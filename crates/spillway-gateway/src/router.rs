@@ -29,6 +29,9 @@ pub enum Action {
         rewrite_host: Option<HeaderValue>,
         /// Total timeout (until the response head).
         timeout: std::time::Duration,
+        /// Which incoming deadline (`grpc-timeout`, `x-request-timeout`) to honour, capped at
+        /// `timeout`.
+        deadline: Option<spillway_core::deadline::DeadlinePolicy>,
     },
     /// Answer directly.
     Direct {
@@ -138,6 +141,14 @@ impl Router {
                                 .as_deref()
                                 .and_then(|h| HeaderValue::from_str(h).ok()),
                             timeout: timeout.unwrap_or(config.clusters[cluster].timeouts.request),
+                            deadline: {
+                                let t =
+                                    timeout.unwrap_or(config.clusters[cluster].timeouts.request);
+                                spillway_core::deadline::DeadlinePolicy::builder(t)
+                                    .max_budget(t)
+                                    .build()
+                                    .ok()
+                            },
                         }
                     }
                     RouteAction::Direct { status, body, headers } => Action::Direct {

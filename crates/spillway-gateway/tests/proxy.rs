@@ -314,3 +314,45 @@ routes: [{{ name: all, cluster: app }}]
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_deadlines_are_honoured_and_the_rest_passed_on() {
+    let (b, state) = backend("b").await;
+    let gw = gateway(&one_cluster(b, "", ""));
+    let addr = gw.listener_address("public").unwrap();
+
+    // The remaining budget travels upstream in the caller's header.
+    let req = Request::get("/api/headers").header("grpc-timeout", "300m").body(body("")).unwrap();
+    let (status, _, seen) = h1(addr, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = String::from_utf8_lossy(&seen).to_string();
+    let value = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("grpc-timeout: "))
+        .expect("grpc-timeout passed on");
+    let passed = spillway_core::deadline::parse_grpc_timeout(value.as_bytes()).unwrap();
+    assert!(
+        passed <= Duration::from_millis(300) && passed > Duration::from_millis(200),
+        "{passed:?}"
+    );
+
+    // A budget shorter than the upstream's answer: 504 when it runs out, not after 5 s.
+    let started = std::time::Instant::now();
+    let req =
+        Request::get("/api/slow").header("x-request-timeout", "200ms").body(body("")).unwrap();
+    assert_eq!(h1(addr, req).await.0, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_millis(550), "{:?}", started.elapsed());
+
+    // No budget left: fail fast without calling upstream.
+    let hits = state.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let req = Request::get("/api/").header("x-request-timeout", "0").body(body("")).unwrap();
+    let (status, _, reason) = h1(addr, req).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(String::from_utf8_lossy(&reason).contains("deadline"), "{reason:?}");
+    assert_eq!(state.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
