@@ -199,23 +199,7 @@ routes: [{{ name: all, cluster: app }}]
     assert!(
         metrics.contains("spillway_downstream_connections_accepted_total{listener=\"public\"} 5")
     );
-    if let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::promtool_accepts(&metrics);
     assert_eq!(get(admin, "/admin/clusters").await.0, StatusCode::UNAUTHORIZED, "token required");
     let req = Request::get("/admin/clusters")
         .header("authorization", "Bearer s3cret")

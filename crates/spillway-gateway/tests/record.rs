@@ -172,7 +172,7 @@ fn recorded_traffic_is_redacted_capped_and_replays_in_order() {
         file.display()
     );
     assert!(metrics.contains(&written), "{metrics}");
-    promtool_accepts(&metrics);
+    common::promtool_accepts(&metrics);
 
     // The tee only copies: the origin got every byte, and the unrecorded route too.
     {
@@ -236,26 +236,6 @@ fn unsampled_route_records_nothing_and_keeps_proxying() {
     assert_eq!(origin_seen.lock().unwrap().len(), 5);
     assert!(read_traffic(&file).unwrap().is_empty());
     let _ = std::fs::remove_file(&file);
-}
-
-/// Checks a metrics page with `promtool` when it is installed.
-fn promtool_accepts(metrics: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        return;
-    };
-    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "promtool: {text}");
 }
 
 #[test]

@@ -208,3 +208,30 @@ pub fn body(b: impl Into<Bytes>) -> TestBody {
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
+
+/// Checks a metrics page with `promtool check metrics` (Debian's `prometheus` package, which
+/// `scripts/test` installs). Without promtool the check is skipped locally but fails under CI
+/// (`CI` set), so a missing install step cannot hide a format error.
+pub fn promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool not found ({e}): metrics format not checked");
+            return;
+        }
+        Err(e) => panic!("promtool is required under CI: {e}"),
+    };
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool: {text}");
+}
