@@ -31,30 +31,26 @@ fn split_number(s: &str) -> Option<(f64, &str)> {
 }
 
 /// Parses a duration: a number followed by `ns`, `us`, `ms`, `s`, `m` or `h` (`s` when the unit
-/// is missing).
+/// is missing, as wrk's `-d 10`). The syntax is core's
+/// ([`spillway_core::deadline::parse_duration`]), shared with the gateway's config and the
+/// deadline headers.
 ///
 /// ```
 /// use std::time::Duration;
 /// assert_eq!(spillway_load::units::parse_duration("250ms").unwrap(), Duration::from_millis(250));
 /// assert_eq!(spillway_load::units::parse_duration("2m").unwrap(), Duration::from_secs(120));
+/// assert_eq!(spillway_load::units::parse_duration("10").unwrap(), Duration::from_secs(10));
 /// ```
 pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
-    let (number, unit) =
-        split_number(s).ok_or_else(|| unit_error("duration", s, "expected e.g. 10s or 250ms"))?;
-    let seconds_per_unit = match unit {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "" | "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(unit_error("duration", s, "unit must be one of ns, us, ms, s, m, h")),
-    };
-    let seconds = number * seconds_per_unit;
-    if !seconds.is_finite() || seconds > 1e9 {
-        return Err(unit_error("duration", s, "too large"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    use spillway_core::deadline::{parse_duration as parse_core, BareNumber, TimeoutErrorKind};
+    parse_core(s.as_bytes(), BareNumber::Seconds).map_err(|kind| {
+        let why = match kind {
+            TimeoutErrorKind::UnknownUnit { .. } => "unit must be one of ns, us, ms, s, m, h",
+            TimeoutErrorKind::Overflow | TimeoutErrorKind::TooLong { .. } => "too large",
+            _ => "expected e.g. 10s or 250ms",
+        };
+        unit_error("duration", s, why)
+    })
 }
 
 /// Parses a byte size: a number followed by `B`, `KB`/`KiB`, `MB`/`MiB` or `GB`/`GiB` (case

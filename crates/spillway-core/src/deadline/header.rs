@@ -116,6 +116,7 @@ pub enum TimeoutErrorKind {
 
 const GRPC_UNITS_TEXT: &str = "H M S m u n";
 const REQUEST_UNITS_TEXT: &str = "h m s ms us ns, or none for ms";
+const DURATION_UNITS_TEXT: &str = "h m s ms us ns";
 
 /// Parses a `grpc-timeout` value exactly as the gRPC over HTTP/2 spec defines it:
 /// `TimeoutValue TimeoutUnit`, the value 1 to 8 ASCII digits, the unit one of `H` (hour),
@@ -203,13 +204,43 @@ pub fn format_grpc_timeout(budget: Duration) -> TimeoutValue {
 /// assert_eq!(parse_request_timeout(b"250"), Ok(Duration::from_millis(250)));
 /// ```
 pub fn parse_request_timeout(value: &[u8]) -> Result<Duration, TimeoutParseError> {
-    let err = |kind| TimeoutParseError { header: TimeoutHeader::RequestTimeout, kind };
+    parse_duration(value, BareNumber::Millis)
+        .map_err(|kind| TimeoutParseError { header: TimeoutHeader::RequestTimeout, kind })
+}
+
+/// What a number without a unit means to [`parse_duration`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BareNumber {
+    /// Milliseconds, as in the `x-request-timeout` header.
+    Millis,
+    /// Seconds, as in command-line durations (`--duration 10`, like wrk's `-d 10`).
+    Seconds,
+    /// An error: config files always name the unit, so `timeout: 5` cannot mean five seconds
+    /// to one reader and five milliseconds to another.
+    Refused,
+}
+
+/// Parses a human duration — the one duration syntax of Spillway's headers, config files and
+/// command line: a decimal number, optionally with a fraction, then a unit `h`, `m` (minutes),
+/// `s`, `ms`, `us` (or `µs`), `ns`, case-insensitive, optionally after spaces; what a bare
+/// number means is the caller's choice (`bare`). Exact integer arithmetic, truncating below a
+/// nanosecond; refuses signs, exponents, compound values (`1m30s`), values longer than 32
+/// bytes and durations above 584 years.
+///
+/// ```
+/// use std::time::Duration;
+/// use spillway_core::deadline::{parse_duration, BareNumber};
+/// assert_eq!(parse_duration(b"1.5s", BareNumber::Refused), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration(b"10", BareNumber::Seconds), Ok(Duration::from_secs(10)));
+/// assert!(parse_duration(b"10", BareNumber::Refused).is_err());
+/// ```
+pub fn parse_duration(value: &[u8], bare: BareNumber) -> Result<Duration, TimeoutErrorKind> {
     let value = value.trim_ascii();
     if value.is_empty() {
-        return Err(err(TimeoutErrorKind::Empty));
+        return Err(TimeoutErrorKind::Empty);
     }
     if value.len() > REQUEST_TIMEOUT_MAX_LEN {
-        return Err(err(TimeoutErrorKind::TooLong { max: REQUEST_TIMEOUT_MAX_LEN }));
+        return Err(TimeoutErrorKind::TooLong { max: REQUEST_TIMEOUT_MAX_LEN });
     }
     // Split into number and unit: the number runs over digits and at most one '.'.
     let mut int_part: u128 = 0;
@@ -235,7 +266,7 @@ pub fn parse_request_timeout(value: &[u8]) -> Result<Duration, TimeoutParseError
                 }
             }
             b'.' if !seen_dot => seen_dot = true,
-            b'.' => return Err(err(TimeoutErrorKind::InvalidDigit { offset })),
+            b'.' => return Err(TimeoutErrorKind::InvalidDigit { offset }),
             _ => {
                 end = offset;
                 break;
@@ -245,33 +276,44 @@ pub fn parse_request_timeout(value: &[u8]) -> Result<Duration, TimeoutParseError
     if int_digits + frac_digits == 0 {
         // A letter where the number should be means the number is missing (`ms`); anything
         // else there (a sign, punctuation) is a bad byte in the number (`-1s`).
-        return Err(err(match value.first() {
+        return Err(match value.first() {
             Some(b) if end == 0 && !b.is_ascii_alphabetic() && *b != 0xc2 => {
                 TimeoutErrorKind::InvalidDigit { offset: 0 }
             }
             _ => TimeoutErrorKind::MissingNumber,
-        }));
+        });
     }
     let unit = value[end..].trim_ascii_start();
-    let unit_nanos: u128 = match unit_nanos_of(unit) {
-        Some(n) => n,
-        None => {
-            return Err(err(TimeoutErrorKind::UnknownUnit { expected: REQUEST_UNITS_TEXT }));
+    let unit_nanos: u128 = match (unit.is_empty(), bare) {
+        (true, BareNumber::Millis) => 1_000_000,
+        (true, BareNumber::Seconds) => 1_000_000_000,
+        (true, BareNumber::Refused) => {
+            return Err(TimeoutErrorKind::MissingUnit { expected: DURATION_UNITS_TEXT });
         }
+        (false, _) => match unit_nanos_of(unit) {
+            Some(n) => n,
+            None => {
+                let expected = match bare {
+                    BareNumber::Millis => REQUEST_UNITS_TEXT,
+                    BareNumber::Seconds | BareNumber::Refused => DURATION_UNITS_TEXT,
+                };
+                return Err(TimeoutErrorKind::UnknownUnit { expected });
+            }
+        },
     };
     // At most 32 bytes, so int_part < 10^32 and int_part * 3.6e12 < 3.6e44 would overflow
     // u128 (3.4e38): check instead of assuming.
-    let whole = int_part.checked_mul(unit_nanos).ok_or(err(TimeoutErrorKind::Overflow))?;
+    let whole = int_part.checked_mul(unit_nanos).ok_or(TimeoutErrorKind::Overflow)?;
     // frac_part < 10^18 and unit_nanos <= 3.6e12: the product is below 3.6e30, no overflow.
     let frac = frac_part * unit_nanos / frac_scale;
-    let total = whole.checked_add(frac).ok_or(err(TimeoutErrorKind::Overflow))?;
+    let total = whole.checked_add(frac).ok_or(TimeoutErrorKind::Overflow)?;
     if total > u128::from(u64::MAX) {
-        return Err(err(TimeoutErrorKind::Overflow));
+        return Err(TimeoutErrorKind::Overflow);
     }
     Ok(duration_from_nanos_u128(total))
 }
 
-/// Nanoseconds per unit for an `x-request-timeout` unit, case-insensitive; none means ms.
+/// Nanoseconds per duration unit, case-insensitive.
 fn unit_nanos_of(unit: &[u8]) -> Option<u128> {
     let mut buf = [0u8; 3];
     if unit.len() > buf.len() {
@@ -281,7 +323,7 @@ fn unit_nanos_of(unit: &[u8]) -> Option<u128> {
         *dst = src.to_ascii_lowercase();
     }
     Some(match &buf[..unit.len()] {
-        b"" | b"ms" => 1_000_000,
+        b"ms" => 1_000_000,
         b"h" => 3_600_000_000_000,
         b"m" => 60_000_000_000,
         b"s" => 1_000_000_000,

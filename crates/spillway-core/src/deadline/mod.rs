@@ -25,9 +25,9 @@ mod header;
 mod policy;
 
 pub use header::{
-    format_grpc_timeout, format_request_timeout, parse_grpc_timeout, parse_request_timeout,
-    TimeoutErrorKind, TimeoutHeader, TimeoutParseError, TimeoutValue, GRPC_TIMEOUT_HEADER,
-    REQUEST_TIMEOUT_HEADER,
+    format_grpc_timeout, format_request_timeout, parse_duration, parse_grpc_timeout,
+    parse_request_timeout, BareNumber, TimeoutErrorKind, TimeoutHeader, TimeoutParseError,
+    TimeoutValue, GRPC_TIMEOUT_HEADER, REQUEST_TIMEOUT_HEADER,
 };
 pub use policy::{
     DeadlinePolicy, DeadlinePolicyBuilder, DeadlinePolicyError, DeadlineSource, GrantedDeadline,

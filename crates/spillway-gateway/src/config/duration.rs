@@ -3,31 +3,23 @@
 //! Every timeout in the config is written with an explicit unit so that `timeout: 5` can never
 //! mean five seconds to one reader and five milliseconds to another.
 
+use spillway_core::deadline::{parse_duration as parse_core, BareNumber, TimeoutErrorKind};
 use std::time::Duration;
 
-/// Parses `250ms`, `2s`, `1m`, `1h` (also `us`); a bare number is refused.
+/// Parses `250ms`, `1.5s`, `1m`, `1h` (also `us`, `ns`); a bare number is refused. The syntax
+/// is core's ([`spillway_core::deadline::parse_duration`]), shared with the deadline headers and
+/// the load tools' command line.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit: write e.g. `250ms`, `2s` or `1m`"))?;
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: write e.g. `250ms`, `2s` or `1m`"))?;
-    let duration = match unit {
-        "us" => Duration::from_micros(value),
-        "ms" => Duration::from_millis(value),
-        "s" => Duration::from_secs(value),
-        "m" => Duration::from_secs(value.saturating_mul(60)),
-        "h" => Duration::from_secs(value.saturating_mul(3600)),
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use us, ms, s, m or h)"
-            ))
+    parse_core(text.as_bytes(), BareNumber::Refused).map_err(|kind| match kind {
+        TimeoutErrorKind::MissingUnit { .. } => {
+            format!("`{text}` has no unit: write e.g. `250ms`, `2s` or `1m`")
         }
-    };
-    Ok(duration)
+        TimeoutErrorKind::UnknownUnit { expected } => {
+            format!("unknown duration unit in `{text}` (use {expected})")
+        }
+        other => format!("`{text}` is not a duration ({other}): write e.g. `250ms`, `2s` or `1m`"),
+    })
 }
 
 /// Renders a duration the way it would be written in a config file.
@@ -86,6 +78,8 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("ms").is_err());
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5").unwrap_err().contains("has no unit"));
     }
 
     #[test]
