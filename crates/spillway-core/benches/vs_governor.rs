@@ -11,6 +11,12 @@
 //! slices (so they see the same load) and prints the minimum and median time per check, and
 //! the cost of the clock read alone:
 //! `VS_GOVERNOR_INTERLEAVED=1 cargo bench -p spillway-core --bench vs_governor`
+//!
+//! One extra id, `single_thread/spillway_token_bucket_now_given`, measures the check alone
+//! with `now` supplied by the caller (advanced by a plain add, no clock read): how the gateway
+//! and the tower layers use the limiter, reading the clock once per request for every policy
+//! at once. It is NOT the like-for-like comparison (governor cannot skip its clock read); the
+//! `<case>/spillway_*` ids above are.
 
 use criterion::{criterion_group, BenchmarkGroup, Criterion};
 use governor::{Quota, RateLimiter};
@@ -68,6 +74,14 @@ fn single_thread(c: &mut Criterion) {
     let gcra = Gcra::new(rate(), PER_SECOND);
     g.bench_function("spillway_gcra", |b| {
         b.iter(|| black_box(gcra.check(clock.now()).is_admitted()))
+    });
+    let given = TokenBucket::new(rate(), PER_SECOND);
+    let mut now = clock.now();
+    g.bench_function("spillway_token_bucket_now_given", |b| {
+        b.iter(|| {
+            now += Duration::from_nanos(1);
+            black_box(given.check(black_box(now)).is_admitted())
+        })
     });
     g.finish();
 }
