@@ -260,27 +260,85 @@ fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1) and those named in `Connection`; keeps
 /// `TE: trailers` (gRPC needs it end to end).
+///
+/// Runs twice per proxied request (request and response), so it first scans the names once
+/// and only looks up what is there: most requests carry none of these headers, and a typical
+/// upstream response only `Connection: keep-alive`. Nothing is allocated.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(header::CONNECTION);
+    let mut found = 0u8;
+    for name in headers.keys() {
+        found |= hop_by_hop_bit(name);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::TRAILER);
-    if let Some(te) = headers.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
+    if found == 0 {
+        return;
+    }
+    if found & HOP_CONNECTION != 0 {
+        // Usually one `Connection` value; several are rare enough to afford a `Vec`.
+        if headers.get_all(header::CONNECTION).iter().nth(1).is_some() {
+            let values: Vec<HeaderValue> =
+                headers.get_all(header::CONNECTION).iter().cloned().collect();
+            headers.remove(header::CONNECTION);
+            for v in &values {
+                remove_connection_tokens(headers, v);
+            }
+        } else if let Some(v) = headers.remove(header::CONNECTION) {
+            remove_connection_tokens(headers, &v);
+        }
+    }
+    if found & HOP_KEEP_ALIVE != 0 {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if found & HOP_PROXY_CONNECTION != 0 {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if found & HOP_TRANSFER_ENCODING != 0 {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if found & HOP_UPGRADE != 0 {
+        headers.remove(header::UPGRADE);
+    }
+    if found & HOP_TRAILER != 0 {
+        headers.remove(header::TRAILER);
+    }
+    if found & HOP_TE != 0 {
+        if let Some(te) = headers.get(header::TE) {
+            if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+                headers.remove(header::TE);
+            }
+        }
+    }
+}
+
+const HOP_CONNECTION: u8 = 1;
+const HOP_KEEP_ALIVE: u8 = 1 << 1;
+const HOP_PROXY_CONNECTION: u8 = 1 << 2;
+const HOP_TRANSFER_ENCODING: u8 = 1 << 3;
+const HOP_UPGRADE: u8 = 1 << 4;
+const HOP_TRAILER: u8 = 1 << 5;
+const HOP_TE: u8 = 1 << 6;
+
+/// Which hop-by-hop header `name` is, as a bit (0 for an end-to-end header).
+#[inline]
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    match name.as_str() {
+        "connection" => HOP_CONNECTION,
+        "keep-alive" => HOP_KEEP_ALIVE,
+        "proxy-connection" => HOP_PROXY_CONNECTION,
+        "transfer-encoding" => HOP_TRANSFER_ENCODING,
+        "upgrade" => HOP_UPGRADE,
+        "trailer" => HOP_TRAILER,
+        "te" => HOP_TE,
+        _ => 0,
+    }
+}
+
+/// Removes the headers named in one `Connection` value (names are looked up by `&str`, which
+/// neither allocates nor fails on invalid tokens).
+fn remove_connection_tokens(headers: &mut HeaderMap, value: &HeaderValue) {
+    for token in value.to_str().unwrap_or("").split(',') {
+        let token = token.trim();
+        if !token.is_empty() {
+            headers.remove(token);
         }
     }
 }
@@ -693,6 +751,29 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn headers_named_in_every_connection_value_are_removed_case_insensitively() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("X-One"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" x-two , ,bad token"));
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("x-two", HeaderValue::from_static("2"));
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 3);
     }
 
     #[test]
