@@ -448,9 +448,8 @@ async fn proxy(
     };
     // Traffic recording: one `Option` check unless the route has `record:` (see `record`).
     let capture = route.recorder.as_ref().and_then(|r| r.begin(&req));
-    if let Some(len) =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
+    // hyper has parsed `Content-Length` already: its exact size hint saves a header lookup.
+    if let Some(len) = http_body::Body::size_hint(req.body()).exact() {
         if len > conn.max_body {
             return (
                 canned(StatusCode::PAYLOAD_TOO_LARGE, "{\"error\":\"body_too_large\"}\n"),
@@ -467,6 +466,8 @@ async fn proxy(
     }
     // Deadline propagation: honour an incoming `grpc-timeout` / `x-request-timeout` up to the
     // route's timeout, and fail fast (504) when too little budget is left to start.
+    // Which deadline headers came in (they are rewritten with the remaining budget below).
+    let mut deadline_headers = (false, false);
     let budget = match deadline_policy {
         Some(policy) => {
             let incoming = IncomingTimeouts {
@@ -474,6 +475,8 @@ async fn proxy(
                 request_timeout: req.headers().get(&X_REQUEST_TIMEOUT).map(HeaderValue::as_bytes),
                 in_process: None,
             };
+            deadline_headers =
+                (incoming.grpc_timeout.is_some(), incoming.request_timeout.is_some());
             match policy.decide(incoming, start) {
                 Ok(granted) => Some(granted.deadline),
                 Err(rejection) => {
@@ -516,35 +519,33 @@ async fn proxy(
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto.clone());
     }
-    match parts.headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
-            v.extend_from_slice(prev.as_bytes());
+    // One hash per header below: the entry API instead of a lookup followed by an insert.
+    match parts.headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut prev) => {
+            let prev_value = prev.get();
+            let mut v = Vec::with_capacity(prev_value.len() + 2 + conn.client_ip.len());
+            v.extend_from_slice(prev_value.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(conn.client_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&v) {
-                parts.headers.insert(&X_FORWARDED_FOR, v);
+                prev.insert(v);
             }
         }
-        None => {
-            parts.headers.insert(&X_FORWARDED_FOR, conn.client_ip.clone());
+        header::Entry::Vacant(slot) => {
+            slot.insert(conn.client_ip.clone());
         }
     }
     parts.headers.insert(&X_FORWARDED_PROTO, conn.proto.clone());
     let authority_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let downstream_host = original_host.or(authority_host);
     if let Some(h) = &downstream_host {
-        if !parts.headers.contains_key(&X_FORWARDED_HOST) {
-            parts.headers.insert(&X_FORWARDED_HOST, h.clone());
+        if let header::Entry::Vacant(slot) = parts.headers.entry(&X_FORWARDED_HOST) {
+            slot.insert(h.clone());
         }
     }
-    let request_id = match parts.headers.get(&X_REQUEST_ID) {
-        Some(id) => id.clone(),
-        None => {
-            let id = worker.next_request_id();
-            parts.headers.insert(&X_REQUEST_ID, id.clone());
-            id
-        }
+    let request_id = match parts.headers.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(id) => id.get().clone(),
+        header::Entry::Vacant(slot) => slot.insert(worker.next_request_id()).clone(),
     };
     let host = rewrite_host.clone().or(downstream_host);
     // Path: forward the origin-form target unchanged unless a prefix rewrite applies.
@@ -562,14 +563,19 @@ async fn proxy(
     let t = &cluster.config.timeouts;
     let deadline = match budget {
         Some(d) => {
-            // Pass the remaining budget on in the headers the caller used.
-            let remaining = d.remaining(worker.shared.now());
-            if parts.headers.contains_key(&GRPC_TIMEOUT) {
+            // Pass the remaining budget on in the headers the caller used; without them the
+            // budget was granted at `start` a few microseconds ago: no second clock read.
+            let remaining = if deadline_headers == (false, false) {
+                d.remaining(start)
+            } else {
+                d.remaining(worker.shared.now())
+            };
+            if deadline_headers.0 && parts.headers.contains_key(&GRPC_TIMEOUT) {
                 if let Ok(v) = HeaderValue::from_str(format_grpc_timeout(remaining).as_str()) {
                     parts.headers.insert(&GRPC_TIMEOUT, v);
                 }
             }
-            if parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
+            if deadline_headers.1 && parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
                 if let Ok(v) = HeaderValue::from_str(format_request_timeout(remaining).as_str()) {
                     parts.headers.insert(&X_REQUEST_TIMEOUT, v);
                 }
@@ -701,8 +707,8 @@ async fn proxy(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts.headers.insert(&X_REQUEST_ID, request_id);
+    if let header::Entry::Vacant(slot) = parts.headers.entry(&X_REQUEST_ID) {
+        slot.insert(request_id);
     }
     let body = if http_body::Body::is_end_stream(&body) {
         if let Some(c) = conn_back {
