@@ -85,10 +85,11 @@ impl Worker {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let id_prefix = splitmix(seed ^ ((id as u64) << 56) ^ u64::from(std::process::id()));
+        let pool = Rc::new(Pool::with_clock(shared.clock.clone()));
         Worker {
             id,
             shared,
-            pool: Rc::new(Pool::default()),
+            pool,
             cache: RefCell::new((cache, current)),
             request_ids: Cell::new(0),
             id_prefix,
@@ -334,11 +335,16 @@ fn hop_by_hop_bit(name: &HeaderName) -> u8 {
 
 /// Removes the headers named in one `Connection` value (names are looked up by `&str`, which
 /// neither allocates nor fails on invalid tokens).
+///
+/// The usual `keep-alive` skips the lookup: the caller removes that header anyway.
 fn remove_connection_tokens(headers: &mut HeaderMap, value: &HeaderValue) {
-    for token in value.to_str().unwrap_or("").split(',') {
-        let token = token.trim();
-        if !token.is_empty() {
-            headers.remove(token);
+    for token in value.as_bytes().split(|b| *b == b',') {
+        let token = token.trim_ascii();
+        if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
+            continue;
+        }
+        if let Ok(name) = std::str::from_utf8(token) {
+            headers.remove(name);
         }
     }
 }
