@@ -14,10 +14,12 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -344,7 +346,10 @@ impl Drain {
         self.open.set(self.open.get() + 1);
         let mut conn = std::pin::pin!(conn);
         let mut shutdown = self.shutdown.clone();
-        let idle_check = async {
+        // A second receiver that is never marked seen: `has_changed` on it is one atomic load.
+        let probe = self.shutdown.clone();
+        let mut shutdown_signal = std::pin::pin!(shutdown.wait_for(|s| *s));
+        let mut idle_check = std::pin::pin!(async {
             let Some((activity, limit)) = idle else { return std::future::pending::<()>().await };
             loop {
                 let idle_for = activity.idle_for();
@@ -353,13 +358,27 @@ impl Drain {
                 }
                 tokio::time::sleep(limit - idle_for).await;
             }
-        };
-        let stop = tokio::select! {
-            biased;
-            _ = conn.as_mut() => false,
-            _ = shutdown.wait_for(|s| *s) => true,
-            _ = idle_check => true,
-        };
+        });
+        // The connection task wakes a few times per request. Polling the shutdown future each
+        // time (as `select!` does) takes the watch's waiter lock; once it has registered this
+        // task's waker, it only needs polling again after the value changed.
+        let mut shutdown_registered = false;
+        let stop = std::future::poll_fn(|cx| {
+            if conn.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            if !shutdown_registered || probe.has_changed().unwrap_or(true) {
+                shutdown_registered = true;
+                if shutdown_signal.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+            }
+            if idle_check.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            Poll::Pending
+        })
+        .await;
         if stop {
             conn.as_mut().begin_graceful_shutdown();
             let _ = conn.await;
