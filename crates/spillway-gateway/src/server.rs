@@ -400,3 +400,60 @@ impl Drain {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::pin::Pin;
+    use std::task::Context;
+
+    /// A connection that stays open until asked to shut down, waking its task a few times first
+    /// like a connection seeing traffic.
+    struct FakeConn {
+        polls: Rc<Cell<u32>>,
+        closing: bool,
+    }
+
+    impl Future for FakeConn {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.set(self.polls.get() + 1);
+            if self.closing {
+                return Poll::Ready(());
+            }
+            if self.polls.get() < 5 {
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        }
+    }
+
+    impl GracefulConn for FakeConn {
+        fn begin_graceful_shutdown(mut self: Pin<&mut Self>) {
+            self.closing = true;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_a_connection_whose_task_was_woken_many_times() {
+        let (tx, rx) = watch::channel(false);
+        let drain = Rc::new(Drain::new(rx));
+        let polls = Rc::new(Cell::new(0));
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let conn = FakeConn { polls: polls.clone(), closing: false };
+                let d = drain.clone();
+                let task = tokio::task::spawn_local(async move { d.watch(conn).await });
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                assert!(polls.get() >= 5, "the connection was polled {} times", polls.get());
+                assert!(!task.is_finished());
+                tx.send(true).unwrap();
+                tokio::time::timeout(Duration::from_secs(1), task).await.unwrap().unwrap();
+                tokio::time::timeout(Duration::from_secs(1), drain.finished()).await.unwrap();
+            })
+            .await;
+    }
+}

@@ -167,48 +167,6 @@ shutdown: {{ drain: 5s }}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_an_idle_keep_alive_connection_without_waiting_for_the_drain() {
-    let (b, _) = backend("b").await;
-    let yaml = format!(
-        r#"
-workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-clusters: [{{ name: app, endpoints: [{{ address: "{b}" }}] }}]
-routes: [{{ name: all, cluster: app }}]
-shutdown: {{ drain: 5s }}
-"#
-    );
-    let gw = gateway(&yaml);
-    let addr = gw.listener_address("public").unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    let conn = tokio::spawn(conn);
-    // Several requests, so the connection task has been polled (and gone idle) many times.
-    for _ in 0..3 {
-        let resp = sender
-            .send_request(
-                Request::get("/headers").header("host", "test.local").body(body("")).unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.into_body().collect().await.unwrap();
-    }
-    let started = std::time::Instant::now();
-    let stopped = blocking(move || {
-        gw.shutdown();
-        gw.wait();
-    });
-    tokio::time::timeout(Duration::from_secs(4), stopped).await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "an idle connection does not hold the drain"
-    );
-    tokio::time::timeout(Duration::from_secs(2), conn).await.unwrap().unwrap().ok();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_reports_metrics_clusters_and_readiness() {
     let (b, _) = backend("b").await;
     let yaml = format!(
