@@ -9,12 +9,13 @@
 use crate::body::ProxyBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use spillway_core::{Clock, Instant, SystemClock};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// Most idle HTTP/1.1 connections kept per endpoint and worker.
@@ -82,10 +83,18 @@ struct Idle {
 }
 
 /// One worker's connections to every upstream endpoint.
-#[derive(Default)]
 pub struct Pool {
     h1: RefCell<AddrMap<Vec<Idle>>>,
     h2: RefCell<AddrMap<(http2::SendRequest<ProxyBody>, Instant)>>,
+    /// Idle ages are read on this clock (the gateway's TSC clock: cheaper than
+    /// `std::time::Instant`, and read twice per request).
+    clock: SystemClock,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool::with_clock(SystemClock::new())
+    }
 }
 
 /// An HTTP/1.1 connection checked out of a pool; [`PooledH1::release`] returns it.
@@ -112,7 +121,7 @@ impl PooledH1 {
         let mut h1 = self.pool.h1.borrow_mut();
         let idle = h1.entry(self.addr).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(Idle { sender: self.sender, since: Instant::now() });
+            idle.push(Idle { sender: self.sender, since: self.pool.clock.now() });
         }
     }
 }
@@ -145,6 +154,11 @@ pub async fn connect_h1_upgradable(
 }
 
 impl Pool {
+    /// An empty pool timing idle connections on `clock`.
+    pub fn with_clock(clock: SystemClock) -> Pool {
+        Pool { h1: RefCell::default(), h2: RefCell::default(), clock }
+    }
+
     /// An idle HTTP/1.1 connection to `addr` younger than `idle`, or a new one.
     pub async fn checkout_h1(
         self: &Rc<Self>,
@@ -152,10 +166,12 @@ impl Pool {
         connect_timeout: Duration,
         idle: Duration,
     ) -> Result<PooledH1, UpstreamError> {
+        let mut now = None;
         loop {
             let candidate = self.h1.borrow_mut().get_mut(&addr).and_then(Vec::pop);
             let Some(c) = candidate else { break };
-            if c.sender.is_closed() || c.since.elapsed() > idle {
+            let now = *now.get_or_insert_with(|| self.clock.now());
+            if c.sender.is_closed() || now.saturating_duration_since(c.since) > idle {
                 continue;
             }
             let mut sender = c.sender;
@@ -179,8 +195,9 @@ impl Pool {
         addr: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
+        let now = self.clock.now();
         let existing = self.h2.borrow_mut().get_mut(&addr).map(|(s, used)| {
-            *used = Instant::now();
+            *used = now;
             s.clone()
         });
         if let Some(mut sender) = existing {
@@ -197,17 +214,22 @@ impl Pool {
         tokio::task::spawn_local(async move {
             let _ = conn.await;
         });
-        self.h2.borrow_mut().insert(addr, (sender.clone(), Instant::now()));
+        self.h2.borrow_mut().insert(addr, (sender.clone(), self.clock.now()));
         Ok(sender)
     }
 
     /// Drops connections unused for longer than `idle` and closed ones. An HTTP/2 connection
     /// closes once its last sender is gone and its streams have finished.
     pub fn sweep(&self, idle: Duration) {
+        let now = self.clock.now();
         for conns in self.h1.borrow_mut().values_mut() {
-            conns.retain(|c| !c.sender.is_closed() && c.since.elapsed() <= idle);
+            conns.retain(|c| {
+                !c.sender.is_closed() && now.saturating_duration_since(c.since) <= idle
+            });
         }
-        self.h2.borrow_mut().retain(|_, (s, used)| !s.is_closed() && used.elapsed() <= idle);
+        self.h2
+            .borrow_mut()
+            .retain(|_, (s, used)| !s.is_closed() && now.saturating_duration_since(*used) <= idle);
     }
 
     /// Idle HTTP/1.1 connections and HTTP/2 connections currently held.

@@ -85,10 +85,11 @@ impl Worker {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let id_prefix = splitmix(seed ^ ((id as u64) << 56) ^ u64::from(std::process::id()));
+        let pool = Rc::new(Pool::with_clock(shared.clock.clone()));
         Worker {
             id,
             shared,
-            pool: Rc::new(Pool::default()),
+            pool,
             cache: RefCell::new((cache, current)),
             request_ids: Cell::new(0),
             id_prefix,
@@ -260,27 +261,90 @@ fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1) and those named in `Connection`; keeps
 /// `TE: trailers` (gRPC needs it end to end).
+///
+/// Runs twice per proxied request (request and response), so it first scans the names once
+/// and only looks up what is there: most requests carry none of these headers, and a typical
+/// upstream response only `Connection: keep-alive`. Nothing is allocated.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(header::CONNECTION);
+    let mut found = 0u8;
+    for name in headers.keys() {
+        found |= hop_by_hop_bit(name);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::TRAILER);
-    if let Some(te) = headers.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
+    if found == 0 {
+        return;
+    }
+    if found & HOP_CONNECTION != 0 {
+        // Usually one `Connection` value; several are rare enough to afford a `Vec`.
+        if headers.get_all(header::CONNECTION).iter().nth(1).is_some() {
+            let values: Vec<HeaderValue> =
+                headers.get_all(header::CONNECTION).iter().cloned().collect();
+            headers.remove(header::CONNECTION);
+            for v in &values {
+                remove_connection_tokens(headers, v);
+            }
+        } else if let Some(v) = headers.remove(header::CONNECTION) {
+            remove_connection_tokens(headers, &v);
+        }
+    }
+    if found & HOP_KEEP_ALIVE != 0 {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if found & HOP_PROXY_CONNECTION != 0 {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if found & HOP_TRANSFER_ENCODING != 0 {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if found & HOP_UPGRADE != 0 {
+        headers.remove(header::UPGRADE);
+    }
+    if found & HOP_TRAILER != 0 {
+        headers.remove(header::TRAILER);
+    }
+    if found & HOP_TE != 0 {
+        if let Some(te) = headers.get(header::TE) {
+            if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+                headers.remove(header::TE);
+            }
+        }
+    }
+}
+
+const HOP_CONNECTION: u8 = 1;
+const HOP_KEEP_ALIVE: u8 = 1 << 1;
+const HOP_PROXY_CONNECTION: u8 = 1 << 2;
+const HOP_TRANSFER_ENCODING: u8 = 1 << 3;
+const HOP_UPGRADE: u8 = 1 << 4;
+const HOP_TRAILER: u8 = 1 << 5;
+const HOP_TE: u8 = 1 << 6;
+
+/// Which hop-by-hop header `name` is, as a bit (0 for an end-to-end header).
+#[inline]
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    match name.as_str() {
+        "connection" => HOP_CONNECTION,
+        "keep-alive" => HOP_KEEP_ALIVE,
+        "proxy-connection" => HOP_PROXY_CONNECTION,
+        "transfer-encoding" => HOP_TRANSFER_ENCODING,
+        "upgrade" => HOP_UPGRADE,
+        "trailer" => HOP_TRAILER,
+        "te" => HOP_TE,
+        _ => 0,
+    }
+}
+
+/// Removes the headers named in one `Connection` value (names are looked up by `&str`, which
+/// neither allocates nor fails on invalid tokens).
+///
+/// The usual `keep-alive` skips the lookup: the caller removes that header anyway.
+fn remove_connection_tokens(headers: &mut HeaderMap, value: &HeaderValue) {
+    for token in value.as_bytes().split(|b| *b == b',') {
+        let token = token.trim_ascii();
+        if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
+            continue;
+        }
+        if let Ok(name) = std::str::from_utf8(token) {
+            headers.remove(name);
         }
     }
 }
@@ -390,9 +454,8 @@ async fn proxy(
     };
     // Traffic recording: one `Option` check unless the route has `record:` (see `record`).
     let capture = route.recorder.as_ref().and_then(|r| r.begin(&req));
-    if let Some(len) =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
+    // hyper has parsed `Content-Length` already: its exact size hint saves a header lookup.
+    if let Some(len) = http_body::Body::size_hint(req.body()).exact() {
         if len > conn.max_body {
             return (
                 canned(StatusCode::PAYLOAD_TOO_LARGE, "{\"error\":\"body_too_large\"}\n"),
@@ -409,6 +472,8 @@ async fn proxy(
     }
     // Deadline propagation: honour an incoming `grpc-timeout` / `x-request-timeout` up to the
     // route's timeout, and fail fast (504) when too little budget is left to start.
+    // Which deadline headers came in (they are rewritten with the remaining budget below).
+    let mut deadline_headers = (false, false);
     let budget = match deadline_policy {
         Some(policy) => {
             let incoming = IncomingTimeouts {
@@ -416,6 +481,8 @@ async fn proxy(
                 request_timeout: req.headers().get(&X_REQUEST_TIMEOUT).map(HeaderValue::as_bytes),
                 in_process: None,
             };
+            deadline_headers =
+                (incoming.grpc_timeout.is_some(), incoming.request_timeout.is_some());
             match policy.decide(incoming, start) {
                 Ok(granted) => Some(granted.deadline),
                 Err(rejection) => {
@@ -458,35 +525,33 @@ async fn proxy(
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto.clone());
     }
-    match parts.headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
-            v.extend_from_slice(prev.as_bytes());
+    // One hash per header below: the entry API instead of a lookup followed by an insert.
+    match parts.headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut prev) => {
+            let prev_value = prev.get();
+            let mut v = Vec::with_capacity(prev_value.len() + 2 + conn.client_ip.len());
+            v.extend_from_slice(prev_value.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(conn.client_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&v) {
-                parts.headers.insert(&X_FORWARDED_FOR, v);
+                prev.insert(v);
             }
         }
-        None => {
-            parts.headers.insert(&X_FORWARDED_FOR, conn.client_ip.clone());
+        header::Entry::Vacant(slot) => {
+            slot.insert(conn.client_ip.clone());
         }
     }
     parts.headers.insert(&X_FORWARDED_PROTO, conn.proto.clone());
     let authority_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let downstream_host = original_host.or(authority_host);
     if let Some(h) = &downstream_host {
-        if !parts.headers.contains_key(&X_FORWARDED_HOST) {
-            parts.headers.insert(&X_FORWARDED_HOST, h.clone());
+        if let header::Entry::Vacant(slot) = parts.headers.entry(&X_FORWARDED_HOST) {
+            slot.insert(h.clone());
         }
     }
-    let request_id = match parts.headers.get(&X_REQUEST_ID) {
-        Some(id) => id.clone(),
-        None => {
-            let id = worker.next_request_id();
-            parts.headers.insert(&X_REQUEST_ID, id.clone());
-            id
-        }
+    let request_id = match parts.headers.entry(&X_REQUEST_ID) {
+        header::Entry::Occupied(id) => id.get().clone(),
+        header::Entry::Vacant(slot) => slot.insert(worker.next_request_id()).clone(),
     };
     let host = rewrite_host.clone().or(downstream_host);
     // Path: forward the origin-form target unchanged unless a prefix rewrite applies.
@@ -504,14 +569,19 @@ async fn proxy(
     let t = &cluster.config.timeouts;
     let deadline = match budget {
         Some(d) => {
-            // Pass the remaining budget on in the headers the caller used.
-            let remaining = d.remaining(worker.shared.now());
-            if parts.headers.contains_key(&GRPC_TIMEOUT) {
+            // Pass the remaining budget on in the headers the caller used; without them the
+            // budget was granted at `start` a few microseconds ago: no second clock read.
+            let remaining = if deadline_headers == (false, false) {
+                d.remaining(start)
+            } else {
+                d.remaining(worker.shared.now())
+            };
+            if deadline_headers.0 && parts.headers.contains_key(&GRPC_TIMEOUT) {
                 if let Ok(v) = HeaderValue::from_str(format_grpc_timeout(remaining).as_str()) {
                     parts.headers.insert(&GRPC_TIMEOUT, v);
                 }
             }
-            if parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
+            if deadline_headers.1 && parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
                 if let Ok(v) = HeaderValue::from_str(format_request_timeout(remaining).as_str()) {
                     parts.headers.insert(&X_REQUEST_TIMEOUT, v);
                 }
@@ -643,8 +713,8 @@ async fn proxy(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts.headers.insert(&X_REQUEST_ID, request_id);
+    if let header::Entry::Vacant(slot) = parts.headers.entry(&X_REQUEST_ID) {
+        slot.insert(request_id);
     }
     let body = if http_body::Body::is_end_stream(&body) {
         if let Some(c) = conn_back {
@@ -693,6 +763,29 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn headers_named_in_every_connection_value_are_removed_case_insensitively() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("X-One"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" x-two , ,bad token"));
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("x-two", HeaderValue::from_static("2"));
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 3);
     }
 
     #[test]

@@ -14,10 +14,12 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -344,7 +346,10 @@ impl Drain {
         self.open.set(self.open.get() + 1);
         let mut conn = std::pin::pin!(conn);
         let mut shutdown = self.shutdown.clone();
-        let idle_check = async {
+        // A second receiver that is never marked seen: `has_changed` on it is one atomic load.
+        let probe = self.shutdown.clone();
+        let mut shutdown_signal = std::pin::pin!(shutdown.wait_for(|s| *s));
+        let mut idle_check = std::pin::pin!(async {
             let Some((activity, limit)) = idle else { return std::future::pending::<()>().await };
             loop {
                 let idle_for = activity.idle_for();
@@ -353,13 +358,27 @@ impl Drain {
                 }
                 tokio::time::sleep(limit - idle_for).await;
             }
-        };
-        let stop = tokio::select! {
-            biased;
-            _ = conn.as_mut() => false,
-            _ = shutdown.wait_for(|s| *s) => true,
-            _ = idle_check => true,
-        };
+        });
+        // The connection task wakes a few times per request. Polling the shutdown future each
+        // time (as `select!` does) takes the watch's waiter lock; once it has registered this
+        // task's waker, it only needs polling again after the value changed.
+        let mut shutdown_registered = false;
+        let stop = std::future::poll_fn(|cx| {
+            if conn.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            if !shutdown_registered || probe.has_changed().unwrap_or(true) {
+                shutdown_registered = true;
+                if shutdown_signal.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+            }
+            if idle_check.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            Poll::Pending
+        })
+        .await;
         if stop {
             conn.as_mut().begin_graceful_shutdown();
             let _ = conn.await;
@@ -379,5 +398,62 @@ impl Drain {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::pin::Pin;
+    use std::task::Context;
+
+    /// A connection that stays open until asked to shut down, waking its task a few times first
+    /// like a connection seeing traffic.
+    struct FakeConn {
+        polls: Rc<Cell<u32>>,
+        closing: bool,
+    }
+
+    impl Future for FakeConn {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.set(self.polls.get() + 1);
+            if self.closing {
+                return Poll::Ready(());
+            }
+            if self.polls.get() < 5 {
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        }
+    }
+
+    impl GracefulConn for FakeConn {
+        fn begin_graceful_shutdown(mut self: Pin<&mut Self>) {
+            self.closing = true;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_a_connection_whose_task_was_woken_many_times() {
+        let (tx, rx) = watch::channel(false);
+        let drain = Rc::new(Drain::new(rx));
+        let polls = Rc::new(Cell::new(0));
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let conn = FakeConn { polls: polls.clone(), closing: false };
+                let d = drain.clone();
+                let task = tokio::task::spawn_local(async move { d.watch(conn).await });
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                assert!(polls.get() >= 5, "the connection was polled {} times", polls.get());
+                assert!(!task.is_finished());
+                tx.send(true).unwrap();
+                tokio::time::timeout(Duration::from_secs(1), task).await.unwrap().unwrap();
+                tokio::time::timeout(Duration::from_secs(1), drain.finished()).await.unwrap();
+            })
+            .await;
     }
 }
