@@ -4,7 +4,7 @@
 //! (relaxed atomics, no contention); a scrape sums the shards. Route statistics are carried
 //! across reloads by route name, so counters do not reset when the config changes.
 
-use crate::cluster::ClusterState;
+use crate::cluster::{ClusterState, EndpointState};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -93,6 +93,30 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Writes one metric family with a sample per endpoint, labelled by cluster and endpoint.
+fn endpoint_family(
+    out: &mut String,
+    clusters: &[std::sync::Arc<ClusterState>],
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&EndpointState) -> u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for c in clusters {
+        let cluster = escape(&c.config.name);
+        for e in &c.endpoints {
+            let _ = writeln!(
+                out,
+                "{name}{{cluster=\"{cluster}\",endpoint=\"{}\"}} {}",
+                e.address,
+                value(e)
+            );
+        }
+    }
+}
+
 /// Renders everything in the Prometheus text format (version 0.0.4).
 pub fn render<'a>(
     routes: impl Iterator<Item = &'a RouteStats> + Clone,
@@ -158,45 +182,30 @@ pub fn render<'a>(
             }
         }
     }
-    out.push_str("# HELP spillway_upstream_healthy Whether an endpoint may receive requests (healthy and not ejected).\n");
-    out.push_str("# TYPE spillway_upstream_healthy gauge\n");
-    for c in clusters {
-        for e in &c.endpoints {
-            let _ = writeln!(
-                out,
-                "spillway_upstream_healthy{{cluster=\"{}\",endpoint=\"{}\"}} {}",
-                escape(&c.config.name),
-                e.address,
-                u8::from(e.available(now))
-            );
-        }
-    }
-    out.push_str("# HELP spillway_upstream_in_flight Upstream requests in flight.\n");
-    out.push_str("# TYPE spillway_upstream_in_flight gauge\n");
-    for c in clusters {
-        for e in &c.endpoints {
-            let _ = writeln!(
-                out,
-                "spillway_upstream_in_flight{{cluster=\"{}\",endpoint=\"{}\"}} {}",
-                escape(&c.config.name),
-                e.address,
-                e.in_flight.load(Relaxed)
-            );
-        }
-    }
-    out.push_str("# HELP spillway_upstream_ejections_total Passive outlier ejections.\n");
-    out.push_str("# TYPE spillway_upstream_ejections_total counter\n");
-    for c in clusters {
-        for e in &c.endpoints {
-            let _ = writeln!(
-                out,
-                "spillway_upstream_ejections_total{{cluster=\"{}\",endpoint=\"{}\"}} {}",
-                escape(&c.config.name),
-                e.address,
-                e.ejections.load(Relaxed)
-            );
-        }
-    }
+    endpoint_family(
+        &mut out,
+        clusters,
+        "spillway_upstream_healthy",
+        "gauge",
+        "Whether an endpoint may receive requests (healthy and not ejected).",
+        |e| u64::from(e.available(now)),
+    );
+    endpoint_family(
+        &mut out,
+        clusters,
+        "spillway_upstream_in_flight",
+        "gauge",
+        "Upstream requests in flight.",
+        |e| e.in_flight.load(Relaxed),
+    );
+    endpoint_family(
+        &mut out,
+        clusters,
+        "spillway_upstream_ejections_total",
+        "counter",
+        "Passive outlier ejections.",
+        |e| u64::from(e.ejections.load(Relaxed)),
+    );
     out.push_str("# HELP spillway_downstream_connections Downstream connections open now.\n");
     out.push_str("# TYPE spillway_downstream_connections gauge\n");
     for (name, l) in listeners {
