@@ -17,10 +17,10 @@
 //!
 //! The open → half-open step happens lazily, in [`CircuitBreaker::allow`]: no timer is needed.
 
-use super::totals::{Tally, WindowTotals};
 use super::{ConfigError, Outcome};
 use crate::clock::{duration_nanos, Instant};
 use crate::decision::{RejectReason, Rejection};
+use crate::window::{Tally, WindowTotals};
 use std::time::Duration;
 
 /// Which recent calls the breaker judges.

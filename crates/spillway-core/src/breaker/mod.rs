@@ -9,7 +9,6 @@
 
 mod classic;
 mod sre;
-pub(crate) mod totals;
 
 pub use classic::{
     BreakerState, BreakerWindow, CallOutcome, CallTicket, CircuitBreaker, CircuitBreakerConfig,
