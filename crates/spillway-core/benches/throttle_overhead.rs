@@ -68,8 +68,9 @@ fn classic(c: &mut Criterion) {
                 nanos += 1_000;
                 n += 1;
                 let now = Instant::from_nanos(nanos);
-                let decision = breaker.allow(now);
-                if decision.is_admitted() {
+                let admitted = breaker.allow(now);
+                let refused = admitted.is_err();
+                if let Ok(ticket) = admitted {
                     let latency = Duration::from_micros(n % 500);
                     // One failure in ten: judged every call, never trips.
                     let outcome = if n.is_multiple_of(10) {
@@ -77,9 +78,9 @@ fn classic(c: &mut Criterion) {
                     } else {
                         CallOutcome::success(latency)
                     };
-                    breaker.record(black_box(outcome), now);
+                    breaker.record(ticket, black_box(outcome), now);
                 }
-                decision
+                refused
             })
         });
     }

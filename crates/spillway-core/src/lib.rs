@@ -40,16 +40,16 @@
 //! let config = CircuitBreakerConfig { failure_count: Some(3), ..Default::default() };
 //! let mut breaker = CircuitBreaker::try_new(config)?;
 //! for _ in 0..3 {
-//!     assert!(breaker.allow(clock.now()).is_admitted());
-//!     breaker.record(CallOutcome::failure(Duration::from_millis(5)), clock.now());
+//!     let ticket = breaker.allow(clock.now()).expect("closed: admitted");
+//!     breaker.record(ticket, CallOutcome::failure(Duration::from_millis(5)), clock.now());
 //! }
-//! let refused = breaker.allow(clock.now()).rejection().expect("open");
+//! let refused = breaker.allow(clock.now()).expect_err("open");
 //! assert_eq!(refused.reason, RejectReason::CircuitOpen);
 //! assert_eq!(refused.retry_after, Some(Duration::from_secs(5)));
 //!
 //! clock.advance(Duration::from_secs(5)); // no sleep: the test says time has passed
 //! assert_eq!(breaker.state(clock.now()), BreakerState::HalfOpen);
-//! assert!(breaker.allow(clock.now()).is_admitted()); // the first probe
+//! assert!(breaker.allow(clock.now()).is_ok_and(|t| t.is_probe())); // the first probe
 //! # Ok::<(), spillway_core::breaker::ConfigError>(())
 //! ```
 

@@ -17,10 +17,10 @@
 //!
 //! The open → half-open step happens lazily, in [`CircuitBreaker::allow`]: no timer is needed.
 
-use super::totals::{Tally, WindowTotals};
 use super::{ConfigError, Outcome};
 use crate::clock::{duration_nanos, Instant};
-use crate::decision::{Decision, RejectReason};
+use crate::decision::{RejectReason, Rejection};
+use crate::window::{Tally, WindowTotals};
 use std::time::Duration;
 
 /// Which recent calls the breaker judges.
@@ -332,6 +332,24 @@ impl Window {
     }
 }
 
+/// Proof that [`CircuitBreaker::allow`] admitted a call: which generation of the breaker
+/// admitted it, and whether as a half-open probe. Hand it back to [`CircuitBreaker::record`]
+/// with the call's outcome, once (it is neither `Copy` nor `Clone`), so that an outcome is
+/// judged only by the state that admitted the call.
+#[must_use = "hand the ticket back to CircuitBreaker::record with the call's outcome"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct CallTicket {
+    generation: u64,
+    probe: bool,
+}
+
+impl CallTicket {
+    /// Whether the call was admitted as a half-open probe.
+    pub const fn is_probe(&self) -> bool {
+        self.probe
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum State {
     Closed,
@@ -358,11 +376,11 @@ enum State {
 /// let mut breaker = CircuitBreaker::try_new(config).unwrap();
 /// let now = Instant::ZERO;
 /// for _ in 0..3 {
-///     assert!(breaker.allow(now).is_admitted());
-///     breaker.record(CallOutcome::failure(Duration::from_millis(5)), now);
+///     let ticket = breaker.allow(now).expect("closed: admitted");
+///     breaker.record(ticket, CallOutcome::failure(Duration::from_millis(5)), now);
 /// }
 /// assert_eq!(breaker.state(now), BreakerState::Open);
-/// let refused = breaker.allow(now).rejection().unwrap();
+/// let refused = breaker.allow(now).unwrap_err();
 /// assert_eq!(refused.reason, RejectReason::CircuitOpen);
 /// assert_eq!(refused.retry_after, Some(Duration::from_secs(5)));
 /// ```
@@ -375,6 +393,9 @@ pub struct CircuitBreaker {
     consecutive_trips: u32,
     /// Every trip since construction (for metrics).
     trips: u64,
+    /// Bumped by each trip, close and reclaiming of lost probes; stamped on each
+    /// [`CallTicket`].
+    generation: u64,
 }
 
 impl CircuitBreaker {
@@ -387,52 +408,75 @@ impl CircuitBreaker {
                 Window::Time(WindowTotals::new(span, buckets as usize))
             }
         };
-        Ok(CircuitBreaker { config, window, state: State::Closed, consecutive_trips: 0, trips: 0 })
+        Ok(CircuitBreaker {
+            config,
+            window,
+            state: State::Closed,
+            consecutive_trips: 0,
+            trips: 0,
+            generation: 0,
+        })
     }
 
-    /// Whether a call may go now. Open: refused with [`RejectReason::CircuitOpen`] and the
-    /// time left until half-open. Half-open: admitted while probe slots remain, else refused
-    /// without a hint.
-    pub fn allow(&mut self, now: Instant) -> Decision {
+    /// Whether a call may go now: a [`CallTicket`] to hand back to [`CircuitBreaker::record`]
+    /// with the call's outcome, or the refusal. Open: refused with
+    /// [`RejectReason::CircuitOpen`] and the time left until half-open. Half-open: admitted as a
+    /// probe while probe slots remain, else refused without a hint.
+    pub fn allow(&mut self, now: Instant) -> Result<CallTicket, Rejection> {
         if let State::Open { until } = self.state {
             if now < until {
-                return Decision::reject(RejectReason::CircuitOpen, Some(until - now));
+                return Err(Rejection::new(RejectReason::CircuitOpen).retry_after(until - now));
             }
             self.state =
                 State::HalfOpen { admitted: 0, successes: 0, failures: 0, last_probe: now };
         }
         match &mut self.state {
-            State::Closed => Decision::Admit,
-            State::Open { .. } => Decision::reject(RejectReason::CircuitOpen, None),
+            State::Closed => Ok(CallTicket { generation: self.generation, probe: false }),
+            State::Open { .. } => Err(Rejection::new(RejectReason::CircuitOpen)),
             State::HalfOpen { admitted, successes, failures, last_probe } => {
                 let in_flight = *admitted - *successes - *failures;
                 if *admitted >= self.config.half_open_probes
                     && in_flight > 0
                     && now.nanos_since(*last_probe) >= duration_nanos(self.config.probe_timeout)
                 {
-                    // The probes still out are presumed lost: give their slots to new ones.
+                    // The probes still out are presumed lost: give their slots to new ones, and
+                    // start a generation so that a lost probe reporting late is not taken for
+                    // one of the new ones.
                     *admitted = *successes + *failures;
+                    self.generation = self.generation.wrapping_add(1);
                 }
                 if *admitted < self.config.half_open_probes {
                     *admitted += 1;
                     *last_probe = now;
-                    Decision::Admit
+                    Ok(CallTicket { generation: self.generation, probe: true })
                 } else {
-                    Decision::reject(RejectReason::CircuitOpen, None)
+                    Err(Rejection::new(RejectReason::CircuitOpen))
                 }
             }
         }
     }
 
-    /// Records how an admitted call went.
-    pub fn record(&mut self, call: CallOutcome, now: Instant) {
+    /// Records how the call admitted with `ticket` went.
+    ///
+    /// Which outcomes count (a trip, a close, and the reclaiming of lost probes each start a
+    /// new generation):
+    /// - **Half-open**: only the probes of the current generation. A call admitted before the
+    ///   trip, or a probe presumed lost, neither counts as a probe nor — when `Ignored` — gives
+    ///   a probe slot back.
+    /// - **Closed**: calls admitted since the breaker (last) closed, and the probes still out
+    ///   when half-open closed it (they were sent to the recovered backend). Calls admitted
+    ///   before the last trip are not judged: the open time lies between them and now, and the
+    ///   breaker already acted on their period.
+    /// - **Open**: nothing (every call out was admitted before the trip).
+    pub fn record(&mut self, ticket: CallTicket, call: CallOutcome, now: Instant) {
+        let current = ticket.generation == self.generation;
         let slow = self.config.slow_calls.as_ref().is_some_and(|s| call.latency >= s.threshold);
         let failed = match call.outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
             Outcome::Ignored => {
                 if let State::HalfOpen { admitted, successes, failures, .. } = &mut self.state {
-                    if *admitted > *successes + *failures {
+                    if current && ticket.probe && *admitted > *successes + *failures {
                         *admitted -= 1;
                     }
                 }
@@ -441,17 +485,24 @@ impl CircuitBreaker {
         };
         match &mut self.state {
             State::Closed => {
+                let judged = if ticket.probe {
+                    // A probe still out when half-open closed the breaker.
+                    ticket.generation.wrapping_add(1) == self.generation
+                } else {
+                    current
+                };
+                if !judged {
+                    return;
+                }
                 let flags = (u8::from(failed) * FAILED) | (u8::from(slow) * SLOW);
                 let stats = self.window.push(flags, now);
                 if self.should_trip(stats) {
                     self.trip(now);
                 }
             }
-            // A call admitted before the trip: the breaker has already judged.
             State::Open { .. } => {}
             State::HalfOpen { admitted, successes, failures, .. } => {
-                if *admitted == *successes + *failures {
-                    // Not one of our probes (admitted while closed, or presumed lost).
+                if !(current && ticket.probe) || *admitted == *successes + *failures {
                     return;
                 }
                 if failed || slow {
@@ -487,12 +538,14 @@ impl CircuitBreaker {
         self.consecutive_trips = self.consecutive_trips.saturating_add(1);
         self.trips = self.trips.saturating_add(1);
         self.state = State::Open { until: now + self.open_duration_for(self.consecutive_trips) };
+        self.generation = self.generation.wrapping_add(1);
         self.window.clear();
     }
 
     fn close(&mut self) {
         self.consecutive_trips = 0;
         self.state = State::Closed;
+        self.generation = self.generation.wrapping_add(1);
         self.window.clear();
     }
 
@@ -548,8 +601,8 @@ mod tests {
 
     fn calls(b: &mut CircuitBreaker, outcome: CallOutcome, n: usize, now: Instant) {
         for _ in 0..n {
-            assert!(b.allow(now).is_admitted());
-            b.record(outcome, now);
+            let ticket = b.allow(now).expect("admitted");
+            b.record(ticket, outcome, now);
         }
     }
 
@@ -651,8 +704,8 @@ mod tests {
         let mut b = breaker(count_config(10));
         let now = Instant::ZERO;
         for _ in 0..1_000 {
-            assert!(b.allow(now).is_admitted());
-            b.record(CallOutcome::ignored(), now);
+            let ticket = b.allow(now).expect("admitted");
+            b.record(ticket, CallOutcome::ignored(), now);
         }
         assert_eq!(b.state(now), BreakerState::Closed);
         assert_eq!(b.window_stats(now).calls, 0);
@@ -669,10 +722,9 @@ mod tests {
         let clock = ManualClock::new();
         trip(&mut b, clock.now());
         clock.advance_ms(1_500);
-        let d = b.allow(clock.now());
         assert_eq!(
-            d,
-            Decision::reject(RejectReason::CircuitOpen, Some(Duration::from_millis(3_500)))
+            b.allow(clock.now()),
+            Err(Rejection::new(RejectReason::CircuitOpen).retry_after(Duration::from_millis(3_500)))
         );
     }
 
@@ -689,9 +741,9 @@ mod tests {
         clock.advance(Duration::from_secs(5));
         assert_eq!(b.state(clock.now()), BreakerState::HalfOpen);
         for _ in 0..3 {
-            assert!(b.allow(clock.now()).is_admitted());
+            assert!(b.allow(clock.now()).is_ok_and(|t| t.is_probe()));
         }
-        assert_eq!(b.allow(clock.now()), Decision::reject(RejectReason::CircuitOpen, None));
+        assert_eq!(b.allow(clock.now()), Err(Rejection::new(RejectReason::CircuitOpen)));
     }
 
     #[test]
@@ -747,7 +799,7 @@ mod tests {
         trip(&mut b, clock.now());
         let mut waits = Vec::new();
         for _ in 0..4 {
-            let wait = b.allow(clock.now()).rejection().and_then(|r| r.retry_after);
+            let wait = b.allow(clock.now()).err().and_then(|r| r.retry_after);
             waits.push(wait.map(|d| d.as_secs()));
             clock.advance(wait.unwrap_or_default());
             calls(&mut b, CallOutcome::failure(MS), 1, clock.now()); // the probe fails
@@ -758,7 +810,7 @@ mod tests {
         calls(&mut b, CallOutcome::success(MS), 1, clock.now());
         assert_eq!(b.state(clock.now()), BreakerState::Closed);
         trip(&mut b, clock.now());
-        let wait = b.allow(clock.now()).rejection().and_then(|r| r.retry_after);
+        let wait = b.allow(clock.now()).err().and_then(|r| r.retry_after);
         assert_eq!(wait, Some(Duration::from_secs(5)));
     }
 
@@ -789,12 +841,12 @@ mod tests {
         let clock = ManualClock::new();
         trip(&mut b, clock.now());
         clock.advance(Duration::from_secs(5));
-        assert!(b.allow(clock.now()).is_admitted());
-        assert!(!b.allow(clock.now()).is_admitted());
-        b.record(CallOutcome::ignored(), clock.now());
+        let probe = b.allow(clock.now()).expect("the probe");
+        assert!(b.allow(clock.now()).is_err());
+        b.record(probe, CallOutcome::ignored(), clock.now());
         assert_eq!(b.state(clock.now()), BreakerState::HalfOpen);
-        assert!(b.allow(clock.now()).is_admitted());
-        b.record(CallOutcome::success(MS), clock.now());
+        let probe = b.allow(clock.now()).expect("a new probe");
+        b.record(probe, CallOutcome::success(MS), clock.now());
         assert_eq!(b.state(clock.now()), BreakerState::Closed);
     }
 
@@ -810,27 +862,112 @@ mod tests {
         let clock = ManualClock::new();
         trip(&mut b, clock.now());
         clock.advance(Duration::from_secs(5));
-        assert!(b.allow(clock.now()).is_admitted()); // never reports
+        let _lost = b.allow(clock.now()).expect("the probe"); // never reports
         clock.advance(Duration::from_secs(29));
-        assert!(!b.allow(clock.now()).is_admitted());
+        assert!(b.allow(clock.now()).is_err());
         clock.advance(Duration::from_secs(1));
-        assert!(b.allow(clock.now()).is_admitted());
+        assert!(b.allow(clock.now()).is_ok());
+    }
+
+    fn one_probe_config() -> CircuitBreakerConfig {
+        CircuitBreakerConfig { half_open_probes: 1, half_open_successes: 1, ..count_config(10) }
+    }
+
+    #[test]
+    fn call_admitted_before_the_trip_is_not_counted_as_a_probe() {
+        let mut b = breaker(one_probe_config());
+        let clock = ManualClock::new();
+        let before_trip = b.allow(clock.now()).expect("closed");
+        trip(&mut b, clock.now());
+        clock.advance(Duration::from_secs(5));
+        let probe = b.allow(clock.now()).expect("the probe");
+        // The old call fails while the probe is out: it says nothing about the recovery.
+        b.record(before_trip, CallOutcome::failure(MS), clock.now());
+        assert_eq!(b.state(clock.now()), BreakerState::HalfOpen);
+        assert_eq!(b.trips(), 1);
+        b.record(probe, CallOutcome::success(MS), clock.now());
+        assert_eq!(b.state(clock.now()), BreakerState::Closed);
+    }
+
+    #[test]
+    fn call_admitted_before_the_trip_cannot_close_the_breaker() {
+        let mut b = breaker(one_probe_config());
+        let clock = ManualClock::new();
+        let before_trip = b.allow(clock.now()).expect("closed");
+        trip(&mut b, clock.now());
+        clock.advance(Duration::from_secs(5));
+        let probe = b.allow(clock.now()).expect("the probe");
+        b.record(before_trip, CallOutcome::success(MS), clock.now());
+        assert_eq!(b.state(clock.now()), BreakerState::HalfOpen);
+        b.record(probe, CallOutcome::failure(MS), clock.now());
+        assert_eq!(b.state(clock.now()), BreakerState::Open);
+    }
+
+    #[test]
+    fn stale_ignored_outcome_does_not_free_a_probe_slot() {
+        let mut b = breaker(one_probe_config());
+        let clock = ManualClock::new();
+        let before_trip = b.allow(clock.now()).expect("closed");
+        trip(&mut b, clock.now());
+        clock.advance(Duration::from_secs(5));
+        let _probe = b.allow(clock.now()).expect("the probe");
+        b.record(before_trip, CallOutcome::ignored(), clock.now());
+        assert_eq!(b.allow(clock.now()), Err(Rejection::new(RejectReason::CircuitOpen)));
+    }
+
+    #[test]
+    fn probe_presumed_lost_is_not_counted_when_it_reports_late() {
+        let mut b = breaker(one_probe_config());
+        let clock = ManualClock::new();
+        trip(&mut b, clock.now());
+        clock.advance(Duration::from_secs(5));
+        let lost = b.allow(clock.now()).expect("the probe");
+        clock.advance(Duration::from_secs(30));
+        let replacement = b.allow(clock.now()).expect("a replacement probe");
+        b.record(lost, CallOutcome::success(MS), clock.now());
+        assert_eq!(b.state(clock.now()), BreakerState::HalfOpen);
+        b.record(replacement, CallOutcome::success(MS), clock.now());
+        assert_eq!(b.state(clock.now()), BreakerState::Closed);
+    }
+
+    #[test]
+    fn closed_window_judges_leftover_probes_but_not_calls_from_before_the_trip() {
+        let config = CircuitBreakerConfig {
+            half_open_probes: 2,
+            half_open_successes: 1,
+            ..count_config(10)
+        };
+        let mut b = breaker(config);
+        let clock = ManualClock::new();
+        let before_trip = b.allow(clock.now()).expect("closed");
+        trip(&mut b, clock.now());
+        clock.advance(Duration::from_secs(5));
+        let first = b.allow(clock.now()).expect("probe 1");
+        let second = b.allow(clock.now()).expect("probe 2");
+        b.record(first, CallOutcome::success(MS), clock.now());
+        assert_eq!(b.state(clock.now()), BreakerState::Closed);
+        b.record(before_trip, CallOutcome::failure(MS), clock.now());
+        assert_eq!(b.window_stats(clock.now()), WindowStats::default());
+        b.record(second, CallOutcome::failure(MS), clock.now());
+        assert_eq!(b.window_stats(clock.now()), WindowStats { calls: 1, failures: 1, slow: 0 });
     }
 
     #[test]
     fn outcomes_of_calls_admitted_before_the_trip_are_not_judged_while_open() {
         let mut b = breaker(count_config(10));
         let clock = ManualClock::new();
+        let early = b.allow(clock.now()).expect("closed");
+        let late = b.allow(clock.now()).expect("closed");
         trip(&mut b, clock.now());
-        b.record(CallOutcome::success(MS), clock.now());
+        b.record(early, CallOutcome::success(MS), clock.now());
         assert_eq!(b.state(clock.now()), BreakerState::Open);
         assert_eq!(b.window_stats(clock.now()), WindowStats::default());
         clock.advance(Duration::from_secs(5));
         assert_eq!(b.state(clock.now()), BreakerState::HalfOpen);
         // Half-open with no probe out yet: a late outcome is not a probe's and is not judged.
-        b.record(CallOutcome::failure(MS), clock.now());
-        assert!(b.allow(clock.now()).is_admitted());
-        b.record(CallOutcome::success(MS), clock.now());
+        b.record(late, CallOutcome::failure(MS), clock.now());
+        let probe = b.allow(clock.now()).expect("a probe");
+        b.record(probe, CallOutcome::success(MS), clock.now());
         assert_eq!(b.state(clock.now()), BreakerState::HalfOpen);
     }
 
@@ -891,13 +1028,15 @@ mod tests {
             for (kind, at, latency) in events {
                 let now = Instant::from_nanos(at);
                 let latency = Duration::from_nanos(latency);
-                let _ = b.allow(now);
+                let ticket = b.allow(now);
                 let outcome = match kind {
                     0 => CallOutcome::success(latency),
                     1 => CallOutcome::failure(latency),
                     _ => CallOutcome::ignored(),
                 };
-                b.record(outcome, now);
+                if let Ok(ticket) = ticket {
+                    b.record(ticket, outcome, now);
+                }
                 let _ = (b.state(now), b.window_stats(now));
             }
         }

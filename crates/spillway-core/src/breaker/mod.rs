@@ -9,10 +9,9 @@
 
 mod classic;
 mod sre;
-pub(crate) mod totals;
 
 pub use classic::{
-    BreakerState, BreakerWindow, CallOutcome, CircuitBreaker, CircuitBreakerConfig,
+    BreakerState, BreakerWindow, CallOutcome, CallTicket, CircuitBreaker, CircuitBreakerConfig,
     SlowCallTrigger, WindowStats,
 };
 pub use sre::{SreThrottle, SreThrottleConfig, ThrottleCounts};

@@ -20,11 +20,11 @@
 //! everything would still see requests dropped. All classes share one window: the backend's
 //! health is one fact, only the response to it differs by class.
 
-use super::totals::{Tally, WindowTotals};
 use super::{ConfigError, Outcome};
 use crate::clock::{duration_nanos, Instant};
 use crate::criticality::Criticality;
 use crate::decision::{Decision, RejectReason};
+use crate::window::{Tally, WindowTotals};
 use std::time::Duration;
 
 /// How an [`SreThrottle`] behaves. Build one with [`SreThrottleConfig::default`] and adjust.

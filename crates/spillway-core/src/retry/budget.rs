@@ -7,8 +7,8 @@
 //! (`min_per_second`) keeps a client sending one request a minute able to retry its failure.
 
 use super::RetryConfigError;
-use crate::breaker::totals::{Tally, WindowTotals};
 use crate::clock::{duration_nanos, Instant};
+use crate::window::{Tally, WindowTotals};
 use std::time::Duration;
 
 /// How a [`RetryBudget`] behaves.

@@ -5,9 +5,12 @@
 //! puts it on the call path. Each call asks the breaker first (an open breaker fails the call
 //! at once with a [`Rejected`](crate::Rejected) `circuit_open` error carrying the time left until half-open),
 //! then the inner service's result is judged by a [`Classify`] and recorded with the call's
-//! latency, measured on tokio's clock (so `start_paused` tests control it). A call whose
-//! future is dropped before it finishes is recorded as [`Outcome::Ignored`], which gives a
-//! half-open probe slot back.
+//! latency, measured on tokio's clock (so `start_paused` tests control it). The
+//! [`CallTicket`] the breaker gave at admission travels with
+//! the call and is handed back with its outcome, so a call admitted before a trip is never taken
+//! for a half-open probe. A call whose future is dropped before it finishes is recorded as
+//! [`Outcome::Ignored`], which gives its half-open probe slot back (if it was a probe of the
+//! current half-open phase).
 //!
 //! All services made from one [`CircuitBreakerLayer`] share its breaker: build one layer per
 //! upstream.
@@ -37,10 +40,10 @@ use crate::time::TokioClock;
 use parking_lot::Mutex;
 use recorder::Recorder;
 use spillway_core::breaker::{
-    BreakerState, CallOutcome, CircuitBreaker, CircuitBreakerConfig, ConfigError, Outcome,
+    BreakerState, CallOutcome, CallTicket, CircuitBreaker, CircuitBreakerConfig, ConfigError,
+    Outcome,
 };
 use spillway_core::Clock;
-use spillway_core::Decision;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
@@ -53,10 +56,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, outcome: Outcome, started: tokio::time::Instant) {
+    fn record(&self, ticket: CallTicket, outcome: Outcome, started: tokio::time::Instant) {
         let end = tokio::time::Instant::now();
         let call = CallOutcome { outcome, latency: end.saturating_duration_since(started) };
-        self.breaker.lock().record(call, self.clock.at(end));
+        self.breaker.lock().record(ticket, call, self.clock.at(end));
     }
 }
 
@@ -131,15 +134,15 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let started = tokio::time::Instant::now();
-        let decision = self.shared.breaker.lock().allow(self.shared.clock.at(started));
-        match decision {
-            Decision::Reject(rejection) => GuardedFuture::refused(rejection),
-            Decision::Admit | Decision::Wait(_) => {
+        let admitted = self.shared.breaker.lock().allow(self.shared.clock.at(started));
+        match admitted {
+            Err(rejection) => GuardedFuture::refused(rejection),
+            Ok(ticket) => {
                 let recorder = Recorder {
                     shared: self.shared.clone(),
                     classifier: self.classifier.clone(),
                     started,
-                    done: false,
+                    ticket: Some(ticket),
                 };
                 GuardedFuture::called(self.inner.call(req), recorder)
             }
@@ -152,26 +155,26 @@ where
 pub type ResponseFuture<F, C> = GuardedFuture<F, recorder::Recorder<C>>;
 
 mod recorder {
-    use super::{Classify, Outcome, Shared};
+    use super::{CallTicket, Classify, Outcome, Shared};
     use crate::guarded::CallGuard;
     use crate::rejection::BoxError;
     use std::sync::Arc;
 
-    /// Records the call's outcome once; records [`Outcome::Ignored`] if dropped unfinished.
+    /// Carries the call's admission ticket to its end: records the outcome once, with the
+    /// ticket; records [`Outcome::Ignored`] if dropped unfinished.
     #[derive(Debug)]
     pub struct Recorder<C> {
         pub(super) shared: Arc<Shared>,
         pub(super) classifier: C,
         pub(super) started: tokio::time::Instant,
-        /// Set once the real outcome is recorded.
-        pub(super) done: bool,
+        /// The breaker's ticket for this call; taken when the outcome is recorded.
+        pub(super) ticket: Option<CallTicket>,
     }
 
     impl<C: Classify<T>, T> CallGuard<T> for Recorder<C> {
         fn finish(&mut self, result: &Result<T, BoxError>) {
-            if !self.done {
-                self.done = true;
-                self.shared.record(self.classifier.classify(result), self.started);
+            if let Some(ticket) = self.ticket.take() {
+                self.shared.record(ticket, self.classifier.classify(result), self.started);
             }
         }
     }
@@ -179,8 +182,11 @@ mod recorder {
     impl<C> Drop for Recorder<C> {
         fn drop(&mut self) {
             // The call was abandoned before it finished (a timeout above us, a client gone).
-            if !self.done && !std::thread::panicking() {
-                self.shared.record(Outcome::Ignored, self.started);
+            if std::thread::panicking() {
+                return;
+            }
+            if let Some(ticket) = self.ticket.take() {
+                self.shared.record(ticket, Outcome::Ignored, self.started);
             }
         }
     }
@@ -349,6 +355,57 @@ mod tests {
         backend.delay_ms.store(0, Ordering::SeqCst);
         backend.status.store(200, Ordering::SeqCst);
         assert_eq!(call(&mut service).await.expect("a new probe goes through").status(), 200);
+        assert_eq!(layer.state(), BreakerState::Closed);
+    }
+
+    /// A request asking the test backend below for `status` after `delay_ms`.
+    fn request(status: u16, delay_ms: u64) -> http::Request<()> {
+        http::Request::builder()
+            .header("x-status", status)
+            .header("x-delay-ms", delay_ms)
+            .body(())
+            .expect("valid request")
+    }
+
+    fn header(req: &http::Request<()>, name: &str) -> u64 {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_admitted_before_the_trip_is_not_taken_for_a_probe() {
+        let config =
+            CircuitBreakerConfig { half_open_probes: 1, half_open_successes: 1, ..config() };
+        let layer = CircuitBreakerLayer::new(config).expect("valid");
+        let mut service = layer.layer(service_fn(|req: http::Request<()>| async move {
+            tokio::time::sleep(Duration::from_millis(header(&req, "x-delay-ms"))).await;
+            let mut response = http::Response::new(());
+            *response.status_mut() = http::StatusCode::from_u16(header(&req, "x-status") as u16)
+                .map_err(BoxError::from)?;
+            Ok::<_, BoxError>(response)
+        }));
+        // Admitted while closed; fails at 6 s, while the breaker is half-open.
+        let slow = service.ready().await.expect("ready").call(request(500, 6_000));
+        let slow = tokio::spawn(slow);
+        tokio::task::yield_now().await;
+        for _ in 0..10 {
+            let _ = service.ready().await.expect("ready").call(request(500, 0)).await;
+        }
+        assert_eq!(layer.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // The probe succeeds at 7 s.
+        let probe = service.ready().await.expect("ready").call(request(200, 2_000));
+        let probe = tokio::spawn(probe);
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let old = slow.await.expect("no panic").expect("the backend answers");
+        assert_eq!(old.status(), 500);
+        assert_eq!(layer.state(), BreakerState::HalfOpen, "the old failure is not a probe's");
+        let probe = probe.await.expect("no panic").expect("the probe answers");
+        assert_eq!(probe.status(), 200);
         assert_eq!(layer.state(), BreakerState::Closed);
     }
 

@@ -5,8 +5,8 @@
 //! Why: the SRE throttle reads its totals on every request; walking 100 buckets each time
 //! would cost more than the whole decision is allowed to (see BENCHMARKS.md).
 
+use super::RollingWindow;
 use crate::clock::{duration_nanos, Instant};
-use crate::window::RollingWindow;
 use std::time::Duration;
 
 /// A per-bucket record whose values can be added up.

@@ -9,6 +9,10 @@
 use crate::clock::{duration_nanos, Instant};
 use std::time::Duration;
 
+mod totals;
+
+pub(crate) use totals::{Tally, WindowTotals};
+
 /// A ring of `len` buckets, each `width` long, holding a `T` per bucket.
 #[derive(Clone, Debug)]
 pub struct RollingWindow<T> {
