@@ -44,10 +44,10 @@ for _ in $(seq 120); do curl -s -o /dev/null "$URL" && break; sleep 0.5; done
 curl -s -o /dev/null "$URL" || { echo "spillway did not start; see $OUT/spillway.log" >&2; exit 1; }
 
 timeout 30 wrk -t1 -c16 -d3s "$URL" > /dev/null
-callgrind_control -i on "$SPILLWAY" > /dev/null
+callgrind_control -i on "$SPILLWAY" > /dev/null 2>&1
 REQUESTS=$(timeout 60 wrk -t1 -c16 -d8s "$URL" | awk '/requests in/ {print $1}')
-callgrind_control -i off "$SPILLWAY" > /dev/null
-callgrind_control -d "$SPILLWAY" > /dev/null
+callgrind_control -i off "$SPILLWAY" > /dev/null 2>&1
+callgrind_control -d "$SPILLWAY" > /dev/null 2>&1
 sleep 1
 cleanup
 trap - EXIT
