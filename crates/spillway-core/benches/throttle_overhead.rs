@@ -10,18 +10,16 @@ use spillway_core::breaker::{
     BreakerWindow, CallOutcome, CircuitBreaker, CircuitBreakerConfig, Outcome, SreThrottle,
     SreThrottleConfig,
 };
+use spillway_core::random::{splitmix64, unit_f64, GOLDEN_GAMMA};
 use spillway_core::{Criticality, Instant};
 use std::hint::black_box;
 use std::time::Duration;
 
 /// A cheap deterministic uniform value in [0, 1) (splitmix64).
 fn next_random(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    let bits = splitmix64(*state);
+    *state = state.wrapping_add(GOLDEN_GAMMA);
+    unit_f64(bits)
 }
 
 fn sre(c: &mut Criterion) {

@@ -65,6 +65,7 @@ pub mod deadline;
 pub mod decision;
 pub mod fair_share;
 pub mod overload;
+pub mod random;
 pub mod rate;
 pub mod retry;
 pub mod window;

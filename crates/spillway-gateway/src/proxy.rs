@@ -22,6 +22,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use spillway_core::balance::{hash_bytes, AnyBalancer, Balancer, EndpointSpec, PickContext};
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
+use spillway_core::random::splitmix64;
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -84,7 +85,7 @@ impl Worker {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let id_prefix = splitmix(seed ^ ((id as u64) << 56) ^ u64::from(std::process::id()));
+        let id_prefix = splitmix64(seed ^ ((id as u64) << 56) ^ u64::from(std::process::id()));
         let pool = Rc::new(Pool::with_clock(shared.clock.clone()));
         Worker {
             id,
@@ -124,7 +125,7 @@ impl Worker {
             *balancers = (snap.generation, built);
         }
         let cluster = &snap.clusters[index];
-        let r = splitmix(self.random.get());
+        let r = splitmix64(self.random.get());
         self.random.set(r);
         let mut ctx = PickContext::new(now, r);
         if let Some(h) = hash {
@@ -181,16 +182,9 @@ impl Worker {
         self.request_ids.set(n);
         let mut buf = [0u8; 32];
         hex16(self.id_prefix, &mut buf[..16]);
-        hex16(splitmix(n ^ self.id_prefix), &mut buf[16..]);
+        hex16(splitmix64(n ^ self.id_prefix), &mut buf[16..]);
         HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 fn hex16(v: u64, out: &mut [u8]) {

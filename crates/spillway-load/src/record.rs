@@ -34,6 +34,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::HeaderMap;
 use serde::{Deserialize, Deserializer, Serialize};
+use spillway_core::random::{splitmix64, GOLDEN_GAMMA};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -348,14 +349,6 @@ pub fn sample_hit(random: u64, sample: f64) -> bool {
     ((random >> 11) as f64 / (1u64 << 53) as f64) < sample
 }
 
-/// splitmix64: a tiny, good-enough generator for sampling (not for secrets).
-fn splitmix(state: u64) -> u64 {
-    let mut z = state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 impl Recorder {
     /// Validates `config`, opens (appends to) its file and starts the writer thread.
     pub fn start(config: RecordConfig) -> Result<Recorder, RecordError> {
@@ -407,8 +400,8 @@ impl Recorder {
         if self.sample <= 0.0 {
             return false;
         }
-        let state = self.random.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        sample_hit(splitmix(state), self.sample)
+        let state = self.random.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed);
+        sample_hit(splitmix64(state), self.sample)
     }
 
     /// Largest body prefix worth handing over.

@@ -7,6 +7,7 @@
 //! means the same to another — and without pulling the `rand` crate onto the request path.
 
 use spillway_core::clock::duration_nanos;
+use spillway_core::random::{splitmix64, unit_f64, GOLDEN_GAMMA};
 use spillway_core::{Clock, Instant};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -48,8 +49,8 @@ impl TokioClock {
     }
 }
 
-/// A splitmix64 sequence behind one atomic counter: each call takes the next value. Not
-/// cryptographic; good enough to spread drops, picks and backoff jitter.
+/// A splitmix64 sequence ([`spillway_core::random`]) behind one atomic counter: each call
+/// takes the next value. Not cryptographic; good enough to spread drops, picks and backoff jitter.
 #[derive(Debug)]
 pub struct Prng {
     state: AtomicU64,
@@ -76,17 +77,13 @@ impl Prng {
     /// The next uniformly distributed 64-bit value.
     #[inline]
     pub fn next_u64(&self) -> u64 {
-        let mut z = self.state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(self.state.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed))
     }
 
     /// A uniform value in `[0, 1)`.
     #[inline]
     pub fn next_f64(&self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        unit_f64(self.next_u64())
     }
 }
 
