@@ -117,6 +117,22 @@ fn endpoint_family(
     }
 }
 
+/// Writes one metric family with a sample per listener, labelled by listener name.
+fn listener_family(
+    out: &mut String,
+    listeners: &[(String, &ListenerStats)],
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&ListenerStats) -> u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (listener, stats) in listeners {
+        let _ = writeln!(out, "{name}{{listener=\"{}\"}} {}", escape(listener), value(stats));
+    }
+}
+
 /// Renders everything in the Prometheus text format (version 0.0.4).
 pub fn render<'a>(
     routes: impl Iterator<Item = &'a RouteStats> + Clone,
@@ -206,38 +222,30 @@ pub fn render<'a>(
         "Passive outlier ejections.",
         |e| u64::from(e.ejections.load(Relaxed)),
     );
-    out.push_str("# HELP spillway_downstream_connections Downstream connections open now.\n");
-    out.push_str("# TYPE spillway_downstream_connections gauge\n");
-    for (name, l) in listeners {
-        let _ = writeln!(
-            out,
-            "spillway_downstream_connections{{listener=\"{}\"}} {}",
-            escape(name),
-            l.active.load(Relaxed)
-        );
-    }
-    out.push_str(
-        "# HELP spillway_downstream_connections_accepted_total Downstream connections accepted.\n",
+    listener_family(
+        &mut out,
+        listeners,
+        "spillway_downstream_connections",
+        "gauge",
+        "Downstream connections open now.",
+        |l| l.active.load(Relaxed),
     );
-    out.push_str("# TYPE spillway_downstream_connections_accepted_total counter\n");
-    for (name, l) in listeners {
-        let _ = writeln!(
-            out,
-            "spillway_downstream_connections_accepted_total{{listener=\"{}\"}} {}",
-            escape(name),
-            l.accepted.load(Relaxed)
-        );
-    }
-    out.push_str("# HELP spillway_downstream_connections_refused_total Downstream connections closed at once because max_connections was reached.\n");
-    out.push_str("# TYPE spillway_downstream_connections_refused_total counter\n");
-    for (name, l) in listeners {
-        let _ = writeln!(
-            out,
-            "spillway_downstream_connections_refused_total{{listener=\"{}\"}} {}",
-            escape(name),
-            l.refused.load(Relaxed)
-        );
-    }
+    listener_family(
+        &mut out,
+        listeners,
+        "spillway_downstream_connections_accepted_total",
+        "counter",
+        "Downstream connections accepted.",
+        |l| l.accepted.load(Relaxed),
+    );
+    listener_family(
+        &mut out,
+        listeners,
+        "spillway_downstream_connections_refused_total",
+        "counter",
+        "Downstream connections closed at once because max_connections was reached.",
+        |l| l.refused.load(Relaxed),
+    );
     out.push_str("# HELP spillway_config_reloads_total Config reloads by result.\n");
     out.push_str("# TYPE spillway_config_reloads_total counter\n");
     let _ = writeln!(out, "spillway_config_reloads_total{{result=\"success\"}} {}", reloads.0);
