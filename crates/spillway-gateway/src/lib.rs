@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 pub mod pool;
