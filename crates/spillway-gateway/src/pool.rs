@@ -75,7 +75,7 @@ impl std::hash::Hasher for AddrHasher {
     }
 }
 
-type AddrMap<V> = HashMap<SocketAddr, V, std::hash::BuildHasherDefault<AddrHasher>>;
+pub(crate) type AddrMap<V> = HashMap<SocketAddr, V, std::hash::BuildHasherDefault<AddrHasher>>;
 
 struct Idle {
     sender: http1::SendRequest<ProxyBody>,
@@ -126,7 +126,8 @@ impl PooledH1 {
     }
 }
 
-async fn connect_tcp(
+/// Opens a TCP connection to `addr` within `connect_timeout`, with `TCP_NODELAY` set.
+pub(crate) async fn connect_tcp(
     addr: SocketAddr,
     connect_timeout: Duration,
 ) -> Result<TcpStream, UpstreamError> {

@@ -66,6 +66,8 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     /// This worker's upstream connections.
     pub pool: Rc<Pool>,
+    /// Resources of the lean HTTP/1.1 path.
+    pub lean: crate::h1::LeanLocal,
     cache: RefCell<(SnapshotCache, Rc<Arc<Snapshot>>)>,
     request_ids: Cell<u64>,
     id_prefix: u64,
@@ -91,6 +93,7 @@ impl Worker {
             id,
             shared,
             pool,
+            lean: crate::h1::LeanLocal::default(),
             cache: RefCell::new((cache, current)),
             request_ids: Cell::new(0),
             id_prefix,
@@ -178,12 +181,18 @@ impl Worker {
     }
 
     fn next_request_id(&self) -> HeaderValue {
+        let buf = self.new_request_id();
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+
+    /// A new request id: 32 hex digits, unique per process and worker.
+    pub fn new_request_id(&self) -> [u8; 32] {
         let n = self.request_ids.get().wrapping_add(1);
         self.request_ids.set(n);
         let mut buf = [0u8; 32];
         hex16(self.id_prefix, &mut buf[..16]);
         hex16(splitmix64(n ^ self.id_prefix), &mut buf[16..]);
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        buf
     }
 }
 
@@ -244,6 +253,22 @@ impl Activity {
         }
         Duration::from_nanos(self.clock.now().as_nanos().saturating_sub(self.last_ns.get()))
     }
+}
+
+/// The JSON bodies of the gateway's own error responses (both request paths).
+pub mod errors {
+    /// No route matched (404).
+    pub const NO_ROUTE: &str = "{\"error\":\"no_route\"}\n";
+    /// A bug: a route's action did not fit (500).
+    pub const INTERNAL: &str = "{\"error\":\"internal\"}\n";
+    /// The body passed `max_body_bytes` (413).
+    pub const BODY_TOO_LARGE: &str = "{\"error\":\"body_too_large\"}\n";
+    /// Every endpoint of the cluster is ejected or unhealthy (503).
+    pub const NO_HEALTHY_ENDPOINT: &str = "{\"error\":\"no_healthy_endpoint\"}\n";
+    /// No response head within the timeout (504).
+    pub const UPSTREAM_TIMEOUT: &str = "{\"error\":\"upstream_timeout\"}\n";
+    /// Connect failed, or the upstream broke the exchange (502).
+    pub const UPSTREAM_UNAVAILABLE: &str = "{\"error\":\"upstream_unavailable\"}\n";
 }
 
 fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
@@ -366,7 +391,7 @@ pub async fn handle(
     let log = worker.shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let (resp, route_name, cluster_name, upstream) = match route {
         None => {
-            let resp = canned(StatusCode::NOT_FOUND, "{\"error\":\"no_route\"}\n");
+            let resp = canned(StatusCode::NOT_FOUND, errors::NO_ROUTE);
             snap.no_route.record(
                 worker.id,
                 404,
@@ -401,29 +426,71 @@ pub async fn handle(
         }
     };
     if let (Some(sink), Some((method, uri))) = (&worker.shared.access_log, log) {
-        let line = serde_json::json!({
-            "ts_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-            "client": conn.client_ip.to_str().unwrap_or(""),
-            "method": method.as_str(),
-            "uri": uri.to_string(),
-            "status": resp.status().as_u16(),
-            "route": route_name,
-            "cluster": cluster_name,
-            "upstream": upstream.map(|a: std::net::SocketAddr| a.to_string()),
-            "duration_ms": worker.shared.now().saturating_duration_since(start).as_secs_f64() * 1000.0,
-            "request_id": resp.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()),
-        });
-        if let Ok(mut w) = sink.lock() {
-            let _ = writeln!(w, "{line}");
-        }
+        let uri = uri.to_string();
+        log_access(
+            sink,
+            &AccessEntry {
+                client: conn.client_ip.to_str().unwrap_or(""),
+                method: method.as_str(),
+                uri: &uri,
+                status: resp.status().as_u16(),
+                route: route_name,
+                cluster: cluster_name,
+                upstream,
+                duration: worker.shared.now().saturating_duration_since(start),
+                request_id: resp.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()),
+            },
+        );
     }
     Ok(resp.map(|b| b.tracked(active)))
 }
 
 use std::io::Write as _;
 
+/// One access-log line's fields.
+#[derive(Debug)]
+pub struct AccessEntry<'a> {
+    /// Client IP.
+    pub client: &'a str,
+    /// Request method.
+    pub method: &'a str,
+    /// Request target as received.
+    pub uri: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// Route name ("" without a route).
+    pub route: &'a str,
+    /// Cluster name ("" without one).
+    pub cluster: &'a str,
+    /// The endpoint that served the request.
+    pub upstream: Option<std::net::SocketAddr>,
+    /// From request start to response head.
+    pub duration: Duration,
+    /// The request id.
+    pub request_id: Option<&'a str>,
+}
+
+/// Writes one JSON access-log line to `sink`.
+pub fn log_access(sink: &std::sync::Mutex<Box<dyn std::io::Write + Send>>, e: &AccessEntry<'_>) {
+    let line = serde_json::json!({
+        "ts_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        "client": e.client,
+        "method": e.method,
+        "uri": e.uri,
+        "status": e.status,
+        "route": e.route,
+        "cluster": e.cluster,
+        "upstream": e.upstream.map(|a| a.to_string()),
+        "duration_ms": e.duration.as_secs_f64() * 1000.0,
+        "request_id": e.request_id,
+    });
+    if let Ok(mut w) = sink.lock() {
+        let _ = writeln!(w, "{line}");
+    }
+}
+
 /// Decrements an endpoint's in-flight count when the upstream exchange ends.
-struct InFlight<'a>(&'a EndpointState);
+pub(crate) struct InFlight<'a>(pub(crate) &'a EndpointState);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -444,17 +511,14 @@ async fn proxy(
     let Action::Proxy { rewrite_prefix, rewrite_host, timeout, deadline: deadline_policy, .. } =
         &route.action
     else {
-        return (canned(StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"internal\"}\n"), None);
+        return (canned(StatusCode::INTERNAL_SERVER_ERROR, errors::INTERNAL), None);
     };
     // Traffic recording: one `Option` check unless the route has `record:` (see `record`).
     let capture = route.recorder.as_ref().and_then(|r| r.begin(&req));
     // hyper has parsed `Content-Length` already: its exact size hint saves a header lookup.
     if let Some(len) = http_body::Body::size_hint(req.body()).exact() {
         if len > conn.max_body {
-            return (
-                canned(StatusCode::PAYLOAD_TOO_LARGE, "{\"error\":\"body_too_large\"}\n"),
-                None,
-            );
+            return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE), None);
         }
     }
     if let Err(rejection) = PolicyStack.admit() {
@@ -502,10 +566,7 @@ async fn proxy(
         _ => None,
     };
     let Some(picked) = worker.pick(snap, cluster_index, start, hash) else {
-        return (
-            canned(StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"no_healthy_endpoint\"}\n"),
-            None,
-        );
+        return (canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT), None);
     };
     let endpoint: &EndpointState = &cluster.endpoints[picked];
     let addr = endpoint.address;
@@ -661,10 +722,7 @@ async fn proxy(
         Err(UpstreamError::Http(_, e)) if client_body_too_large(&e) => {
             // The client's fault, not the endpoint's: no outlier accounting.
             worker.picked_done(snap.generation, cluster_index, picked, latency, true, now);
-            return (
-                canned(StatusCode::PAYLOAD_TOO_LARGE, "{\"error\":\"body_too_large\"}\n"),
-                Some(addr),
-            );
+            return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE), Some(addr));
         }
         Err(e) => {
             cluster.record(endpoint, Outcome::Failure, latency, now);
@@ -672,9 +730,9 @@ async fn proxy(
             tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed");
             let resp = match e {
                 UpstreamError::Timeout(_) => {
-                    canned(StatusCode::GATEWAY_TIMEOUT, "{\"error\":\"upstream_timeout\"}\n")
+                    canned(StatusCode::GATEWAY_TIMEOUT, errors::UPSTREAM_TIMEOUT)
                 }
-                _ => canned(StatusCode::BAD_GATEWAY, "{\"error\":\"upstream_unavailable\"}\n"),
+                _ => canned(StatusCode::BAD_GATEWAY, errors::UPSTREAM_UNAVAILABLE),
             };
             return (resp, Some(addr));
         }

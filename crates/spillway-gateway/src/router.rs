@@ -74,15 +74,39 @@ pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
         Some(h) => h,
         None => uri.host().unwrap_or(""),
     };
-    // Strip a port, keeping IPv6 literals ("[::1]:80") intact.
+    host_without_port(raw)
+}
+
+/// A `Host` value without its port, keeping IPv6 literals (`[::1]:80` gives `[::1]`) intact.
+pub fn host_without_port(raw: &str) -> &str {
     match raw.rfind(':') {
         Some(i) if !raw[i..].contains(']') => &raw[..i],
         _ => raw,
     }
 }
 
+/// Header values by name, for route matching: hyper's `HeaderMap` on the hyper path, the parsed
+/// head on the lean HTTP/1.1 path (which never builds a `HeaderMap`).
+pub trait HeaderLookup {
+    /// The first value of header `name`, if present.
+    fn header(&self, name: &HeaderName) -> Option<&[u8]>;
+}
+
+impl HeaderLookup for HeaderMap {
+    #[inline]
+    fn header(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::as_bytes)
+    }
+}
+
 impl Route {
-    fn matches(&self, method: &Method, host: &str, path: &str, headers: &HeaderMap) -> bool {
+    fn matches<H: HeaderLookup + ?Sized>(
+        &self,
+        method: &Method,
+        host: &str,
+        path: &str,
+        headers: &H,
+    ) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
         }
@@ -103,12 +127,12 @@ impl Route {
             return false;
         }
         self.headers.iter().all(|h| {
-            let value = headers.get(&h.name);
+            let value = headers.header(&h.name);
             match &h.kind {
                 HeaderMatchKind::Present(want) => value.is_some() == *want,
-                HeaderMatchKind::Exact(v) => value.is_some_and(|x| x.as_bytes() == v.as_bytes()),
+                HeaderMatchKind::Exact(v) => value.is_some_and(|x| x == v.as_bytes()),
                 HeaderMatchKind::Regex(r) => {
-                    value.and_then(|x| x.to_str().ok()).is_some_and(|x| r.is_match(x))
+                    value.and_then(|x| std::str::from_utf8(x).ok()).is_some_and(|x| r.is_match(x))
                 }
             }
         })
@@ -197,12 +221,12 @@ impl Router {
 
     /// The first route matching the request.
     #[inline]
-    pub fn route(
+    pub fn route<H: HeaderLookup + ?Sized>(
         &self,
         method: &Method,
         host: &str,
         path: &str,
-        headers: &HeaderMap,
+        headers: &H,
     ) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(method, host, path, headers))
     }

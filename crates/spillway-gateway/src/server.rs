@@ -23,6 +23,10 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How often idle lean connections are checked against their idle timeout (the timeout's
+/// granularity).
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Binds one `SO_REUSEPORT` socket on `addr` (port 0 picks a free port once; the other
 /// workers then bind the port it got).
 pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -91,7 +95,20 @@ pub fn run_worker(
                     tick.tick().await;
                     let idle =
                         worker.snapshot().config.clusters.iter().map(|c| c.timeouts.idle).min();
-                    worker.pool.sweep(idle.unwrap_or(Duration::from_secs(60)));
+                    let idle = idle.unwrap_or(Duration::from_secs(60));
+                    worker.pool.sweep(idle);
+                    worker.lean.upstreams.sweep(worker.shared.now(), idle);
+                }
+            })
+        };
+        // Closes lean HTTP/1.1 connections idle past their listener's idle timeout.
+        let idle_sweeper = {
+            let worker = worker.clone();
+            tokio::task::spawn_local(async move {
+                let mut tick = tokio::time::interval(IDLE_SWEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    worker.lean.idle.sweep(worker.shared.now().as_nanos());
                 }
             })
         };
@@ -100,11 +117,13 @@ pub fn run_worker(
         for a in accepts {
             let _ = a.await;
         }
+        worker.lean.idle.close_all();
         let drain = worker.snapshot().config.drain_timeout;
         if tokio::time::timeout(drain, graceful.finished()).await.is_err() {
             tracing::warn!(worker = id, "drain deadline reached with requests still in flight");
         }
         sweeper.abort();
+        idle_sweeper.abort();
     });
 }
 
@@ -117,7 +136,9 @@ impl Drop for ConnGuard {
     }
 }
 
-type ListenerCtx = (ListenerConfig, Option<tokio_rustls::TlsAcceptor>, Arc<ListenerStats>);
+/// A listener's config, TLS acceptor and counters, shared by its connections on one worker.
+pub(crate) type ListenerCtx =
+    (ListenerConfig, Option<tokio_rustls::TlsAcceptor>, Arc<ListenerStats>);
 
 async fn accept_loop(
     worker: Rc<Worker>,
@@ -186,14 +207,18 @@ async fn serve(
     graceful: Rc<Drain>,
 ) {
     let (config, tls, _) = &*listener;
-    let info = conn_info(peer, tls.is_some(), config.max_body_bytes, worker.shared.clock.clone());
-    let activity = info.clone();
-    let svc = {
+    // Built only for connections that hyper serves: an idle lean connection holds no more
+    // than its socket and a small task.
+    let make_svc = || {
+        let info =
+            conn_info(peer, tls.is_some(), config.max_body_bytes, worker.shared.clock.clone());
+        let activity = info.clone();
         let worker = worker.clone();
-        service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req))
+        (service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req)), activity)
     };
     match tls {
         Some(acceptor) => {
+            let (svc, activity) = make_svc();
             let Ok(Ok(tls_stream)) =
                 Box::pin(tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)))
                     .await
@@ -210,12 +235,21 @@ async fn serve(
         }
         None => match config.protocol {
             ListenerProtocol::Http1 => {
-                Box::pin(serve_h1(config, TokioIo::new(stream), svc, &graceful)).await
+                let open = graceful.enter();
+                let served = crate::h1::conn::serve(&worker, config, stream, peer).await;
+                drop(open);
+                if let crate::h1::conn::Served::Handoff(stream, read) = served {
+                    let (svc, _) = make_svc();
+                    let io = TokioIo::new(crate::h1::rewind::Rewind::new(stream, read));
+                    Box::pin(serve_h1(config, io, svc, &graceful)).await
+                }
             }
             ListenerProtocol::H2c => {
+                let (svc, activity) = make_svc();
                 Box::pin(serve_h2(config, TokioIo::new(stream), svc, &graceful, &activity)).await
             }
             ListenerProtocol::Auto => {
+                let (svc, _) = make_svc();
                 let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
                 builder
                     .http1()
@@ -319,6 +353,15 @@ where
     }
 }
 
+/// An open connection counted by [`Drain::enter`].
+pub(crate) struct OpenConn(Rc<Drain>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
 /// Tracks one worker's open connections and asks them to close gracefully at shutdown.
 pub struct Drain {
     open: std::cell::Cell<usize>,
@@ -383,6 +426,17 @@ impl Drain {
             conn.as_mut().begin_graceful_shutdown();
             let _ = conn.await;
         }
+        self.leave();
+    }
+
+    /// Counts a connection served outside [`Drain::watch`] (the lean HTTP/1.1 path, which
+    /// closes its idle connections itself at shutdown) until the guard drops.
+    pub(crate) fn enter(self: &Rc<Self>) -> OpenConn {
+        self.open.set(self.open.get() + 1);
+        OpenConn(self.clone())
+    }
+
+    fn leave(&self) {
         self.open.set(self.open.get() - 1);
         if self.open.get() == 0 {
             self.idle.notify_waiters();

@@ -13,7 +13,7 @@ mod retry_after;
 
 pub use backoff::{Backoff, Jitter};
 pub use budget::{RetryBudget, RetryBudgetConfig};
-pub use retry_after::{parse_http_date, parse_retry_after};
+pub use retry_after::{format_http_date, parse_http_date, parse_retry_after};
 
 /// A retry configuration that cannot work, found when it is built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -195,6 +195,43 @@ fn days_in_month(year: i64, month: u32) -> u32 {
     }
 }
 
+/// The IMF-fixdate (RFC 9110 §5.6.7) for `unix_secs`, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`:
+/// the form a `Date` or `Retry-After` header is sent in.
+pub fn format_http_date(unix_secs: u64) -> [u8; 29] {
+    const WEEKDAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    // Past year 9999 the four-digit year no longer fits: such dates are clamped.
+    let unix_secs = unix_secs.min(253_402_300_799);
+    let days = (unix_secs / 86_400) as i64;
+    let secs = unix_secs % 86_400;
+    let year = year_of(days);
+    let mut month = 1;
+    while month < 12 && days_from_civil(year, month + 1, 1) <= days {
+        month += 1;
+    }
+    let day = days - days_from_civil(year, month, 1) + 1;
+    // 1970-01-01 was a Thursday.
+    let weekday = (days + 4).rem_euclid(7) as usize;
+    let two = |v: u64| [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
+    let mut out = [b' '; 29];
+    out[..3].copy_from_slice(WEEKDAYS[weekday]);
+    out[3] = b',';
+    out[5..7].copy_from_slice(&two(day as u64));
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    out[12..14].copy_from_slice(&two(year as u64 / 100));
+    out[14..16].copy_from_slice(&two(year as u64 % 100));
+    out[17..19].copy_from_slice(&two(secs / 3600));
+    out[19] = b':';
+    out[20..22].copy_from_slice(&two(secs / 60 % 60));
+    out[22] = b':';
+    out[23..25].copy_from_slice(&two(secs % 60));
+    out[26..29].copy_from_slice(b"GMT");
+    out
+}
+
 /// Days from 1970-01-01 to the given proleptic Gregorian date (negative before). Counts in
 /// 400-year eras, each 146 097 days, with years starting on 1 March so the leap day is last.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
@@ -231,6 +268,22 @@ mod tests {
     const EXAMPLE: i64 = 784_111_777;
     /// 2026-11-24 00:00:00 UTC.
     const NOW_2026: u64 = 1_795_478_400;
+
+    #[test]
+    fn http_dates_are_formatted_as_imf_fixdate() {
+        assert_eq!(&format_http_date(EXAMPLE as u64), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(&format_http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(&format_http_date(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(&format_http_date(u64::MAX), b"Fri, 31 Dec 9999 23:59:59 GMT");
+    }
+
+    proptest! {
+        #[test]
+        fn formatted_http_dates_parse_back_to_the_same_second(secs in 0u64..253_402_300_799) {
+            let text = format_http_date(secs);
+            prop_assert_eq!(parse_http_date(&text, 0), Some(secs as i64));
+        }
+    }
 
     #[test]
     fn delta_seconds_are_a_wait_in_seconds() {

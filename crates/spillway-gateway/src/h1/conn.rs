@@ -1,0 +1,930 @@
+//! The lean HTTP/1.1 connection: one task reads a request, proxies it over a pooled upstream
+//! socket, and passes the response back, without hyper.
+//!
+//! Why: on this machine hyper's general path costs more CPU per request than nginx, most of it
+//! spread over two tasks per exchange (server and client connection), `HeaderMap` building and
+//! per-connection buffers held for life. Here one task drives both sockets, heads are parsed
+//! in place and rewritten from spans, and an idle connection parks with no buffer and no
+//! timer (see [`super::idle`]).
+//!
+//! What it takes: origin-form HTTP/1.1 requests without a body or with a `Content-Length` body
+//! of at most [`LEAN_BODY_LIMIT`] bytes, to a route that answers directly or proxies to an
+//! HTTP/1.1 cluster without recording. Anything else is handed to hyper with the bytes read so
+//! far ([`Served::Handoff`]), and the connection stays with hyper from then on.
+//!
+//! The request path mirrors [`crate::proxy`]: the same routing, policy hook, deadline
+//! decisions, endpoint choice, outlier and balancer accounting, metrics and access log.
+
+use super::buffer::Buf;
+use super::chunked::ChunkedScanner;
+use super::head::{
+    first, parse_request, parse_response, Field, FieldKind, HeadFields, RequestHead, RequestParse,
+    ResponseFraming, ResponseHead, ResponseParse,
+};
+use super::idle::IdleEnd;
+use super::rewrite::{self, RequestEdits};
+use crate::cluster::Outcome;
+use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
+use crate::pool::{connect_tcp, UpstreamError};
+use crate::proxy::{errors, log_access, AccessEntry, InFlight, PolicyStack, Worker};
+use crate::router::{self, Action, Route};
+use crate::state::Snapshot;
+use http::Method;
+use spillway_core::balance::hash_bytes;
+use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant as TimerInstant, Sleep};
+
+/// Largest request body the lean path buffers and sends with the head; larger bodies stream
+/// through hyper.
+pub const LEAN_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Largest upstream response head accepted (502 beyond).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Responses up to this many body bytes already read go out in the same write as the head.
+const COALESCE_BODY: usize = 16 * 1024;
+
+/// How a lean connection ended.
+#[derive(Debug)]
+pub enum Served {
+    /// Closed (by either side, a timeout, or shutdown).
+    Closed,
+    /// The connection needs hyper: the socket and the bytes already read from it.
+    Handoff(TcpStream, Buf),
+}
+
+/// The client's address as text (for `X-Forwarded-For` and the access log), rendered once.
+struct ClientAddr {
+    text: [u8; 45],
+    len: usize,
+}
+
+impl ClientAddr {
+    fn new(peer: SocketAddr) -> ClientAddr {
+        use std::io::Write;
+        let mut text = [0u8; 45];
+        let mut rest = &mut text[..];
+        let _ = write!(rest, "{}", peer.ip());
+        let len = 45 - rest.len();
+        ClientAddr { text, len }
+    }
+
+    fn ip(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.ip()).unwrap_or("")
+    }
+}
+
+/// Frees a connection's idle slot when the connection ends.
+struct IdleSlot<'a> {
+    worker: &'a Worker,
+    index: usize,
+}
+
+impl Drop for IdleSlot<'_> {
+    fn drop(&mut self) {
+        self.worker.lean.idle.release(self.index);
+    }
+}
+
+/// Serves one plain HTTP/1.1 connection until it closes or needs hyper.
+pub async fn serve(
+    worker: &Worker,
+    listener: &ListenerConfig,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Served {
+    let client = ClientAddr::new(peer);
+    let slot = IdleSlot { worker, index: worker.lean.idle.register() };
+    let mut carry: Option<Buf> = None;
+    loop {
+        if carry.is_none() {
+            let idle_until = worker.shared.now().as_nanos() + nanos(listener.idle_timeout);
+            if wait_for_bytes(worker, slot.index, &stream, idle_until).await.is_err() {
+                return Served::Closed;
+            }
+        }
+        let conn = Conn { worker, listener, client: &client, stream: &mut stream };
+        match Box::pin(conn.next_request(carry.take())).await {
+            Next::KeepAlive(rest) => carry = rest,
+            Next::Close => break,
+            Next::Handoff(buf) => return Served::Handoff(stream, buf),
+        }
+        if worker.lean.idle.closing() {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+    Served::Closed
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Waits, parked, until the client sends something (or closes); or says why to stop.
+async fn wait_for_bytes(
+    worker: &Worker,
+    slot: usize,
+    stream: &TcpStream,
+    deadline_ns: u64,
+) -> Result<(), IdleEnd> {
+    let idle = &worker.lean.idle;
+    poll_fn(|cx| match stream.poll_read_ready(cx) {
+        // An error is left for the read to report.
+        Poll::Ready(_) => {
+            idle.unpark(slot);
+            Poll::Ready(Ok(()))
+        }
+        Poll::Pending => match idle.park(slot, cx.waker(), deadline_ns) {
+            Some(end) => Poll::Ready(Err(end)),
+            None => Poll::Pending,
+        },
+    })
+    .await
+}
+
+/// What to do after a request.
+enum Next {
+    /// Wait for the next request; bytes of it already read, if any.
+    KeepAlive(Option<Buf>),
+    /// Close the connection.
+    Close,
+    /// Hand the connection to hyper with these bytes.
+    Handoff(Buf),
+}
+
+/// A deadline passed.
+#[derive(Debug)]
+struct Elapsed;
+
+/// Runs `fut` until `deadline`, arming `timer` only if `fut` does not finish at once.
+async fn timed<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: TimerInstant,
+    fut: F,
+) -> Result<F::Output, Elapsed> {
+    let mut fut = pin!(fut);
+    let mut armed = false;
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if !armed {
+            timer.as_mut().reset(deadline);
+            armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Reads what is available into `buf` (growing it up to `limit` when full); 0 at EOF.
+async fn read_into(io: &mut TcpStream, buf: &mut Buf, limit: usize) -> std::io::Result<usize> {
+    if buf.spare().is_empty() {
+        let len = buf.len();
+        if len >= limit {
+            return Err(std::io::Error::other("buffer limit reached"));
+        }
+        buf.reserve_total((len * 2).clamp(len + 1, limit));
+    }
+    let n = io.read(buf.spare()).await?;
+    buf.advance(n);
+    Ok(n)
+}
+
+/// Why an upstream exchange produced no response head.
+enum Failure {
+    /// Connect failed or the connection broke: 502.
+    Unavailable(UpstreamError),
+    /// The upstream sent something that is not a usable response head: 502.
+    Protocol(super::head::ResponseError),
+    /// The response head did not arrive in time: 504.
+    Timeout,
+    /// The client went away while interim responses were forwarded.
+    ClientGone,
+}
+
+/// The per-request view of a connection.
+struct Conn<'a> {
+    worker: &'a Worker,
+    listener: &'a ListenerConfig,
+    client: &'a ClientAddr,
+    stream: &'a mut TcpStream,
+}
+
+impl Conn<'_> {
+    /// Serves the request whose first bytes are in `carry` (or are ready to be read).
+    async fn next_request(self, carry: Option<Buf>) -> Next {
+        let lean = &self.worker.lean;
+        let mut buf = carry.unwrap_or_else(|| lean.take_buf());
+        let mut fields = lean.take_fields();
+        let mut timer = lean.take_timer();
+        let mut out = lean.take_out();
+        let next = self.request(&mut buf, &mut fields, &mut timer, &mut out).await;
+        lean.give_fields(fields);
+        lean.give_timer(timer);
+        lean.give_out(out);
+        match next {
+            Step::Done { close: false } if buf.is_empty() => {
+                lean.give_buf(buf);
+                Next::KeepAlive(None)
+            }
+            Step::Done { close: false } => Next::KeepAlive(Some(buf)),
+            Step::Done { close: true } => {
+                lean.give_buf(buf);
+                Next::Close
+            }
+            Step::Handoff => Next::Handoff(buf),
+        }
+    }
+
+    async fn request(
+        mut self,
+        buf: &mut Buf,
+        fields: &mut Vec<Field>,
+        timer: &mut Pin<Box<Sleep>>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let listener = self.listener;
+        // The head, within the header read timeout (counted from here: the connection just
+        // turned readable, or a pipelined request is already buffered).
+        let mut head_deadline = None;
+        let head = loop {
+            match parse_request(buf.filled(), fields) {
+                // hyper answers an oversized head with 431.
+                RequestParse::Complete(head) if head.len > listener.max_header_bytes => {
+                    return Step::Handoff
+                }
+                RequestParse::Complete(head) => break head,
+                // hyper answers it: 400, 431, or the exchange the lean path does not do.
+                RequestParse::Unusual(_) => return Step::Handoff,
+                RequestParse::Partial => {
+                    if buf.len() >= listener.max_header_bytes {
+                        return Step::Handoff;
+                    }
+                    let deadline = *head_deadline
+                        .get_or_insert_with(|| TimerInstant::now() + listener.header_read_timeout);
+                    let limit = listener.max_header_bytes;
+                    match timed(timer, deadline, read_into(self.stream, buf, limit)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        // EOF, error or slowloris: close without a response, as hyper does.
+                        _ => return Step::Done { close: true },
+                    }
+                }
+            }
+        };
+        let start = self.worker.shared.now();
+        let snap = self.worker.snapshot();
+        let route = {
+            let head_bytes = &buf.filled()[..head.len];
+            let host =
+                head.host.map_or("", |h| router::host_without_port(rewrite::text(head_bytes, h)));
+            let path = rewrite::text(head_bytes, head.path);
+            let fields = HeadFields { buf: head_bytes, fields };
+            snap.router.route(&head.method, host, path, &fields)
+        };
+        if let Some(Route { action: Action::Proxy { cluster, .. }, recorder, .. }) = route {
+            let protocol = snap.clusters.get(*cluster).map(|c| c.config.protocol);
+            if recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) {
+                return Step::Handoff;
+            }
+            if head.content_length > listener.max_body_bytes {
+                let date = self.worker.lean.date();
+                rewrite::write_local_response(
+                    out,
+                    413,
+                    "Payload Too Large",
+                    [(&b"content-type"[..], &b"application/json"[..])],
+                    errors::BODY_TOO_LARGE.as_bytes(),
+                    &date,
+                    head.method == Method::HEAD,
+                    true,
+                );
+                let _ = self.write_client(timer, out).await;
+                let elapsed = self.worker.shared.now().saturating_duration_since(start);
+                if let Some(route) = route {
+                    route.stats.record(self.worker.id, 413, elapsed);
+                }
+                return Step::Done { close: true };
+            }
+        }
+        if head.content_length > LEAN_BODY_LIMIT {
+            return Step::Handoff;
+        }
+        let total = head.len + head.content_length as usize;
+        if buf.len() < total {
+            buf.reserve_total(total);
+            let deadline = TimerInstant::now() + listener.idle_timeout;
+            while buf.len() < total {
+                match timed(timer, deadline, read_into(self.stream, buf, total)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Step::Done { close: true },
+                }
+            }
+        }
+        let request = &buf.filled()[..total];
+        let close = head.connection.close || self.worker.lean.idle.closing();
+        let step = match route {
+            None => {
+                self.local_error(out, 404, "Not Found", errors::NO_ROUTE, &head, close);
+                let flow = self.write_client(timer, out).await;
+                let elapsed = self.worker.shared.now().saturating_duration_since(start);
+                snap.no_route.record(self.worker.id, 404, elapsed);
+                self.log(request, &head, 404, None, None, elapsed, None);
+                flow.after(close)
+            }
+            Some(route) => match &route.action {
+                Action::Direct { status, body, headers } => {
+                    let date = self.worker.lean.date();
+                    let reason = status.canonical_reason().unwrap_or("");
+                    let fields = headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+                    rewrite::write_local_response(
+                        out,
+                        status.as_u16(),
+                        reason,
+                        fields,
+                        body,
+                        &date,
+                        head.method == Method::HEAD,
+                        close,
+                    );
+                    let flow = self.write_client(timer, out).await;
+                    let elapsed = self.worker.shared.now().saturating_duration_since(start);
+                    route.stats.record(self.worker.id, status.as_u16(), elapsed);
+                    self.log(request, &head, status.as_u16(), Some(route), None, elapsed, None);
+                    flow.after(close)
+                }
+                Action::Proxy { cluster, .. } => {
+                    let exchange = Exchange {
+                        snap: &snap,
+                        route,
+                        cluster_index: *cluster,
+                        request,
+                        head: &head,
+                        fields,
+                        start,
+                        close,
+                    };
+                    self.proxy(exchange, timer, out).await
+                }
+            },
+        };
+        buf.consume(total);
+        step
+    }
+
+    /// Writes a gateway error response into `out`.
+    fn local_error(
+        &self,
+        out: &mut Vec<u8>,
+        status: u16,
+        reason: &str,
+        body: &str,
+        head: &RequestHead,
+        close: bool,
+    ) {
+        let date = self.worker.lean.date();
+        out.clear();
+        rewrite::write_local_response(
+            out,
+            status,
+            reason,
+            [(&b"content-type"[..], &b"application/json"[..])],
+            body.as_bytes(),
+            &date,
+            head.method == Method::HEAD,
+            close,
+        );
+    }
+
+    /// Writes `out` to the client within the idle timeout.
+    async fn write_client(&mut self, timer: &mut Pin<Box<Sleep>>, out: &[u8]) -> Flow {
+        let deadline = TimerInstant::now() + self.listener.idle_timeout;
+        match timed(timer, deadline, self.stream.write_all(out)).await {
+            Ok(Ok(())) => Flow::Sent,
+            _ => Flow::Broken,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        &self,
+        request: &[u8],
+        head: &RequestHead,
+        status: u16,
+        route: Option<&Route>,
+        cluster: Option<&str>,
+        duration: Duration,
+        upstream_and_id: Option<(SocketAddr, &[u8])>,
+    ) {
+        let Some(sink) = &self.worker.shared.access_log else { return };
+        log_access(
+            sink,
+            &AccessEntry {
+                client: self.client.as_str(),
+                method: head.method.as_str(),
+                uri: rewrite::text(request, head.target),
+                status,
+                route: route.map_or("", |r| r.name.as_str()),
+                cluster: cluster.unwrap_or(""),
+                upstream: upstream_and_id.map(|(a, _)| a),
+                duration,
+                request_id: upstream_and_id.and_then(|(_, id)| std::str::from_utf8(id).ok()),
+            },
+        );
+    }
+
+    async fn proxy(
+        &mut self,
+        ex: Exchange<'_>,
+        timer: &mut Pin<Box<Sleep>>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let worker = self.worker;
+        let snap = ex.snap;
+        let Some(cluster) = snap.clusters.get(ex.cluster_index) else {
+            return self
+                .reply_error(ex, timer, out, 500, "Internal Server Error", errors::INTERNAL)
+                .await;
+        };
+        let Action::Proxy { rewrite_prefix, rewrite_host, timeout, deadline: policy, .. } =
+            &ex.route.action
+        else {
+            return self
+                .reply_error(ex, timer, out, 500, "Internal Server Error", errors::INTERNAL)
+                .await;
+        };
+        if let Err(rejection) = PolicyStack.admit() {
+            let status = rejection.reason.http_status();
+            let body = rejection.json_body();
+            let body = body.as_str();
+            return self.reply_error(ex, timer, out, status, "", body).await;
+        }
+        // Deadline propagation, as on the hyper path.
+        let incoming_grpc = first(ex.fields, FieldKind::GrpcTimeout).map(|s| s.of(ex.request));
+        let incoming_request =
+            first(ex.fields, FieldKind::XRequestTimeout).map(|s| s.of(ex.request));
+        let budget = match policy {
+            Some(policy) => {
+                let incoming = IncomingTimeouts {
+                    grpc_timeout: incoming_grpc,
+                    request_timeout: incoming_request,
+                    in_process: None,
+                };
+                match policy.decide(incoming, ex.start) {
+                    Ok(granted) => Some(granted.deadline),
+                    Err(rejection) => {
+                        let status = rejection.reason.http_status();
+                        let body = rejection.json_body();
+                        let body = body.as_str();
+                        return self.reply_error(ex, timer, out, status, "", body).await;
+                    }
+                }
+            }
+            None => None,
+        };
+        let hash = match cluster.config.balance {
+            Balance::ConsistentHash => {
+                let by_header = cluster.config.hash_header.as_deref().and_then(|name| {
+                    ex.fields
+                        .iter()
+                        .find(|f| f.name.of(ex.request).eq_ignore_ascii_case(name.as_bytes()))
+                });
+                Some(match by_header {
+                    Some(f) => hash_bytes(f.value.of(ex.request)),
+                    None => hash_bytes(self.client.ip()),
+                })
+            }
+            _ => None,
+        };
+        let Some(picked) = worker.pick(snap, ex.cluster_index, ex.start, hash) else {
+            return self
+                .reply_error(
+                    ex,
+                    timer,
+                    out,
+                    503,
+                    "Service Unavailable",
+                    errors::NO_HEALTHY_ENDPOINT,
+                )
+                .await;
+        };
+        let Some(endpoint) = cluster.endpoints.get(picked) else {
+            return self
+                .reply_error(ex, timer, out, 500, "Internal Server Error", errors::INTERNAL)
+                .await;
+        };
+        let addr = endpoint.address;
+
+        // The upstream request: head rewritten from the spans, then the buffered body.
+        let existing_id = first(ex.fields, FieldKind::XRequestId);
+        let new_id = worker.new_request_id();
+        let new_id = existing_id.is_none().then_some(&new_id[..]);
+        let request_id = existing_id.map_or(new_id.unwrap_or_default(), |s| s.of(ex.request));
+        let target = rewrite_prefix.as_ref().map(|(from, to)| {
+            let target = rewrite::text(ex.request, ex.head.target);
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (target, None),
+            };
+            let mut t = router::rewrite_path(path, from, to);
+            if let Some(q) = query {
+                t.push('?');
+                t.push_str(q);
+            }
+            t
+        });
+        let t = &cluster.config.timeouts;
+        let (try_timeout, grpc_value, request_value) = match budget {
+            Some(d) => {
+                let headers_in = incoming_grpc.is_some() || incoming_request.is_some();
+                let remaining = if headers_in {
+                    d.remaining(worker.shared.now())
+                } else {
+                    d.remaining(ex.start)
+                };
+                (
+                    remaining.min(t.per_try),
+                    incoming_grpc.map(|_| format_grpc_timeout(remaining)),
+                    incoming_request.map(|_| format_request_timeout(remaining)),
+                )
+            }
+            None => ((*timeout).min(t.per_try), None, None),
+        };
+        out.clear();
+        rewrite::write_request_head(
+            out,
+            ex.request,
+            ex.head,
+            ex.fields,
+            &RequestEdits {
+                target: target.as_deref().map(str::as_bytes),
+                host: rewrite_host.as_ref().map(|h| h.as_bytes()),
+                client_ip: self.client.ip(),
+                proto: b"http",
+                new_request_id: new_id,
+                grpc_timeout: grpc_value.as_ref().map(|v| v.as_str().as_bytes()),
+                request_timeout: request_value.as_ref().map(|v| v.as_str().as_bytes()),
+            },
+        );
+        out.extend_from_slice(&ex.request[ex.head.len..]);
+
+        let lean = &worker.lean;
+        let mut ubuf = lean.take_buf();
+        let mut ufields = lean.take_fields();
+        let head_request = ex.head.method == Method::HEAD;
+        let in_flight = InFlight(endpoint);
+        endpoint.in_flight.fetch_add(1, Relaxed);
+        let deadline = TimerInstant::now() + try_timeout;
+        let result = self
+            .exchange(ExchangeIo {
+                addr,
+                connect: t.connect,
+                max_idle: t.idle,
+                request: out,
+                head_request,
+                idempotent: idempotent(&ex.head.method),
+                deadline,
+                ubuf: &mut ubuf,
+                ufields: &mut ufields,
+                timer,
+            })
+            .await;
+        let now = worker.shared.now();
+        let latency = now.saturating_duration_since(ex.start);
+        drop(in_flight);
+        let step = match result {
+            Err(failure) => {
+                cluster.record(endpoint, Outcome::Failure, latency, now);
+                worker.picked_done(snap.generation, ex.cluster_index, picked, latency, false, now);
+                let (status, reason, body) = match &failure {
+                    Failure::Timeout => (504, "Gateway Timeout", errors::UPSTREAM_TIMEOUT),
+                    _ => (502, "Bad Gateway", errors::UPSTREAM_UNAVAILABLE),
+                };
+                match &failure {
+                    Failure::Unavailable(e) => {
+                        tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed")
+                    }
+                    Failure::Protocol(e) => {
+                        tracing::debug!(error = %e, %addr, cluster = %cluster.config.name, "upstream response unusable")
+                    }
+                    Failure::Timeout | Failure::ClientGone => {}
+                }
+                if matches!(failure, Failure::ClientGone) {
+                    Step::Done { close: true }
+                } else {
+                    self.local_error(out, status, reason, body, ex.head, ex.close);
+                    let flow = self.write_client(timer, out).await;
+                    ex.route.stats.record(worker.id, status, latency);
+                    let cluster_name = Some(cluster.config.name.as_str());
+                    self.log(
+                        ex.request,
+                        ex.head,
+                        status,
+                        Some(ex.route),
+                        cluster_name,
+                        latency,
+                        Some((addr, request_id)),
+                    );
+                    flow.after(ex.close)
+                }
+            }
+            Ok((upstream, response)) => {
+                let outcome =
+                    if response.status >= 500 { Outcome::ServerError } else { Outcome::Success };
+                cluster.record(endpoint, outcome, latency, now);
+                let ok = outcome == Outcome::Success;
+                worker.picked_done(snap.generation, ex.cluster_index, picked, latency, ok, now);
+                ex.route.stats.record(worker.id, response.status, latency);
+                let cluster_name = Some(cluster.config.name.as_str());
+                self.log(
+                    ex.request,
+                    ex.head,
+                    response.status,
+                    Some(ex.route),
+                    cluster_name,
+                    latency,
+                    Some((addr, request_id)),
+                );
+                let close = ex.close || response.framing == ResponseFraming::UntilClose;
+                out.clear();
+                let date = (!response.has_date).then(|| lean.date());
+                rewrite::write_response_head(
+                    out,
+                    ubuf.filled(),
+                    &response,
+                    &ufields,
+                    Some(request_id),
+                    date.as_ref().map(|d| &d[..]),
+                    close,
+                );
+                ubuf.consume(response.len);
+                let body = self.pass_body(upstream, &response, &mut ubuf, out, timer).await;
+                match body {
+                    Some(upstream) => {
+                        if response.reusable() && ubuf.is_empty() {
+                            lean.upstreams.checkin(addr, upstream, now);
+                        }
+                        Step::Done { close }
+                    }
+                    None => Step::Done { close: true },
+                }
+            }
+        };
+        lean.give_buf(ubuf);
+        lean.give_fields(ufields);
+        step
+    }
+
+    /// Answers with a gateway error, recording it on the route.
+    #[allow(clippy::too_many_arguments)]
+    async fn reply_error(
+        &mut self,
+        ex: Exchange<'_>,
+        timer: &mut Pin<Box<Sleep>>,
+        out: &mut Vec<u8>,
+        status: u16,
+        reason: &str,
+        body: &str,
+    ) -> Step {
+        let reason = if reason.is_empty() {
+            http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("")
+        } else {
+            reason
+        };
+        self.local_error(out, status, reason, body, ex.head, ex.close);
+        let flow = self.write_client(timer, out).await;
+        let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
+        ex.route.stats.record(self.worker.id, status, elapsed);
+        let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
+        self.log(ex.request, ex.head, status, Some(ex.route), cluster, elapsed, None);
+        flow.after(ex.close)
+    }
+
+    /// Sends the request and reads the final response head (forwarding interim ones); one
+    /// retry on a fresh connection when a pooled one turns out closed, for idempotent requests.
+    async fn exchange(&mut self, io: ExchangeIo<'_>) -> Result<(TcpStream, ResponseHead), Failure> {
+        let ExchangeIo { addr, request, deadline, ubuf, ufields, timer, .. } = io;
+        let lean = &self.worker.lean;
+        let mut retried = false;
+        loop {
+            ubuf.consume(usize::MAX);
+            let pooled = lean.upstreams.checkout(addr, self.worker.shared.now(), io.max_idle);
+            let reused = pooled.is_some();
+            let mut upstream = match pooled {
+                Some(s) => s,
+                None => match timed(timer, deadline, connect_tcp(addr, io.connect)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(Failure::Unavailable(e)),
+                    Err(Elapsed) => return Err(Failure::Timeout),
+                },
+            };
+            let may_retry = reused && !retried && io.idempotent;
+            match timed(timer, deadline, upstream.write_all(request)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) if may_retry => {
+                    retried = true;
+                    continue;
+                }
+                Ok(Err(e)) => return Err(Failure::Unavailable(UpstreamError::Connect(addr, e))),
+                Err(Elapsed) => return Err(Failure::Timeout),
+            }
+            let mut got_bytes = false;
+            loop {
+                match parse_response(ubuf.filled(), io.head_request, ufields) {
+                    Ok(ResponseParse::Complete(head)) if head.is_interim() => {
+                        let mut interim = Vec::with_capacity(head.len + 64);
+                        let bytes = ubuf.filled();
+                        rewrite::write_response_head(
+                            &mut interim,
+                            bytes,
+                            &head,
+                            ufields,
+                            None,
+                            None,
+                            false,
+                        );
+                        ubuf.consume(head.len);
+                        let client_deadline = TimerInstant::now() + self.listener.idle_timeout;
+                        match timed(timer, client_deadline, self.stream.write_all(&interim)).await {
+                            Ok(Ok(())) => {}
+                            _ => return Err(Failure::ClientGone),
+                        }
+                    }
+                    Ok(ResponseParse::Complete(head)) => return Ok((upstream, head)),
+                    Ok(ResponseParse::Partial) => {
+                        let read = timed(
+                            timer,
+                            deadline,
+                            read_into(&mut upstream, ubuf, MAX_RESPONSE_HEAD),
+                        );
+                        match read.await {
+                            Ok(Ok(n)) if n > 0 => got_bytes = true,
+                            Ok(Ok(_)) | Ok(Err(_)) if may_retry && !got_bytes => {
+                                retried = true;
+                                break;
+                            }
+                            Ok(Ok(_)) => {
+                                let e = std::io::Error::new(
+                                    std::io::ErrorKind::UnexpectedEof,
+                                    "upstream closed before a complete response head",
+                                );
+                                return Err(Failure::Unavailable(UpstreamError::Connect(addr, e)));
+                            }
+                            Ok(Err(e)) => {
+                                return Err(Failure::Unavailable(UpstreamError::Connect(addr, e)))
+                            }
+                            Err(Elapsed) => return Err(Failure::Timeout),
+                        }
+                    }
+                    Err(e) => return Err(Failure::Protocol(e)),
+                }
+            }
+        }
+    }
+
+    /// Passes the response head in `out` and the body on to the client. Gives the upstream
+    /// socket back when the body ended cleanly (`None` when either side broke).
+    async fn pass_body(
+        &mut self,
+        mut upstream: TcpStream,
+        response: &ResponseHead,
+        ubuf: &mut Buf,
+        out: &mut Vec<u8>,
+        timer: &mut Pin<Box<Sleep>>,
+    ) -> Option<TcpStream> {
+        let idle = self.listener.idle_timeout;
+        let mut remaining = match response.framing {
+            ResponseFraming::Length(n) => n,
+            _ => 0,
+        };
+        let mut chunks = ChunkedScanner::new();
+        let mut head_pending = true;
+        loop {
+            let available = ubuf.filled();
+            let (take, done) = match response.framing {
+                ResponseFraming::Empty => (0, true),
+                ResponseFraming::Length(_) => {
+                    let take = (available.len() as u64).min(remaining) as usize;
+                    remaining -= take as u64;
+                    (take, remaining == 0)
+                }
+                ResponseFraming::Chunked => match chunks.scan(available) {
+                    Ok(s) => (s.consumed, s.done),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "upstream sent a malformed chunked body");
+                        return None;
+                    }
+                },
+                ResponseFraming::UntilClose => (available.len(), false),
+            };
+            let deadline = TimerInstant::now() + idle;
+            let written = if head_pending && take <= COALESCE_BODY {
+                out.extend_from_slice(&available[..take]);
+                timed(timer, deadline, self.stream.write_all(out)).await
+            } else if head_pending {
+                match timed(timer, deadline, self.stream.write_all(out)).await {
+                    Ok(Ok(())) => {
+                        timed(timer, deadline, self.stream.write_all(&available[..take])).await
+                    }
+                    other => other,
+                }
+            } else if take > 0 {
+                timed(timer, deadline, self.stream.write_all(&available[..take])).await
+            } else {
+                Ok(Ok(()))
+            };
+            head_pending = false;
+            if !matches!(written, Ok(Ok(()))) {
+                return None;
+            }
+            ubuf.consume(take);
+            if done {
+                return Some(upstream);
+            }
+            let deadline = TimerInstant::now() + idle;
+            match timed(timer, deadline, read_into(&mut upstream, ubuf, usize::MAX)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                // A close-delimited body ends here; any other body was cut short, and closing
+                // the client connection is how the client learns that.
+                Ok(Ok(_)) if response.framing == ResponseFraming::UntilClose => {
+                    return Some(upstream)
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Whether retrying `method` on a fresh connection is safe (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The outcome of a request on the connection.
+enum Step {
+    /// Answered; close the connection afterwards when `close`.
+    Done { close: bool },
+    /// Leave the connection to hyper.
+    Handoff,
+}
+
+/// Whether a response reached the client.
+enum Flow {
+    Sent,
+    Broken,
+}
+
+impl Flow {
+    fn after(self, close: bool) -> Step {
+        match self {
+            Flow::Sent => Step::Done { close },
+            Flow::Broken => Step::Done { close: true },
+        }
+    }
+}
+
+/// A routed request about to be proxied.
+struct Exchange<'a> {
+    snap: &'a Snapshot,
+    route: &'a Route,
+    cluster_index: usize,
+    /// Head and body bytes.
+    request: &'a [u8],
+    head: &'a RequestHead,
+    fields: &'a [Field],
+    start: spillway_core::Instant,
+    close: bool,
+}
+
+/// What one upstream exchange needs.
+struct ExchangeIo<'a> {
+    addr: SocketAddr,
+    connect: Duration,
+    max_idle: Duration,
+    request: &'a [u8],
+    head_request: bool,
+    idempotent: bool,
+    deadline: TimerInstant,
+    ubuf: &'a mut Buf,
+    ufields: &'a mut Vec<Field>,
+    timer: &'a mut Pin<Box<Sleep>>,
+}

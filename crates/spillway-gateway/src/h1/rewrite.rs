@@ -1,0 +1,367 @@
+//! Writing heads on the lean path: the request as the upstream gets it, the response as the
+//! client gets it, and the gateway's own small responses.
+//!
+//! Heads are written straight from the parsed spans into one output buffer, in the order the
+//! fields came, with the proxy's edits applied on the way: hop-by-hop fields and those named
+//! in `Connection` left out, `Host` rewritten, `X-Forwarded-*` and `x-request-id` added, and
+//! deadline headers replaced with the remaining budget. Nothing is allocated per field.
+
+use super::head::{ConnectionOptions, Field, FieldKind, RequestHead, ResponseHead, Span};
+
+/// The edits applied to a request on its way upstream.
+#[derive(Debug, Default)]
+pub struct RequestEdits<'a> {
+    /// A replacement target (path and query) after a prefix rewrite.
+    pub target: Option<&'a [u8]>,
+    /// A replacement `Host` value.
+    pub host: Option<&'a [u8]>,
+    /// The client's address, appended to `X-Forwarded-For`.
+    pub client_ip: &'a [u8],
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'a [u8],
+    /// An `x-request-id` to add (when the request has none).
+    pub new_request_id: Option<&'a [u8]>,
+    /// A replacement `grpc-timeout` value (the remaining budget).
+    pub grpc_timeout: Option<&'a [u8]>,
+    /// A replacement `x-request-timeout` value (the remaining budget).
+    pub request_timeout: Option<&'a [u8]>,
+}
+
+/// Whether the field named `name` is one that a `Connection` field asks to drop at this hop.
+fn named_by_connection(buf: &[u8], fields: &[Field], name: &[u8]) -> bool {
+    fields.iter().filter(|f| f.kind == FieldKind::Connection).any(|c| {
+        c.value.of(buf).split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+    })
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a field is dropped at this hop: hop-by-hop (except `TE: trailers`), or named in
+/// `Connection`.
+fn dropped(buf: &[u8], fields: &[Field], f: &Field, connection: ConnectionOptions) -> bool {
+    if f.kind == FieldKind::Te {
+        return !f.value.of(buf).trim_ascii().eq_ignore_ascii_case(b"trailers");
+    }
+    if f.kind.is_hop_by_hop() {
+        return true;
+    }
+    connection.names_fields && named_by_connection(buf, fields, f.name.of(buf))
+}
+
+/// Writes the upstream request head for the request parsed from `buf` into `out`.
+pub fn write_request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    fields: &[Field],
+    edits: &RequestEdits<'_>,
+) {
+    out.extend_from_slice(head.method_span.of(buf));
+    out.push(b' ');
+    out.extend_from_slice(edits.target.unwrap_or(head.target.of(buf)));
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for = false;
+    let mut forwarded_host = false;
+    for f in fields {
+        if dropped(buf, fields, f, head.connection) {
+            continue;
+        }
+        let name = f.name.of(buf);
+        match f.kind {
+            FieldKind::Host => field(out, name, edits.host.unwrap_or(f.value.of(buf))),
+            FieldKind::XForwardedFor => {
+                // Every earlier hop's value, then this client, in one field.
+                if forwarded_for {
+                    continue;
+                }
+                forwarded_for = true;
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                for earlier in fields.iter().filter(|g| g.kind == FieldKind::XForwardedFor) {
+                    out.extend_from_slice(earlier.value.of(buf));
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(edits.client_ip);
+                out.extend_from_slice(b"\r\n");
+            }
+            // Set by this hop, below.
+            FieldKind::XForwardedProto => {}
+            FieldKind::XForwardedHost => {
+                forwarded_host = true;
+                field(out, name, f.value.of(buf));
+            }
+            FieldKind::GrpcTimeout if edits.grpc_timeout.is_some() => {
+                field(out, name, edits.grpc_timeout.unwrap_or_default())
+            }
+            FieldKind::XRequestTimeout if edits.request_timeout.is_some() => {
+                field(out, name, edits.request_timeout.unwrap_or_default())
+            }
+            _ => field(out, name, f.value.of(buf)),
+        }
+    }
+    if !forwarded_for {
+        field(out, b"x-forwarded-for", edits.client_ip);
+    }
+    field(out, b"x-forwarded-proto", edits.proto);
+    if !forwarded_host {
+        if let Some(host) = head.host {
+            field(out, b"x-forwarded-host", host.of(buf));
+        }
+    }
+    if let (None, Some(host)) = (head.host, edits.host) {
+        field(out, b"host", host);
+    }
+    if let Some(id) = edits.new_request_id {
+        field(out, b"x-request-id", id);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the response head the client gets for an upstream head parsed from `buf`:
+/// hop-by-hop fields dropped (framing kept: the body passes through unchanged),
+/// `x-request-id` added when missing, `date` when given (the caller passes it only when the
+/// upstream sent none), and `connection: close` when the gateway closes the connection after
+/// this response.
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    fields: &[Field],
+    request_id: Option<&[u8]>,
+    date: Option<&[u8]>,
+    close: bool,
+) {
+    status_line(out, head.status, head.reason.of(buf));
+    for f in fields {
+        if dropped(buf, fields, f, head.connection) {
+            continue;
+        }
+        field(out, f.name.of(buf), f.value.of(buf));
+    }
+    if !head.has_request_id {
+        if let Some(id) = request_id {
+            field(out, b"x-request-id", id);
+        }
+    }
+    if let Some(date) = date {
+        field(out, b"date", date);
+    }
+    if close && !head.is_interim() {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let s = status.min(999);
+    out.extend_from_slice(&[
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]);
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a complete response generated by the gateway (an error, or a route's direct
+/// response): status, the given fields, `content-length`, `date`, and the body — except for
+/// a `HEAD` request, which gets the head only.
+#[allow(clippy::too_many_arguments)]
+pub fn write_local_response<'a>(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    body: &[u8],
+    date: &[u8],
+    head_request: bool,
+    close: bool,
+) {
+    status_line(out, status, reason.as_bytes());
+    for (name, value) in fields {
+        field(out, name, value);
+    }
+    out.extend_from_slice(b"content-length: ");
+    decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    field(out, b"date", date);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_request {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends `n` in decimal.
+pub fn decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The value of the span in `buf`, as text when it is valid UTF-8 (empty otherwise).
+pub fn text(buf: &[u8], span: Span) -> &str {
+    std::str::from_utf8(span.of(buf)).unwrap_or("")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::head::{parse_request, parse_response, RequestParse, ResponseParse};
+    use super::*;
+
+    fn forward(text: &str, edits: &RequestEdits<'_>) -> String {
+        let mut fields = Vec::new();
+        let RequestParse::Complete(head) = parse_request(text.as_bytes(), &mut fields) else {
+            panic!("not complete")
+        };
+        let mut out = Vec::new();
+        write_request_head(&mut out, text.as_bytes(), &head, &fields, edits);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn edits() -> RequestEdits<'static> {
+        RequestEdits { client_ip: b"10.0.0.9", proto: b"http", ..Default::default() }
+    }
+
+    #[test]
+    fn a_plain_request_gains_forwarding_fields_and_keeps_the_rest_in_order() {
+        let out = forward(
+            "GET /a?b HTTP/1.1\r\nHost: api.local\r\nAccept: */*\r\nX-Request-Id: r1\r\n\r\n",
+            &edits(),
+        );
+        assert_eq!(
+            out,
+            "GET /a?b HTTP/1.1\r\nHost: api.local\r\nAccept: */*\r\nX-Request-Id: r1\r\n\
+             x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: api.local\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_named_in_connection_are_dropped() {
+        let out = forward(
+            "GET / HTTP/1.1\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\n\
+             x-secret: 1\r\nProxy-Connection: keep-alive\r\nTE: gzip\r\nTrailer: x\r\n\
+             X-Kept: 1\r\n\r\n",
+            &edits(),
+        );
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nX-Kept: 1\r\nx-forwarded-for: 10.0.0.9\r\n\
+             x-forwarded-proto: http\r\n\r\n"
+        );
+        let out = forward("GET / HTTP/1.1\r\nTE: trailers\r\n\r\n", &edits());
+        assert!(out.contains("TE: trailers\r\n"), "{out}");
+    }
+
+    #[test]
+    fn forwarded_for_joins_every_earlier_hop_and_this_client() {
+        let out = forward(
+            "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nA: b\r\nx-forwarded-for: 2.2.2.2\r\n\
+             X-Forwarded-Proto: https\r\nX-Forwarded-Host: orig\r\nHost: h\r\n\r\n",
+            &edits(),
+        );
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\nA: b\r\n\
+             X-Forwarded-Host: orig\r\nHost: h\r\nx-forwarded-proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn rewrites_replace_target_host_request_id_and_deadlines() {
+        let e = RequestEdits {
+            target: Some(b"/v2/x?q"),
+            host: Some(b"internal"),
+            new_request_id: Some(b"abc"),
+            grpc_timeout: Some(b"99m"),
+            request_timeout: Some(b"99ms"),
+            ..edits()
+        };
+        let out = forward(
+            "POST /x?q HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\ngrpc-timeout: 1S\r\n\
+             X-Request-Timeout: 1s\r\n\r\n",
+            &e,
+        );
+        assert_eq!(
+            out,
+            "POST /v2/x?q HTTP/1.1\r\nHost: internal\r\nContent-Length: 0\r\n\
+             grpc-timeout: 99m\r\nX-Request-Timeout: 99ms\r\nx-forwarded-for: 10.0.0.9\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: h\r\nx-request-id: abc\r\n\r\n"
+        );
+        let out = forward("GET / HTTP/1.1\r\n\r\n", &e);
+        assert!(out.contains("host: internal\r\n"), "{out}");
+    }
+
+    fn respond(text: &str, close: bool) -> String {
+        let mut fields = Vec::new();
+        let Ok(ResponseParse::Complete(head)) = parse_response(text.as_bytes(), false, &mut fields)
+        else {
+            panic!("not complete")
+        };
+        let mut out = Vec::new();
+        let date = (!head.has_date).then_some(&b"D"[..]);
+        write_response_head(&mut out, text.as_bytes(), &head, &fields, Some(b"id1"), date, close);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn response_heads_keep_framing_and_drop_hop_by_hop_fields() {
+        let out = respond(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Bar\r\nKeep-Alive: timeout=5\r\n\
+             X-Bar: 1\r\nTransfer-Encoding: chunked\r\nDate: yesterday\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: yesterday\r\n\
+             x-request-id: id1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_closing_response_says_so_and_a_missing_date_is_added() {
+        let out = respond("HTTP/1.0 404 Not Found\r\nX-Request-Id: up\r\n\r\n", true);
+        assert_eq!(
+            out,
+            "HTTP/1.1 404 Not Found\r\nX-Request-Id: up\r\ndate: D\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn local_responses_carry_length_and_date_and_no_body_for_head() {
+        let mut out = Vec::new();
+        let fields = [(&b"content-type"[..], &b"application/json"[..])];
+        write_local_response(&mut out, 404, "Not Found", fields, b"{}", b"D", false, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\
+             date: D\r\n\r\n{}"
+        );
+        let mut out = Vec::new();
+        write_local_response(&mut out, 200, "OK", [], b"hi", b"D", true, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ndate: D\r\nconnection: close\r\n\r\n"
+        );
+    }
+}
