@@ -219,19 +219,7 @@ async fn serve(
     match tls {
         Some(acceptor) => {
             let (svc, activity) = make_svc();
-            let Ok(Ok(tls_stream)) =
-                Box::pin(tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)))
-                    .await
-            else {
-                return;
-            };
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            if h2 {
-                Box::pin(serve_h2(config, TokioIo::new(tls_stream), svc, &graceful, &activity))
-                    .await;
-            } else {
-                Box::pin(serve_h1(config, TokioIo::new(tls_stream), svc, &graceful)).await;
-            }
+            Box::pin(serve_tls(config, acceptor, stream, svc, &graceful, &activity)).await;
         }
         None => match config.protocol {
             ListenerProtocol::Http1 => {
@@ -250,21 +238,66 @@ async fn serve(
             }
             ListenerProtocol::Auto => {
                 let (svc, _) = make_svc();
-                let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(config.header_read_timeout)
-                    .max_buf_size(config.max_header_bytes);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(config.max_header_bytes as u32);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                Box::pin(graceful.watch(conn.into_owned())).await;
+                Box::pin(serve_auto(config, stream, svc, &graceful)).await;
             }
         },
     }
+}
+
+/// A TLS connection: handshake within the header read timeout, then HTTP/2 or HTTP/1.1 as
+/// ALPN chose. (Its own function: the TLS state is large, and would otherwise be part of
+/// every connection's task.)
+async fn serve_tls<S>(
+    config: &ListenerConfig,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    svc: S,
+    graceful: &Drain,
+    activity: &ConnInfo,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming> + 'static,
+    S::Future: 'static,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Ok(Ok(tls_stream)) =
+        tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await
+    else {
+        return;
+    };
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        Box::pin(serve_h2(config, TokioIo::new(tls_stream), svc, graceful, activity)).await;
+    } else {
+        Box::pin(serve_h1(config, TokioIo::new(tls_stream), svc, graceful)).await;
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 prior knowledge, detected from the first bytes. (Its own function so
+/// that the builder, which the connection borrows, is not part of every connection's task.)
+async fn serve_auto<S>(
+    config: &ListenerConfig,
+    stream: tokio::net::TcpStream,
+    svc: S,
+    graceful: &Drain,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::ResponseBody>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + 'static,
+    S::Future: 'static,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(LocalExec);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(config.max_header_bytes as u32);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    graceful.watch(conn.into_owned()).await;
 }
 
 async fn serve_h1<I, S>(config: &ListenerConfig, io: I, svc: S, graceful: &Drain)
