@@ -6,6 +6,8 @@
 //! the workers' sockets; a connection then lives on one thread for its whole life.
 
 use crate::config::{ListenerConfig, ListenerProtocol};
+use crate::h1::conn::Served;
+use crate::h1::dormant::{Dormant, OpenCount, Sleeper, DORMANT_AFTER};
 use crate::metrics::ListenerStats;
 use crate::pool::LocalExec;
 use crate::proxy::{self, ConnInfo, Worker};
@@ -70,16 +72,24 @@ pub fn run_worker(
     local.block_on(&rt, async move {
         let worker = Rc::new(Worker::new(id, shared.clone()));
         let graceful = Rc::new(Drain::new(shutdown.clone()));
+        let (dormant, dormant_poll) = match Dormant::new() {
+            Ok((set, poll)) => (Some(set), Some(poll)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no epoll set for dormant connections; idle ones keep their task");
+                (None, None)
+            }
+        };
+        let local = Rc::new(WorkerLocal { worker: worker.clone(), graceful: graceful.clone(), dormant });
+        let waker = dormant_poll.map(|poll| tokio::task::spawn_local(wake_dormant(local.clone(), poll)));
         let mut accepts = Vec::new();
         for l in listeners {
             match tokio::net::TcpListener::from_std(l.socket) {
                 Ok(socket) => {
                     let l = Rc::new((l.config, l.tls, l.stats));
                     accepts.push(tokio::task::spawn_local(accept_loop(
-                        worker.clone(),
+                        local.clone(),
                         socket,
                         l,
-                        graceful.clone(),
                         shutdown.clone(),
                     )));
                 }
@@ -101,14 +111,19 @@ pub fn run_worker(
                 }
             })
         };
-        // Closes lean HTTP/1.1 connections idle past their listener's idle timeout.
+        // Closes lean HTTP/1.1 connections idle past their listener's idle timeout, and moves
+        // those idle for a while to the dormant set.
         let idle_sweeper = {
-            let worker = worker.clone();
+            let local = local.clone();
             tokio::task::spawn_local(async move {
                 let mut tick = tokio::time::interval(IDLE_SWEEP_INTERVAL);
                 loop {
                     tick.tick().await;
-                    worker.lean.idle.sweep(worker.shared.now().as_nanos());
+                    let now = local.worker.shared.now().as_nanos();
+                    local.worker.lean.idle.sweep(now);
+                    if let Some(d) = &local.dormant {
+                        d.sweep(now);
+                    }
                 }
             })
         };
@@ -118,6 +133,12 @@ pub fn run_worker(
             let _ = a.await;
         }
         worker.lean.idle.close_all();
+        if let Some(d) = &local.dormant {
+            d.close_all();
+        }
+        if let Some(w) = waker {
+            w.abort();
+        }
         let drain = worker.snapshot().config.drain_timeout;
         if tokio::time::timeout(drain, graceful.finished()).await.is_err() {
             tracing::warn!(worker = id, "drain deadline reached with requests still in flight");
@@ -127,12 +148,55 @@ pub fn run_worker(
     });
 }
 
-/// Counts a connection on its listener while it lives.
-struct ConnGuard(Arc<ListenerStats>);
+/// What every connection task of a worker shares.
+struct WorkerLocal {
+    worker: Rc<Worker>,
+    graceful: Rc<Drain>,
+    /// Idle lean connections held without a task (`None` if no epoll set could be made).
+    dormant: Option<Dormant<Rc<ListenerCtx>>>,
+}
 
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Relaxed);
+/// An accepted connection.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    listener: Rc<ListenerCtx>,
+    count: OpenCount,
+}
+
+/// Gives dormant connections whose client sent something (or closed) back to the runtime,
+/// each in a new connection task.
+async fn wake_dormant(local: Rc<WorkerLocal>, poll: mio::Poll) {
+    // `AsyncFd::with_interest` is deprecated in favour of an `unsafe fn` whose contract (the
+    // fd stays open and the same while registered) holds here by construction: the `AsyncFd`
+    // owns the `mio::Poll`, which owns its epoll fd for its whole life. The crate forbids
+    // `unsafe`, so the safe, deprecated entry point is used.
+    #[allow(deprecated)]
+    let registered = tokio::io::unix::AsyncFd::with_interest(poll, tokio::io::Interest::READABLE);
+    let Ok(mut poll) = registered else {
+        tracing::warn!("dormant connections cannot be watched");
+        return;
+    };
+    let mut events = mio::Events::with_capacity(256);
+    loop {
+        let Ok(mut ready) = poll.readable_mut().await else { return };
+        if ready.get_inner_mut().poll(&mut events, Some(Duration::ZERO)).is_err() {
+            ready.clear_ready();
+            continue;
+        }
+        let full = events.iter().count() == events.capacity();
+        let Some(dormant) = &local.dormant else { return };
+        for sleeper in dormant.woken(&events) {
+            let (socket, peer, listener, count) = sleeper.into_parts();
+            if let Ok(stream) = tokio::net::TcpStream::from_std(socket) {
+                let conn = Conn { stream, peer, listener, count };
+                tokio::task::spawn_local(serve(local.clone(), conn));
+            }
+        }
+        // More may be ready than one batch took: look again before waiting.
+        if !full {
+            ready.clear_ready();
+        }
     }
 }
 
@@ -141,10 +205,9 @@ pub(crate) type ListenerCtx =
     (ListenerConfig, Option<tokio_rustls::TlsAcceptor>, Arc<ListenerStats>);
 
 async fn accept_loop(
-    worker: Rc<Worker>,
+    local: Rc<WorkerLocal>,
     socket: tokio::net::TcpListener,
     listener: Rc<ListenerCtx>,
-    graceful: Rc<Drain>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -170,15 +233,10 @@ async fn accept_loop(
         }
         stats.active.fetch_add(1, Relaxed);
         stats.accepted.fetch_add(1, Relaxed);
-        let guard = ConnGuard(stats.clone());
+        let count = OpenCount(stats.clone());
         let _ = stream.set_nodelay(true);
-        let worker = worker.clone();
-        let listener = listener.clone();
-        let graceful = graceful.clone();
-        tokio::task::spawn_local(async move {
-            let _guard = guard;
-            serve(worker, stream, peer, listener, graceful).await;
-        });
+        let conn = Conn { stream, peer, listener: listener.clone(), count };
+        tokio::task::spawn_local(serve(local.clone(), conn));
     }
 }
 
@@ -199,13 +257,9 @@ fn conn_info(
     })
 }
 
-async fn serve(
-    worker: Rc<Worker>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    listener: Rc<ListenerCtx>,
-    graceful: Rc<Drain>,
-) {
+async fn serve(local: Rc<WorkerLocal>, conn: Conn) {
+    let Conn { stream, peer, listener, count } = conn;
+    let (worker, graceful) = (&local.worker, &local.graceful);
     let (config, tls, _) = &*listener;
     // Built only for connections that hyper serves: an idle lean connection holds no more
     // than its socket and a small task.
@@ -219,26 +273,37 @@ async fn serve(
     match tls {
         Some(acceptor) => {
             let (svc, activity) = make_svc();
-            Box::pin(serve_tls(config, acceptor, stream, svc, &graceful, &activity)).await;
+            Box::pin(serve_tls(config, acceptor, stream, svc, graceful, &activity)).await;
         }
         None => match config.protocol {
             ListenerProtocol::Http1 => {
                 let open = graceful.enter();
-                let served = crate::h1::conn::serve(&worker, config, stream, peer).await;
+                let dormant_after = local.dormant.as_ref().map(|_| DORMANT_AFTER);
+                let served =
+                    crate::h1::conn::serve(worker, config, stream, peer, dormant_after).await;
                 drop(open);
-                if let crate::h1::conn::Served::Handoff(stream, read) = served {
-                    let (svc, _) = make_svc();
-                    let io = TokioIo::new(crate::h1::rewind::Rewind::new(stream, read));
-                    Box::pin(serve_h1(config, io, svc, &graceful)).await
+                match served {
+                    Served::Closed => {}
+                    Served::Handoff(stream, read) => {
+                        let (svc, _) = make_svc();
+                        let io = TokioIo::new(crate::h1::rewind::Rewind::new(stream, read));
+                        Box::pin(serve_h1(config, io, svc, graceful)).await
+                    }
+                    Served::Dormant(socket, deadline_ns) => {
+                        if let Some(dormant) = &local.dormant {
+                            let listener = listener.clone();
+                            dormant.add(Sleeper::new(socket, peer, listener, count, deadline_ns));
+                        }
+                    }
                 }
             }
             ListenerProtocol::H2c => {
                 let (svc, activity) = make_svc();
-                Box::pin(serve_h2(config, TokioIo::new(stream), svc, &graceful, &activity)).await
+                Box::pin(serve_h2(config, TokioIo::new(stream), svc, graceful, &activity)).await
             }
             ListenerProtocol::Auto => {
                 let (svc, _) = make_svc();
-                Box::pin(serve_auto(config, stream, svc, &graceful)).await;
+                Box::pin(serve_auto(config, stream, svc, graceful)).await;
             }
         },
     }

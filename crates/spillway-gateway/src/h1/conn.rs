@@ -59,6 +59,9 @@ pub enum Served {
     Closed,
     /// The connection needs hyper: the socket and the bytes already read from it.
     Handoff(TcpStream, Buf),
+    /// Idle for [`super::dormant::DORMANT_AFTER`]: the socket, out of the runtime, to be held
+    /// dormant until this idle deadline (worker clock, nanoseconds).
+    Dormant(std::net::TcpStream, u64),
 }
 
 /// The client's address as text (for `X-Forwarded-For` and the access log), rendered once.
@@ -98,21 +101,32 @@ impl Drop for IdleSlot<'_> {
     }
 }
 
-/// Serves one plain HTTP/1.1 connection until it closes or needs hyper.
+/// Serves one plain HTTP/1.1 connection until it closes, needs hyper, or (when `dormant_after`
+/// is given) has been idle that long.
 pub async fn serve(
     worker: &Worker,
     listener: &ListenerConfig,
     mut stream: TcpStream,
     peer: SocketAddr,
+    dormant_after: Option<Duration>,
 ) -> Served {
     let client = ClientAddr::new(peer);
     let slot = IdleSlot { worker, index: worker.lean.idle.register() };
     let mut carry: Option<Buf> = None;
     loop {
         if carry.is_none() {
-            let idle_until = worker.shared.now().as_nanos() + nanos(listener.idle_timeout);
-            if wait_for_bytes(worker, slot.index, &stream, idle_until).await.is_err() {
-                return Served::Closed;
+            let now = worker.shared.now().as_nanos();
+            let idle_until = now.saturating_add(nanos(listener.idle_timeout));
+            let dormant_at = dormant_after.map_or(0, |d| now.saturating_add(nanos(d)).max(1));
+            match wait_for_bytes(worker, slot.index, &stream, idle_until, dormant_at).await {
+                Ok(()) => {}
+                Err(IdleEnd::Dormant) => {
+                    return match stream.into_std() {
+                        Ok(socket) => Served::Dormant(socket, idle_until),
+                        Err(_) => Served::Closed,
+                    };
+                }
+                Err(IdleEnd::TimedOut | IdleEnd::Closing) => return Served::Closed,
             }
         }
         let conn = Conn { worker, listener, client: &client, stream: &mut stream };
@@ -139,6 +153,7 @@ async fn wait_for_bytes(
     slot: usize,
     stream: &TcpStream,
     deadline_ns: u64,
+    dormant_ns: u64,
 ) -> Result<(), IdleEnd> {
     let idle = &worker.lean.idle;
     poll_fn(|cx| match stream.poll_read_ready(cx) {
@@ -147,7 +162,7 @@ async fn wait_for_bytes(
             idle.unpark(slot);
             Poll::Ready(Ok(()))
         }
-        Poll::Pending => match idle.park(slot, cx.waker(), deadline_ns) {
+        Poll::Pending => match idle.park(slot, cx.waker(), deadline_ns, dormant_ns) {
             Some(end) => Poll::Ready(Err(end)),
             None => Poll::Pending,
         },

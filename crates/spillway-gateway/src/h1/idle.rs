@@ -16,7 +16,10 @@ struct Slot {
     /// Nanoseconds (worker clock) after which the parked connection should close; 0 while
     /// the connection is busy.
     deadline_ns: u64,
+    /// Nanoseconds after which the parked connection should go dormant (0: never).
+    dormant_ns: u64,
     expired: bool,
+    dormant: bool,
     in_use: bool,
 }
 
@@ -27,6 +30,8 @@ pub enum IdleEnd {
     TimedOut,
     /// The worker is shutting down.
     Closing,
+    /// It has been idle long enough to go dormant (see [`super::dormant`]).
+    Dormant,
 }
 
 /// The idle slots of one worker.
@@ -68,9 +73,16 @@ impl IdleSet {
         self.closing.get()
     }
 
-    /// Parks connection `index` until `deadline_ns`, to be woken through `waker`; or says why
-    /// it must stop waiting now.
-    pub fn park(&self, index: usize, waker: &Waker, deadline_ns: u64) -> Option<IdleEnd> {
+    /// Parks connection `index` until `deadline_ns` (and, unless `dormant_ns` is 0, until it
+    /// should go dormant at `dormant_ns`), to be woken through `waker`; or says why it must
+    /// stop waiting now.
+    pub fn park(
+        &self,
+        index: usize,
+        waker: &Waker,
+        deadline_ns: u64,
+        dormant_ns: u64,
+    ) -> Option<IdleEnd> {
         if self.closing.get() {
             return Some(IdleEnd::Closing);
         }
@@ -79,7 +91,11 @@ impl IdleSet {
         if slot.expired {
             return Some(IdleEnd::TimedOut);
         }
+        if slot.dormant {
+            return Some(IdleEnd::Dormant);
+        }
         slot.deadline_ns = deadline_ns;
+        slot.dormant_ns = dormant_ns;
         match &slot.waker {
             Some(w) if w.will_wake(waker) => {}
             _ => slot.waker = Some(waker.clone()),
@@ -91,21 +107,31 @@ impl IdleSet {
     pub fn unpark(&self, index: usize) {
         if let Some(slot) = self.slots.borrow_mut().get_mut(index) {
             slot.deadline_ns = 0;
+            slot.dormant_ns = 0;
             slot.expired = false;
+            slot.dormant = false;
         }
     }
 
-    /// Wakes the parked connections whose deadline is at or before `now_ns`, to close.
+    /// Wakes the parked connections whose deadline is at or before `now_ns` (to close), and
+    /// those due to go dormant.
     pub fn sweep(&self, now_ns: u64) -> usize {
         let mut woken = 0;
         for slot in self.slots.borrow_mut().iter_mut() {
-            if slot.in_use && slot.deadline_ns != 0 && slot.deadline_ns <= now_ns && !slot.expired {
-                slot.expired = true;
-                if let Some(w) = &slot.waker {
-                    w.wake_by_ref();
-                }
-                woken += 1;
+            if !slot.in_use || slot.deadline_ns == 0 || slot.expired || slot.dormant {
+                continue;
             }
+            if slot.deadline_ns <= now_ns {
+                slot.expired = true;
+            } else if slot.dormant_ns != 0 && slot.dormant_ns <= now_ns {
+                slot.dormant = true;
+            } else {
+                continue;
+            }
+            if let Some(w) = &slot.waker {
+                w.wake_by_ref();
+            }
+            woken += 1;
         }
         woken
     }
@@ -154,12 +180,12 @@ mod tests {
         let set = IdleSet::default();
         let (count, waker) = counter();
         let i = set.register();
-        assert_eq!(set.park(i, &waker, 100), None);
+        assert_eq!(set.park(i, &waker, 100, 0), None);
         assert_eq!(set.sweep(99), 0);
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
         assert_eq!(set.sweep(100), 1);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(set.park(i, &waker, 100), Some(IdleEnd::TimedOut));
+        assert_eq!(set.park(i, &waker, 100, 0), Some(IdleEnd::TimedOut));
         assert_eq!(set.sweep(200), 0, "woken once");
     }
 
@@ -168,7 +194,7 @@ mod tests {
         let set = IdleSet::default();
         let (count, waker) = counter();
         let i = set.register();
-        set.park(i, &waker, 100);
+        set.park(i, &waker, 100, 0);
         set.unpark(i);
         assert_eq!(set.sweep(1_000), 0);
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
@@ -180,10 +206,22 @@ mod tests {
         let (count, waker) = counter();
         let parked = set.register();
         let busy = set.register();
-        set.park(parked, &waker, 100);
+        set.park(parked, &waker, 100, 0);
         set.close_all();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(set.park(busy, &waker, 100), Some(IdleEnd::Closing));
+        assert_eq!(set.park(busy, &waker, 100, 0), Some(IdleEnd::Closing));
+    }
+
+    #[test]
+    fn a_connection_idle_past_its_dormant_time_is_woken_to_go_dormant() {
+        let set = IdleSet::default();
+        let (count, waker) = counter();
+        let i = set.register();
+        assert_eq!(set.park(i, &waker, 1_000, 100), None);
+        assert_eq!(set.sweep(50), 0);
+        assert_eq!(set.sweep(100), 1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(set.park(i, &waker, 1_000, 100), Some(IdleEnd::Dormant));
     }
 
     #[test]

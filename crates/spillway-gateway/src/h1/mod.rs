@@ -8,6 +8,7 @@
 pub mod buffer;
 pub mod chunked;
 pub mod conn;
+pub mod dormant;
 pub mod head;
 pub mod idle;
 pub mod local;
