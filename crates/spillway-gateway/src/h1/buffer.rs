@@ -5,8 +5,12 @@
 //! so a pipelined next request stays where it is. The storage is initialised once, when the
 //! buffer is made: buffers are reused across requests through the worker's pool.
 
-/// Size of a pooled buffer: room for a usual head and a small body in one read.
-pub const BUF_SIZE: usize = 16 * 1024;
+/// Size of a pooled request buffer: room for a usual request head (it grows for larger heads
+/// and buffered bodies).
+pub const REQUEST_BUF_SIZE: usize = 4 * 1024;
+
+/// Size of a pooled response buffer: a usual response in one read, larger bodies in pieces.
+pub const RESPONSE_BUF_SIZE: usize = 16 * 1024;
 
 /// A byte buffer with a filled window `start..end`.
 #[derive(Debug)]

@@ -246,7 +246,7 @@ impl Conn<'_> {
     /// Serves the request whose first bytes are in `carry` (or are ready to be read).
     async fn next_request(self, carry: Option<Buf>) -> Next {
         let lean = &self.worker.lean;
-        let mut buf = carry.unwrap_or_else(|| lean.take_buf());
+        let mut buf = carry.unwrap_or_else(|| lean.take_request_buf());
         let mut fields = lean.take_fields();
         let mut timer = lean.take_timer();
         let mut out = lean.take_out();
@@ -600,7 +600,7 @@ impl Conn<'_> {
         out.extend_from_slice(&ex.request[ex.head.len..]);
 
         let lean = &worker.lean;
-        let mut ubuf = lean.take_buf();
+        let mut ubuf = lean.take_response_buf();
         let mut ufields = lean.take_fields();
         let head_request = ex.head.method == Method::HEAD;
         let in_flight = InFlight(endpoint);
