@@ -71,6 +71,8 @@ pub struct Worker {
     cache: RefCell<(SnapshotCache, Rc<Arc<Snapshot>>)>,
     request_ids: Cell<u64>,
     id_prefix: u64,
+    /// `id_prefix` in hex, then room for the per-request half.
+    id_prefix_hex: [u8; 32],
     balancers: RefCell<(u64, Vec<AnyBalancer>)>,
     random: Cell<u64>,
 }
@@ -97,6 +99,11 @@ impl Worker {
             cache: RefCell::new((cache, current)),
             request_ids: Cell::new(0),
             id_prefix,
+            id_prefix_hex: {
+                let mut hex = [0u8; 32];
+                hex16(id_prefix, &mut hex[..16]);
+                hex
+            },
             balancers: RefCell::new((0, Vec::new())),
             random: Cell::new(id_prefix),
         }
@@ -189,8 +196,7 @@ impl Worker {
     pub fn new_request_id(&self) -> [u8; 32] {
         let n = self.request_ids.get().wrapping_add(1);
         self.request_ids.set(n);
-        let mut buf = [0u8; 32];
-        hex16(self.id_prefix, &mut buf[..16]);
+        let mut buf = self.id_prefix_hex;
         hex16(splitmix64(n ^ self.id_prefix), &mut buf[16..]);
         buf
     }

@@ -280,7 +280,13 @@ impl Conn<'_> {
         // turned readable, or a pipelined request is already buffered).
         let mut head_deadline = None;
         let head = loop {
-            match parse_request(buf.filled(), fields) {
+            // (An empty buffer, the usual case for a new request, needs no parse to know.)
+            let parsed = if buf.is_empty() {
+                RequestParse::Partial
+            } else {
+                parse_request(buf.filled(), fields)
+            };
+            match parsed {
                 // hyper answers an oversized head with 431.
                 RequestParse::Complete(head) if head.len > listener.max_header_bytes => {
                     return Step::Handoff
@@ -743,7 +749,9 @@ impl Conn<'_> {
             let reused = pooled.is_some();
             let mut upstream = match pooled {
                 Some(s) => s,
-                None => match timed(timer, deadline, connect_tcp(addr, io.connect)).await {
+                // Boxed: the connect future is large, and only new connections need it.
+                None => match timed(timer, deadline, Box::pin(connect_tcp(addr, io.connect))).await
+                {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return Err(Failure::Unavailable(e)),
                     Err(Elapsed) => return Err(Failure::Timeout),
@@ -761,7 +769,12 @@ impl Conn<'_> {
             }
             let mut got_bytes = false;
             loop {
-                match parse_response(ubuf.filled(), io.head_request, ufields) {
+                let parsed = if ubuf.is_empty() {
+                    Ok(ResponseParse::Partial)
+                } else {
+                    parse_response(ubuf.filled(), io.head_request, ufields)
+                };
+                match parsed {
                     Ok(ResponseParse::Complete(head)) if head.is_interim() => {
                         let mut interim = Vec::with_capacity(head.len + 64);
                         let bytes = ubuf.filled();

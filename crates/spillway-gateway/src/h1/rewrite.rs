@@ -34,6 +34,19 @@ fn named_by_connection(buf: &[u8], fields: &[Field], name: &[u8]) -> bool {
     })
 }
 
+/// Copies a received field line as it came (`Name: value`, whitespace around the value
+/// trimmed by the parser) in one piece.
+#[inline]
+fn copy_field(out: &mut Vec<u8>, buf: &[u8], f: &Field) {
+    match buf.get(f.name.start()..f.value.end()) {
+        Some(line) if !f.value.is_empty() => {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => field(out, f.name.of(buf), f.value.of(buf)),
+    }
+}
+
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -73,7 +86,10 @@ pub fn write_request_head(
         }
         let name = f.name.of(buf);
         match f.kind {
-            FieldKind::Host => field(out, name, edits.host.unwrap_or(f.value.of(buf))),
+            FieldKind::Host => match edits.host {
+                Some(host) => field(out, name, host),
+                None => copy_field(out, buf, f),
+            },
             FieldKind::XForwardedFor => {
                 // Every earlier hop's value, then this client, in one field.
                 if forwarded_for {
@@ -93,7 +109,7 @@ pub fn write_request_head(
             FieldKind::XForwardedProto => {}
             FieldKind::XForwardedHost => {
                 forwarded_host = true;
-                field(out, name, f.value.of(buf));
+                copy_field(out, buf, f);
             }
             FieldKind::GrpcTimeout if edits.grpc_timeout.is_some() => {
                 field(out, name, edits.grpc_timeout.unwrap_or_default())
@@ -101,7 +117,7 @@ pub fn write_request_head(
             FieldKind::XRequestTimeout if edits.request_timeout.is_some() => {
                 field(out, name, edits.request_timeout.unwrap_or_default())
             }
-            _ => field(out, name, f.value.of(buf)),
+            _ => copy_field(out, buf, f),
         }
     }
     if !forwarded_for {
@@ -141,7 +157,7 @@ pub fn write_response_head(
         if dropped(buf, fields, f, head.connection) {
             continue;
         }
-        field(out, f.name.of(buf), f.value.of(buf));
+        copy_field(out, buf, f);
     }
     if !head.has_request_id {
         if let Some(id) = request_id {
