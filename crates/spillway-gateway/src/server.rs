@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 /// How often idle lean connections are checked against their idle timeout (the timeout's
 /// granularity).
-const IDLE_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Binds one `SO_REUSEPORT` socket on `addr` (port 0 picks a free port once; the other
 /// workers then bind the port it got).

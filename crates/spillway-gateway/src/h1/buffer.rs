@@ -5,12 +5,10 @@
 //! so a pipelined next request stays where it is. The storage is initialised once, when the
 //! buffer is made: buffers are reused across requests through the worker's pool.
 
-/// Size of a pooled request buffer: room for a usual request head (it grows for larger heads
-/// and buffered bodies).
-pub const REQUEST_BUF_SIZE: usize = 4 * 1024;
-
-/// Size of a pooled response buffer: a usual response in one read, larger bodies in pieces.
-pub const RESPONSE_BUF_SIZE: usize = 16 * 1024;
+/// Size of a pooled buffer: a usual request head, or a small response, in one read. Buffers
+/// grow for larger heads, buffered request bodies and streamed responses; a grown buffer is
+/// freed after its exchange, so a burst of large exchanges leaves nothing large behind.
+pub const BUF_SIZE: usize = 4 * 1024;
 
 /// A byte buffer with a filled window `start..end`.
 #[derive(Debug)]

@@ -208,7 +208,9 @@ async fn timed<F: Future>(
     .await
 }
 
-/// Reads what is available into `buf` (growing it up to `limit` when full); 0 at EOF.
+/// Reads what is available into `buf`; 0 at EOF. A full buffer grows (doubling, up to `limit`
+/// bytes filled), and so does one that a read just filled to the brim: buffers start small and
+/// only the exchanges that move more bytes get larger ones.
 async fn read_into(io: &mut TcpStream, buf: &mut Buf, limit: usize) -> std::io::Result<usize> {
     if buf.spare().is_empty() {
         let len = buf.len();
@@ -217,10 +219,17 @@ async fn read_into(io: &mut TcpStream, buf: &mut Buf, limit: usize) -> std::io::
         }
         buf.reserve_total((len * 2).clamp(len + 1, limit));
     }
+    let room = buf.spare().len();
     let n = io.read(buf.spare()).await?;
     buf.advance(n);
+    if n == room && buf.capacity() < limit.min(MAX_GROWN_BUF) {
+        buf.reserve_total((buf.capacity() * 2).min(limit.min(MAX_GROWN_BUF)));
+    }
     Ok(n)
 }
+
+/// Largest buffer a streamed body grows to.
+const MAX_GROWN_BUF: usize = 64 * 1024;
 
 /// Why an upstream exchange produced no response head.
 enum Failure {
@@ -246,7 +255,7 @@ impl Conn<'_> {
     /// Serves the request whose first bytes are in `carry` (or are ready to be read).
     async fn next_request(self, carry: Option<Buf>) -> Next {
         let lean = &self.worker.lean;
-        let mut buf = carry.unwrap_or_else(|| lean.take_request_buf());
+        let mut buf = carry.unwrap_or_else(|| lean.take_buf());
         let mut fields = lean.take_fields();
         let mut timer = lean.take_timer();
         let mut out = lean.take_out();
@@ -606,7 +615,7 @@ impl Conn<'_> {
         out.extend_from_slice(&ex.request[ex.head.len..]);
 
         let lean = &worker.lean;
-        let mut ubuf = lean.take_response_buf();
+        let mut ubuf = lean.take_buf();
         let mut ufields = lean.take_fields();
         let head_request = ex.head.method == Method::HEAD;
         let in_flight = InFlight(endpoint);
@@ -682,7 +691,10 @@ impl Conn<'_> {
                     latency,
                     Some((addr, request_id)),
                 );
-                let close = ex.close || response.framing == ResponseFraming::UntilClose;
+                // Shutdown may have begun while the upstream was answering.
+                let close = ex.close
+                    || response.framing == ResponseFraming::UntilClose
+                    || lean.idle.closing();
                 out.clear();
                 let date = (!response.has_date).then(|| lean.date());
                 rewrite::write_response_head(

@@ -5,7 +5,7 @@
 //! Reuse keeps a request free of large allocations, and lets an idle connection give every
 //! buffer back (the per-connection memory that matters with many keep-alive clients).
 
-use super::buffer::{Buf, REQUEST_BUF_SIZE, RESPONSE_BUF_SIZE};
+use super::buffer::{Buf, BUF_SIZE};
 use super::head::Field;
 use super::idle::IdleSet;
 use super::upstream::UpstreamPool;
@@ -14,8 +14,8 @@ use std::pin::Pin;
 use tokio::time::Sleep;
 
 /// Most free items of each kind kept per worker (more are freed): enough for the requests in
-/// flight on a busy worker, few enough not to hold memory after a burst.
-const MAX_FREE: usize = 64;
+/// flight on a busy worker (two buffers each), few enough not to hold memory after a burst.
+const MAX_FREE: usize = 128;
 
 /// Output vectors that grew past this are freed rather than kept.
 const MAX_KEPT_OUT: usize = 64 * 1024;
@@ -23,8 +23,7 @@ const MAX_KEPT_OUT: usize = 64 * 1024;
 /// Lean-path resources of one worker.
 #[derive(Debug, Default)]
 pub struct LeanLocal {
-    request_bufs: RefCell<Vec<Buf>>,
-    response_bufs: RefCell<Vec<Buf>>,
+    bufs: RefCell<Vec<Buf>>,
     fields: RefCell<Vec<Vec<Field>>>,
     outs: RefCell<Vec<Vec<u8>>>,
     timers: RefCell<Vec<Pin<Box<Sleep>>>>,
@@ -36,28 +35,15 @@ pub struct LeanLocal {
 }
 
 impl LeanLocal {
-    /// A request buffer of [`REQUEST_BUF_SIZE`].
-    pub fn take_request_buf(&self) -> Buf {
-        self.request_bufs.borrow_mut().pop().unwrap_or_else(|| Buf::with_capacity(REQUEST_BUF_SIZE))
+    /// A read buffer of [`BUF_SIZE`].
+    pub fn take_buf(&self) -> Buf {
+        self.bufs.borrow_mut().pop().unwrap_or_else(|| Buf::with_capacity(BUF_SIZE))
     }
 
-    /// A response buffer of [`RESPONSE_BUF_SIZE`].
-    pub fn take_response_buf(&self) -> Buf {
-        self.response_bufs
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Buf::with_capacity(RESPONSE_BUF_SIZE))
-    }
-
-    /// Returns a buffer to its pool (one that grew is freed instead).
+    /// Returns a buffer to the pool (one that grew is freed instead).
     pub fn give_buf(&self, mut buf: Buf) {
-        let pool = match buf.capacity() {
-            REQUEST_BUF_SIZE => &self.request_bufs,
-            RESPONSE_BUF_SIZE => &self.response_bufs,
-            _ => return,
-        };
-        let mut free = pool.borrow_mut();
-        if free.len() < MAX_FREE {
+        let mut free = self.bufs.borrow_mut();
+        if buf.capacity() == BUF_SIZE && free.len() < MAX_FREE {
             buf.consume(usize::MAX);
             free.push(buf);
         }
@@ -79,7 +65,7 @@ impl LeanLocal {
 
     /// An empty output vector.
     pub fn take_out(&self) -> Vec<u8> {
-        self.outs.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(4096))
+        self.outs.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(2048))
     }
 
     /// Returns an output vector (one that grew large is freed instead).
