@@ -184,10 +184,29 @@ enum Next {
 #[derive(Debug)]
 struct Elapsed;
 
-/// Runs `fut` until `deadline`, arming `timer` only if `fut` does not finish at once.
+/// A deadline `after` from the moment it is first needed: most I/O completes at once, and a
+/// clock read for a timer that is never armed is wasted work. Once fixed, it stays fixed, so
+/// the steps of one exchange share it.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    after: Duration,
+    at: Option<TimerInstant>,
+}
+
+impl Due {
+    fn after(after: Duration) -> Due {
+        Due { after, at: None }
+    }
+
+    fn at(&mut self) -> TimerInstant {
+        *self.at.get_or_insert_with(|| TimerInstant::now() + self.after)
+    }
+}
+
+/// Runs `fut` until `due`, arming `timer` only if `fut` does not finish at once.
 async fn timed<F: Future>(
     timer: &mut Pin<Box<Sleep>>,
-    deadline: TimerInstant,
+    due: &mut Due,
     fut: F,
 ) -> Result<F::Output, Elapsed> {
     let mut fut = pin!(fut);
@@ -197,7 +216,7 @@ async fn timed<F: Future>(
             return Poll::Ready(Ok(v));
         }
         if !armed {
-            timer.as_mut().reset(deadline);
+            timer.as_mut().reset(due.at());
             armed = true;
         }
         match timer.as_mut().poll(cx) {
@@ -220,12 +239,38 @@ async fn read_into(io: &mut TcpStream, buf: &mut Buf, limit: usize) -> std::io::
         buf.reserve_total((len * 2).clamp(len + 1, limit));
     }
     let room = buf.spare().len();
+    // Through the runtime (not `try_read`): a read that leaves the socket drained clears its
+    // readiness there, which is what lets an idle connection park without a spare syscall.
     let n = io.read(buf.spare()).await?;
     buf.advance(n);
     if n == room && buf.capacity() < limit.min(MAX_GROWN_BUF) {
         buf.reserve_total((buf.capacity() * 2).min(limit.min(MAX_GROWN_BUF)));
     }
     Ok(n)
+}
+
+/// Writes all of `bytes` within `due`: straight away when the socket takes them (the usual
+/// case), through the runtime only when it would block.
+async fn send(
+    io: &mut TcpStream,
+    mut bytes: &[u8],
+    timer: &mut Pin<Box<Sleep>>,
+    due: &mut Due,
+) -> Result<(), ()> {
+    while !bytes.is_empty() {
+        match io.try_write(bytes) {
+            Ok(0) => return Err(()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return match timed(timer, due, io.write_all(bytes)).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(()),
+                };
+            }
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(())
 }
 
 /// Largest buffer a streamed body grows to.
@@ -287,7 +332,7 @@ impl Conn<'_> {
         let listener = self.listener;
         // The head, within the header read timeout (counted from here: the connection just
         // turned readable, or a pipelined request is already buffered).
-        let mut head_deadline = None;
+        let mut head_due = Due::after(listener.header_read_timeout);
         let head = loop {
             // (An empty buffer, the usual case for a new request, needs no parse to know.)
             let parsed = if buf.is_empty() {
@@ -307,10 +352,9 @@ impl Conn<'_> {
                     if buf.len() >= listener.max_header_bytes {
                         return Step::Handoff;
                     }
-                    let deadline = *head_deadline
-                        .get_or_insert_with(|| TimerInstant::now() + listener.header_read_timeout);
+
                     let limit = listener.max_header_bytes;
-                    match timed(timer, deadline, read_into(self.stream, buf, limit)).await {
+                    match timed(timer, &mut head_due, read_into(self.stream, buf, limit)).await {
                         Ok(Ok(n)) if n > 0 => {}
                         // EOF, error or slowloris: close without a response, as hyper does.
                         _ => return Step::Done { close: true },
@@ -359,9 +403,9 @@ impl Conn<'_> {
         let total = head.len + head.content_length as usize;
         if buf.len() < total {
             buf.reserve_total(total);
-            let deadline = TimerInstant::now() + listener.idle_timeout;
+            let mut due = Due::after(listener.idle_timeout);
             while buf.len() < total {
-                match timed(timer, deadline, read_into(self.stream, buf, total)).await {
+                match timed(timer, &mut due, read_into(self.stream, buf, total)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return Step::Done { close: true },
                 }
@@ -444,10 +488,10 @@ impl Conn<'_> {
 
     /// Writes `out` to the client within the idle timeout.
     async fn write_client(&mut self, timer: &mut Pin<Box<Sleep>>, out: &[u8]) -> Flow {
-        let deadline = TimerInstant::now() + self.listener.idle_timeout;
-        match timed(timer, deadline, self.stream.write_all(out)).await {
-            Ok(Ok(())) => Flow::Sent,
-            _ => Flow::Broken,
+        let mut due = Due::after(self.listener.idle_timeout);
+        match send(self.stream, out, timer, &mut due).await {
+            Ok(()) => Flow::Sent,
+            Err(()) => Flow::Broken,
         }
     }
 
@@ -620,7 +664,7 @@ impl Conn<'_> {
         let head_request = ex.head.method == Method::HEAD;
         let in_flight = InFlight(endpoint);
         endpoint.in_flight.fetch_add(1, Relaxed);
-        let deadline = TimerInstant::now() + try_timeout;
+        let deadline = Due::after(try_timeout);
         let result = self
             .exchange(ExchangeIo {
                 addr,
@@ -752,7 +796,7 @@ impl Conn<'_> {
     /// Sends the request and reads the final response head (forwarding interim ones); one
     /// retry on a fresh connection when a pooled one turns out closed, for idempotent requests.
     async fn exchange(&mut self, io: ExchangeIo<'_>) -> Result<(TcpStream, ResponseHead), Failure> {
-        let ExchangeIo { addr, request, deadline, ubuf, ufields, timer, .. } = io;
+        let ExchangeIo { addr, request, mut deadline, ubuf, ufields, timer, .. } = io;
         let lean = &self.worker.lean;
         let mut retried = false;
         loop {
@@ -762,7 +806,8 @@ impl Conn<'_> {
             let mut upstream = match pooled {
                 Some(s) => s,
                 // Boxed: the connect future is large, and only new connections need it.
-                None => match timed(timer, deadline, Box::pin(connect_tcp(addr, io.connect))).await
+                None => match timed(timer, &mut deadline, Box::pin(connect_tcp(addr, io.connect)))
+                    .await
                 {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return Err(Failure::Unavailable(e)),
@@ -770,14 +815,20 @@ impl Conn<'_> {
                 },
             };
             let may_retry = reused && !retried && io.idempotent;
-            match timed(timer, deadline, upstream.write_all(request)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) if may_retry => {
+            match send(&mut upstream, request, timer, &mut deadline).await {
+                Ok(()) => {}
+                Err(()) if may_retry => {
                     retried = true;
                     continue;
                 }
-                Ok(Err(e)) => return Err(Failure::Unavailable(UpstreamError::Connect(addr, e))),
-                Err(Elapsed) => return Err(Failure::Timeout),
+                Err(()) if deadline.at() <= TimerInstant::now() => return Err(Failure::Timeout),
+                Err(()) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "upstream closed while the request was sent",
+                    );
+                    return Err(Failure::Unavailable(UpstreamError::Connect(addr, e)));
+                }
             }
             let mut got_bytes = false;
             loop {
@@ -800,17 +851,16 @@ impl Conn<'_> {
                             false,
                         );
                         ubuf.consume(head.len);
-                        let client_deadline = TimerInstant::now() + self.listener.idle_timeout;
-                        match timed(timer, client_deadline, self.stream.write_all(&interim)).await {
-                            Ok(Ok(())) => {}
-                            _ => return Err(Failure::ClientGone),
+                        let mut client_due = Due::after(self.listener.idle_timeout);
+                        if send(self.stream, &interim, timer, &mut client_due).await.is_err() {
+                            return Err(Failure::ClientGone);
                         }
                     }
                     Ok(ResponseParse::Complete(head)) => return Ok((upstream, head)),
                     Ok(ResponseParse::Partial) => {
                         let read = timed(
                             timer,
-                            deadline,
+                            &mut deadline,
                             read_into(&mut upstream, ubuf, MAX_RESPONSE_HEAD),
                         );
                         match read.await {
@@ -873,32 +923,30 @@ impl Conn<'_> {
                 },
                 ResponseFraming::UntilClose => (available.len(), false),
             };
-            let deadline = TimerInstant::now() + idle;
+            let mut due = Due::after(idle);
             let written = if head_pending && take <= COALESCE_BODY {
                 out.extend_from_slice(&available[..take]);
-                timed(timer, deadline, self.stream.write_all(out)).await
+                send(self.stream, out, timer, &mut due).await
             } else if head_pending {
-                match timed(timer, deadline, self.stream.write_all(out)).await {
-                    Ok(Ok(())) => {
-                        timed(timer, deadline, self.stream.write_all(&available[..take])).await
-                    }
-                    other => other,
+                match send(self.stream, out, timer, &mut due).await {
+                    Ok(()) => send(self.stream, &available[..take], timer, &mut due).await,
+                    Err(()) => Err(()),
                 }
             } else if take > 0 {
-                timed(timer, deadline, self.stream.write_all(&available[..take])).await
+                send(self.stream, &available[..take], timer, &mut due).await
             } else {
-                Ok(Ok(()))
+                Ok(())
             };
             head_pending = false;
-            if !matches!(written, Ok(Ok(()))) {
+            if written.is_err() {
                 return None;
             }
             ubuf.consume(take);
             if done {
                 return Some(upstream);
             }
-            let deadline = TimerInstant::now() + idle;
-            match timed(timer, deadline, read_into(&mut upstream, ubuf, usize::MAX)).await {
+            let mut due = Due::after(idle);
+            match timed(timer, &mut due, read_into(&mut upstream, ubuf, usize::MAX)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 // A close-delimited body ends here; any other body was cut short, and closing
                 // the client connection is how the client learns that.
@@ -963,7 +1011,7 @@ struct ExchangeIo<'a> {
     request: &'a [u8],
     head_request: bool,
     idempotent: bool,
-    deadline: TimerInstant,
+    deadline: Due,
     ubuf: &'a mut Buf,
     ufields: &'a mut Vec<Field>,
     timer: &'a mut Pin<Box<Sleep>>,

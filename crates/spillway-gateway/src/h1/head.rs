@@ -166,6 +166,15 @@ pub struct ConnectionOptions {
 
 impl ConnectionOptions {
     fn add(&mut self, value: &[u8]) {
+        // The usual values, whole.
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return;
+        }
         for token in value.split(|b| *b == b',') {
             let token = token.trim_ascii();
             if token.is_empty() {
