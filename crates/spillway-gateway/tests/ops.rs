@@ -154,14 +154,16 @@ shutdown: {{ drain: 5s }}
     let slow = tokio::spawn(async move { get(addr, "/slow").await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let started = std::time::Instant::now();
-    let stopped = blocking(move || {
+    // Spawned (not an `async` helper awaited later): shutdown must begin while the slow
+    // request is still in flight.
+    let stopped = tokio::task::spawn_blocking(move || {
         gw.shutdown();
         gw.wait();
     });
     let (status, _, body) = slow.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&body).starts_with("slow done"));
-    tokio::time::timeout(Duration::from_secs(5), stopped).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stopped).await.unwrap().unwrap();
     assert!(started.elapsed() < Duration::from_secs(3), "the gateway stops once drained");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
