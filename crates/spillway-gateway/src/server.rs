@@ -187,10 +187,12 @@ async fn wake_dormant(local: Rc<WorkerLocal>, poll: mio::Poll) {
         let full = events.iter().count() == events.capacity();
         let Some(dormant) = &local.dormant else { return };
         for sleeper in dormant.woken(&events) {
-            let (socket, peer, listener, count) = sleeper.into_parts();
+            let (socket, listener, count) = sleeper.into_parts();
+            // The address is asked for again rather than kept: a dormant connection is
+            // smaller without it, and a client that went away fails here.
+            let Ok(peer) = socket.peer_addr() else { continue };
             if let Ok(stream) = tokio::net::TcpStream::from_std(socket) {
-                let conn = Conn { stream, peer, listener, count };
-                tokio::task::spawn_local(serve(local.clone(), conn));
+                spawn_conn(local.clone(), Conn { stream, peer, listener, count });
             }
         }
         // More may be ready than one batch took: look again before waiting.
@@ -236,7 +238,7 @@ async fn accept_loop(
         let count = OpenCount(stats.clone());
         let _ = stream.set_nodelay(true);
         let conn = Conn { stream, peer, listener: listener.clone(), count };
-        tokio::task::spawn_local(serve(local.clone(), conn));
+        spawn_conn(local.clone(), conn);
     }
 }
 
@@ -257,55 +259,90 @@ fn conn_info(
     })
 }
 
-async fn serve(local: Rc<WorkerLocal>, conn: Conn) {
-    let Conn { stream, peer, listener, count } = conn;
-    let (worker, graceful) = (&local.worker, &local.graceful);
+/// Starts the task serving an accepted (or woken dormant) connection: the lean HTTP/1.1 path
+/// for plain HTTP/1.1 listeners, hyper for the rest. Two task types, so that the lean one —
+/// the one many idle keep-alive connections sit in — carries none of hyper's state.
+fn spawn_conn(local: Rc<WorkerLocal>, conn: Conn) {
+    let lean = conn.listener.1.is_none() && conn.listener.0.protocol == ListenerProtocol::Http1;
+    if lean {
+        tokio::task::spawn_local(serve_lean(local, conn));
+    } else {
+        tokio::task::spawn_local(serve_hyper(local, conn));
+    }
+}
+
+/// The service hyper calls for each request of one connection, and its activity record.
+// The type spells out the bounds the three hyper builders need of the closure's service.
+#[allow(clippy::type_complexity)]
+fn hyper_service(
+    local: &WorkerLocal,
+    listener: &ListenerCtx,
+    peer: SocketAddr,
+) -> (
+    impl hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::ResponseBody>,
+            Error = std::convert::Infallible,
+            Future = impl Future<
+                Output = Result<
+                    http::Response<crate::body::ResponseBody>,
+                    std::convert::Infallible,
+                >,
+            > + 'static,
+        > + Clone
+        + 'static,
+    Rc<ConnInfo>,
+) {
+    let (config, tls, _) = listener;
+    let worker = &local.worker;
+    let info = conn_info(peer, tls.is_some(), config.max_body_bytes, worker.shared.clock.clone());
+    let activity = info.clone();
+    let worker = worker.clone();
+    (service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req)), activity)
+}
+
+async fn serve_lean(local: Rc<WorkerLocal>, conn: Conn) {
+    let open = local.graceful.enter();
+    let dormant_after = local.dormant.as_ref().map(|_| DORMANT_AFTER);
+    let config = &conn.listener.0;
+    let served =
+        crate::h1::conn::serve(&local.worker, config, conn.stream, conn.peer, dormant_after).await;
+    drop(open);
+    match served {
+        Served::Closed => {}
+        Served::Handoff(stream, read) => {
+            let (svc, _) = hyper_service(&local, &conn.listener, conn.peer);
+            let io = TokioIo::new(crate::h1::rewind::Rewind::new(stream, read));
+            Box::pin(serve_h1(config, io, svc, &local.graceful)).await
+        }
+        Served::Dormant(socket, deadline_ns) => {
+            if let Some(dormant) = &local.dormant {
+                dormant.add(Sleeper::new(socket, conn.listener.clone(), conn.count, deadline_ns));
+            }
+        }
+    }
+}
+
+async fn serve_hyper(local: Rc<WorkerLocal>, conn: Conn) {
+    let Conn { stream, peer, listener, count: _count } = conn;
+    let graceful = &local.graceful;
     let (config, tls, _) = &*listener;
-    // Built only for connections that hyper serves: an idle lean connection holds no more
-    // than its socket and a small task.
-    let make_svc = || {
-        let info =
-            conn_info(peer, tls.is_some(), config.max_body_bytes, worker.shared.clock.clone());
-        let activity = info.clone();
-        let worker = worker.clone();
-        (service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req)), activity)
-    };
-    match tls {
-        Some(acceptor) => {
-            let (svc, activity) = make_svc();
+    let (svc, activity) = hyper_service(&local, &listener, peer);
+    match (tls, config.protocol) {
+        (Some(acceptor), _) => {
             Box::pin(serve_tls(config, acceptor, stream, svc, graceful, &activity)).await;
         }
-        None => match config.protocol {
-            ListenerProtocol::Http1 => {
-                let open = graceful.enter();
-                let dormant_after = local.dormant.as_ref().map(|_| DORMANT_AFTER);
-                let served =
-                    crate::h1::conn::serve(worker, config, stream, peer, dormant_after).await;
-                drop(open);
-                match served {
-                    Served::Closed => {}
-                    Served::Handoff(stream, read) => {
-                        let (svc, _) = make_svc();
-                        let io = TokioIo::new(crate::h1::rewind::Rewind::new(stream, read));
-                        Box::pin(serve_h1(config, io, svc, graceful)).await
-                    }
-                    Served::Dormant(socket, deadline_ns) => {
-                        if let Some(dormant) = &local.dormant {
-                            let listener = listener.clone();
-                            dormant.add(Sleeper::new(socket, peer, listener, count, deadline_ns));
-                        }
-                    }
-                }
-            }
-            ListenerProtocol::H2c => {
-                let (svc, activity) = make_svc();
-                Box::pin(serve_h2(config, TokioIo::new(stream), svc, graceful, &activity)).await
-            }
-            ListenerProtocol::Auto => {
-                let (svc, _) = make_svc();
-                Box::pin(serve_auto(config, stream, svc, graceful)).await;
-            }
-        },
+        (None, ListenerProtocol::H2c) => {
+            Box::pin(serve_h2(config, TokioIo::new(stream), svc, graceful, &activity)).await
+        }
+        (None, ListenerProtocol::Auto) => {
+            Box::pin(serve_auto(config, stream, svc, graceful)).await;
+        }
+        // Plain HTTP/1.1 listeners take the lean path (`spawn_conn`).
+        (None, ListenerProtocol::Http1) => {
+            let io = TokioIo::new(stream);
+            Box::pin(serve_h1(config, io, svc, graceful)).await
+        }
     }
 }
 

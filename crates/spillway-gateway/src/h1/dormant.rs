@@ -11,7 +11,6 @@ use crate::metrics::ListenerStats;
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +32,6 @@ impl Drop for OpenCount {
 #[derive(Debug)]
 pub struct Sleeper<L> {
     stream: MioStream,
-    /// The client's address.
-    pub peer: SocketAddr,
     /// The listener it came from.
     pub listener: L,
     /// Its place in the listener's connection count.
@@ -47,17 +44,16 @@ impl<L> Sleeper<L> {
     /// A connection going dormant, idle until `deadline_ns`.
     pub fn new(
         stream: std::net::TcpStream,
-        peer: SocketAddr,
         listener: L,
         count: OpenCount,
         deadline_ns: u64,
     ) -> Sleeper<L> {
-        Sleeper { stream: MioStream::from_std(stream), peer, listener, count, deadline_ns }
+        Sleeper { stream: MioStream::from_std(stream), listener, count, deadline_ns }
     }
 
-    /// The socket (for the runtime again), the client's address, the listener and the count.
-    pub fn into_parts(self) -> (std::net::TcpStream, SocketAddr, L, OpenCount) {
-        (self.stream.into(), self.peer, self.listener, self.count)
+    /// The socket (for the runtime again), the listener and the count.
+    pub fn into_parts(self) -> (std::net::TcpStream, L, OpenCount) {
+        (self.stream.into(), self.listener, self.count)
     }
 }
 
@@ -174,8 +170,7 @@ mod tests {
     fn sleeper(server: std::net::TcpStream, deadline_ns: u64) -> Sleeper<()> {
         let stats = Arc::new(ListenerStats::default());
         stats.active.fetch_add(1, Relaxed);
-        let peer = server.peer_addr().unwrap();
-        Sleeper::new(server, peer, (), OpenCount(stats), deadline_ns)
+        Sleeper::new(server, (), OpenCount(stats), deadline_ns)
     }
 
     #[test]
