@@ -115,8 +115,6 @@ pub async fn serve(
     let mut carry: Option<Buf> = None;
     loop {
         if carry.is_none() {
-            // (A busy period just ended because a sweep saw the connection idle: forget that.)
-            worker.lean.idle.unpark(slot.index);
             let now = worker.shared.now().as_nanos();
             let idle_until = now.saturating_add(nanos(listener.idle_timeout));
             let dormant_at = dormant_after.map_or(0, |d| now.saturating_add(nanos(d)).max(1));
@@ -132,7 +130,8 @@ pub async fn serve(
             }
         }
         let conn = Conn { worker, listener, client: &client, stream: &mut stream };
-        match Box::pin(conn.busy(slot.index, carry.take())).await {
+        // Boxed: a request's state is large, and an idle connection should not carry it.
+        match Box::pin(conn.next_request(carry.take())).await {
             Next::KeepAlive(rest) => carry = rest,
             Next::Close => break,
             Next::Handoff(buf) => return Served::Handoff(stream, buf),
@@ -299,40 +298,6 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    /// Serves requests while the connection stays busy. The state of a request is large, so
-    /// it lives in one allocation per busy period (not per request); the period ends, giving
-    /// that memory back, once a sweep finds the connection waiting (within 50 ms of idleness).
-    async fn busy(self, slot: usize, carry: Option<Buf>) -> Next {
-        let mut carry = carry;
-        loop {
-            let conn = Conn {
-                worker: self.worker,
-                listener: self.listener,
-                client: self.client,
-                stream: &mut *self.stream,
-            };
-            match conn.next_request(carry.take()).await {
-                Next::KeepAlive(None) => {}
-                Next::KeepAlive(rest) => {
-                    carry = rest;
-                    continue;
-                }
-                other => return other,
-            }
-            if self.worker.lean.idle.closing() {
-                return Next::Close;
-            }
-            let now = self.worker.shared.now().as_nanos();
-            let idle_until = now.saturating_add(nanos(self.listener.idle_timeout));
-            match wait_for_bytes(self.worker, slot, self.stream, idle_until, now.max(1)).await {
-                Ok(()) => {}
-                // The sweep's signal to go dormant means, here, to shrink first.
-                Err(IdleEnd::Dormant) => return Next::KeepAlive(None),
-                Err(IdleEnd::TimedOut | IdleEnd::Closing) => return Next::Close,
-            }
-        }
-    }
-
     /// Serves the request whose first bytes are in `carry` (or are ready to be read).
     async fn next_request(self, carry: Option<Buf>) -> Next {
         let lean = &self.worker.lean;
