@@ -933,3 +933,46 @@ routes:
     drop(c);
     stop(gw).await;
 }
+
+/// An upstream that accepts connections and reads requests but never answers.
+async fn silent_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// Timeouts of a second or more run on the worker's 50 ms sweep rather than a timer: the
+/// request still ends with a 504 at its timeout, give or take a sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_timeout_ends_a_silent_upstream_with_504_on_time() {
+    let backend = silent_backend().await;
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: http1 }}]
+clusters:
+  - {{ name: app, endpoints: [{{ address: "{backend}" }}], timeouts: {{ request: 1s }} }}
+routes: [{{ name: all, cluster: app }}]
+"#
+    );
+    let gw = common::gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let mut c = connect(addr).await;
+    let sent = Instant::now();
+    let r = c.get("/never").await;
+    let took = sent.elapsed();
+    assert_eq!(r.status(), 504);
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(1_500),
+        "504 after {took:?}"
+    );
+    let r = c.get("/never-again").await;
+    assert_eq!(r.status(), 504, "the connection stays usable after a 504");
+    stop(gw).await;
+}

@@ -129,7 +129,8 @@ pub async fn serve(
                 Err(IdleEnd::TimedOut | IdleEnd::Closing) => return Served::Closed,
             }
         }
-        let conn = Conn { worker, listener, client: &client, stream: &mut stream };
+        let conn =
+            Conn { worker, slot: slot.index, listener, client: &client, stream: &mut stream };
         // Boxed: a request's state is large, and an idle connection should not carry it.
         match Box::pin(conn.next_request(carry.take())).await {
             Next::KeepAlive(rest) => carry = rest,
@@ -192,40 +193,84 @@ struct Elapsed;
 struct Due {
     after: Duration,
     at: Option<TimerInstant>,
+    at_ns: Option<u64>,
 }
 
 impl Due {
     fn after(after: Duration) -> Due {
-        Due { after, at: None }
+        Due { after, at: None, at_ns: None }
     }
 
     fn at(&mut self) -> TimerInstant {
         *self.at.get_or_insert_with(|| TimerInstant::now() + self.after)
     }
+
+    /// The same deadline on the worker clock, for the sweep.
+    fn at_ns(&mut self, worker: &Worker) -> u64 {
+        *self
+            .at_ns
+            .get_or_insert_with(|| worker.shared.now().as_nanos().saturating_add(nanos(self.after)))
+    }
+
+    /// Whether the deadline has passed.
+    fn passed(&mut self, worker: &Worker) -> bool {
+        if self.after >= COARSE_TIMEOUT {
+            self.at_ns(worker) <= worker.shared.now().as_nanos()
+        } else {
+            self.at() <= TimerInstant::now()
+        }
+    }
+}
+
+/// Timeouts at least this long are enforced by the worker's idle sweep (every 50 ms, so at
+/// most 5 % late) instead of a runtime timer: arming a timer for every request's upstream
+/// wait, only to cancel it when the answer comes, is measurable work per request.
+const COARSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a request's waits are bounded: a runtime timer for short timeouts, the connection's
+/// sweep slot for long ones.
+struct Timer<'w> {
+    sleep: Pin<Box<Sleep>>,
+    worker: &'w Worker,
+    slot: usize,
 }
 
 /// Runs `fut` until `due`, arming `timer` only if `fut` does not finish at once.
 async fn timed<F: Future>(
-    timer: &mut Pin<Box<Sleep>>,
+    timer: &mut Timer<'_>,
     due: &mut Due,
     fut: F,
 ) -> Result<F::Output, Elapsed> {
     let mut fut = pin!(fut);
+    let coarse = due.after >= COARSE_TIMEOUT;
     let mut armed = false;
-    poll_fn(|cx| {
+    let idle = &timer.worker.lean.idle;
+    let result = poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(v));
         }
+        if coarse {
+            armed = true;
+            return if idle.arm(timer.slot, cx.waker(), due.at_ns(timer.worker)) {
+                Poll::Ready(Err(Elapsed))
+            } else {
+                Poll::Pending
+            };
+        }
         if !armed {
-            timer.as_mut().reset(due.at());
+            timer.sleep.as_mut().reset(due.at());
             armed = true;
         }
-        match timer.as_mut().poll(cx) {
+        match timer.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
             Poll::Pending => Poll::Pending,
         }
     })
-    .await
+    .await;
+    if coarse && armed {
+        idle.unpark(timer.slot);
+    }
+    result
 }
 
 /// Reads what is available into `buf`; 0 at EOF. A full buffer grows (doubling, up to `limit`
@@ -255,7 +300,7 @@ async fn read_into(io: &mut TcpStream, buf: &mut Buf, limit: usize) -> std::io::
 async fn send(
     io: &mut TcpStream,
     mut bytes: &[u8],
-    timer: &mut Pin<Box<Sleep>>,
+    timer: &mut Timer<'_>,
     due: &mut Due,
 ) -> Result<(), ()> {
     while !bytes.is_empty() {
@@ -292,6 +337,8 @@ enum Failure {
 /// The per-request view of a connection.
 struct Conn<'a> {
     worker: &'a Worker,
+    /// The connection's sweep slot (idle timeout, dormancy, long timeouts).
+    slot: usize,
     listener: &'a ListenerConfig,
     client: &'a ClientAddr,
     stream: &'a mut TcpStream,
@@ -303,11 +350,11 @@ impl Conn<'_> {
         let lean = &self.worker.lean;
         let mut buf = carry.unwrap_or_else(|| lean.take_buf());
         let mut fields = lean.take_fields();
-        let mut timer = lean.take_timer();
+        let mut timer = Timer { sleep: lean.take_timer(), worker: self.worker, slot: self.slot };
         let mut out = lean.take_out();
         let next = self.request(&mut buf, &mut fields, &mut timer, &mut out).await;
         lean.give_fields(fields);
-        lean.give_timer(timer);
+        lean.give_timer(timer.sleep);
         lean.give_out(out);
         match next {
             Step::Done { close: false } if buf.is_empty() => {
@@ -327,7 +374,7 @@ impl Conn<'_> {
         mut self,
         buf: &mut Buf,
         fields: &mut Vec<Field>,
-        timer: &mut Pin<Box<Sleep>>,
+        timer: &mut Timer<'_>,
         out: &mut Vec<u8>,
     ) -> Step {
         let listener = self.listener;
@@ -488,7 +535,7 @@ impl Conn<'_> {
     }
 
     /// Writes `out` to the client within the idle timeout.
-    async fn write_client(&mut self, timer: &mut Pin<Box<Sleep>>, out: &[u8]) -> Flow {
+    async fn write_client(&mut self, timer: &mut Timer<'_>, out: &[u8]) -> Flow {
         let mut due = Due::after(self.listener.idle_timeout);
         match send(self.stream, out, timer, &mut due).await {
             Ok(()) => Flow::Sent,
@@ -524,12 +571,7 @@ impl Conn<'_> {
         );
     }
 
-    async fn proxy(
-        &mut self,
-        ex: Exchange<'_>,
-        timer: &mut Pin<Box<Sleep>>,
-        out: &mut Vec<u8>,
-    ) -> Step {
+    async fn proxy(&mut self, ex: Exchange<'_>, timer: &mut Timer<'_>, out: &mut Vec<u8>) -> Step {
         let worker = self.worker;
         let snap = ex.snap;
         let Some(cluster) = snap.clusters.get(ex.cluster_index) else {
@@ -774,7 +816,7 @@ impl Conn<'_> {
     async fn reply_error(
         &mut self,
         ex: Exchange<'_>,
-        timer: &mut Pin<Box<Sleep>>,
+        timer: &mut Timer<'_>,
         out: &mut Vec<u8>,
         status: u16,
         reason: &str,
@@ -796,7 +838,10 @@ impl Conn<'_> {
 
     /// Sends the request and reads the final response head (forwarding interim ones); one
     /// retry on a fresh connection when a pooled one turns out closed, for idempotent requests.
-    async fn exchange(&mut self, io: ExchangeIo<'_>) -> Result<(TcpStream, ResponseHead), Failure> {
+    async fn exchange(
+        &mut self,
+        io: ExchangeIo<'_, '_>,
+    ) -> Result<(TcpStream, ResponseHead), Failure> {
         let ExchangeIo { addr, request, mut deadline, ubuf, ufields, timer, .. } = io;
         let lean = &self.worker.lean;
         let mut retried = false;
@@ -822,7 +867,7 @@ impl Conn<'_> {
                     retried = true;
                     continue;
                 }
-                Err(()) if deadline.at() <= TimerInstant::now() => return Err(Failure::Timeout),
+                Err(()) if deadline.passed(self.worker) => return Err(Failure::Timeout),
                 Err(()) => {
                     let e = std::io::Error::new(
                         std::io::ErrorKind::BrokenPipe,
@@ -897,7 +942,7 @@ impl Conn<'_> {
         response: &ResponseHead,
         ubuf: &mut Buf,
         out: &mut Vec<u8>,
-        timer: &mut Pin<Box<Sleep>>,
+        timer: &mut Timer<'_>,
     ) -> Option<TcpStream> {
         let idle = self.listener.idle_timeout;
         let mut remaining = match response.framing {
@@ -1005,7 +1050,7 @@ struct Exchange<'a> {
 }
 
 /// What one upstream exchange needs.
-struct ExchangeIo<'a> {
+struct ExchangeIo<'a, 'w> {
     addr: SocketAddr,
     connect: Duration,
     max_idle: Duration,
@@ -1015,5 +1060,5 @@ struct ExchangeIo<'a> {
     deadline: Due,
     ubuf: &'a mut Buf,
     ufields: &'a mut Vec<Field>,
-    timer: &'a mut Pin<Box<Sleep>>,
+    timer: &'a mut Timer<'w>,
 }

@@ -103,6 +103,24 @@ impl IdleSet {
         None
     }
 
+    /// Bounds a busy connection's current wait by `deadline_ns` (a long timeout: see
+    /// [`IdleSet::sweep`]), to be woken through `waker`; true once the deadline has passed.
+    /// Shutdown does not end such a wait. [`IdleSet::unpark`] clears it.
+    pub fn arm(&self, index: usize, waker: &Waker, deadline_ns: u64) -> bool {
+        let mut slots = self.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(index) else { return false };
+        if slot.expired {
+            return true;
+        }
+        slot.deadline_ns = deadline_ns;
+        slot.dormant_ns = 0;
+        match &slot.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => slot.waker = Some(waker.clone()),
+        }
+        false
+    }
+
     /// Marks connection `index` busy (it no longer times out as idle).
     pub fn unpark(&self, index: usize) {
         if let Some(slot) = self.slots.borrow_mut().get_mut(index) {
@@ -222,6 +240,21 @@ mod tests {
         assert_eq!(set.sweep(100), 1);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert_eq!(set.park(i, &waker, 1_000, 100), Some(IdleEnd::Dormant));
+    }
+
+    #[test]
+    fn an_armed_wait_expires_at_its_deadline_and_not_at_shutdown() {
+        let set = IdleSet::default();
+        let (count, waker) = counter();
+        let i = set.register();
+        assert!(!set.arm(i, &waker, 100));
+        set.close_all();
+        assert!(!set.arm(i, &waker, 100), "shutdown lets a busy wait run on");
+        assert_eq!(set.sweep(100), 1);
+        assert!(count.0.load(Ordering::SeqCst) >= 1);
+        assert!(set.arm(i, &waker, 100));
+        set.unpark(i);
+        assert!(!set.arm(i, &waker, 200), "unpark clears the expiry");
     }
 
     #[test]
