@@ -658,3 +658,68 @@ mod tests {
         assert_eq!(lookup.header(&HeaderName::from_static("x-other")), None);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod properties {
+    use super::super::rewrite::{write_request_head, write_response_head, RequestEdits};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bytes that look like heads: request and status lines, field lines, stray CR/LF and
+    /// separators, so the parsers get past their first line often.
+    fn headish() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"GET / HTTP/1.1\r\n"[..]),
+            Just(&b"HTTP/1.1 200 OK\r\n"[..]),
+            Just(&b"Host: a\r\n"[..]),
+            Just(&b"Content-Length: 5\r\n"[..]),
+            Just(&b"Transfer-Encoding: chunked\r\n"[..]),
+            Just(&b"Connection: close, x-a\r\n"[..]),
+            Just(&b"x-a: 1\r\n"[..]),
+            Just(&b"X-Forwarded-For: 1.2.3.4\r\n"[..]),
+            Just(&b"\r\n"[..]),
+            Just(&b"\n"[..]),
+            Just(&b":"[..]),
+            Just(&b" "[..]),
+        ];
+        let pieces = proptest::collection::vec(
+            prop_oneof![
+                piece.prop_map(<[u8]>::to_vec),
+                proptest::collection::vec(any::<u8>(), 0..8)
+            ],
+            0..16,
+        );
+        pieces.prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        /// Whatever the bytes, parsing and rewriting never panic, and every span of a
+        /// complete head lies inside it.
+        #[test]
+        fn heads_parse_and_rewrite_without_panics_and_within_bounds(bytes in headish()) {
+            let mut fields = Vec::new();
+            if let RequestParse::Complete(head) = parse_request(&bytes, &mut fields) {
+                prop_assert!(head.len <= bytes.len());
+                for f in &fields {
+                    prop_assert!(f.name.end() <= head.len && f.value.end() <= head.len);
+                }
+                prop_assert!(head.target.end() <= head.len);
+                let mut out = Vec::new();
+                let edits = RequestEdits { client_ip: b"10.0.0.1", proto: b"http", ..Default::default() };
+                write_request_head(&mut out, &bytes, &head, &fields, &edits);
+                prop_assert!(out.ends_with(b"\r\n\r\n"));
+                // What goes upstream parses again, as one complete head.
+                let mut again = Vec::new();
+                let reparsed = parse_request(&out, &mut again);
+                prop_assert!(matches!(reparsed, RequestParse::Complete(ref h) if h.len == out.len()), "{:?}", String::from_utf8_lossy(&out));
+            }
+            if let Ok(ResponseParse::Complete(head)) = parse_response(&bytes, false, &mut fields) {
+                prop_assert!(head.len <= bytes.len());
+                let mut out = Vec::new();
+                write_response_head(&mut out, &bytes, &head, &fields, Some(b"id"), None, true);
+                prop_assert!(out.ends_with(b"\r\n\r\n"));
+            }
+        }
+    }
+}
