@@ -13,11 +13,17 @@
 # switches instrumentation on for an 8 s `wrk -t1 -c16` run, and prints Ir per request.
 #
 # Usage: bench/proxy-instructions.sh [BIN]      (default target/release/spillway)
+#        bench/proxy-instructions.sh --nginx    (nginx as the proxy instead: bench/nginx-proxy.conf,
+#                                                one worker, master_process off, port 18082)
 # Needs: valgrind, nginx, wrk, curl (apt-get install -y valgrind nginx wrk curl).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NGINX_PROXY=0
+if [ "${1:-}" = --nginx ]; then NGINX_PROXY=1; shift; fi
 BIN=${1:-$ROOT/target/release/spillway}
-[ -x "$BIN" ] || { echo "no binary at $BIN (cargo build --release -p spillway)" >&2; exit 1; }
+if [ "$NGINX_PROXY" = 0 ]; then
+  [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build --release -p spillway)" >&2; exit 1; }
+fi
 for tool in valgrind callgrind_control nginx wrk curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
@@ -34,14 +40,25 @@ nginx -p "$OUT/backend/" -e "$OUT/backend/logs/error.log" -c "$OUT/backend/nginx
   -g 'daemon off;' >/dev/null 2>&1 &
 PIDS+=($!)
 
-# Spillway under callgrind, instrumentation off until the measured run.
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
-  "$BIN" run --config "$ROOT/bench/spillway.yaml" > "$OUT/spillway.log" 2>&1 &
+# The proxy under callgrind, instrumentation off until the measured run.
+if [ "$NGINX_PROXY" = 1 ]; then
+  mkdir -p "$OUT/proxy/logs" "$OUT/proxy/tmp"
+  sed -e 's/@WORKERS@/1/' -e 's/@NOFILE@/8192/' -e 's/@BACKEND_PORT@/18081/' \
+    -e 's/@NGINX_PORT@/18082/' "$ROOT/bench/nginx-proxy.conf" > "$OUT/proxy/nginx.conf"
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
+    nginx -p "$OUT/proxy/" -e "$OUT/proxy/logs/error.log" -c "$OUT/proxy/nginx.conf" \
+    -g 'daemon off; master_process off;' > "$OUT/spillway.log" 2>&1 &
+  URL=http://127.0.0.1:18082/
+  BIN=nginx
+else
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
+    "$BIN" run --config "$ROOT/bench/spillway.yaml" > "$OUT/spillway.log" 2>&1 &
+  URL=http://127.0.0.1:18080/
+fi
 SPILLWAY=$!
 PIDS+=("$SPILLWAY")
-URL=http://127.0.0.1:18080/
 for _ in $(seq 120); do curl -s -o /dev/null "$URL" && break; sleep 0.5; done
-curl -s -o /dev/null "$URL" || { echo "spillway did not start; see $OUT/spillway.log" >&2; exit 1; }
+curl -s -o /dev/null "$URL" || { echo "the proxy did not start; see $OUT/spillway.log" >&2; exit 1; }
 
 timeout 30 wrk -t1 -c16 -d3s "$URL" > /dev/null
 callgrind_control -i on "$SPILLWAY" > /dev/null 2>&1
