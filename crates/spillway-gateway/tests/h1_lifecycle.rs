@@ -976,3 +976,25 @@ routes: [{{ name: all, cluster: app }}]
     assert_eq!(r.status(), 504, "the connection stays usable after a 504");
     stop(gw).await;
 }
+
+/// A body over `max_body_bytes` gets its 413 even while the client is still sending it, and
+/// nothing goes upstream. (The gateway then half-closes and drains for a moment, as nginx's
+/// lingering close does; Linux on loopback delivers the response even to a reset connection,
+/// so this test pins the answer, not the drain.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_reaches_a_client_still_sending_its_body() {
+    let b = raw_backend(echo_target).await;
+    let gw = start(b.addr, 1, "    limits: { max_body_bytes: 1000 }", "");
+    let addr = gw.listener_address("public").unwrap();
+    let mut c = connect(addr).await;
+    c.send(b"POST /up HTTP/1.1\r\nHost: test.local\r\nContent-Length: 300000\r\n\r\n").await;
+    // Part of the body, which the gateway has not read when it answers; the response is read
+    // only later, so a reset from the gateway would have discarded it by then.
+    let chunk = vec![b'x'; 64 * 1024];
+    let _ = tokio::time::timeout(WAIT, c.io.write_all(&chunk)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = c.response().await;
+    assert_eq!(r.status(), 413);
+    assert!(b.targets().is_empty(), "nothing went upstream");
+    stop(gw).await;
+}

@@ -15,7 +15,7 @@
 //! The request path mirrors [`crate::proxy`]: the same routing, policy hook, deadline
 //! decisions, endpoint choice, outlier and balancer accounting, metrics and access log.
 
-use super::buffer::Buf;
+use super::buffer::{Buf, BUF_SIZE};
 use super::chunked::ChunkedScanner;
 use super::head::{
     first, parse_request, parse_response, Field, FieldKind, HeadFields, RequestHead, RequestParse,
@@ -45,6 +45,12 @@ use tokio::time::{Instant as TimerInstant, Sleep};
 /// Largest request body the lean path buffers and sends with the head; larger bodies stream
 /// through hyper.
 pub const LEAN_BODY_LIMIT: u64 = 64 * 1024;
+
+/// How long a connection closed after an early response keeps reading (see `Conn::linger`).
+const LINGER: Duration = Duration::from_millis(500);
+
+/// How many bytes it reads and drops at most meanwhile.
+const LINGER_BYTES: usize = 1 << 20;
 
 /// Largest upstream response head accepted (502 beyond).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -437,10 +443,13 @@ impl Conn<'_> {
                     head.method == Method::HEAD,
                     true,
                 );
-                let _ = self.write_client(timer, out).await;
+                let sent = self.write_client(timer, out).await;
                 let elapsed = self.worker.shared.now().saturating_duration_since(start);
                 if let Some(route) = route {
                     route.stats.record(self.worker.id, 413, elapsed);
+                }
+                if matches!(sent, Flow::Sent) {
+                    self.linger(buf, timer).await;
                 }
                 return Step::Done { close: true };
             }
@@ -508,6 +517,23 @@ impl Conn<'_> {
         };
         buf.consume(total);
         step
+    }
+
+    /// Half-closes after a response sent while the client may still be sending a body, then
+    /// reads and drops what arrives for a moment: closing a socket with unread bytes resets
+    /// the connection, and a reset can destroy the response before the client reads it.
+    async fn linger(&mut self, buf: &mut Buf, timer: &mut Timer<'_>) {
+        let _ = self.stream.shutdown().await;
+        let mut due = Due::after(LINGER);
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            buf.consume(usize::MAX);
+            match timed(timer, &mut due, read_into(self.stream, buf, BUF_SIZE)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+        buf.consume(usize::MAX);
     }
 
     /// Writes a gateway error response into `out`.
