@@ -13,379 +13,18 @@
 mod common;
 
 use common::blocking;
+use common::raw::*;
 use spillway_gateway::Gateway;
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Bound on every single wait (a read, a write, a connect).
-const WAIT: Duration = Duration::from_secs(5);
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// Long enough idle for a lean connection to have gone dormant (it does after 100 ms, checked
 /// every 50 ms).
 const DORMANT_IDLE: Duration = Duration::from_millis(600);
-
-// ---------------------------------------------------------------------------------------------
-// Byte-level reading (a trimmed copy of the helpers in h1_wire.rs)
-// ---------------------------------------------------------------------------------------------
-
-/// A byte stream with a buffer of what was read but not consumed yet.
-struct Wire<S> {
-    io: S,
-    buf: Vec<u8>,
-    /// Bound on each read (`None`: wait forever, for a backend waiting for the next request).
-    deadline: Option<Duration>,
-}
-
-impl<S: AsyncRead + Unpin> Wire<S> {
-    fn new(io: S, deadline: Option<Duration>) -> Wire<S> {
-        Wire { io, buf: Vec::new(), deadline }
-    }
-
-    /// Reads more bytes into the buffer; `Ok(false)` at end of stream.
-    async fn fill(&mut self) -> io::Result<bool> {
-        let mut chunk = vec![0u8; 64 * 1024];
-        let n = match self.deadline {
-            Some(d) => tokio::time::timeout(d, self.io.read(&mut chunk))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timed out"))??,
-            None => self.io.read(&mut chunk).await?,
-        };
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n > 0)
-    }
-
-    /// Bytes up to and including `delim`; `None` at a clean end of stream (nothing buffered).
-    async fn until(&mut self, delim: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let mut from = 0;
-        loop {
-            if let Some(i) = find(&self.buf[from..], delim) {
-                let end = from + i + delim.len();
-                return Ok(Some(self.buf.drain(..end).collect()));
-            }
-            from = self.buf.len().saturating_sub(delim.len());
-            if !self.fill().await? {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof inside a message"));
-            }
-        }
-    }
-
-    /// Exactly `n` bytes.
-    async fn exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.fill().await? {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof inside a body"));
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    /// Everything until the peer closes.
-    async fn until_eof(&mut self) -> io::Result<Vec<u8>> {
-        while self.fill().await? {}
-        Ok(std::mem::take(&mut self.buf))
-    }
-
-    /// A chunked body, de-chunked (trailers dropped).
-    async fn chunked(&mut self) -> io::Result<Vec<u8>> {
-        let mut data = Vec::new();
-        loop {
-            let line = self.line().await?;
-            let text = String::from_utf8_lossy(&line);
-            let hex = text.trim_end().split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(hex, 16)
-                .unwrap_or_else(|_| panic!("bad chunk size line {text:?}"));
-            if size == 0 {
-                while self.line().await? != b"\r\n" {}
-                return Ok(data);
-            }
-            let chunk = self.exact(size + 2).await?;
-            data.extend_from_slice(&chunk[..size]);
-        }
-    }
-
-    async fn line(&mut self) -> io::Result<Vec<u8>> {
-        self.until(b"\r\n")
-            .await?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "eof inside chunks"))
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A request or response head: its first line and its fields (names lower-cased, in order).
-#[derive(Debug, Clone)]
-struct Head {
-    start: String,
-    fields: Vec<(String, String)>,
-}
-
-impl Head {
-    fn parse(bytes: &[u8]) -> Head {
-        let text = String::from_utf8_lossy(bytes);
-        let mut lines = text.split("\r\n");
-        let start = lines.next().unwrap_or("").to_string();
-        let fields = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l.split_once(':').unwrap_or_else(|| panic!("bad field line {l:?}"));
-                (n.trim().to_ascii_lowercase(), v.trim().to_string())
-            })
-            .collect();
-        Head { start, fields }
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    /// Whether any `name` field lists `token` (comma-separated, case-insensitive).
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.fields
-            .iter()
-            .filter(|(n, _)| n == name)
-            .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-
-    fn is_chunked(&self) -> bool {
-        self.has_token("transfer-encoding", "chunked")
-    }
-
-    fn content_length(&self) -> Option<usize> {
-        self.get("content-length").map(|v| v.parse().unwrap_or_else(|_| panic!("bad length {v}")))
-    }
-
-    /// The status code of a response head.
-    fn status(&self) -> u16 {
-        let mut parts = self.start.split(' ');
-        let version = parts.next().unwrap_or("");
-        assert!(version.starts_with("HTTP/1."), "not a status line: {:?}", self.start);
-        parts.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{:?}", self.start))
-    }
-}
-
-/// A response as the client read it, body de-chunked.
-#[derive(Debug)]
-struct Resp {
-    head: Head,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn status(&self) -> u16 {
-        self.head.status()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Reads one response; `None` when the connection closed before any byte of it.
-async fn read_response<S: AsyncRead + Unpin>(w: &mut Wire<S>) -> io::Result<Option<Resp>> {
-    let Some(bytes) = w.until(b"\r\n\r\n").await? else { return Ok(None) };
-    let head = Head::parse(&bytes);
-    let status = head.status();
-    let body = if status < 200 || status == 204 || status == 304 {
-        Vec::new()
-    } else if head.is_chunked() {
-        w.chunked().await?
-    } else if let Some(len) = head.content_length() {
-        w.exact(len).await?
-    } else {
-        w.until_eof().await?
-    };
-    Ok(Some(Resp { head, body }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw client
-// ---------------------------------------------------------------------------------------------
-
-type Client = Wire<TcpStream>;
-
-async fn connect(addr: SocketAddr) -> Client {
-    let s = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.unwrap().unwrap();
-    s.set_nodelay(true).unwrap();
-    Wire::new(s, Some(WAIT))
-}
-
-impl Client {
-    async fn send(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(WAIT, self.io.write_all(bytes)).await.unwrap().unwrap();
-    }
-
-    /// The next response, which must come.
-    async fn response(&mut self) -> Resp {
-        read_response(self).await.unwrap().expect("a response, not a closed connection")
-    }
-
-    /// Sends `GET path` and returns the response.
-    async fn get(&mut self, path: &str) -> Resp {
-        self.send(get(path).as_bytes()).await;
-        self.response().await
-    }
-
-    /// This end's port (what the gateway sees as the peer's port).
-    fn port(&self) -> u16 {
-        self.io.local_addr().unwrap().port()
-    }
-
-    /// Waits (up to `within`) for the gateway to close the connection, with no stray bytes;
-    /// `Some(when)` if it did.
-    async fn closed_within(&mut self, within: Duration) -> Option<Instant> {
-        let end = Instant::now() + within;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout(left, self.io.read(&mut chunk)).await {
-                Err(_) => return None,
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let at = Instant::now();
-        assert!(self.buf.is_empty(), "stray bytes: {:?}", String::from_utf8_lossy(&self.buf));
-        Some(at)
-    }
-}
-
-fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n")
-}
-
-fn post(path: &str, body: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: test.local\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// A 200 response with a Content-Length body.
-fn ok(body: &[u8]) -> Vec<u8> {
-    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    r.extend_from_slice(body);
-    r
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw backend
-// ---------------------------------------------------------------------------------------------
-
-/// One request as the backend received it.
-#[derive(Debug, Clone)]
-struct RawRequest {
-    head: Head,
-    /// The body content (de-chunked when it came chunked).
-    body: Vec<u8>,
-}
-
-impl RawRequest {
-    fn method(&self) -> &str {
-        self.head.start.split(' ').next().unwrap_or("")
-    }
-
-    fn target(&self) -> &str {
-        self.head.start.split(' ').nth(1).unwrap_or("")
-    }
-}
-
-/// A scripted reply: wait `delay`, write `bytes`, then keep the connection for the next
-/// request or (`close_after`) close it that long later without reading anything more.
-struct Reply {
-    delay: Duration,
-    bytes: Vec<u8>,
-    close_after: Option<Duration>,
-}
-
-fn reply(bytes: Vec<u8>) -> Reply {
-    Reply { delay: Duration::ZERO, bytes, close_after: None }
-}
-
-type Script = Arc<dyn Fn(&RawRequest) -> Reply + Send + Sync>;
-
-/// A backend speaking raw bytes: records what it got, answers what it is told to.
-struct RawBackend {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<RawRequest>>>,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl RawBackend {
-    fn targets(&self) -> Vec<String> {
-        self.requests.lock().unwrap().iter().map(|r| r.target().to_string()).collect()
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-async fn raw_backend(script: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static) -> RawBackend {
-    let script: Script = Arc::new(script);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (reqs, acc) = (requests.clone(), accepted.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            acc.fetch_add(1, Ordering::SeqCst);
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(serve_raw(stream, script.clone(), reqs.clone()));
-        }
-    });
-    RawBackend { addr, requests, accepted }
-}
-
-async fn serve_raw(stream: TcpStream, script: Script, requests: Arc<Mutex<Vec<RawRequest>>>) {
-    let mut w = Wire::new(stream, None);
-    loop {
-        let Ok(Some(req)) = read_request(&mut w).await else { return };
-        let reply = script(&req);
-        requests.lock().unwrap().push(req);
-        if !reply.delay.is_zero() {
-            tokio::time::sleep(reply.delay).await;
-        }
-        if w.io.write_all(&reply.bytes).await.is_err() {
-            return;
-        }
-        if let Some(after) = reply.close_after {
-            tokio::time::sleep(after).await;
-            return;
-        }
-    }
-}
-
-async fn read_request<S: AsyncRead + Unpin>(w: &mut Wire<S>) -> io::Result<Option<RawRequest>> {
-    let Some(raw) = w.until(b"\r\n\r\n").await? else { return Ok(None) };
-    let head = Head::parse(&raw);
-    let body = if head.is_chunked() {
-        w.chunked().await?
-    } else if let Some(len) = head.content_length() {
-        w.exact(len).await?
-    } else {
-        Vec::new()
-    };
-    Ok(Some(RawRequest { head, body }))
-}
-
-/// Answers every request with 200 and `METHOD target` as the body.
-fn echo_target(req: &RawRequest) -> Reply {
-    reply(ok(format!("{} {}", req.method(), req.target()).as_bytes()))
-}
 
 // ---------------------------------------------------------------------------------------------
 // Where a gateway-side socket is: the process's epoll sets, from /proc
@@ -495,28 +134,7 @@ async fn wait_dormant(port: u16, clients: &[u16], within: Duration) {
 /// A gateway with `workers` workers and an HTTP/1.1 listener `public` (plus `listener_extra`
 /// lines, indented four spaces) proxying everything to an HTTP/1.1 cluster on `backend`.
 fn start(backend: SocketAddr, workers: usize, listener_extra: &str, top: &str) -> Gateway {
-    let yaml = format!(
-        r#"
-workers: {workers}
-shutdown: {{ drain: 5s }}
-{top}
-listeners:
-  - name: public
-    address: 127.0.0.1:0
-    protocol: http1
-{listener_extra}
-clusters:
-  - name: app
-    protocol: http1
-    endpoints: [{{ address: "{backend}" }}]
-    timeouts: {{ request: 5s }}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    cluster: app
-"#
-    );
-    common::gateway(&yaml)
+    common::gateway(&h1_proxy_yaml(backend, workers, "5s", top, listener_extra))
 }
 
 async fn stop(gw: Gateway) {
@@ -789,9 +407,8 @@ async fn the_response_in_flight_at_shutdown_says_connection_close() {
 fn close_soon(req: &RawRequest) -> Reply {
     let body = format!("{} {} {}", req.method(), req.target(), String::from_utf8_lossy(&req.body));
     Reply {
-        delay: Duration::ZERO,
-        bytes: ok(body.trim_end().as_bytes()),
-        close_after: Some(Duration::from_millis(20)),
+        after: AfterReply::CloseLater(Duration::from_millis(20)),
+        ..reply(ok(body.trim_end().as_bytes()))
     }
 }
 
@@ -846,9 +463,8 @@ async fn posts_after_the_upstream_closed_silently_get_fresh_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_socket_dying_unanswered_fails_a_post_and_retries_a_get() {
     let b = raw_backend(|req| Reply {
-        delay: Duration::ZERO,
-        bytes: ok(format!("{} {}", req.method(), req.target()).as_bytes()),
-        close_after: Some(Duration::from_millis(300)),
+        after: AfterReply::CloseLater(Duration::from_millis(300)),
+        ..reply(ok(format!("{} {}", req.method(), req.target()).as_bytes()))
     })
     .await;
     let gw = start(b.addr, 1, "", "");

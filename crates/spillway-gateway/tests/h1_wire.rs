@@ -10,444 +10,18 @@
 mod common;
 
 use common::blocking;
+use common::raw::*;
 use spillway_gateway::Gateway;
-use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Bound on every single wait (a read, a write, a connect).
-const WAIT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------------
-// Byte-level reading
+// Test data
 // ---------------------------------------------------------------------------------------------
-
-/// A byte stream with a buffer of what was read but not consumed yet.
-struct Wire<S> {
-    io: S,
-    buf: Vec<u8>,
-    /// Bound on each read (`None`: wait forever, for a backend waiting for the next request).
-    deadline: Option<Duration>,
-    /// Largest single read.
-    read_size: usize,
-    /// Pause before each read (a slow reader).
-    pause: Duration,
-}
-
-impl<S: AsyncRead + Unpin> Wire<S> {
-    fn new(io: S, deadline: Option<Duration>) -> Wire<S> {
-        Wire { io, buf: Vec::new(), deadline, read_size: 64 * 1024, pause: Duration::ZERO }
-    }
-
-    /// Reads more bytes into the buffer; `Ok(false)` at end of stream.
-    async fn fill(&mut self) -> io::Result<bool> {
-        if !self.pause.is_zero() {
-            tokio::time::sleep(self.pause).await;
-        }
-        let mut chunk = vec![0u8; self.read_size];
-        let n = match self.deadline {
-            Some(d) => tokio::time::timeout(d, self.io.read(&mut chunk))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timed out"))??,
-            None => self.io.read(&mut chunk).await?,
-        };
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n > 0)
-    }
-
-    /// Bytes up to and including `delim`; `None` at a clean end of stream (nothing buffered).
-    async fn until(&mut self, delim: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        let mut from = 0;
-        loop {
-            if let Some(i) = find(&self.buf[from..], delim) {
-                let end = from + i + delim.len();
-                return Ok(Some(self.buf.drain(..end).collect()));
-            }
-            from = self.buf.len().saturating_sub(delim.len());
-            if !self.fill().await? {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof inside a message"));
-            }
-        }
-    }
-
-    /// Exactly `n` bytes.
-    async fn exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.fill().await? {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof inside a body"));
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    /// Everything until the peer closes.
-    async fn until_eof(&mut self) -> io::Result<Vec<u8>> {
-        while self.fill().await? {}
-        Ok(std::mem::take(&mut self.buf))
-    }
-
-    /// A chunked body as it is on the wire (sizes, extensions, data, trailers).
-    async fn chunked_raw(&mut self) -> io::Result<Vec<u8>> {
-        let mut raw = Vec::new();
-        loop {
-            let line = self.line().await?;
-            let size = chunk_size(&line);
-            raw.extend_from_slice(&line);
-            if size == 0 {
-                loop {
-                    let trailer = self.line().await?;
-                    raw.extend_from_slice(&trailer);
-                    if trailer == b"\r\n" {
-                        return Ok(raw);
-                    }
-                }
-            }
-            raw.extend_from_slice(&self.exact(size + 2).await?);
-        }
-    }
-
-    async fn line(&mut self) -> io::Result<Vec<u8>> {
-        self.until(b"\r\n")
-            .await?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "eof inside chunks"))
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The size of a chunk from its size line (`1a;ext=1\r\n`).
-fn chunk_size(line: &[u8]) -> usize {
-    let text = String::from_utf8_lossy(line);
-    let hex = text.trim_end().split(';').next().unwrap_or("").trim();
-    usize::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("bad chunk size line {text:?}"))
-}
-
-/// A chunked body taken apart.
-struct Dechunked {
-    data: Vec<u8>,
-    trailers: Vec<(String, String)>,
-}
-
-fn dechunk(mut raw: &[u8]) -> Dechunked {
-    let mut data = Vec::new();
-    loop {
-        let eol = find(raw, b"\r\n").expect("chunk size line");
-        let size = chunk_size(&raw[..eol + 2]);
-        raw = &raw[eol + 2..];
-        if size == 0 {
-            let head = Head::parse_fields(raw);
-            return Dechunked { data, trailers: head };
-        }
-        data.extend_from_slice(&raw[..size]);
-        assert_eq!(&raw[size..size + 2], b"\r\n", "chunk data ends with CRLF");
-        raw = &raw[size + 2..];
-    }
-}
-
-/// A request or response head: its first line and its fields (names lower-cased, in order).
-#[derive(Debug, Clone)]
-struct Head {
-    start: String,
-    fields: Vec<(String, String)>,
-}
-
-impl Head {
-    fn parse(bytes: &[u8]) -> Head {
-        let eol = find(bytes, b"\r\n").unwrap_or(bytes.len());
-        let start = String::from_utf8_lossy(&bytes[..eol]).into_owned();
-        let rest = bytes.get(eol + 2..).unwrap_or(&[]);
-        Head { start, fields: Head::parse_fields(rest) }
-    }
-
-    fn parse_fields(bytes: &[u8]) -> Vec<(String, String)> {
-        String::from_utf8_lossy(bytes)
-            .split("\r\n")
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l.split_once(':').unwrap_or_else(|| panic!("bad field line {l:?}"));
-                (n.trim().to_ascii_lowercase(), v.trim().to_string())
-            })
-            .collect()
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.fields.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
-
-    /// Whether any `name` field lists `token` (comma-separated, case-insensitive).
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.all(name)
-            .iter()
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-
-    fn is_chunked(&self) -> bool {
-        self.all("transfer-encoding").last().is_some_and(|v| {
-            v.rsplit(',').next().unwrap_or("").trim().eq_ignore_ascii_case("chunked")
-        })
-    }
-
-    fn content_length(&self) -> Option<usize> {
-        self.get("content-length").map(|v| v.parse().unwrap_or_else(|_| panic!("bad length {v}")))
-    }
-
-    /// The status code of a response head.
-    fn status(&self) -> u16 {
-        let mut parts = self.start.split(' ');
-        let version = parts.next().unwrap_or("");
-        assert!(version.starts_with("HTTP/1."), "not a status line: {:?}", self.start);
-        parts.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{:?}", self.start))
-    }
-}
-
-/// A response as the client read it; `body` is the raw bytes after the head.
-#[derive(Debug)]
-struct Resp {
-    head: Head,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn status(&self) -> u16 {
-        self.head.status()
-    }
-
-    /// The body content: de-chunked when the response was chunked.
-    fn data(&self) -> Vec<u8> {
-        if self.head.is_chunked() {
-            dechunk(&self.body).data
-        } else {
-            self.body.clone()
-        }
-    }
-}
-
-/// Reads one response; `None` when the connection closed before any byte of it.
-async fn read_response<S: AsyncRead + Unpin>(
-    w: &mut Wire<S>,
-    to_head_request: bool,
-) -> io::Result<Option<Resp>> {
-    let Some(bytes) = w.until(b"\r\n\r\n").await? else { return Ok(None) };
-    let head = Head::parse(&bytes);
-    let status = head.status();
-    let body = if to_head_request || status < 200 || status == 204 || status == 304 {
-        Vec::new()
-    } else if head.is_chunked() {
-        w.chunked_raw().await?
-    } else if let Some(len) = head.content_length() {
-        w.exact(len).await?
-    } else {
-        w.until_eof().await?
-    };
-    Ok(Some(Resp { head, body }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw client
-// ---------------------------------------------------------------------------------------------
-
-type Client = Wire<TcpStream>;
-
-async fn connect(addr: SocketAddr) -> Client {
-    let s = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.unwrap().unwrap();
-    s.set_nodelay(true).unwrap();
-    Wire::new(s, Some(WAIT))
-}
-
-impl Client {
-    async fn send(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(WAIT, self.io.write_all(bytes)).await.unwrap().unwrap();
-    }
-
-    /// The next response, which must come.
-    async fn response(&mut self) -> Resp {
-        read_response(self, false).await.unwrap().expect("a response, not a closed connection")
-    }
-
-    async fn response_to_head(&mut self) -> Resp {
-        read_response(self, true).await.unwrap().expect("a response, not a closed connection")
-    }
-
-    /// Sends `GET path` and returns the response.
-    async fn get(&mut self, path: &str) -> Resp {
-        self.send(get(path).as_bytes()).await;
-        self.response().await
-    }
-
-    /// Asserts the gateway closed the connection (end of stream or reset) with no stray bytes.
-    async fn expect_closed(&mut self) {
-        let closed = loop {
-            match self.fill().await {
-                Ok(true) => continue,
-                Ok(false) => break true,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => break false,
-                Err(_) => break true,
-            }
-        };
-        assert!(closed, "the connection should have been closed");
-        assert!(self.buf.is_empty(), "stray bytes: {:?}", String::from_utf8_lossy(&self.buf));
-    }
-}
-
-fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n")
-}
-
-/// A 200 response with a Content-Length body.
-fn ok(body: &[u8]) -> Vec<u8> {
-    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    r.extend_from_slice(body);
-    r
-}
 
 /// Deterministic, non-repeating-looking bytes.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw backend
-// ---------------------------------------------------------------------------------------------
-
-/// One request as the backend received it.
-#[derive(Debug, Clone)]
-struct RawRequest {
-    head: Head,
-    /// The body content (de-chunked when it came chunked).
-    body: Vec<u8>,
-    /// Every byte of the request as it arrived.
-    raw: Vec<u8>,
-}
-
-impl RawRequest {
-    fn method(&self) -> &str {
-        self.head.start.split(' ').next().unwrap_or("")
-    }
-
-    fn target(&self) -> &str {
-        self.head.start.split(' ').nth(1).unwrap_or("")
-    }
-}
-
-/// What the backend does after writing a reply.
-#[derive(Debug, Clone, Copy)]
-enum AfterReply {
-    KeepOpen,
-    Close,
-    CloseLater(Duration),
-}
-
-/// A scripted reply: `writes` in order with `pause` between them, then `after`.
-struct Reply {
-    writes: Vec<Vec<u8>>,
-    pause: Duration,
-    after: AfterReply,
-}
-
-fn reply(bytes: Vec<u8>) -> Reply {
-    Reply { writes: vec![bytes], pause: Duration::ZERO, after: AfterReply::KeepOpen }
-}
-
-type Script = Arc<dyn Fn(&RawRequest) -> Reply + Send + Sync>;
-
-/// A backend speaking raw bytes: records what it got, answers what it is told to.
-struct RawBackend {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<RawRequest>>>,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl RawBackend {
-    fn requests(&self) -> Vec<RawRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-async fn raw_backend(script: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static) -> RawBackend {
-    let script: Script = Arc::new(script);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (reqs, acc) = (requests.clone(), accepted.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            acc.fetch_add(1, Ordering::SeqCst);
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(serve_raw(stream, script.clone(), reqs.clone()));
-        }
-    });
-    RawBackend { addr, requests, accepted }
-}
-
-async fn serve_raw(stream: TcpStream, script: Script, requests: Arc<Mutex<Vec<RawRequest>>>) {
-    let mut w = Wire::new(stream, None);
-    loop {
-        let Ok(Some(req)) = read_request(&mut w).await else { return };
-        let reply = script(&req);
-        requests.lock().unwrap().push(req);
-        for (i, part) in reply.writes.iter().enumerate() {
-            if i > 0 && !reply.pause.is_zero() {
-                tokio::time::sleep(reply.pause).await;
-            }
-            if w.io.write_all(part).await.is_err() {
-                return;
-            }
-        }
-        match reply.after {
-            AfterReply::KeepOpen => {}
-            AfterReply::Close => return,
-            AfterReply::CloseLater(d) => {
-                tokio::time::sleep(d).await;
-                return;
-            }
-        }
-    }
-}
-
-async fn read_request<S: AsyncRead + Unpin>(w: &mut Wire<S>) -> io::Result<Option<RawRequest>> {
-    let Some(mut raw) = w.until(b"\r\n\r\n").await? else { return Ok(None) };
-    let head = Head::parse(&raw);
-    let body = if head.is_chunked() {
-        let chunks = w.chunked_raw().await?;
-        raw.extend_from_slice(&chunks);
-        dechunk(&chunks).data
-    } else if let Some(len) = head.content_length() {
-        let body = w.exact(len).await?;
-        raw.extend_from_slice(&body);
-        body
-    } else {
-        Vec::new()
-    };
-    Ok(Some(RawRequest { head, body, raw }))
-}
-
-/// Answers every request with 200 and `METHOD target` as the body.
-fn echo_target(req: &RawRequest) -> Reply {
-    reply(ok(format!("{} {}", req.method(), req.target()).as_bytes()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,27 +31,7 @@ fn echo_target(req: &RawRequest) -> Reply {
 /// A one-worker gateway with an HTTP/1.1 listener (plus `listener_extra` lines) proxying
 /// everything to an HTTP/1.1 cluster on `backend`.
 fn start(backend: SocketAddr, listener_extra: &str) -> (Gateway, SocketAddr) {
-    let yaml = format!(
-        r#"
-workers: 1
-shutdown: {{ drain: 1s }}
-listeners:
-  - name: public
-    address: 127.0.0.1:0
-    protocol: http1
-{listener_extra}
-clusters:
-  - name: app
-    protocol: http1
-    endpoints: [{{ address: "{backend}" }}]
-    timeouts: {{ request: 5s }}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    cluster: app
-"#
-    );
-    let gw = common::gateway(&yaml);
+    let gw = common::gateway(&h1_proxy_yaml(backend, 1, "1s", "", listener_extra));
     let addr = gw.listener_address("public").unwrap();
     (gw, addr)
 }
@@ -564,7 +118,12 @@ async fn a_close_delimited_upstream_response_reaches_the_client_complete() {
         let mut bytes =
             b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
         bytes.extend_from_slice(&sent);
-        Reply { writes: vec![bytes], pause: Duration::ZERO, after: AfterReply::Close }
+        Reply {
+            delay: Duration::ZERO,
+            writes: vec![bytes],
+            pause: Duration::ZERO,
+            after: AfterReply::Close,
+        }
     })
     .await;
     let (gw, addr) = start(b.addr, "");
@@ -628,6 +187,7 @@ async fn responses_204_and_304_carry_no_body_and_the_connection_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
     let b = raw_backend(|req| Reply {
+        delay: Duration::ZERO,
         writes: vec![ok(req.target().as_bytes())],
         pause: Duration::ZERO,
         after: AfterReply::CloseLater(Duration::from_millis(100)),
@@ -847,7 +407,12 @@ async fn connection_close_from_the_upstream_leaves_the_client_connection_usable(
         )
         .into_bytes();
         bytes.extend_from_slice(body);
-        Reply { writes: vec![bytes], pause: Duration::ZERO, after: AfterReply::Close }
+        Reply {
+            delay: Duration::ZERO,
+            writes: vec![bytes],
+            pause: Duration::ZERO,
+            after: AfterReply::Close,
+        }
     })
     .await;
     let (gw, addr) = start(b.addr, "");
@@ -917,7 +482,12 @@ async fn a_response_head_written_byte_by_byte_arrives_intact() {
                 .to_vec();
         let mut writes: Vec<Vec<u8>> = bytes[..50].iter().map(|b| vec![*b]).collect();
         writes.push(bytes[50..].to_vec());
-        Reply { writes, pause: Duration::from_millis(2), after: AfterReply::KeepOpen }
+        Reply {
+            delay: Duration::ZERO,
+            writes,
+            pause: Duration::from_millis(2),
+            after: AfterReply::KeepOpen,
+        }
     })
     .await;
     let (gw, addr) = start(b.addr, "");
@@ -960,7 +530,7 @@ async fn a_client_leaving_in_the_middle_of_a_large_response_leaves_the_gateway_h
                 format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", PART * PARTS).into_bytes()
             ];
         writes.extend(std::iter::repeat_n(vec![b'x'; PART], PARTS));
-        Reply { writes, pause: Duration::ZERO, after: AfterReply::KeepOpen }
+        Reply { delay: Duration::ZERO, writes, pause: Duration::ZERO, after: AfterReply::KeepOpen }
     })
     .await;
     let (gw, addr) = start(b.addr, "");
