@@ -87,6 +87,9 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     /// Connections refused because `max_connections` was reached.
     pub refused: AtomicU64,
+    /// Open connections that are dormant now (idle lean HTTP/1.1 connections held as bare
+    /// sockets; counted in `active` too).
+    pub dormant: AtomicU64,
 }
 
 fn escape(value: &str) -> String {
@@ -229,6 +232,14 @@ pub fn render<'a>(
         "gauge",
         "Downstream connections open now.",
         |l| l.active.load(Relaxed),
+    );
+    listener_family(
+        &mut out,
+        listeners,
+        "spillway_downstream_connections_dormant",
+        "gauge",
+        "Open downstream connections idle long enough to be held without a task.",
+        |l| l.dormant.load(Relaxed),
     );
     listener_family(
         &mut out,

@@ -147,12 +147,17 @@ async fn stop(gw: Gateway) {
 
 /// The listener `public`'s open-connection gauge from the admin `/metrics`.
 async fn open_connections(admin: SocketAddr) -> u64 {
+    listener_gauge(admin, "spillway_downstream_connections").await
+}
+
+/// A per-listener gauge of the `public` listener on the admin `/metrics`.
+async fn listener_gauge(admin: SocketAddr, name: &str) -> u64 {
     let (status, _, body) = common::get(admin, "/metrics").await;
     assert_eq!(status, 200);
     let text = String::from_utf8(body.to_vec()).unwrap();
-    let prefix = "spillway_downstream_connections{listener=\"public\"} ";
+    let prefix = format!("{name}{{listener=\"public\"}} ");
     text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .unwrap_or_else(|| panic!("no gauge in {text}"))
         .trim()
         .parse()
@@ -308,8 +313,12 @@ async fn the_connection_gauge_counts_dormant_connections_until_they_close() {
     let ports: Vec<u16> = clients.iter().map(|c| c.port()).collect();
     wait_dormant(addr.port(), &ports, Duration::from_secs(2)).await;
     assert_eq!(open_connections(admin).await, baseline + 5, "dormant connections are open");
+    let dormant = listener_gauge(admin, "spillway_downstream_connections_dormant").await;
+    assert_eq!(dormant, 5, "and counted as dormant");
     drop(clients);
     assert_eq!(gauge_settles_at(admin, baseline).await, baseline, "closed ones are uncounted");
+    let dormant = listener_gauge(admin, "spillway_downstream_connections_dormant").await;
+    assert_eq!(dormant, 0, "closed ones are no longer dormant");
     stop(gw).await;
 }
 

@@ -92,6 +92,7 @@ impl<L> Dormant<L> {
             }
             return;
         }
+        sleeper.count.0.dormant.fetch_add(1, Relaxed);
         if index == sleepers.len() {
             sleepers.push(Some(sleeper));
         } else if let Some(slot) = sleepers.get_mut(index) {
@@ -113,6 +114,7 @@ impl<L> Dormant<L> {
 
     fn remove(&self, index: usize) -> Option<Sleeper<L>> {
         let mut sleeper = self.sleepers.borrow_mut().get_mut(index)?.take()?;
+        sleeper.count.0.dormant.fetch_sub(1, Relaxed);
         let _ = self.registry.deregister(&mut sleeper.stream);
         self.free.borrow_mut().push(index);
         Some(sleeper)
@@ -200,10 +202,12 @@ mod tests {
         let s = sleeper(s1, 100);
         let stats = s.count.0.clone();
         dormant.add(s);
+        assert_eq!(stats.dormant.load(Relaxed), 1);
         dormant.add(sleeper(s2, 200));
         assert_eq!(dormant.sweep(150), 1);
         assert_eq!(dormant.len(), 1);
         assert_eq!(stats.active.load(Relaxed), 0);
+        assert_eq!(stats.dormant.load(Relaxed), 0);
         dormant.close_all();
         assert!(dormant.is_empty());
     }
