@@ -196,10 +196,7 @@ fn unix_now_secs() -> u64 {
 
 /// True for the methods RFC 9110 §9.2.2 defines as idempotent.
 pub fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
+    spillway_core::retry::is_idempotent_method(method.as_str())
 }
 
 #[derive(Debug)]

@@ -15,6 +15,13 @@ pub use backoff::{Backoff, Jitter};
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use retry_after::{format_http_date, parse_http_date, parse_retry_after};
 
+/// Whether the HTTP method named `method` is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS,
+/// TRACE, PUT, DELETE), i.e. safe to send again when an attempt's outcome is unknown. Method
+/// names are case-sensitive.
+pub fn is_idempotent_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+}
+
 /// A retry configuration that cannot work, found when it is built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {problem}")]
@@ -28,5 +35,20 @@ pub struct RetryConfigError {
 impl RetryConfigError {
     pub(crate) const fn new(key: &'static str, problem: &'static str) -> RetryConfigError {
         RetryConfigError { key, problem }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_rfc_9110_idempotent_methods_are_idempotent() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(is_idempotent_method(m), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "get", "PURGE", ""] {
+            assert!(!is_idempotent_method(m), "{m}");
+        }
     }
 }

@@ -31,7 +31,9 @@ use crate::router::{self, Action, Route};
 use crate::state::Snapshot;
 use http::Method;
 use spillway_core::balance::hash_bytes;
+use spillway_core::clock::duration_nanos;
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
+use spillway_core::retry::is_idempotent_method;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -122,8 +124,9 @@ pub async fn serve(
     loop {
         if carry.is_none() {
             let now = worker.shared.now().as_nanos();
-            let idle_until = now.saturating_add(nanos(listener.idle_timeout));
-            let dormant_at = dormant_after.map_or(0, |d| now.saturating_add(nanos(d)).max(1));
+            let idle_until = now.saturating_add(duration_nanos(listener.idle_timeout));
+            let dormant_at =
+                dormant_after.map_or(0, |d| now.saturating_add(duration_nanos(d)).max(1));
             match wait_for_bytes(worker, slot.index, &stream, idle_until, dormant_at).await {
                 Ok(()) => {}
                 Err(IdleEnd::Dormant) => {
@@ -149,10 +152,6 @@ pub async fn serve(
     }
     let _ = stream.shutdown().await;
     Served::Closed
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Waits, parked, until the client sends something (or closes); or says why to stop.
@@ -207,15 +206,21 @@ impl Due {
         Due { after, at: None, at_ns: None }
     }
 
+    /// `after` from `start` on the worker clock (the sweep's deadline needs no clock read; a
+    /// runtime timer, for a short timeout, still counts from its arming).
+    fn from(start: spillway_core::Instant, after: Duration) -> Due {
+        Due { after, at: None, at_ns: Some(start.as_nanos().saturating_add(duration_nanos(after))) }
+    }
+
     fn at(&mut self) -> TimerInstant {
         *self.at.get_or_insert_with(|| TimerInstant::now() + self.after)
     }
 
     /// The same deadline on the worker clock, for the sweep.
     fn at_ns(&mut self, worker: &Worker) -> u64 {
-        *self
-            .at_ns
-            .get_or_insert_with(|| worker.shared.now().as_nanos().saturating_add(nanos(self.after)))
+        *self.at_ns.get_or_insert_with(|| {
+            worker.shared.now().as_nanos().saturating_add(duration_nanos(self.after))
+        })
     }
 
     /// Whether the deadline has passed.
@@ -676,8 +681,8 @@ impl Conn<'_> {
 
         // The upstream request: head rewritten from the spans, then the buffered body.
         let existing_id = first(ex.fields, FieldKind::XRequestId);
-        let new_id = worker.new_request_id();
-        let new_id = existing_id.is_none().then_some(&new_id[..]);
+        let generated = existing_id.is_none().then(|| worker.new_request_id());
+        let new_id = generated.as_ref().map(|id| &id[..]);
         let request_id = existing_id.map_or(new_id.unwrap_or_default(), |s| s.of(ex.request));
         let target = rewrite_prefix.as_ref().map(|(from, to)| {
             let target = rewrite::text(ex.request, ex.head.target);
@@ -733,15 +738,17 @@ impl Conn<'_> {
         let head_request = ex.head.method == Method::HEAD;
         let in_flight = InFlight(endpoint);
         endpoint.in_flight.fetch_add(1, Relaxed);
-        let deadline = Due::after(try_timeout);
+        // Counted from the request's start (already read), not from the first wait.
+        let deadline = Due::from(ex.start, try_timeout);
         let result = self
             .exchange(ExchangeIo {
                 addr,
+                start: ex.start,
                 connect: t.connect,
                 max_idle: t.idle,
                 request: out,
                 head_request,
-                idempotent: idempotent(&ex.head.method),
+                idempotent: is_idempotent_method(ex.head.method.as_str()),
                 deadline,
                 ubuf: &mut ubuf,
                 ufields: &mut ufields,
@@ -873,7 +880,7 @@ impl Conn<'_> {
         let mut retried = false;
         loop {
             ubuf.consume(usize::MAX);
-            let pooled = lean.upstreams.checkout(addr, self.worker.shared.now(), io.max_idle);
+            let pooled = lean.upstreams.checkout(addr, io.start, io.max_idle);
             let reused = pooled.is_some();
             let mut upstream = match pooled {
                 Some(s) => s,
@@ -1031,14 +1038,6 @@ impl Conn<'_> {
     }
 }
 
-/// Whether retrying `method` on a fresh connection is safe (RFC 9110 §9.2.2).
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
 /// The outcome of a request on the connection.
 enum Step {
     /// Answered; close the connection afterwards when `close`.
@@ -1078,6 +1077,8 @@ struct Exchange<'a> {
 /// What one upstream exchange needs.
 struct ExchangeIo<'a, 'w> {
     addr: SocketAddr,
+    /// When the request started (pool ages are judged against it: no clock read).
+    start: spillway_core::Instant,
     connect: Duration,
     max_idle: Duration,
     request: &'a [u8],

@@ -8,16 +8,13 @@
 //! upstream closes just as a request goes out is handled by the caller (a retry on a fresh
 //! connection for idempotent requests).
 
-use crate::pool::AddrMap;
+use crate::pool::{AddrMap, MAX_IDLE_PER_ENDPOINT};
 use spillway_core::Instant;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
-
-/// Most idle connections kept per endpoint and worker.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
 #[derive(Debug)]
 struct Idle {
