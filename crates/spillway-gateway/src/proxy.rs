@@ -343,17 +343,20 @@ const HOP_UPGRADE: u8 = 1 << 4;
 const HOP_TRAILER: u8 = 1 << 5;
 const HOP_TE: u8 = 1 << 6;
 
-/// Which hop-by-hop header `name` is, as a bit (0 for an end-to-end header).
+/// Which hop-by-hop header `name` is, as a bit (0 for an end-to-end header). The names are
+/// the lean path's field classification, so both paths drop the same set.
 #[inline]
 fn hop_by_hop_bit(name: &HeaderName) -> u8 {
-    match name.as_str() {
-        "connection" => HOP_CONNECTION,
-        "keep-alive" => HOP_KEEP_ALIVE,
-        "proxy-connection" => HOP_PROXY_CONNECTION,
-        "transfer-encoding" => HOP_TRANSFER_ENCODING,
-        "upgrade" => HOP_UPGRADE,
-        "trailer" => HOP_TRAILER,
-        "te" => HOP_TE,
+    use crate::h1::head::FieldKind;
+    match FieldKind::of(name.as_str().as_bytes()) {
+        FieldKind::Connection => HOP_CONNECTION,
+        FieldKind::KeepAlive => HOP_KEEP_ALIVE,
+        FieldKind::ProxyConnection => HOP_PROXY_CONNECTION,
+        // Framing: hyper re-frames the body (the lean path passes it through unchanged).
+        FieldKind::TransferEncoding => HOP_TRANSFER_ENCODING,
+        FieldKind::Upgrade => HOP_UPGRADE,
+        FieldKind::Trailer => HOP_TRAILER,
+        FieldKind::Te => HOP_TE,
         _ => 0,
     }
 }
@@ -379,8 +382,11 @@ fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
         return None;
     }
     let upgrade = req.headers().get(header::UPGRADE)?;
-    let conn = req.headers().get(header::CONNECTION)?.to_str().ok()?;
-    conn.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")).then(|| upgrade.clone())
+    let mut options = crate::h1::head::ConnectionOptions::default();
+    for value in req.headers().get_all(header::CONNECTION) {
+        options.add(value.as_bytes());
+    }
+    options.upgrade.then(|| upgrade.clone())
 }
 
 /// Serves one request (never fails: errors become 4xx/5xx responses).

@@ -431,28 +431,23 @@ impl Conn<'_> {
             let fields = HeadFields { buf: head_bytes, fields };
             snap.router.route(&head.method, host, path, &fields)
         };
-        if let Some(Route { action: Action::Proxy { cluster, .. }, recorder, .. }) = route {
+        if let Some(proxied @ Route { action: Action::Proxy { cluster, .. }, .. }) = route {
             let protocol = snap.clusters.get(*cluster).map(|c| c.config.protocol);
-            if recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) {
+            if proxied.recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) {
                 return Step::Handoff;
             }
             if head.content_length > listener.max_body_bytes {
-                let date = self.worker.lean.date();
-                rewrite::write_local_response(
+                self.local_error(
                     out,
                     413,
                     "Payload Too Large",
-                    [(&b"content-type"[..], &b"application/json"[..])],
-                    errors::BODY_TOO_LARGE.as_bytes(),
-                    &date,
-                    head.method == Method::HEAD,
+                    errors::BODY_TOO_LARGE,
+                    &head,
                     true,
                 );
                 let sent = self.write_client(timer, out).await;
                 let elapsed = self.worker.shared.now().saturating_duration_since(start);
-                if let Some(route) = route {
-                    route.stats.record(self.worker.id, 413, elapsed);
-                }
+                proxied.stats.record(self.worker.id, 413, elapsed);
                 if matches!(sent, Flow::Sent) {
                     self.linger(buf, timer).await;
                 }

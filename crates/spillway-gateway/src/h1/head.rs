@@ -165,7 +165,8 @@ pub struct ConnectionOptions {
 }
 
 impl ConnectionOptions {
-    fn add(&mut self, value: &[u8]) {
+    /// Adds the tokens of one `Connection` field value.
+    pub fn add(&mut self, value: &[u8]) {
         // The usual values, whole.
         if value.eq_ignore_ascii_case(b"keep-alive") {
             self.keep_alive = true;
