@@ -49,6 +49,20 @@ fn class_colour(class: &str) -> RGBColor {
 
 type DrawResult = Result<(), String>;
 
+/// Draws a chart's series legend, the same way on every chart: upper left, on white.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(err)
+}
+
 /// Reads one percentile off a timeline point.
 type Pick = fn(&crate::report::TimelinePoint) -> Option<f64>;
 
@@ -154,14 +168,7 @@ fn draw_report<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Repor
             .label("target rate")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut chart)?;
 
     // Latency percentiles.
     let lat_max =
@@ -197,14 +204,7 @@ fn draw_report<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Repor
                 PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut chart)?;
     Ok(())
 }
 
@@ -250,14 +250,7 @@ fn draw_capacity<DB: DrawingBackend>(
         .label("goodput (2xx/3xx per s)")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], green.stroke_width(2)));
     draw_markers(&mut chart, result, x_max)?;
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut chart)?;
 
     let y_max = steps.iter().map(|s| s.latency_ms).fold(result.slo.max_latency_ms, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(&bottom)
@@ -298,14 +291,7 @@ fn draw_capacity<DB: DrawingBackend>(
         .label("SLO")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], red.stroke_width(2)));
     draw_markers(&mut chart, result, y_max)?;
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    draw_legend(&mut chart)?;
     Ok(())
 }
 
