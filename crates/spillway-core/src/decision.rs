@@ -115,8 +115,10 @@ pub enum RejectReason {
     RateLimited,
     /// A quota (local share of a global limit, cost budget) is exhausted.
     QuotaExhausted,
-    /// Adaptive overload protection (BBR, learned concurrency limit) shed the request.
+    /// Adaptive overload protection (BBR, CPU) shed the request.
     Overloaded,
+    /// A concurrency limit (fixed, or learned from upstream latency) is reached.
+    ConcurrencyLimit,
     /// A bulkhead's slots and queue are full.
     BulkheadFull,
     /// The request waited in a queue longer than allowed (max wait, CoDel).
@@ -127,6 +129,9 @@ pub enum RejectReason {
     Throttled,
     /// The remaining deadline is too short to be worth calling upstream.
     DeadlineExceeded,
+    /// The request's cost budget (seed 003: granted at the entry, consumed by each hop) has
+    /// too little left for the call.
+    BudgetExhausted,
 }
 
 impl RejectReason {
@@ -136,11 +141,13 @@ impl RejectReason {
             RejectReason::RateLimited => "rate_limited",
             RejectReason::QuotaExhausted => "quota_exhausted",
             RejectReason::Overloaded => "overloaded",
+            RejectReason::ConcurrencyLimit => "concurrency_limit",
             RejectReason::BulkheadFull => "bulkhead_full",
             RejectReason::QueueTimeout => "queue_timeout",
             RejectReason::CircuitOpen => "circuit_open",
             RejectReason::Throttled => "throttled",
             RejectReason::DeadlineExceeded => "deadline_exceeded",
+            RejectReason::BudgetExhausted => "budget_exhausted",
         }
     }
 
@@ -148,8 +155,11 @@ impl RejectReason {
     /// theirs, 503 when the service is protecting itself, 504 for a spent deadline.
     pub const fn http_status(self) -> u16 {
         match self {
-            RejectReason::RateLimited | RejectReason::QuotaExhausted => 429,
+            RejectReason::RateLimited
+            | RejectReason::QuotaExhausted
+            | RejectReason::BudgetExhausted => 429,
             RejectReason::Overloaded
+            | RejectReason::ConcurrencyLimit
             | RejectReason::BulkheadFull
             | RejectReason::QueueTimeout
             | RejectReason::CircuitOpen
@@ -164,8 +174,11 @@ impl RejectReason {
     /// `DEADLINE_EXCEEDED` (4) for a spent deadline.
     pub const fn grpc_status(self) -> u8 {
         match self {
-            RejectReason::RateLimited | RejectReason::QuotaExhausted => 8,
+            RejectReason::RateLimited
+            | RejectReason::QuotaExhausted
+            | RejectReason::BudgetExhausted => 8,
             RejectReason::Overloaded
+            | RejectReason::ConcurrencyLimit
             | RejectReason::BulkheadFull
             | RejectReason::QueueTimeout
             | RejectReason::CircuitOpen

@@ -67,7 +67,7 @@ impl<A: LimitAlgorithm> ConcurrencyLimiter<A> {
     }
 
     /// Admits a request of class `class` if fewer than its share of the limit are in flight,
-    /// else rejects it as [`RejectReason::Overloaded`]. Never admits past the limit, even under
+    /// else rejects it as [`RejectReason::ConcurrencyLimit`]. Never admits past the limit, even under
     /// races (a racing request may instead be refused spuriously, for an instant).
     #[inline]
     pub fn try_acquire(
@@ -79,7 +79,7 @@ impl<A: LimitAlgorithm> ConcurrencyLimiter<A> {
         let before = self.inflight.fetch_add(1, Ordering::AcqRel);
         if before >= class_limit {
             self.inflight.fetch_sub(1, Ordering::AcqRel);
-            return Err(Rejection::new(RejectReason::Overloaded));
+            return Err(Rejection::new(RejectReason::ConcurrencyLimit));
         }
         Ok(ConcurrencyToken { started: now, inflight: before + 1 })
     }
@@ -137,7 +137,7 @@ mod tests {
             .map(|_| limiter.try_acquire(Criticality::Critical, ms(0)).expect("under 90 % of 20"))
             .collect();
         let refused = limiter.try_acquire(Criticality::Critical, ms(0)).expect_err("18 = 90 %");
-        assert_eq!(refused.reason, RejectReason::Overloaded);
+        assert_eq!(refused.reason, RejectReason::ConcurrencyLimit);
         assert!(limiter.try_acquire(Criticality::CriticalPlus, ms(0)).is_ok());
         assert!(limiter.try_acquire(Criticality::Sheddable, ms(0)).is_err());
         assert_eq!(limiter.inflight(), 19);

@@ -195,7 +195,7 @@ async fn adaptive_concurrency_refuses_at_the_learned_limit_and_learns_from_outco
     let held: Vec<_> = (0..4).map(|_| tokio::spawn(svc.clone().oneshot(request(None)))).collect();
     tokio::task::yield_now().await;
     let refused = svc.clone().oneshot(request(None)).await.expect_err("4 in flight");
-    assert_eq!(overload_reason(&refused), Some(RejectReason::Overloaded));
+    assert_eq!(overload_reason(&refused), Some(RejectReason::ConcurrencyLimit));
     for h in held {
         assert!(h.await.expect("join").is_ok());
     }
