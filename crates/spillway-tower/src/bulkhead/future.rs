@@ -1,113 +1,16 @@
-//! The bulkhead's response future, and the two guards that make sure a slot is never leaked:
-//! [`Permit`] for a request holding a slot, [`WaitGuard`] for one waiting for a slot.
+//! The bulkhead layer's response future: waits for a slot through the shared driver's guards
+//! (`shared`), then calls the inner service while holding the slot.
 
-use super::Shared;
-use crate::deadline::TokioClock;
+use super::shared::{BulkheadPermit as Permit, WaitGuard};
 use crate::rejection::{BoxError, Rejected};
 use pin_project_lite::pin_project;
-use spillway_core::bulkhead::Ticket;
-use spillway_core::{Clock, RejectReason, Rejection};
+use spillway_core::Rejection;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tower_service::Service;
-
-/// What a waiter is told.
-#[derive(Debug)]
-pub(super) enum Wake {
-    /// A slot was passed to it: it now holds it.
-    Granted,
-    /// It lost its place (displaced by a more critical request).
-    Refused(Rejection),
-}
-
-/// A held slot; dropping it gives the slot back (to the next waiter, if any).
-#[derive(Debug)]
-pub(super) struct Permit {
-    shared: Arc<Shared>,
-}
-
-impl Permit {
-    pub(super) fn new(shared: Arc<Shared>) -> Permit {
-        Permit { shared }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.shared.release(TokioClock.now());
-    }
-}
-
-/// A place in the queue; dropping it before it settled leaves the queue, passing on a slot
-/// that was granted in the meantime.
-#[derive(Debug)]
-pub(super) struct WaitGuard {
-    shared: Arc<Shared>,
-    ticket: Ticket,
-    rx: oneshot::Receiver<Wake>,
-    /// True once the outcome is known and owned elsewhere (a permit, or an error returned).
-    settled: bool,
-}
-
-impl WaitGuard {
-    pub(super) fn new(shared: Arc<Shared>, ticket: Ticket, rx: oneshot::Receiver<Wake>) -> Self {
-        WaitGuard { shared, ticket, rx, settled: false }
-    }
-
-    fn settle(&mut self, wake: Wake) -> Result<Permit, Rejection> {
-        self.settled = true;
-        match wake {
-            Wake::Granted => Ok(Permit::new(self.shared.clone())),
-            Wake::Refused(rejection) => Err(rejection),
-        }
-    }
-
-    /// Ready when the bulkhead has decided about this waiter.
-    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Rejection>> {
-        let wake = match ready!(Pin::new(&mut self.rx).poll(cx)) {
-            Ok(wake) => wake,
-            // The sender is only ever dropped after sending; treat the impossible as "full".
-            Err(_) => Wake::Refused(Rejection::new(RejectReason::BulkheadFull)),
-        };
-        Poll::Ready(self.settle(wake))
-    }
-
-    /// The waiter's timer fired: leave the queue — unless a decision raced the timer, which
-    /// then wins (a granted slot is used rather than wasted).
-    fn give_up(&mut self, on_timeout: Rejection) -> Result<Permit, Rejection> {
-        {
-            let mut state = self.shared.state.lock();
-            if state.core.cancel(self.ticket) {
-                state.waiters.remove(&self.ticket.id());
-                self.settled = true;
-                return Err(on_timeout);
-            }
-        }
-        // Not queued any more: the decision was sent under the lock, so it is here.
-        let wake = self.rx.try_recv().unwrap_or(Wake::Refused(on_timeout));
-        self.settle(wake)
-    }
-}
-
-impl Drop for WaitGuard {
-    fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let mut state = self.shared.state.lock();
-        if state.core.cancel(self.ticket) {
-            state.waiters.remove(&self.ticket.id());
-        } else if let Ok(Wake::Granted) = self.rx.try_recv() {
-            // Granted after the request was abandoned: pass the slot on.
-            state.release(TokioClock.now());
-        }
-    }
-}
 
 pin_project! {
     /// Response future of [`BulkheadService`](super::BulkheadService): waits for a slot if

@@ -18,23 +18,21 @@
 //! the body happens outside the bulkhead.
 
 mod future;
+mod shared;
 
 pub use future::ResponseFuture;
+pub use shared::{BulkheadPermit, Entry, SharedBulkhead, SharedBulkheadError, Waiting};
 pub use spillway_core::bulkhead::{BulkheadConfig, BulkheadConfigError};
+pub use spillway_core::overload::CodelConfig;
 
 use crate::criticality;
 use crate::deadline::{self, TokioClock};
 use crate::rejection::BoxError;
-use future::{Permit, WaitGuard, Wake};
 use http::Request;
-use parking_lot::Mutex;
-use spillway_core::bulkhead::{Acquire, Bulkhead};
 use spillway_core::deadline::Deadline;
-use spillway_core::{Clock, Instant, RejectReason, Rejection};
-use std::collections::HashMap;
+use spillway_core::Clock;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -56,64 +54,47 @@ use tower_service::Service;
 /// ```
 #[derive(Clone, Debug)]
 pub struct BulkheadLayer {
-    shared: Arc<Shared>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    state: Mutex<State>,
-}
-
-#[derive(Debug)]
-struct State {
-    core: Bulkhead,
-    /// One sender per queued ticket, by ticket id. Changed only together with `core`.
-    waiters: HashMap<u64, oneshot::Sender<Wake>>,
-}
-
-impl Shared {
-    /// Gives a slot back: passes it to the next waiter still listening, else frees it.
-    fn release(&self, now: Instant) {
-        let mut state = self.state.lock();
-        state.release(now);
-    }
-}
-
-impl State {
-    fn release(&mut self, now: Instant) {
-        while let Some(granted) = self.core.release(now) {
-            // The slot now belongs to the granted waiter. If it is gone (cannot happen while
-            // waiters and queue change together under the lock), release again.
-            if let Some(tx) = self.waiters.remove(&granted.ticket.id()) {
-                if tx.send(Wake::Granted).is_ok() {
-                    return;
-                }
-            }
-        }
-    }
+    shared: Arc<SharedBulkhead>,
 }
 
 impl BulkheadLayer {
     /// A layer (and the one bulkhead all its services share) with these limits.
     pub fn try_new(config: BulkheadConfig) -> Result<Self, BulkheadConfigError> {
-        let core = Bulkhead::try_new(config)?;
-        let state = State { core, waiters: HashMap::with_capacity(config.max_queue.min(1024)) };
-        Ok(BulkheadLayer { shared: Arc::new(Shared { state: Mutex::new(state) }) })
+        match SharedBulkhead::try_new(config, None, Arc::new(TokioClock)) {
+            Ok(shared) => Ok(BulkheadLayer { shared }),
+            Err(SharedBulkheadError::Bulkhead(e)) => Err(e),
+            // Without CoDel settings there is nothing else to refuse.
+            Err(SharedBulkheadError::Codel(_)) => Err(BulkheadConfigError::ZeroConcurrency),
+        }
+    }
+
+    /// A layer whose queue is also watched by CoDel (see [`SharedBulkhead`]).
+    pub fn with_codel(
+        config: BulkheadConfig,
+        codel: CodelConfig,
+    ) -> Result<Self, SharedBulkheadError> {
+        let shared = SharedBulkhead::try_new(config, Some(codel), Arc::new(TokioClock))?;
+        Ok(BulkheadLayer { shared })
+    }
+
+    /// A layer over an existing shared bulkhead (for example one shared with other code).
+    pub fn from_shared(shared: Arc<SharedBulkhead>) -> Self {
+        BulkheadLayer { shared }
     }
 
     /// Requests holding a slot now.
     pub fn in_flight(&self) -> usize {
-        self.shared.state.lock().core.in_flight()
+        self.shared.in_flight()
     }
 
     /// Requests waiting now.
     pub fn queued(&self) -> usize {
-        self.shared.state.lock().core.queued()
+        self.shared.queued()
     }
 
     /// The limits.
     pub fn config(&self) -> BulkheadConfig {
-        *self.shared.state.lock().core.config()
+        self.shared.config()
     }
 }
 
@@ -128,7 +109,7 @@ impl<S> Layer<S> for BulkheadLayer {
 #[derive(Clone, Debug)]
 pub struct BulkheadService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<SharedBulkhead>,
 }
 
 impl<S, B> Service<Request<B>> for BulkheadService<S>
@@ -149,34 +130,14 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let class = criticality::of_request(&req);
         let deadline = req.extensions().get::<Deadline>().copied().or_else(deadline::current);
-        let now = TokioClock.now();
-        let mut state = self.shared.state.lock();
-        match state.core.try_acquire(class, now) {
-            Acquire::Acquired => {
-                drop(state);
-                let permit = Permit::new(self.shared.clone());
-                ResponseFuture::ready(permit, self.inner.clone(), req)
-            }
-            Acquire::Queued { ticket, displaced } => {
-                if let Some(out) = displaced.and_then(|d| state.waiters.remove(&d.id())) {
-                    let _ = out.send(Wake::Refused(state.core.bulkhead_full()));
-                }
-                let (tx, rx) = oneshot::channel();
-                state.waiters.insert(ticket.id(), tx);
-                let max_wait = state.core.config().max_wait;
-                let queue_timeout = state.core.queue_timeout();
-                drop(state);
-                // Wait no longer than the request's deadline: past it, the answer is useless.
-                let (wait, on_timeout) = match deadline.map(|d| d.remaining(now)) {
-                    Some(left) if left < max_wait => {
-                        (left, Rejection::new(RejectReason::DeadlineExceeded))
-                    }
-                    _ => (max_wait, queue_timeout),
-                };
-                let guard = WaitGuard::new(self.shared.clone(), ticket, rx);
+        let left = deadline.map(|d| d.remaining(TokioClock.now()));
+        match self.shared.try_enter(class, left) {
+            Entry::Acquired(permit) => ResponseFuture::ready(permit, self.inner.clone(), req),
+            Entry::Rejected(rejection) => ResponseFuture::refused(rejection),
+            Entry::Waiting(waiting) => {
+                let (guard, wait, on_timeout) = waiting.into_parts();
                 ResponseFuture::waiting(guard, wait, on_timeout, self.inner.clone(), req)
             }
-            Acquire::Rejected(rejection) => ResponseFuture::refused(rejection),
         }
     }
 }

@@ -5,7 +5,8 @@
 
 use super::*;
 use crate::rejection::{find_rejection, rejection_response};
-use spillway_core::{Criticality, CRITICALITY_HEADER};
+use parking_lot::Mutex;
+use spillway_core::{Criticality, RejectReason, CRITICALITY_HEADER};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::time::Instant as TokioInstant;
