@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod h1;
 pub mod health;
 pub mod metrics;
+pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod record;

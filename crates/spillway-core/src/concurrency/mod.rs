@@ -17,6 +17,36 @@ pub use aimd::{Aimd, AimdConfig};
 pub use gradient2::{Gradient2, Gradient2Config, QueueAllowance};
 pub use limiter::{ConcurrencyLimiter, ConcurrencyToken, Outcome};
 
+/// A concurrency limit chosen at run time (from a config): fixed, AIMD or Gradient2, behind
+/// one type so a [`ConcurrencyLimiter`] can hold any of them without boxing.
+#[derive(Debug)]
+pub enum AnyLimit {
+    /// A fixed limit that never learns.
+    Fixed(u64),
+    /// Additive increase, multiplicative decrease.
+    Aimd(Aimd),
+    /// Netflix's gradient.
+    Gradient2(Gradient2),
+}
+
+impl LimitAlgorithm for AnyLimit {
+    fn on_sample(&mut self, rtt: Duration, inflight: u64, dropped: bool, now: Instant) {
+        match self {
+            AnyLimit::Fixed(_) => {}
+            AnyLimit::Aimd(a) => a.on_sample(rtt, inflight, dropped, now),
+            AnyLimit::Gradient2(g) => g.on_sample(rtt, inflight, dropped, now),
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        match self {
+            AnyLimit::Fixed(n) => *n,
+            AnyLimit::Aimd(a) => a.limit(),
+            AnyLimit::Gradient2(g) => g.limit(),
+        }
+    }
+}
+
 use crate::clock::Instant;
 use std::time::Duration;
 

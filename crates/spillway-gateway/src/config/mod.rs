@@ -10,6 +10,7 @@ pub mod duration;
 mod env;
 mod inspect;
 pub mod locate;
+pub mod policy;
 mod raw;
 pub mod record;
 mod validate;
@@ -20,6 +21,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use policy::{
+    BbrSettings, BudgetSettings, BulkheadSettings, ConcurrencySettings, DeadlineSettings, IpNet,
+    KeyPart, LimitAlgorithm, LimitConfig, LimitKey, QueueDiscipline, RoutePolicyConfig,
+    SlowSettings,
+};
 pub use validate::BALANCE_NAMES;
 
 /// One problem found in a config file: where, which key, and why.
@@ -97,6 +103,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Where access-log JSON lines go, if anywhere.
     pub access_log: Option<AccessLogTarget>,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Isolation pools by name (`levels:`), shared by the routes of each level.
+    pub levels: Vec<(String, BulkheadSettings)>,
     /// Risky settings found while validating (see `spillway check`).
     #[serde(skip)]
     pub warnings: Vec<Problem>,
@@ -137,6 +147,8 @@ pub struct ListenerConfig {
     pub max_body_bytes: u64,
     /// Most simultaneous downstream connections on this listener (over all workers).
     pub max_connections: usize,
+    /// BBR for every request through this listener (`overload.bbr`).
+    pub bbr: Option<BbrSettings>,
 }
 
 /// PEM files for a TLS listener (resolved against the config file's directory).
@@ -200,6 +212,8 @@ pub struct ClusterConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Passive outlier ejection.
     pub outlier: OutlierConfig,
+    /// Concurrency limit towards the cluster (fixed or learned), if any.
+    pub concurrency: Option<ConcurrencySettings>,
 }
 
 /// One endpoint of a cluster.
@@ -357,6 +371,8 @@ pub struct RouteConfig {
     pub action: RouteAction,
     /// Traffic recording (`record:`), if configured.
     pub record: Option<spillway_load::record::RecordConfig>,
+    /// Admission policy (limits, overload, criticality, deadline, budget, bulkheads).
+    pub policy: RoutePolicyConfig,
 }
 
 impl Config {

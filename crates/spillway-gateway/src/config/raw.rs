@@ -21,6 +21,10 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     pub shutdown: Option<RawShutdown>,
     pub access_log: Option<RawAccessLog>,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` is believed (CIDRs).
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Isolation pools by name (`L0`, `L1`, …).
+    pub levels: Option<BTreeMap<String, RawBulkhead>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +36,7 @@ pub struct RawListener {
     pub tls: Option<RawTls>,
     pub timeouts: Option<RawListenerTimeouts>,
     pub limits: Option<RawLimits>,
+    pub overload: Option<RawOverload>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +92,7 @@ pub struct RawCluster {
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
     pub hash_header: Option<String>,
+    pub concurrency: Option<RawConcurrency>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +142,110 @@ pub struct RawRoute {
     pub rewrite: Option<RawRewrite>,
     pub timeout: Option<ConfigDuration>,
     pub record: Option<RawRecord>,
+    pub level: Option<String>,
+    pub criticality: Option<String>,
+    pub max_criticality: Option<String>,
+    pub limits: Option<Vec<RawLimit>>,
+    pub overload: Option<RawOverload>,
+    pub deadline: Option<RawDeadline>,
+    pub budget: Option<RawBudget>,
+    pub bulkhead: Option<RawBulkhead>,
+    pub slow: Option<RawSlow>,
+}
+
+/// `overload:` on a listener or a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverload {
+    pub bbr: Option<RawBbr>,
+}
+
+/// `overload.bbr:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBbr {
+    pub cpu_threshold: Option<f64>,
+    pub window: Option<ConfigDuration>,
+    pub buckets: Option<usize>,
+    pub cooldown: Option<ConfigDuration>,
+}
+
+/// One entry of a route's `limits:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub name: Option<String>,
+    pub key: String,
+    pub algorithm: String,
+    pub rate: Option<RawRates>,
+    pub burst: Option<u32>,
+    pub warm_up: Option<ConfigDuration>,
+    pub queue: Option<u32>,
+    pub max_wait: Option<ConfigDuration>,
+    pub max_keys: Option<usize>,
+}
+
+/// One rate (`100/s`) or, for a sliding window, several (`[100/1h, 1000/1d]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRates {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A route's `deadline:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadline {
+    pub default: Option<ConfigDuration>,
+    pub max: Option<ConfigDuration>,
+    pub min_remaining: Option<ConfigDuration>,
+    pub ignore_incoming: Option<bool>,
+}
+
+/// A route's `budget:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub header: Option<String>,
+    pub grant: RawBudgetGrant,
+}
+
+/// `budget.grant:`: a default and grants by request header value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgetGrant {
+    pub default: u64,
+    pub by_header: Option<BTreeMap<String, BTreeMap<String, u64>>>,
+}
+
+/// A bulkhead: a route's `bulkhead:`, a level's pool, the slow pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBulkhead {
+    pub max_concurrent: usize,
+    pub queue: Option<usize>,
+    pub max_wait: Option<ConfigDuration>,
+    pub queue_discipline: Option<String>,
+}
+
+/// A route's `slow:` split: which requests are slow, and their own pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlow {
+    pub body_over: Option<RawSize>,
+    pub header: Option<String>,
+    pub bulkhead: RawBulkhead,
+}
+
+/// A cluster's `concurrency:` (`{ adaptive: gradient }`, `{ adaptive: aimd }`, `{ fixed: N }`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConcurrency {
+    pub adaptive: Option<String>,
+    pub fixed: Option<u64>,
+    pub initial: Option<u64>,
+    pub max: Option<u64>,
 }
 
 /// A route's `record:` block (checked in `config::record`).

@@ -3,6 +3,7 @@
 
 use super::duration::ConfigDuration;
 use super::locate::{self, Seg};
+use super::policy;
 use super::raw::*;
 use super::record;
 use super::*;
@@ -86,7 +87,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn nearest<'a>(value: &str, names: &[&'a str]) -> Option<&'a str> {
+pub(super) fn nearest<'a>(value: &str, names: &[&'a str]) -> Option<&'a str> {
     names
         .iter()
         .map(|n| (edit_distance(value, n), *n))
@@ -96,13 +97,13 @@ fn nearest<'a>(value: &str, names: &[&'a str]) -> Option<&'a str> {
 }
 
 /// Collects problems with their lines.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     source: &'a str,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, path: &[Seg], reason: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &[Seg], reason: impl Into<String>) {
         self.problems.push(Problem {
             line: locate::line_of(self.source, path),
             key: locate::render(path),
@@ -111,11 +112,11 @@ impl Checker<'_> {
     }
 }
 
-fn key(k: &str) -> Seg {
+pub(super) fn key(k: &str) -> Seg {
     Seg::Key(k.to_string())
 }
 
-fn at(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+pub(super) fn at(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
     path.iter().chain(more).cloned().collect()
 }
 
@@ -173,6 +174,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             c.error(&at(&p, &[key("name")]), format!("listener `{}` is defined twice", l.name));
         }
         let address = parse_addr(&mut c, &at(&p, &[key("address")]), &l.address);
+        let bbr = policy::overload(&mut c, &at(&p, &[key("overload")]), l.overload);
         if let Some(a) = address {
             if a.port() != 0 && !addresses.insert(a) {
                 c.error(&at(&p, &[key("address")]), format!("{a} is used by two listeners"));
@@ -243,6 +245,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 max_header_bytes,
                 max_body_bytes: limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 max_connections,
+                bbr,
             });
         }
     }
@@ -389,13 +392,29 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             timeouts,
             health_check,
             outlier,
+            concurrency: rc
+                .concurrency
+                .and_then(|raw| policy::concurrency(&mut c, &at(&p, &[key("concurrency")]), raw)),
         });
     }
 
+    let trusted_proxies = policy::trusted_proxies(&mut c, raw.trusted_proxies);
+    let levels = policy::levels(&mut c, raw.levels);
     let mut routes = Vec::new();
     let mut route_names = HashSet::new();
-    for (i, r) in raw.routes.into_iter().enumerate() {
+    for (i, mut r) in raw.routes.into_iter().enumerate() {
         let p = [key("routes"), Seg::Index(i)];
+        let mut r_policy = RawRoutePolicy {
+            level: r.level.take(),
+            criticality: r.criticality.take(),
+            max_criticality: r.max_criticality.take(),
+            limits: r.limits.take(),
+            overload: r.overload.take(),
+            deadline: r.deadline.take(),
+            budget: r.budget.take(),
+            bulkhead: r.bulkhead.take(),
+            slow: r.slow.take(),
+        };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
         }
@@ -477,7 +496,18 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             }
             record
         });
-        routes.push(RouteConfig { name: r.name, matcher, action, record });
+        let route_timeout = match &action {
+            RouteAction::Cluster { name, timeout, .. } => timeout.or_else(|| {
+                clusters
+                    .iter()
+                    .find(|cl: &&ClusterConfig| &cl.name == name)
+                    .map(|cl| cl.timeouts.request)
+            }),
+            RouteAction::Direct { .. } => None,
+        };
+        let is_proxy = matches!(action, RouteAction::Cluster { .. });
+        let policy = route_policy(&mut c, &p, &levels, route_timeout, is_proxy, &mut r_policy);
+        routes.push(RouteConfig { name: r.name, matcher, action, record, policy });
     }
 
     let drain_timeout = positive(
@@ -501,12 +531,103 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             routes,
             drain_timeout,
             access_log,
+            trusted_proxies,
+            levels,
             warnings: Vec::new(),
         })
     } else {
         c.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
         Err(c.problems)
     }
+}
+
+/// A route's admission settings, taken out of the raw route before its other fields move.
+struct RawRoutePolicy {
+    level: Option<String>,
+    criticality: Option<String>,
+    max_criticality: Option<String>,
+    limits: Option<Vec<RawLimit>>,
+    overload: Option<RawOverload>,
+    deadline: Option<RawDeadline>,
+    budget: Option<RawBudget>,
+    bulkhead: Option<RawBulkhead>,
+    slow: Option<RawSlow>,
+}
+
+fn route_policy(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    levels: &[(String, BulkheadSettings)],
+    route_timeout: Option<Duration>,
+    is_proxy: bool,
+    raw: &mut RawRoutePolicy,
+) -> RoutePolicyConfig {
+    let level = raw.level.take();
+    if let Some(name) = &level {
+        if !levels.iter().any(|(n, _)| n == name) {
+            let known: Vec<&str> = levels.iter().map(|(n, _)| n.as_str()).collect();
+            let hint =
+                nearest(name, &known).map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+            c.error(
+                &at(p, &[key("level")]),
+                format!("no level named `{name}` in the top-level `levels:`{hint}"),
+            );
+        }
+    }
+    let criticality = policy::criticality(c, &at(p, &[key("criticality")]), raw.criticality.take())
+        .unwrap_or(spillway_core::Criticality::Critical);
+    let max_criticality =
+        policy::criticality(c, &at(p, &[key("max_criticality")]), raw.max_criticality.take())
+            .unwrap_or(spillway_core::Criticality::CriticalPlus);
+    if criticality > max_criticality {
+        c.error(&at(p, &[key("criticality")]), "the default is above `max_criticality`");
+    }
+    let limits = raw
+        .limits
+        .take()
+        .map(|l| policy::limits(c, &at(p, &[key("limits")]), l))
+        .unwrap_or_default();
+    let bbr = policy::overload(c, &at(p, &[key("overload")]), raw.overload.take());
+    let deadline = raw.deadline.take().and_then(|d| {
+        let dp = at(p, &[key("deadline")]);
+        let fallback = route_timeout.unwrap_or(DEFAULT_REQUEST);
+        let default = positive(c, &at(&dp, &[key("default")]), d.default, fallback);
+        let max = positive(c, &at(&dp, &[key("max")]), d.max, fallback.max(default));
+        let min_remaining = d.min_remaining.map_or(Duration::ZERO, |m| m.0);
+        if default > max {
+            c.error(&at(&dp, &[key("default")]), "longer than `max`");
+            return None;
+        }
+        if min_remaining >= default {
+            c.error(&at(&dp, &[key("min_remaining")]), "must be shorter than the default budget");
+            return None;
+        }
+        Some(DeadlineSettings {
+            default,
+            max,
+            min_remaining,
+            ignore_incoming: d.ignore_incoming.unwrap_or(false),
+        })
+    });
+    let budget = raw.budget.take().and_then(|b| policy::budget(c, &at(p, &[key("budget")]), b));
+    let bulkhead =
+        raw.bulkhead.take().and_then(|b| policy::bulkhead(c, &at(p, &[key("bulkhead")]), b));
+    let slow = raw.slow.take().and_then(|s| policy::slow(c, &at(p, &[key("slow")]), s));
+    let policy = RoutePolicyConfig {
+        level,
+        criticality,
+        max_criticality,
+        limits,
+        bbr,
+        deadline,
+        budget,
+        bulkhead,
+        slow,
+    };
+    if !is_proxy && (!policy.is_empty() || policy.deadline.is_some()) {
+        c.error(p, "admission policies apply to routes with a `cluster`, not direct responses");
+    }
+    policy
 }
 
 fn validate_match(c: &mut Checker<'_>, p: &[Seg], m: RawMatch) -> MatchConfig {

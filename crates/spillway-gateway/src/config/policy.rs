@@ -1,0 +1,791 @@
+//! The admission settings of the config: limits, overload (BBR), criticality, deadlines, cost
+//! budgets, bulkheads and isolation levels, cluster concurrency limits and trusted proxies.
+//!
+//! Each value is checked by building the `spillway-core` object it configures (a `Rate`, a
+//! `TokenBucketConfig`, a `BbrConfig`, a `BulkheadConfig`…), so the config accepts exactly
+//! what the algorithms accept, and a refusal names the file, line, key and reason. The
+//! compiled, stateful policies are built from these values in `crate::policy`.
+
+use super::duration::ConfigDuration;
+use super::locate::Seg;
+use super::raw::{
+    RawBbr, RawBudget, RawBulkhead, RawConcurrency, RawLimit, RawOverload, RawRates, RawSize,
+    RawSlow,
+};
+use super::validate::{at, key, nearest, Checker};
+use serde::{Serialize, Serializer};
+use spillway_core::bulkhead::BulkheadConfig;
+use spillway_core::overload::{BbrConfig, CpuUsage};
+use spillway_core::rate::{
+    CriticalityReserve, FixedWindowConfig, GcraConfig, LeakyBucketConfig, Rate,
+    SlidingWindowConfig, TokenBucketConfig, WarmUpConfig, WindowLimit,
+};
+use spillway_core::Criticality;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Names accepted for a limit's `algorithm`.
+pub const ALGORITHM_NAMES: &[&str] =
+    &["token_bucket", "gcra", "leaky_bucket", "fixed_window", "sliding_window", "warm_up"];
+
+/// Default most keys a keyed limit tracks before evicting (the core's default table size).
+pub const DEFAULT_MAX_KEYS: usize = 917_504;
+/// Default wait in a bulkhead queue.
+pub const DEFAULT_BULKHEAD_MAX_WAIT: Duration = Duration::from_millis(50);
+/// Default header carrying the cost budget.
+pub const DEFAULT_BUDGET_HEADER: &str = "x-spillway-budget";
+
+fn ser_criticality<S: Serializer>(c: &Criticality, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(c.as_str())
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::duration::format_duration(*d))
+}
+
+/// A route's admission policy as configured (validated; defaults applied).
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutePolicyConfig {
+    /// The isolation level (a name of the top-level `levels`), if any.
+    pub level: Option<String>,
+    /// The class of requests that carry none.
+    #[serde(serialize_with = "ser_criticality")]
+    pub criticality: Criticality,
+    /// The highest class a request may claim; a higher claim is lowered to it.
+    #[serde(serialize_with = "ser_criticality")]
+    pub max_criticality: Criticality,
+    /// Rate limits; all must admit.
+    pub limits: Vec<LimitConfig>,
+    /// Route-level BBR.
+    pub bbr: Option<BbrSettings>,
+    /// Deadline settings (`None`: the route timeout is the default and cap).
+    pub deadline: Option<DeadlineSettings>,
+    /// Cost budget grant.
+    pub budget: Option<BudgetSettings>,
+    /// The route's own bulkhead.
+    pub bulkhead: Option<BulkheadSettings>,
+    /// The fast/slow split: slow requests use their own pool.
+    pub slow: Option<SlowSettings>,
+}
+
+impl RoutePolicyConfig {
+    /// Whether the route has any admission policy at all (a route without one pays a branch).
+    pub fn is_empty(&self) -> bool {
+        self.level.is_none()
+            && self.limits.is_empty()
+            && self.bbr.is_none()
+            && self.budget.is_none()
+            && self.bulkhead.is_none()
+            && self.slow.is_none()
+    }
+}
+
+/// One part of a limit key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyPart {
+    /// The client IP (the peer, or from `X-Forwarded-For`/`Forwarded` behind trusted proxies).
+    ClientIp,
+    /// A request header's value (lower-case name).
+    Header(String),
+    /// A query parameter's value.
+    Query(String),
+    /// The request path.
+    Path,
+    /// One key for the whole route.
+    Route,
+}
+
+/// What a limit counts by: one part, or several joined (`client_ip+header:x-api-key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitKey {
+    /// The parts, in order.
+    pub parts: Vec<KeyPart>,
+    /// As written.
+    pub text: String,
+}
+
+impl LimitKey {
+    /// Whether the whole route shares one counter.
+    pub fn is_route(&self) -> bool {
+        self.parts == [KeyPart::Route]
+    }
+}
+
+/// A rate limit's algorithm and parameters, as the core validated them.
+#[derive(Debug, Clone)]
+pub enum LimitAlgorithm {
+    /// Token bucket.
+    TokenBucket(TokenBucketConfig),
+    /// GCRA.
+    Gcra(GcraConfig),
+    /// Leaky bucket (requests wait for their slot, up to the config's max wait).
+    LeakyBucket(LeakyBucketConfig),
+    /// Fixed window.
+    FixedWindow(FixedWindowConfig),
+    /// Sliding window (several windows, all must admit).
+    SlidingWindow(SlidingWindowConfig),
+    /// Warm-up (slow start).
+    WarmUp(WarmUpConfig),
+}
+
+/// One rate limit of a route.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitConfig {
+    /// Name used in rejection bodies, metrics and the admin API (`name:` or the key).
+    pub name: String,
+    /// What it counts by.
+    pub key: LimitKey,
+    /// The algorithm's name.
+    pub algorithm_name: &'static str,
+    /// The algorithm and its parameters.
+    #[serde(skip)]
+    pub algorithm: LimitAlgorithm,
+    /// The rate as written (`100/s`, or several for a sliding window).
+    pub rate: Vec<String>,
+    /// The most requests it lets through at once (burst, window limit) — `RateLimit-Limit`.
+    pub quota: u64,
+    /// Most keys tracked before the idlest are evicted.
+    pub max_keys: usize,
+}
+
+/// BBR settings (listener or route).
+#[derive(Debug, Clone, Serialize)]
+pub struct BbrSettings {
+    /// The core config.
+    #[serde(skip)]
+    pub config: BbrConfig,
+    /// CPU threshold, 0..1.
+    pub cpu_threshold: f64,
+    /// Statistics window.
+    #[serde(serialize_with = "ser_duration")]
+    pub window: Duration,
+    /// Buckets in the window.
+    pub buckets: usize,
+    /// Cool-down after the last hot drop.
+    #[serde(serialize_with = "ser_duration")]
+    pub cooldown: Duration,
+}
+
+/// Deadline settings of a route.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadlineSettings {
+    /// Budget when the request carries none (default: the route timeout).
+    #[serde(serialize_with = "ser_duration")]
+    pub default: Duration,
+    /// Cap on an incoming budget (default: the route timeout).
+    #[serde(serialize_with = "ser_duration")]
+    pub max: Duration,
+    /// Below this remaining budget the gateway answers 504 without calling upstream.
+    #[serde(serialize_with = "ser_duration")]
+    pub min_remaining: Duration,
+    /// Ignore incoming deadline headers.
+    pub ignore_incoming: bool,
+}
+
+/// A route's cost budget grant.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetSettings {
+    /// The header the budget travels in (lower-case).
+    pub header: String,
+    /// Grant when no rule matches.
+    pub default: u64,
+    /// `(header, [(value, grant)])`, first match wins.
+    pub by_header: Vec<(String, Vec<(String, u64)>)>,
+}
+
+/// How a bulkhead's queue is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueDiscipline {
+    /// Strict criticality order, oldest first within a class.
+    Fifo,
+    /// The same, plus CoDel: a standing queue refuses waiters (`queue_timeout`).
+    Codel,
+}
+
+/// A bulkhead (route, level or slow pool).
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkheadSettings {
+    /// Requests in flight at most.
+    pub max_concurrent: usize,
+    /// Requests waiting at most.
+    pub queue: usize,
+    /// Longest wait in the queue.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_wait: Duration,
+    /// How the queue is served.
+    pub queue_discipline: QueueDiscipline,
+}
+
+impl BulkheadSettings {
+    /// The core config.
+    pub fn core(&self) -> BulkheadConfig {
+        BulkheadConfig::new(self.max_concurrent, self.queue, self.max_wait)
+    }
+}
+
+/// The fast/slow split of a route.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowSettings {
+    /// Requests whose declared body is larger than this are slow.
+    pub body_over: Option<u64>,
+    /// Requests carrying this header are slow (lower-case name).
+    pub header: Option<String>,
+    /// The slow requests' pool.
+    pub bulkhead: BulkheadSettings,
+}
+
+/// A cluster's concurrency limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencySettings {
+    /// A fixed number of requests in flight.
+    Fixed(u64),
+    /// Learned with Netflix's gradient (Gradient2).
+    Gradient {
+        /// Starting limit.
+        initial: u64,
+        /// Upper bound.
+        max: u64,
+    },
+    /// Learned with AIMD.
+    Aimd {
+        /// Starting limit.
+        initial: u64,
+        /// Upper bound.
+        max: u64,
+    },
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`, or a single address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `addr/prefix` or a bare address.
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr =
+            addr.trim().parse().map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("`{text}`: the prefix length must be 0 to {max}")),
+            },
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is inside (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for IpNet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}/{}", self.addr, self.prefix))
+    }
+}
+
+/// Parses `100/s`, `1000/1h`, `10/100ms`: permits per period.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    let (n, period) = parse_rate_parts(text)?;
+    Rate::try_new(n, period).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// `parse_rate`'s permits and period, as written.
+fn parse_rate_parts(text: &str) -> Result<(u64, Duration), String> {
+    let (n, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not a rate: write permits/period, e.g. 100/s"))?;
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}`: `{n}` is not a whole number of permits"))?;
+    if n == 0 {
+        return Err(format!("`{text}`: a rate of 0 admits nothing (remove the limit instead)"));
+    }
+    let per = per.trim();
+    // `s`, `m`, `h`, `d` alone mean one of them.
+    let period = if per.starts_with(|c: char| c.is_ascii_digit()) {
+        super::duration::parse_duration(per).map_err(|e| format!("`{text}`: {e}"))?
+    } else {
+        super::duration::parse_duration(&format!("1{per}")).map_err(|e| format!("`{text}`: {e}"))?
+    };
+    if period.is_zero() {
+        return Err(format!("`{text}`: the period must be longer than zero"));
+    }
+    Ok((n, period))
+}
+
+fn parse_key(text: &str) -> Result<LimitKey, String> {
+    let mut parts = Vec::new();
+    for part in text.split('+') {
+        let part = part.trim();
+        let parsed = match part.split_once(':') {
+            None if part == "client_ip" => KeyPart::ClientIp,
+            None if part == "path" => KeyPart::Path,
+            None if part == "route" => KeyPart::Route,
+            Some(("header", name)) if http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+                KeyPart::Header(name.to_ascii_lowercase())
+            }
+            Some(("query", name)) if !name.is_empty() => KeyPart::Query(name.to_string()),
+            _ => {
+                return Err(format!(
+                    "`{part}` is not a limit key: use client_ip, header:NAME, query:NAME, path, \
+                     route, or several joined with `+`"
+                ))
+            }
+        };
+        parts.push(parsed);
+    }
+    if parts.len() > 1 && parts.contains(&KeyPart::Route) {
+        return Err(format!("`{text}`: `route` is one key for the whole route; it joins nothing"));
+    }
+    Ok(LimitKey { parts, text: text.to_string() })
+}
+
+/// Checks a route's `limits:`.
+pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<LimitConfig> {
+    let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, l) in raw.into_iter().enumerate() {
+        let lp = at(p, &[Seg::Index(i)]);
+        let key_text = l.key.clone();
+        let limit_key = match parse_key(&l.key) {
+            Ok(k) => k,
+            Err(why) => {
+                c.error(&at(&lp, &[key("key")]), why);
+                continue;
+            }
+        };
+        let rates: Vec<String> = match l.rate {
+            None => Vec::new(),
+            Some(RawRates::One(r)) => vec![r],
+            Some(RawRates::Many(rs)) => rs,
+        };
+        let rate_path = at(&lp, &[key("rate")]);
+        let mut parsed = Vec::new();
+        let mut windows = Vec::new();
+        for r in &rates {
+            match parse_rate(r).and_then(|rate| Ok((rate, parse_rate_parts(r)?))) {
+                Ok((rate, parts)) => {
+                    parsed.push(rate);
+                    windows.push(parts);
+                }
+                Err(why) => c.error(&rate_path, why),
+            }
+        }
+        if parsed.len() != rates.len() {
+            continue;
+        }
+        let Some(&first) = parsed.first() else {
+            c.error(&lp, "needs `rate` (e.g. 100/s)");
+            continue;
+        };
+        if parsed.len() > 1 && l.algorithm != "sliding_window" {
+            c.error(&rate_path, "several rates only make sense for `sliding_window`");
+            continue;
+        }
+        // The burst defaults to one second's worth of the rate (at least 1).
+        let default_burst = (first.per_second_f64().ceil() as u64).clamp(1, u64::from(u32::MAX));
+        let burst = l.burst.unwrap_or(default_burst as u32);
+        let algo_path = at(&lp, &[key("algorithm")]);
+        let reserve = CriticalityReserve::default();
+        let fail = |c: &mut Checker<'_>, why: String| c.error(&lp, why);
+        let (algorithm, name, quota): (LimitAlgorithm, &'static str, u64) = match l
+            .algorithm
+            .as_str()
+        {
+            "token_bucket" => match TokenBucketConfig::try_new(first, burst, reserve) {
+                Ok(cfg) => (LimitAlgorithm::TokenBucket(cfg), "token_bucket", u64::from(burst)),
+                Err(e) => {
+                    fail(c, e.to_string());
+                    continue;
+                }
+            },
+            "gcra" => match GcraConfig::try_new(first, burst, reserve) {
+                Ok(cfg) => (LimitAlgorithm::Gcra(cfg), "gcra", u64::from(burst)),
+                Err(e) => {
+                    fail(c, e.to_string());
+                    continue;
+                }
+            },
+            "leaky_bucket" => {
+                // A request waits at most `max_wait`, and at most `queue` requests' worth
+                // of pacing: whichever is shorter bounds the queue.
+                let max_wait = l.max_wait.map_or(Duration::from_millis(100), |d| d.0);
+                let by_queue =
+                    l.queue.map(|q| first.interval().saturating_mul(q)).unwrap_or(Duration::MAX);
+                match LeakyBucketConfig::try_new(first, max_wait.min(by_queue), reserve) {
+                    Ok(cfg) => (
+                        LimitAlgorithm::LeakyBucket(cfg),
+                        "leaky_bucket",
+                        u64::from(l.queue.unwrap_or(1).max(1)),
+                    ),
+                    Err(e) => {
+                        fail(c, e.to_string());
+                        continue;
+                    }
+                }
+            }
+            "fixed_window" => {
+                let (limit, window) = window_of(windows[0]);
+                match FixedWindowConfig::try_new(limit, window, reserve) {
+                    Ok(cfg) => (LimitAlgorithm::FixedWindow(cfg), "fixed_window", u64::from(limit)),
+                    Err(e) => {
+                        fail(c, e.to_string());
+                        continue;
+                    }
+                }
+            }
+            "sliding_window" => {
+                let limits: Vec<WindowLimit> = windows
+                    .iter()
+                    .map(|w| {
+                        let (limit, window) = window_of(*w);
+                        WindowLimit::new(limit, window)
+                    })
+                    .collect();
+                let quota = windows.iter().map(|w| window_of(*w).0).min().map_or(0, u64::from);
+                match SlidingWindowConfig::try_new(&limits, reserve) {
+                    Ok(cfg) => (LimitAlgorithm::SlidingWindow(cfg), "sliding_window", quota),
+                    Err(e) => {
+                        fail(c, e.to_string());
+                        continue;
+                    }
+                }
+            }
+            "warm_up" => {
+                let Some(ConfigDuration(warm)) = l.warm_up else {
+                    c.error(&lp, "`warm_up` needs its period (`warm_up: 30s`)");
+                    continue;
+                };
+                match WarmUpConfig::try_new(first, burst, warm, 3.0, reserve) {
+                    Ok(cfg) => (LimitAlgorithm::WarmUp(cfg), "warm_up", default_burst),
+                    Err(e) => {
+                        fail(c, e.to_string());
+                        continue;
+                    }
+                }
+            }
+            other => {
+                let hint = nearest(other, ALGORITHM_NAMES)
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                c.error(
+                    &algo_path,
+                    format!(
+                        "unknown algorithm `{other}` (one of {}){hint}",
+                        ALGORITHM_NAMES.join(", ")
+                    ),
+                );
+                continue;
+            }
+        };
+        if l.burst.is_some() && !matches!(name, "token_bucket" | "gcra") {
+            c.error(&at(&lp, &[key("burst")]), format!("`{name}` has no burst"));
+        }
+        if l.warm_up.is_some() && name != "warm_up" {
+            c.error(&at(&lp, &[key("warm_up")]), "only `warm_up` limits take a warm-up period");
+        }
+        if (l.queue.is_some() || l.max_wait.is_some()) && name != "leaky_bucket" {
+            c.error(&lp, "`queue` and `max_wait` belong to `leaky_bucket` limits");
+        }
+        let max_keys = match l.max_keys {
+            Some(0) => {
+                c.error(&at(&lp, &[key("max_keys")]), "must be at least 1");
+                continue;
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_KEYS,
+        };
+        let limit_name = l.name.unwrap_or(key_text);
+        if !names.insert(limit_name.clone()) {
+            c.error(
+                &at(&lp, &[key("name")]),
+                format!("two limits are named `{limit_name}`: give one a `name:`"),
+            );
+        }
+        out.push(LimitConfig {
+            name: limit_name,
+            key: limit_key,
+            algorithm_name: name,
+            algorithm,
+            rate: rates,
+            quota,
+            max_keys,
+        });
+    }
+    out
+}
+
+/// A rate as a window limit: `100/1h` is 100 per hour.
+fn window_of((permits, period): (u64, Duration)) -> (u32, Duration) {
+    (permits.min(u64::from(u32::MAX)) as u32, period)
+}
+
+/// Parses a criticality name.
+pub(super) fn criticality(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: Option<String>,
+) -> Option<Criticality> {
+    let text = raw?;
+    match text.parse::<Criticality>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            c.error(
+                p,
+                format!(
+                    "`{text}` is not a criticality (CRITICAL_PLUS, CRITICAL, SHEDDABLE_PLUS, \
+                     SHEDDABLE)"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Checks `overload:`.
+pub(super) fn overload(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: Option<RawOverload>,
+) -> Option<BbrSettings> {
+    let bbr: RawBbr = raw?.bbr?;
+    let bp = at(p, &[key("bbr")]);
+    let defaults = BbrConfig::default();
+    let threshold = bbr.cpu_threshold.unwrap_or(0.8);
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        c.error(&at(&bp, &[key("cpu_threshold")]), "a fraction of the CPU: above 0, at most 1");
+        return None;
+    }
+    let window = bbr.window.map_or(defaults.window, |d| d.0);
+    let buckets = bbr.buckets.unwrap_or(defaults.buckets);
+    let cooldown = bbr.cooldown.map_or(defaults.cool_down, |d| d.0);
+    let config = BbrConfig {
+        window,
+        buckets,
+        cpu_threshold: CpuUsage::from_permille((threshold * 1000.0).round() as u32),
+        cool_down: cooldown,
+        class_shares: defaults.class_shares,
+    };
+    if let Err(e) = spillway_core::overload::BbrLimiter::try_new(config.clone()) {
+        c.error(&bp, e.to_string());
+        return None;
+    }
+    Some(BbrSettings { config, cpu_threshold: threshold, window, buckets, cooldown })
+}
+
+/// Checks a bulkhead block.
+pub(super) fn bulkhead(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: RawBulkhead,
+) -> Option<BulkheadSettings> {
+    let queue = raw.queue.unwrap_or(0);
+    let max_wait = raw.max_wait.map_or(DEFAULT_BULKHEAD_MAX_WAIT, |d| d.0);
+    let discipline = match raw.queue_discipline.as_deref() {
+        None | Some("fifo") => QueueDiscipline::Fifo,
+        Some("codel") => QueueDiscipline::Codel,
+        Some(other) => {
+            c.error(
+                &at(p, &[key("queue_discipline")]),
+                format!("`{other}` is not a queue discipline (fifo, codel)"),
+            );
+            return None;
+        }
+    };
+    let settings = BulkheadSettings {
+        max_concurrent: raw.max_concurrent,
+        queue,
+        max_wait,
+        queue_discipline: discipline,
+    };
+    if let Err(e) = spillway_core::bulkhead::Bulkhead::try_new(settings.core()) {
+        c.error(p, e.to_string());
+        return None;
+    }
+    Some(settings)
+}
+
+/// Checks `budget:`.
+pub(super) fn budget(c: &mut Checker<'_>, p: &[Seg], raw: RawBudget) -> Option<BudgetSettings> {
+    let header = raw.header.unwrap_or_else(|| DEFAULT_BUDGET_HEADER.to_string());
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        c.error(&at(p, &[key("header")]), format!("`{header}` is not a header name"));
+        return None;
+    }
+    let mut by_header = Vec::new();
+    for (name, values) in raw.grant.by_header.unwrap_or_default() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.error(
+                &at(p, &[key("grant"), key("by_header"), key(&name)]),
+                format!("`{name}` is not a header name"),
+            );
+            continue;
+        }
+        by_header.push((name.to_ascii_lowercase(), values.into_iter().collect()));
+    }
+    Some(BudgetSettings {
+        header: header.to_ascii_lowercase(),
+        default: raw.grant.default,
+        by_header,
+    })
+}
+
+/// Checks `slow:`.
+pub(super) fn slow(c: &mut Checker<'_>, p: &[Seg], raw: RawSlow) -> Option<SlowSettings> {
+    let body_over = match raw.body_over {
+        None => None,
+        Some(RawSize::Bytes(n)) => Some(n),
+        Some(RawSize::Text(t)) => match spillway_load::units::parse_bytes(&t) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                c.error(&at(p, &[key("body_over")]), e.to_string());
+                return None;
+            }
+        },
+    };
+    let header = raw.header.map(|h| h.to_ascii_lowercase());
+    if let Some(h) = &header {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            c.error(&at(p, &[key("header")]), format!("`{h}` is not a header name"));
+            return None;
+        }
+    }
+    if body_over.is_none() && header.is_none() {
+        c.error(p, "say which requests are slow: `body_over`, `header`, or both");
+        return None;
+    }
+    let bulkhead = bulkhead(c, &at(p, &[key("bulkhead")]), raw.bulkhead)?;
+    Some(SlowSettings { body_over, header, bulkhead })
+}
+
+/// Checks a cluster's `concurrency:`.
+pub(super) fn concurrency(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: RawConcurrency,
+) -> Option<ConcurrencySettings> {
+    let initial = raw.initial.unwrap_or(20);
+    let max = raw.max.unwrap_or(1000);
+    match (raw.fixed, raw.adaptive.as_deref()) {
+        (Some(0), None) => {
+            c.error(&at(p, &[key("fixed")]), "must be at least 1");
+            None
+        }
+        (Some(n), None) => Some(ConcurrencySettings::Fixed(n)),
+        (None, Some(kind)) => {
+            if initial == 0 || max < initial {
+                c.error(p, "needs 1 <= initial <= max");
+                return None;
+            }
+            match kind {
+                "gradient" => Some(ConcurrencySettings::Gradient { initial, max }),
+                "aimd" => Some(ConcurrencySettings::Aimd { initial, max }),
+                other => {
+                    c.error(
+                        &at(p, &[key("adaptive")]),
+                        format!("`{other}` is not an adaptive limit (gradient, aimd)"),
+                    );
+                    None
+                }
+            }
+        }
+        _ => {
+            c.error(p, "give either `fixed: N` or `adaptive: gradient | aimd`");
+            None
+        }
+    }
+}
+
+/// Checks the top-level `levels:`.
+pub(super) fn levels(
+    c: &mut Checker<'_>,
+    raw: Option<BTreeMap<String, RawBulkhead>>,
+) -> Vec<(String, BulkheadSettings)> {
+    let mut out = Vec::new();
+    for (name, b) in raw.unwrap_or_default() {
+        let p = [key("levels"), key(&name)];
+        if let Some(settings) = bulkhead(c, &p, b) {
+            out.push((name, settings));
+        }
+    }
+    out
+}
+
+/// Checks the top-level `trusted_proxies:`.
+pub(super) fn trusted_proxies(c: &mut Checker<'_>, raw: Option<Vec<String>>) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, text) in raw.unwrap_or_default().iter().enumerate() {
+        match IpNet::parse(text) {
+            Ok(net) => out.push(net),
+            Err(why) => c.error(&[key("trusted_proxies"), Seg::Index(i)], why),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_permits_per_period() {
+        assert_eq!(parse_rate("100/s").map(|r| r.per_second_f64()), Ok(100.0));
+        assert_eq!(parse_rate("10/100ms").map(|r| r.per_second_f64()), Ok(100.0));
+        assert!(parse_rate("1000/1h").is_ok());
+        assert!(parse_rate("0/s").unwrap_err().contains("admits nothing"));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("x/s").is_err());
+    }
+
+    #[test]
+    fn keys_join_parts_and_refuse_unknown_ones() {
+        let k = parse_key("client_ip+header:X-Api-Key").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(k.parts, vec![KeyPart::ClientIp, KeyPart::Header("x-api-key".into())]);
+        assert!(parse_key("route").is_ok_and(|k| k.is_route()));
+        assert!(parse_key("cookie:x").is_err());
+        assert!(parse_key("header:").is_err());
+        assert!(parse_key("route+path").is_err());
+    }
+
+    #[test]
+    fn networks_contain_their_addresses() {
+        let net = IpNet::parse("10.0.0.0/8").unwrap_or_else(|e| panic!("{e}"));
+        assert!(net.contains("10.1.2.3".parse().unwrap_or_else(|_| unreachable!())));
+        assert!(!net.contains("11.0.0.1".parse().unwrap_or_else(|_| unreachable!())));
+        assert!(net.contains("::ffff:10.0.0.9".parse().unwrap_or_else(|_| unreachable!())));
+        let one = IpNet::parse("::1").unwrap_or_else(|e| panic!("{e}"));
+        assert!(one.contains("::1".parse().unwrap_or_else(|_| unreachable!())));
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+        assert!(IpNet::parse("0.0.0.0/0").is_ok_and(|n| n.contains([1, 2, 3, 4].into())));
+    }
+}

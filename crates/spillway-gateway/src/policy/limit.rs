@@ -1,0 +1,106 @@
+//! One configured rate limit, built from the core limiters: a lock-free single bucket for
+//! `key: route` (token bucket, GCRA, leaky bucket), a `KeyedLimiter` for everything keyed (and
+//! for the window and warm-up algorithms, whose state needs a lock anyway).
+
+use crate::config::{LimitAlgorithm, LimitConfig};
+use spillway_core::rate::{
+    ByteKey, FixedWindowConfig, Gcra, GcraConfig, KeyedLimiter, KeyedLimiterBuilder, LeakyBucket,
+    LeakyBucketConfig, RateAlgorithm, SlidingWindowConfig, TokenBucket, TokenBucketConfig,
+    WarmUpConfig,
+};
+use spillway_core::{Criticality, Decision, Instant};
+
+/// A keyed limiter over byte keys, for any algorithm.
+type Keyed<A> = KeyedLimiter<ByteKey, A>;
+
+/// The state of one limit.
+#[derive(Debug)]
+enum State {
+    TokenBucket(TokenBucket),
+    Gcra(Gcra),
+    LeakyBucket(LeakyBucket),
+    KeyedTokenBucket(Keyed<TokenBucketConfig>),
+    KeyedGcra(Keyed<GcraConfig>),
+    KeyedLeakyBucket(Keyed<LeakyBucketConfig>),
+    FixedWindow(Keyed<FixedWindowConfig>),
+    SlidingWindow(Keyed<SlidingWindowConfig>),
+    WarmUp(Keyed<WarmUpConfig>),
+}
+
+/// One compiled limit of a route.
+#[derive(Debug)]
+pub struct RouteLimit {
+    /// Its settings.
+    pub config: LimitConfig,
+    state: State,
+}
+
+fn keyed<A: RateAlgorithm>(algorithm: A, max_keys: usize) -> Keyed<A> {
+    KeyedLimiterBuilder::new(algorithm).max_keys(max_keys).build()
+}
+
+impl RouteLimit {
+    /// A fresh limit (full buckets, empty windows).
+    pub fn new(config: LimitConfig) -> RouteLimit {
+        let single = config.key.is_route();
+        let max = config.max_keys;
+        let state = match (&config.algorithm, single) {
+            (LimitAlgorithm::TokenBucket(c), true) => {
+                State::TokenBucket(TokenBucket::from_config(c.clone()))
+            }
+            (LimitAlgorithm::Gcra(c), true) => State::Gcra(Gcra::from_config(c.clone())),
+            (LimitAlgorithm::LeakyBucket(c), true) => {
+                State::LeakyBucket(LeakyBucket::from_config(c.clone()))
+            }
+            (LimitAlgorithm::TokenBucket(c), false) => {
+                State::KeyedTokenBucket(keyed(c.clone(), max))
+            }
+            (LimitAlgorithm::Gcra(c), false) => State::KeyedGcra(keyed(c.clone(), max)),
+            (LimitAlgorithm::LeakyBucket(c), false) => {
+                State::KeyedLeakyBucket(keyed(c.clone(), max))
+            }
+            (LimitAlgorithm::FixedWindow(c), _) => State::FixedWindow(keyed(c.clone(), max)),
+            (LimitAlgorithm::SlidingWindow(c), _) => State::SlidingWindow(keyed(c.clone(), max)),
+            (LimitAlgorithm::WarmUp(c), _) => State::WarmUp(keyed(c.clone(), max)),
+        };
+        RouteLimit { config, state }
+    }
+
+    /// Judges one request with key bytes `key` (ignored by a `key: route` limit).
+    pub fn check(&self, key: &[u8], now: Instant, class: Criticality) -> Decision {
+        match &self.state {
+            State::TokenBucket(b) => b.try_acquire(now, 1, class),
+            State::Gcra(b) => b.check_n(now, 1, class),
+            State::LeakyBucket(b) => b.check_n(now, 1, class),
+            State::KeyedTokenBucket(k) => k.check_bytes(key, now, class),
+            State::KeyedGcra(k) => k.check_bytes(key, now, class),
+            State::KeyedLeakyBucket(k) => k.check_bytes(key, now, class),
+            State::FixedWindow(k) => k.check_bytes(key, now, class),
+            State::SlidingWindow(k) => k.check_bytes(key, now, class),
+            State::WarmUp(k) => k.check_bytes(key, now, class),
+        }
+    }
+
+    /// Keys tracked now (1 for a single bucket).
+    pub fn keys(&self) -> usize {
+        match &self.state {
+            State::TokenBucket(_) | State::Gcra(_) | State::LeakyBucket(_) => 1,
+            State::KeyedTokenBucket(k) => k.len(),
+            State::KeyedGcra(k) => k.len(),
+            State::KeyedLeakyBucket(k) => k.len(),
+            State::FixedWindow(k) => k.len(),
+            State::SlidingWindow(k) => k.len(),
+            State::WarmUp(k) => k.len(),
+        }
+    }
+
+    /// Whether `other` has the same settings (so a reload keeps this state).
+    pub fn same_settings(&self, other: &LimitConfig) -> bool {
+        self.config.key == other.key
+            && self.config.algorithm_name == other.algorithm_name
+            && self.config.rate == other.rate
+            && self.config.quota == other.quota
+            && self.config.max_keys == other.max_keys
+            && format!("{:?}", self.config.algorithm) == format!("{:?}", other.algorithm)
+    }
+}

@@ -1,0 +1,618 @@
+//! The admission policies of the gateway, compiled from the config: for each route its limits,
+//! level pool, bulkhead (and slow pool), BBR, criticality and budget grant; for each cluster its
+//! concurrency limit; for each listener its BBR.
+//!
+//! Nothing here implements an algorithm: every decision is made by a `spillway-core` state
+//! machine (`TokenBucket`, `KeyedLimiter`, `BbrLimiter`, `ConcurrencyLimiter`) or by
+//! `spillway_tower::bulkhead::SharedBulkhead` (the core `Bulkhead` plus its waiting queue and
+//! CoDel). This module wires them in the order of `../shared/POLICY-DESIGN.md`:
+//! limits → level pool → route bulkhead → BBR (listener, route) → cluster concurrency.
+//! Admission yields an [`Admission`]; finishing it reports latency and outcome to the limiters
+//! that learn from them (BBR, adaptive concurrency), dropping it gives everything back.
+//!
+//! State survives a reload: [`Policies::build`] re-attaches each limiter, bulkhead and learned
+//! limit whose settings did not change to the previous snapshot's instance (by route, cluster,
+//! listener or level name), so a reload causes no burst of admissions.
+
+pub mod classify;
+pub mod limit;
+pub mod render;
+
+use crate::config::{
+    BbrSettings, BulkheadSettings, ConcurrencySettings, Config, QueueDiscipline, RoutePolicyConfig,
+};
+use classify::RequestView;
+use limit::RouteLimit;
+pub use render::{LimitInfo, Refusal};
+use serde::Serialize;
+use spillway_core::concurrency::{
+    Aimd, AimdConfig, AnyLimit, ConcurrencyLimiter, ConcurrencyToken, Gradient2, Gradient2Config,
+};
+use spillway_core::overload::{BbrLimiter, BbrToken, ClassShares, CodelConfig, CpuGauge};
+use spillway_core::{Clock, Criticality, Decision, Instant, Outcome, RejectReason, Rejection};
+use spillway_tower::bulkhead::{BulkheadPermit, Entry, SharedBulkhead};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cluster's concurrency limiter.
+pub type ClusterLimiter = ConcurrencyLimiter<AnyLimit>;
+
+/// A bulkhead with the settings it was built from (to re-attach it on reload).
+#[derive(Debug)]
+pub struct Pool {
+    /// The name shown in metrics (`route:orders`, `level:L0`, `slow:orders`).
+    pub name: String,
+    /// The settings.
+    pub settings: BulkheadSettings,
+    /// The shared bulkhead.
+    pub bulkhead: Arc<SharedBulkhead>,
+}
+
+/// A BBR limiter with its settings.
+#[derive(Debug)]
+pub struct Bbr {
+    /// The settings.
+    pub settings: BbrSettings,
+    /// The limiter.
+    pub limiter: Arc<BbrLimiter>,
+}
+
+/// Rejections by reason and criticality, counted for `spillway_rejections_total`.
+#[derive(Debug, Default)]
+pub struct RejectionCounts {
+    counts: [[AtomicU64; 4]; REASONS.len()],
+}
+
+/// Every reason admission can refuse with, in metric order.
+pub const REASONS: [RejectReason; 6] = [
+    RejectReason::RateLimited,
+    RejectReason::Overloaded,
+    RejectReason::ConcurrencyLimit,
+    RejectReason::BulkheadFull,
+    RejectReason::QueueTimeout,
+    RejectReason::DeadlineExceeded,
+];
+
+impl RejectionCounts {
+    /// Counts one rejection.
+    pub fn count(&self, reason: RejectReason, class: Criticality) {
+        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+            self.counts[i][class.index()].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `(reason, class, count)` for every non-zero count.
+    pub fn each(&self, mut f: impl FnMut(RejectReason, Criticality, u64)) {
+        for (i, reason) in REASONS.iter().enumerate() {
+            for class in Criticality::ALL {
+                let n = self.counts[i][class.index()].load(Relaxed);
+                if n > 0 {
+                    f(*reason, class, n);
+                }
+            }
+        }
+    }
+}
+
+/// One route's compiled admission policy.
+#[derive(Debug)]
+pub struct RoutePolicy {
+    /// The route's name.
+    pub route: String,
+    /// Its settings.
+    pub config: RoutePolicyConfig,
+    /// Its limits, all of which must admit.
+    pub limits: Vec<Arc<RouteLimit>>,
+    /// The level pool it belongs to.
+    pub level: Option<Arc<Pool>>,
+    /// Its own bulkhead.
+    pub bulkhead: Option<Arc<Pool>>,
+    /// The pool of its slow requests.
+    pub slow: Option<Arc<Pool>>,
+    /// Its own BBR.
+    pub bbr: Option<Arc<Bbr>>,
+    /// Rejections made on this route (kept across reloads).
+    pub rejections: Arc<RejectionCounts>,
+}
+
+/// Admission state of a cluster.
+#[derive(Debug)]
+pub struct ClusterPolicy {
+    /// The settings.
+    pub settings: ConcurrencySettings,
+    /// The limiter.
+    pub limiter: Arc<ClusterLimiter>,
+}
+
+/// Every compiled policy of a snapshot.
+#[derive(Debug, Default)]
+pub struct Policies {
+    /// By route index; `None` for a route without admission policy.
+    pub routes: Vec<Option<RoutePolicy>>,
+    /// By cluster index.
+    pub clusters: Vec<Option<ClusterPolicy>>,
+    /// By listener index.
+    pub listeners: Vec<Option<Arc<Bbr>>>,
+    /// Level pools by name.
+    pub levels: Vec<Arc<Pool>>,
+    /// Rejection counters of routes without a policy of their own (cluster or listener
+    /// policies can still refuse their requests), by route index.
+    pub plain_rejections: Vec<Arc<RejectionCounts>>,
+}
+
+/// What building policies needs from the gateway.
+#[derive(Clone, Debug)]
+pub struct PolicyContext {
+    /// The CPU gauge the sampler publishes into (BBR reads it).
+    pub cpu: CpuGauge,
+    /// The gateway's clock (bulkhead queue times).
+    pub clock: Arc<dyn Clock>,
+}
+
+fn new_pool(name: String, settings: &BulkheadSettings, ctx: &PolicyContext) -> Arc<Pool> {
+    let codel = (settings.queue_discipline == QueueDiscipline::Codel).then(CodelConfig::default);
+    // Validated in `config::policy`, so building cannot fail; fall back to a plain FIFO if it
+    // somehow does rather than refusing the whole snapshot.
+    let bulkhead = SharedBulkhead::try_new(settings.core(), codel, ctx.clock.clone())
+        .or_else(|_| SharedBulkhead::try_new(settings.core(), None, ctx.clock.clone()))
+        .unwrap_or_else(|_| {
+            let one = spillway_core::bulkhead::BulkheadConfig::new(1, 0, Duration::from_millis(1));
+            #[allow(clippy::expect_used)]
+            SharedBulkhead::try_new(one, None, ctx.clock.clone()).expect("a one-slot bulkhead")
+        });
+    Arc::new(Pool { name, settings: settings.clone(), bulkhead })
+}
+
+fn same_bulkhead(a: &BulkheadSettings, b: &BulkheadSettings) -> bool {
+    a.max_concurrent == b.max_concurrent
+        && a.queue == b.queue
+        && a.max_wait == b.max_wait
+        && a.queue_discipline == b.queue_discipline
+}
+
+fn reuse_pool(
+    old: Option<&Arc<Pool>>,
+    name: String,
+    settings: &BulkheadSettings,
+    ctx: &PolicyContext,
+) -> Arc<Pool> {
+    match old {
+        Some(p) if same_bulkhead(&p.settings, settings) => p.clone(),
+        _ => new_pool(name, settings, ctx),
+    }
+}
+
+fn same_bbr(a: &BbrSettings, b: &BbrSettings) -> bool {
+    a.config == b.config
+}
+
+fn new_bbr(settings: &BbrSettings, ctx: &PolicyContext) -> Option<Arc<Bbr>> {
+    let limiter = BbrLimiter::with_cpu_gauge(settings.config.clone(), ctx.cpu.clone()).ok()?;
+    Some(Arc::new(Bbr { settings: settings.clone(), limiter: Arc::new(limiter) }))
+}
+
+fn reuse_bbr(
+    old: Option<&Arc<Bbr>>,
+    settings: &BbrSettings,
+    ctx: &PolicyContext,
+) -> Option<Arc<Bbr>> {
+    match old {
+        Some(b) if same_bbr(&b.settings, settings) => Some(b.clone()),
+        _ => new_bbr(settings, ctx),
+    }
+}
+
+fn new_cluster_limiter(settings: ConcurrencySettings) -> Option<Arc<ClusterLimiter>> {
+    let (algorithm, shares) = match settings {
+        // A fixed limit is a capacity, not a guess: every class may use all of it, and
+        // criticality decides who gets a slot first through the shares below.
+        ConcurrencySettings::Fixed(n) => (AnyLimit::Fixed(n), ClassShares::concurrency_default()),
+        ConcurrencySettings::Gradient { initial, max } => {
+            let config = Gradient2Config {
+                initial_limit: initial,
+                max_limit: max,
+                min_limit: 1.min(initial),
+                ..Gradient2Config::default()
+            };
+            (
+                AnyLimit::Gradient2(Gradient2::try_new(config).ok()?),
+                ClassShares::concurrency_default(),
+            )
+        }
+        ConcurrencySettings::Aimd { initial, max } => {
+            let config = AimdConfig {
+                initial_limit: initial,
+                max_limit: max,
+                min_limit: 1.min(initial),
+                ..AimdConfig::default()
+            };
+            (AnyLimit::Aimd(Aimd::try_new(config).ok()?), ClassShares::concurrency_default())
+        }
+    };
+    Some(Arc::new(ConcurrencyLimiter::new(algorithm, shares)))
+}
+
+impl Policies {
+    /// Compiles the policies of `config`, re-attaching unchanged state from `previous` (the
+    /// live snapshot's policies and its config, to find routes by name).
+    pub fn build(
+        config: &Config,
+        previous: Option<(&Policies, &Config)>,
+        ctx: &PolicyContext,
+    ) -> Policies {
+        let old_level = |name: &str| {
+            previous.and_then(|(p, _)| p.levels.iter().find(|l| l.name == format!("level:{name}")))
+        };
+        let levels: Vec<Arc<Pool>> = config
+            .levels
+            .iter()
+            .map(|(name, settings)| {
+                reuse_pool(old_level(name), format!("level:{name}"), settings, ctx)
+            })
+            .collect();
+        let old_route = |name: &str| -> Option<&RoutePolicy> {
+            let (p, c) = previous?;
+            let i = c.routes.iter().position(|r| r.name == name)?;
+            p.routes.get(i)?.as_ref()
+        };
+        let old_plain = |name: &str| -> Option<Arc<RejectionCounts>> {
+            let (p, c) = previous?;
+            let i = c.routes.iter().position(|r| r.name == name)?;
+            match p.routes.get(i)? {
+                Some(rp) => Some(rp.rejections.clone()),
+                None => p.plain_rejections.get(i).cloned(),
+            }
+        };
+        let mut routes = Vec::with_capacity(config.routes.len());
+        let mut plain_rejections = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let counts = old_plain(&r.name).unwrap_or_default();
+            plain_rejections.push(counts.clone());
+            let p = &r.policy;
+            if p.is_empty() {
+                routes.push(None);
+                continue;
+            }
+            let old = old_route(&r.name);
+            let limits = p
+                .limits
+                .iter()
+                .map(|l| {
+                    let kept = old.and_then(|o| {
+                        o.limits.iter().find(|ol| ol.config.name == l.name && ol.same_settings(l))
+                    });
+                    kept.cloned().unwrap_or_else(|| Arc::new(RouteLimit::new(l.clone())))
+                })
+                .collect();
+            let level = p.level.as_ref().and_then(|name| {
+                levels.iter().find(|l| l.name == format!("level:{name}")).cloned()
+            });
+            let bulkhead = p.bulkhead.as_ref().map(|b| {
+                reuse_pool(
+                    old.and_then(|o| o.bulkhead.as_ref()),
+                    format!("route:{}", r.name),
+                    b,
+                    ctx,
+                )
+            });
+            let slow = p.slow.as_ref().map(|s| {
+                reuse_pool(
+                    old.and_then(|o| o.slow.as_ref()),
+                    format!("slow:{}", r.name),
+                    &s.bulkhead,
+                    ctx,
+                )
+            });
+            let bbr =
+                p.bbr.as_ref().and_then(|b| reuse_bbr(old.and_then(|o| o.bbr.as_ref()), b, ctx));
+            routes.push(Some(RoutePolicy {
+                route: r.name.clone(),
+                config: p.clone(),
+                limits,
+                level,
+                bulkhead,
+                slow,
+                bbr,
+                rejections: counts,
+            }));
+        }
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let settings = c.concurrency?;
+                let old = previous.and_then(|(p, pc)| {
+                    let i = pc.clusters.iter().position(|o| o.name == c.name)?;
+                    p.clusters.get(i)?.as_ref()
+                });
+                let limiter = match old {
+                    Some(o) if o.settings == settings => o.limiter.clone(),
+                    _ => new_cluster_limiter(settings)?,
+                };
+                Some(ClusterPolicy { settings, limiter })
+            })
+            .collect();
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let settings = l.bbr.as_ref()?;
+                let old = previous.and_then(|(p, pc)| {
+                    let i = pc.listeners.iter().position(|o| o.name == l.name)?;
+                    p.listeners.get(i)?.as_ref()
+                });
+                reuse_bbr(old, settings, ctx)
+            })
+            .collect();
+        Policies { routes, clusters, listeners, levels, plain_rejections }
+    }
+
+    /// Whether a request on `route` through `listener` to `cluster` has anything to pass.
+    #[inline]
+    pub fn applies(&self, listener: usize, route: usize, cluster: usize) -> bool {
+        matches!(self.routes.get(route), Some(Some(_)))
+            || matches!(self.clusters.get(cluster), Some(Some(_)))
+            || matches!(self.listeners.get(listener), Some(Some(_)))
+    }
+
+    /// The rejection counters of `route`.
+    pub fn rejections(&self, route: usize) -> Option<&Arc<RejectionCounts>> {
+        match self.routes.get(route) {
+            Some(Some(p)) => Some(&p.rejections),
+            _ => self.plain_rejections.get(route),
+        }
+    }
+}
+
+/// What admission decided about a request besides letting it in: its class, and the headers
+/// the upstream request must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classified {
+    /// The request's criticality.
+    pub class: Criticality,
+    /// The criticality header must be rewritten (the claim was above the route's maximum).
+    pub rewrite_class: bool,
+    /// The cost budget to send upstream, when the route grants one.
+    pub budget: Option<u64>,
+}
+
+/// Reads criticality and the budget grant (phase *classify*).
+pub fn classify(policy: Option<&RoutePolicy>, view: &dyn RequestView) -> Classified {
+    let (default, max) = policy.map_or((Criticality::Critical, Criticality::CriticalPlus), |p| {
+        (p.config.criticality, p.config.max_criticality)
+    });
+    let (class, rewrite_class) = classify::criticality(view, default, max);
+    let budget = policy.and_then(|p| p.config.budget.as_ref()).map(|b| {
+        let granted = b
+            .by_header
+            .iter()
+            .find_map(|(name, values)| {
+                let v = view.header(name)?;
+                values.iter().find(|(value, _)| value.as_bytes() == v).map(|(_, g)| *g)
+            })
+            .unwrap_or(b.default);
+        // A client cannot raise its budget: a lower incoming value (an inner hop that already
+        // spent some) is kept, a higher or malformed one is replaced by the grant.
+        match view
+            .header(&b.header)
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
+        {
+            Some(incoming) => incoming.min(granted),
+            None => granted,
+        }
+    });
+    Classified { class, rewrite_class, budget }
+}
+
+thread_local! {
+    /// The key buffer of this worker (keys are built per request without allocating).
+    static KEY: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(128));
+}
+
+/// Everything admission needs to look at besides the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate<'a> {
+    /// The route's policy.
+    pub route: Option<&'a RoutePolicy>,
+    /// The cluster's policy.
+    pub cluster: Option<&'a ClusterPolicy>,
+    /// The listener's BBR.
+    pub listener: Option<&'a Arc<Bbr>>,
+    /// Trusted proxies (for `client_ip` keys).
+    pub trusted: &'a [crate::config::IpNet],
+}
+
+/// A request let in: the slots and tokens it holds. [`Admission::finish`] reports how the
+/// request went; dropping it unfinished (the client left) gives everything back without a
+/// sample.
+#[derive(Debug, Default)]
+#[must_use = "dropping an admission releases it without a sample"]
+pub struct Admission {
+    slots: Vec<BulkheadPermit>,
+    bbr: Vec<(Arc<BbrLimiter>, BbrToken)>,
+    concurrency: Option<(Arc<ClusterLimiter>, ConcurrencyToken)>,
+}
+
+impl Admission {
+    /// The request ended at `now` with `outcome` (as the upstream answered: `Failure` for a
+    /// 5xx, timeout or transport error): samples go to BBR and the concurrency limiter, and
+    /// every slot is given back.
+    pub fn finish(mut self, outcome: Outcome, now: Instant) {
+        for (limiter, token) in self.bbr.drain(..) {
+            limiter.done(token, now);
+        }
+        if let Some((limiter, token)) = self.concurrency.take() {
+            limiter.release(token, outcome, now);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        for (limiter, token) in self.bbr.drain(..) {
+            limiter.abandon(token);
+        }
+        if let Some((limiter, token)) = self.concurrency.take() {
+            let at = token.started_at();
+            limiter.release(token, Outcome::Ignored, at);
+        }
+    }
+}
+
+/// Whether a request goes to the slow pool.
+fn is_slow(policy: &RoutePolicy, view: &dyn RequestView) -> bool {
+    let Some(slow) = &policy.config.slow else { return false };
+    slow.body_over.is_some_and(|limit| view.body_len().is_some_and(|n| n > limit))
+        || slow.header.as_deref().is_some_and(|h| view.header(h).is_some())
+}
+
+/// Takes a slot in `pool`, waiting when queued (at most the pool's max wait or `left`).
+async fn enter(
+    pool: &Pool,
+    class: Criticality,
+    left: Option<Duration>,
+) -> Result<BulkheadPermit, Rejection> {
+    match pool.bulkhead.try_enter(class, left) {
+        Entry::Acquired(permit) => Ok(permit),
+        Entry::Rejected(rejection) => Err(rejection),
+        Entry::Waiting(waiting) => waiting.wait().await,
+    }
+}
+
+/// Phase *admit*: limits → level pool → route (or slow) bulkhead → BBR → cluster concurrency.
+/// `now` is the request's start; `deadline_left` its remaining budget (waits never outlast it).
+pub async fn admit(
+    gate: Gate<'_>,
+    view: &dyn RequestView,
+    classified: Classified,
+    now: Instant,
+    deadline_left: Option<Duration>,
+    clock: &dyn Clock,
+) -> Result<Admission, Refusal> {
+    let class = classified.class;
+    let mut admission = Admission::default();
+    if let Some(policy) = gate.route {
+        // Limits: every one must admit; the longest pacing wait of a leaky bucket is served
+        // once, after all of them agreed.
+        let mut wait = Duration::ZERO;
+        if !policy.limits.is_empty() {
+            let client = if policy
+                .limits
+                .iter()
+                .any(|l| l.config.key.parts.contains(&crate::config::KeyPart::ClientIp))
+            {
+                classify::client_ip(view, gate.trusted)
+            } else {
+                view.peer()
+            };
+            let decided = KEY.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                for limit in &policy.limits {
+                    classify::key_bytes(&limit.config.key, view, client, &policy.route, &mut buf);
+                    match limit.check(&buf, now, class) {
+                        Decision::Admit => {}
+                        Decision::Wait(d) => wait = wait.max(d),
+                        Decision::Reject(rejection) => {
+                            return Err(Refusal {
+                                rejection,
+                                limit: Some(LimitInfo {
+                                    name: limit.config.name.clone(),
+                                    quota: limit.config.quota,
+                                }),
+                            })
+                        }
+                    }
+                }
+                Ok(())
+            });
+            decided?;
+        }
+        if !wait.is_zero() {
+            if deadline_left.is_some_and(|left| left <= wait) {
+                return Err(Rejection::new(RejectReason::DeadlineExceeded).into());
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let left = |clock: &dyn Clock| {
+            deadline_left.map(|d| d.saturating_sub(clock.now().saturating_duration_since(now)))
+        };
+        if let Some(level) = &policy.level {
+            admission.slots.push(enter(level, class, left(clock)).await?);
+        }
+        let pool =
+            if is_slow(policy, view) { policy.slow.as_ref() } else { policy.bulkhead.as_ref() };
+        if let Some(pool) = pool {
+            admission.slots.push(enter(pool, class, left(clock)).await?);
+        }
+    }
+    // Waiting moved the clock on: BBR and the concurrency limiter time from here.
+    let now = if admission.slots.is_empty() { now } else { clock.now() };
+    for bbr in gate.listener.into_iter().chain(gate.route.and_then(|p| p.bbr.as_ref())) {
+        let token = bbr.limiter.allow(class, now)?;
+        admission.bbr.push((bbr.limiter.clone(), token));
+    }
+    if let Some(cluster) = gate.cluster {
+        let token = cluster.limiter.try_acquire(class, now)?;
+        admission.concurrency = Some((cluster.limiter.clone(), token));
+    }
+    Ok(admission)
+}
+
+/// The `/admin/policies` view of one pool.
+#[derive(Debug, Serialize)]
+pub struct PoolView {
+    /// Pool name.
+    pub name: String,
+    /// Slots.
+    pub max_concurrent: usize,
+    /// In use now.
+    pub in_use: usize,
+    /// Queue bound.
+    pub queue: usize,
+    /// Waiting now.
+    pub queued: usize,
+    /// Waiters CoDel refused.
+    pub codel_drops: u64,
+}
+
+impl Pool {
+    /// A JSON view.
+    pub fn view(&self) -> PoolView {
+        PoolView {
+            name: self.name.clone(),
+            max_concurrent: self.settings.max_concurrent,
+            in_use: self.bulkhead.in_flight(),
+            queue: self.settings.queue,
+            queued: self.bulkhead.queued(),
+            codel_drops: self.bulkhead.codel_drops(),
+        }
+    }
+}
+
+/// The `/admin/policies` view of a BBR limiter.
+#[derive(Debug, Serialize)]
+pub struct BbrView {
+    /// CPU usage (0..1) as BBR sees it.
+    pub cpu: f64,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// maxPass × minRT.
+    pub max_in_flight: u64,
+    /// Whether it is shedding now (CPU hot or within the cool-down).
+    pub dropping: bool,
+}
+
+impl Bbr {
+    /// A JSON view.
+    pub fn view(&self, now: Instant) -> BbrView {
+        let stats = self.limiter.stats(now);
+        BbrView {
+            cpu: stats.cpu.fraction(),
+            in_flight: stats.inflight,
+            max_in_flight: stats.max_inflight,
+            dropping: stats.shedding,
+        }
+    }
+}
