@@ -37,30 +37,32 @@
 //! ```
 //! use spillway_core::budget::BUDGET_HEADER;
 //! use spillway_tower::budget::{self, BudgetLayer, PropagateBudgetLayer};
+//! use http::Request;
+//! use std::convert::Infallible;
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! const RANKING_COST: u64 = 5; // this handler's own work
 //! const CALL_COST: u64 = 1; // what the client layer charges per call
 //! // The downstream answers with the budget it received.
-//! let downstream = PropagateBudgetLayer::new().layer(service_fn(|req: http::Request<()>| async move {
-//!     Ok::<_, std::convert::Infallible>(format!("fresh, {:?} left", req.headers()[BUDGET_HEADER]))
+//! let downstream = PropagateBudgetLayer::new().layer(service_fn(|req: Request<()>| async move {
+//!     Ok::<_, Infallible>(format!("fresh, {:?} left", req.headers()[BUDGET_HEADER]))
 //! }));
 //! // The service costs 2 units per request; no header means no limit.
-//! let server = BudgetLayer::new().with_cost(2).layer(service_fn(move |_req: http::Request<()>| {
+//! let server = BudgetLayer::new().with_cost(2).layer(service_fn(move |_req: Request<()>| {
 //!     let downstream = downstream.clone();
 //!     async move {
 //!         let Some(budget) = budget::current() else {
-//!             return downstream.oneshot(http::Request::new(())).await; // unlimited
+//!             return downstream.oneshot(Request::new(())).await; // unlimited
 //!         };
 //!         budget.spend(RANKING_COST)?; // not enough: 429 budget_exhausted
 //!         if !budget.can_afford(CALL_COST) {
 //!             return Ok("cached".to_owned()); // degrade instead of failing
 //!         }
-//!         downstream.oneshot(http::Request::new(())).await
+//!         downstream.oneshot(Request::new(())).await
 //!     }
 //! }));
-//! let with = |units: &str| http::Request::builder().header(BUDGET_HEADER, units).body(()).unwrap();
+//! let with = |units: &str| Request::builder().header(BUDGET_HEADER, units).body(()).unwrap();
 //! assert_eq!(server.clone().oneshot(with("10")).await.unwrap(), "fresh, \"2\" left"); // 10-2-5-1
 //! assert_eq!(server.clone().oneshot(with("7")).await.unwrap(), "cached"); // 7-2-5 = 0
 //! assert!(server.oneshot(with("6")).await.is_err()); // 6-2 < 5
@@ -141,9 +143,9 @@ impl RequestBudget {
     }
 
     /// Spends `cost` and returns what is left, or refuses with
-    /// [`RejectReason::BudgetExhausted`] (429, no `Retry-After`: retrying refills nothing)
-    /// without spending when less than `cost` is left. The error converts into a
-    /// [`Rejected`](crate::Rejected) with `?` in a handler returning
+    /// [`BudgetExhausted`](spillway_core::RejectReason::BudgetExhausted) (429, no
+    /// `Retry-After`: retrying refills nothing) without spending when less than `cost` is left.
+    /// The error converts into a [`Rejected`](crate::Rejected) with `?` in a handler returning
     /// [`BoxError`](crate::BoxError).
     pub fn spend(&self, cost: u64) -> Result<u64, crate::Rejected> {
         let spent = self.units.fetch_update(Ordering::AcqRel, Ordering::Acquire, |units| {

@@ -53,7 +53,7 @@ pub fn scope<F: Future>(deadline: Deadline, future: F) -> TaskLocalFuture<Deadli
 }
 
 /// Wraps `future` so that it runs with the current task's deadline, criticality and cost
-/// budget ([`budget::current`](crate::budget::current)), wherever it is polled: use it for
+/// budget ([`budget::current`]), wherever it is polled: use it for
 /// work handed to `tokio::spawn` on behalf of the current request. The budget is the same
 /// shared balance, not a copy.
 ///
