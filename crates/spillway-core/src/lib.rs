@@ -24,6 +24,8 @@
 //! - [`retry`] — jittered exponential backoff, a retry budget, `Retry-After` parsing.
 //! - [`deadline`] — [`deadline::Deadline`], `grpc-timeout` / `x-request-timeout`, fail-fast policy.
 //! - [`bulkhead`] — bounded concurrency with a bounded, criticality-ordered queue.
+//! - [`budget`] — cost budgets: granted by role at the entry, spent by each hop, the
+//!   `x-spillway-budget` header.
 //! - [`balance`] — round robin, smooth weighted round robin, least request, P2C peak-EWMA,
 //!   consistent hashing.
 //! - [`fair_share`] — max-min fair allocation of a capacity among clients' wants.
@@ -57,6 +59,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod budget;
 pub mod bulkhead;
 pub mod clock;
 pub mod concurrency;

@@ -4,7 +4,8 @@
 //! Why: it shows the intended order of the layers on both sides, how every refusal becomes
 //! the same kind of answer (`rejection_response_for`: a 429/503/504 with `Retry-After` and a
 //! small JSON body, or a `grpc-status` for gRPC callers), and how a handler's outgoing calls
-//! inherit the incoming request's deadline and criticality without passing them around.
+//! inherit the incoming request's deadline, criticality and cost budget without passing them
+//! around.
 //!
 //! The example starts two servers in one process: the protected service (the port given on
 //! the command line, default 3000) and an unprotected "inventory" downstream on a free port,
@@ -20,6 +21,10 @@
 //! curl -i -H 'grpc-timeout: 300m' -H 'x-spillway-criticality: sheddable' \
 //!      localhost:3000/fanout/echo                              # the headers the call carried
 //! curl -i localhost:3000/fanout/flaky                          # 200: two 503s were retried
+//! curl -i -H 'x-spillway-budget: 10' localhost:3000/fanout/echo
+//!                                    # the inventory gets x-spillway-budget: 4 (10 - 2 - 3 - 1)
+//! curl -i -H 'x-spillway-budget: 5' localhost:3000/fanout/echo  # 200, degraded: no call made
+//! curl -i -H 'x-spillway-budget: 1' localhost:3000/             # 429 budget_exhausted
 //! for i in $(seq 60); do curl -s -o /dev/null -w '%{http_code} ' -H 'x-api-key: demo' \
 //!      localhost:3000/; done               # 200 until the burst (40 + refill) is spent, then 429
 //! for i in $(seq 30); do curl -s localhost:3000/fanout/broken; done
@@ -40,11 +45,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use spillway_core::breaker::{CircuitBreakerConfig, SreThrottleConfig};
+use spillway_core::budget::BUDGET_HEADER;
 use spillway_core::deadline::{DeadlinePolicy, GRPC_TIMEOUT_HEADER, REQUEST_TIMEOUT_HEADER};
 use spillway_core::overload::BbrConfig;
 use spillway_core::rate::{KeyedLimiter, Rate};
 use spillway_core::{Criticality, CRITICALITY_HEADER};
 use spillway_tower::breaker::CircuitBreakerLayer;
+use spillway_tower::budget::{self, BudgetLayer, PropagateBudgetLayer};
 use spillway_tower::bulkhead::{BulkheadConfig, BulkheadLayer};
 use spillway_tower::criticality::{CriticalityLayer, PropagateCriticalityLayer};
 use spillway_tower::deadline::{DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer};
@@ -103,6 +110,13 @@ async fn handle_error(kind: RequestKind, error: BoxError) -> Response {
 /// The header naming the client, which the rate limit is keyed by.
 const API_KEY_HEADER: &str = "x-api-key";
 
+/// What serving any request costs this service, in budget units, paid up front by the
+/// `BudgetLayer`.
+const SERVICE_COST: u64 = 2;
+
+/// What `/fanout`'s own work (the lookup before calling the inventory) costs on top.
+const LOOKUP_COST: u64 = 3;
+
 /// The client stack for one downstream, boxed so handlers can hold it in the router state.
 type Downstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Incoming>, BoxError>;
 
@@ -126,14 +140,27 @@ async fn slow() -> &'static str {
 }
 
 /// Calls the inventory after some work. The handler mentions neither deadline nor
-/// criticality: the client stack writes what is left of this request's budget (minus a
-/// margin) and its class onto the outgoing request.
+/// criticality: the client stack writes what is left of this request's time (minus a margin)
+/// and its class onto the outgoing request. It does pay for its work from the request's cost
+/// budget, and when what is left cannot pay for the call (1 unit, charged by the client
+/// stack, which forwards the rest), it answers from what it has instead of calling.
 async fn fanout(State(app): State<App>, Path(target): Path<String>, kind: RequestKind) -> Response {
     if !["echo", "flaky", "broken"].contains(&target.as_str()) {
         return (StatusCode::NOT_FOUND, "try /fanout/echo, /fanout/flaky or /fanout/broken\n")
             .into_response();
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // No budget (none sent and no default) would mean no limit; this service has a default.
+    if let Some(budget) = budget::current() {
+        if let Err(refused) = budget.spend(LOOKUP_COST) {
+            return answer_error(&kind, refused.into(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        // Degrade rather than fail: skip the call the budget cannot pay for.
+        if !budget.can_afford(PropagateBudgetLayer::DEFAULT_CALL_COST) {
+            return "the inventory was not asked (cost budget spent): stock unknown\n"
+                .into_response();
+        }
+    }
     let request = match Request::get(format!("{}/{target}", app.inventory_url))
         .body(Full::new(Bytes::new()))
     {
@@ -182,6 +209,11 @@ fn downstream_client(http: Client<HttpConnector, Full<Bytes>>) -> Result<Downstr
         // off at the deadline counts as the inventory's failure, while one refused before it
         // was sent blames nobody.
         .layer(PropagateDeadlineLayer::new().with_margin(Duration::from_millis(10)))
+        // Each attempt costs 1 unit of the request's cost budget and carries what is left as
+        // `x-spillway-budget`; with too little left, it fails here (429 budget_exhausted) and
+        // nothing is sent. Below the retry, so retries are paid for; below the breaker and the
+        // throttle, so a call they refuse costs nothing.
+        .layer(PropagateBudgetLayer::new())
         // Every attempt has an end, even outside any request.
         .layer(TimeoutLayer::new(Duration::from_secs(2)))
         .service(http);
@@ -192,9 +224,9 @@ fn downstream_client(http: Client<HttpConnector, Full<Bytes>>) -> Result<Downstr
 // The downstream, for the demo: no protection, and failures on request
 // ---------------------------------------------------------------------------------------
 
-/// Answers with the deadline and criticality headers it received.
+/// Answers with the deadline, criticality and budget headers it received.
 async fn echo(headers: HeaderMap) -> String {
-    [REQUEST_TIMEOUT_HEADER, GRPC_TIMEOUT_HEADER, CRITICALITY_HEADER]
+    [REQUEST_TIMEOUT_HEADER, GRPC_TIMEOUT_HEADER, CRITICALITY_HEADER, BUDGET_HEADER]
         .iter()
         .map(|name| {
             let value = headers.get(*name).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -260,6 +292,10 @@ async fn main() -> Result<(), BoxError> {
         .layer(CriticalityLayer::new().with_max(Criticality::Critical))
         // Then the deadline: a request with no time left is refused before using anything.
         .layer(DeadlineLayer::new(deadlines))
+        // Then the cost budget the gateway granted (`x-spillway-budget`; 50 units when none
+        // is sent): this service costs 2 units, refused with 429 budget_exhausted if the budget
+        // cannot pay; handlers spend more with `budget::current()`.
+        .layer(BudgetLayer::new().with_default(50).with_cost(SERVICE_COST))
         // Then each client's rate: 10 requests/s with bursts of 40 per API key. Requests without
         // an `x-api-key` share one bucket, so leaving the header out is no way around the
         // limit. Over it: 429 with `Retry-After`. A SHEDDABLE request may not take the last
@@ -293,6 +329,9 @@ async fn main() -> Result<(), BoxError> {
              http://{addr}/fanout/echo"
         ),
         format!("curl -i http://{addr}/fanout/flaky"),
+        format!("curl -i -H '{BUDGET_HEADER}: 10' http://{addr}/fanout/echo"),
+        format!("curl -i -H '{BUDGET_HEADER}: 5' http://{addr}/fanout/echo"),
+        format!("curl -i -H '{BUDGET_HEADER}: 1' http://{addr}/"),
         format!(
             "for i in $(seq 60); do curl -s -o /dev/null -w '%{{http_code}} ' \
              -H '{API_KEY_HEADER}: demo' http://{addr}/; done"

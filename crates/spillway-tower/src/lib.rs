@@ -1,6 +1,6 @@
 //! tower layers that put Spillway's resilience algorithms (`spillway-core`) inside a Rust
 //! service: axum, tonic and hyper stacks get the same rate limiting, load shedding, bulkheads,
-//! breakers, retries, deadlines and criticality propagation as the gateway.
+//! breakers, retries, deadlines, criticality propagation and cost budgets as the gateway.
 //!
 //! Layers refuse a request by failing with a [`Rejected`] error that carries the core's
 //! [`Rejection`](spillway_core::Rejection); [`rejection_response`] turns it into the HTTP
@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod breaker;
+pub mod budget;
 pub mod bulkhead;
 pub mod cpu;
 pub mod criticality;

@@ -16,7 +16,8 @@
 //!
 //! Inheritance: outgoing calls made by a handler inside the server's response future see the
 //! server's deadline through the task-local ([`current`]); work moved to another task with
-//! `tokio::spawn` takes it along with [`inherit`], which carries the criticality too.
+//! `tokio::spawn` takes it along with [`inherit`], which carries the criticality and the cost
+//! budget too.
 //!
 //! [`RejectReason::DeadlineExceeded`]: spillway_core::RejectReason::DeadlineExceeded
 
@@ -31,8 +32,8 @@ pub use server::{DeadlineLayer, DeadlineService};
 pub use spillway_core::deadline::{Deadline, DeadlinePolicy};
 pub use timeout::{Timeout, TimeoutLayer};
 
-use crate::criticality;
 pub use crate::time::TokioClock;
+use crate::{budget, criticality};
 use std::future::Future;
 use tokio::task::futures::TaskLocalFuture;
 
@@ -51,8 +52,10 @@ pub fn scope<F: Future>(deadline: Deadline, future: F) -> TaskLocalFuture<Deadli
     CURRENT.scope(deadline, future)
 }
 
-/// Wraps `future` so that it runs with the current task's deadline and criticality, wherever
-/// it is polled: use it for work handed to `tokio::spawn` on behalf of the current request.
+/// Wraps `future` so that it runs with the current task's deadline, criticality and cost
+/// budget ([`budget::current`]), wherever it is polled: use it for
+/// work handed to `tokio::spawn` on behalf of the current request. The budget is the same
+/// shared balance, not a copy.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -68,12 +71,19 @@ pub fn scope<F: Future>(deadline: Deadline, future: F) -> TaskLocalFuture<Deadli
 pub fn inherit<F: Future>(future: F) -> impl Future<Output = F::Output> {
     let deadline = current();
     let class = criticality::current();
-    async move {
+    let cost_budget = budget::current();
+    let with_deadline_and_class = async move {
         match (deadline, class) {
             (Some(d), Some(c)) => CURRENT.scope(d, criticality::scope(c, future)).await,
             (Some(d), None) => CURRENT.scope(d, future).await,
             (None, Some(c)) => criticality::scope(c, future).await,
             (None, None) => future.await,
+        }
+    };
+    async move {
+        match cost_budget {
+            Some(b) => budget::scope(b, with_deadline_and_class).await,
+            None => with_deadline_and_class.await,
         }
     }
 }

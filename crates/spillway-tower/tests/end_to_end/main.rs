@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a test failure
 
+mod budget;
 mod client;
 mod rate_limit;
 mod server;

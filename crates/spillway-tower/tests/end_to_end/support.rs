@@ -23,6 +23,7 @@ use spillway_core::overload::{BbrConfig, CpuGauge, CpuUsage};
 use spillway_core::rate::TokenBucketConfig;
 use spillway_core::{ManualClock, SystemClock};
 use spillway_tower::breaker::CircuitBreakerLayer;
+use spillway_tower::budget::{BudgetLayer, PropagateBudgetLayer};
 use spillway_tower::bulkhead::{BulkheadConfig, BulkheadLayer};
 use spillway_tower::criticality::{CriticalityLayer, PropagateCriticalityLayer};
 use spillway_tower::deadline::{DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer};
@@ -165,19 +166,22 @@ pub type TestRateLimit = RateLimitLayer<HeaderKey, TokenBucketConfig, ManualCloc
 /// Test-sized limits for the server protection.
 pub struct Protection {
     pub deadlines: DeadlinePolicy,
+    pub budget: BudgetLayer,
     pub rate_limit: Option<TestRateLimit>,
     pub bulkhead: BulkheadConfig,
 }
 
 impl Default for Protection {
-    /// A 10 s route default (longer than any test), 20 ms minimum budget, no rate limit, a
-    /// bulkhead large enough not to matter.
+    /// A 10 s route default (longer than any test), 20 ms minimum budget, cost budgets only
+    /// for requests that carry one (free), no rate limit, a bulkhead large enough not to
+    /// matter.
     fn default() -> Self {
         Protection {
             deadlines: DeadlinePolicy::builder(Duration::from_secs(10))
                 .min_budget(Duration::from_millis(20))
                 .build()
                 .unwrap(),
+            budget: BudgetLayer::new(),
             rate_limit: None,
             bulkhead: BulkheadConfig::new(64, 0, Duration::ZERO),
         }
@@ -192,8 +196,8 @@ pub struct Protected {
     pub cpu: CpuGauge,
 }
 
-/// Serves `routes` behind HandleError → criticality → deadline → rate limit (when given) →
-/// BBR load shedding → bulkhead, as the example does.
+/// Serves `routes` behind HandleError → criticality → deadline → cost budget → rate limit
+/// (when given) → BBR load shedding → bulkhead, as the example does.
 ///
 /// The shedder reads a CPU gauge the test sets (cool at first), not the real sampler: on a
 /// shared test machine the real CPU may be hot at any moment.
@@ -208,6 +212,7 @@ pub async fn serve_protected(routes: Router, protection: Protection) -> Protecte
         .layer(HandleErrorLayer::new(handle_error))
         .layer(CriticalityLayer::new())
         .layer(DeadlineLayer::new(protection.deadlines))
+        .layer(protection.budget)
         .option_layer(protection.rate_limit)
         .layer(load_shed)
         .layer(bulkhead.clone());
@@ -247,7 +252,7 @@ impl Default for ClientSettings {
 }
 
 /// Propagate criticality → retry → SRE throttle → circuit breaker → propagate deadline →
-/// per-try timeout → hyper, as the example composes it.
+/// propagate budget → per-try timeout → hyper, as the example composes it.
 pub fn client_stack(settings: ClientSettings) -> ClientStack {
     let breaker = CircuitBreakerLayer::new(settings.breaker).unwrap();
     let throttle = SreThrottleLayer::new(SreThrottleConfig::default()).unwrap();
@@ -257,6 +262,7 @@ pub fn client_stack(settings: ClientSettings) -> ClientStack {
         .layer(throttle.clone())
         .layer(breaker.clone())
         .layer(PropagateDeadlineLayer::new().with_margin(Duration::from_millis(10)))
+        .layer(PropagateBudgetLayer::new())
         .layer(TimeoutLayer::new(settings.per_try_timeout))
         .service(http_client());
     ClientStack { service: BoxCloneSyncService::new(stack), breaker, throttle }
