@@ -193,6 +193,9 @@ pub struct BudgetSettings {
     pub default: u64,
     /// `(header, [(value, grant)])`, first match wins.
     pub by_header: Vec<(String, Vec<(String, u64)>)>,
+    /// The core grant rule built from them.
+    #[serde(skip)]
+    pub grant: spillway_core::budget::BudgetGrant,
 }
 
 /// How a bulkhead's queue is served.
@@ -651,12 +654,24 @@ pub(super) fn budget(c: &mut Checker<'_>, p: &[Seg], raw: RawBudget) -> Option<B
             );
             continue;
         }
-        by_header.push((name.to_ascii_lowercase(), values.into_iter().collect()));
+        by_header.push((name.to_ascii_lowercase(), values.into_iter().collect::<Vec<_>>()));
     }
+    let mut builder = spillway_core::budget::BudgetGrant::builder(raw.grant.default);
+    for (name, values) in &by_header {
+        builder = builder.rule(name.as_str(), values.iter().map(|(v, g)| (v.as_str(), *g)));
+    }
+    let grant = match builder.build() {
+        Ok(g) => g,
+        Err(e) => {
+            c.error(&at(p, &[key("grant")]), e.to_string());
+            return None;
+        }
+    };
     Some(BudgetSettings {
         header: header.to_ascii_lowercase(),
         default: raw.grant.default,
         by_header,
+        grant,
     })
 }
 

@@ -384,24 +384,11 @@ pub fn classify(policy: Option<&RoutePolicy>, view: &dyn RequestView) -> Classif
         (p.config.criticality, p.config.max_criticality)
     });
     let (class, rewrite_class) = classify::criticality(view, default, max);
+    // A client cannot raise its budget: a lower incoming value (an inner hop that already spent
+    // some) is kept, a higher or malformed one is replaced by the grant.
     let budget = policy.and_then(|p| p.config.budget.as_ref()).map(|b| {
-        let granted = b
-            .by_header
-            .iter()
-            .find_map(|(name, values)| {
-                let v = view.header(name)?;
-                values.iter().find(|(value, _)| value.as_bytes() == v).map(|(_, g)| *g)
-            })
-            .unwrap_or(b.default);
-        // A client cannot raise its budget: a lower incoming value (an inner hop that already
-        // spent some) is kept, a higher or malformed one is replaced by the grant.
-        match view
-            .header(&b.header)
-            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
-        {
-            Some(incoming) => incoming.min(granted),
-            None => granted,
-        }
+        let granted = b.grant.grant(|name| view.header(name));
+        spillway_core::budget::BudgetGrant::effective(view.header(&b.header), granted)
     });
     Classified { class, rewrite_class, budget }
 }
