@@ -15,6 +15,7 @@ pub mod capacity;
 pub mod cli;
 pub mod engine;
 pub mod histogram;
+pub mod mix;
 #[cfg(feature = "tools")]
 pub mod plot;
 #[cfg(feature = "tools")]
