@@ -8,6 +8,7 @@
 //! within a period the classes are spread evenly rather than in clumps. A run of a given plan
 //! therefore sends the same classes in the same order every time. Pure: no I/O, no clock.
 
+use crate::engine::RequestSpec;
 use http::header::{HeaderName, HeaderValue};
 use std::str::FromStr;
 
@@ -148,6 +149,20 @@ impl Mix {
     /// The header value of request `i`'s class, as text.
     pub fn label_of(&self, i: u64) -> &str {
         &self.classes[self.class_of(i)].label
+    }
+
+    /// One request per class: `base` with the mix's header set to the class's value (replacing
+    /// any header of the same name). Built once, before a run: requests are not rebuilt per
+    /// send.
+    pub fn requests(&self, base: &RequestSpec) -> Vec<RequestSpec> {
+        self.classes
+            .iter()
+            .map(|class| {
+                let mut spec = base.clone();
+                spec.headers.insert(self.header.clone(), class.value.clone());
+                spec
+            })
+            .collect()
     }
 
     /// Class `k`'s share of all requests, 0..=1.
