@@ -22,6 +22,7 @@ fn options(url: String, dir: &std::path::Path, plot: &str) -> LoadOptions {
             body: Some("payload".into()),
             body_file: None,
         },
+        mix: None,
         connection: ConnectionOptions { connections: Some(4), ..Default::default() },
         output: OutputOptions {
             json: Some(dir.join("out.json")),
