@@ -511,12 +511,10 @@ mod tests {
         assert_eq!(stats.by_criticality[OTHER_CRITICALITY], 9);
     }
 
-    /// Runs the futures concurrently on this task (no extra dependency for `join_all`).
-    async fn futures_join_all<F: std::future::Future>(
-        futures: impl Iterator<Item = F>,
-    ) -> Vec<F::Output>
+    /// Runs the futures concurrently as tasks and collects their outputs in order.
+    async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
     where
-        F: Send + 'static,
+        F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let handles: Vec<_> = futures.map(tokio::spawn).collect();
