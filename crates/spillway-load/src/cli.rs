@@ -6,6 +6,7 @@
 //! can run a whole subcommand in-process.
 
 use crate::engine::{self, EngineConfig, Live, Plan, RequestSpec};
+use crate::mix::Mix;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::schedule::{Ramp, Schedule};
@@ -109,6 +110,8 @@ pub struct LoadOptions {
     pub requests: Option<u64>,
     /// The request.
     pub request: RequestOptions,
+    /// Vary one header by a weighted mix of values, counting results per value.
+    pub mix: Option<Mix>,
     /// Connections.
     pub connection: ConnectionOptions,
     /// Outputs.
@@ -248,6 +251,7 @@ pub(crate) fn engine_config(
         target,
         url: url.to_string(),
         requests: Arc::from(requests),
+        mix: None,
         plan,
         connections: connection.connections.unwrap_or(default_connections).max(1),
         http2: connection.http2,
@@ -268,16 +272,21 @@ pub fn load(options: LoadOptions) -> Result<Report, CliError> {
     let plan = load_plan(&options)?;
     check_outputs(&options.output)?;
     let request = request_spec(&target, &options.request)?;
+    let requests = match &options.mix {
+        Some(mix) => mix.requests(&request),
+        None => vec![request],
+    };
     let default_connections =
         if options.closed { DEFAULT_CLOSED_CONNECTIONS } else { DEFAULT_OPEN_CONNECTIONS };
-    let config = engine_config(
+    let mut config = engine_config(
         &options.url,
         target,
-        vec![request],
+        requests,
         plan,
         &options.connection,
         default_connections,
     );
+    config.mix = options.mix.clone().map(Arc::new);
     let report = runtime()?.block_on(run_with_progress(config, "load", options.output.quiet))?;
     print!("{}", report.summary_table());
     write_outputs(&report, &options.output)?;
@@ -297,6 +306,7 @@ mod tests {
             duration: None,
             requests: None,
             request: RequestOptions::default(),
+            mix: None,
             connection: ConnectionOptions::default(),
             output: OutputOptions::default(),
         }
@@ -353,6 +363,26 @@ mod tests {
         assert_eq!(spec.path_and_query.as_str(), "/x?y=1");
         let bad = RequestOptions { headers: vec!["no colon".into()], ..Default::default() };
         assert!(request_spec(&target, &bad).is_err());
+    }
+
+    #[test]
+    fn a_mix_builds_one_request_per_class_overriding_the_same_header() {
+        let target = Target::resolve("http://127.0.0.1:1/", false).unwrap();
+        let base = request_spec(
+            &target,
+            &RequestOptions {
+                headers: vec!["x-spillway-criticality: CRITICAL".into(), "x-b: 1".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mix: Mix = "x-spillway-criticality: SHEDDABLE=1,CRITICAL_PLUS=1".parse().unwrap();
+        let specs = mix.requests(&base);
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].headers["x-spillway-criticality"], "SHEDDABLE");
+        assert_eq!(specs[1].headers["x-spillway-criticality"], "CRITICAL_PLUS");
+        assert_eq!(specs[1].headers.get_all("x-spillway-criticality").iter().count(), 1);
+        assert_eq!(specs[0].headers["x-b"], "1");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Spillway's load tools: an open-loop HTTP load generator with HDR percentiles, a capacity
-//! (knee) finder, and a traffic recorder and replayer.
+//! Spillway's load tools: an open-loop HTTP load generator with HDR percentiles and weighted
+//! header mixes, a capacity (knee) finder, a fixed-capacity test backend, and a traffic
+//! recorder and replayer.
 //!
 //! A library of its own so benches and tests drive it in-process; the `spillway` binary only
 //! parses arguments and calls `cli`. The `tools` feature (on by default) adds the command-line
@@ -10,11 +11,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "tools")]
+pub mod backend;
 pub mod capacity;
 #[cfg(feature = "tools")]
 pub mod cli;
 pub mod engine;
 pub mod histogram;
+pub mod mix;
 #[cfg(feature = "tools")]
 pub mod plot;
 #[cfg(feature = "tools")]

@@ -1,5 +1,6 @@
 //! Plots of a run (`--plot out.svg|out.png`): throughput by status class and p50/p90/p99
-//! latency over time; and, for `capacity`, achieved rate and latency against offered rate with
+//! latency over time, plus, with `--mix`, per step the offered rate and goodput of each class
+//! and the fraction of each class served; and, for `capacity`, achieved rate and latency against offered rate with
 //! the SLO, the knee and the maximum sustainable rate marked.
 //!
 //! plotters without its system-font feature: the font is vendored (DejaVu Sans, under its own
@@ -71,18 +72,18 @@ fn err(e: impl std::fmt::Debug) -> String {
 }
 
 macro_rules! with_backend {
-    ($path:expr, $body:ident, $($arg:expr),*) => {{
+    ($path:expr, $height:expr, $body:ident, $($arg:expr),*) => {{
         register();
         let path: &Path = $path;
         let fail = |why: String| PlotError { path: path.display().to_string(), why };
         match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
             Some("svg") => {
-                let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+                let root = SVGBackend::new(path, (WIDTH, $height)).into_drawing_area();
                 $body(&root, $($arg),*).map_err(fail)?;
                 root.present().map_err(|e| fail(err(e)))
             }
             Some("png") => {
-                let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+                let root = BitMapBackend::new(path, (WIDTH, $height)).into_drawing_area();
                 $body(&root, $($arg),*).map_err(fail)?;
                 root.present().map_err(|e| fail(err(e)))
             }
@@ -91,14 +92,138 @@ macro_rules! with_backend {
     }};
 }
 
-/// Plots `report`'s timeline to `path` (`.svg` or `.png`).
+/// Plots `report`'s timeline to `path` (`.svg` or `.png`); with a mix, twice as tall, with the
+/// per-class charts below.
 pub fn plot_report(report: &Report, path: &Path) -> Result<(), PlotError> {
-    with_backend!(path, draw_report, report)
+    let height = if report.overall.classes.is_empty() { HEIGHT } else { 2 * HEIGHT };
+    with_backend!(path, height, draw_report, report)
+}
+
+/// Colour of the `k`-th class of a mix.
+fn mix_colour(k: usize) -> RGBColor {
+    const PALETTE: [RGBColor; 6] = [
+        RGBColor(230, 140, 0),
+        RGBColor(65, 105, 225),
+        RGBColor(46, 139, 87),
+        RGBColor(148, 0, 211),
+        RGBColor(200, 30, 30),
+        RGBColor(0, 139, 139),
+    ];
+    PALETTE[k % PALETTE.len()]
+}
+
+/// Per step: offered rate (dashed) and goodput (solid) of each class, then the fraction of each
+/// class served. The x axis is the step's intended rate when every step has one (a ramp), else
+/// the step number.
+fn draw_classes<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, report: &Report) -> DrawResult {
+    let by_rate = report.steps.iter().all(|s| s.target_rate.is_some());
+    let x_of = |s: &crate::report::StepReport| {
+        if by_rate {
+            s.target_rate.unwrap_or(0.0)
+        } else {
+            s.step.unwrap_or(0) as f64 + 1.0
+        }
+    };
+    let x_max = report.steps.iter().map(x_of).fold(1.0, f64::max) * 1.05;
+    let x_desc = if by_rate { "offered rate of the step (rps)" } else { "step" };
+    let classes: Vec<&str> = report.overall.classes.iter().map(|c| c.class.as_str()).collect();
+    let header = report.mix_header.as_deref().unwrap_or("class");
+    let (top, bottom) = area.split_vertically(area.dim_in_pixel().1 / 2);
+
+    let y_max = report
+        .steps
+        .iter()
+        .flat_map(|s| s.classes.iter().map(|c| c.offered_rate.unwrap_or(0.0).max(c.goodput)))
+        .chain(report.steps.iter().map(|s| s.goodput))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!("offered (dashed) and goodput (2xx/s, solid) per {header}"),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("requests/s")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(
+            LineSeries::new(
+                report.steps.iter().map(|s| (x_of(s), s.goodput)),
+                BLACK.stroke_width(2),
+            )
+            .point_size(3),
+        )
+        .map_err(err)?
+        .label("goodput, all classes")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(2)));
+    for (k, class) in classes.iter().enumerate() {
+        let colour = mix_colour(k);
+        let goodput =
+            report.steps.iter().filter_map(|s| s.classes.get(k).map(|c| (x_of(s), c.goodput)));
+        chart
+            .draw_series(LineSeries::new(goodput, colour.stroke_width(2)).point_size(3))
+            .map_err(err)?
+            .label(format!("{class} goodput"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
+            });
+        let offered: Vec<(f64, f64)> = report
+            .steps
+            .iter()
+            .filter_map(|s| s.classes.get(k)?.offered_rate.map(|r| (x_of(s), r)))
+            .collect();
+        if !offered.is_empty() {
+            chart
+                .draw_series(DashedLineSeries::new(offered, 6, 4, colour.stroke_width(1)))
+                .map_err(err)?;
+        }
+    }
+    draw_legend(&mut chart)?;
+
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(format!("fraction served (2xx / sent) per {header}"), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, 0f64..1.1f64)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("served")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    for (k, class) in classes.iter().enumerate() {
+        let colour = mix_colour(k);
+        let served = report
+            .steps
+            .iter()
+            .filter_map(|s| s.classes.get(k).map(|c| (x_of(s), c.served_fraction)));
+        chart
+            .draw_series(LineSeries::new(served, colour.stroke_width(2)).point_size(3))
+            .map_err(err)?
+            .label(*class)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
+            });
+    }
+    draw_legend(&mut chart)?;
+    Ok(())
 }
 
 /// Plots a capacity search to `path` (`.svg` or `.png`).
 pub fn plot_capacity(result: &CapacityResult, path: &Path) -> Result<(), PlotError> {
-    with_backend!(path, draw_capacity, result)
+    with_backend!(path, HEIGHT, draw_capacity, result)
 }
 
 fn draw_report<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Report) -> DrawResult {
@@ -110,6 +235,13 @@ fn draw_report<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Repor
     };
     let title = format!("{} — {} {mode}", report.target, report.http_version);
     let root = root.titled(&title, ("sans-serif", 22)).map_err(err)?;
+    let root = if report.overall.classes.is_empty() {
+        root
+    } else {
+        let (timeline, classes) = root.split_vertically(HEIGHT - 20);
+        draw_classes(&classes, report)?;
+        timeline
+    };
     let (top, bottom) = root.split_vertically(HEIGHT / 2 - 20);
     let t_max =
         report.timeline.last().map_or(report.duration_s, |p| p.t_s).max(report.duration_s).max(0.1);

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Value of [`Report::schema`]; bumped on any incompatible change of the JSON.
+/// Value of [`Report::schema`]; bumped on any incompatible change of the JSON. Additions that
+/// old readers can ignore keep it: `goodput` on each step, and with `--mix` the report's
+/// `mix_header` and each step's `classes` ([`ClassReport`]).
 pub const REPORT_SCHEMA: &str = "spillway.load.report/v1";
 
 /// How requests were generated.
@@ -48,6 +50,9 @@ pub struct Report {
     pub overall: StepReport,
     /// Throughput and latency per time interval, for plots.
     pub timeline: Vec<TimelinePoint>,
+    /// The header `--mix` varied, when it was used (each step then has `classes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix_header: Option<String>,
 }
 
 /// Results of one step, or of the whole run (`step` is `None`).
@@ -91,6 +96,66 @@ pub struct StepReport {
     /// in closed loop): the generator's own precision.
     #[serde(default)]
     pub send_lag_ms: LatencySummary,
+    /// 2xx responses per second of the step.
+    #[serde(default)]
+    pub goodput: f64,
+    /// Per class of the `--mix`, in the order given (absent without a mix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassReport>,
+}
+
+/// Results of one class of a `--mix` within a step (or the whole run).
+///
+/// `sent = ok + rejected + other_status + errors + timeouts` once every request has ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassReport {
+    /// The header value of the class.
+    pub class: String,
+    /// Its weight in the mix.
+    pub weight: u32,
+    /// Its share of the requests, 0..=1.
+    pub share: f64,
+    /// Its part of the step's intended rate (rps); `None` without a schedule.
+    pub offered_rate: Option<f64>,
+    /// Requests of the class sent.
+    pub sent: u64,
+    /// Served: 2xx responses (necessarily within the timeout).
+    pub ok: u64,
+    /// Refusals, by the status a gateway answers them with.
+    pub rejected: Rejected,
+    /// Any other status (1xx, 3xx, other 4xx and 5xx).
+    pub other_status: u64,
+    /// Transport failures other than timeouts (connect, io, body).
+    pub errors: u64,
+    /// No complete response within the timeout.
+    pub timeouts: u64,
+    /// `ok` per second of the step.
+    pub goodput: f64,
+    /// `ok / sent` (0 when nothing was sent).
+    pub served_fraction: f64,
+    /// Latency of the 2xx responses only, milliseconds.
+    pub latency_ms: LatencySummary,
+}
+
+/// Refused requests of a class by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// 429 Too Many Requests (rate limits).
+    #[serde(rename = "429")]
+    pub too_many_requests: u64,
+    /// 503 Service Unavailable (load shedding, open breaker).
+    #[serde(rename = "503")]
+    pub unavailable: u64,
+    /// 504 Gateway Timeout (deadline exceeded).
+    #[serde(rename = "504")]
+    pub gateway_timeout: u64,
+}
+
+impl Rejected {
+    /// All three together.
+    pub fn total(&self) -> u64 {
+        self.too_many_requests + self.unavailable + self.gateway_timeout
+    }
 }
 
 /// One interval of the timeline.
@@ -198,6 +263,9 @@ impl Report {
             }
         }
         row("all".to_string(), &self.overall);
+        if !self.overall.classes.is_empty() {
+            self.class_table(&mut out);
+        }
         let mut notes = Vec::new();
         if !self.overall.status.is_empty() {
             let codes: Vec<String> =
@@ -237,6 +305,71 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The per-class block of the summary (runs with `--mix`): one row per class and step.
+    fn class_table(&self, out: &mut String) {
+        let header = self.mix_header.as_deref().unwrap_or("class");
+        let _ = writeln!(
+            out,
+            "per {header} (ok = 2xx; goodput = ok/s; served = ok/sent; latency of ok only):"
+        );
+        let width =
+            self.overall.classes.iter().map(|c| c.class.chars().count()).max().unwrap_or(0).max(5);
+        let _ = writeln!(
+            out,
+            "{:>6} {:<width$} {:>8} {:>7} {:>7} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} \
+             {:>9} {:>9} {:>9}",
+            "step",
+            "class",
+            "offered",
+            "sent",
+            "ok",
+            "goodput",
+            "served",
+            "429",
+            "503",
+            "504",
+            "other",
+            "errors",
+            "t/o",
+            "p50",
+            "p99",
+            "max",
+        );
+        let mut rows = |label: String, s: &StepReport| {
+            for c in &s.classes {
+                let _ = writeln!(
+                    out,
+                    "{:>6} {:<width$} {:>8} {:>7} {:>7} {:>8.1} {:>5.1}% {:>6} {:>6} {:>6} {:>6} \
+                     {:>6} {:>6} {:>9} {:>9} {:>9}",
+                    label,
+                    c.class,
+                    c.offered_rate.map(|r| format!("{r:.0}")).unwrap_or_else(|| "-".into()),
+                    c.sent,
+                    c.ok,
+                    c.goodput,
+                    c.served_fraction * 100.0,
+                    c.rejected.too_many_requests,
+                    c.rejected.unavailable,
+                    c.rejected.gateway_timeout,
+                    c.other_status,
+                    c.errors,
+                    c.timeouts,
+                    format_micros(c.latency_ms.p50 * 1000.0),
+                    format_micros(c.latency_ms.p99 * 1000.0),
+                    format_micros(c.latency_ms.max * 1000.0),
+                );
+            }
+        };
+        if self.steps.len() > 1 {
+            for s in &self.steps {
+                rows(format!("{}", s.step.unwrap_or(0) + 1), s);
+            }
+        }
+        rows("all".to_string(), &self.overall);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +393,37 @@ mod tests {
             error_rate: 0.02,
             latency_ms: LatencySummary { p50: 1.0, p99: 5.0, ..Default::default() },
             send_lag_ms: LatencySummary::default(),
+            goodput: 98.0,
+            classes: Vec::new(),
         }
+    }
+
+    fn class(class: &str, weight: u32, ok: u64, unavailable: u64) -> ClassReport {
+        ClassReport {
+            class: class.into(),
+            weight,
+            share: f64::from(weight) / 100.0,
+            offered_rate: Some(f64::from(weight)),
+            sent: ok + unavailable,
+            ok,
+            rejected: Rejected { unavailable, ..Default::default() },
+            other_status: 0,
+            errors: 0,
+            timeouts: 0,
+            goodput: ok as f64,
+            served_fraction: ok as f64 / (ok + unavailable) as f64,
+            latency_ms: LatencySummary { p50: 2.0, p99: 4.0, max: 7.5, ..Default::default() },
+        }
+    }
+
+    fn mixed_report() -> Report {
+        let mut report = sample_report();
+        report.mix_header = Some("x-spillway-criticality".into());
+        let classes = vec![class("SHEDDABLE", 50, 20, 30), class("CRITICAL_PLUS", 50, 50, 0)];
+        for s in report.steps.iter_mut().chain(std::iter::once(&mut report.overall)) {
+            s.classes = classes.clone();
+        }
+        report
     }
 
     pub(crate) fn sample_report() -> Report {
@@ -283,6 +446,7 @@ mod tests {
                 p90_ms: None,
                 p99_ms: Some(2.0),
             }],
+            mix_header: None,
         }
     }
 
@@ -328,6 +492,62 @@ mod tests {
         assert_eq!(value["steps"][1]["step"], 1);
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn reports_without_a_mix_have_no_classes_in_json_and_old_json_still_reads() {
+        let json = sample_report().to_json().unwrap();
+        assert!(!json.contains("\"classes\"") && !json.contains("mix_header"));
+        // A report written before `goodput` and `classes` existed still parses.
+        let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for s in value["steps"].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("goodput");
+        }
+        value["overall"].as_object_mut().unwrap().remove("goodput");
+        let back: Report = serde_json::from_value(value).unwrap();
+        assert_eq!(back.overall.goodput, 0.0);
+        assert!(back.overall.classes.is_empty());
+    }
+
+    #[test]
+    fn class_results_are_in_the_json_per_step_and_overall() {
+        let report = mixed_report();
+        let json = report.to_json().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["schema"], REPORT_SCHEMA);
+        assert_eq!(value["mix_header"], "x-spillway-criticality");
+        let shed = &value["steps"][1]["classes"][0];
+        assert_eq!(shed["class"], "SHEDDABLE");
+        assert_eq!(shed["weight"], 50);
+        assert_eq!(shed["sent"], 50);
+        assert_eq!(shed["ok"], 20);
+        assert_eq!(shed["rejected"]["503"], 30);
+        assert_eq!(shed["rejected"]["429"], 0);
+        assert_eq!(shed["rejected"]["504"], 0);
+        for key in ["other_status", "errors", "timeouts", "goodput", "served_fraction"] {
+            assert!(shed.get(key).is_some(), "class is missing {key}");
+        }
+        assert_eq!(shed["latency_ms"]["p99"], 4.0);
+        assert_eq!(value["overall"]["classes"][1]["class"], "CRITICAL_PLUS");
+        assert_eq!(value["overall"]["goodput"], 98.0);
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+        assert_eq!(back.overall.classes[0].rejected.total(), 30);
+    }
+
+    #[test]
+    fn summary_table_has_a_class_block_with_a_mix() {
+        let table = mixed_report().summary_table();
+        assert!(table.contains("per x-spillway-criticality"), "{table}");
+        let rows: Vec<&str> = table
+            .lines()
+            .filter(|l| l.contains("SHEDDABLE") || l.contains("CRITICAL_PLUS"))
+            .collect();
+        // Two steps and the total, two classes each.
+        assert_eq!(rows.len(), 6, "{table}");
+        assert!(rows[4].trim_start().starts_with("all"));
+        assert!(rows[0].contains("40.0%"), "{}", rows[0]);
+        assert!(!sample_report().summary_table().contains("per "));
     }
 
     #[test]

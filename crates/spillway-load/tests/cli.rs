@@ -22,6 +22,7 @@ fn options(url: String, dir: &std::path::Path, plot: &str) -> LoadOptions {
             body: Some("payload".into()),
             body_file: None,
         },
+        mix: None,
         connection: ConnectionOptions { connections: Some(4), ..Default::default() },
         output: OutputOptions {
             json: Some(dir.join("out.json")),
@@ -104,4 +105,28 @@ fn closed_loop_runs_for_its_duration() {
     assert!(report.overall.responses > 50, "only {} responses", report.overall.responses);
     assert!(report.elapsed_s < 3.0);
     assert_eq!(report.steps[0].target_rate, None);
+}
+
+#[test]
+fn load_with_a_mix_reports_classes_in_json_and_plots_them() {
+    let (_rt, server) = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let mix = "x-test-status: 200=1,503=1".parse().unwrap();
+    let o = LoadOptions { mix: Some(mix), ..options(server.url("/"), dir.path(), "mix.svg") };
+    let report = cli::load(o).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["mix_header"], "x-test-status");
+    for step in [&json["steps"][0], &json["steps"][1], &json["overall"]] {
+        assert_eq!(step["classes"][0]["class"], "200");
+        assert_eq!(step["classes"][1]["rejected"]["503"], step["classes"][1]["sent"]);
+        assert_eq!(step["classes"][1]["ok"], 0);
+    }
+    let served = &report.overall.classes[0];
+    assert_eq!(served.ok, served.sent);
+    assert_eq!(served.served_fraction, 1.0);
+    let svg = std::fs::read_to_string(dir.path().join("mix.svg")).unwrap();
+    assert!(svg.contains("fraction served"), "the per-class charts are missing");
+    assert!(svg.contains("200 goodput"));
 }

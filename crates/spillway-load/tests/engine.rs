@@ -6,6 +6,7 @@
 mod common;
 
 use spillway_load::engine::{run, EngineConfig, Plan, RequestSpec};
+use spillway_load::mix::Mix;
 use spillway_load::report::Mode;
 use spillway_load::schedule::{Ramp, Schedule};
 use spillway_load::Target;
@@ -19,6 +20,7 @@ fn config(url: &str, plan: Plan, connections: usize) -> EngineConfig {
         target,
         url: url.to_string(),
         requests: Arc::from(vec![request]),
+        mix: None,
         plan,
         connections,
         http2: false,
@@ -170,4 +172,58 @@ async fn requests_slower_than_the_timeout_count_as_timeouts() {
     assert_eq!(report.overall.errors.get("timeout").copied(), Some(3));
     assert_eq!(report.overall.responses, 0);
     assert!(report.elapsed_s < 1.5, "elapsed {}", report.elapsed_s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mix_is_counted_per_class_with_rejections_by_status() {
+    let server = common::start().await;
+    // The test server answers the status named in `x-test-status`: one class per outcome.
+    let mix: Mix = "x-test-status: 200=5,429=2,503=2,504=1".parse().unwrap();
+    let plan = Plan::Open(Schedule::constant(200.0, Duration::from_millis(500)).unwrap());
+    let mut config = config(&server.url("/"), plan, 4);
+    let base = config.requests[0].clone();
+    config.requests = Arc::from(mix.requests(&base));
+    config.mix = Some(Arc::new(mix.clone()));
+    let report = run(config, |_| {}).await.unwrap();
+    assert_eq!(report.mix_header.as_deref(), Some("x-test-status"));
+    let all = &report.overall;
+    // Indices are claimed in order, so the requests sent are exactly 0..sent.
+    let mut expected = [0u64; 4];
+    for i in 0..all.sent {
+        expected[mix.class_of(i)] += 1;
+    }
+    assert!(all.sent >= 90, "sent {}", all.sent);
+    let classes: Vec<&str> = all.classes.iter().map(|c| c.class.as_str()).collect();
+    assert_eq!(classes, ["200", "429", "503", "504"]);
+    let sent: Vec<u64> = all.classes.iter().map(|c| c.sent).collect();
+    assert_eq!(sent, expected);
+    let [ok, too_many, unavailable, timeout] = &all.classes[..] else { panic!("4 classes") };
+    assert_eq!((ok.ok, ok.served_fraction, ok.rejected.total()), (expected[0], 1.0, 0));
+    assert!(ok.latency_ms.p50 > 0.0 && ok.goodput > 0.0);
+    assert_eq!((too_many.ok, too_many.rejected.too_many_requests), (0, expected[1]));
+    assert_eq!(unavailable.rejected.unavailable, expected[2]);
+    assert_eq!(timeout.rejected.gateway_timeout, expected[3]);
+    // Rejections are not served: no latency, no goodput.
+    assert_eq!((too_many.goodput, too_many.latency_ms.max), (0.0, 0.0));
+    assert_eq!(all.status.get("200").copied(), Some(expected[0]));
+    assert!((all.goodput - ok.goodput).abs() < 1e-9);
+    assert_eq!(report.steps[0].classes.len(), 4);
+    // The server saw each class's header value.
+    let seen = server.seen();
+    let with = |v: &str| {
+        seen.iter()
+            .filter(|s| s.headers.iter().any(|(k, x)| k == "x-test-status" && x == v))
+            .count() as u64
+    };
+    assert_eq!(with("429"), expected[1]);
+}
+
+#[tokio::test]
+async fn a_mix_needs_one_request_per_class() {
+    let mix: Mix = "x-a: a=1,b=1".parse().unwrap();
+    let plan = Plan::Open(Schedule::constant(10.0, Duration::from_millis(100)).unwrap());
+    let mut config = config("http://127.0.0.1:9/", plan, 1);
+    config.mix = Some(Arc::new(mix));
+    let err = run(config, |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("one request per class"), "{err}");
 }

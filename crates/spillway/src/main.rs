@@ -1,7 +1,7 @@
 //! The `spillway` binary: parses arguments and hands each subcommand to its library crate.
 //!
 //! Gateway commands (`run`, `check`, `demo`) live in `spillway-gateway`; tools (`load`,
-//! `capacity`, `replay`) in `spillway-load`. This file only dispatches.
+//! `capacity`, `replay`, `backend`) in `spillway-load`. This file only dispatches.
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +32,8 @@ enum Command {
     Capacity(cmd::capacity::CapacityArgs),
     /// Replay recorded traffic against a target.
     Replay(cmd::replay::ReplayArgs),
+    /// A test backend with fixed capacity: N slots × a fixed service time, FIFO queue.
+    Backend(cmd::backend::BackendArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::main(args),
         Command::Capacity(args) => cmd::capacity::main(args),
         Command::Replay(args) => cmd::replay::main(args),
+        Command::Backend(args) => cmd::backend::main(args),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ mod stats;
 
 pub use conn::Failure;
 
+use crate::mix::Mix;
 use crate::replay::ReplaySchedule;
 use crate::report::{Mode, Report, TimelinePoint, REPORT_SCHEMA};
 use crate::schedule::{Arrival, Schedule};
@@ -152,8 +153,12 @@ pub struct EngineConfig {
     pub target: Target,
     /// The URL as the user gave it (for the report).
     pub url: String,
-    /// Requests to send, in turn (request `i` is `requests[i % len]`).
+    /// Requests to send, in turn (request `i` is `requests[i % len]`); with a `mix`, one per
+    /// class, in the mix's order.
     pub requests: Arc<[RequestSpec]>,
+    /// Classes of requests (`--mix`): request `i` is `requests[mix.class_of(i)]`, and results
+    /// are also counted per class.
+    pub mix: Option<Arc<Mix>>,
     /// When to send.
     pub plan: Plan,
     /// TCP connections.
@@ -200,9 +205,19 @@ impl Shared {
         self.stats.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn request(&self, i: u64) -> &RequestSpec {
-        let n = self.config.requests.len() as u64;
-        &self.config.requests[(i % n) as usize]
+    /// Request `i` and its class (0 without a mix).
+    fn request(&self, i: u64) -> (&RequestSpec, usize) {
+        match &self.config.mix {
+            // `run` checked there is one request per class.
+            Some(mix) => {
+                let class = mix.class_of(i);
+                (&self.config.requests[class], class)
+            }
+            None => {
+                let n = self.config.requests.len() as u64;
+                (&self.config.requests[(i % n) as usize], 0)
+            }
+        }
     }
 }
 
@@ -217,6 +232,15 @@ pub async fn run(
     }
     if config.connections == 0 || config.timeout.is_zero() || config.interval.is_zero() {
         return Err(LoadError::Config("connections, timeout and interval must be positive".into()));
+    }
+    if let Some(mix) = &config.mix {
+        if mix.classes().len() != config.requests.len() {
+            return Err(LoadError::Config(format!(
+                "a mix of {} classes needs one request per class, not {}",
+                mix.classes().len(),
+                config.requests.len()
+            )));
+        }
     }
     let target = Arc::new(config.target.clone());
     // Fail fast when the target is down.
@@ -264,7 +288,7 @@ pub async fn run(
 
     let shapes = config.plan.shapes();
     let shared = Arc::new(Shared {
-        stats: Mutex::new(Stats::new(shapes.len())),
+        stats: Mutex::new(Stats::new(shapes.len(), config.mix.as_deref())),
         next: AtomicU64::new(0),
         start: Instant::now(),
         config,
@@ -332,6 +356,7 @@ pub async fn run(
         steps,
         overall,
         timeline,
+        mix_header: shared.config.mix.as_ref().map(|m| m.header().to_string()),
     })
 }
 
@@ -397,10 +422,11 @@ async fn scheduled_worker(shared: &Shared, slot: &mut Slot) {
         };
         let at = measured_from.max(claimed);
         let lag = at.saturating_duration_since(intended);
-        shared.stats().on_send(arrival.step, behind, at - shared.start, Some(lag));
-        let result = slot.send_within(shared.request(i), at, &mut watchdog).await;
+        let (request, class) = shared.request(i);
+        shared.stats().on_send(arrival.step, class, behind, at - shared.start, Some(lag));
+        let result = slot.send_within(request, at, &mut watchdog).await;
         let latency = measured_from.elapsed();
-        shared.stats().on_done(arrival.step, result, latency);
+        shared.stats().on_done(arrival.step, class, result, latency);
     }
 }
 
@@ -418,10 +444,11 @@ async fn closed_worker(shared: &Shared, slot: &mut Slot) {
         if max_requests.is_some_and(|max| i >= max) {
             break;
         }
-        let result = slot.send_within(shared.request(i), now, &mut watchdog).await;
+        let (request, class) = shared.request(i);
+        let result = slot.send_within(request, now, &mut watchdog).await;
         let done = Instant::now();
         // One lock per request: in closed loop the send and its end are recorded together.
-        shared.stats().on_exchange(now - shared.start, result, done - now);
+        shared.stats().on_exchange(class, now - shared.start, result, done - now);
         now = done;
         if result == Err(Failure::Connect) {
             // Do not spin on a refused port: a short pause keeps the error count meaningful.

@@ -6,7 +6,8 @@
 
 use super::conn::Failure;
 use crate::histogram::LatencyHistogram;
-use crate::report::{status_class, StepReport, TimelinePoint};
+use crate::mix::Mix;
+use crate::report::{status_class, ClassReport, Rejected, StepReport, TimelinePoint};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ fn class_index(status: u16) -> usize {
 }
 
 /// Everything about one step.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StepAcc {
     sent: u64,
     behind: u64,
@@ -37,6 +38,58 @@ pub struct StepAcc {
     lag: LatencyHistogram,
     /// When the last request of the step left, from the start of the run.
     last_send: Duration,
+    /// Per class of the mix (empty without one).
+    classes: Vec<ClassAcc>,
+}
+
+/// One class within a step.
+#[derive(Debug, Default, Clone)]
+struct ClassAcc {
+    sent: u64,
+    ok: u64,
+    rejected: Rejected,
+    other_status: u64,
+    errors: u64,
+    timeouts: u64,
+    /// Latency of the 2xx responses only.
+    latency: LatencyHistogram,
+}
+
+impl ClassAcc {
+    fn on_done(&mut self, result: Result<u16, Failure>, latency: Duration) {
+        match result {
+            Ok(200..=299) => {
+                self.ok += 1;
+                self.latency.record(latency);
+            }
+            Ok(429) => self.rejected.too_many_requests += 1,
+            Ok(503) => self.rejected.unavailable += 1,
+            Ok(504) => self.rejected.gateway_timeout += 1,
+            Ok(_) => self.other_status += 1,
+            Err(Failure::Timeout) => self.timeouts += 1,
+            Err(_) => self.errors += 1,
+        }
+    }
+
+    fn merge(&mut self, other: &ClassAcc) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.rejected.too_many_requests += other.rejected.too_many_requests;
+        self.rejected.unavailable += other.rejected.unavailable;
+        self.rejected.gateway_timeout += other.rejected.gateway_timeout;
+        self.other_status += other.other_status;
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// What the report says about each class of the mix.
+#[derive(Debug, Clone)]
+struct ClassInfo {
+    label: String,
+    weight: u32,
+    share: f64,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +103,7 @@ struct IntervalAcc {
 #[derive(Debug, Default)]
 pub struct Stats {
     steps: Vec<StepAcc>,
+    classes: Vec<ClassInfo>,
     interval: IntervalAcc,
     /// Requests sent so far.
     pub sent: u64,
@@ -73,12 +127,22 @@ pub struct StepShape {
 }
 
 impl Stats {
-    /// Counters for `steps` steps.
-    pub fn new(steps: usize) -> Stats {
-        Stats {
-            steps: (0..steps.max(1)).map(|_| StepAcc::default()).collect(),
-            ..Default::default()
-        }
+    /// Counters for `steps` steps, and per class of `mix` when there is one.
+    pub fn new(steps: usize, mix: Option<&Mix>) -> Stats {
+        let classes: Vec<ClassInfo> = mix.map_or_else(Vec::new, |mix| {
+            mix.classes()
+                .iter()
+                .enumerate()
+                .map(|(k, c)| ClassInfo {
+                    label: c.label.clone(),
+                    weight: c.weight,
+                    share: mix.share(k),
+                })
+                .collect()
+        });
+        let step =
+            StepAcc { classes: vec![ClassAcc::default(); classes.len()], ..Default::default() };
+        Stats { steps: vec![step; steps.max(1)], classes, ..Default::default() }
     }
 
     fn step(&mut self, k: usize) -> &mut StepAcc {
@@ -86,10 +150,21 @@ impl Stats {
         &mut self.steps[k.min(last)]
     }
 
-    /// A request of step `k` is leaving at `at` from the start, `lag` after its intended time
-    /// (`None` in closed loop); `behind` when it waited for a free connection.
-    pub fn on_send(&mut self, k: usize, behind: bool, at: Duration, lag: Option<Duration>) {
+    /// A request of step `k` and mix class `class` (ignored without a mix) is leaving at `at`
+    /// from the start, `lag` after its intended time (`None` in closed loop); `behind` when it
+    /// waited for a free connection.
+    pub fn on_send(
+        &mut self,
+        k: usize,
+        class: usize,
+        behind: bool,
+        at: Duration,
+        lag: Option<Duration>,
+    ) {
         let step = self.step(k);
+        if let Some(c) = step.classes.get_mut(class) {
+            c.sent += 1;
+        }
         step.sent += 1;
         step.behind += u64::from(behind);
         step.last_send = step.last_send.max(at);
@@ -100,8 +175,18 @@ impl Stats {
         self.sent += 1;
     }
 
-    /// A request of step `k` ended after `latency` with a status or a failure.
-    pub fn on_done(&mut self, k: usize, result: Result<u16, Failure>, latency: Duration) {
+    /// A request of step `k` and class `class` ended after `latency` with a status or a
+    /// failure.
+    pub fn on_done(
+        &mut self,
+        k: usize,
+        class: usize,
+        result: Result<u16, Failure>,
+        latency: Duration,
+    ) {
+        if let Some(c) = self.step(k).classes.get_mut(class) {
+            c.on_done(result, latency);
+        }
         match result {
             Ok(status) => {
                 let step = self.step(k);
@@ -122,9 +207,15 @@ impl Stats {
 
     /// A closed-loop request of the only step, sent at `at` from the start, ended after
     /// `latency`: [`Stats::on_send`] and [`Stats::on_done`] in one call.
-    pub fn on_exchange(&mut self, at: Duration, result: Result<u16, Failure>, latency: Duration) {
-        self.on_send(0, false, at, None);
-        self.on_done(0, result, latency);
+    pub fn on_exchange(
+        &mut self,
+        class: usize,
+        at: Duration,
+        result: Result<u16, Failure>,
+        latency: Duration,
+    ) {
+        self.on_send(0, class, false, at, None);
+        self.on_done(0, class, result, latency);
     }
 
     /// Closes the current interval, `length` long, ending at `t` from the start.
@@ -166,8 +257,14 @@ impl Stats {
         let acc = match k {
             Some(k) => &self.steps[k.min(self.steps.len() - 1)],
             None => {
-                let mut all = StepAcc::default();
+                let mut all = StepAcc {
+                    classes: vec![ClassAcc::default(); self.classes.len()],
+                    ..Default::default()
+                };
                 for s in &self.steps {
+                    for (into, from) in all.classes.iter_mut().zip(&s.classes) {
+                        into.merge(from);
+                    }
                     all.sent += s.sent;
                     all.behind += s.behind;
                     all.responses += s.responses;
@@ -202,6 +299,27 @@ impl Stats {
         let failed_statuses: u64 =
             acc.status.iter().filter(|(c, _)| **c >= 400).map(|(_, n)| n).sum();
         let attempts = acc.responses + transport;
+        let ok: u64 = acc.status.range(200..300).map(|(_, n)| n).sum();
+        let classes = self
+            .classes
+            .iter()
+            .zip(&acc.classes)
+            .map(|(info, c)| ClassReport {
+                class: info.label.clone(),
+                weight: info.weight,
+                share: info.share,
+                offered_rate: shape.target_rate.map(|r| r * info.share),
+                sent: c.sent,
+                ok: c.ok,
+                rejected: c.rejected,
+                other_status: c.other_status,
+                errors: c.errors,
+                timeouts: c.timeouts,
+                goodput: c.ok as f64 / secs,
+                served_fraction: if c.sent == 0 { 0.0 } else { c.ok as f64 / c.sent as f64 },
+                latency_ms: c.latency.summary(),
+            })
+            .collect();
         StepReport {
             step: k,
             target_rate: shape.target_rate,
@@ -224,6 +342,8 @@ impl Stats {
             },
             latency_ms: acc.latency.summary(),
             send_lag_ms: acc.lag.summary(),
+            goodput: ok as f64 / secs,
+            classes,
         }
     }
 }
@@ -243,15 +363,21 @@ mod tests {
 
     #[test]
     fn step_report_counts_statuses_errors_and_misses() {
-        let mut stats = Stats::new(2);
+        let mut stats = Stats::new(2, None);
         for _ in 0..8 {
-            stats.on_send(0, false, Duration::from_millis(100), Some(Duration::from_micros(100)));
-            stats.on_done(0, Ok(200), Duration::from_millis(1));
+            stats.on_send(
+                0,
+                0,
+                false,
+                Duration::from_millis(100),
+                Some(Duration::from_micros(100)),
+            );
+            stats.on_done(0, 0, Ok(200), Duration::from_millis(1));
         }
-        stats.on_send(0, true, Duration::from_millis(900), Some(Duration::from_millis(5)));
-        stats.on_done(0, Ok(503), Duration::from_millis(9));
-        stats.on_send(1, false, Duration::from_millis(1000), None);
-        stats.on_done(1, Err(Failure::Timeout), Duration::from_secs(1));
+        stats.on_send(0, 0, true, Duration::from_millis(900), Some(Duration::from_millis(5)));
+        stats.on_done(0, 0, Ok(503), Duration::from_millis(9));
+        stats.on_send(1, 0, false, Duration::from_millis(1000), None);
+        stats.on_done(1, 0, Err(Failure::Timeout), Duration::from_secs(1));
         let r = stats.step_report(Some(0), shape(Some(10)));
         assert_eq!((r.sent, r.missed, r.behind, r.responses), (9, 1, 1, 9));
         assert_eq!(r.status["200"], 8);
@@ -265,11 +391,53 @@ mod tests {
     }
 
     #[test]
+    fn classes_count_ok_rejections_errors_and_timeouts_apart() {
+        let mix: Mix = "x-c: low=1,high=1".parse().unwrap();
+        let mut stats = Stats::new(2, Some(&mix));
+        let ms = Duration::from_millis;
+        let outcomes: [(usize, usize, Result<u16, Failure>, u64); 9] = [
+            (0, 0, Ok(200), 4),
+            (0, 0, Ok(429), 1),
+            (0, 0, Ok(503), 1),
+            (0, 0, Ok(504), 1),
+            (0, 0, Ok(302), 1),
+            (0, 0, Err(Failure::Timeout), 1000),
+            (0, 0, Err(Failure::Io), 1),
+            (0, 1, Ok(200), 8),
+            (1, 1, Ok(204), 2),
+        ];
+        for (step, class, result, latency) in outcomes {
+            stats.on_send(step, class, false, Duration::ZERO, None);
+            stats.on_done(step, class, result, ms(latency));
+        }
+        let r = stats.step_report(Some(0), shape(Some(10)));
+        let low = &r.classes[0];
+        assert_eq!(low.class, "low");
+        assert_eq!((low.sent, low.ok, low.other_status, low.errors, low.timeouts), (7, 1, 1, 1, 1));
+        assert_eq!(
+            low.rejected,
+            Rejected { too_many_requests: 1, unavailable: 1, gateway_timeout: 1 }
+        );
+        assert!((low.served_fraction - 1.0 / 7.0).abs() < 1e-9);
+        assert_eq!(low.offered_rate, Some(5.0));
+        // Only the 2xx latency counts: the 1 s timeout and the fast 429 do not.
+        assert!((low.latency_ms.max - 4.0).abs() < 0.01, "{:?}", low.latency_ms);
+        assert_eq!((r.classes[1].sent, r.classes[1].ok), (1, 1));
+        assert_eq!(r.goodput, 2.0);
+        let all = stats.step_report(None, shape(None));
+        assert_eq!((all.classes[1].sent, all.classes[1].ok), (2, 2));
+        assert_eq!(all.classes[1].goodput, 2.0);
+        assert!((all.classes[1].latency_ms.max - 8.0).abs() < 0.01);
+        assert_eq!(all.classes[0].rejected.total(), 3);
+        assert!(Stats::new(1, None).step_report(Some(0), shape(None)).classes.is_empty());
+    }
+
+    #[test]
     fn a_generator_that_falls_behind_reports_a_lower_achieved_rate() {
-        let mut stats = Stats::new(1);
+        let mut stats = Stats::new(1, None);
         // 10 requests planned over 1 s at 10 rps, but the last one only left at 1.9 s.
         for i in 0..10 {
-            stats.on_send(0, false, Duration::from_millis(100 + 200 * i), None);
+            stats.on_send(0, 0, false, Duration::from_millis(100 + 200 * i), None);
         }
         let r = stats.step_report(Some(0), shape(Some(10)));
         assert!((r.achieved_rate - 5.0).abs() < 1e-9, "achieved {}", r.achieved_rate);
@@ -277,12 +445,12 @@ mod tests {
 
     #[test]
     fn interval_rates_are_per_second_and_reset() {
-        let mut stats = Stats::new(1);
+        let mut stats = Stats::new(1, None);
         for _ in 0..5 {
-            stats.on_send(0, false, Duration::ZERO, None);
-            stats.on_done(0, Ok(200), Duration::from_millis(2));
+            stats.on_send(0, 0, false, Duration::ZERO, None);
+            stats.on_done(0, 0, Ok(200), Duration::from_millis(2));
         }
-        stats.on_done(0, Err(Failure::Connect), Duration::ZERO);
+        stats.on_done(0, 0, Err(Failure::Connect), Duration::ZERO);
         let p = stats.take_interval(Duration::from_millis(500), Duration::from_millis(500), None);
         assert_eq!(p.sent_rate, 10.0);
         assert_eq!(p.rates["2xx"], 10.0);

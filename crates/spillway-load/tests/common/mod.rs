@@ -1,5 +1,6 @@
 //! A tiny in-process HTTP/1.1 + h2c server on 127.0.0.1:0 for the engine tests: answers 200
-//! (or the status in `?status=`), after the delay in `?delay_ms=`, closing the connection after
+//! (or the status in `?status=`, or in an `x-test-status` header, which lets a `--mix` choose
+//! the status per class), after the delay in `?delay_ms=`, closing the connection after
 //! each response with `?close=1`, and remembers every request
 //! it saw in arrival order.
 
@@ -66,7 +67,12 @@ async fn handle(
     if let Some(ms) = query_value(&query, "delay_ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let status = query_value(&query, "status").unwrap_or(200) as u16;
+    let from_header = parts
+        .headers
+        .get("x-test-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let status = from_header.or_else(|| query_value(&query, "status")).unwrap_or(200) as u16;
     let mut response = Response::builder().status(status);
     if query_value(&query, "close") == Some(1) {
         response = response.header("connection", "close");

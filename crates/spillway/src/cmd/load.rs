@@ -1,6 +1,7 @@
 //! `spillway load`: arguments of the load generator, handed to `spillway_load::cli::load`.
 
 use spillway_load::cli::{ConnectionOptions, LoadOptions, OutputOptions, RequestOptions};
+use spillway_load::mix::Mix;
 use spillway_load::schedule::Ramp;
 use spillway_load::units::parse_duration;
 use std::path::PathBuf;
@@ -84,6 +85,12 @@ pub struct LoadArgs {
     pub requests: Option<u64>,
     #[command(flatten)]
     pub request: RequestArgs,
+    /// Weighted mix of one header's values, `Name: VALUE=WEIGHT,...`, e.g.
+    /// 'x-spillway-criticality: SHEDDABLE=50,CRITICAL=40,CRITICAL_PLUS=10'. Request i gets a
+    /// class interleaved by its index (every period of requests has the exact proportions);
+    /// results are also reported per class. Overrides a -H of the same name.
+    #[arg(long)]
+    pub mix: Option<Mix>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
     #[command(flatten)]
@@ -132,6 +139,7 @@ pub fn main(args: LoadArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration,
         requests: args.requests,
         request: args.request.into(),
+        mix: args.mix,
         connection: args.connection.into(),
         output: args.output.into(),
     })?;

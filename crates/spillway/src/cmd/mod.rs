@@ -1,5 +1,6 @@
 //! One module per subcommand: its arguments (clap) and the call into the library that does it.
 
+pub mod backend;
 pub mod capacity;
 pub mod check;
 pub mod demo;
