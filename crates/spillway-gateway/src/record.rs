@@ -1,6 +1,6 @@
 //! Traffic recording on the request path: a route with `record:` hands a sample of its
 //! requests (head at arrival, body prefix as it streams upstream) to a
-//! [`spillway_load::record::Recorder`], which writes them as JSON lines for `spillway replay`.
+//! [`spillway_record::Recorder`], which writes them as JSON lines for `spillway replay`.
 //!
 //! The request path stays cheap: a route without `record:` pays one `Option` check; an
 //! unsampled request pays one sampling draw. A sampled request copies its head once, and its
@@ -20,7 +20,7 @@ use crate::config::{Config, ConfigError, Problem};
 use crate::state::Snapshot;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use spillway_load::record::{RecordConfig, RecordedRequest, Recorder, RecorderStats};
+use spillway_record::{RecordConfig, RecordedRequest, Recorder, RecorderStats};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Recording {
 
 impl Recording {
     /// Starts a recorder for `config` (opens its file and the writer thread).
-    pub fn start(config: RecordConfig) -> Result<Recording, spillway_load::record::RecordError> {
+    pub fn start(config: RecordConfig) -> Result<Recording, spillway_record::RecordError> {
         let recorder = Recorder::start(config.clone())?;
         Ok(Recording { config, recorder: Some(recorder) })
     }

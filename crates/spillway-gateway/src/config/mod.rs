@@ -356,7 +356,7 @@ pub struct RouteConfig {
     /// Action.
     pub action: RouteAction,
     /// Traffic recording (`record:`), if configured.
-    pub record: Option<spillway_load::record::RecordConfig>,
+    pub record: Option<spillway_record::RecordConfig>,
 }
 
 impl Config {
