@@ -6,7 +6,7 @@
 //! whole. The response body of a proxied request also carries the pooled upstream connection
 //! and hands it back to the pool when the body ends, which is when HTTP/1.1 can reuse it.
 
-use crate::pool::PooledH1;
+use crate::upstream::pool::PooledH1;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;

@@ -140,7 +140,7 @@ impl Control {
             let shared = self.shared.clone();
             let generation = snapshot.generation;
             let cluster = cluster.clone();
-            handle.spawn(crate::health::run(cluster, hc, move || {
+            handle.spawn(crate::upstream::health::run(cluster, hc, move || {
                 shared.snapshot.load().generation == generation && !shared.draining.load(Relaxed)
             }));
         }

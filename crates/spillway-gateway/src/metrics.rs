@@ -4,7 +4,7 @@
 //! (relaxed atomics, no contention); a scrape sums the shards. Route statistics are carried
 //! across reloads by route name, so counters do not reset when the config changes.
 
-use crate::cluster::{ClusterState, EndpointState};
+use crate::upstream::cluster::{ClusterState, EndpointState};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;

@@ -10,11 +10,11 @@
 //! routing and the upstream call: see [`PolicyStack`].
 
 use crate::body::{ProxyBody, ResponseBody};
-use crate::cluster::{ClusterState, EndpointState, Outcome};
 use crate::config::{Balance, UpstreamProtocol};
-use crate::pool::{self, Pool, UpstreamError};
 use crate::router::{self, Action, Route};
 use crate::state::{Shared, Snapshot};
+use crate::upstream::cluster::{ClusterState, EndpointState, Outcome};
+use crate::upstream::pool::{self, Pool, UpstreamError};
 use arc_swap::Cache;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};

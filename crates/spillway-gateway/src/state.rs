@@ -1,10 +1,10 @@
 //! State shared by the workers and the control thread: the live config snapshot (swapped
 //! atomically on reload), listener counters, reload status and the shutdown signal.
 
-use crate::cluster::ClusterState;
 use crate::config::{Config, RouteAction};
 use crate::metrics::{ListenerStats, RouteStats};
 use crate::router::Router;
+use crate::upstream::cluster::ClusterState;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use spillway_core::{Clock, SystemClock};

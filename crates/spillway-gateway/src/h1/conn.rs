@@ -23,12 +23,12 @@ use super::head::{
 };
 use super::idle::IdleEnd;
 use super::rewrite::{self, RequestEdits};
-use crate::cluster::Outcome;
 use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
-use crate::pool::{connect_tcp, UpstreamError};
 use crate::proxy::{errors, log_access, AccessEntry, InFlight, PolicyStack, Worker};
 use crate::router::{self, Action, Route};
 use crate::state::Snapshot;
+use crate::upstream::cluster::Outcome;
+use crate::upstream::pool::{connect_tcp, UpstreamError};
 use http::Method;
 use spillway_core::balance::hash_bytes;
 use spillway_core::clock::duration_nanos;
