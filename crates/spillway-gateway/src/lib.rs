@@ -16,7 +16,7 @@ pub mod h1;
 pub mod metrics;
 pub mod proxy;
 pub mod record;
-pub mod router;
+pub mod route;
 pub mod server;
 pub mod state;
 pub mod tls;

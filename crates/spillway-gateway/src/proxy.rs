@@ -11,7 +11,7 @@
 
 use crate::body::{ProxyBody, ResponseBody};
 use crate::config::{Balance, UpstreamProtocol};
-use crate::router::{self, Action, Route};
+use crate::route::{self, Action, Route};
 use crate::state::{Shared, Snapshot};
 use crate::upstream::cluster::{ClusterState, EndpointState, Outcome};
 use crate::upstream::pool::{self, Pool, UpstreamError};
@@ -398,7 +398,7 @@ pub async fn handle(
     let start = worker.shared.now();
     let active = crate::body::ActiveGuard::new(conn.clone());
     let snap = worker.snapshot();
-    let host = router::request_host(req.uri(), req.headers());
+    let host = route::request_host(req.uri(), req.headers());
     let route = snap.router.route(req.method(), host, req.uri().path(), req.headers());
     let log = worker.shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let (resp, route_name, cluster_name, upstream) = match route {
@@ -624,7 +624,7 @@ async fn proxy(
     // Path: forward the origin-form target unchanged unless a prefix rewrite applies.
     let path_and_query = match (rewrite_prefix, parts.uri.path_and_query()) {
         (Some((from, to)), Some(pq)) => {
-            let mut p = router::rewrite_path(pq.path(), from, to);
+            let mut p = route::rewrite_path(pq.path(), from, to);
             if let Some(q) = pq.query() {
                 p.push('?');
                 p.push_str(q);

@@ -2,8 +2,9 @@
 //! atomically on reload), listener counters, reload status and the shutdown signal.
 
 use crate::config::{Config, RouteAction};
-use crate::metrics::{ListenerStats, RouteStats};
-use crate::router::Router;
+use crate::metrics::ListenerStats;
+use crate::route::stats::RouteStats;
+use crate::route::Router;
 use crate::upstream::cluster::ClusterState;
 use arc_swap::ArcSwap;
 use serde::Serialize;

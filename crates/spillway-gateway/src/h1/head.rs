@@ -11,7 +11,7 @@
 //! [`RequestParse::Unusual`]: the connection is handed to hyper, which answers it (a 400, a
 //! 431, or a correct exchange) exactly as on the general path.
 
-use crate::router::HeaderLookup;
+use crate::route::HeaderLookup;
 use http::{HeaderName, Method};
 
 /// Most header fields in a head (hyper's default too).

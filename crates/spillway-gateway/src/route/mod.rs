@@ -4,10 +4,12 @@
 //! hosts lower-cased), so matching a request allocates nothing.
 
 use crate::config::{Config, HeaderMatchKind, HostMatch, PathMatch, RouteAction, RouteConfig};
-use crate::metrics::RouteStats;
+use crate::route::stats::RouteStats;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use std::sync::Arc;
+
+pub mod stats;
 
 /// A compiled header condition.
 #[derive(Debug)]
