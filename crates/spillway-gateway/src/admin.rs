@@ -88,7 +88,7 @@ async fn handle(
                 (shared.reloads_ok.load(Relaxed), shared.reloads_failed.load(Relaxed)),
                 shared.now(),
             );
-            crate::record::render_metrics(&snap, &mut text);
+            crate::record::render_metrics(snap.router.recordings(), &mut text);
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),

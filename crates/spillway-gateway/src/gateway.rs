@@ -72,7 +72,7 @@ impl Control {
         // Recorders start before the swap: one that cannot write refuses the whole reload.
         let loaded = Config::load(&path).and_then(|config| {
             let previous = self.shared.snapshot.load();
-            let recorders = crate::record::start_recorders(&config, Some(&previous))?;
+            let recorders = crate::record::start_recorders(&config, previous.router.recordings())?;
             Ok((config, recorders))
         });
         match loaded {
@@ -223,8 +223,8 @@ impl Gateway {
         let mut status = ReloadStatus { generation: 1, ok: true, ..Default::default() };
         status.notes = config.warnings.iter().map(|w| w.to_string()).collect();
         let listener_configs = config.listeners.clone();
-        let recorders =
-            crate::record::start_recorders(&config, None).map_err(StartError::Record)?;
+        let recorders = crate::record::start_recorders(&config, std::iter::empty())
+            .map_err(StartError::Record)?;
         let snapshot = Snapshot::build(config, None, workers).with_recorders(recorders);
         let shared = Arc::new(Shared {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),

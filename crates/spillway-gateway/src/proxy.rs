@@ -693,7 +693,7 @@ async fn proxy(
         ProxyBody::Incoming { inner: body, remaining: conn.max_body }
     };
     let body = match capture {
-        Some(capture) => capture.attach(body),
+        Some(capture) => body.teed(capture),
         None => body,
     };
     let up_req = Request::from_parts(parts, body);

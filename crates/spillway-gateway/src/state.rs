@@ -3,6 +3,7 @@
 
 use crate::config::{Config, RouteAction};
 use crate::metrics::ListenerStats;
+use crate::record::RouteRecorders;
 use crate::route::stats::RouteStats;
 use crate::route::Router;
 use crate::upstream::cluster::ClusterState;
@@ -113,5 +114,15 @@ impl Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared").field("workers", &self.workers).finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Gives each compiled route its recorder (from [`start_recorders`](crate::record::start_recorders) on the same config).
+    pub fn with_recorders(mut self, recorders: RouteRecorders) -> Snapshot {
+        for (route, recorder) in self.router.routes.iter_mut().zip(recorders) {
+            route.recorder = recorder;
+        }
+        self
     }
 }

@@ -232,6 +232,12 @@ impl Router {
     ) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(method, host, path, headers))
     }
+
+    /// The recorders of the routes that record (`record:`), in route order; a recorder shared
+    /// by several routes appears once per route.
+    pub fn recordings(&self) -> impl Iterator<Item = &Arc<crate::record::Recording>> + Clone {
+        self.routes.iter().filter_map(|r| r.recorder.as_ref())
+    }
 }
 
 /// The request path after a prefix rewrite (`/users/7` with `/users` → `/` gives `/7`).
