@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod body;
 pub mod check;
 pub mod config;
 pub mod demo;

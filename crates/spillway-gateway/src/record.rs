@@ -4,9 +4,9 @@
 //!
 //! The request path stays cheap: a route without `record:` pays one `Option` check; an
 //! unsampled request pays one sampling draw. A sampled request copies its head once, and its
-//! body is teed by `crate::body::TeeBody`: frames go upstream unchanged and as soon as they arrive, while
-//! at most `max_body` bytes are copied aside; nothing waits for the recorder (its
-//! [`Recorder::record`] is a non-blocking `try_send`). The entry is handed over when the body
+//! body is teed by `proxy::body::TeeBody`: frames go upstream unchanged and as soon as they
+//! arrive, while at most `max_body` bytes are copied aside; nothing waits for the recorder
+//! (its [`Recorder::record`] is a non-blocking `try_send`). The entry is handed over when the body
 //! ends, or when the request ends early (rejected, upstream failure, client gone) with
 //! whatever was seen.
 //!

@@ -255,7 +255,7 @@ fn conn_info(
         proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         max_body,
         client_hash: spillway_core::balance::hash_bytes(ip.as_bytes()),
-        activity: proxy::Activity::new(clock),
+        activity: proxy::conn_info::Activity::new(clock),
     })
 }
 
@@ -281,11 +281,11 @@ fn hyper_service(
 ) -> (
     impl hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::ResponseBody>,
+            Response = http::Response<crate::proxy::body::ResponseBody>,
             Error = std::convert::Infallible,
             Future = impl Future<
                 Output = Result<
-                    http::Response<crate::body::ResponseBody>,
+                    http::Response<crate::proxy::body::ResponseBody>,
                     std::convert::Infallible,
                 >,
             > + 'static,
@@ -385,7 +385,7 @@ async fn serve_auto<S>(
 ) where
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::ResponseBody>,
+            Response = http::Response<crate::proxy::body::ResponseBody>,
             Error = std::convert::Infallible,
         > + Clone
         + 'static,
@@ -476,12 +476,12 @@ impl<I, S, E> GracefulConn
 where
     S: hyper::service::Service<
         http::Request<hyper::body::Incoming>,
-        Response = http::Response<crate::body::ResponseBody>,
+        Response = http::Response<crate::proxy::body::ResponseBody>,
     >,
     S::Future: 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, crate::body::ResponseBody>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, crate::proxy::body::ResponseBody>,
 {
     fn begin_graceful_shutdown(self: std::pin::Pin<&mut Self>) {
         self.graceful_shutdown();
@@ -519,7 +519,7 @@ impl Drain {
     async fn watch_idle<C: GracefulConn>(
         &self,
         conn: C,
-        idle: Option<(&proxy::Activity, Duration)>,
+        idle: Option<(&proxy::conn_info::Activity, Duration)>,
     ) {
         self.open.set(self.open.get() + 1);
         let mut conn = std::pin::pin!(conn);

@@ -24,7 +24,8 @@ use super::head::{
 use super::idle::IdleEnd;
 use super::rewrite::{self, RequestEdits};
 use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
-use crate::proxy::{errors, log_access, AccessEntry, InFlight, PolicyStack, Worker};
+use crate::proxy::access_log::{log_access, AccessEntry};
+use crate::proxy::{errors, InFlight, PolicyStack, Worker};
 use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
 use crate::upstream::cluster::Outcome;
