@@ -7,8 +7,8 @@
 //! serving.
 
 use crate::config::{Config, ConfigError};
+use crate::listen::server::{self, WorkerListener};
 use crate::metrics::ListenerStats;
-use crate::server::{self, WorkerListener};
 use crate::state::{ReloadStatus, Shared, Snapshot};
 use arc_swap::ArcSwap;
 use spillway_core::SystemClock;
@@ -190,9 +190,10 @@ impl Gateway {
             listeners.push((l.name.clone(), actual));
             listener_stats.push((l.name.clone(), Arc::new(ListenerStats::default())));
             tls.push(match &l.tls {
-                Some(t) => {
-                    Some(crate::tls::acceptor(t).map_err(|e| StartError::Tls(l.name.clone(), e))?)
-                }
+                Some(t) => Some(
+                    crate::listen::tls::acceptor(t)
+                        .map_err(|e| StartError::Tls(l.name.clone(), e))?,
+                ),
                 None => None,
             });
         }

@@ -11,14 +11,12 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod gateway;
-pub mod h1;
+pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod record;
 pub mod route;
-pub mod server;
 pub mod state;
-pub mod tls;
 pub mod upstream;
 
 pub use config::{Config, ConfigError, Problem};

@@ -29,7 +29,7 @@ pub struct Worker {
     /// This worker's upstream connections.
     pub pool: Rc<Pool>,
     /// Resources of the lean HTTP/1.1 path.
-    pub lean: crate::h1::LeanLocal,
+    pub lean: crate::listen::h1::LeanLocal,
     cache: RefCell<(SnapshotCache, Rc<Arc<Snapshot>>)>,
     request_ids: Cell<u64>,
     id_prefix: u64,
@@ -57,7 +57,7 @@ impl Worker {
             id,
             shared,
             pool,
-            lean: crate::h1::LeanLocal::default(),
+            lean: crate::listen::h1::LeanLocal::default(),
             cache: RefCell::new((cache, current)),
             request_ids: Cell::new(0),
             id_prefix,

@@ -6,8 +6,8 @@
 //! the workers' sockets; a connection then lives on one thread for its whole life.
 
 use crate::config::{ListenerConfig, ListenerProtocol};
-use crate::h1::conn::Served;
-use crate::h1::dormant::{Dormant, OpenCount, Sleeper, DORMANT_AFTER};
+use crate::listen::h1::conn::Served;
+use crate::listen::h1::dormant::{Dormant, OpenCount, Sleeper, DORMANT_AFTER};
 use crate::metrics::ListenerStats;
 use crate::proxy::{self, ConnInfo, Worker};
 use crate::state::Shared;
@@ -305,14 +305,20 @@ async fn serve_lean(local: Rc<WorkerLocal>, conn: Conn) {
     let open = local.graceful.enter();
     let dormant_after = local.dormant.as_ref().map(|_| DORMANT_AFTER);
     let config = &conn.listener.0;
-    let served =
-        crate::h1::conn::serve(&local.worker, config, conn.stream, conn.peer, dormant_after).await;
+    let served = crate::listen::h1::conn::serve(
+        &local.worker,
+        config,
+        conn.stream,
+        conn.peer,
+        dormant_after,
+    )
+    .await;
     drop(open);
     match served {
         Served::Closed => {}
         Served::Handoff(stream, read) => {
             let (svc, _) = hyper_service(&local, &conn.listener, conn.peer);
-            let io = TokioIo::new(crate::h1::rewind::Rewind::new(stream, read));
+            let io = TokioIo::new(crate::listen::h1::rewind::Rewind::new(stream, read));
             Box::pin(serve_h1(config, io, svc, &local.graceful)).await
         }
         Served::Dormant(socket, deadline_ns) => {
