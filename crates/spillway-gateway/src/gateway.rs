@@ -8,7 +8,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::listen::server::{self, WorkerListener};
-use crate::metrics::ListenerStats;
+use crate::state::ListenerStats;
 use crate::state::{ReloadStatus, Shared, Snapshot};
 use arc_swap::ArcSwap;
 use spillway_core::SystemClock;
@@ -60,6 +60,16 @@ pub struct Control {
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+impl crate::admin::AdminControl for Control {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn reload(&self, trigger: &str) -> Result<u64, String> {
+        Control::reload(self, trigger)
     }
 }
 

@@ -12,7 +12,6 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod listen;
-pub mod metrics;
 pub mod proxy;
 pub mod record;
 pub mod route;

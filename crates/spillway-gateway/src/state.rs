@@ -1,8 +1,10 @@
 //! State shared by the workers and the control thread: the live config snapshot (swapped
 //! atomically on reload), listener counters, reload status and the shutdown signal.
+//!
+//! The meeting point of the layers: it is built from `route` and `upstream`, read by `proxy`,
+//! `listen` and `admin`, and swapped by `gateway`.
 
 use crate::config::{Config, RouteAction};
-use crate::metrics::ListenerStats;
 use crate::record::RouteRecorders;
 use crate::route::stats::RouteStats;
 use crate::route::Router;
@@ -60,6 +62,20 @@ impl Snapshot {
         let generation = previous.map_or(1, |p| p.generation + 1);
         Snapshot { config: Arc::new(config), router, clusters, no_route, generation }
     }
+}
+
+/// Downstream connection counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections refused because `max_connections` was reached.
+    pub refused: AtomicU64,
+    /// Open connections that are dormant now (idle lean HTTP/1.1 connections held as bare
+    /// sockets; counted in `active` too).
+    pub dormant: AtomicU64,
 }
 
 /// Result of the last reload, shown at `GET /admin/config`.

@@ -8,8 +8,8 @@
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::listen::h1::conn::Served;
 use crate::listen::h1::dormant::{Dormant, OpenCount, Sleeper, DORMANT_AFTER};
-use crate::metrics::ListenerStats;
 use crate::proxy::{self, ConnInfo, Worker};
+use crate::state::ListenerStats;
 use crate::state::Shared;
 use crate::upstream::pool::LocalExec;
 use http::HeaderValue;

@@ -5,26 +5,13 @@
 //! carried across reloads by route name, so counters do not reset when the config changes.
 
 use crate::route::stats::{RouteStats, BUCKETS};
+use crate::state::ListenerStats;
 use crate::upstream::cluster::{ClusterState, EndpointState};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Status codes counted per route (100..=599).
 const CODES: usize = 500;
-
-/// Downstream connection counters of one listener.
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    /// Connections open now.
-    pub active: AtomicU64,
-    /// Connections accepted since start.
-    pub accepted: AtomicU64,
-    /// Connections refused because `max_connections` was reached.
-    pub refused: AtomicU64,
-    /// Open connections that are dormant now (idle lean HTTP/1.1 connections held as bare
-    /// sockets; counted in `active` too).
-    pub dormant: AtomicU64,
-}
 
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
