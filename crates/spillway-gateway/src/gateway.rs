@@ -7,8 +7,8 @@
 //! serving.
 
 use crate::config::{Config, ConfigError};
-use crate::metrics::ListenerStats;
-use crate::server::{self, WorkerListener};
+use crate::listen::server::{self, WorkerListener};
+use crate::state::ListenerStats;
 use crate::state::{ReloadStatus, Shared, Snapshot};
 use arc_swap::ArcSwap;
 use spillway_core::SystemClock;
@@ -63,6 +63,16 @@ impl std::fmt::Debug for Control {
     }
 }
 
+impl crate::admin::AdminControl for Control {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn reload(&self, trigger: &str) -> Result<u64, String> {
+        Control::reload(self, trigger)
+    }
+}
+
 impl Control {
     /// Reloads the config file; returns the new generation or why it was refused.
     pub fn reload(&self, trigger: &str) -> Result<u64, String> {
@@ -72,7 +82,7 @@ impl Control {
         // Recorders start before the swap: one that cannot write refuses the whole reload.
         let loaded = Config::load(&path).and_then(|config| {
             let previous = self.shared.snapshot.load();
-            let recorders = crate::record::start_recorders(&config, Some(&previous))?;
+            let recorders = crate::record::start_recorders(&config, previous.router.recordings())?;
             Ok((config, recorders))
         });
         match loaded {
@@ -140,7 +150,7 @@ impl Control {
             let shared = self.shared.clone();
             let generation = snapshot.generation;
             let cluster = cluster.clone();
-            handle.spawn(crate::health::run(cluster, hc, move || {
+            handle.spawn(crate::upstream::health::run(cluster, hc, move || {
                 shared.snapshot.load().generation == generation && !shared.draining.load(Relaxed)
             }));
         }
@@ -190,9 +200,10 @@ impl Gateway {
             listeners.push((l.name.clone(), actual));
             listener_stats.push((l.name.clone(), Arc::new(ListenerStats::default())));
             tls.push(match &l.tls {
-                Some(t) => {
-                    Some(crate::tls::acceptor(t).map_err(|e| StartError::Tls(l.name.clone(), e))?)
-                }
+                Some(t) => Some(
+                    crate::listen::tls::acceptor(t)
+                        .map_err(|e| StartError::Tls(l.name.clone(), e))?,
+                ),
                 None => None,
             });
         }
@@ -223,8 +234,8 @@ impl Gateway {
         let mut status = ReloadStatus { generation: 1, ok: true, ..Default::default() };
         status.notes = config.warnings.iter().map(|w| w.to_string()).collect();
         let listener_configs = config.listeners.clone();
-        let recorders =
-            crate::record::start_recorders(&config, None).map_err(StartError::Record)?;
+        let recorders = crate::record::start_recorders(&config, std::iter::empty())
+            .map_err(StartError::Record)?;
         let snapshot = Snapshot::build(config, None, workers).with_recorders(recorders);
         let shared = Arc::new(Shared {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),

@@ -7,23 +7,17 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod body;
 pub mod check;
-pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod gateway;
-pub mod h1;
-pub mod health;
-pub mod metrics;
+pub mod listen;
 pub mod policy;
-pub mod pool;
 pub mod proxy;
 pub mod record;
-pub mod router;
-pub mod server;
+pub mod route;
 pub mod state;
-pub mod tls;
+pub mod upstream;
 
 pub use config::{Config, ConfigError, Problem};
 pub use gateway::{Gateway, RunOptions, StartError};

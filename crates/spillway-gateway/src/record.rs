@@ -1,12 +1,12 @@
 //! Traffic recording on the request path: a route with `record:` hands a sample of its
 //! requests (head at arrival, body prefix as it streams upstream) to a
-//! [`spillway_load::record::Recorder`], which writes them as JSON lines for `spillway replay`.
+//! [`spillway_record::Recorder`], which writes them as JSON lines for `spillway replay`.
 //!
 //! The request path stays cheap: a route without `record:` pays one `Option` check; an
 //! unsampled request pays one sampling draw. A sampled request copies its head once, and its
-//! body is teed by [`TeeBody`]: frames go upstream unchanged and as soon as they arrive, while
-//! at most `max_body` bytes are copied aside; nothing waits for the recorder (its
-//! [`Recorder::record`] is a non-blocking `try_send`). The entry is handed over when the body
+//! body is teed by `proxy::body::TeeBody`: frames go upstream unchanged and as soon as they
+//! arrive, while at most `max_body` bytes are copied aside; nothing waits for the recorder
+//! (its [`Recorder::record`] is a non-blocking `try_send`). The entry is handed over when the body
 //! ends, or when the request ends early (rejected, upstream failure, client gone) with
 //! whatever was seen.
 //!
@@ -15,15 +15,10 @@
 //! last snapshot using them goes away. A recorder that cannot start (an unwritable directory)
 //! makes the config invalid, so a reload is refused and the old config keeps serving.
 
-use crate::body::{BoxError, ProxyBody};
 use crate::config::{Config, ConfigError, Problem};
-use crate::state::Snapshot;
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
-use spillway_load::record::{RecordConfig, RecordedRequest, Recorder, RecorderStats};
-use std::pin::Pin;
+use spillway_record::{RecordConfig, RecordedRequest, Recorder, RecorderStats};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 /// The recorder of one file, shared by the routes (and snapshots) writing it.
 pub struct Recording {
@@ -43,7 +38,7 @@ impl std::fmt::Debug for Recording {
 
 impl Recording {
     /// Starts a recorder for `config` (opens its file and the writer thread).
-    pub fn start(config: RecordConfig) -> Result<Recording, spillway_load::record::RecordError> {
+    pub fn start(config: RecordConfig) -> Result<Recording, spillway_record::RecordError> {
         let recorder = Recorder::start(config.clone())?;
         Ok(Recording { config, recorder: Some(recorder) })
     }
@@ -132,20 +127,11 @@ impl std::fmt::Debug for Capture {
 
 impl Capture {
     /// Copies the part of `data` that still fits under `max_body` and counts all of it.
-    fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         self.seen += data.len() as u64;
         let room = self.limit.saturating_sub(self.kept.len()).min(data.len());
         if room > 0 {
             self.kept.extend_from_slice(&data[..room]);
-        }
-    }
-
-    /// Puts the capture on the body going upstream: a request without a body is recorded
-    /// now; otherwise the body is teed and recorded when it ends or is dropped.
-    pub fn attach(self, body: ProxyBody) -> ProxyBody {
-        match body {
-            ProxyBody::Empty => ProxyBody::Empty, // `self` drops here: recorded.
-            body => ProxyBody::Recorded(Box::new(TeeBody { inner: body, capture: Some(self) })),
         }
     }
 }
@@ -162,57 +148,12 @@ impl Drop for Capture {
     }
 }
 
-/// A request body on its way upstream with a [`Capture`] copying its first bytes.
-pub struct TeeBody {
-    inner: ProxyBody,
-    capture: Option<Capture>,
-}
-
-impl std::fmt::Debug for TeeBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TeeBody").field("inner", &self.inner).finish_non_exhaustive()
-    }
-}
-
-impl Body for TeeBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let (Some(capture), Some(data)) = (this.capture.as_mut(), f.data_ref()) {
-                    capture.push(data);
-                }
-                if this.inner.is_end_stream() {
-                    drop(this.capture.take());
-                }
-            }
-            Some(Err(_)) | None => drop(this.capture.take()),
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Starts the recorders `config` needs: one per file, reusing a recorder of `previous` whose
-/// settings are unchanged. An error names the route's `record.file` and why it cannot be
-/// written.
-pub fn start_recorders(
+/// Starts the recorders `config` needs: one per file, reusing one of the `previous`
+/// recordings (those of the snapshot being replaced, `Router::recordings`) whose settings are
+/// unchanged. An error names the route's `record.file` and why it cannot be written.
+pub fn start_recorders<'a>(
     config: &Config,
-    previous: Option<&Snapshot>,
+    previous: impl Iterator<Item = &'a Arc<Recording>> + Clone,
 ) -> Result<RouteRecorders, ConfigError> {
     let mut started: Vec<Arc<Recording>> = Vec::new();
     let mut problems = Vec::new();
@@ -226,9 +167,7 @@ pub fn start_recorders(
             per_route.push(Some(same_file.clone()));
             continue;
         }
-        let kept = previous.and_then(|p| {
-            p.router.routes.iter().filter_map(|r| r.recorder.as_ref()).find(|r| r.config == *wanted)
-        });
+        let kept = previous.clone().find(|r| r.config == *wanted);
         let recording = match kept {
             Some(r) => r.clone(),
             None => match Recording::start(wanted.clone()) {
@@ -254,29 +193,20 @@ pub fn start_recorders(
     }
 }
 
-impl Snapshot {
-    /// Gives each compiled route its recorder (from [`start_recorders`] on the same config).
-    pub fn with_recorders(mut self, recorders: RouteRecorders) -> Snapshot {
-        for (route, recorder) in self.router.routes.iter_mut().zip(recorders) {
-            route.recorder = recorder;
-        }
-        self
-    }
-}
-
 /// Appends the counters of the recorders in use to a Prometheus text page: entries by result
 /// (`written`, `dropped` because the writer queue was full, `write_error`) and file rotations,
-/// by file. Nothing when no route records.
-pub fn render_metrics(snapshot: &Snapshot, out: &mut String) {
+/// by file, given the recordings of the routes in use (`Router::recordings`). Nothing when no
+/// route records.
+pub fn render_metrics<'a>(recordings: impl Iterator<Item = &'a Arc<Recording>>, out: &mut String) {
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering::Relaxed;
-    let mut recordings: Vec<&Arc<Recording>> = Vec::new();
-    for r in snapshot.router.routes.iter().filter_map(|r| r.recorder.as_ref()) {
-        if !recordings.iter().any(|seen| Arc::ptr_eq(seen, r)) {
-            recordings.push(r);
+    let mut distinct: Vec<&Arc<Recording>> = Vec::new();
+    for r in recordings {
+        if !distinct.iter().any(|seen| Arc::ptr_eq(seen, r)) {
+            distinct.push(r);
         }
     }
-    let stats: Vec<(String, Arc<RecorderStats>)> = recordings
+    let stats: Vec<(String, Arc<RecorderStats>)> = distinct
         .iter()
         .filter_map(|r| {
             let file = r.config.file.display().to_string();

@@ -1,10 +1,14 @@
 //! State shared by the workers and the control thread: the live config snapshot (swapped
 //! atomically on reload), listener counters, reload status and the shutdown signal.
+//!
+//! The meeting point of the layers: it is built from `route` and `upstream`, read by `proxy`,
+//! `listen` and `admin`, and swapped by `gateway`.
 
-use crate::cluster::ClusterState;
 use crate::config::{Config, RouteAction};
-use crate::metrics::{ListenerStats, RouteStats};
-use crate::router::Router;
+use crate::record::RouteRecorders;
+use crate::route::stats::RouteStats;
+use crate::route::Router;
+use crate::upstream::cluster::ClusterState;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use spillway_core::{Clock, SystemClock};
@@ -60,6 +64,20 @@ impl Snapshot {
     }
 }
 
+/// Downstream connection counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections refused because `max_connections` was reached.
+    pub refused: AtomicU64,
+    /// Open connections that are dormant now (idle lean HTTP/1.1 connections held as bare
+    /// sockets; counted in `active` too).
+    pub dormant: AtomicU64,
+}
+
 /// Result of the last reload, shown at `GET /admin/config`.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ReloadStatus {
@@ -112,5 +130,15 @@ impl Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared").field("workers", &self.workers).finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// Gives each compiled route its recorder (from [`start_recorders`](crate::record::start_recorders) on the same config).
+    pub fn with_recorders(mut self, recorders: RouteRecorders) -> Snapshot {
+        for (route, recorder) in self.router.routes.iter_mut().zip(recorders) {
+            route.recorder = recorder;
+        }
+        self
     }
 }

@@ -1,12 +1,12 @@
 //! Spillway's load tools: an open-loop HTTP load generator with HDR percentiles and weighted
 //! header mixes, a capacity (knee) finder, a fixed-capacity test backend, and a traffic
-//! recorder and replayer.
+//! replayer (recordings are `spillway-record`'s format).
 //!
 //! A library of its own so benches and tests drive it in-process; the `spillway` binary only
 //! parses arguments and calls `cli`. The `tools` feature (on by default) adds the command-line
-//! drivers, progress bar and plots; a gateway that only needs [`record::Recorder`] can turn it
-//! off and skip plotters and indicatif. Pure parts (schedules, knee detection, Little's-law
-//! proposals, replay timing) are plain functions tested without time; [`engine`] does the I/O.
+//! drivers, progress bar and plots; without it the crate skips plotters and indicatif. Pure
+//! parts (schedules, knee detection, Little's-law proposals, replay timing) are plain functions
+//! tested without time; [`engine`] does the I/O.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -23,7 +23,6 @@ pub mod mix;
 pub mod plot;
 #[cfg(feature = "tools")]
 pub mod progress;
-pub mod record;
 pub mod replay;
 pub mod report;
 pub mod schedule;

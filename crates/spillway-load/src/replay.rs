@@ -7,18 +7,15 @@
 #[cfg(feature = "tools")]
 use crate::cli::{self, CliError, ConnectionOptions, OutputOptions};
 use crate::engine::RequestSpec;
-use crate::record::{TrafficEntry, REDACTED};
 #[cfg(feature = "tools")]
-use crate::{
-    engine::Plan,
-    record::{read_traffic, with_rotated},
-    report::Report,
-    target::Target,
-};
+use crate::{engine::Plan, report::Report, target::Target};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
+#[cfg(feature = "tools")]
+use spillway_record::{read_traffic, with_rotated};
+use spillway_record::{TrafficEntry, REDACTED};
 #[cfg(feature = "tools")]
 use std::path::PathBuf;
 use std::time::Duration;

@@ -8,8 +8,8 @@ mod common;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use spillway_load::cli::{ConnectionOptions, OutputOptions};
-use spillway_load::record::{RecordConfig, RecordedRequest, Recorder};
 use spillway_load::replay::{run_replay, ReplayOptions};
+use spillway_record::{RecordConfig, RecordedRequest, Recorder};
 use std::time::{Duration, Instant};
 
 fn recorded(i: u64, at: Instant) -> RecordedRequest {

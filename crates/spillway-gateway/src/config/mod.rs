@@ -370,7 +370,7 @@ pub struct RouteConfig {
     /// Action.
     pub action: RouteAction,
     /// Traffic recording (`record:`), if configured.
-    pub record: Option<spillway_load::record::RecordConfig>,
+    pub record: Option<spillway_record::RecordConfig>,
     /// Admission policy (limits, overload, criticality, deadline, budget, bulkheads).
     pub policy: RoutePolicyConfig,
 }

@@ -680,7 +680,7 @@ pub(super) fn slow(c: &mut Checker<'_>, p: &[Seg], raw: RawSlow) -> Option<SlowS
     let body_over = match raw.body_over {
         None => None,
         Some(RawSize::Bytes(n)) => Some(n),
-        Some(RawSize::Text(t)) => match spillway_load::units::parse_bytes(&t) {
+        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
             Ok(n) => Some(n),
             Err(e) => {
                 c.error(&at(p, &[key("body_over")]), e.to_string());

@@ -1,5 +1,5 @@
 //! The `record:` block of a route: checks each value and builds the
-//! [`spillway_load::record::RecordConfig`] the gateway starts a recorder from.
+//! [`spillway_record::RecordConfig`] the gateway starts a recorder from.
 //!
 //! Kept apart from `validate` so that the recorder's settings live in one place; problems come
 //! back as (key path below `record`, reason) pairs that `validate` turns into located errors.
@@ -7,8 +7,8 @@
 use super::locate::Seg;
 use super::raw::{RawRecord, RawSize};
 use super::{Config, Problem, RouteAction, RouteConfig};
-use spillway_load::record::{RecordConfig, DEFAULT_REDACT};
-use spillway_load::units::parse_bytes;
+use spillway_record::size::parse_bytes;
+use spillway_record::{RecordConfig, DEFAULT_REDACT};
 use std::path::Path;
 
 /// Largest `max_body`: a recorded body prefix stays in memory until its request ends.

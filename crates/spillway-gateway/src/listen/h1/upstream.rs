@@ -8,7 +8,7 @@
 //! upstream closes just as a request goes out is handled by the caller (a retry on a fresh
 //! connection for idempotent requests).
 
-use crate::pool::{AddrMap, MAX_IDLE_PER_ENDPOINT};
+use crate::upstream::pool::{AddrMap, MAX_IDLE_PER_ENDPOINT};
 use spillway_core::Instant;
 use std::cell::RefCell;
 use std::net::SocketAddr;

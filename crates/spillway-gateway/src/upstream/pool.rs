@@ -6,7 +6,7 @@
 //! shared legacy client. An HTTP/1.1 connection goes back to the pool when its response body
 //! ends; every connection future runs in its own local task.
 
-use crate::body::ProxyBody;
+use crate::proxy::body::ProxyBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use spillway_core::{Clock, Instant, SystemClock};

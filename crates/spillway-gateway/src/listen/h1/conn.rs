@@ -23,12 +23,13 @@ use super::head::{
 };
 use super::idle::IdleEnd;
 use super::rewrite::{self, RequestEdits};
-use crate::cluster::Outcome;
 use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
-use crate::pool::{connect_tcp, UpstreamError};
-use crate::proxy::{errors, log_access, AccessEntry, InFlight, PolicyStack, Worker};
-use crate::router::{self, Action, Route};
+use crate::proxy::access_log::{log_access, AccessEntry};
+use crate::proxy::{errors, InFlight, PolicyStack, Worker};
+use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
+use crate::upstream::cluster::Outcome;
+use crate::upstream::pool::{connect_tcp, UpstreamError};
 use http::Method;
 use spillway_core::balance::hash_bytes;
 use spillway_core::clock::duration_nanos;
@@ -426,7 +427,7 @@ impl Conn<'_> {
         let route = {
             let head_bytes = &buf.filled()[..head.len];
             let host =
-                head.host.map_or("", |h| router::host_without_port(rewrite::text(head_bytes, h)));
+                head.host.map_or("", |h| route::host_without_port(rewrite::text(head_bytes, h)));
             let path = rewrite::text(head_bytes, head.path);
             let fields = HeadFields { buf: head_bytes, fields };
             snap.router.route(&head.method, host, path, &fields)
@@ -685,7 +686,7 @@ impl Conn<'_> {
                 Some((p, q)) => (p, Some(q)),
                 None => (target, None),
             };
-            let mut t = router::rewrite_path(path, from, to);
+            let mut t = route::rewrite_path(path, from, to);
             if let Some(q) = query {
                 t.push('?');
                 t.push_str(q);

@@ -4,10 +4,12 @@
 //! hosts lower-cased), so matching a request allocates nothing.
 
 use crate::config::{Config, HeaderMatchKind, HostMatch, PathMatch, RouteAction, RouteConfig};
-use crate::metrics::RouteStats;
+use crate::route::stats::RouteStats;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use std::sync::Arc;
+
+pub mod stats;
 
 /// A compiled header condition.
 #[derive(Debug)]
@@ -229,6 +231,12 @@ impl Router {
         headers: &H,
     ) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches(method, host, path, headers))
+    }
+
+    /// The recorders of the routes that record (`record:`), in route order; a recorder shared
+    /// by several routes appears once per route.
+    pub fn recordings(&self) -> impl Iterator<Item = &Arc<crate::record::Recording>> + Clone {
+        self.routes.iter().filter_map(|r| r.recorder.as_ref())
     }
 }
 

@@ -11,7 +11,8 @@
 //! [`RequestParse::Unusual`]: the connection is handed to hyper, which answers it (a 400, a
 //! 431, or a correct exchange) exactly as on the general path.
 
-use crate::router::HeaderLookup;
+pub use crate::proxy::headers::{ConnectionOptions, FieldKind};
+use crate::route::HeaderLookup;
 use http::{HeaderName, Method};
 
 /// Most header fields in a head (hyper's default too).
@@ -58,88 +59,6 @@ impl Span {
     }
 }
 
-/// The header fields the lean path treats specially.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldKind {
-    /// Any other field: forwarded unchanged (unless `Connection` names it).
-    Other,
-    /// `Host`.
-    Host,
-    /// `Content-Length`.
-    ContentLength,
-    /// `Transfer-Encoding`.
-    TransferEncoding,
-    /// `Connection`.
-    Connection,
-    /// `Keep-Alive` (hop-by-hop).
-    KeepAlive,
-    /// `Proxy-Connection` (hop-by-hop, non-standard).
-    ProxyConnection,
-    /// `Upgrade`.
-    Upgrade,
-    /// `TE`.
-    Te,
-    /// `Trailer`.
-    Trailer,
-    /// `Expect`.
-    Expect,
-    /// `X-Forwarded-For`.
-    XForwardedFor,
-    /// `X-Forwarded-Proto`.
-    XForwardedProto,
-    /// `X-Forwarded-Host`.
-    XForwardedHost,
-    /// `X-Request-Id`.
-    XRequestId,
-    /// `grpc-timeout`.
-    GrpcTimeout,
-    /// `Date`.
-    Date,
-    /// `x-request-timeout`.
-    XRequestTimeout,
-}
-
-impl FieldKind {
-    /// Classifies a field name (case-insensitive), looking at its length first.
-    pub fn of(name: &[u8]) -> FieldKind {
-        let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
-        match name.len() {
-            2 if is(b"te") => FieldKind::Te,
-            4 if is(b"host") => FieldKind::Host,
-            4 if is(b"date") => FieldKind::Date,
-            6 if is(b"expect") => FieldKind::Expect,
-            7 if is(b"upgrade") => FieldKind::Upgrade,
-            7 if is(b"trailer") => FieldKind::Trailer,
-            10 if is(b"connection") => FieldKind::Connection,
-            10 if is(b"keep-alive") => FieldKind::KeepAlive,
-            12 if is(b"x-request-id") => FieldKind::XRequestId,
-            12 if is(b"grpc-timeout") => FieldKind::GrpcTimeout,
-            14 if is(b"content-length") => FieldKind::ContentLength,
-            15 if is(b"x-forwarded-for") => FieldKind::XForwardedFor,
-            16 if is(b"proxy-connection") => FieldKind::ProxyConnection,
-            16 if is(b"x-forwarded-host") => FieldKind::XForwardedHost,
-            17 if is(b"transfer-encoding") => FieldKind::TransferEncoding,
-            17 if is(b"x-forwarded-proto") => FieldKind::XForwardedProto,
-            17 if is(b"x-request-timeout") => FieldKind::XRequestTimeout,
-            _ => FieldKind::Other,
-        }
-    }
-
-    /// Whether a proxy must not forward this field (RFC 9110 §7.6.1). `TE: trailers` is kept
-    /// by the caller (gRPC needs it end to end); `Transfer-Encoding` is framing, handled apart.
-    pub fn is_hop_by_hop(self) -> bool {
-        matches!(
-            self,
-            FieldKind::Connection
-                | FieldKind::KeepAlive
-                | FieldKind::ProxyConnection
-                | FieldKind::Upgrade
-                | FieldKind::Te
-                | FieldKind::Trailer
-        )
-    }
-}
-
 /// One header field.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
@@ -149,49 +68,6 @@ pub struct Field {
     pub value: Span,
     /// What the field is to the proxy.
     pub kind: FieldKind,
-}
-
-/// What a `Connection` header asked for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConnectionOptions {
-    /// `close`.
-    pub close: bool,
-    /// `keep-alive`.
-    pub keep_alive: bool,
-    /// `upgrade`.
-    pub upgrade: bool,
-    /// Some other token: a header the sender wants dropped at this hop.
-    pub names_fields: bool,
-}
-
-impl ConnectionOptions {
-    /// Adds the tokens of one `Connection` field value.
-    pub fn add(&mut self, value: &[u8]) {
-        // The usual values, whole.
-        if value.eq_ignore_ascii_case(b"keep-alive") {
-            self.keep_alive = true;
-            return;
-        }
-        if value.eq_ignore_ascii_case(b"close") {
-            self.close = true;
-            return;
-        }
-        for token in value.split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            if token.is_empty() {
-                continue;
-            }
-            if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
-            } else if token.eq_ignore_ascii_case(b"upgrade") {
-                self.upgrade = true;
-            } else {
-                self.names_fields = true;
-            }
-        }
-    }
 }
 
 /// A complete request head the lean path can proxy.

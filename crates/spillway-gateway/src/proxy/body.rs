@@ -6,7 +6,8 @@
 //! whole. The response body of a proxied request also carries the pooled upstream connection
 //! and hands it back to the pool when the body ends, which is when HTTP/1.1 can reuse it.
 
-use crate::pool::PooledH1;
+use crate::record::Capture;
+use crate::upstream::pool::PooledH1;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -29,7 +30,7 @@ pub enum ProxyBody {
         remaining: u64,
     },
     /// A body teed to a traffic recorder as it streams (see `crate::record`).
-    Recorded(Box<crate::record::TeeBody>),
+    Recorded(Box<TeeBody>),
 }
 
 /// The body would exceed the listener's `max_body_bytes`.
@@ -81,6 +82,63 @@ impl Body for ProxyBody {
             ProxyBody::Incoming { inner, .. } => inner.size_hint(),
             ProxyBody::Recorded(tee) => tee.size_hint(),
         }
+    }
+}
+
+impl ProxyBody {
+    /// Puts `capture` on the body going upstream: a request without a body is recorded now;
+    /// otherwise the body is teed and recorded when it ends or is dropped.
+    pub fn teed(self, capture: Capture) -> ProxyBody {
+        match self {
+            ProxyBody::Empty => ProxyBody::Empty, // `capture` drops here: recorded.
+            body => ProxyBody::Recorded(Box::new(TeeBody { inner: body, capture: Some(capture) })),
+        }
+    }
+}
+
+/// A request body on its way upstream with a [`Capture`] copying its first bytes
+/// (see `crate::record`).
+pub struct TeeBody {
+    inner: ProxyBody,
+    capture: Option<Capture>,
+}
+
+impl std::fmt::Debug for TeeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeeBody").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl Body for TeeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(capture), Some(data)) = (this.capture.as_mut(), f.data_ref()) {
+                    capture.push(data);
+                }
+                if this.inner.is_end_stream() {
+                    drop(this.capture.take());
+                }
+            }
+            Some(Err(_)) | None => drop(this.capture.take()),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

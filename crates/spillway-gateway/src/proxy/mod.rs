@@ -8,34 +8,43 @@
 //!
 //! The availability policies (rate limits, breakers, retries, bulkheads) will sit between
 //! routing and the upstream call: see [`PolicyStack`].
+//!
+//! This module is the hyper request path; its submodules are what both data paths (this one
+//! and the lean HTTP/1.1 path in `listen::h1`) share: the per-thread [`Worker`], per-connection
+//! [`ConnInfo`], the body types, the access log, error bodies and hop-by-hop handling.
 
-use crate::body::{ProxyBody, ResponseBody};
-use crate::cluster::{ClusterState, EndpointState, Outcome};
+pub mod access_log;
+pub mod body;
+pub mod conn_info;
+pub mod errors;
+pub mod headers;
+pub mod worker;
+
+pub use conn_info::ConnInfo;
+pub use worker::Worker;
+
 use crate::config::{Balance, UpstreamProtocol};
-use crate::pool::{self, Pool, UpstreamError};
-use crate::router::{self, Action, Route};
-use crate::state::{Shared, Snapshot};
-use arc_swap::Cache;
+use crate::proxy::access_log::{log_access, AccessEntry};
+use crate::proxy::body::{ActiveGuard, BodyTooLarge, ProxyBody, ResponseBody};
+use crate::proxy::headers::{strip_hop_by_hop, ConnectionOptions};
+use crate::route::{self, Action, Route};
+use crate::state::Snapshot;
+use crate::upstream::cluster::{ClusterState, EndpointState, Outcome};
+use crate::upstream::pool::{self, UpstreamError};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use spillway_core::balance::{hash_bytes, AnyBalancer, Balancer, EndpointSpec, PickContext};
+use spillway_core::balance::hash_bytes;
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
-use spillway_core::random::splitmix64;
-use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
-use std::time::Duration;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 static X_REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
 
@@ -53,230 +62,6 @@ impl PolicyStack {
     }
 }
 
-type SnapshotCache = Cache<Arc<arc_swap::ArcSwap<Snapshot>>, Arc<Snapshot>>;
-
-/// One worker thread's view of the gateway.
-// `Rc<Arc<Snapshot>>` is deliberate: cloning the `Rc` per request is a plain increment, while
-// cloning the `Arc` would bounce one shared cache line between all workers.
-#[allow(clippy::redundant_allocation)]
-pub struct Worker {
-    /// Worker index (selects metric shards).
-    pub id: usize,
-    /// Shared state.
-    pub shared: Arc<Shared>,
-    /// This worker's upstream connections.
-    pub pool: Rc<Pool>,
-    /// Resources of the lean HTTP/1.1 path.
-    pub lean: crate::h1::LeanLocal,
-    cache: RefCell<(SnapshotCache, Rc<Arc<Snapshot>>)>,
-    request_ids: Cell<u64>,
-    id_prefix: u64,
-    /// `id_prefix` in hex, then room for the per-request half.
-    id_prefix_hex: [u8; 32],
-    balancers: RefCell<(u64, Vec<AnyBalancer>)>,
-    random: Cell<u64>,
-}
-
-/// Clusters up to this size pick from a stack-allocated eligible list.
-pub const MAX_PICK_ENDPOINTS: usize = 64;
-
-impl Worker {
-    /// A worker over `shared`.
-    pub fn new(id: usize, shared: Arc<Shared>) -> Worker {
-        let mut cache = Cache::new(shared.snapshot.clone());
-        let current = Rc::new(cache.load().clone());
-        // A per-process, per-worker prefix keeps request ids unique without coordination.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let id_prefix = splitmix64(seed ^ ((id as u64) << 56) ^ u64::from(std::process::id()));
-        let pool = Rc::new(Pool::with_clock(shared.clock.clone()));
-        Worker {
-            id,
-            shared,
-            pool,
-            lean: crate::h1::LeanLocal::default(),
-            cache: RefCell::new((cache, current)),
-            request_ids: Cell::new(0),
-            id_prefix,
-            id_prefix_hex: {
-                let mut hex = [0u8; 32];
-                hex16(id_prefix, &mut hex[..16]);
-                hex
-            },
-            balancers: RefCell::new((0, Vec::new())),
-            random: Cell::new(id_prefix),
-        }
-    }
-
-    /// Picks an endpoint of cluster `index` with this worker's chooser (rebuilt when the
-    /// snapshot changes), among the endpoints available at `now`.
-    pub fn pick(
-        &self,
-        snap: &Snapshot,
-        index: usize,
-        now: spillway_core::Instant,
-        hash: Option<u64>,
-    ) -> Option<usize> {
-        let mut balancers = self.balancers.borrow_mut();
-        if balancers.0 != snap.generation {
-            let built = snap
-                .clusters
-                .iter()
-                .map(|c| {
-                    let specs: Vec<EndpointSpec> = c
-                        .endpoints
-                        .iter()
-                        .map(|e| EndpointSpec::new(&e.address.to_string(), e.weight))
-                        .collect();
-                    c.config.balance.build(&specs, self.id as u64)
-                })
-                .collect();
-            *balancers = (snap.generation, built);
-        }
-        let cluster = &snap.clusters[index];
-        let r = splitmix64(self.random.get());
-        self.random.set(r);
-        let mut ctx = PickContext::new(now, r);
-        if let Some(h) = hash {
-            ctx = ctx.with_hash(h);
-        }
-        let balancer = balancers.1.get_mut(index)?;
-        // The eligible list lives on the stack for usual cluster sizes.
-        let picked = if cluster.endpoints.len() <= MAX_PICK_ENDPOINTS {
-            let mut eligible = [0usize; MAX_PICK_ENDPOINTS];
-            let n = cluster.eligible(now, &mut eligible);
-            balancer.pick(&eligible[..n], &ctx)?
-        } else {
-            let mut eligible = vec![0usize; cluster.endpoints.len()];
-            let n = cluster.eligible(now, &mut eligible);
-            balancer.pick(&eligible[..n], &ctx)?
-        };
-        balancer.on_start(picked, now);
-        Some(picked)
-    }
-
-    /// Reports the end of a request picked by [`Worker::pick`].
-    pub fn picked_done(
-        &self,
-        generation: u64,
-        index: usize,
-        endpoint: usize,
-        latency: Duration,
-        success: bool,
-        now: spillway_core::Instant,
-    ) {
-        let mut balancers = self.balancers.borrow_mut();
-        if balancers.0 == generation {
-            if let Some(b) = balancers.1.get_mut(index) {
-                b.on_end(endpoint, latency, success, now);
-            }
-        }
-    }
-
-    /// The current snapshot (one pointer comparison unless a reload happened).
-    #[inline]
-    #[allow(clippy::redundant_allocation)] // see `Worker`
-    pub fn snapshot(&self) -> Rc<Arc<Snapshot>> {
-        let mut guard = self.cache.borrow_mut();
-        let (cache, current) = &mut *guard;
-        let latest = cache.load();
-        if !Arc::ptr_eq(latest, current) {
-            *current = Rc::new(latest.clone());
-        }
-        current.clone()
-    }
-
-    fn next_request_id(&self) -> HeaderValue {
-        let buf = self.new_request_id();
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
-    }
-
-    /// A new request id: 32 hex digits, unique per process and worker.
-    pub fn new_request_id(&self) -> [u8; 32] {
-        let n = self.request_ids.get().wrapping_add(1);
-        self.request_ids.set(n);
-        let mut buf = self.id_prefix_hex;
-        hex16(splitmix64(n ^ self.id_prefix), &mut buf[16..]);
-        buf
-    }
-}
-
-fn hex16(v: u64, out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in out.iter_mut().enumerate().take(16) {
-        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
-    }
-}
-
-/// Per-connection values, rendered once at accept.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// Client IP as a header value (for `X-Forwarded-For`).
-    pub client_ip: HeaderValue,
-    /// `http` or `https`.
-    pub proto: HeaderValue,
-    /// The listener's `max_body_bytes`.
-    pub max_body: u64,
-    /// Hash of the client address (key for consistent hashing without `hash_header`).
-    pub client_hash: u64,
-    /// Requests in progress and the time of the last one (for the idle timeout).
-    pub activity: Activity,
-}
-
-/// Whether a downstream connection is busy, and since when it is idle.
-#[derive(Debug)]
-pub struct Activity {
-    in_flight: Cell<u32>,
-    last_ns: Cell<u64>,
-    clock: spillway_core::SystemClock,
-}
-
-impl Activity {
-    /// A connection that just became active at `clock`'s now.
-    pub fn new(clock: spillway_core::SystemClock) -> Activity {
-        use spillway_core::Clock;
-        Activity { in_flight: Cell::new(0), last_ns: Cell::new(clock.now().as_nanos()), clock }
-    }
-
-    /// A request started.
-    pub fn begin_request(&self) {
-        self.in_flight.set(self.in_flight.get() + 1);
-    }
-
-    /// A request (and its response body) ended.
-    pub fn end_request(&self) {
-        use spillway_core::Clock;
-        self.in_flight.set(self.in_flight.get().saturating_sub(1));
-        self.last_ns.set(self.clock.now().as_nanos());
-    }
-
-    /// How long the connection has had nothing in flight (zero while busy).
-    pub fn idle_for(&self) -> Duration {
-        use spillway_core::Clock;
-        if self.in_flight.get() > 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(self.clock.now().as_nanos().saturating_sub(self.last_ns.get()))
-    }
-}
-
-/// The JSON bodies of the gateway's own error responses (both request paths).
-pub mod errors {
-    /// No route matched (404).
-    pub const NO_ROUTE: &str = "{\"error\":\"no_route\"}\n";
-    /// A bug: a route's action did not fit (500).
-    pub const INTERNAL: &str = "{\"error\":\"internal\"}\n";
-    /// The body passed `max_body_bytes` (413).
-    pub const BODY_TOO_LARGE: &str = "{\"error\":\"body_too_large\"}\n";
-    /// Every endpoint of the cluster is ejected or unhealthy (503).
-    pub const NO_HEALTHY_ENDPOINT: &str = "{\"error\":\"no_healthy_endpoint\"}\n";
-    /// No response head within the timeout (504).
-    pub const UPSTREAM_TIMEOUT: &str = "{\"error\":\"upstream_timeout\"}\n";
-    /// Connect failed, or the upstream broke the exchange (502).
-    pub const UPSTREAM_UNAVAILABLE: &str = "{\"error\":\"upstream_unavailable\"}\n";
-}
-
 fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(Bytes::from_static(error.as_bytes())));
     *resp.status_mut() = status;
@@ -284,105 +69,12 @@ fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
     resp
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1) and those named in `Connection`; keeps
-/// `TE: trailers` (gRPC needs it end to end).
-///
-/// Runs twice per proxied request (request and response), so it first scans the names once
-/// and only looks up what is there: most requests carry none of these headers, and a typical
-/// upstream response only `Connection: keep-alive`. Nothing is allocated.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut found = 0u8;
-    for name in headers.keys() {
-        found |= hop_by_hop_bit(name);
-    }
-    if found == 0 {
-        return;
-    }
-    if found & HOP_CONNECTION != 0 {
-        // Usually one `Connection` value; several are rare enough to afford a `Vec`.
-        if headers.get_all(header::CONNECTION).iter().nth(1).is_some() {
-            let values: Vec<HeaderValue> =
-                headers.get_all(header::CONNECTION).iter().cloned().collect();
-            headers.remove(header::CONNECTION);
-            for v in &values {
-                remove_connection_tokens(headers, v);
-            }
-        } else if let Some(v) = headers.remove(header::CONNECTION) {
-            remove_connection_tokens(headers, &v);
-        }
-    }
-    if found & HOP_KEEP_ALIVE != 0 {
-        headers.remove(&KEEP_ALIVE);
-    }
-    if found & HOP_PROXY_CONNECTION != 0 {
-        headers.remove(&PROXY_CONNECTION);
-    }
-    if found & HOP_TRANSFER_ENCODING != 0 {
-        headers.remove(header::TRANSFER_ENCODING);
-    }
-    if found & HOP_UPGRADE != 0 {
-        headers.remove(header::UPGRADE);
-    }
-    if found & HOP_TRAILER != 0 {
-        headers.remove(header::TRAILER);
-    }
-    if found & HOP_TE != 0 {
-        if let Some(te) = headers.get(header::TE) {
-            if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-                headers.remove(header::TE);
-            }
-        }
-    }
-}
-
-const HOP_CONNECTION: u8 = 1;
-const HOP_KEEP_ALIVE: u8 = 1 << 1;
-const HOP_PROXY_CONNECTION: u8 = 1 << 2;
-const HOP_TRANSFER_ENCODING: u8 = 1 << 3;
-const HOP_UPGRADE: u8 = 1 << 4;
-const HOP_TRAILER: u8 = 1 << 5;
-const HOP_TE: u8 = 1 << 6;
-
-/// Which hop-by-hop header `name` is, as a bit (0 for an end-to-end header). The names are
-/// the lean path's field classification, so both paths drop the same set.
-#[inline]
-fn hop_by_hop_bit(name: &HeaderName) -> u8 {
-    use crate::h1::head::FieldKind;
-    match FieldKind::of(name.as_str().as_bytes()) {
-        FieldKind::Connection => HOP_CONNECTION,
-        FieldKind::KeepAlive => HOP_KEEP_ALIVE,
-        FieldKind::ProxyConnection => HOP_PROXY_CONNECTION,
-        // Framing: hyper re-frames the body (the lean path passes it through unchanged).
-        FieldKind::TransferEncoding => HOP_TRANSFER_ENCODING,
-        FieldKind::Upgrade => HOP_UPGRADE,
-        FieldKind::Trailer => HOP_TRAILER,
-        FieldKind::Te => HOP_TE,
-        _ => 0,
-    }
-}
-
-/// Removes the headers named in one `Connection` value (names are looked up by `&str`, which
-/// neither allocates nor fails on invalid tokens).
-///
-/// The usual `keep-alive` skips the lookup: the caller removes that header anyway.
-fn remove_connection_tokens(headers: &mut HeaderMap, value: &HeaderValue) {
-    for token in value.as_bytes().split(|b| *b == b',') {
-        let token = token.trim_ascii();
-        if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
-            continue;
-        }
-        if let Ok(name) = std::str::from_utf8(token) {
-            headers.remove(name);
-        }
-    }
-}
-
 fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
     let upgrade = req.headers().get(header::UPGRADE)?;
-    let mut options = crate::h1::head::ConnectionOptions::default();
+    let mut options = ConnectionOptions::default();
     for value in req.headers().get_all(header::CONNECTION) {
         options.add(value.as_bytes());
     }
@@ -396,9 +88,9 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = worker.shared.now();
-    let active = crate::body::ActiveGuard::new(conn.clone());
+    let active = ActiveGuard::new(conn.clone());
     let snap = worker.snapshot();
-    let host = router::request_host(req.uri(), req.headers());
+    let host = route::request_host(req.uri(), req.headers());
     let route = snap.router.route(req.method(), host, req.uri().path(), req.headers());
     let log = worker.shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let (resp, route_name, cluster_name, upstream) = match route {
@@ -455,50 +147,6 @@ pub async fn handle(
         );
     }
     Ok(resp.map(|b| b.tracked(active)))
-}
-
-use std::io::Write as _;
-
-/// One access-log line's fields.
-#[derive(Debug)]
-pub struct AccessEntry<'a> {
-    /// Client IP.
-    pub client: &'a str,
-    /// Request method.
-    pub method: &'a str,
-    /// Request target as received.
-    pub uri: &'a str,
-    /// Response status.
-    pub status: u16,
-    /// Route name ("" without a route).
-    pub route: &'a str,
-    /// Cluster name ("" without one).
-    pub cluster: &'a str,
-    /// The endpoint that served the request.
-    pub upstream: Option<std::net::SocketAddr>,
-    /// From request start to response head.
-    pub duration: Duration,
-    /// The request id.
-    pub request_id: Option<&'a str>,
-}
-
-/// Writes one JSON access-log line to `sink`.
-pub fn log_access(sink: &std::sync::Mutex<Box<dyn std::io::Write + Send>>, e: &AccessEntry<'_>) {
-    let line = serde_json::json!({
-        "ts_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-        "client": e.client,
-        "method": e.method,
-        "uri": e.uri,
-        "status": e.status,
-        "route": e.route,
-        "cluster": e.cluster,
-        "upstream": e.upstream.map(|a| a.to_string()),
-        "duration_ms": e.duration.as_secs_f64() * 1000.0,
-        "request_id": e.request_id,
-    });
-    if let Ok(mut w) = sink.lock() {
-        let _ = writeln!(w, "{line}");
-    }
 }
 
 /// Decrements an endpoint's in-flight count when the upstream exchange ends.
@@ -624,7 +272,7 @@ async fn proxy(
     // Path: forward the origin-form target unchanged unless a prefix rewrite applies.
     let path_and_query = match (rewrite_prefix, parts.uri.path_and_query()) {
         (Some((from, to)), Some(pq)) => {
-            let mut p = router::rewrite_path(pq.path(), from, to);
+            let mut p = route::rewrite_path(pq.path(), from, to);
             if let Some(q) = pq.query() {
                 p.push('?');
                 p.push_str(q);
@@ -693,7 +341,7 @@ async fn proxy(
         ProxyBody::Incoming { inner: body, remaining: conn.max_body }
     };
     let body = match capture {
-        Some(capture) => capture.attach(body),
+        Some(capture) => body.teed(capture),
         None => body,
     };
     let up_req = Request::from_parts(parts, body);
@@ -795,7 +443,7 @@ async fn proxy(
 fn client_body_too_large(e: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if s.is::<crate::body::BodyTooLarge>() {
+        if s.is::<BodyTooLarge>() {
             return true;
         }
         source = s.source();
@@ -806,57 +454,4 @@ fn client_body_too_large(e: &hyper::Error) -> bool {
 fn body_is_empty(body: &Incoming) -> bool {
     use http_body::Body;
     body.is_end_stream()
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        h.insert(header::TE, HeaderValue::from_static("gzip"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn headers_named_in_every_connection_value_are_removed_case_insensitively() {
-        let mut h = HeaderMap::new();
-        h.append(header::CONNECTION, HeaderValue::from_static("X-One"));
-        h.append(header::CONNECTION, HeaderValue::from_static(" x-two , ,bad token"));
-        h.insert("x-one", HeaderValue::from_static("1"));
-        h.insert("x-two", HeaderValue::from_static("2"));
-        h.insert(header::HOST, HeaderValue::from_static("example.com"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::HOST));
-    }
-
-    #[test]
-    fn end_to_end_headers_are_left_alone() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("example.com"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        h.insert("x-request-id", HeaderValue::from_static("abc"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 3);
-    }
-
-    #[test]
-    fn te_trailers_survives_for_grpc() {
-        let mut h = HeaderMap::new();
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.get(header::TE).unwrap(), "trailers");
-    }
 }

@@ -5,10 +5,11 @@
 //! Checks run on the control thread, not on the workers, so probes never compete with
 //! requests for a worker's event loop.
 
-use crate::body::ProxyBody;
-use crate::cluster::ClusterState;
 use crate::config::HealthCheckConfig;
+use crate::upstream::cluster::ClusterState;
+use bytes::Bytes;
 use http::{header, Request};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,7 +21,7 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, ProxyBody>(TokioIo::new(stream))
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
                 .await
                 .ok()?;
         tokio::spawn(async move {
@@ -29,7 +30,7 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
         let req = Request::get(path)
             .header(header::HOST, addr.to_string())
             .header(header::USER_AGENT, "spillway-health")
-            .body(ProxyBody::Empty)
+            .body(Empty::new())
             .ok()?;
         let resp = sender.send_request(req).await.ok()?;
         Some(resp.status().is_success())

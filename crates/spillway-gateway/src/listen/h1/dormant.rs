@@ -7,7 +7,7 @@
 //! client sends again, the socket goes back to the runtime and a new connection task starts.
 //! The move costs four `epoll_ctl` calls, paid only by connections idle that long.
 
-use crate::metrics::ListenerStats;
+use crate::state::ListenerStats;
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use std::cell::RefCell;

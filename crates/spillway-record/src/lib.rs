@@ -2,6 +2,9 @@
 //! writes them as JSON lines (schema below) on a thread of its own, with redaction of secret
 //! headers, a body cap, and size-bounded files with rotation.
 //!
+//! A crate of its own, so the gateway records without depending on the load tools, and
+//! `spillway replay` reads recordings with the very types that wrote them.
+//!
 //! The request path must never wait for a disk: [`Recorder::record`] is a `try_send` on a
 //! bounded channel, and an entry that does not fit is dropped and counted. Everything costly
 //! (redaction, encoding, JSON, writes) happens on the writer thread.
@@ -29,7 +32,12 @@
 //! Rotation: when a line would take `file` past `max_file_bytes`, `file` becomes `file.1`
 //! (`file.1` becomes `file.2`, and so on, keeping `max_files` old files) and a new `file` starts.
 
-use crate::units::parse_bytes;
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod size;
+
+use crate::size::parse_bytes;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -307,7 +315,7 @@ struct Pending {
 /// How a proxy uses it, per request:
 ///
 /// ```
-/// use spillway_load::record::{RecordConfig, RecordedRequest, Recorder};
+/// use spillway_record::{RecordConfig, RecordedRequest, Recorder};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let recorder = Recorder::start(RecordConfig {
 ///     sample: 0.1,

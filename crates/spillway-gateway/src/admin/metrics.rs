@@ -1,96 +1,17 @@
 //! Prometheus metrics: per-worker counters, merged only when `/metrics` is scraped.
 //!
-//! Each route owns one cache-line-aligned shard per worker, written only by that worker
-//! (relaxed atomics, no contention); a scrape sums the shards. Route statistics are carried
-//! across reloads by route name, so counters do not reset when the config changes.
+//! Each route owns one cache-line-aligned shard per worker (`route::stats`), written only by
+//! that worker (relaxed atomics, no contention); a scrape sums the shards. Route statistics are
+//! carried across reloads by route name, so counters do not reset when the config changes.
 
-use crate::cluster::{ClusterState, EndpointState};
+use crate::route::stats::{RouteStats, BUCKETS};
+use crate::state::ListenerStats;
+use crate::upstream::cluster::{ClusterState, EndpointState};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
 
-/// Upper bounds (seconds) of the request-duration histogram buckets.
-pub const BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-const CODES: usize = 500; // status 100..=599
-
-/// One worker's counters for one route.
-#[repr(align(64))]
-#[derive(Debug)]
-struct Shard {
-    codes: Box<[AtomicU64]>,
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    sum_us: AtomicU64,
-}
-
-impl Shard {
-    fn new() -> Shard {
-        Shard {
-            codes: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
-            buckets: Default::default(),
-            sum_us: AtomicU64::new(0),
-        }
-    }
-}
-
-/// Counters and latency histogram of one route, sharded per worker.
-#[derive(Debug)]
-pub struct RouteStats {
-    /// Route name (label).
-    pub route: String,
-    /// Cluster name (label; empty for direct responses).
-    pub cluster: String,
-    shards: Box<[Shard]>,
-}
-
-impl RouteStats {
-    /// Stats for `route` with one shard per worker.
-    pub fn new(route: &str, cluster: &str, workers: usize) -> RouteStats {
-        RouteStats {
-            route: route.to_string(),
-            cluster: cluster.to_string(),
-            shards: (0..workers.max(1)).map(|_| Shard::new()).collect(),
-        }
-    }
-
-    /// Number of worker shards.
-    pub fn workers(&self) -> usize {
-        self.shards.len()
-    }
-
-    /// Records one request answered with `status` after `elapsed`, on worker `worker`.
-    #[inline]
-    pub fn record(&self, worker: usize, status: u16, elapsed: Duration) {
-        let shard = &self.shards[worker % self.shards.len()];
-        let code = (status as usize).clamp(100, 599) - 100;
-        shard.codes[code].fetch_add(1, Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let bucket = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
-        shard.buckets[bucket].fetch_add(1, Relaxed);
-        shard.sum_us.fetch_add(elapsed.as_micros() as u64, Relaxed);
-    }
-
-    /// Requests answered with `status`, over all workers.
-    pub fn count(&self, status: u16) -> u64 {
-        let code = (status as usize).clamp(100, 599) - 100;
-        self.shards.iter().map(|s| s.codes[code].load(Relaxed)).sum()
-    }
-}
-
-/// Downstream connection counters of one listener.
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    /// Connections open now.
-    pub active: AtomicU64,
-    /// Connections accepted since start.
-    pub accepted: AtomicU64,
-    /// Connections refused because `max_connections` was reached.
-    pub refused: AtomicU64,
-    /// Open connections that are dormant now (idle lean HTTP/1.1 connections held as bare
-    /// sockets; counted in `active` too).
-    pub dormant: AtomicU64,
-}
+/// Status codes counted per route (100..=599).
+const CODES: usize = 500;
 
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -149,7 +70,7 @@ pub fn render<'a>(
     out.push_str("# TYPE spillway_requests_total counter\n");
     for r in routes.clone() {
         for code in 0..CODES {
-            let n: u64 = r.shards.iter().map(|s| s.codes[code].load(Relaxed)).sum();
+            let n: u64 = r.count(code as u16 + 100);
             if n > 0 {
                 let _ = writeln!(
                     out,
@@ -167,18 +88,18 @@ pub fn render<'a>(
         let labels = format!("route=\"{}\",cluster=\"{}\"", escape(&r.route), escape(&r.cluster));
         let mut cumulative = 0u64;
         for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += r.shards.iter().map(|s| s.buckets[i].load(Relaxed)).sum::<u64>();
+            cumulative += r.bucket_count(i);
             let _ = writeln!(
                 out,
                 "spillway_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
             );
         }
-        cumulative += r.shards.iter().map(|s| s.buckets[BUCKETS.len()].load(Relaxed)).sum::<u64>();
+        cumulative += r.bucket_count(BUCKETS.len());
         let _ = writeln!(
             out,
             "spillway_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cumulative}"
         );
-        let sum_us: u64 = r.shards.iter().map(|s| s.sum_us.load(Relaxed)).sum();
+        let sum_us: u64 = r.sum_micros();
         let _ = writeln!(
             out,
             "spillway_request_duration_seconds_sum{{{labels}}} {}",

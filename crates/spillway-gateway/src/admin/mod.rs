@@ -3,8 +3,13 @@
 //!
 //! `/metrics`, `/healthz` and `/readyz` are open (scrapers and orchestrators need them);
 //! `/admin/*` requires `Authorization: Bearer <token>` when a token is configured.
+//!
+//! It reads `state` and reloads through the [`AdminControl`] trait, which `gateway::Control`
+//! implements, so the admin API does not import the gateway that starts it.
 
-use crate::gateway::Control;
+pub mod metrics;
+
+use crate::state::Shared;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -16,8 +21,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What the admin API needs from the running gateway.
+pub trait AdminControl: Send + Sync + 'static {
+    /// State shared with the workers.
+    fn shared(&self) -> &Shared;
+    /// Reloads the config file; returns the new generation or why it was refused.
+    fn reload(&self, trigger: &str) -> Result<u64, String>;
+}
+
 /// Serves the admin API on `listener` until the process stops.
-pub async fn serve(listener: tokio::net::TcpListener, control: Arc<Control>) {
+pub async fn serve<C: AdminControl>(listener: tokio::net::TcpListener, control: Arc<C>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -52,11 +65,11 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
     respond(status, "application/json", text)
 }
 
-async fn handle(
-    control: Arc<Control>,
+async fn handle<C: AdminControl>(
+    control: Arc<C>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let shared = &control.shared;
+    let shared = control.shared();
     let path = req.uri().path();
     if path.starts_with("/admin/") {
         let token = shared.snapshot.load().config.admin.as_ref().and_then(|a| a.token.clone());
@@ -81,14 +94,14 @@ async fn handle(
                 .chain(std::iter::once(snap.no_route.as_ref()));
             let listeners: Vec<_> =
                 shared.listeners.iter().map(|(n, s)| (n.clone(), s.as_ref())).collect();
-            let mut text = crate::metrics::render(
+            let mut text = metrics::render(
                 routes,
                 &snap.clusters,
                 &listeners,
                 (shared.reloads_ok.load(Relaxed), shared.reloads_failed.load(Relaxed)),
                 shared.now(),
             );
-            crate::record::render_metrics(&snap, &mut text);
+            crate::record::render_metrics(snap.router.recordings(), &mut text);
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),

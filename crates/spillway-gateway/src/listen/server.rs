@@ -6,12 +6,12 @@
 //! the workers' sockets; a connection then lives on one thread for its whole life.
 
 use crate::config::{ListenerConfig, ListenerProtocol};
-use crate::h1::conn::Served;
-use crate::h1::dormant::{Dormant, OpenCount, Sleeper, DORMANT_AFTER};
-use crate::metrics::ListenerStats;
-use crate::pool::LocalExec;
+use crate::listen::h1::conn::Served;
+use crate::listen::h1::dormant::{Dormant, OpenCount, Sleeper, DORMANT_AFTER};
 use crate::proxy::{self, ConnInfo, Worker};
+use crate::state::ListenerStats;
 use crate::state::Shared;
+use crate::upstream::pool::LocalExec;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -255,7 +255,7 @@ fn conn_info(
         proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         max_body,
         client_hash: spillway_core::balance::hash_bytes(ip.as_bytes()),
-        activity: proxy::Activity::new(clock),
+        activity: proxy::conn_info::Activity::new(clock),
     })
 }
 
@@ -281,11 +281,11 @@ fn hyper_service(
 ) -> (
     impl hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::ResponseBody>,
+            Response = http::Response<crate::proxy::body::ResponseBody>,
             Error = std::convert::Infallible,
             Future = impl Future<
                 Output = Result<
-                    http::Response<crate::body::ResponseBody>,
+                    http::Response<crate::proxy::body::ResponseBody>,
                     std::convert::Infallible,
                 >,
             > + 'static,
@@ -305,14 +305,20 @@ async fn serve_lean(local: Rc<WorkerLocal>, conn: Conn) {
     let open = local.graceful.enter();
     let dormant_after = local.dormant.as_ref().map(|_| DORMANT_AFTER);
     let config = &conn.listener.0;
-    let served =
-        crate::h1::conn::serve(&local.worker, config, conn.stream, conn.peer, dormant_after).await;
+    let served = crate::listen::h1::conn::serve(
+        &local.worker,
+        config,
+        conn.stream,
+        conn.peer,
+        dormant_after,
+    )
+    .await;
     drop(open);
     match served {
         Served::Closed => {}
         Served::Handoff(stream, read) => {
             let (svc, _) = hyper_service(&local, &conn.listener, conn.peer);
-            let io = TokioIo::new(crate::h1::rewind::Rewind::new(stream, read));
+            let io = TokioIo::new(crate::listen::h1::rewind::Rewind::new(stream, read));
             Box::pin(serve_h1(config, io, svc, &local.graceful)).await
         }
         Served::Dormant(socket, deadline_ns) => {
@@ -385,7 +391,7 @@ async fn serve_auto<S>(
 ) where
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::ResponseBody>,
+            Response = http::Response<crate::proxy::body::ResponseBody>,
             Error = std::convert::Infallible,
         > + Clone
         + 'static,
@@ -476,12 +482,12 @@ impl<I, S, E> GracefulConn
 where
     S: hyper::service::Service<
         http::Request<hyper::body::Incoming>,
-        Response = http::Response<crate::body::ResponseBody>,
+        Response = http::Response<crate::proxy::body::ResponseBody>,
     >,
     S::Future: 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, crate::body::ResponseBody>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, crate::proxy::body::ResponseBody>,
 {
     fn begin_graceful_shutdown(self: std::pin::Pin<&mut Self>) {
         self.graceful_shutdown();
@@ -519,7 +525,7 @@ impl Drain {
     async fn watch_idle<C: GracefulConn>(
         &self,
         conn: C,
-        idle: Option<(&proxy::Activity, Duration)>,
+        idle: Option<(&proxy::conn_info::Activity, Duration)>,
     ) {
         self.open.set(self.open.get() + 1);
         let mut conn = std::pin::pin!(conn);

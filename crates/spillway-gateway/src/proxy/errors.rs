@@ -1,0 +1,16 @@
+//! The JSON bodies of the gateway's own error responses (both request paths).
+//!
+//! One list, so the hyper path and the lean path answer the same failure with the same bytes.
+
+/// No route matched (404).
+pub const NO_ROUTE: &str = "{\"error\":\"no_route\"}\n";
+/// A bug: a route's action did not fit (500).
+pub const INTERNAL: &str = "{\"error\":\"internal\"}\n";
+/// The body passed `max_body_bytes` (413).
+pub const BODY_TOO_LARGE: &str = "{\"error\":\"body_too_large\"}\n";
+/// Every endpoint of the cluster is ejected or unhealthy (503).
+pub const NO_HEALTHY_ENDPOINT: &str = "{\"error\":\"no_healthy_endpoint\"}\n";
+/// No response head within the timeout (504).
+pub const UPSTREAM_TIMEOUT: &str = "{\"error\":\"upstream_timeout\"}\n";
+/// Connect failed, or the upstream broke the exchange (502).
+pub const UPSTREAM_UNAVAILABLE: &str = "{\"error\":\"upstream_unavailable\"}\n";
