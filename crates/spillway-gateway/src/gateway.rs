@@ -124,7 +124,8 @@ impl Control {
             notes.push("a new worker count takes effect at the next restart".to_string());
         }
         let snapshot = Arc::new(
-            Snapshot::build(config, Some(&previous), self.shared.workers).with_recorders(recorders),
+            Snapshot::build(config, Some(&previous), self.shared.workers, &self.shared.policy)
+                .with_recorders(recorders),
         );
         let generation = snapshot.generation;
         self.shared.snapshot.store(snapshot.clone());
@@ -236,10 +237,16 @@ impl Gateway {
         let listener_configs = config.listeners.clone();
         let recorders = crate::record::start_recorders(&config, std::iter::empty())
             .map_err(StartError::Record)?;
-        let snapshot = Snapshot::build(config, None, workers).with_recorders(recorders);
+        let clock = SystemClock::new();
+        let policy = crate::policy::PolicyContext {
+            cpu: spillway_core::overload::CpuGauge::new(),
+            clock: Arc::new(clock.clone()),
+        };
+        let snapshot = Snapshot::build(config, None, workers, &policy).with_recorders(recorders);
         let shared = Arc::new(Shared {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
-            clock: SystemClock::new(),
+            clock,
+            policy,
             workers,
             listeners: listener_stats.clone(),
             config_path,
@@ -348,6 +355,23 @@ fn control_main(
             *h = Some(tokio::runtime::Handle::current());
         }
         control.start_health_checks(&control.shared.snapshot.load_full());
+        // CPU usage for BBR: sampled every 250 ms (cgroup v2/v1 aware, /proc/stat otherwise)
+        // into the gauge every BBR limiter reads. Without a readable source BBR sees 0 % and
+        // never sheds, which the log says.
+        let _cpu_sampler = match spillway_tower::cpu::CpuSampler::detect() {
+            Ok(sampler) => spillway_tower::cpu::CpuSamplerTask::spawn(
+                sampler,
+                spillway_tower::cpu::DEFAULT_SAMPLE_PERIOD,
+                spillway_core::overload::CpuAverage::default(),
+                control.shared.policy.cpu.clone(),
+            )
+            .map_err(|e| tracing::warn!(error = %e, "CPU sampler not started: BBR never sheds"))
+            .ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "no CPU usage source: BBR never sheds");
+                None
+            }
+        };
         if let Some(socket) = admin {
             match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => {

@@ -30,11 +30,20 @@ pub struct Snapshot {
     pub no_route: Arc<RouteStats>,
     /// 1 for the first config, +1 per successful reload.
     pub generation: u64,
+    /// Admission policies of routes, clusters, listeners and levels.
+    pub policies: crate::policy::Policies,
 }
 
 impl Snapshot {
     /// Compiles `config`, carrying endpoint state and route statistics over from `previous`.
-    pub fn build(config: Config, previous: Option<&Snapshot>, workers: usize) -> Snapshot {
+    /// Policies keep their state (limiter levels, learned limits, queues) when their settings
+    /// did not change.
+    pub fn build(
+        config: Config,
+        previous: Option<&Snapshot>,
+        workers: usize,
+        policy: &crate::policy::PolicyContext,
+    ) -> Snapshot {
         let clusters: Vec<Arc<ClusterState>> = config
             .clusters
             .iter()
@@ -60,7 +69,12 @@ impl Snapshot {
             .map(|p| p.no_route.clone())
             .unwrap_or_else(|| Arc::new(RouteStats::new("", "", workers)));
         let generation = previous.map_or(1, |p| p.generation + 1);
-        Snapshot { config: Arc::new(config), router, clusters, no_route, generation }
+        let policies = crate::policy::Policies::build(
+            &config,
+            previous.map(|p| (&p.policies, p.config.as_ref())),
+            policy,
+        );
+        Snapshot { config: Arc::new(config), router, clusters, no_route, generation, policies }
     }
 }
 
@@ -101,6 +115,9 @@ pub struct Shared {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// The gateway clock (request timing, ejection deadlines).
     pub clock: SystemClock,
+    /// What policies are built with: the CPU gauge (sampled on the control thread) and the
+    /// clock.
+    pub policy: crate::policy::PolicyContext,
     /// Worker count (fixed at start).
     pub workers: usize,
     /// Listener names and counters (fixed at start).

@@ -149,6 +149,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// BBR for every request through this listener (`overload.bbr`).
     pub bbr: Option<BbrSettings>,
+    /// Position in the config's `listeners` (indexes per-listener policy state).
+    pub index: usize,
 }
 
 /// PEM files for a TLS listener (resolved against the config file's directory).

@@ -246,6 +246,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 max_body_bytes: limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 max_connections,
                 bbr,
+                index: listeners.len(),
             });
         }
     }

@@ -245,9 +245,10 @@ async fn accept_loop(
 fn conn_info(
     peer: SocketAddr,
     tls: bool,
-    max_body: u64,
+    config: &ListenerConfig,
     clock: spillway_core::SystemClock,
 ) -> Rc<ConnInfo> {
+    let max_body = config.max_body_bytes;
     let ip = peer.ip().to_string();
     Rc::new(ConnInfo {
         client_ip: HeaderValue::from_str(&ip)
@@ -256,6 +257,8 @@ fn conn_info(
         max_body,
         client_hash: spillway_core::balance::hash_bytes(ip.as_bytes()),
         activity: proxy::conn_info::Activity::new(clock),
+        peer: peer.ip(),
+        listener: config.index,
     })
 }
 
@@ -295,7 +298,7 @@ fn hyper_service(
 ) {
     let (config, tls, _) = listener;
     let worker = &local.worker;
-    let info = conn_info(peer, tls.is_some(), config.max_body_bytes, worker.shared.clock.clone());
+    let info = conn_info(peer, tls.is_some(), config, worker.shared.clock.clone());
     let activity = info.clone();
     let worker = worker.clone();
     (service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req)), activity)

@@ -357,6 +357,34 @@ impl Policies {
             || matches!(self.listeners.get(listener), Some(Some(_)))
     }
 
+    /// What admission looks at for a request on `route` through `listener` to `cluster`, or
+    /// `None` when nothing applies (such a request pays this one check).
+    #[inline]
+    pub fn gate<'a>(
+        &'a self,
+        config: &'a Config,
+        listener: usize,
+        route: usize,
+        cluster: usize,
+    ) -> Option<Gate<'a>> {
+        if !self.applies(listener, route, cluster) {
+            return None;
+        }
+        Some(Gate {
+            route: self.routes.get(route).and_then(Option::as_ref),
+            cluster: self.clusters.get(cluster).and_then(Option::as_ref),
+            listener: self.listeners.get(listener).and_then(Option::as_ref),
+            trusted: &config.trusted_proxies,
+        })
+    }
+
+    /// Counts a refusal on `route`.
+    pub fn count_refusal(&self, route: usize, class: Criticality, refusal: &Refusal) {
+        if let Some(counts) = self.rejections(route) {
+            counts.count(refusal.rejection.reason, class);
+        }
+    }
+
     /// The rejection counters of `route`.
     pub fn rejections(&self, route: usize) -> Option<&Arc<RejectionCounts>> {
         match self.routes.get(route) {
@@ -445,6 +473,42 @@ impl Drop for Admission {
             let at = token.started_at();
             limiter.release(token, Outcome::Ignored, at);
         }
+    }
+}
+
+impl Classified {
+    /// The header fields admission sets on the upstream request (replacing incoming ones):
+    /// the criticality when it was lowered, and the granted budget. At most two.
+    pub fn upstream_fields<'a>(
+        &self,
+        gate: &Gate<'a>,
+        budget_text: &'a mut [u8; 20],
+    ) -> ([(&'a [u8], &'a [u8]); 2], usize) {
+        let mut fields: [(&[u8], &[u8]); 2] = [(b"", b""); 2];
+        let mut n = 0;
+        if self.rewrite_class {
+            fields[n] = (classify::CRITICALITY_HEADER.as_bytes(), self.class.as_str().as_bytes());
+            n += 1;
+        }
+        if let (Some(units), Some(b)) =
+            (self.budget, gate.route.and_then(|p| p.config.budget.as_ref()))
+        {
+            let text = spillway_core::budget::format_budget(units);
+            let len = text.as_bytes().len().min(budget_text.len());
+            budget_text[..len].copy_from_slice(&text.as_bytes()[..len]);
+            fields[n] = (b.header.as_bytes(), &budget_text[..len]);
+            n += 1;
+        }
+        (fields, n)
+    }
+}
+
+/// How an upstream exchange went, for the limiters that learn: a 5xx, 429 or transport error
+/// is a failure.
+pub fn outcome_of(status: Option<u16>) -> Outcome {
+    match status {
+        Some(s) if s < 500 && s != 429 => Outcome::Success,
+        _ => Outcome::Failure,
     }
 }
 

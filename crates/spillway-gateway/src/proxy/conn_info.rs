@@ -21,6 +21,10 @@ pub struct ConnInfo {
     pub client_hash: u64,
     /// Requests in progress and the time of the last one (for the idle timeout).
     pub activity: Activity,
+    /// The peer's address (admission keys, trusted proxies).
+    pub peer: std::net::IpAddr,
+    /// The listener's index in the config (its BBR).
+    pub listener: usize,
 }
 
 /// Whether a downstream connection is busy, and since when it is idle.

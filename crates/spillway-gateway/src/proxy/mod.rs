@@ -7,7 +7,7 @@
 //! address as a header value) were rendered once at accept.
 //!
 //! The availability policies (rate limits, breakers, retries, bulkheads) will sit between
-//! routing and the upstream call: see [`PolicyStack`].
+//! routing and the upstream call: see `crate::policy`.
 //!
 //! This module is the hyper request path; its submodules are what both data paths (this one
 //! and the lean HTTP/1.1 path in `listen::h1`) share: the per-thread [`Worker`], per-connection
@@ -47,20 +47,6 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 static X_REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
-
-/// Per-route and per-cluster availability policies. Empty in this version: the place where
-/// rate limits, breakers, retries and bulkheads plug in, between routing and the upstream
-/// call, without changing the shape of the request path.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PolicyStack;
-
-impl PolicyStack {
-    /// Whether the request may proceed; a refusal is rendered by `spillway_core::decision`.
-    #[inline]
-    pub fn admit(&self) -> Result<(), spillway_core::Rejection> {
-        Ok(())
-    }
-}
 
 fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(Bytes::from_static(error.as_bytes())));
@@ -181,13 +167,6 @@ async fn proxy(
             return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE), None);
         }
     }
-    if let Err(rejection) = PolicyStack.admit() {
-        let status = StatusCode::from_u16(rejection.reason.http_status())
-            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let mut resp = Response::new(ResponseBody::full(rejection.json_body()));
-        *resp.status_mut() = status;
-        return (resp, None);
-    }
     // Deadline propagation: honour an incoming `grpc-timeout` / `x-request-timeout` up to the
     // route's timeout, and fail fast (504) when too little budget is left to start.
     // Which deadline headers came in (they are rewritten with the remaining budget below).
@@ -216,6 +195,25 @@ async fn proxy(
         }
         None => None,
     };
+    // Admission (limits, pools, BBR, concurrency): one check when nothing applies.
+    let gate = snap.policies.gate(&snap.config, conn.listener, route.index, cluster_index);
+    let mut admitted = None;
+    if let Some(gate) = gate {
+        let view = HyperView { req: &req, peer: conn.peer };
+        let classified = crate::policy::classify(gate.route, &view);
+        let left = budget.map(|d| d.remaining(start));
+        match crate::policy::admit(gate, &view, classified, start, left, &worker.shared.clock).await
+        {
+            Ok(admission) => admitted = Some((admission, classified, gate)),
+            Err(refusal) => {
+                snap.policies.count_refusal(route.index, classified.class, &refusal);
+                let grpc = crate::policy::render::is_grpc(
+                    req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+                );
+                return (refusal_response(&refusal, grpc), None);
+            }
+        }
+    }
     let hash = match cluster.config.balance {
         Balance::ConsistentHash => {
             match cluster.config.hash_header.as_deref().and_then(|h| req.headers().get(h)) {
@@ -268,6 +266,17 @@ async fn proxy(
         header::Entry::Occupied(id) => id.get().clone(),
         header::Entry::Vacant(slot) => slot.insert(worker.next_request_id()).clone(),
     };
+    if let Some((_, classified, gate)) = &admitted {
+        let mut budget_text = [0u8; 20];
+        let (fields, n) = classified.upstream_fields(gate, &mut budget_text);
+        for (name, value) in &fields[..n] {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            {
+                parts.headers.insert(name, value);
+            }
+        }
+    }
     let host = rewrite_host.clone().or(downstream_host);
     // Path: forward the origin-form target unchanged unless a prefix rewrite applies.
     let path_and_query = match (rewrite_prefix, parts.uri.path_and_query()) {
@@ -377,6 +386,10 @@ async fn proxy(
     let now = worker.shared.now();
     let latency = now.saturating_duration_since(start);
     drop(in_flight);
+    if let Some((admission, _, _)) = admitted {
+        let status = result.as_ref().ok().map(|(resp, _)| resp.status().as_u16());
+        admission.finish(crate::policy::outcome_of(status), now);
+    }
     let (mut resp, conn_back) = match result {
         Ok(ok) => ok,
         Err(UpstreamError::Http(_, e)) if client_body_too_large(&e) => {
@@ -454,4 +467,47 @@ fn client_body_too_large(e: &hyper::Error) -> bool {
 fn body_is_empty(body: &Incoming) -> bool {
     use http_body::Body;
     body.is_end_stream()
+}
+
+/// The request as admission reads it on the hyper path.
+struct HyperView<'a> {
+    req: &'a Request<Incoming>,
+    peer: std::net::IpAddr,
+}
+
+impl crate::policy::classify::RequestView for HyperView<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.req.headers().get(name).map(HeaderValue::as_bytes)
+    }
+    fn header_values(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
+        for v in self.req.headers().get_all(name) {
+            each(v.as_bytes());
+        }
+    }
+    fn path(&self) -> &str {
+        self.req.uri().path()
+    }
+    fn query(&self) -> Option<&str> {
+        self.req.uri().query()
+    }
+    fn peer(&self) -> std::net::IpAddr {
+        self.peer
+    }
+    fn body_len(&self) -> Option<u64> {
+        http_body::Body::size_hint(self.req.body()).exact()
+    }
+}
+
+/// A refusal as a hyper response (laid out by `policy::render`, the one place for that).
+fn refusal_response(refusal: &crate::policy::Refusal, grpc: bool) -> Response<ResponseBody> {
+    let rendered = crate::policy::render::render(refusal, grpc);
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(rendered.body)));
+    *resp.status_mut() =
+        StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    for (name, value) in rendered.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+    }
+    resp
 }

@@ -51,6 +51,8 @@ pub enum Action {
 pub struct Route {
     /// Name.
     pub name: String,
+    /// Position in the routing table (indexes the snapshot's per-route policies).
+    pub index: usize,
     host: Option<HostMatch>,
     path: Option<PathMatch>,
     methods: Vec<Method>,
@@ -151,7 +153,8 @@ impl Router {
         let routes = config
             .routes
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(index, r)| {
                 let action = match &r.action {
                     RouteAction::Cluster { name, rewrite_prefix, rewrite_host, timeout } => {
                         let cluster =
@@ -170,10 +173,25 @@ impl Router {
                             deadline: {
                                 let t =
                                     timeout.unwrap_or(config.clusters[cluster].timeouts.request);
-                                spillway_core::deadline::DeadlinePolicy::builder(t)
-                                    .max_budget(t)
-                                    .build()
-                                    .ok()
+                                // `deadline:` settings when given, else the route timeout is
+                                // both the default budget and the cap.
+                                let policy = match &r.policy.deadline {
+                                    Some(d) => {
+                                        let b = spillway_core::deadline::DeadlinePolicy::builder(
+                                            d.default,
+                                        )
+                                        .max_budget(d.max)
+                                        .min_budget(d.min_remaining);
+                                        if d.ignore_incoming {
+                                            b.ignore_incoming()
+                                        } else {
+                                            b
+                                        }
+                                    }
+                                    None => spillway_core::deadline::DeadlinePolicy::builder(t)
+                                        .max_budget(t),
+                                };
+                                policy.build().ok()
                             },
                         }
                     }
@@ -193,6 +211,7 @@ impl Router {
                 };
                 Route {
                     name: r.name.clone(),
+                    index,
                     host: r.matcher.host.clone(),
                     path: r.matcher.path.clone(),
                     methods: r

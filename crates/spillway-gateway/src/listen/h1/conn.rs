@@ -25,7 +25,7 @@ use super::idle::IdleEnd;
 use super::rewrite::{self, RequestEdits};
 use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
 use crate::proxy::access_log::{log_access, AccessEntry};
-use crate::proxy::{errors, InFlight, PolicyStack, Worker};
+use crate::proxy::{errors, InFlight, Worker};
 use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
 use crate::upstream::cluster::Outcome;
@@ -77,6 +77,7 @@ pub enum Served {
 struct ClientAddr {
     text: [u8; 45],
     len: usize,
+    addr: std::net::IpAddr,
 }
 
 impl ClientAddr {
@@ -86,7 +87,7 @@ impl ClientAddr {
         let mut rest = &mut text[..];
         let _ = write!(rest, "{}", peer.ip());
         let len = 45 - rest.len();
-        ClientAddr { text, len }
+        ClientAddr { text, len, addr: peer.ip() }
     }
 
     fn ip(&self) -> &[u8] {
@@ -613,12 +614,6 @@ impl Conn<'_> {
                 .reply_error(ex, timer, out, 500, "Internal Server Error", errors::INTERNAL)
                 .await;
         };
-        if let Err(rejection) = PolicyStack.admit() {
-            let status = rejection.reason.http_status();
-            let body = rejection.json_body();
-            let body = body.as_str();
-            return self.reply_error(ex, timer, out, status, "", body).await;
-        }
         // Deadline propagation, as on the hyper path.
         let incoming_grpc = first(ex.fields, FieldKind::GrpcTimeout).map(|s| s.of(ex.request));
         let incoming_request =
@@ -642,6 +637,28 @@ impl Conn<'_> {
             }
             None => None,
         };
+        // Admission, as on the hyper path.
+        let gate =
+            snap.policies.gate(&snap.config, self.listener.index, ex.route.index, ex.cluster_index);
+        let mut admitted = None;
+        if let Some(gate) = gate {
+            let view = LeanView {
+                head: ex.head,
+                request: ex.request,
+                fields: ex.fields,
+                peer: self.client.addr,
+            };
+            let classified = crate::policy::classify(gate.route, &view);
+            let left = budget.map(|d| d.remaining(ex.start));
+            let clock = &worker.shared.clock;
+            match crate::policy::admit(gate, &view, classified, ex.start, left, clock).await {
+                Ok(admission) => admitted = Some((admission, classified, gate)),
+                Err(refusal) => {
+                    snap.policies.count_refusal(ex.route.index, classified.class, &refusal);
+                    return self.reply_refusal(ex, timer, out, &refusal).await;
+                }
+            }
+        }
         let hash = match cluster.config.balance {
             Balance::ConsistentHash => {
                 let by_header = cluster.config.hash_header.as_deref().and_then(|name| {
@@ -710,6 +727,11 @@ impl Conn<'_> {
             }
             None => ((*timeout).min(t.per_try), None, None),
         };
+        let mut budget_text = [0u8; 20];
+        let (set_fields, set_n) = match &admitted {
+            Some((_, classified, gate)) => classified.upstream_fields(gate, &mut budget_text),
+            None => ([(&b""[..], &b""[..]); 2], 0),
+        };
         out.clear();
         rewrite::write_request_head(
             out,
@@ -724,6 +746,7 @@ impl Conn<'_> {
                 new_request_id: new_id,
                 grpc_timeout: grpc_value.as_ref().map(|v| v.as_str().as_bytes()),
                 request_timeout: request_value.as_ref().map(|v| v.as_str().as_bytes()),
+                set: &set_fields[..set_n],
             },
         );
         out.extend_from_slice(&ex.request[ex.head.len..]);
@@ -754,6 +777,10 @@ impl Conn<'_> {
         let now = worker.shared.now();
         let latency = now.saturating_duration_since(ex.start);
         drop(in_flight);
+        if let Some((admission, _, _)) = admitted {
+            let status = result.as_ref().ok().map(|(_, response)| response.status);
+            admission.finish(crate::policy::outcome_of(status), now);
+        }
         let step = match result {
             Err(failure) => {
                 cluster.record(endpoint, Outcome::Failure, latency, now);
@@ -838,6 +865,41 @@ impl Conn<'_> {
         lean.give_buf(ubuf);
         lean.give_fields(ufields);
         step
+    }
+
+    /// Answers a request refused by admission (laid out by `policy::render`).
+    async fn reply_refusal(
+        &mut self,
+        ex: Exchange<'_>,
+        timer: &mut Timer<'_>,
+        out: &mut Vec<u8>,
+        refusal: &crate::policy::Refusal,
+    ) -> Step {
+        let rendered = crate::policy::render::render(refusal, false);
+        let status = rendered.status;
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let date = self.worker.lean.date();
+        let fields = rendered.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        out.clear();
+        rewrite::write_local_response(
+            out,
+            status,
+            reason,
+            fields,
+            rendered.body.as_bytes(),
+            &date,
+            ex.head.method == Method::HEAD,
+            ex.close,
+        );
+        let flow = self.write_client(timer, out).await;
+        let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
+        ex.route.stats.record(self.worker.id, status, elapsed);
+        let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
+        self.log(ex.request, ex.head, status, Some(ex.route), cluster, elapsed, None);
+        flow.after(ex.close)
     }
 
     /// Answers with a gateway error, recording it on the route.
@@ -1084,4 +1146,40 @@ struct ExchangeIo<'a, 'w> {
     ubuf: &'a mut Buf,
     ufields: &'a mut Vec<Field>,
     timer: &'a mut Timer<'w>,
+}
+
+/// The request as admission reads it on the lean path: spans into the buffered head.
+struct LeanView<'a> {
+    head: &'a RequestHead,
+    request: &'a [u8],
+    fields: &'a [Field],
+    peer: std::net::IpAddr,
+}
+
+impl crate::policy::classify::RequestView for LeanView<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|f| f.name.of(self.request).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| f.value.of(self.request))
+    }
+    fn header_values(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
+        for f in self.fields {
+            if f.name.of(self.request).eq_ignore_ascii_case(name.as_bytes()) {
+                each(f.value.of(self.request));
+            }
+        }
+    }
+    fn path(&self) -> &str {
+        rewrite::text(self.request, self.head.path)
+    }
+    fn query(&self) -> Option<&str> {
+        rewrite::text(self.request, self.head.target).split_once('?').map(|(_, q)| q)
+    }
+    fn peer(&self) -> std::net::IpAddr {
+        self.peer
+    }
+    fn body_len(&self) -> Option<u64> {
+        Some(self.head.content_length)
+    }
 }

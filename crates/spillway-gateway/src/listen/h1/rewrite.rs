@@ -25,6 +25,9 @@ pub struct RequestEdits<'a> {
     pub grpc_timeout: Option<&'a [u8]>,
     /// A replacement `x-request-timeout` value (the remaining budget).
     pub request_timeout: Option<&'a [u8]>,
+    /// Fields set by admission (criticality lowered to the route's maximum, the granted cost
+    /// budget): any incoming field of the same name is replaced. Names are lower-case.
+    pub set: &'a [(&'a [u8], &'a [u8])],
 }
 
 /// Whether the field named `name` is one that a `Connection` field asks to drop at this hop.
@@ -117,8 +120,13 @@ pub fn write_request_head(
             FieldKind::XRequestTimeout if edits.request_timeout.is_some() => {
                 field(out, name, edits.request_timeout.unwrap_or_default())
             }
+            _ if !edits.set.is_empty()
+                && edits.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) => {}
             _ => copy_field(out, buf, f),
         }
+    }
+    for (name, value) in edits.set {
+        field(out, name, value);
     }
     if !forwarded_for {
         field(out, b"x-forwarded-for", edits.client_ip);
@@ -311,6 +319,7 @@ mod tests {
             new_request_id: Some(b"abc"),
             grpc_timeout: Some(b"99m"),
             request_timeout: Some(b"99ms"),
+            set: &[],
             ..edits()
         };
         let out = forward(
