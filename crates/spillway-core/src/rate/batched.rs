@@ -31,6 +31,9 @@ pub const BURST_SHARE: u64 = 64;
 /// holds back at most its used part of the burst, and only for about this long.
 pub const BATCH_TTL_NANOS: u64 = 1_000_000;
 
+/// A worker looks at another worker's batch once every this many of its own renewals.
+const SWEEP_EVERY: usize = 8;
+
 /// Aligns its content to 128 bytes (two 64-byte lines, as the adjacent-line prefetcher pulls
 /// pairs), so two workers' states never share a cache line.
 #[derive(Debug, Default)]
@@ -158,7 +161,9 @@ impl BatchedTokenBucket {
     /// Any thread may pass any index; the speed-up comes from each thread using its own.
     #[inline]
     pub fn check(&self, worker: usize, now: Instant, permits: u32, class: Criticality) -> Decision {
-        let shard = &self.shards[worker % self.shards.len()].0;
+        let len = self.shards.len();
+        // A predictable branch instead of a division on every check.
+        let shard = &self.shards[if worker < len { worker } else { worker % len }].0;
         let now = now.as_nanos();
         let n = u64::from(permits);
         if n > self.batch {
@@ -248,8 +253,7 @@ impl BatchedTokenBucket {
                 return false;
             }
             let next = base.max(now) + b * self.interval;
-            match shared.tat.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match shared.tat.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return true,
                 Err(actual) => tat = actual,
             }
@@ -270,8 +274,7 @@ impl BatchedTokenBucket {
             if next == tat {
                 break;
             }
-            match shared.tat.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match shared.tat.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(actual) => tat = actual,
             }
@@ -279,16 +282,20 @@ impl BatchedTokenBucket {
         shared.lent.fetch_sub(size, Ordering::AcqRel);
     }
 
-    /// Closes one other worker's batch if it has expired (each slow path looks at the next
-    /// shard in turn, so an idle worker's batch is closed soon after it expires).
+    /// Closes one other worker's batch if it has expired. Every [`SWEEP_EVERY`]-th slow path
+    /// of a worker looks at the next shard in turn, so an idle worker's batch is closed soon
+    /// after it expires while a busy worker rarely reads another worker's cache line.
     fn sweep_one(&self, shard: &Shard, now: u64) {
         let n = self.shards.len();
         if n < 2 {
             return;
         }
-        let i = shard.sweep.load(Ordering::Relaxed) % n;
-        shard.sweep.store(i + 1, Ordering::Relaxed);
-        let other = &self.shards[i].0;
+        let turn = shard.sweep.load(Ordering::Relaxed).wrapping_add(1);
+        shard.sweep.store(turn, Ordering::Relaxed);
+        if !turn.is_multiple_of(SWEEP_EVERY) {
+            return;
+        }
+        let other = &self.shards[(turn / SWEEP_EVERY) % n].0;
         if other.batch.load(Ordering::Relaxed) != 0
             && now.saturating_sub(other.since.load(Ordering::Relaxed)) > BATCH_TTL_NANOS
         {
@@ -363,12 +370,15 @@ mod tests {
     /// One arrival: time (ns), worker, permits, class.
     type Arrival = (u64, usize, u32, Criticality);
 
+    /// Admitted requests: (time ns, permits).
+    type Admitted = Vec<(u64, u64)>;
+
     /// Admitted (time, permits) of the batched bucket and the plain one for the same arrivals.
     fn replay(
         config: &TokenBucketConfig,
         n_workers: usize,
         arrivals: &[Arrival],
-    ) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    ) -> (Admitted, Admitted) {
         let batched = BatchedTokenBucket::new(config.clone(), workers(n_workers));
         let plain = TokenBucket::from_config(config.clone());
         let (mut b, mut p) = (Vec::new(), Vec::new());
@@ -470,12 +480,31 @@ mod tests {
     }
 
     #[test]
+    fn open_batches_shrink_the_shared_bucket_so_a_refill_cannot_add_to_them() {
+        // 1 token/µs, burst 10 000, batches of 32.
+        let config = TokenBucketConfig::new(Rate::per_second(1_000_000), 10_000);
+        let b = BatchedTokenBucket::new(config, workers(2));
+        let t0 = Instant::from_nanos(START);
+        assert!(b.check(1, t0, 1, Criticality::Critical).is_admitted(), "borrows 32, keeps 31");
+        // 100 µs later the plain bucket would be full again; worker 1 still holds 31.
+        let t1 = Instant::from_nanos(START + 100_000);
+        assert_eq!(b.available(t1, Criticality::Critical), 10_000 - 32);
+        let mine = (0..31).filter(|_| b.check(1, t1, 1, Criticality::Critical).is_admitted());
+        assert_eq!(mine.count(), 31);
+        let others = (0..20_000).filter(|_| b.check(0, t1, 1, Criticality::Critical).is_admitted());
+        // At one instant, never more than the burst.
+        assert_eq!(others.count() + 31, 9_999);
+    }
+
+    #[test]
     fn batched_bucket_turns_batching_off_for_small_bursts() {
         let config = TokenBucketConfig::new(Rate::per_second(10), 100);
         let b = BatchedTokenBucket::new(config, workers(4));
         assert_eq!(b.batch_size(), 0);
         let admitted = (0..200)
-            .filter(|i| b.check(*i, Instant::from_nanos(START), 1, Criticality::Critical).is_admitted())
+            .filter(|i| {
+                b.check(*i, Instant::from_nanos(START), 1, Criticality::Critical).is_admitted()
+            })
             .count();
         assert_eq!(admitted, 100);
     }
@@ -504,8 +533,8 @@ mod tests {
 
     #[test]
     fn idle_workers_batches_are_pulled_back_before_anyone_is_refused() {
-        let config = TokenBucketConfig::new(Rate::per_hour(1), 1_000)
-            .with_reserve(CriticalityReserve::NONE);
+        let config =
+            TokenBucketConfig::new(Rate::per_hour(1), 1_000).with_reserve(CriticalityReserve::NONE);
         let b = BatchedTokenBucket::new(config, workers(4));
         assert_eq!(b.batch_size(), 3);
         let now = Instant::from_nanos(START);
@@ -525,14 +554,18 @@ mod tests {
         let now = Instant::from_nanos(START);
         assert!(b.check(1, now, 1, Criticality::Critical).is_admitted());
         assert_eq!(b.available(now, Criticality::Critical), 10_000 - 32);
-        // Worker 1 goes idle; worker 0's slow paths look at one other shard each.
+        // Worker 1 goes idle; every eighth renewal of worker 0 looks at another shard.
         let later = Instant::from_nanos(START + BATCH_TTL_NANOS + 1);
-        for _ in 0..3 * 32 {
+        for _ in 0..7 * 32 {
             assert!(b.check(0, later, 1, Criticality::Critical).is_admitted());
         }
-        // Worker 1's 31 unused tokens came back: only its used one and worker 0's three
+        assert_eq!(b.available(later, Criticality::Critical), 10_000 - 32 - 7 * 32, "not yet");
+        for _ in 0..32 {
+            assert!(b.check(0, later, 1, Criticality::Critical).is_admitted());
+        }
+        // Worker 1's 31 unused tokens came back: only its used one and worker 0's eight
         // batches are gone.
-        assert_eq!(b.available(later, Criticality::Critical), 10_000 - 1 - 96);
+        assert_eq!(b.available(later, Criticality::Critical), 10_000 - 1 - 8 * 32);
     }
 
     #[test]
