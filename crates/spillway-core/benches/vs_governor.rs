@@ -20,10 +20,12 @@
 
 use criterion::{criterion_group, BenchmarkGroup, Criterion};
 use governor::{Quota, RateLimiter};
-use spillway_core::rate::{Gcra, KeyedLimiter, Rate, TokenBucket};
-use spillway_core::{Clock, SystemClock};
+use spillway_core::rate::{
+    BatchedTokenBucket, Gcra, KeyedLimiter, Rate, TokenBucket, TokenBucketConfig,
+};
+use spillway_core::{Clock, Criticality, SystemClock};
 use std::hint::black_box;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Barrier;
 use std::time::{Duration, Instant as StdInstant};
 
@@ -39,21 +41,36 @@ fn rate() -> Rate {
     Rate::per_second(u64::from(PER_SECOND))
 }
 
+/// The same bucket as the others, batched for two workers (batches of 32 tokens).
+fn batched() -> BatchedTokenBucket {
+    let config = TokenBucketConfig::new(rate(), PER_SECOND);
+    BatchedTokenBucket::new(config, NonZeroUsize::new(2).expect("non-zero"))
+}
+
 /// Runs `check` `iters` times on each of two threads started together; returns the wall time,
 /// so the figure is the time per check seen by a thread while another contends.
 fn two_threads<F: Fn() + Sync>(iters: u64, check: F) -> Duration {
+    two_workers(iters, |_| check())
+}
+
+/// [`two_threads`] for limiters that want to know which worker checks: thread 0 passes 0,
+/// thread 1 passes 1 (as a gateway worker passes its own index).
+fn two_workers<F: Fn(usize) + Sync>(iters: u64, check: F) -> Duration {
     let barrier = Barrier::new(2);
     std::thread::scope(|s| {
-        let worker = || {
-            barrier.wait();
-            let start = StdInstant::now();
-            for _ in 0..iters {
-                check();
+        let worker = |index: usize| {
+            let (barrier, check) = (&barrier, &check);
+            move || {
+                barrier.wait();
+                let start = StdInstant::now();
+                for _ in 0..iters {
+                    check(index);
+                }
+                start.elapsed()
             }
-            start.elapsed()
         };
-        let a = s.spawn(worker);
-        let b = s.spawn(worker);
+        let a = s.spawn(worker(0));
+        let b = s.spawn(worker(1));
         let (a, b) = (a.join(), b.join());
         match (a, b) {
             (Ok(a), Ok(b)) => a.max(b),
@@ -74,6 +91,10 @@ fn single_thread(c: &mut Criterion) {
     let gcra = Gcra::new(rate(), PER_SECOND);
     g.bench_function("spillway_gcra", |b| {
         b.iter(|| black_box(gcra.check(clock.now()).is_admitted()))
+    });
+    let bb = batched();
+    g.bench_function("spillway_batched_token_bucket", |b| {
+        b.iter(|| black_box(bb.check(0, clock.now(), 1, Criticality::Critical).is_admitted()))
     });
     let given = TokenBucket::new(rate(), PER_SECOND);
     let mut now = clock.now();
@@ -110,6 +131,14 @@ fn contended(c: &mut Criterion) {
         b.iter_custom(|iters| {
             two_threads(iters, || {
                 black_box(gcra.check(clock.now()).is_admitted());
+            })
+        })
+    });
+    let bb = batched();
+    g.bench_function("spillway_batched_token_bucket", |b| {
+        b.iter_custom(|iters| {
+            two_workers(iters, |w| {
+                black_box(bb.check(w, clock.now(), 1, Criticality::Critical).is_admitted());
             })
         })
     });
@@ -159,8 +188,9 @@ fn slice(threads: usize, n: u64, check: &(dyn Fn(u64) -> bool + Sync)) -> f64 {
         }
         start.elapsed()
     } else {
-        two_threads(n, || {
-            black_box(check(0));
+        // Each thread passes its worker index (keyed cases never run on two threads).
+        two_workers(n, |w| {
+            black_box(check(w as u64));
         })
     };
     elapsed.as_nanos() as f64 / n as f64
@@ -172,6 +202,7 @@ fn interleaved() {
     let gov = RateLimiter::direct(quota());
     let tb = TokenBucket::new(rate(), PER_SECOND);
     let gcra = Gcra::new(rate(), PER_SECOND);
+    let bb = batched();
     let gov_keyed = RateLimiter::keyed(quota());
     let tb_keyed = KeyedLimiter::token_bucket(rate(), PER_SECOND);
     let gcra_keyed = KeyedLimiter::gcra(rate(), PER_SECOND);
@@ -191,6 +222,10 @@ fn interleaved() {
                 ("governor", Box::new(|_| gov.check().is_ok())),
                 ("spillway_token_bucket", Box::new(|_| tb.check(clock.now()).is_admitted())),
                 ("spillway_gcra", Box::new(|_| gcra.check(clock.now()).is_admitted())),
+                (
+                    "spillway_batched_token_bucket",
+                    Box::new(|_| bb.check(0, clock.now(), 1, Criticality::Critical).is_admitted()),
+                ),
             ],
         ),
         (
@@ -200,6 +235,12 @@ fn interleaved() {
                 ("governor", Box::new(|_| gov.check().is_ok())),
                 ("spillway_token_bucket", Box::new(|_| tb.check(clock.now()).is_admitted())),
                 ("spillway_gcra", Box::new(|_| gcra.check(clock.now()).is_admitted())),
+                (
+                    "spillway_batched_token_bucket",
+                    Box::new(|w| {
+                        bb.check(w as usize, clock.now(), 1, Criticality::Critical).is_admitted()
+                    }),
+                ),
             ],
         ),
         (

@@ -5,7 +5,9 @@
 //! The rule is written once as a [`RateAlgorithm`] (a configuration that knows how to judge a
 //! request against a state); single-key limiters hold one state ([`TokenBucket`], [`Gcra`] and
 //! [`LeakyBucket`] in one atomic word, shareable across threads; [`Limiter`] behind `&mut`),
-//! and [`KeyedLimiter`] holds one state per key in a sharded table.
+//! and [`KeyedLimiter`] holds one state per key in a sharded table. [`BatchedTokenBucket`] is a
+//! token bucket for many worker threads: each borrows small batches of tokens from one shared
+//! bucket, so a hot limiter is mostly checked on the worker's own cache line.
 //!
 //! Criticality: every rule keeps a per-class reserve ([`CriticalityReserve`]): a request of
 //! class `c` may take permits only if what remains afterwards is at least `reserve(c)`. The
@@ -13,6 +15,7 @@
 //! a higher one is refused. `Critical` (the default class) has no reserve unless configured,
 //! so default traffic sees exactly the plain algorithm.
 
+mod batched;
 mod byte_key;
 mod fixed_window;
 mod gcra;
@@ -25,6 +28,7 @@ mod warm_up;
 #[cfg(test)]
 mod proptests;
 
+pub use batched::{BatchedTokenBucket, BATCH_TTL_NANOS, BURST_SHARE, MAX_BATCH};
 pub use byte_key::ByteKey;
 pub use fixed_window::{FixedWindow, FixedWindowConfig, FixedWindowState};
 pub use gcra::{Gcra, GcraConfig};

@@ -307,3 +307,85 @@ fn threads_hammering_a_keyed_limiter_get_exactly_the_burst_per_key() {
     let check = || l.check_bytes(b"one key", clock.now(), Criticality::Critical).is_admitted();
     assert_eq!(hammer(4000, check), 3000);
 }
+
+/// One request to a batched bucket: time step before it (µs), worker, permits, class index.
+type WorkerStep = (u64, usize, u32, usize);
+
+fn worker_steps() -> impl Strategy<Value = Vec<WorkerStep>> {
+    // Mostly simultaneous arrivals (so bursts are drained), sometimes pauses of up to 3 ms
+    // (so batches expire and the bucket refills while batches are out).
+    let gap = prop_oneof![30 => Just(0u64), 1 => 0..=3_000u64];
+    prop::collection::vec((gap, 0usize..6, 1..=3u32, 0usize..4), 1..400)
+}
+
+/// A batched bucket with batches of at least 2 for `workers` workers.
+fn batched_config() -> impl Strategy<Value = (TokenBucketConfig, usize)> {
+    (1_000u64..200_000, 1usize..5, 0u32..300, reserve()).prop_map(|(rate, w, extra, r)| {
+        let burst = 128 * w as u32 + extra;
+        let c = TokenBucketConfig::try_new(Rate::per_second(rate), burst, r).expect("valid");
+        (c, w)
+    })
+}
+
+/// Replays `steps` on a fresh batched bucket; returns it, the time reached and the admissions.
+fn run_batched(
+    config: &TokenBucketConfig,
+    workers: usize,
+    steps: &[WorkerStep],
+) -> (BatchedTokenBucket, u64, Vec<(u64, u64)>) {
+    let workers = std::num::NonZeroUsize::new(workers).expect("non-zero");
+    let b = BatchedTokenBucket::new(config.clone(), workers);
+    let mut now = 1_000_000_000u64;
+    let mut admitted = Vec::new();
+    for &(step, worker, permits, class) in steps {
+        now += step * 1_000;
+        if b.check(worker, Instant::from_nanos(now), permits, Criticality::ALL[class]).is_admitted()
+        {
+            admitted.push((now, u64::from(permits)));
+        }
+    }
+    (b, now, admitted)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn batched_token_bucket_never_admits_more_than_rate_times_t_plus_burst(
+        (config, workers) in batched_config(), steps in worker_steps()
+    ) {
+        let (b, _, admitted) = run_batched(&config, workers, &steps);
+        prop_assert!(b.batch_size() >= 2);
+        let interval = u128::from(config.refill_interval().as_nanos() as u64);
+        assert_rate_bound(&admitted, 1, interval, u128::from(config.capacity()))?;
+    }
+
+    #[test]
+    fn batched_token_bucket_never_admits_a_lower_class_while_refusing_a_higher_one(
+        (config, workers) in batched_config(), steps in worker_steps(), permits in 1u32..4
+    ) {
+        // From the state the steps reach, every (class, worker) pair asks at the same moment,
+        // each on its own replay of the same history.
+        let admitted: Vec<Vec<bool>> = Criticality::ALL
+            .iter()
+            .map(|&c| {
+                (0..workers)
+                    .map(|w| {
+                        let (b, now, _) = run_batched(&config, workers, &steps);
+                        b.check(w, Instant::from_nanos(now), permits, c).is_admitted()
+                    })
+                    .collect()
+            })
+            .collect();
+        for lower in 0..4 {
+            for higher in lower + 1..4 {
+                let any_lower = admitted[lower].iter().any(|&a| a);
+                let all_higher = admitted[higher].iter().all(|&a| a);
+                prop_assert!(
+                    !any_lower || all_higher,
+                    "class {lower} admitted while {higher} refused: {admitted:?}"
+                );
+            }
+        }
+    }
+}

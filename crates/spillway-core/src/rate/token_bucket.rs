@@ -64,6 +64,11 @@ impl TokenBucketConfig {
     pub fn reserve_tokens(&self, class: Criticality) -> u64 {
         self.rule.reserve_permits(class)
     }
+
+    /// The GCRA rule the bucket is written in (the batched bucket judges with it directly).
+    pub(crate) fn rule(&self) -> &GcraConfig {
+        &self.rule
+    }
 }
 
 impl RateAlgorithm for TokenBucketConfig {
