@@ -54,7 +54,7 @@ impl Recording {
     }
 
     /// Starts capturing `req` when the sampling draw says so: the head is copied now, with
-    /// the arrival time; the body follows through [`Capture::attach`].
+    /// the arrival time; the body follows through `ProxyBody::teed`.
     #[inline]
     pub fn begin<B>(self: &Arc<Self>, req: &http::Request<B>) -> Option<Capture> {
         let recorder = self.recorder.as_ref()?;
