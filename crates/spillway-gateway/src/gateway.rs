@@ -241,6 +241,7 @@ impl Gateway {
         let policy = crate::policy::PolicyContext {
             cpu: spillway_core::overload::CpuGauge::new(),
             clock: Arc::new(clock.clone()),
+            workers,
         };
         let snapshot = Snapshot::build(config, None, workers, &policy).with_recorders(recorders);
         let shared = Arc::new(Shared {

@@ -4,9 +4,9 @@
 
 use crate::config::{LimitAlgorithm, LimitConfig};
 use spillway_core::rate::{
-    ByteKey, FixedWindowConfig, Gcra, GcraConfig, KeyedLimiter, KeyedLimiterBuilder, LeakyBucket,
-    LeakyBucketConfig, RateAlgorithm, SlidingWindowConfig, TokenBucket, TokenBucketConfig,
-    WarmUpConfig,
+    BatchedTokenBucket, ByteKey, FixedWindowConfig, Gcra, GcraConfig, KeyedLimiter,
+    KeyedLimiterBuilder, LeakyBucket, LeakyBucketConfig, RateAlgorithm, SlidingWindowConfig,
+    TokenBucketConfig, WarmUpConfig,
 };
 use spillway_core::{Criticality, Decision, Instant};
 
@@ -16,7 +16,9 @@ type Keyed<A> = KeyedLimiter<ByteKey, A>;
 /// The state of one limit.
 #[derive(Debug)]
 enum State {
-    TokenBucket(TokenBucket),
+    /// One hot bucket shared by every worker: each worker borrows small batches of tokens so
+    /// the shared cache line is not touched on every request.
+    TokenBucket(BatchedTokenBucket),
     Gcra(Gcra),
     LeakyBucket(LeakyBucket),
     KeyedTokenBucket(Keyed<TokenBucketConfig>),
@@ -40,13 +42,14 @@ fn keyed<A: RateAlgorithm>(algorithm: A, max_keys: usize) -> Keyed<A> {
 }
 
 impl RouteLimit {
-    /// A fresh limit (full buckets, empty windows).
-    pub fn new(config: LimitConfig) -> RouteLimit {
+    /// A fresh limit (full buckets, empty windows) for `workers` worker threads.
+    pub fn new(config: LimitConfig, workers: usize) -> RouteLimit {
+        let workers = std::num::NonZeroUsize::new(workers).unwrap_or(std::num::NonZeroUsize::MIN);
         let single = config.key.is_route();
         let max = config.max_keys;
         let state = match (&config.algorithm, single) {
             (LimitAlgorithm::TokenBucket(c), true) => {
-                State::TokenBucket(TokenBucket::from_config(c.clone()))
+                State::TokenBucket(BatchedTokenBucket::new(c.clone(), workers))
             }
             (LimitAlgorithm::Gcra(c), true) => State::Gcra(Gcra::from_config(c.clone())),
             (LimitAlgorithm::LeakyBucket(c), true) => {
@@ -66,10 +69,11 @@ impl RouteLimit {
         RouteLimit { config, state }
     }
 
-    /// Judges one request with key bytes `key` (ignored by a `key: route` limit).
-    pub fn check(&self, key: &[u8], now: Instant, class: Criticality) -> Decision {
+    /// Judges one request with key bytes `key` (ignored by a `key: route` limit) on worker
+    /// thread `worker`.
+    pub fn check(&self, key: &[u8], now: Instant, class: Criticality, worker: usize) -> Decision {
         match &self.state {
-            State::TokenBucket(b) => b.try_acquire(now, 1, class),
+            State::TokenBucket(b) => b.check(worker, now, 1, class),
             State::Gcra(b) => b.check_n(now, 1, class),
             State::LeakyBucket(b) => b.check_n(now, 1, class),
             State::KeyedTokenBucket(k) => k.check_bytes(key, now, class),

@@ -149,6 +149,8 @@ pub struct PolicyContext {
     pub cpu: CpuGauge,
     /// The gateway's clock (bulkhead queue times).
     pub clock: Arc<dyn Clock>,
+    /// Worker threads (per-worker limiter shards).
+    pub workers: usize,
 }
 
 fn new_pool(name: String, settings: &BulkheadSettings, ctx: &PolicyContext) -> Arc<Pool> {
@@ -283,7 +285,8 @@ impl Policies {
                     let kept = old.and_then(|o| {
                         o.limits.iter().find(|ol| ol.config.name == l.name && ol.same_settings(l))
                     });
-                    kept.cloned().unwrap_or_else(|| Arc::new(RouteLimit::new(l.clone())))
+                    kept.cloned()
+                        .unwrap_or_else(|| Arc::new(RouteLimit::new(l.clone(), ctx.workers)))
                 })
                 .collect();
             let level = p.level.as_ref().and_then(|name| {
@@ -541,6 +544,7 @@ pub async fn admit(
     now: Instant,
     deadline_left: Option<Duration>,
     clock: &dyn Clock,
+    worker: usize,
 ) -> Result<Admission, Refusal> {
     let class = classified.class;
     let mut admission = Admission::default();
@@ -562,7 +566,7 @@ pub async fn admit(
                 let mut buf = buf.borrow_mut();
                 for limit in &policy.limits {
                     classify::key_bytes(&limit.config.key, view, client, &policy.route, &mut buf);
-                    match limit.check(&buf, now, class) {
+                    match limit.check(&buf, now, class, worker) {
                         Decision::Admit => {}
                         Decision::Wait(d) => wait = wait.max(d),
                         Decision::Reject(rejection) => {

@@ -202,7 +202,16 @@ async fn proxy(
         let view = HyperView { req: &req, peer: conn.peer };
         let classified = crate::policy::classify(gate.route, &view);
         let left = budget.map(|d| d.remaining(start));
-        match crate::policy::admit(gate, &view, classified, start, left, &worker.shared.clock).await
+        match crate::policy::admit(
+            gate,
+            &view,
+            classified,
+            start,
+            left,
+            &worker.shared.clock,
+            worker.id,
+        )
+        .await
         {
             Ok(admission) => admitted = Some((admission, classified, gate)),
             Err(refusal) => {

@@ -651,7 +651,9 @@ impl Conn<'_> {
             let classified = crate::policy::classify(gate.route, &view);
             let left = budget.map(|d| d.remaining(ex.start));
             let clock = &worker.shared.clock;
-            match crate::policy::admit(gate, &view, classified, ex.start, left, clock).await {
+            match crate::policy::admit(gate, &view, classified, ex.start, left, clock, worker.id)
+                .await
+            {
                 Ok(admission) => admitted = Some((admission, classified, gate)),
                 Err(refusal) => {
                     snap.policies.count_refusal(ex.route.index, classified.class, &refusal);
