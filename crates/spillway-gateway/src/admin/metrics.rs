@@ -184,3 +184,110 @@ pub fn render<'a>(
     let _ = writeln!(out, "spillway_config_reloads_total{{result=\"failure\"}} {}", reloads.1);
     out
 }
+
+/// Renders the admission metrics: rejections by route, reason and criticality; the CPU usage
+/// BBR sees; BBR in-flight and limits; cluster concurrency limits; pool occupancy.
+pub fn render_policies(
+    policies: &crate::policy::Policies,
+    config: &crate::config::Config,
+    cpu: f64,
+    now: spillway_core::Instant,
+    out: &mut String,
+) {
+    out.push_str("# HELP spillway_rejections_total Requests refused by admission, by route, reason and criticality.\n");
+    out.push_str("# TYPE spillway_rejections_total counter\n");
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(counts) = policies.rejections(i) {
+            counts.each(|reason, class, n| {
+                let _ = writeln!(
+                    out,
+                    "spillway_rejections_total{{route=\"{}\",reason=\"{}\",criticality=\"{}\"}} {n}",
+                    escape(&route.name),
+                    reason.as_str(),
+                    class.as_str()
+                );
+            });
+        }
+    }
+    out.push_str("# HELP spillway_bbr_cpu CPU usage (0..1) as the BBR limiters see it.\n");
+    out.push_str("# TYPE spillway_bbr_cpu gauge\n");
+    let _ = writeln!(out, "spillway_bbr_cpu {cpu}");
+    out.push_str(
+        "# HELP spillway_bbr_in_flight Requests in flight through a BBR limiter, by scope.\n",
+    );
+    out.push_str("# TYPE spillway_bbr_in_flight gauge\n");
+    let mut bbrs: Vec<(String, &crate::policy::Bbr)> = Vec::new();
+    for (l, b) in config.listeners.iter().zip(&policies.listeners) {
+        if let Some(b) = b {
+            bbrs.push((format!("listener:{}", l.name), b));
+        }
+    }
+    for (r, p) in config.routes.iter().zip(&policies.routes) {
+        if let Some(b) = p.as_ref().and_then(|p| p.bbr.as_ref()) {
+            bbrs.push((format!("route:{}", r.name), b));
+        }
+    }
+    for (scope, b) in &bbrs {
+        let v = b.view(now);
+        let _ =
+            writeln!(out, "spillway_bbr_in_flight{{scope=\"{}\"}} {}", escape(scope), v.in_flight);
+    }
+    out.push_str("# HELP spillway_bbr_max_in_flight BBR's estimate maxPass x minRT, by scope.\n");
+    out.push_str("# TYPE spillway_bbr_max_in_flight gauge\n");
+    for (scope, b) in &bbrs {
+        let v = b.view(now);
+        let _ = writeln!(
+            out,
+            "spillway_bbr_max_in_flight{{scope=\"{}\"}} {}",
+            escape(scope),
+            v.max_in_flight
+        );
+    }
+    out.push_str("# HELP spillway_concurrency_limit Concurrency limit towards a cluster (fixed or learned).\n");
+    out.push_str("# TYPE spillway_concurrency_limit gauge\n");
+    for (c, p) in config.clusters.iter().zip(&policies.clusters) {
+        if let Some(p) = p {
+            let _ = writeln!(
+                out,
+                "spillway_concurrency_limit{{cluster=\"{}\"}} {}",
+                escape(&c.name),
+                p.limiter.limit()
+            );
+        }
+    }
+    out.push_str("# HELP spillway_concurrency_in_flight Requests in flight under a cluster's concurrency limit.\n");
+    out.push_str("# TYPE spillway_concurrency_in_flight gauge\n");
+    for (c, p) in config.clusters.iter().zip(&policies.clusters) {
+        if let Some(p) = p {
+            let _ = writeln!(
+                out,
+                "spillway_concurrency_in_flight{{cluster=\"{}\"}} {}",
+                escape(&c.name),
+                p.limiter.inflight()
+            );
+        }
+    }
+    out.push_str("# HELP spillway_bulkhead_in_use Slots in use in a pool (level, route bulkhead, slow pool).\n");
+    out.push_str("# TYPE spillway_bulkhead_in_use gauge\n");
+    let pools: Vec<_> = policies.pools().map(|p| p.view()).collect();
+    for p in &pools {
+        let _ =
+            writeln!(out, "spillway_bulkhead_in_use{{pool=\"{}\"}} {}", escape(&p.name), p.in_use);
+    }
+    out.push_str("# HELP spillway_bulkhead_queued Requests waiting for a slot in a pool.\n");
+    out.push_str("# TYPE spillway_bulkhead_queued gauge\n");
+    for p in &pools {
+        let _ =
+            writeln!(out, "spillway_bulkhead_queued{{pool=\"{}\"}} {}", escape(&p.name), p.queued);
+    }
+    out.push_str("# HELP spillway_bulkhead_codel_drops_total Waiters CoDel refused in a pool.\n");
+    out.push_str("# TYPE spillway_bulkhead_codel_drops_total counter\n");
+    for p in &pools {
+        let _ = writeln!(
+            out,
+            "spillway_bulkhead_codel_drops_total{{pool=\"{}\"}} {}",
+            escape(&p.name),
+            p.codel_drops
+        );
+    }
+}

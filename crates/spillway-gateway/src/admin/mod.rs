@@ -102,6 +102,13 @@ async fn handle<C: AdminControl>(
                 shared.now(),
             );
             crate::record::render_metrics(snap.router.recordings(), &mut text);
+            metrics::render_policies(
+                &snap.policies,
+                &snap.config,
+                shared.policy.cpu.get().fraction(),
+                shared.now(),
+                &mut text,
+            );
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
@@ -129,6 +136,10 @@ async fn handle<C: AdminControl>(
             let now = shared.now();
             let views: Vec<_> = snap.clusters.iter().map(|c| c.view(now)).collect();
             json(StatusCode::OK, &serde_json::json!({ "clusters": views }))
+        }
+        (&Method::GET, "/admin/policies") => {
+            let snap = shared.snapshot.load();
+            json(StatusCode::OK, &snap.policies.view(&snap.config, shared.now()))
         }
         (&Method::POST, "/admin/reload") => match control.reload("admin API") {
             Ok(generation) => {

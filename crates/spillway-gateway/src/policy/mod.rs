@@ -671,3 +671,87 @@ impl Bbr {
         }
     }
 }
+
+impl Policies {
+    /// The `/admin/policies` document: per route its limits (keys tracked), pools, BBR and
+    /// rejections; per cluster its concurrency limit; per listener its BBR; the level pools.
+    pub fn view(&self, config: &Config, now: Instant) -> serde_json::Value {
+        use serde_json::json;
+        let routes: Vec<_> = config
+            .routes
+            .iter()
+            .zip(&self.routes)
+            .enumerate()
+            .map(|(i, (r, p))| {
+                let mut rejections = Vec::new();
+                if let Some(counts) = self.rejections(i) {
+                    counts.each(|reason, class, n| {
+                        rejections.push(json!({
+                            "reason": reason.as_str(), "criticality": class.as_str(), "count": n
+                        }))
+                    });
+                }
+                let Some(p) = p else {
+                    return json!({ "route": r.name, "policy": null, "rejections": rejections });
+                };
+                let limits: Vec<_> = p
+                    .limits
+                    .iter()
+                    .map(|l| {
+                        json!({
+                            "name": l.config.name,
+                            "key": l.config.key.text,
+                            "algorithm": l.config.algorithm_name,
+                            "rate": l.config.rate,
+                            "quota": l.config.quota,
+                            "keys": l.keys(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "route": r.name,
+                    "criticality": p.config.criticality.as_str(),
+                    "max_criticality": p.config.max_criticality.as_str(),
+                    "limits": limits,
+                    "level": p.level.as_ref().map(|l| l.view()),
+                    "bulkhead": p.bulkhead.as_ref().map(|b| b.view()),
+                    "slow": p.slow.as_ref().map(|b| b.view()),
+                    "bbr": p.bbr.as_ref().map(|b| b.view(now)),
+                    "budget": p.config.budget.as_ref().map(|b| json!({
+                        "header": b.header, "default": b.default
+                    })),
+                    "rejections": rejections,
+                })
+            })
+            .collect();
+        let clusters: Vec<_> = config
+            .clusters
+            .iter()
+            .zip(&self.clusters)
+            .filter_map(|(c, p)| {
+                let p = p.as_ref()?;
+                Some(json!({
+                    "cluster": c.name,
+                    "concurrency": p.settings,
+                    "limit": p.limiter.limit(),
+                    "in_flight": p.limiter.inflight(),
+                }))
+            })
+            .collect();
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .zip(&self.listeners)
+            .filter_map(|(l, b)| Some(json!({ "listener": l.name, "bbr": b.as_ref()?.view(now) })))
+            .collect();
+        let levels: Vec<_> = self.levels.iter().map(|l| l.view()).collect();
+        json!({ "routes": routes, "clusters": clusters, "listeners": listeners, "levels": levels })
+    }
+
+    /// Every pool (levels first, then each route's bulkhead and slow pool).
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.levels.iter().chain(
+            self.routes.iter().flatten().flat_map(|p| p.bulkhead.iter().chain(p.slow.iter())),
+        )
+    }
+}
