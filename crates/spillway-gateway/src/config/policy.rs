@@ -408,7 +408,10 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
                 .unwrap_or_default();
             c.error(
                 &algo_path,
-                format!("unknown algorithm `{other}` (one of {}){hint}", ALGORITHM_NAMES.join(", ")),
+                format!(
+                    "unknown algorithm `{other}` (one of {}){hint}",
+                    ALGORITHM_NAMES.join(", ")
+                ),
             );
             continue;
         }
