@@ -654,7 +654,7 @@ fn route_policy(
     let bulkhead =
         raw.bulkhead.take().and_then(|b| policy::bulkhead(c, &at(p, &[key("bulkhead")]), b));
     let slow = raw.slow.take().and_then(|s| policy::slow(c, &at(p, &[key("slow")]), s));
-    let policy = RoutePolicyConfig {
+    RoutePolicyConfig {
         level,
         criticality,
         max_criticality,
@@ -664,8 +664,7 @@ fn route_policy(
         budget,
         bulkhead,
         slow,
-    };
-    policy
+    }
 }
 
 fn validate_match(c: &mut Checker<'_>, p: &[Seg], m: RawMatch) -> MatchConfig {
