@@ -22,7 +22,12 @@ const TOKEN_VAR: &str = "SPILLWAY_ADMIN_TOKEN";
 /// (mapping shape, key).
 const COMMENTED_OUT: &[(&str, &str)] = &[("listeners[]", "tls")];
 /// Mappings whose keys are free-form (names chosen by the user), so there is nothing to cover.
-const FREE_FORM: &[&str] = &["routes[].direct_response.headers"];
+const FREE_FORM: &[&str] = &[
+    "levels",
+    "routes[].budget.grant.by_header",
+    "routes[].budget.grant.by_header.x-role",
+    "routes[].direct_response.headers",
+];
 /// A key no config struct accepts.
 const PROBE: &str = "zz_probe";
 

@@ -8,6 +8,9 @@ use super::*;
 /// client has usually given up.
 pub const LONG_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A bulkhead queue longer than this is reported as effectively unbounded.
+pub const UNBOUNDED_QUEUE: usize = 10_000;
+
 fn warn(out: &mut Vec<Problem>, source: &str, path: &[Seg], reason: String) {
     out.push(Problem { line: locate::line_of(source, path), key: locate::render(path), reason });
 }
@@ -93,6 +96,7 @@ pub fn inspect(config: &Config, source: &str) -> Vec<Problem> {
             );
         }
     }
+    inspect_policies(config, source, &mut out);
     for (path, reason) in super::record::inspect_records(config) {
         warn(&mut out, source, &path, reason);
     }
@@ -117,4 +121,251 @@ fn source_has_inline_request(source: &str, index: usize) -> bool {
     let tp = [key("clusters"), Seg::Index(index), key("timeouts")];
     let Some(line) = locate::line_of(source, &tp) else { return false };
     source.lines().nth(line - 1).is_some_and(|l| l.contains("timeouts") && l.contains("request:"))
+}
+
+fn fmt(d: Duration) -> String {
+    duration::format_duration(d)
+}
+
+/// The longest a request of route `r` may take, and what sets it: the deadline's cap, else the
+/// route's timeout (its own, or its cluster's `timeouts.request`). `None` for direct responses.
+fn route_budget(config: &Config, r: &RouteConfig) -> Option<(Duration, String)> {
+    let RouteAction::Cluster { name, timeout, .. } = &r.action else { return None };
+    if let Some(d) = &r.policy.deadline {
+        return Some((d.max, format!("deadline.max {}", fmt(d.max))));
+    }
+    match timeout {
+        Some(t) => Some((*t, format!("timeout {}", fmt(*t)))),
+        None => {
+            let request = config.cluster(name)?.timeouts.request;
+            Some((request, format!("cluster `{name}`'s timeouts.request {}", fmt(request))))
+        }
+    }
+}
+
+/// Warnings of one pool (route bulkhead, slow pool, level): an effectively unbounded queue,
+/// and a queue wait longer than the time the request has in all (`budget`, with its route).
+fn inspect_pool(
+    out: &mut Vec<Problem>,
+    source: &str,
+    path: &[Seg],
+    pool: &BulkheadSettings,
+    budget: Option<(&str, Duration, String)>,
+) {
+    let at = |k: &str| path.iter().cloned().chain([key(k)]).collect::<Vec<_>>();
+    if pool.queue > UNBOUNDED_QUEUE {
+        warn(
+            out,
+            source,
+            &at("queue"),
+            format!(
+                "queue of {} is effectively unbounded (over {UNBOUNDED_QUEUE}): waiting requests \
+                 hold memory and connections long after their callers gave up; size it to what \
+                 max_concurrent ({}) can drain within max_wait ({})",
+                pool.queue,
+                pool.max_concurrent,
+                fmt(pool.max_wait)
+            ),
+        );
+    }
+    if let Some((route, limit, what)) = budget {
+        if pool.queue > 0 && pool.max_wait > limit {
+            warn(
+                out,
+                source,
+                &at("max_wait"),
+                format!(
+                    "max_wait {} is longer than route `{route}`'s {what}: a request that waits \
+                     that long has no time left for the upstream (lower max_wait)",
+                    fmt(pool.max_wait)
+                ),
+            );
+        }
+    }
+}
+
+/// The risks of the admission settings: queues, deadlines against timeouts, client-IP limits
+/// without trusted proxies, and levels smaller than their routes' bulkheads.
+fn inspect_policies(config: &Config, source: &str, out: &mut Vec<Problem>) {
+    for (i, r) in config.routes.iter().enumerate() {
+        let p = [key("routes"), Seg::Index(i)];
+        let at = |more: &[Seg]| p.iter().chain(more).cloned().collect::<Vec<_>>();
+        let budget = route_budget(config, r);
+        let with_route = || budget.as_ref().map(|(d, what)| (r.name.as_str(), *d, what.clone()));
+        if let Some(b) = &r.policy.bulkhead {
+            inspect_pool(out, source, &at(&[key("bulkhead")]), b, with_route());
+        }
+        if let Some(s) = &r.policy.slow {
+            inspect_pool(
+                out,
+                source,
+                &at(&[key("slow"), key("bulkhead")]),
+                &s.bulkhead,
+                with_route(),
+            );
+        }
+        if config.trusted_proxies.is_empty() {
+            for (j, l) in r.policy.limits.iter().enumerate() {
+                if l.key.parts.contains(&KeyPart::ClientIp) {
+                    warn(
+                        out,
+                        source,
+                        &at(&[key("limits"), Seg::Index(j), key("key")]),
+                        format!(
+                            "limit `{}` counts by client_ip but `trusted_proxies` is empty: \
+                             behind a load balancer or proxy every client has the proxy's \
+                             address, so all clients share one key; set `trusted_proxies` to \
+                             the proxies' networks (or ignore this if clients connect directly)",
+                            l.name
+                        ),
+                    );
+                }
+            }
+        }
+        inspect_deadline(config, source, i, r, out);
+    }
+    inspect_cluster_request_vs_deadlines(config, source, out);
+    for (name, level) in &config.levels {
+        let lp = [key("levels"), key(name)];
+        let members: Vec<(usize, &RouteConfig)> = config
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.policy.level.as_deref() == Some(name.as_str()))
+            .collect();
+        // The route of the level with the least time, which a level queue wait must fit in.
+        let tightest = members
+            .iter()
+            .filter_map(|(_, r)| {
+                route_budget(config, r).map(|(d, what)| (r.name.as_str(), d, what))
+            })
+            .min_by_key(|(_, d, _)| *d);
+        inspect_pool(out, source, &lp, level, tightest);
+        let mut parts = Vec::new();
+        let mut sum = 0usize;
+        for (_, r) in &members {
+            if let Some(b) = &r.policy.bulkhead {
+                sum = sum.saturating_add(b.max_concurrent);
+                parts.push(format!("`{}` {}", r.name, b.max_concurrent));
+            }
+            if let Some(s) = &r.policy.slow {
+                sum = sum.saturating_add(s.bulkhead.max_concurrent);
+                parts.push(format!("`{}` slow {}", r.name, s.bulkhead.max_concurrent));
+            }
+        }
+        if sum > level.max_concurrent {
+            warn(
+                out,
+                source,
+                &[key("levels"), key(name), key("max_concurrent")],
+                format!(
+                    "the bulkheads of level `{name}`'s routes admit {sum} requests in flight \
+                     ({}), more than the level's max_concurrent {}: under load the level pool \
+                     refuses first and one route can take the slots its neighbours were sized \
+                     for; raise the level or shrink the bulkheads",
+                    parts.join(" + "),
+                    level.max_concurrent
+                ),
+            );
+        }
+    }
+}
+
+/// A route's deadline against the upstream timeouts: a deadline longer than the upstream may
+/// run is cut short by the timeout (the caller's budget is not honoured), and a route `timeout`
+/// longer than `deadline.max` can never fire.
+fn inspect_deadline(
+    config: &Config,
+    source: &str,
+    i: usize,
+    r: &RouteConfig,
+    out: &mut Vec<Problem>,
+) {
+    let (Some(d), RouteAction::Cluster { name, timeout, .. }) = (&r.policy.deadline, &r.action)
+    else {
+        return;
+    };
+    let Some(cluster) = config.cluster(name) else { return };
+    let dp = [key("routes"), Seg::Index(i), key("deadline")];
+    let request = timeout.unwrap_or(cluster.timeouts.request);
+    let (cut, what) = if cluster.timeouts.per_try < request {
+        (cluster.timeouts.per_try, format!("cluster `{name}`'s timeouts.per_try"))
+    } else if timeout.is_some() {
+        (request, String::from("the route's timeout"))
+    } else {
+        (request, format!("cluster `{name}`'s timeouts.request"))
+    };
+    if d.max > cut {
+        let (which, value) = if d.default > cut { ("default", d.default) } else { ("max", d.max) };
+        warn(
+            out,
+            source,
+            &[dp[0].clone(), dp[1].clone(), dp[2].clone(), key(which)],
+            format!(
+                "deadline.{which} {} is longer than {what} {}: the upstream call is cut first, so \
+                 a caller's budget beyond {} is never honoured (lower the deadline or raise the \
+                 timeout)",
+                fmt(value),
+                fmt(cut),
+                fmt(cut)
+            ),
+        );
+    }
+    if let Some(t) = timeout {
+        if *t > d.max {
+            warn(
+                out,
+                source,
+                &[key("routes"), Seg::Index(i), key("timeout")],
+                format!(
+                    "timeout {} is longer than deadline.max {}: every request's budget ends \
+                     first, so this timeout can never be used",
+                    fmt(*t),
+                    fmt(d.max)
+                ),
+            );
+        }
+    }
+}
+
+/// A cluster `timeouts.request` written longer than the `deadline.max` of every route that
+/// relies on it (routes with their own `timeout` do not) can never be used.
+fn inspect_cluster_request_vs_deadlines(config: &Config, source: &str, out: &mut Vec<Problem>) {
+    for (ci, cl) in config.clusters.iter().enumerate() {
+        let tp = [key("clusters"), Seg::Index(ci), key("timeouts"), key("request")];
+        let written = locate::line_of(source, &tp) != locate::line_of(source, &tp[..3])
+            || source_has_inline_request(source, ci);
+        if !written {
+            continue;
+        }
+        let mut users = config.routes.iter().filter(|r| {
+            matches!(&r.action, RouteAction::Cluster { name, timeout: None, .. } if *name == cl.name)
+        });
+        let mut longest: Option<(Duration, &str)> = None;
+        let all_capped = users.all(|r| match &r.policy.deadline {
+            Some(d) => {
+                if longest.is_none_or(|(m, _)| d.max > m) {
+                    longest = Some((d.max, r.name.as_str()));
+                }
+                true
+            }
+            None => false,
+        });
+        if let (true, Some((max, route))) = (all_capped, longest) {
+            if cl.timeouts.request > max {
+                warn(
+                    out,
+                    source,
+                    &tp,
+                    format!(
+                        "request timeout {} is longer than the longest deadline.max of the \
+                         routes using it ({} on route `{route}`): every request's budget ends \
+                         first, so this timeout can never be used",
+                        fmt(cl.timeouts.request),
+                        fmt(max)
+                    ),
+                );
+            }
+        }
+    }
 }

@@ -35,6 +35,14 @@ pub const DEFAULT_MAX_KEYS: usize = 917_504;
 pub const DEFAULT_BULKHEAD_MAX_WAIT: Duration = Duration::from_millis(50);
 /// Default header carrying the cost budget.
 pub const DEFAULT_BUDGET_HEADER: &str = "x-spillway-budget";
+/// Default longest wait for a slot of a `leaky_bucket` limit.
+pub const DEFAULT_LEAKY_MAX_WAIT: Duration = Duration::from_millis(100);
+/// Default BBR CPU threshold (a fraction of the CPU).
+pub const DEFAULT_CPU_THRESHOLD: f64 = 0.8;
+/// Default starting limit of an adaptive cluster concurrency limit (capped by its `max`).
+pub const DEFAULT_CONCURRENCY_INITIAL: u64 = 20;
+/// Default upper bound of an adaptive cluster concurrency limit.
+pub const DEFAULT_CONCURRENCY_MAX: u64 = 1000;
 
 fn ser_criticality<S: Serializer>(c: &Criticality, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(c.as_str())
@@ -392,6 +400,21 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
             Some(RawRates::One(r)) => vec![r],
             Some(RawRates::Many(rs)) => rs,
         };
+        let algo_path = at(&lp, &[key("algorithm")]);
+        if !ALGORITHM_NAMES.contains(&l.algorithm.as_str()) {
+            let other = l.algorithm.as_str();
+            let hint = nearest(other, ALGORITHM_NAMES)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            c.error(
+                &algo_path,
+                format!(
+                    "unknown algorithm `{other}` (one of {}){hint}",
+                    ALGORITHM_NAMES.join(", ")
+                ),
+            );
+            continue;
+        }
         let rate_path = at(&lp, &[key("rate")]);
         let mut parsed = Vec::new();
         let mut windows = Vec::new();
@@ -418,7 +441,6 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
         // The burst defaults to one second's worth of the rate (at least 1).
         let default_burst = (first.per_second_f64().ceil() as u64).clamp(1, u64::from(u32::MAX));
         let burst = l.burst.unwrap_or(default_burst as u32);
-        let algo_path = at(&lp, &[key("algorithm")]);
         let reserve = CriticalityReserve::default();
         let fail = |c: &mut Checker<'_>, why: String| c.error(&lp, why);
         let (algorithm, name, quota): (LimitAlgorithm, &'static str, u64) = match l
@@ -442,15 +464,15 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
             "leaky_bucket" => {
                 // A request waits at most `max_wait`, and at most `queue` requests' worth
                 // of pacing: whichever is shorter bounds the queue.
-                let max_wait = l.max_wait.map_or(Duration::from_millis(100), |d| d.0);
+                let max_wait = l.max_wait.map_or(DEFAULT_LEAKY_MAX_WAIT, |d| d.0);
                 let by_queue =
                     l.queue.map(|q| first.interval().saturating_mul(q)).unwrap_or(Duration::MAX);
                 match LeakyBucketConfig::try_new(first, max_wait.min(by_queue), reserve) {
-                    Ok(cfg) => (
-                        LimitAlgorithm::LeakyBucket(cfg),
-                        "leaky_bucket",
-                        u64::from(l.queue.unwrap_or(1).max(1)),
-                    ),
+                    Ok(cfg) => {
+                        // What it lets through at once: the requests its queue can pace.
+                        let quota = cfg.queue_len();
+                        (LimitAlgorithm::LeakyBucket(cfg), "leaky_bucket", quota)
+                    }
                     Err(e) => {
                         fail(c, e.to_string());
                         continue;
@@ -490,7 +512,7 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
                     continue;
                 };
                 match WarmUpConfig::try_new(first, burst, warm, 3.0, reserve) {
-                    Ok(cfg) => (LimitAlgorithm::WarmUp(cfg), "warm_up", default_burst),
+                    Ok(cfg) => (LimitAlgorithm::WarmUp(cfg), "warm_up", u64::from(burst)),
                     Err(e) => {
                         fail(c, e.to_string());
                         continue;
@@ -498,27 +520,29 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
                 }
             }
             other => {
-                let hint = nearest(other, ALGORITHM_NAMES)
-                    .map(|n| format!("; did you mean `{n}`?"))
-                    .unwrap_or_default();
-                c.error(
-                    &algo_path,
-                    format!(
-                        "unknown algorithm `{other}` (one of {}){hint}",
-                        ALGORITHM_NAMES.join(", ")
-                    ),
-                );
+                // Refused above; kept so that a new name cannot be half added.
+                c.error(&algo_path, format!("unknown algorithm `{other}`"));
                 continue;
             }
         };
-        if l.burst.is_some() && !matches!(name, "token_bucket" | "gcra") {
-            c.error(&at(&lp, &[key("burst")]), format!("`{name}` has no burst"));
+        if l.burst.is_some() && !matches!(name, "token_bucket" | "gcra" | "warm_up") {
+            c.error(
+                &at(&lp, &[key("burst")]),
+                format!("`{name}` has no burst (token_bucket, gcra and warm_up have one)"),
+            );
+            continue;
         }
         if l.warm_up.is_some() && name != "warm_up" {
             c.error(&at(&lp, &[key("warm_up")]), "only `warm_up` limits take a warm-up period");
+            continue;
         }
         if (l.queue.is_some() || l.max_wait.is_some()) && name != "leaky_bucket" {
-            c.error(&lp, "`queue` and `max_wait` belong to `leaky_bucket` limits");
+            let which = if l.queue.is_some() { "queue" } else { "max_wait" };
+            c.error(
+                &at(&lp, &[key(which)]),
+                "`queue` and `max_wait` belong to `leaky_bucket` limits",
+            );
+            continue;
         }
         let max_keys = match l.max_keys {
             Some(0) => {
@@ -584,7 +608,7 @@ pub(super) fn overload(
     let bbr: RawBbr = raw?.bbr?;
     let bp = at(p, &[key("bbr")]);
     let defaults = BbrConfig::default();
-    let threshold = bbr.cpu_threshold.unwrap_or(0.8);
+    let threshold = bbr.cpu_threshold.unwrap_or(DEFAULT_CPU_THRESHOLD);
     if !(threshold > 0.0 && threshold <= 1.0) {
         c.error(&at(&bp, &[key("cpu_threshold")]), "a fraction of the CPU: above 0, at most 1");
         return None;
@@ -632,7 +656,11 @@ pub(super) fn bulkhead(
         queue_discipline: discipline,
     };
     if let Err(e) = spillway_core::bulkhead::Bulkhead::try_new(settings.core()) {
-        c.error(p, e.to_string());
+        let at_key = match e {
+            spillway_core::bulkhead::BulkheadConfigError::ZeroConcurrency => "max_concurrent",
+            _ => "max_wait",
+        };
+        c.error(&at(p, &[key(at_key)]), e.to_string());
         return None;
     }
     Some(settings)
@@ -709,17 +737,26 @@ pub(super) fn concurrency(
     p: &[Seg],
     raw: RawConcurrency,
 ) -> Option<ConcurrencySettings> {
-    let initial = raw.initial.unwrap_or(20);
-    let max = raw.max.unwrap_or(1000);
+    let max = raw.max.unwrap_or(DEFAULT_CONCURRENCY_MAX);
+    let initial = raw.initial.unwrap_or(DEFAULT_CONCURRENCY_INITIAL.min(max));
     match (raw.fixed, raw.adaptive.as_deref()) {
+        (Some(_), None) if raw.initial.is_some() || raw.max.is_some() => {
+            let which = if raw.initial.is_some() { "initial" } else { "max" };
+            c.error(&at(p, &[key(which)]), "a `fixed` limit has no `initial` or `max`");
+            None
+        }
         (Some(0), None) => {
             c.error(&at(p, &[key("fixed")]), "must be at least 1");
             None
         }
         (Some(n), None) => Some(ConcurrencySettings::Fixed(n)),
         (None, Some(kind)) => {
-            if initial == 0 || max < initial {
-                c.error(p, "needs 1 <= initial <= max");
+            if max == 0 {
+                c.error(&at(p, &[key("max")]), "must be at least 1");
+                return None;
+            }
+            if initial == 0 || initial > max {
+                c.error(&at(p, &[key("initial")]), format!("must be 1 to `max` ({max})"));
                 return None;
             }
             match kind {
@@ -734,7 +771,11 @@ pub(super) fn concurrency(
                 }
             }
         }
-        _ => {
+        (Some(_), Some(_)) => {
+            c.error(p, "give either `fixed: N` or `adaptive: gradient | aimd`, not both");
+            None
+        }
+        (None, None) => {
             c.error(p, "give either `fixed: N` or `adaptive: gradient | aimd`");
             None
         }

@@ -132,3 +132,308 @@ fn a_catch_all_route_before_others_is_a_warning() {
         config.warnings
     );
 }
+
+/// The admission settings of the issue, on a cluster with a written request timeout (so the
+/// only route has a timeout) and a direct route after it.
+const POLICY: &str = r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:8080
+    overload: { bbr: { cpu_threshold: 0.8, window: 10s, buckets: 100, cooldown: 1s } }
+clusters:
+  - name: orders
+    endpoints:
+      - { address: 127.0.0.1:9001 }
+    timeouts: { request: 5s }
+    concurrency: { adaptive: gradient }
+routes:
+  - name: orders
+    match: { path_prefix: /orders }
+    cluster: orders
+    level: L0
+    criticality: CRITICAL
+    max_criticality: CRITICAL_PLUS
+    limits:
+      - { key: header:x-api-key, algorithm: token_bucket, rate: 100/s, burst: 200 }
+      - { key: client_ip, algorithm: sliding_window, rate: 1000/1h }
+      - { key: route, algorithm: warm_up, rate: 5000/s, warm_up: 30s }
+      - { key: query:user, algorithm: leaky_bucket, rate: 10/s, queue: 20, max_wait: 100ms }
+    overload: { bbr: { cpu_threshold: 0.8 } }
+    deadline: { default: 1s, max: 5s, min_remaining: 5ms }
+    budget: { header: x-spillway-budget, grant: { default: 100, by_header: { x-role: { gold: 1000 } } } }
+    bulkhead: { max_concurrent: 256, queue: 512, max_wait: 50ms, queue_discipline: codel }
+    slow: { body_over: 1MB, header: x-slow, bulkhead: { max_concurrent: 16, queue: 32, max_wait: 200ms } }
+  - name: hello
+    match: { path: /hello }
+    direct_response: { status: 200 }
+trusted_proxies: [10.0.0.0/8]
+levels: { L0: { max_concurrent: 2000 }, L1: { max_concurrent: 1000 }, L2: { max_concurrent: 300 } }
+"#;
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_with(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// `text` after replacing `from` (which must occur) with `to`.
+fn edit(from: &str, to: &str) -> String {
+    assert!(POLICY.contains(from), "the policy skeleton has no `{from}`");
+    POLICY.replacen(from, to, 1)
+}
+
+/// Asserts that `text` is refused with a problem at `key`, on the line holding `needle`, whose
+/// reason contains `why`.
+fn refused(text: &str, key: &str, needle: &str, why: &str) {
+    let p = problems(text);
+    let found = p.iter().find(|p| p.key == key).unwrap_or_else(|| panic!("no {key}: {p:?}"));
+    assert_eq!(found.line, line_with(text, needle), "{found:?}");
+    assert!(found.reason.contains(why), "{found:?}");
+}
+
+/// Asserts that `text` loads with exactly one warning, at `key` on the line holding `needle`,
+/// whose reason contains `why`.
+fn warned(text: &str, key: &str, needle: &str, why: &str) -> Problem {
+    let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let w = config.warnings[0].clone();
+    assert_eq!(w.key, key, "{w:?}");
+    assert_eq!(w.line, line_with(text, needle), "{w:?}");
+    assert!(w.reason.contains(why), "{w:?}");
+    w
+}
+
+#[test]
+fn the_issue_policy_skeleton_parses_without_warnings() {
+    let config = parse(POLICY).unwrap();
+    assert_eq!(config.warnings, vec![]);
+    let bbr = config.listeners[0].bbr.as_ref().unwrap();
+    assert_eq!((bbr.cpu_threshold, bbr.window, bbr.buckets), (0.8, Duration::from_secs(10), 100));
+    assert_eq!(
+        config.cluster("orders").unwrap().concurrency,
+        Some(ConcurrencySettings::Gradient { initial: 20, max: 1000 })
+    );
+    let p = &config.routes[0].policy;
+    assert_eq!(p.level.as_deref(), Some("L0"));
+    assert_eq!(p.criticality, spillway_core::Criticality::Critical);
+    assert_eq!(p.max_criticality, spillway_core::Criticality::CriticalPlus);
+    let algorithms: Vec<_> = p.limits.iter().map(|l| (l.name.as_str(), l.algorithm_name)).collect();
+    assert_eq!(
+        algorithms,
+        vec![
+            ("header:x-api-key", "token_bucket"),
+            ("client_ip", "sliding_window"),
+            ("route", "warm_up"),
+            ("query:user", "leaky_bucket")
+        ]
+    );
+    let quotas: Vec<_> = p.limits.iter().map(|l| l.quota).collect();
+    // Burst 200; 1000 an hour; a second's worth of 5000/s; 100ms of 10/s pacing holds 2.
+    assert_eq!(quotas, vec![200, 1000, 5000, 2]);
+    assert_eq!(p.limits[3].key.parts, vec![KeyPart::Query("user".into())]);
+    let d = p.deadline.as_ref().unwrap();
+    assert_eq!((d.default, d.max, d.min_remaining), (secs(1), secs(5), ms(5)));
+    let b = p.budget.as_ref().unwrap();
+    assert_eq!((b.header.as_str(), b.default), ("x-spillway-budget", 100));
+    assert_eq!(b.by_header, vec![("x-role".to_string(), vec![("gold".to_string(), 1000)])]);
+    let bulkhead = p.bulkhead.as_ref().unwrap();
+    assert_eq!((bulkhead.max_concurrent, bulkhead.queue, bulkhead.max_wait), (256, 512, ms(50)));
+    assert_eq!(bulkhead.queue_discipline, QueueDiscipline::Codel);
+    let slow = p.slow.as_ref().unwrap();
+    assert_eq!((slow.body_over, slow.header.as_deref()), (Some(1 << 20), Some("x-slow")));
+    assert_eq!(slow.bulkhead.queue_discipline, QueueDiscipline::Fifo);
+    assert!(config.trusted_proxies[0].contains([10, 9, 8, 7].into()));
+    let levels: Vec<_> =
+        config.levels.iter().map(|(n, b)| (n.as_str(), b.max_concurrent)).collect();
+    assert_eq!(levels, vec![("L0", 2000), ("L1", 1000), ("L2", 300)]);
+    assert!(config.routes[1].policy.is_empty());
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn an_unknown_algorithm_is_refused_with_a_suggestion() {
+    let text = edit("algorithm: token_bucket", "algorithm: token_buckt");
+    refused(&text, "routes[0].limits[0].algorithm", "token_buckt", "did you mean `token_bucket`");
+}
+
+#[test]
+fn a_rate_of_zero_is_refused() {
+    let text = edit("rate: 100/s", "rate: 0/s");
+    refused(&text, "routes[0].limits[0].rate", "rate: 0/s", "admits nothing");
+}
+
+#[test]
+fn a_rate_that_is_not_permits_per_period_is_refused() {
+    let text = edit("rate: 100/s", "rate: abc");
+    refused(&text, "routes[0].limits[0].rate", "rate: abc", "is not a rate");
+}
+
+#[test]
+fn a_malformed_limit_key_is_refused() {
+    let text = edit("key: header:x-api-key", "key: cookie:x");
+    refused(&text, "routes[0].limits[0].key", "cookie:x", "is not a limit key");
+}
+
+#[test]
+fn an_unknown_level_is_refused_with_a_suggestion() {
+    let text = edit("level: L0", "level: L3");
+    refused(&text, "routes[0].level", "level: L3", "no level named `L3`");
+    let text = edit("level: L0", "level: l0");
+    refused(&text, "routes[0].level", "level: l0", "did you mean `L0`");
+}
+
+#[test]
+fn a_bad_criticality_is_refused() {
+    let text = edit("    criticality: CRITICAL\n", "    criticality: URGENT\n");
+    refused(&text, "routes[0].criticality", "criticality: URGENT", "is not a criticality");
+    let text = edit("max_criticality: CRITICAL_PLUS", "max_criticality: SHEDDABLE");
+    refused(&text, "routes[0].criticality", "    criticality: CRITICAL", "above `max_criticality`");
+}
+
+#[test]
+fn a_cpu_threshold_above_one_is_refused() {
+    let text = edit("bbr: { cpu_threshold: 0.8 } }", "bbr: { cpu_threshold: 1.5 } }");
+    refused(&text, "routes[0].overload.bbr.cpu_threshold", "cpu_threshold: 1.5", "at most 1");
+}
+
+#[test]
+fn a_bulkhead_of_zero_is_refused() {
+    let text = edit("max_concurrent: 256", "max_concurrent: 0");
+    refused(&text, "routes[0].bulkhead.max_concurrent", "max_concurrent: 0", "max_concurrent is 0");
+}
+
+#[test]
+fn an_unknown_queue_discipline_is_refused() {
+    let text = edit("queue_discipline: codel", "queue_discipline: lifo");
+    refused(&text, "routes[0].bulkhead.queue_discipline", "lifo", "not a queue discipline");
+}
+
+#[test]
+fn a_fixed_concurrency_of_zero_is_refused() {
+    let text = edit("concurrency: { adaptive: gradient }", "concurrency: { fixed: 0 }");
+    refused(&text, "clusters[0].concurrency.fixed", "fixed: 0", "at least 1");
+}
+
+#[test]
+fn fixed_and_adaptive_concurrency_together_are_refused() {
+    let text = edit("{ adaptive: gradient }", "{ adaptive: gradient, fixed: 100 }");
+    refused(&text, "clusters[0].concurrency", "fixed: 100", "not both");
+    let text = edit("{ adaptive: gradient }", "{ fixed: 100, max: 200 }");
+    refused(&text, "clusters[0].concurrency.max", "fixed: 100", "has no `initial` or `max`");
+}
+
+#[test]
+fn an_adaptive_max_alone_lowers_the_initial_limit() {
+    let config = parse(&edit("{ adaptive: gradient }", "{ adaptive: aimd, max: 10 }")).unwrap();
+    let aimd = Some(ConcurrencySettings::Aimd { initial: 10, max: 10 });
+    assert_eq!(config.cluster("orders").unwrap().concurrency, aimd);
+}
+
+#[test]
+fn a_bad_cidr_in_trusted_proxies_is_refused() {
+    let text = edit("[10.0.0.0/8]", "[10.0.0.0/8, 10.0.0.0/33]");
+    refused(&text, "trusted_proxies[1]", "trusted_proxies", "prefix length must be 0 to 32");
+    let text = edit("[10.0.0.0/8]", "[ten.0.0.0/8]");
+    refused(&text, "trusted_proxies[0]", "trusted_proxies", "not an IP address or CIDR");
+}
+
+#[test]
+fn a_burst_on_a_sliding_window_is_refused() {
+    let text = edit("rate: 1000/1h }", "rate: 1000/1h, burst: 10 }");
+    refused(&text, "routes[0].limits[1].burst", "burst: 10", "`sliding_window` has no burst");
+}
+
+#[test]
+fn a_burst_on_warm_up_is_its_quota() {
+    let config = parse(&edit("warm_up: 30s }", "warm_up: 30s, burst: 50 }")).unwrap();
+    assert_eq!(config.routes[0].policy.limits[2].quota, 50);
+}
+
+#[test]
+fn policies_on_a_direct_response_route_are_refused() {
+    let text = edit(
+        "direct_response: { status: 200 }\n",
+        "direct_response: { status: 200 }\n    criticality: SHEDDABLE\n    bulkhead: { max_concurrent: 1 }\n",
+    );
+    refused(&text, "routes[1].criticality", "criticality: SHEDDABLE", "`criticality`, `bulkhead`");
+}
+
+#[test]
+fn a_min_remaining_not_below_the_default_deadline_is_refused() {
+    let text = edit("min_remaining: 5ms", "min_remaining: 1s");
+    refused(
+        &text,
+        "routes[0].deadline.min_remaining",
+        "min_remaining: 1s",
+        "shorter than the default",
+    );
+}
+
+#[test]
+fn a_deadline_max_alone_caps_the_default() {
+    let config = parse(&edit("default: 1s, max: 5s,", "max: 2s,")).unwrap();
+    let d = config.routes[0].policy.deadline.as_ref().unwrap();
+    assert_eq!((d.default, d.max), (secs(2), secs(2)));
+}
+
+#[test]
+fn a_queue_wait_longer_than_the_deadline_is_a_warning() {
+    let text = edit("max_wait: 50ms", "max_wait: 6s");
+    warned(
+        &text,
+        "routes[0].bulkhead.max_wait",
+        "max_wait: 6s",
+        "longer than route `orders`'s deadline.max 5s",
+    );
+    let text = edit(
+        "L0: { max_concurrent: 2000 }",
+        "L0: { max_concurrent: 2000, queue: 10, max_wait: 6s }",
+    );
+    warned(&text, "levels.L0.max_wait", "levels:", "no time left for the upstream");
+}
+
+#[test]
+fn a_queue_over_ten_thousand_is_a_warning() {
+    let text = edit("queue: 32,", "queue: 20000,");
+    warned(&text, "routes[0].slow.bulkhead.queue", "queue: 20000", "effectively unbounded");
+}
+
+#[test]
+fn a_deadline_longer_than_the_upstream_timeout_is_a_warning() {
+    let text = edit("timeouts: { request: 5s }", "timeouts: { request: 2s }");
+    warned(&text, "routes[0].deadline.max", "deadline:", "cluster `orders`'s timeouts.request 2s");
+    let text = edit("timeouts: { request: 5s }", "timeouts: { request: 5s, per_try: 500ms }");
+    warned(&text, "routes[0].deadline.default", "deadline:", "timeouts.per_try 500ms");
+}
+
+#[test]
+fn an_upstream_timeout_longer_than_deadline_max_is_a_warning() {
+    let text = edit("timeouts: { request: 5s }", "timeouts: { request: 30s }");
+    warned(&text, "clusters[0].timeouts.request", "request: 30s", "can never be used");
+    let text = edit("cluster: orders\n", "cluster: orders\n    timeout: 10s\n");
+    warned(&text, "routes[0].timeout", "timeout: 10s", "can never be used");
+}
+
+#[test]
+fn a_client_ip_limit_without_trusted_proxies_is_a_warning() {
+    let text = edit("trusted_proxies: [10.0.0.0/8]\n", "");
+    warned(
+        &text,
+        "routes[0].limits[1].key",
+        "key: client_ip",
+        "every client has the proxy's address",
+    );
+}
+
+#[test]
+fn a_level_smaller_than_its_routes_bulkheads_is_a_warning() {
+    let text = edit("L0: { max_concurrent: 2000 }", "L0: { max_concurrent: 200 }");
+    let w = warned(&text, "levels.L0.max_concurrent", "levels:", "admit 272 requests in flight");
+    assert!(w.reason.contains("`orders` 256 + `orders` slow 16"), "{w:?}");
+}

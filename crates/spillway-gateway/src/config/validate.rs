@@ -563,6 +563,33 @@ fn route_policy(
     is_proxy: bool,
     raw: &mut RawRoutePolicy,
 ) -> RoutePolicyConfig {
+    let written: Vec<&str> = [
+        ("level", raw.level.is_some()),
+        ("criticality", raw.criticality.is_some()),
+        ("max_criticality", raw.max_criticality.is_some()),
+        ("limits", raw.limits.is_some()),
+        ("overload", raw.overload.is_some()),
+        ("deadline", raw.deadline.is_some()),
+        ("budget", raw.budget.is_some()),
+        ("bulkhead", raw.bulkhead.is_some()),
+        ("slow", raw.slow.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    if !is_proxy {
+        if let Some(first) = written.first() {
+            let keys: Vec<String> = written.iter().map(|k| format!("`{k}`")).collect();
+            c.error(
+                &at(p, &[key(first)]),
+                format!(
+                    "{} only apply to routes with a `cluster`: a direct response is answered by \
+                     the gateway itself, so there is nothing to protect",
+                    keys.join(", ")
+                ),
+            );
+        }
+    }
     let level = raw.level.take();
     if let Some(name) = &level {
         if !levels.iter().any(|(n, _)| n == name) {
@@ -592,7 +619,15 @@ fn route_policy(
     let deadline = raw.deadline.take().and_then(|d| {
         let dp = at(p, &[key("deadline")]);
         let fallback = route_timeout.unwrap_or(DEFAULT_REQUEST);
-        let default = positive(c, &at(&dp, &[key("default")]), d.default, fallback);
+        // Left out, each follows the other (and the route timeout): `max` alone lowers the
+        // default to it, `default` alone raises the cap to it.
+        let written_max = d.max.map(|m| m.0);
+        let default = positive(
+            c,
+            &at(&dp, &[key("default")]),
+            d.default,
+            written_max.map_or(fallback, |m| fallback.min(m)),
+        );
         let max = positive(c, &at(&dp, &[key("max")]), d.max, fallback.max(default));
         let min_remaining = d.min_remaining.map_or(Duration::ZERO, |m| m.0);
         if default > max {
@@ -600,7 +635,13 @@ fn route_policy(
             return None;
         }
         if min_remaining >= default {
-            c.error(&at(&dp, &[key("min_remaining")]), "must be shorter than the default budget");
+            c.error(
+                &at(&dp, &[key("min_remaining")]),
+                format!(
+                    "must be shorter than the default budget ({}): every request would fail fast",
+                    super::duration::format_duration(default)
+                ),
+            );
             return None;
         }
         Some(DeadlineSettings {
@@ -614,7 +655,7 @@ fn route_policy(
     let bulkhead =
         raw.bulkhead.take().and_then(|b| policy::bulkhead(c, &at(p, &[key("bulkhead")]), b));
     let slow = raw.slow.take().and_then(|s| policy::slow(c, &at(p, &[key("slow")]), s));
-    let policy = RoutePolicyConfig {
+    RoutePolicyConfig {
         level,
         criticality,
         max_criticality,
@@ -624,11 +665,7 @@ fn route_policy(
         budget,
         bulkhead,
         slow,
-    };
-    if !is_proxy && (!policy.is_empty() || policy.deadline.is_some()) {
-        c.error(p, "admission policies apply to routes with a `cluster`, not direct responses");
     }
-    policy
 }
 
 fn validate_match(c: &mut Checker<'_>, p: &[Seg], m: RawMatch) -> MatchConfig {
