@@ -597,3 +597,22 @@ async fn an_absolute_form_target_reaches_the_upstream_in_origin_form() {
     drop(c);
     stop(gw).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_preface_on_an_http1_listener_gets_goaway_naming_the_setting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = raw_backend(echo_target).await;
+    let (gw, addr) = start(b.addr, "");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the gateway closes after its answer");
+    // An empty SETTINGS frame, then GOAWAY with HTTP_1_1_REQUIRED (0xd) and a hint.
+    assert_eq!(&got[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    assert_eq!(got[12], 0x7, "GOAWAY frame type");
+    assert_eq!(&got[22..26], &[0, 0, 0, 0xd]);
+    assert!(find(&got, b"protocol: auto").is_some());
+    assert!(b.requests().is_empty());
+    stop(gw).await;
+}

@@ -22,6 +22,7 @@ use super::head::{
     ResponseFraming, ResponseHead, ResponseParse,
 };
 use super::idle::IdleEnd;
+use super::preface;
 use super::rewrite::{self, RequestEdits};
 use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
 use crate::proxy::access_log::{log_access, AccessEntry};
@@ -407,6 +408,13 @@ impl Conn<'_> {
                     return Step::Handoff
                 }
                 RequestParse::Complete(head) => break head,
+                // HTTP/2 on an HTTP/1.1-only listener: say so in HTTP/2 (see `preface`).
+                RequestParse::Unusual(_) if preface::is_h2_preface(buf.filled()) => {
+                    preface::warn_once(&listener.name);
+                    preface::goaway(out);
+                    let _ = self.write_client(timer, out).await;
+                    return Step::Done { close: true };
+                }
                 // hyper answers it: 400, 431, or the exchange the lean path does not do.
                 RequestParse::Unusual(_) => return Step::Handoff,
                 RequestParse::Partial => {

@@ -12,6 +12,7 @@ pub mod dormant;
 pub mod head;
 pub mod idle;
 pub mod local;
+pub mod preface;
 pub mod rewind;
 pub mod rewrite;
 pub mod upstream;
