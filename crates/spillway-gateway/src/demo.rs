@@ -1,5 +1,7 @@
-//! `spillway demo`: three in-process backends (fast, slow, flaky) and a gateway in front of
-//! them with an embedded config, so the gateway can be tried with nothing else installed.
+//! `spillway demo`: four in-process backends (fast, slow, flaky, and one of fixed capacity) and
+//! a gateway in front of them with an embedded config, so the gateway can be tried with nothing
+//! else installed; [`tour`] then shows what the protections do, live: a limit answering 429, a
+//! burst shed while CRITICAL traffic keeps succeeding, a deadline failing fast.
 
 use crate::{Config, Gateway, RunOptions};
 use bytes::Bytes;
@@ -31,6 +33,9 @@ clusters:
       - { address: "{slow}", weight: 1 }
     balance: p2c_ewma
     timeouts: { connect: 200ms, request: 2s }
+  - name: capacity
+    endpoints: [{ address: "{capacity}" }]
+    timeouts: { connect: 200ms, request: 2s }
   - name: flaky
     endpoints:
       - { address: "{flaky}" }
@@ -57,6 +62,28 @@ routes:
     match: { path_prefix: /flaky }
     cluster: flaky
     rewrite: { path_prefix: / }
+  # Admission: a per-key rate limit (429 with Retry-After and RateLimit-* headers).
+  - name: api
+    match: { path_prefix: /api }
+    cluster: fast
+    rewrite: { path_prefix: / }
+    limits:
+      - { name: per-key, key: "header:x-api-key", algorithm: token_bucket, rate: 2/s, burst: 4 }
+  # A backend that serves 4 requests at a time, 50 ms each (80 req/s). The bulkhead keeps at
+  # most 4 in flight and queues up to 8 for 100 ms in criticality order, so a burst is shed
+  # from SHEDDABLE (the default here) up while CRITICAL and CRITICAL_PLUS keep succeeding.
+  - name: checkout
+    match: { path_prefix: /checkout }
+    cluster: capacity
+    rewrite: { path_prefix: / }
+    criticality: SHEDDABLE
+    bulkhead: { max_concurrent: 4, queue: 8, max_wait: 100ms }
+  # Deadlines: a caller with less than 50 ms left gets 504 at once, without an upstream call.
+  - name: slow
+    match: { path_prefix: /slow }
+    cluster: mixed
+    rewrite: { path_prefix: / }
+    deadline: { default: 1s, max: 2s, min_remaining: 50ms }
 "#;
 
 #[derive(Clone, Copy)]
@@ -64,7 +91,12 @@ enum Kind {
     Fast,
     Slow,
     Flaky,
+    /// 4 slots, 50 ms each; beyond that requests wait (as a real saturated service does).
+    Capacity,
 }
+
+/// The capacity backend's slots.
+static CAPACITY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 async fn demo_backend(
     kind: Kind,
@@ -76,6 +108,11 @@ async fn demo_backend(
         return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
     }
     let (status, body) = match kind {
+        Kind::Capacity => {
+            let _slot = CAPACITY.acquire().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (StatusCode::OK, "capacity backend (4 x 50 ms)\n")
+        }
         Kind::Fast => (StatusCode::OK, "fast backend\n"),
         Kind::Slow => {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -92,21 +129,28 @@ async fn demo_backend(
     Ok(resp)
 }
 
-fn start_backends() -> std::io::Result<[SocketAddr; 3]> {
+fn start_backends() -> std::io::Result<[SocketAddr; 4]> {
     let listeners = [
         std::net::TcpListener::bind("127.0.0.1:0")?,
         std::net::TcpListener::bind("127.0.0.1:0")?,
         std::net::TcpListener::bind("127.0.0.1:0")?,
+        std::net::TcpListener::bind("127.0.0.1:0")?,
     ];
-    let addrs =
-        [listeners[0].local_addr()?, listeners[1].local_addr()?, listeners[2].local_addr()?];
+    let addrs = [
+        listeners[0].local_addr()?,
+        listeners[1].local_addr()?,
+        listeners[2].local_addr()?,
+        listeners[3].local_addr()?,
+    ];
     for l in &listeners {
         l.set_nonblocking(true)?;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("spillway-demo-backends".into()).spawn(move || {
         rt.block_on(async move {
-            for (l, kind) in listeners.into_iter().zip([Kind::Fast, Kind::Slow, Kind::Flaky]) {
+            for (l, kind) in
+                listeners.into_iter().zip([Kind::Fast, Kind::Slow, Kind::Flaky, Kind::Capacity])
+            {
                 let Ok(l) = tokio::net::TcpListener::from_std(l) else { continue };
                 let counter = Arc::new(AtomicU64::new(0));
                 tokio::spawn(async move {
@@ -132,8 +176,9 @@ fn start_backends() -> std::io::Result<[SocketAddr; 3]> {
 }
 
 /// The demo config text for these backend addresses and ports.
-pub fn demo_config_text(backends: [SocketAddr; 3], port: u16, admin: u16) -> String {
+pub fn demo_config_text(backends: [SocketAddr; 4], port: u16, admin: u16) -> String {
     DEMO_CONFIG
+        .replace("{capacity}", &backends[3].to_string())
         .replace("{fast}", &backends[0].to_string())
         .replace("{slow}", &backends[1].to_string())
         .replace("{flaky}", &backends[2].to_string())
@@ -160,7 +205,8 @@ pub fn start(
     let text = format!(
         "\
 Spillway demo: gateway on http://{g}, admin on http://{a}
-Backends (in this process): fast {fast}, slow {slow} (200 ms), flaky {flaky} (fails 3 in 4)
+Backends (in this process): fast {fast}, slow {slow} (200 ms), flaky {flaky} (fails 3 in 4),
+capacity {capacity} (4 at a time x 50 ms)
 
 Try:
   curl -i http://{g}/hello                 # direct response from the gateway
@@ -171,6 +217,18 @@ Try:
                                              # the flaky backend is ejected after 3 failures in a row
   curl -s http://{a}/admin/clusters        # endpoints, health, ejections, in-flight
   curl -s http://{a}/metrics | grep spillway_requests_total
+
+Admission (the tour below ran these for you):
+  for i in $(seq 6); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'x-api-key: k1' http://{g}/api; done
+                                             # 4 x 200 (the burst), then 429 with Retry-After
+  curl -i -H 'x-api-key: k1' http://{g}/api # RateLimit-Limit/Remaining/Reset + JSON reason
+  curl -i -H 'x-request-timeout: 20ms' http://{g}/slow
+                                             # 504 deadline_exceeded at once, no upstream call
+  spillway load http://{g}/checkout --rate 400 -d 5s -c 64 \
+      --mix 'x-spillway-criticality: SHEDDABLE=50,CRITICAL=40,CRITICAL_PLUS=10'
+                                             # 5x the backend's capacity: SHEDDABLE shed first
+  curl -s http://{a}/admin/policies        # limits, pools in use, queues, rejections
+  curl -s http://{a}/metrics | grep spillway_rejections_total
   wrk -t1 -c32 -d5s http://{g}/fast/       # load (if wrk is installed)
 
 Ctrl-C stops (graceful drain).
@@ -178,6 +236,98 @@ Ctrl-C stops (graceful drain).
         fast = backends[0],
         slow = backends[1],
         flaky = backends[2],
+        capacity = backends[3],
     );
     Ok((gateway, text))
+}
+
+/// One request of the tour: status, the headers worth showing, and the time it took.
+async fn tour_request(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, Vec<(String, String)>, Duration)> {
+    let started = std::time::Instant::now();
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header("host", "demo");
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let resp = sender.send_request(req.body(Full::new(Bytes::new())).ok()?).await.ok()?;
+    let shown = ["retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"];
+    let kept = resp
+        .headers()
+        .iter()
+        .filter(|(n, _)| shown.contains(&n.as_str()))
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    Some((resp.status().as_u16(), kept, started.elapsed()))
+}
+
+/// Runs the admission tour against a demo gateway at `addr` and says what happened: a rate
+/// limit answering 429, a burst of 5x capacity shed from the lowest class up, and a deadline
+/// failing fast. Takes about a second.
+pub async fn tour(addr: SocketAddr) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("Tour (what the protections just did):\n");
+    // 1. A per-key token bucket: a burst of 4, then 429.
+    let mut codes = Vec::new();
+    let mut refused_headers = Vec::new();
+    for _ in 0..6 {
+        if let Some((status, headers, _)) =
+            tour_request(addr, "/api", &[("x-api-key", "tour")]).await
+        {
+            if status == 429 && refused_headers.is_empty() {
+                refused_headers = headers;
+            }
+            codes.push(status.to_string());
+        }
+    }
+    let _ = writeln!(out, "  rate limit  6 requests with one API key -> {}", codes.join(" "));
+    if !refused_headers.is_empty() {
+        let h: Vec<String> = refused_headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+        let _ = writeln!(out, "              the 429 says: {}", h.join(", "));
+    }
+    // 2. A burst of 1.5x the capacity backend's 80 req/s for 1 s, 50/40/10 by class: the
+    //    critical classes (60 req/s) fit, SHEDDABLE gets what is left.
+    let classes = ["SHEDDABLE", "CRITICAL", "CRITICAL_PLUS"];
+    let pattern = [0, 1, 0, 1, 0, 1, 0, 1, 0, 2];
+    let mut tasks = Vec::new();
+    for i in 0..120usize {
+        let class = classes[pattern[i % pattern.len()]];
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(8_333 * i as u64)).await;
+            let r = tour_request(addr, "/checkout", &[("x-spillway-criticality", class)]).await;
+            (class, r.map(|(s, _, _)| s))
+        }));
+    }
+    let mut tally: [(u32, u32); 3] = [(0, 0); 3];
+    for t in tasks {
+        if let Ok((class, status)) = t.await {
+            if let Some(i) = classes.iter().position(|c| *c == class) {
+                tally[i].1 += 1;
+                if status == Some(200) {
+                    tally[i].0 += 1;
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "  burst       120 req/s for 1 s at a backend that serves 80 req/s:");
+    for (class, (ok, sent)) in classes.iter().zip(tally) {
+        let _ = writeln!(out, "              {class:<14} {ok:>3} of {sent:>3} served");
+    }
+    // 3. A deadline too short to be worth an upstream call.
+    if let Some((status, _, took)) =
+        tour_request(addr, "/slow", &[("x-request-timeout", "20ms")]).await
+    {
+        let _ = writeln!(
+            out,
+            "  deadline    20 ms left, route needs 50 ms -> {status} in {:.1} ms, no upstream call",
+            took.as_secs_f64() * 1000.0
+        );
+    }
+    out
 }

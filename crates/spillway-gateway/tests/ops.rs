@@ -241,6 +241,32 @@ async fn the_demo_serves_what_it_prints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_tour_shows_a_429_a_burst_shed_from_the_bottom_and_a_fast_504() {
+    let (gw, _) = spillway_gateway::demo::start(0, 0, false).unwrap();
+    let addr = gw.listener_address("public").unwrap();
+    let tour = spillway_gateway::demo::tour(addr).await;
+    assert!(tour.contains("200 200 200 200 429 429"), "{tour}");
+    assert!(tour.contains("retry-after: 1"), "{tour}");
+    let served = |class: &str| -> (u32, u32) {
+        let line = tour.lines().find(|l| l.trim_start().starts_with(&format!("{class} "))).unwrap();
+        let nums: Vec<u32> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        (nums[0], nums[1])
+    };
+    let (shed_ok, shed_sent) = served("SHEDDABLE");
+    let (crit_ok, crit_sent) = served("CRITICAL");
+    let (plus_ok, plus_sent) = served("CRITICAL_PLUS");
+    assert!(shed_ok < shed_sent, "SHEDDABLE absorbs the shedding: {tour}");
+    assert!(crit_ok * 100 >= crit_sent * 90, "CRITICAL is kept: {tour}");
+    assert_eq!(plus_ok, plus_sent, "CRITICAL_PLUS is kept: {tour}");
+    assert!(tour.contains("-> 504 in"), "{tour}");
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_file_change_is_picked_up_without_a_signal() {
     let path = temp_path("watched.yaml");
     std::fs::write(&path, reload_yaml("before")).unwrap();

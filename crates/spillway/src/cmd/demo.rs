@@ -12,6 +12,9 @@ pub struct DemoArgs {
     /// Admin port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 9901)]
     pub admin_port: u16,
+    /// Skip the tour (a rate limit, a burst, a deadline) run against the gateway at start.
+    #[arg(long)]
+    pub no_tour: bool,
 }
 
 /// Runs `spillway demo`.
@@ -20,6 +23,12 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (gateway, text) = spillway_gateway::demo::start(args.port, args.admin_port, true)
         .map_err(|e| anyhow::anyhow!("{e} (try --port 0 --admin-port 0)"))?;
     println!("{text}");
+    if !args.no_tour {
+        if let Some(addr) = gateway.listener_address("public") {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            println!("{}", runtime.block_on(spillway_gateway::demo::tour(addr)));
+        }
+    }
     gateway.wait();
     Ok(ExitCode::SUCCESS)
 }
