@@ -11,9 +11,11 @@
 # Everything listens on 127.0.0.1; every step is bounded in time.
 #   backend  nginx `return 200 "hello\n"`  127.0.0.1:18081  (bench/nginx-backend.conf)
 #   spillway target/release/spillway        127.0.0.1:18080  (bench/spillway.yaml)
+#   protected the same binary, admission on  127.0.0.1:18083  (bench/spillway-protected.yaml:
+#            a never-tripping token bucket, BBR, criticality, deadline, bulkhead)
 #   nginx    reverse proxy, keepalive pool  127.0.0.1:18082  (bench/nginx-proxy.conf)
 #
-# Usage: bench/proxy.sh [--build] [--no-spillway] [--rounds N] [--duration SECS]
+# Usage: bench/proxy.sh [--build] [--no-spillway] [--no-protected] [--rounds N] [--duration SECS]
 #                       [--connections N] [--threads N] [--idle N] [--no-idle]
 #                       [--backend-workers N] [--warmup SECS] [--out DIR]
 # SPILLWAY_BIN=PATH overrides the binary (e.g. a stand-in to test this script).
@@ -23,6 +25,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
 CONFIG=$BENCH/spillway.yaml
+PROTECTED_CONFIG=$BENCH/spillway-protected.yaml
 BIN=${SPILLWAY_BIN:-$ROOT/target/release/spillway}
 
 ROUNDS=5
@@ -34,10 +37,12 @@ IDLE=10000
 BACKEND_WORKERS=1
 BUILD=0
 WITH_SPILLWAY=1
+WITH_PROTECTED=1
 OUT=""
 
 BACKEND_PORT=18081
 SPILLWAY_PORT=18080
+PROTECTED_PORT=18083
 NGINX_PORT=18082
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -45,7 +50,8 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}
 while [ $# -gt 0 ]; do
     case "$1" in
         --build) BUILD=1 ;;
-        --no-spillway) WITH_SPILLWAY=0 ;;
+        --no-spillway) WITH_SPILLWAY=0; WITH_PROTECTED=0 ;;
+        --no-protected) WITH_PROTECTED=0 ;;
         --rounds) ROUNDS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --warmup) WARMUP=$2; shift ;;
@@ -85,6 +91,7 @@ fi
 
 ports=("$BACKEND_PORT" "$NGINX_PORT")
 [ "$WITH_SPILLWAY" = 1 ] && ports+=("$SPILLWAY_PORT" 19901)
+[ "$WITH_PROTECTED" = 1 ] && ports+=("$PROTECTED_PORT" 19903)
 for p in "${ports[@]}"; do
     if ss -Htln "sport = :$p" | grep -q .; then
         die "port $p is already in use (another benchmark running?)"
@@ -148,6 +155,7 @@ pids_of() { # target -> the proxy's processes (nginx: master and workers)
     case "$1" in
         direct) ;;
         spillway) echo "$SPILLWAY_PID" ;;
+        protected) echo "$PROTECTED_PID" ;;
         nginx) echo "$NGINX_PID_proxy" $(pgrep -P "$NGINX_PID_proxy" || true) ;;
         backend) echo "$NGINX_PID_backend" $(pgrep -P "$NGINX_PID_backend" || true) ;;
     esac
@@ -177,6 +185,7 @@ port_of() {
     case "$1" in
         direct) echo "$BACKEND_PORT" ;;
         spillway) echo "$SPILLWAY_PORT" ;;
+        protected) echo "$PROTECTED_PORT" ;;
         nginx) echo "$NGINX_PORT" ;;
     esac
 }
@@ -265,6 +274,13 @@ if [ "$WITH_SPILLWAY" = 1 ]; then
     STARTED+=("$SPILLWAY_PID")
     wait_http "$SPILLWAY_PORT"
     TARGETS=(direct spillway nginx)
+    if [ "$WITH_PROTECTED" = 1 ]; then
+        "$BIN" run --config "$PROTECTED_CONFIG" >"$OUT/protected.log" 2>&1 &
+        PROTECTED_PID=$!
+        STARTED+=("$PROTECTED_PID")
+        wait_http "$PROTECTED_PORT"
+        TARGETS=(direct spillway protected nginx)
+    fi
 fi
 
 # ---- load: warm-up, then alternating rounds (order reversed every other round) ----------------
@@ -279,7 +295,7 @@ done
 printf 'target\topen\tfailed\tnon_200\tclosed_by_proxy\trss_before_kib\trss_after_kib\n' >"$OUT/idle.tsv"
 if [ "$IDLE" -gt 0 ]; then
     for t in "${TARGETS[@]}"; do
-        [ "$t" = direct ] || idle_rss "$t"
+        [ "$t" = direct ] || [ "$t" = protected ] || idle_rss "$t"
     done
 fi
 
@@ -288,7 +304,7 @@ python3 - "$RESULTS" "$OUT/idle.tsv" "$WORKERS" "$THREADS" "$CONNS" "$ROUNDS" "$
 import csv, statistics, sys
 rounds_path, idle_path, workers, threads, conns, nrounds, duration = sys.argv[1:]
 rows = list(csv.DictReader(open(rounds_path), delimiter="\t"))
-targets = [t for t in ("direct", "spillway", "nginx") if any(r["target"] == t for r in rows)]
+targets = [t for t in ("direct", "spillway", "protected", "nginx") if any(r["target"] == t for r in rows)]
 
 def med(t, key):
     vals = [float(r[key]) for r in rows if r["target"] == t and r[key] != "NA"]
@@ -326,5 +342,16 @@ if "spillway" in targets and "nginx" in targets:
     if "spillway" in idle and "nginx" in idle:
         s, n = int(idle["spillway"]["rss_after_kib"]), int(idle["nginx"]["rss_after_kib"])
         print(f"  {'RSS with idle conns':<20} {s / n:.2f}x" if n else "")
+
+if "protected" in targets and "spillway" in targets:
+    print("\nProtected / bare Spillway (goal: req/s >= 0.95x, CPU/request within 5 %):")
+    for key, name in (("rps", "req/s"), ("p50_ms", "p50"), ("p99_ms", "p99"),
+                      ("proxy_cpu_us_per_req", "proxy CPU/request")):
+        p, s = med("protected", key), med("spillway", key)
+        print(f"  {name:<20} {p / s:.2f}x" if p is not None and s else f"  {name:<20} -")
+    if "nginx" in targets:
+        for key, name in (("rps", "req/s"), ("proxy_cpu_us_per_req", "proxy CPU/request")):
+            p, n = med("protected", key), med("nginx", key)
+            print(f"  protected / nginx {name:<10} {p / n:.2f}x" if p is not None and n else "")
 PY
 log "raw data: $RESULTS, $OUT/idle.tsv, wrk outputs in $OUT"
