@@ -159,12 +159,17 @@ impl ClusterState {
         }
     }
 
+    /// Whether one more endpoint may be ejected: within `max_ejected_percent`, and never the
+    /// last available one. Ejection is a judgement *between* endpoints ("send this traffic to
+    /// the others"); with no other endpoint left it would turn a slow or struggling backend into
+    /// a cluster that answers nothing at all, which is worse than slow answers.
     fn may_eject(&self, o: &OutlierConfig, now: Instant) -> bool {
         let n = self.endpoints.len();
         let ejected = self.endpoints.iter().filter(|e| e.ejected(now)).count();
         let allowed =
             (n * o.max_ejected_percent as usize / 100).max(usize::from(o.max_ejected_percent > 0));
-        ejected < allowed
+        let available = self.endpoints.iter().filter(|e| e.available(now)).count();
+        ejected < allowed && available > 1
     }
 
     /// A JSON view for `GET /admin/clusters`.
@@ -241,4 +246,48 @@ pub struct EndpointView {
     pub failures: u64,
     /// Mean response-head latency.
     pub mean_latency_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cluster(endpoints: &[&str]) -> ClusterState {
+        let list: Vec<String> =
+            endpoints.iter().map(|a| format!("{{ address: \"{a}\" }}")).collect();
+        let yaml = format!(
+            "listeners: [{{ name: l, address: 127.0.0.1:0 }}]\n\
+             clusters:\n  - name: c\n    endpoints: [{}]\n    \
+             outlier: {{ consecutive_failures: 3, max_ejected_percent: 100 }}\n\
+             routes: [{{ name: r, cluster: c }}]\n",
+            list.join(", ")
+        );
+        let config = Config::parse(&yaml, "test.yaml", std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        ClusterState::new(config.clusters[0].clone(), None)
+    }
+
+    #[test]
+    fn a_single_endpoint_that_keeps_timing_out_is_never_ejected() {
+        let c = cluster(&["127.0.0.1:1"]);
+        let now = Instant::from_nanos(1_000_000_000);
+        for _ in 0..50 {
+            c.record(&c.endpoints[0], Outcome::Failure, Duration::from_secs(1), now);
+        }
+        let mut out = [0usize; 4];
+        assert_eq!(c.eligible(now, &mut out), 1, "the cluster must not go dark");
+    }
+
+    #[test]
+    fn the_last_available_endpoint_is_kept_even_when_every_endpoint_fails() {
+        let c = cluster(&["127.0.0.1:1", "127.0.0.1:2"]);
+        let now = Instant::from_nanos(1_000_000_000);
+        for _ in 0..10 {
+            c.record(&c.endpoints[0], Outcome::Failure, Duration::from_millis(5), now);
+            c.record(&c.endpoints[1], Outcome::Failure, Duration::from_millis(5), now);
+        }
+        let mut out = [0usize; 4];
+        assert_eq!(c.eligible(now, &mut out), 1, "one is ejected, the other stays");
+    }
 }
