@@ -616,3 +616,38 @@ async fn an_http2_preface_on_an_http1_listener_gets_goaway_naming_the_setting() 
     assert!(b.requests().is_empty());
     stop(gw).await;
 }
+
+/// The route's timeout covers the whole response: a body still streaming when it passes is
+/// cut, on the lean path (`http1` listener) and on hyper's (`auto` listener) alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_still_streaming_at_the_request_timeout_is_cut_on_both_paths() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = raw_backend(|_| Reply {
+        delay: Duration::ZERO,
+        writes: vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello".to_vec(),
+            b"world".to_vec(),
+        ],
+        pause: Duration::from_secs(3),
+        after: AfterReply::KeepOpen,
+    })
+    .await;
+    for protocol in ["http1", "auto"] {
+        let yaml = h1_proxy_yaml(b.addr, 1, "1s", "", "")
+            .replace("timeouts: { request: 5s }", "timeouts: { request: 400ms }")
+            .replace("protocol: http1\n\nclusters", &format!("protocol: {protocol}\n\nclusters"));
+        let gw = common::gateway(&yaml);
+        let addr = gw.listener_address("public").unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "{protocol}: the gateway cuts the body instead of waiting 3 s");
+        assert!(started.elapsed() < Duration::from_millis(1500), "{protocol}");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{protocol}: {text}");
+        assert!(!text.contains("world"), "{protocol}: the rest never arrives: {text}");
+        stop(gw).await;
+    }
+}

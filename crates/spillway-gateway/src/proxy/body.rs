@@ -11,6 +11,7 @@ use crate::upstream::pool::PooledH1;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -162,7 +163,26 @@ impl Drop for ActiveGuard {
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream { inner: Incoming, conn: Option<PooledH1> },
+    Upstream {
+        inner: Incoming,
+        conn: Option<PooledH1>,
+        /// The request's deadline: the whole response, body included, must be through by then.
+        deadline: tokio::time::Instant,
+        /// Armed only when the body first has to wait (most bodies never do).
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    },
+}
+
+/// Why a response body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The upstream body broke.
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// The request's timeout passed while the body was still streaming; the response is cut
+    /// (HTTP/1.1: the connection closes; HTTP/2: the stream is reset).
+    #[error("the request timeout passed while the response body was streaming")]
+    Timeout,
 }
 
 /// The response body sent downstream: bytes in memory (direct responses, errors) or an
@@ -184,8 +204,13 @@ impl ResponseBody {
     }
 
     /// An upstream body; `conn` goes back to its pool once the body has been read to the end.
-    pub fn upstream(inner: Incoming, conn: Option<PooledH1>) -> ResponseBody {
-        ResponseBody { kind: Kind::Upstream { inner, conn }, active: None }
+    /// The body must end by `deadline` (the request's timeout covers the whole response).
+    pub fn upstream(
+        inner: Incoming,
+        conn: Option<PooledH1>,
+        deadline: tokio::time::Instant,
+    ) -> ResponseBody {
+        ResponseBody { kind: Kind::Upstream { inner, conn, deadline, timer: None }, active: None }
     }
 
     /// Keeps `guard` alive until the body is finished or dropped.
@@ -206,17 +231,29 @@ impl std::fmt::Debug for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
         let frame = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
-            Kind::Upstream { inner, conn } => {
-                let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+            Kind::Upstream { inner, conn, deadline, timer } => {
+                let frame = match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        let timer = timer
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*deadline)));
+                        ready!(timer.as_mut().poll(cx));
+                        // Cut: the connection is in an unknown state, so it is not pooled.
+                        conn.take();
+                        this.active.take();
+                        return Poll::Ready(Some(Err(ResponseBodyError::Timeout)));
+                    }
+                };
+                let frame = frame.map(|f| f.map_err(ResponseBodyError::from));
                 match &frame {
                     None => {
                         if let Some(c) = conn.take() {

@@ -388,6 +388,8 @@ async fn proxy(
             }
         }
     };
+    // The same deadline bounds the body that streams after the head.
+    let body_deadline = tokio::time::Instant::now() + deadline;
     let result = match tokio::time::timeout(deadline, exchange).await {
         Ok(r) => r,
         Err(_) => Err(UpstreamError::Timeout(addr)),
@@ -456,7 +458,7 @@ async fn proxy(
         }
         ResponseBody::empty()
     } else {
-        ResponseBody::upstream(body, conn_back)
+        ResponseBody::upstream(body, conn_back, body_deadline)
     };
     (Response::from_parts(parts, body), Some(addr))
 }

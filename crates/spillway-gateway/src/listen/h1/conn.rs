@@ -860,7 +860,8 @@ impl Conn<'_> {
                     close,
                 );
                 ubuf.consume(response.len);
-                let body = self.pass_body(upstream, &response, &mut ubuf, out, timer).await;
+                let until = ex.start.as_nanos().saturating_add(duration_nanos(try_timeout));
+                let body = self.pass_body(upstream, &response, &mut ubuf, out, timer, until).await;
                 match body {
                     Some(upstream) => {
                         if response.reusable() && ubuf.is_empty() {
@@ -1044,6 +1045,7 @@ impl Conn<'_> {
         ubuf: &mut Buf,
         out: &mut Vec<u8>,
         timer: &mut Timer<'_>,
+        until_ns: u64,
     ) -> Option<TcpStream> {
         let idle = self.listener.idle_timeout;
         let mut remaining = match response.framing {
@@ -1092,7 +1094,13 @@ impl Conn<'_> {
             if done {
                 return Some(upstream);
             }
-            let mut due = Due::after(idle);
+            // The request's timeout covers the whole response: a body still streaming when it
+            // passes is cut (the client connection closes, and the client sees it short).
+            let left = until_ns.saturating_sub(self.worker.shared.now().as_nanos());
+            if left == 0 {
+                return None;
+            }
+            let mut due = Due::after(idle.min(Duration::from_nanos(left)));
             match timed(timer, &mut due, read_into(&mut upstream, ubuf, usize::MAX)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 // A close-delimited body ends here; any other body was cut short, and closing
