@@ -183,13 +183,17 @@ async fn proxy(
             match policy.decide(incoming, start) {
                 Ok(granted) => Some(granted.deadline),
                 Err(rejection) => {
-                    let status = StatusCode::from_u16(rejection.reason.http_status())
-                        .unwrap_or(StatusCode::GATEWAY_TIMEOUT);
-                    let mut resp = Response::new(ResponseBody::full(rejection.json_body()));
-                    *resp.status_mut() = status;
-                    resp.headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    return (resp, None);
+                    // Counted like every refusal; the class is read for the counter only.
+                    let gate =
+                        snap.policies.gate(&snap.config, conn.listener, route.index, cluster_index);
+                    let view = HyperView { req: &req, peer: conn.peer };
+                    let class = crate::policy::classify(gate.and_then(|g| g.route), &view).class;
+                    let refusal = crate::policy::Refusal::from(rejection);
+                    snap.policies.count_refusal(route.index, class, &refusal);
+                    let grpc = crate::policy::render::is_grpc(
+                        req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+                    );
+                    return (refusal_response(&refusal, grpc), None);
                 }
             }
         }

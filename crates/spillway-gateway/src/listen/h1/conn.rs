@@ -636,10 +636,24 @@ impl Conn<'_> {
                 match policy.decide(incoming, ex.start) {
                     Ok(granted) => Some(granted.deadline),
                     Err(rejection) => {
-                        let status = rejection.reason.http_status();
-                        let body = rejection.json_body();
-                        let body = body.as_str();
-                        return self.reply_error(ex, timer, out, status, "", body).await;
+                        // Counted like every refusal; the class is read for the counter only.
+                        let gate = snap.policies.gate(
+                            &snap.config,
+                            self.listener.index,
+                            ex.route.index,
+                            ex.cluster_index,
+                        );
+                        let view = LeanView {
+                            head: ex.head,
+                            request: ex.request,
+                            fields: ex.fields,
+                            peer: self.client.addr,
+                        };
+                        let class =
+                            crate::policy::classify(gate.and_then(|g| g.route), &view).class;
+                        let refusal = crate::policy::Refusal::from(rejection);
+                        snap.policies.count_refusal(ex.route.index, class, &refusal);
+                        return self.reply_refusal(ex, timer, out, &refusal).await;
                     }
                 }
             }
