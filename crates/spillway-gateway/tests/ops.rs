@@ -396,3 +396,43 @@ routes:
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_reason_of_every_refusal_on_both_paths() {
+    let (b, _) = backend("b").await;
+    let log = temp_path("refusals.log");
+    let yaml = format!(
+        r#"
+workers: 1
+listeners:
+  - {{ name: public, address: "127.0.0.1:0", protocol: http1 }}
+  - {{ name: hyper, address: "127.0.0.1:0", protocol: auto }}
+access_log: {{ path: "{}" }}
+clusters: [{{ name: app, endpoints: [{{ address: "{b}" }}], timeouts: {{ request: 5s }} }}]
+routes:
+  - name: all
+    cluster: app
+    limits: [ {{ key: route, algorithm: token_bucket, rate: 1/h, burst: 1 }} ]
+"#,
+        log.display()
+    );
+    let gw = gateway(&yaml);
+    let lean = gw.listener_address("public").unwrap();
+    let hyper = gw.listener_address("hyper").unwrap();
+    assert_eq!(get(lean, "/x").await.0, StatusCode::OK);
+    assert_eq!(get(lean, "/x").await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get(hyper, "/x").await.0, StatusCode::TOO_MANY_REQUESTS);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let entries: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(entries.len(), 3, "{text}");
+    assert_eq!(entries[0]["refused"], serde_json::Value::Null);
+    assert_eq!(entries[1]["refused"], "rate_limited");
+    assert_eq!(entries[2]["refused"], "rate_limited");
+    assert_eq!(entries[2]["status"], 429);
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}

@@ -27,6 +27,8 @@ pub struct AccessEntry<'a> {
     pub duration: Duration,
     /// The request id.
     pub request_id: Option<&'a str>,
+    /// Why admission refused the request (`rate_limited`, `overloaded`, …), if it did.
+    pub refused: Option<&'a str>,
 }
 
 /// Writes one JSON access-log line to `sink`.
@@ -42,6 +44,7 @@ pub fn log_access(sink: &std::sync::Mutex<Box<dyn std::io::Write + Send>>, e: &A
         "upstream": e.upstream.map(|a| a.to_string()),
         "duration_ms": e.duration.as_secs_f64() * 1000.0,
         "request_id": e.request_id,
+        "refused": e.refused,
     });
     if let Ok(mut w) = sink.lock() {
         let _ = writeln!(w, "{line}");

@@ -129,6 +129,7 @@ pub async fn handle(
                 upstream,
                 duration: worker.shared.now().saturating_duration_since(start),
                 request_id: resp.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()),
+                refused: resp.extensions().get::<spillway_core::RejectReason>().map(|r| r.as_str()),
             },
         );
     }
@@ -517,6 +518,8 @@ impl crate::policy::classify::RequestView for HyperView<'_> {
 fn refusal_response(refusal: &crate::policy::Refusal, grpc: bool) -> Response<ResponseBody> {
     let rendered = crate::policy::render::render(refusal, grpc);
     let mut resp = Response::new(ResponseBody::full(Bytes::from(rendered.body)));
+    // For the access log, which `handle` writes after the fact.
+    resp.extensions_mut().insert(refusal.rejection.reason);
     *resp.status_mut() =
         StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     for (name, value) in rendered.headers {

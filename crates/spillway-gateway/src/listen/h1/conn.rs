@@ -486,7 +486,7 @@ impl Conn<'_> {
                 let flow = self.write_client(timer, out).await;
                 let elapsed = self.worker.shared.now().saturating_duration_since(start);
                 snap.no_route.record(self.worker.id, 404, elapsed);
-                self.log(request, &head, 404, None, None, elapsed, None);
+                self.log(request, &head, 404, None, None, elapsed, None, None);
                 flow.after(close)
             }
             Some(route) => match &route.action {
@@ -507,7 +507,16 @@ impl Conn<'_> {
                     let flow = self.write_client(timer, out).await;
                     let elapsed = self.worker.shared.now().saturating_duration_since(start);
                     route.stats.record(self.worker.id, status.as_u16(), elapsed);
-                    self.log(request, &head, status.as_u16(), Some(route), None, elapsed, None);
+                    self.log(
+                        request,
+                        &head,
+                        status.as_u16(),
+                        Some(route),
+                        None,
+                        elapsed,
+                        None,
+                        None,
+                    );
                     flow.after(close)
                 }
                 Action::Proxy { cluster, .. } => {
@@ -589,6 +598,7 @@ impl Conn<'_> {
         cluster: Option<&str>,
         duration: Duration,
         upstream_and_id: Option<(SocketAddr, &[u8])>,
+        refused: Option<spillway_core::RejectReason>,
     ) {
         let Some(sink) = &self.worker.shared.access_log else { return };
         log_access(
@@ -603,6 +613,7 @@ impl Conn<'_> {
                 upstream: upstream_and_id.map(|(a, _)| a),
                 duration,
                 request_id: upstream_and_id.and_then(|(_, id)| std::str::from_utf8(id).ok()),
+                refused: refused.map(|r| r.as_str()),
             },
         );
     }
@@ -837,6 +848,7 @@ impl Conn<'_> {
                         cluster_name,
                         latency,
                         Some((addr, request_id)),
+                        None,
                     );
                     flow.after(ex.close)
                 }
@@ -857,6 +869,7 @@ impl Conn<'_> {
                     cluster_name,
                     latency,
                     Some((addr, request_id)),
+                    None,
                 );
                 // Shutdown may have begun while the upstream was answering.
                 let close = ex.close
@@ -923,7 +936,16 @@ impl Conn<'_> {
         let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
         ex.route.stats.record(self.worker.id, status, elapsed);
         let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
-        self.log(ex.request, ex.head, status, Some(ex.route), cluster, elapsed, None);
+        self.log(
+            ex.request,
+            ex.head,
+            status,
+            Some(ex.route),
+            cluster,
+            elapsed,
+            None,
+            Some(refusal.rejection.reason),
+        );
         flow.after(ex.close)
     }
 
@@ -948,7 +970,7 @@ impl Conn<'_> {
         let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
         ex.route.stats.record(self.worker.id, status, elapsed);
         let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
-        self.log(ex.request, ex.head, status, Some(ex.route), cluster, elapsed, None);
+        self.log(ex.request, ex.head, status, Some(ex.route), cluster, elapsed, None, None);
         flow.after(ex.close)
     }
 
