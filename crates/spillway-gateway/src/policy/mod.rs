@@ -208,8 +208,8 @@ fn reuse_bbr(
 
 fn new_cluster_limiter(settings: ConcurrencySettings) -> Option<Arc<ClusterLimiter>> {
     let (algorithm, shares) = match settings {
-        // A fixed limit is a capacity, not a guess: every class may use all of it, and
-        // criticality decides who gets a slot first through the shares below.
+        // Every kind uses the same per-class shares of the limit (50/75/90/100 % from
+        // SHEDDABLE to CRITICAL_PLUS), so lower classes are refused first as it fills.
         ConcurrencySettings::Fixed(n) => (AnyLimit::Fixed(n), ClassShares::concurrency_default()),
         ConcurrencySettings::Gradient { initial, max } => {
             let config = Gradient2Config {

@@ -813,8 +813,14 @@ impl Conn<'_> {
         let latency = now.saturating_duration_since(ex.start);
         drop(in_flight);
         if let Some((admission, _, _)) = admitted {
-            let status = result.as_ref().ok().map(|(_, response)| response.status);
-            admission.finish(crate::policy::outcome_of(status), now);
+            match &result {
+                // The client left: says nothing about the upstream.
+                Err(Failure::ClientGone) => drop(admission),
+                Ok((_, response)) => {
+                    admission.finish(crate::policy::outcome_of(Some(response.status)), now)
+                }
+                Err(_) => admission.finish(crate::policy::outcome_of(None), now),
+            }
         }
         let step = match result {
             Err(failure) => {
