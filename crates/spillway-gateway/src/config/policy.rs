@@ -79,8 +79,12 @@ pub struct RoutePolicyConfig {
 
 impl RoutePolicyConfig {
     /// Whether the route has any admission policy at all (a route without one pays a branch).
+    /// A criticality or maximum other than the defaults is a policy: the class decides who a
+    /// cluster or listener limit sheds, and a capped claim is rewritten upstream.
     pub fn is_empty(&self) -> bool {
-        self.level.is_none()
+        self.criticality == Criticality::Critical
+            && self.max_criticality == Criticality::CriticalPlus
+            && self.level.is_none()
             && self.limits.is_empty()
             && self.bbr.is_none()
             && self.budget.is_none()
