@@ -183,13 +183,11 @@ async fn proxy(
             match policy.decide(incoming, start) {
                 Ok(granted) => Some(granted.deadline),
                 Err(rejection) => {
-                    let status = StatusCode::from_u16(rejection.reason.http_status())
-                        .unwrap_or(StatusCode::GATEWAY_TIMEOUT);
-                    let mut resp = Response::new(ResponseBody::full(rejection.json_body()));
-                    *resp.status_mut() = status;
-                    resp.headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    return (resp, None);
+                    // Laid out like every refusal: a gRPC caller gets grpc-status 4.
+                    let grpc = crate::policy::render::is_grpc(
+                        req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+                    );
+                    return (refusal_response(&rejection.into(), grpc), None);
                 }
             }
         }
