@@ -79,8 +79,12 @@ pub struct RoutePolicyConfig {
 
 impl RoutePolicyConfig {
     /// Whether the route has any admission policy at all (a route without one pays a branch).
+    /// A criticality or maximum other than the defaults is a policy: the class decides who a
+    /// cluster or listener limit sheds, and a capped claim is rewritten upstream.
     pub fn is_empty(&self) -> bool {
-        self.level.is_none()
+        self.criticality == Criticality::Critical
+            && self.max_criticality == Criticality::CriticalPlus
+            && self.level.is_none()
             && self.limits.is_empty()
             && self.bbr.is_none()
             && self.budget.is_none()
@@ -342,8 +346,17 @@ fn parse_rate_parts(text: &str) -> Result<(u64, Duration), String> {
         return Err(format!("`{text}`: a rate of 0 admits nothing (remove the limit instead)"));
     }
     let per = per.trim();
-    // `s`, `m`, `h`, `d` alone mean one of them.
-    let period = if per.starts_with(|c: char| c.is_ascii_digit()) {
+    // `s`, `m`, `h`, `d` alone mean one of them. Days are no duration unit elsewhere in the
+    // config, so `d` and `Nd` are read here.
+    let days = per.strip_suffix('d').filter(|n| n.bytes().all(|b| b.is_ascii_digit()));
+    let period = if let Some(days) = days {
+        let n: u64 = if days.is_empty() {
+            1
+        } else {
+            days.parse().map_err(|_| format!("`{text}`: `{days}` is not a number of days"))?
+        };
+        Duration::from_secs(n.saturating_mul(86_400))
+    } else if per.starts_with(|c: char| c.is_ascii_digit()) {
         super::duration::parse_duration(per).map_err(|e| format!("`{text}`: {e}"))?
     } else {
         super::duration::parse_duration(&format!("1{per}")).map_err(|e| format!("`{text}`: {e}"))?
@@ -818,6 +831,10 @@ mod tests {
         assert_eq!(parse_rate("100/s").map(|r| r.per_second_f64()), Ok(100.0));
         assert_eq!(parse_rate("10/100ms").map(|r| r.per_second_f64()), Ok(100.0));
         assert!(parse_rate("1000/1h").is_ok());
+        assert_eq!(parse_rate_parts("5/1d"), Ok((5, Duration::from_secs(86_400))));
+        assert_eq!(parse_rate_parts("7/d"), Ok((7, Duration::from_secs(86_400))));
+        assert_eq!(parse_rate_parts("1/2d"), Ok((1, Duration::from_secs(2 * 86_400))));
+        assert!(parse_rate("1/0d").is_err());
         assert!(parse_rate("0/s").unwrap_err().contains("admits nothing"));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("x/s").is_err());

@@ -437,3 +437,19 @@ fn a_level_smaller_than_its_routes_bulkheads_is_a_warning() {
     let w = warned(&text, "levels.L0.max_concurrent", "levels:", "admit 272 requests in flight");
     assert!(w.reason.contains("`orders` 256 + `orders` slow 16"), "{w:?}");
 }
+
+#[test]
+fn a_route_with_only_a_criticality_has_a_policy() {
+    let text = SKELETON.replace(
+        "    rewrite: { path_prefix: / }\n",
+        "    rewrite: { path_prefix: / }\n    criticality: SHEDDABLE\n",
+    );
+    let config = parse(&text).unwrap();
+    assert!(!config.routes[0].policy.is_empty(), "its class decides who is shed");
+    let capped = SKELETON.replace(
+        "    rewrite: { path_prefix: / }\n",
+        "    rewrite: { path_prefix: / }\n    max_criticality: CRITICAL\n",
+    );
+    assert!(!parse(&capped).unwrap().routes[0].policy.is_empty(), "a capped claim is rewritten");
+    assert!(parse(SKELETON).unwrap().routes[0].policy.is_empty());
+}

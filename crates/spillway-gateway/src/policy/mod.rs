@@ -479,6 +479,9 @@ impl Drop for Admission {
     }
 }
 
+/// Header fields (name, value) admission sets upstream: at most two, the first `n` in use.
+pub type UpstreamFields<'a> = [(&'a [u8], &'a [u8]); 2];
+
 impl Classified {
     /// The header fields admission sets on the upstream request (replacing incoming ones):
     /// the criticality when it was lowered, and the granted budget. At most two.
@@ -486,7 +489,7 @@ impl Classified {
         &self,
         gate: &Gate<'a>,
         budget_text: &'a mut [u8; 20],
-    ) -> ([(&'a [u8], &'a [u8]); 2], usize) {
+    ) -> (UpstreamFields<'a>, usize) {
         let mut fields: [(&[u8], &[u8]); 2] = [(b"", b""); 2];
         let mut n = 0;
         if self.rewrite_class {

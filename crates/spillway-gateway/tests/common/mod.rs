@@ -30,6 +30,54 @@ pub struct BackendState {
     /// When non-zero, every request to `/` answers with this status.
     pub status: AtomicU16,
     pub hits: AtomicU64,
+    /// `/hold` requests wait here until the test releases them ([`Release::release`]).
+    pub held: Release,
+    /// The `x-tag` of every `/hold` request, in arrival order (requests without one: `-`).
+    pub arrivals: std::sync::Mutex<Vec<String>>,
+}
+
+/// A gate `/hold` requests wait at: each released permit lets one of them answer.
+pub struct Release(tokio::sync::Semaphore);
+
+impl Default for Release {
+    fn default() -> Release {
+        Release(tokio::sync::Semaphore::new(0))
+    }
+}
+
+impl Release {
+    /// Lets `n` held requests (present or future) answer.
+    pub fn release(&self, n: usize) {
+        self.0.add_permits(n);
+    }
+
+    /// Lets every held request, and all later ones, answer at once.
+    pub fn open(&self) {
+        self.0.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+impl BackendState {
+    /// Requests that reached the counting paths (`/`, `/hold`, `/sleep`, ...).
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// `x-tag`s of the `/hold` requests that arrived so far.
+    pub fn arrived(&self) -> Vec<String> {
+        self.arrivals.lock().unwrap().clone()
+    }
+}
+
+/// The request's headers as `name: value` lines (after a `path:` line), what `/headers` and
+/// `/hold` answer.
+fn header_lines<B>(req: &Request<B>) -> String {
+    let mut text = String::new();
+    text.push_str(&format!("path: {}\n", req.uri()));
+    for (k, v) in req.headers() {
+        text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+    }
+    text
 }
 
 /// Data then trailers (what a gRPC server sends).
@@ -67,17 +115,34 @@ async fn backend_handle(
             Response::builder().status(status).body(full("")).unwrap()
         }
         "/headers" => {
-            let mut text = String::new();
-            text.push_str(&format!("path: {}\n", req.uri()));
-            for (k, v) in req.headers() {
-                text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
-            }
+            let text = header_lines(&req);
             Response::builder()
                 .header("connection", "x-upstream-secret")
                 .header("x-upstream-secret", "1")
                 .header("keep-alive", "timeout=5")
                 .body(full(text))
                 .unwrap()
+        }
+        "/hold" => {
+            // Counts, records its `x-tag`, then waits until the test releases it; answers
+            // with the request's headers (like `/headers`).
+            state.hits.fetch_add(1, Ordering::SeqCst);
+            let tag = req.headers().get("x-tag").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            state.arrivals.lock().unwrap().push(tag.to_string());
+            state.held.0.acquire().await.unwrap().forget();
+            Response::new(full(header_lines(&req)))
+        }
+        "/sleep" => {
+            // Counts, then sleeps `?ms=N` milliseconds (default 100).
+            state.hits.fetch_add(1, Ordering::SeqCst);
+            let ms = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(full(state.name.clone()))
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(600)).await;
@@ -154,6 +219,15 @@ pub async fn backend(name: &str) -> (SocketAddr, Arc<BackendState>) {
     (addr, state)
 }
 
+/// Polls `cond` every 10 ms until it holds, for at most `within` (then panics with `what`).
+pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Parses config text (relative paths against the temp dir).
 pub fn config(yaml: &str) -> Config {
     Config::parse(yaml, "test.yaml", &std::env::temp_dir()).unwrap_or_else(|e| panic!("{e}"))
@@ -190,6 +264,31 @@ pub async fn h1(addr: SocketAddr, req: Request<TestBody>) -> (StatusCode, Header
         .await
         .unwrap()
         .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// One HTTP/2 (prior knowledge, h2c) request on a fresh connection; `req` carries an origin-form
+/// path, the authority is `addr`. Returns status, headers and body.
+pub async fn h2c(addr: SocketAddr, req: Request<TestBody>) -> (StatusCode, HeaderMap, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    parts.uri = format!("http://{addr}{path}").parse().unwrap();
+    parts.headers.remove("host");
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        sender.send_request(Request::from_parts(parts, body)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     (parts.status, parts.headers, body)
