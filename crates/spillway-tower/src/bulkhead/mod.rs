@@ -40,8 +40,8 @@ use tower_service::Service;
 ///
 /// Over the limit a request waits in the queue at most `max_wait` (or until its deadline, if
 /// sooner), and is refused at once when the queue is full of requests at least as critical:
-/// [`RejectReason::BulkheadFull`] / [`RejectReason::QueueTimeout`] (503 with `Retry-After`),
-/// or [`RejectReason::DeadlineExceeded`] when the deadline ran out first. The class comes from
+/// [`RejectReason::BulkheadFull`](spillway_core::RejectReason::BulkheadFull) / [`RejectReason::QueueTimeout`](spillway_core::RejectReason::QueueTimeout) (503 with `Retry-After`),
+/// or [`RejectReason::DeadlineExceeded`](spillway_core::RejectReason::DeadlineExceeded) when the deadline ran out first. The class comes from
 /// [`criticality::of_request`]. Requires a `Clone` inner service (a waiting request calls its
 /// own clone).
 ///
