@@ -22,7 +22,10 @@
 # Usage: bench/overload.sh [--build] [--out DIR] [--only protected|unprotected]
 #                          [--ramp FROM:TO:STEP] (multiples of capacity) [--step-secs S]
 #                          [--concurrency N] [--service-time MS] [--timeout SECS]
-#                          [--connections N] [--protected-config FILE]
+#                          [--connections-unprotected N] [--connections-protected N]
+#                          [--capacity REQ_PER_S] [--protected-config FILE]
+# --capacity skips the measurement (e.g. to rerun one run into the DIR of an earlier one:
+# --only protected --capacity <figure of meta.json> --out DIR).
 # SPILLWAY_BIN=PATH overrides the binary. Needs: curl, python3 (standard library only).
 set -euo pipefail
 
@@ -35,9 +38,15 @@ STEP_SECS=5
 SLOTS=10
 SERVICE_MS=20
 TIMEOUT=1
-# Open loop: the connections bound the requests in flight. Unprotected at 10x, every request
-# stays about TIMEOUT in flight: 10 x capacity x 1 s, plus room for reconnects.
-CONNS=6000
+# Open loop: the connections bound the requests in flight. Unprotected at 10x every request
+# stays about TIMEOUT in flight (10 x capacity x 1 s, plus room for reconnects); protected,
+# at most the bulkhead's slots and queue plus refusals that take at most max_wait. Each run
+# gets what it needs and no more: `spillway load` with thousands of mostly idle connections
+# times ~1 % of responses 70-130 ms late (straight to the backend at 0.5x: p99 22 ms with 600
+# connections, 93-105 ms with 6000), which would blur the protected run's latency.
+CONNS_UNPROTECTED=6000
+CONNS_PROTECTED=1000
+CAPACITY=""
 ONLY=""
 BUILD=0
 OUT=""
@@ -61,7 +70,9 @@ while [ $# -gt 0 ]; do
         --concurrency) SLOTS=$2; shift ;;
         --service-time) SERVICE_MS=$2; shift ;;
         --timeout) TIMEOUT=$2; shift ;;
-        --connections|-c) CONNS=$2; shift ;;
+        --connections-unprotected) CONNS_UNPROTECTED=$2; shift ;;
+        --connections-protected) CONNS_PROTECTED=$2; shift ;;
+        --capacity) CAPACITY=$2; shift ;;
         --protected-config) PROTECTED_CONFIG=$2; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
@@ -83,11 +94,11 @@ done
 for p in "$GATEWAY_PORT" "$BACKEND_PORT" "$ADMIN_PORT"; do
     if ss -Htln "sport = :$p" | grep -q .; then die "port $p is already in use (another benchmark running?)"; fi
 done
-# The unprotected run holds CONNS client connections, as many upstream, in one gateway.
+# The unprotected run holds thousands of client connections, and more upstream, in one gateway.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
-[ "$NOFILE" = unlimited ] || [ "$NOFILE" -ge $((2 * CONNS + 512)) ] ||
-    die "open-files limit $NOFILE is too low for --connections $CONNS (needs $((2 * CONNS + 512)))"
+[ "$NOFILE" = unlimited ] || [ "$NOFILE" -ge $((2 * CONNS_UNPROTECTED + 512)) ] ||
+    die "open-files limit $NOFILE is too low for $CONNS_UNPROTECTED connections (needs $((2 * CONNS_UNPROTECTED + 512)))"
 
 if [ "$BUILD" = 1 ]; then
     log "building spillway (release)"
@@ -134,29 +145,34 @@ start_backend() { # name
 }
 
 # ---- capacity: what the backend really serves ------------------------------------------------
-start_backend capacity
-timeout 60 "$BIN" load "http://127.0.0.1:$BACKEND_PORT/" --closed -c $((2 * SLOTS)) -d 4s \
-    --timeout "${TIMEOUT}s" --json "$OUT/capacity.json" -q >"$OUT/capacity.txt" 2>&1 ||
-    die "capacity measurement failed: $(cat "$OUT/capacity.txt")"
-cleanup
-CAPACITY=$(python3 -c "import json; print(round(json.load(open('$OUT/capacity.json'))['overall']['goodput']))")
 NOMINAL=$((SLOTS * 1000 / SERVICE_MS))
-[ "$CAPACITY" -gt 0 ] || die "the backend served nothing: $(cat "$OUT/capacity.txt")"
-log "backend capacity: $CAPACITY req/s measured ($NOMINAL nominal: $SLOTS slots x ${SERVICE_MS} ms)"
+if [ -z "$CAPACITY" ]; then
+    start_backend capacity
+    timeout 60 "$BIN" load "http://127.0.0.1:$BACKEND_PORT/" --closed -c $((2 * SLOTS)) -d 4s \
+        --timeout "${TIMEOUT}s" --json "$OUT/capacity.json" -q >"$OUT/capacity.txt" 2>&1 ||
+        die "capacity measurement failed: $(cat "$OUT/capacity.txt")"
+    cleanup
+    CAPACITY=$(python3 -c "import json; print(round(json.load(open('$OUT/capacity.json'))['overall']['goodput']))")
+    [ "$CAPACITY" -gt 0 ] || die "the backend served nothing: $(cat "$OUT/capacity.txt")"
+    log "backend capacity: $CAPACITY req/s measured ($NOMINAL nominal: $SLOTS slots x ${SERVICE_MS} ms)"
+else
+    log "backend capacity: $CAPACITY req/s as given ($NOMINAL nominal)"
+fi
 rate() { python3 -c "print(round($1 * $CAPACITY, 3))"; }
 FROM=$(rate "$R_FROM"); TO=$(rate "$R_TO"); STEP=$(rate "$R_STEP")
 BASE_RATE=$(rate 0.1)
-log "ramp $FROM:$TO:$STEP req/s, $STEPS steps x ${STEP_SECS}s; client timeout ${TIMEOUT}s; $CONNS connections"
+log "ramp $FROM:$TO:$STEP req/s, $STEPS steps x ${STEP_SECS}s; client timeout ${TIMEOUT}s"
 cat >"$OUT/meta.json" <<EOF
 {"capacity": $CAPACITY, "nominal_capacity": $NOMINAL, "slots": $SLOTS, "service_ms": $SERVICE_MS,
- "ramp": "$RAMP", "step_secs": $STEP_SECS, "timeout_s": $TIMEOUT, "connections": $CONNS,
- "unloaded_rate": $BASE_RATE}
+ "ramp": "$RAMP", "step_secs": $STEP_SECS, "timeout_s": $TIMEOUT, "unloaded_rate": $BASE_RATE}
 EOF
 
-run() { # name config
-    local name=$1 config=$2
-    log "run $name: $(basename "$config")"
+run() { # name config connections
+    local name=$1 config=$2 conns=$3
+    log "run $name: $(basename "$config"), $conns connections"
     cp "$config" "$OUT/$name.yaml"
+    printf '{"config": "%s", "connections": %s, "started": "%s"}\n' "$(basename "$config")" \
+        "$conns" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$OUT/run-$name.json"
     start_backend "$name"
     "$BIN" run --config "$config" >"$OUT/gateway-$name.log" 2>&1 &
     local gw=$!
@@ -167,7 +183,7 @@ run() { # name config
         --timeout "${TIMEOUT}s" --mix "$MIX" --json "$OUT/unloaded-$name.json" -q \
         >"$OUT/unloaded-$name.txt" 2>&1 || die "unloaded run failed: $(cat "$OUT/unloaded-$name.txt")"
     timeout $((RUN_SECS + 60)) "$BIN" load "http://127.0.0.1:$GATEWAY_PORT/" \
-        --ramp "$FROM:$TO:$STEP:${STEP_SECS}s" -c "$CONNS" --timeout "${TIMEOUT}s" --mix "$MIX" \
+        --ramp "$FROM:$TO:$STEP:${STEP_SECS}s" -c "$conns" --timeout "${TIMEOUT}s" --mix "$MIX" \
         --json "$OUT/ramp-$name.json" --plot "$OUT/timeline-$name.svg" -q \
         >"$OUT/ramp-$name.txt" 2>&1 || die "ramp failed: $(tail -5 "$OUT/ramp-$name.txt")"
     curl -s -m 2 "http://127.0.0.1:$BACKEND_PORT/stats" >"$OUT/backend-stats-$name.json" || true
@@ -176,8 +192,8 @@ run() { # name config
     sleep 1
 }
 
-[ "$ONLY" = protected ] || run unprotected "$UNPROTECTED_CONFIG"
-[ "$ONLY" = unprotected ] || run protected "$PROTECTED_CONFIG"
+[ "$ONLY" = protected ] || run unprotected "$UNPROTECTED_CONFIG" "$CONNS_UNPROTECTED"
+[ "$ONLY" = unprotected ] || run protected "$PROTECTED_CONFIG" "$CONNS_PROTECTED"
 
 python3 "$BENCH/overload_report.py" "$OUT"
 log "raw data in $OUT (ramp-*.json, unloaded-*.json, timeline-*.svg from spillway load, overload-*.svg)"
