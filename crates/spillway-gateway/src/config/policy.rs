@@ -230,6 +230,10 @@ pub struct BulkheadSettings {
     /// Longest wait in the queue.
     #[serde(serialize_with = "ser_duration")]
     pub max_wait: Duration,
+    /// Longest wait per class (by `Criticality::index`, SHEDDABLE first) when some class
+    /// waits longer than `max_wait` (`max_wait_by_class`); never shrinking with the class.
+    #[serde(skip)]
+    pub class_waits: Option<[Duration; 4]>,
     /// How the queue is served.
     pub queue_discipline: QueueDiscipline,
 }
@@ -662,10 +666,43 @@ pub(super) fn bulkhead(
             return None;
         }
     };
+    let class_waits = match raw.max_wait_by_class {
+        None => None,
+        Some(by_class) => {
+            let mut waits = [max_wait; 4];
+            let wp = at(p, &[key("max_wait_by_class")]);
+            let given = [
+                (Criticality::Sheddable, by_class.SHEDDABLE),
+                (Criticality::SheddablePlus, by_class.SHEDDABLE_PLUS),
+                (Criticality::Critical, by_class.CRITICAL),
+                (Criticality::CriticalPlus, by_class.CRITICAL_PLUS),
+            ];
+            for (class, wait) in given {
+                match wait {
+                    Some(ConfigDuration(w)) if w.is_zero() => {
+                        c.error(&at(&wp, &[key(class.as_str())]), "must be greater than zero");
+                        return None;
+                    }
+                    Some(ConfigDuration(w)) => waits[class.index()] = w,
+                    None => {}
+                }
+            }
+            if waits.windows(2).any(|w| w[1] < w[0]) {
+                c.error(
+                    &wp,
+                    "a higher class must not give up sooner than a lower one: waits may only \
+                     grow from SHEDDABLE to CRITICAL_PLUS (classes not listed wait `max_wait`)",
+                );
+                return None;
+            }
+            Some(waits)
+        }
+    };
     let settings = BulkheadSettings {
         max_concurrent: raw.max_concurrent,
         queue,
         max_wait,
+        class_waits,
         queue_discipline: discipline,
     };
     if let Err(e) = spillway_core::bulkhead::Bulkhead::try_new(settings.core()) {

@@ -226,7 +226,19 @@ pub struct RawBulkhead {
     pub max_concurrent: usize,
     pub queue: Option<usize>,
     pub max_wait: Option<ConfigDuration>,
+    pub max_wait_by_class: Option<RawClassWaits>,
     pub queue_discipline: Option<String>,
+}
+
+/// `max_wait_by_class:` — a wait per criticality name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+pub struct RawClassWaits {
+    pub CRITICAL_PLUS: Option<ConfigDuration>,
+    pub CRITICAL: Option<ConfigDuration>,
+    pub SHEDDABLE_PLUS: Option<ConfigDuration>,
+    pub SHEDDABLE: Option<ConfigDuration>,
 }
 
 /// A route's `slow:` split: which requests are slow, and their own pool.

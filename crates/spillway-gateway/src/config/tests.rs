@@ -309,6 +309,22 @@ fn a_bulkhead_of_zero_is_refused() {
 }
 
 #[test]
+fn class_waits_that_shrink_with_the_class_are_refused() {
+    let text = edit(
+        "queue_discipline: codel",
+        "queue_discipline: codel, max_wait_by_class: { CRITICAL_PLUS: 5ms }",
+    );
+    refused(&text, "routes[0].bulkhead.max_wait_by_class", "CRITICAL_PLUS: 5ms", "sooner");
+    let fine = edit(
+        "queue_discipline: codel",
+        "queue_discipline: codel, max_wait_by_class: { CRITICAL_PLUS: 500ms }",
+    );
+    let config = parse(&fine).unwrap_or_else(|e| panic!("{e}"));
+    let waits = config.routes[0].policy.bulkhead.as_ref().and_then(|b| b.class_waits);
+    assert_eq!(waits.map(|w| w[3]), Some(std::time::Duration::from_millis(500)));
+}
+
+#[test]
 fn an_unknown_queue_discipline_is_refused() {
     let text = edit("queue_discipline: codel", "queue_discipline: lifo");
     refused(&text, "routes[0].bulkhead.queue_discipline", "lifo", "not a queue discipline");

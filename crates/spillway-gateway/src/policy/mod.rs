@@ -157,7 +157,13 @@ fn new_pool(name: String, settings: &BulkheadSettings, ctx: &PolicyContext) -> A
     let codel = (settings.queue_discipline == QueueDiscipline::Codel).then(CodelConfig::default);
     // Validated in `config::policy`, so building cannot fail; fall back to a plain FIFO if it
     // somehow does rather than refusing the whole snapshot.
-    let bulkhead = SharedBulkhead::try_new(settings.core(), codel, ctx.clock.clone())
+    let built = match settings.class_waits {
+        Some(waits) => {
+            SharedBulkhead::with_class_waits(settings.core(), waits, codel, ctx.clock.clone())
+        }
+        None => SharedBulkhead::try_new(settings.core(), codel, ctx.clock.clone()),
+    };
+    let bulkhead = built
         .or_else(|_| SharedBulkhead::try_new(settings.core(), None, ctx.clock.clone()))
         .unwrap_or_else(|_| {
             let one = spillway_core::bulkhead::BulkheadConfig::new(1, 0, Duration::from_millis(1));
@@ -171,6 +177,7 @@ fn same_bulkhead(a: &BulkheadSettings, b: &BulkheadSettings) -> bool {
     a.max_concurrent == b.max_concurrent
         && a.queue == b.queue
         && a.max_wait == b.max_wait
+        && a.class_waits == b.class_waits
         && a.queue_discipline == b.queue_discipline
 }
 

@@ -64,7 +64,9 @@ impl BulkheadLayer {
             Ok(shared) => Ok(BulkheadLayer { shared }),
             Err(SharedBulkheadError::Bulkhead(e)) => Err(e),
             // Without CoDel settings there is nothing else to refuse.
-            Err(SharedBulkheadError::Codel(_)) => Err(BulkheadConfigError::ZeroConcurrency),
+            Err(SharedBulkheadError::Codel(_) | SharedBulkheadError::ClassWaitsShrink) => {
+                Err(BulkheadConfigError::ZeroConcurrency)
+            }
         }
     }
 

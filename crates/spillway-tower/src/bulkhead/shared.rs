@@ -45,6 +45,9 @@ pub(crate) enum Wake {
 pub struct SharedBulkhead {
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
+    /// How long a waiter of each class may wait (by `Criticality::index`); all `max_wait`
+    /// unless set with [`SharedBulkhead::with_class_waits`].
+    class_waits: [Duration; 4],
     /// Waiters refused by CoDel so far.
     codel_drops: AtomicU64,
 }
@@ -116,14 +119,44 @@ impl SharedBulkhead {
         codel: Option<CodelConfig>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<SharedBulkhead>, SharedBulkheadError> {
+        Ok(Arc::new(SharedBulkhead::build(config, codel, clock, [config.max_wait; 4])?))
+    }
+
+    /// The same bulkhead where a waiter of class `c` waits at most `waits[c.index()]`, e.g. a
+    /// longer wait for `CRITICAL_PLUS`: under a standing queue one `max_wait` for all must stay
+    /// short to bound latency, and then a top-class waiter can give up just before the slot
+    /// that a lower class, arriving later, takes. Refused unless the waits never shrink with
+    /// the class (a higher class never gives up sooner than a lower one).
+    pub fn with_class_waits(
+        config: BulkheadConfig,
+        waits: [Duration; 4],
+        codel: Option<CodelConfig>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<SharedBulkhead>, SharedBulkheadError> {
+        if waits.windows(2).any(|w| w[1] < w[0]) {
+            return Err(SharedBulkheadError::ClassWaitsShrink);
+        }
+        let mut config = config;
+        // The core's own expiry (for drivers without timers) uses the longest wait.
+        config.max_wait = waits[3].max(config.max_wait);
+        Ok(Arc::new(SharedBulkhead::build(config, codel, clock, waits)?))
+    }
+
+    fn build(
+        config: BulkheadConfig,
+        codel: Option<CodelConfig>,
+        clock: Arc<dyn Clock>,
+        class_waits: [Duration; 4],
+    ) -> Result<SharedBulkhead, SharedBulkheadError> {
         let core = Bulkhead::try_new(config)?;
         let codel = codel.map(Codel::try_new).transpose()?;
         let waiters = HashMap::with_capacity(config.max_queue.min(1024));
-        Ok(Arc::new(SharedBulkhead {
+        Ok(SharedBulkhead {
             state: Mutex::new(State { core, waiters, codel }),
             clock,
+            class_waits,
             codel_drops: AtomicU64::new(0),
-        }))
+        })
     }
 
     /// Takes a slot, or a place in the queue, for a request of `class`. A queued request waits
@@ -147,7 +180,7 @@ impl SharedBulkhead {
                 }
                 let (tx, rx) = oneshot::channel();
                 state.waiters.insert(ticket.id(), tx);
-                let max_wait = state.core.config().max_wait;
+                let max_wait = self.class_waits[class.index()];
                 let queue_timeout = state.core.queue_timeout();
                 drop(state);
                 let (wait, on_timeout) = match deadline_left {
@@ -214,6 +247,9 @@ pub enum SharedBulkheadError {
     /// The CoDel settings.
     #[error(transparent)]
     Codel(#[from] spillway_core::overload::CodelConfigError),
+    /// Per-class waits that shrink as the class rises.
+    #[error("per-class waits must not shrink from SHEDDABLE to CRITICAL_PLUS")]
+    ClassWaitsShrink,
 }
 
 /// A held slot; dropping it gives the slot back (to the next waiter, if any).
@@ -393,6 +429,37 @@ mod tests {
         );
         assert!(outcomes.iter().all(|(c, _)| *c != Criticality::CriticalPlus));
         assert_eq!(bulkhead.codel_drops(), outcomes.len() as u64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_top_class_waiter_outwaits_a_lower_one_with_class_waits() {
+        let clock = ManualClock::new();
+        let config = BulkheadConfig::new(1, 4, Duration::from_millis(10));
+        let ms = Duration::from_millis;
+        let bulkhead = SharedBulkhead::with_class_waits(
+            config,
+            [ms(10), ms(10), ms(10), ms(50)],
+            None,
+            Arc::new(clock),
+        )
+        .unwrap();
+        let held = bulkhead.acquire(Criticality::Critical, None).await.unwrap();
+        let low = tokio::spawn({
+            let b = bulkhead.clone();
+            async move { b.acquire(Criticality::Critical, None).await }
+        });
+        let top = tokio::spawn({
+            let b = bulkhead.clone();
+            async move { b.acquire(Criticality::CriticalPlus, None).await }
+        });
+        tokio::time::sleep(ms(30)).await;
+        assert_eq!(low.await.unwrap().unwrap_err().reason, RejectReason::QueueTimeout);
+        drop(held);
+        assert!(top.await.unwrap().is_ok(), "the top class still waited for the slot");
+        let shrinking = [ms(20), ms(10), ms(10), ms(10)];
+        let err =
+            SharedBulkhead::with_class_waits(config, shrinking, None, Arc::new(ManualClock::new()));
+        assert!(matches!(err, Err(SharedBulkheadError::ClassWaitsShrink)));
     }
 
     #[tokio::test(start_paused = true)]
