@@ -532,16 +532,18 @@ fn is_slow(policy: &RoutePolicy, view: &dyn RequestView) -> bool {
         || slow.header.as_deref().is_some_and(|h| view.header(h).is_some())
 }
 
-/// Takes a slot in `pool`, waiting when queued (at most the pool's max wait or `left`).
+/// Takes a slot in `pool` at `now`, waiting when queued (at most the pool's max wait or
+/// `left`). Says whether it waited (then `now` is stale).
 async fn enter(
     pool: &Pool,
     class: Criticality,
     left: Option<Duration>,
-) -> Result<BulkheadPermit, Rejection> {
-    match pool.bulkhead.try_enter(class, left) {
-        Entry::Acquired(permit) => Ok(permit),
+    now: Instant,
+) -> Result<(BulkheadPermit, bool), Rejection> {
+    match pool.bulkhead.try_enter_at(class, left, now) {
+        Entry::Acquired(permit) => Ok((permit, false)),
         Entry::Rejected(rejection) => Err(rejection),
-        Entry::Waiting(waiting) => waiting.wait().await,
+        Entry::Waiting(waiting) => Ok((waiting.wait().await?, true)),
     }
 }
 
@@ -558,6 +560,7 @@ pub async fn admit(
 ) -> Result<Admission, Refusal> {
     let class = classified.class;
     let mut admission = Admission::default();
+    let mut now_after = now;
     if let Some(policy) = gate.route {
         // Limits: every one must admit; the longest pacing wait of a leaky bucket is served
         // once, after all of them agreed.
@@ -600,20 +603,33 @@ pub async fn admit(
             }
             tokio::time::sleep(wait).await;
         }
-        let left = |clock: &dyn Clock| {
-            deadline_left.map(|d| d.saturating_sub(clock.now().saturating_duration_since(now)))
+        // After a wait the clock has moved on: what is left of the deadline shrinks with it.
+        let mut at = now;
+        let mut waited = false;
+        let left = |at: Instant| {
+            deadline_left.map(|d| d.saturating_sub(at.saturating_duration_since(now)))
         };
         if let Some(level) = &policy.level {
-            admission.slots.push(enter(level, class, left(clock)).await?);
+            let (permit, w) = enter(level, class, left(at), at).await?;
+            admission.slots.push(permit);
+            if w {
+                waited = true;
+                at = clock.now();
+            }
         }
         let pool =
             if is_slow(policy, view) { policy.slow.as_ref() } else { policy.bulkhead.as_ref() };
         if let Some(pool) = pool {
-            admission.slots.push(enter(pool, class, left(clock)).await?);
+            let (permit, w) = enter(pool, class, left(at), at).await?;
+            admission.slots.push(permit);
+            waited |= w;
+        }
+        if waited || !wait.is_zero() {
+            now_after = clock.now();
         }
     }
-    // Waiting moved the clock on: BBR and the concurrency limiter time from here.
-    let now = if admission.slots.is_empty() { now } else { clock.now() };
+    // Waiting moved the clock on: BBR and the concurrency limiter time from there.
+    let now = now_after;
     for bbr in gate.listener.into_iter().chain(gate.route.and_then(|p| p.bbr.as_ref())) {
         let token = bbr.limiter.allow(class, now)?;
         admission.bbr.push((bbr.limiter.clone(), token));

@@ -167,7 +167,17 @@ impl SharedBulkhead {
         class: Criticality,
         deadline_left: Option<Duration>,
     ) -> Entry {
-        let now = self.clock.now();
+        self.try_enter_at(class, deadline_left, self.clock.now())
+    }
+
+    /// [`try_enter`](Self::try_enter) at `now`, read by the caller from this bulkhead's clock
+    /// (a request path that already read the clock saves a read).
+    pub fn try_enter_at(
+        self: &Arc<Self>,
+        class: Criticality,
+        deadline_left: Option<Duration>,
+        now: Instant,
+    ) -> Entry {
         let mut state = self.state.lock();
         match state.core.try_acquire(class, now) {
             Acquire::Acquired => {
@@ -230,8 +240,11 @@ impl SharedBulkhead {
     }
 
     fn release(&self) {
-        let now = self.clock.now();
-        let dropped = self.state.lock().release(now);
+        let mut state = self.state.lock();
+        // The time matters only to a waiter (its wait, CoDel): no clock read without one.
+        let now = if state.core.queued() > 0 { self.clock.now() } else { Instant::ZERO };
+        let dropped = state.release(now);
+        drop(state);
         if dropped > 0 {
             self.codel_drops.fetch_add(dropped, Relaxed);
         }
