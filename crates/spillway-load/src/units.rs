@@ -22,14 +22,6 @@ fn unit_error(what: &'static str, value: &str, why: &'static str) -> UnitError {
     UnitError { what, value: value.to_string(), why }
 }
 
-/// Splits `"12.5ms"` into `(12.5, "ms")`.
-fn split_number(s: &str) -> Option<(f64, &str)> {
-    let s = s.trim();
-    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let number: f64 = s[..end].parse().ok()?;
-    Some((number, s[end..].trim()))
-}
-
 /// Parses a duration: a number followed by `ns`, `us`, `ms`, `s`, `m` or `h` (`s` when the unit
 /// is missing, as wrk's `-d 10`). The syntax is core's
 /// ([`spillway_core::deadline::parse_duration`]), shared with the gateway's config and the
@@ -55,25 +47,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
 
 /// Parses a byte size: a number followed by `B`, `KB`/`KiB`, `MB`/`MiB` or `GB`/`GiB` (case
 /// insensitive; bytes when the unit is missing). `KB` means 1024 bytes, as in config files.
+/// The syntax is `spillway_record::size::parse_bytes`'s.
 ///
 /// ```
 /// assert_eq!(spillway_load::units::parse_bytes("4KB").unwrap(), 4096);
 /// ```
 pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
-    let (number, unit) =
-        split_number(s).ok_or_else(|| unit_error("size", s, "expected e.g. 4KB or 16MiB"))?;
-    let multiplier: f64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(unit_error("size", s, "unit must be one of B, KB, MB, GB")),
-    };
-    let bytes = number * multiplier;
-    if !bytes.is_finite() || bytes > u64::MAX as f64 / 2.0 {
-        return Err(unit_error("size", s, "too large"));
-    }
-    Ok(bytes.round() as u64)
+    // One syntax for sizes everywhere: the recorder's config and the gateway share this parser.
+    spillway_record::size::parse_bytes(s).map_err(|e| unit_error("size", s, e.why))
 }
 
 /// Formats a latency given in microseconds for a table: `850us`, `12.3ms`, `1.52s`.

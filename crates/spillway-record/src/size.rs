@@ -1,8 +1,8 @@
 //! Byte sizes as written in a `record:` block (`4KB`, `16MiB`): one small parser shared by the
 //! recorder's config and the gateway's config checks.
 //!
-//! The same syntax as the load tools' `units::parse_bytes`; it lives here so the gateway can
-//! read recorder sizes without depending on the load tools.
+//! The one size syntax of the project: the load tools' `units::parse_bytes` calls this, and it
+//! lives here so the gateway can read sizes without depending on the load tools.
 
 /// A value that is not a valid byte size.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
