@@ -203,6 +203,11 @@ routes: [{{ name: all, cluster: app }}]
     );
     common::promtool_accepts(&metrics);
     assert_eq!(get(admin, "/admin/clusters").await.0, StatusCode::UNAUTHORIZED, "token required");
+    for wrong in ["Bearer s3creT", "Bearer s3cre", "Bearer s3crets", "Bearer ", "s3cret"] {
+        let req = Request::get("/admin/clusters").header("authorization", wrong).body(body(""));
+        let status = h1(admin, req.unwrap()).await.0;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong:?} is refused");
+    }
     let req = Request::get("/admin/clusters")
         .header("authorization", "Bearer s3cret")
         .body(body(""))

@@ -2,7 +2,8 @@
 //! last reload's status, cluster state, and reload on demand.
 //!
 //! `/metrics`, `/healthz` and `/readyz` are open (scrapers and orchestrators need them);
-//! `/admin/*` requires `Authorization: Bearer <token>` when a token is configured.
+//! `/admin/*` requires `Authorization: Bearer <token>` when a token is configured; the token is
+//! compared in constant time.
 //!
 //! It reads `state` and reloads through the [`AdminControl`] trait, which `gateway::Control`
 //! implements, so the admin API does not import the gateway that starts it.
@@ -65,6 +66,17 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
     respond(status, "application/json", text)
 }
 
+/// Compares a presented bearer token with the configured one in time that does not depend on
+/// where they differ, so the token cannot be guessed byte by byte from response times.
+///
+/// A length mismatch returns early: that tells an attacker only the token's length, which is
+/// acceptable (a token's strength is in its content, and its length is no secret worth a
+/// hash per request). Equal lengths are compared with `subtle`, without early exit.
+fn token_matches(given: &str, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+}
+
 async fn handle<C: AdminControl>(
     control: Arc<C>,
     req: Request<Incoming>,
@@ -75,7 +87,10 @@ async fn handle<C: AdminControl>(
         let token = shared.snapshot.load().config.admin.as_ref().and_then(|a| a.token.clone());
         if let Some(token) = token {
             let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if given.and_then(|g| g.strip_prefix("Bearer ")) != Some(token.as_str()) {
+            if !given
+                .and_then(|g| g.strip_prefix("Bearer "))
+                .is_some_and(|g| token_matches(g, &token))
+            {
                 return Ok(json(
                     StatusCode::UNAUTHORIZED,
                     &serde_json::json!({"error": "unauthorized"}),

@@ -3,8 +3,9 @@
 //! The YAML parser reports positions for syntax and type errors but not for errors found later
 //! by validation (an unknown cluster name, two listeners on one port). This scanner maps the
 //! key path of such an error back to a line by indentation, so that every error names a line.
-//! It is deliberately simple: when a key sits inside a flow mapping (`{ a: 1 }`) it answers
-//! with the line of the enclosing key.
+//! It is deliberately simple: a key is looked for at the column of its mapping's first key
+//! (plain or quoted); when it sits inside a flow mapping (`{ a: 1 }`) or behind an alias
+//! (`*name`) it answers with the line of the enclosing key.
 
 /// One step of a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,13 @@ fn is_content(line: &str) -> bool {
     !t.is_empty() && !t.starts_with('#')
 }
 
+/// Whether `body` starts with `key:`, the key written plain, in single or in double quotes.
+fn is_key(body: &str, key: &str) -> bool {
+    let rest =
+        ['"', '\''].iter().find_map(|&q| body.strip_prefix(q)?.strip_prefix(key)?.strip_prefix(q));
+    rest.or_else(|| body.strip_prefix(key)).is_some_and(|rest| rest.starts_with(':'))
+}
+
 /// The 1-based line where `path` is written in `source`, or the nearest enclosing key's line.
 pub fn line_of(source: &str, path: &[Seg]) -> Option<usize> {
     let lines: Vec<&str> = source.lines().collect();
@@ -55,6 +63,9 @@ pub fn line_of(source: &str, path: &[Seg]) -> Option<usize> {
         match seg {
             Seg::Key(key) => {
                 let mut hit = None;
+                // The mapping's keys all sit at the column of its first key: a deeper line
+                // with the same name belongs to a nested mapping or a block scalar.
+                let mut key_col = None;
                 for (i, line) in lines.iter().enumerate().take(end).skip(start) {
                     if !is_content(line) {
                         continue;
@@ -65,7 +76,10 @@ pub fn line_of(source: &str, path: &[Seg]) -> Option<usize> {
                     }
                     let body = line[ind..].trim_start_matches("- ");
                     let col = line.len() - body.len();
-                    if body.starts_with(key.as_str()) && body[key.len()..].starts_with(':') {
+                    if *key_col.get_or_insert(col) != col {
+                        continue;
+                    }
+                    if is_key(body, key) {
                         hit = Some((i, col));
                         break;
                     }
@@ -161,6 +175,61 @@ routes:
             line_of(SOURCE, &[key("routes"), Seg::Index(0), key("match"), key("path")]),
             Some(7)
         );
+    }
+
+    const TRICKY: &str = "\
+clusters:
+  - name: one
+    health_check:
+      path: /h
+      timeout: 1s
+    timeout: 2s
+  - \"name\": two
+    'timeouts': &t
+      connect: 1s
+  - name: three
+    timeouts: *t
+    outlier: { consecutive_failures: 5,
+      max_ejection: 1m }
+    body: |
+      name: not a key
+    balance: p2c_ewma
+";
+
+    #[test]
+    fn a_key_reused_inside_a_nested_mapping_is_found_at_its_own_depth() {
+        let one = [key("clusters"), Seg::Index(0)];
+        assert_eq!(line_of(TRICKY, &[&one[..], &[key("timeout")]].concat()), Some(6));
+        let nested = [&one[..], &[key("health_check"), key("timeout")]].concat();
+        assert_eq!(line_of(TRICKY, &nested), Some(5));
+    }
+
+    #[test]
+    fn quoted_keys_are_found() {
+        assert_eq!(line_of(TRICKY, &[key("clusters"), Seg::Index(1), key("name")]), Some(7));
+        let connect = [key("clusters"), Seg::Index(1), key("timeouts"), key("connect")];
+        assert_eq!(line_of(TRICKY, &connect), Some(9));
+    }
+
+    #[test]
+    fn an_alias_points_at_the_line_that_uses_it() {
+        let connect = [key("clusters"), Seg::Index(2), key("timeouts"), key("connect")];
+        assert_eq!(line_of(TRICKY, &connect), Some(11));
+    }
+
+    #[test]
+    fn keys_of_a_multi_line_flow_mapping_are_on_their_line_or_the_enclosing_one() {
+        let outlier = [key("clusters"), Seg::Index(2), key("outlier")];
+        let first = [&outlier[..], &[key("consecutive_failures")]].concat();
+        assert_eq!(line_of(TRICKY, &first), Some(12));
+        let continued = [&outlier[..], &[key("max_ejection")]].concat();
+        assert_eq!(line_of(TRICKY, &continued), Some(13));
+    }
+
+    #[test]
+    fn block_scalar_text_is_not_taken_for_a_key() {
+        assert_eq!(line_of(TRICKY, &[key("clusters"), Seg::Index(2), key("name")]), Some(10));
+        assert_eq!(line_of(TRICKY, &[key("clusters"), Seg::Index(2), key("balance")]), Some(16));
     }
 
     #[test]

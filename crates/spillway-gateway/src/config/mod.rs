@@ -1,4 +1,4 @@
-//! The gateway's configuration: loading a YAML file, expanding `${VAR}`, validating every
+//! The gateway's configuration: loading a YAML file, expanding `${VAR}` in its values, validating every
 //! value, and reporting each problem with the file, line, key and reason.
 //!
 //! Validation happens once, when a [`Config`] is built: the rest of the gateway only ever sees
@@ -392,12 +392,30 @@ impl Config {
     /// files, access log) resolve against `base`.
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
         let invalid = |problems| ConfigError::Invalid { file: file.to_string(), problems };
-        let expanded = env::expand(text, |name| std::env::var(name).ok()).map_err(invalid)?;
-        let raw: raw::RawConfig = yaml_serde::from_str(&expanded)
-            .map_err(|e| invalid(vec![validate::problem_from_yaml(&e)]))?;
-        let mut config = validate::validate(raw, &expanded, base).map_err(invalid)?;
+        // Parse first, then expand `${VAR}` inside string values, so that an environment value
+        // is always the literal string it holds (never YAML `null`, a comment or an alias).
+        let mut doc: yaml_serde::Value = yaml_serde::from_str(text).map_err(|e| {
+            let mut problem = validate::problem_from_yaml(&e);
+            let line = problem.line.and_then(|l| text.lines().nth(l.saturating_sub(1)));
+            if line.is_some_and(|l| l.contains("${")) {
+                problem.reason.push_str(
+                    "; inside `{ … }` or `[ … ]`, quote a value holding a variable: \"${NAME}\"",
+                );
+            }
+            invalid(vec![problem])
+        })?;
+        if doc.is_null() {
+            // An empty file is an empty config (as when deserializing the text directly).
+            doc = yaml_serde::Value::Mapping(yaml_serde::Mapping::new());
+        }
+        env::expand_value(&mut doc, text, &|name| std::env::var(name).ok()).map_err(invalid)?;
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(doc)
+            .map_err(|e| invalid(vec![validate::problem_from_value(&e, text)]))?;
+        // Lines come from the original text: they are found by key path, which expansion
+        // does not change.
+        let mut config = validate::validate(raw, text, base).map_err(invalid)?;
         config.source = file.to_string();
-        config.warnings = inspect::inspect(&config, &expanded);
+        config.warnings = inspect::inspect(&config, text);
         Ok(config)
     }
 

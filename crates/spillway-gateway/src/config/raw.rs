@@ -2,7 +2,8 @@
 //!
 //! Every struct refuses unknown keys, and every optional setting stays an `Option` here so
 //! that validation can tell "left to the default" from "written explicitly" (the inspections
-//! warn about defaults that matter, such as a route without a timeout).
+//! warn about defaults that matter, such as a route without a timeout). Numeric settings
+//! also accept a string of digits, so that they can come from `${VAR}` (see `env::number`).
 
 use super::duration::ConfigDuration;
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    #[serde(default, deserialize_with = "super::env::number")]
     pub workers: Option<usize>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
@@ -56,8 +58,11 @@ pub struct RawListenerTimeouts {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
+    #[serde(default, deserialize_with = "super::env::number")]
     pub max_header_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub max_body_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub max_connections: Option<usize>,
 }
 
@@ -99,6 +104,7 @@ pub struct RawCluster {
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
     pub address: String,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub weight: Option<u32>,
     pub zone: Option<String>,
 }
@@ -118,16 +124,20 @@ pub struct RawHealthCheck {
     pub path: String,
     pub interval: Option<ConfigDuration>,
     pub timeout: Option<ConfigDuration>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub healthy: Option<u32>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub unhealthy: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutlier {
+    #[serde(default, deserialize_with = "super::env::number")]
     pub consecutive_failures: Option<u32>,
     pub base_ejection: Option<ConfigDuration>,
     pub max_ejection: Option<ConfigDuration>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub max_ejected_percent: Option<u32>,
 }
 
@@ -164,8 +174,10 @@ pub struct RawOverload {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBbr {
+    #[serde(default, deserialize_with = "super::env::number")]
     pub cpu_threshold: Option<f64>,
     pub window: Option<ConfigDuration>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub buckets: Option<usize>,
     pub cooldown: Option<ConfigDuration>,
 }
@@ -178,10 +190,13 @@ pub struct RawLimit {
     pub key: String,
     pub algorithm: String,
     pub rate: Option<RawRates>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub burst: Option<u32>,
     pub warm_up: Option<ConfigDuration>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub queue: Option<u32>,
     pub max_wait: Option<ConfigDuration>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub max_keys: Option<usize>,
 }
 
@@ -215,6 +230,7 @@ pub struct RawBudget {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudgetGrant {
+    #[serde(deserialize_with = "super::env::required_number")]
     pub default: u64,
     pub by_header: Option<BTreeMap<String, BTreeMap<String, u64>>>,
 }
@@ -223,7 +239,9 @@ pub struct RawBudgetGrant {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBulkhead {
+    #[serde(deserialize_with = "super::env::required_number")]
     pub max_concurrent: usize,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub queue: Option<usize>,
     pub max_wait: Option<ConfigDuration>,
     pub max_wait_by_class: Option<RawClassWaits>,
@@ -255,8 +273,11 @@ pub struct RawSlow {
 #[serde(deny_unknown_fields)]
 pub struct RawConcurrency {
     pub adaptive: Option<String>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub fixed: Option<u64>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub initial: Option<u64>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub max: Option<u64>,
 }
 
@@ -265,12 +286,15 @@ pub struct RawConcurrency {
 #[serde(deny_unknown_fields)]
 pub struct RawRecord {
     pub file: String,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub sample: Option<f64>,
     pub max_body: Option<RawSize>,
     pub max_file_bytes: Option<RawSize>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub max_files: Option<usize>,
     pub redact: Option<Vec<String>>,
     pub keep: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::env::number")]
     pub queue: Option<usize>,
 }
 
@@ -305,6 +329,7 @@ pub struct RawHeaderMatch {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDirectResponse {
+    #[serde(deserialize_with = "super::env::required_number")]
     pub status: u16,
     pub body: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,

@@ -92,6 +92,107 @@ fn environment_variables_are_expanded() {
     assert_eq!(config.listeners[0].address.port(), 8181);
 }
 
+/// Values that YAML would read as something else than their text if expanded before parsing.
+const TRICKY_VALUES: &[&str] =
+    &["null", "~", "abc #x", "*x", "&y", "\"q\"", "a: b", "line one\nline two", "123", "[1]"];
+
+/// The skeleton with an admin token taken from the variable `name`.
+fn with_token(name: &str) -> String {
+    SKELETON.replace("  # token: ${SPILLWAY_ADMIN_TOKEN}", &format!("  token: ${{{name}}}"))
+}
+
+#[test]
+fn an_environment_token_is_always_its_literal_text() {
+    for (i, value) in TRICKY_VALUES.iter().enumerate() {
+        let name = format!("SPILLWAY_TEST_TOKEN_{i}");
+        std::env::set_var(&name, value);
+        let config = parse(&with_token(&name)).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+        let token = config.admin.and_then(|a| a.token);
+        assert_eq!(token.as_deref(), Some(*value), "{value:?} must stay the literal token");
+    }
+}
+
+#[test]
+fn an_empty_environment_token_is_an_error_naming_the_variable() {
+    std::env::set_var("SPILLWAY_TEST_TOKEN_EMPTY", "");
+    let text = with_token("SPILLWAY_TEST_TOKEN_EMPTY");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "admin.token");
+    assert_eq!(p[0].line, line_with(&text, "token: ${"));
+    assert!(p[0].reason.contains("SPILLWAY_TEST_TOKEN_EMPTY"), "{p:?}");
+    assert!(p[0].reason.contains("empty"), "{p:?}");
+}
+
+#[test]
+fn an_empty_literal_token_is_an_error_not_open_access() {
+    let text = SKELETON.replace("  # token: ${SPILLWAY_ADMIN_TOKEN}", "  token: \"\"");
+    refused(&text, "admin.token", "token: \"\"", "the token is empty");
+}
+
+#[test]
+fn an_unset_token_variable_is_an_error_unless_it_has_a_default() {
+    let text = with_token("SPILLWAY_TEST_TOKEN_UNSET");
+    refused(&text, "admin.token", "token: ${", "SPILLWAY_TEST_TOKEN_UNSET is not set");
+    let text = with_token("SPILLWAY_TEST_TOKEN_UNSET:-fall~back");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.admin.and_then(|a| a.token).as_deref(), Some("fall~back"));
+    let text = with_token("SPILLWAY_TEST_TOKEN_UNSET:-");
+    refused(&text, "admin.token", "token: ${", "SPILLWAY_TEST_TOKEN_UNSET");
+}
+
+#[test]
+fn an_environment_address_is_reported_as_its_literal_text() {
+    let values = TRICKY_VALUES.iter().chain(&[""]);
+    for (i, value) in values.enumerate() {
+        let name = format!("SPILLWAY_TEST_ADDRESS_{i}");
+        std::env::set_var(&name, value);
+        let text = SKELETON.replace("address: 127.0.0.1:8080", &format!("address: ${{{name}}}"));
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{value:?}: {p:?}");
+        assert_eq!(p[0].key, "listeners[0].address", "{value:?}");
+        assert_eq!(p[0].line, Some(5), "{value:?}");
+        assert!(p[0].reason.contains(&format!("`{value}` is not an IP:port")), "{p:?}");
+    }
+}
+
+#[test]
+fn an_unset_address_variable_is_an_error_unless_it_has_a_default() {
+    let text = SKELETON.replace("127.0.0.1:8080", "${SPILLWAY_TEST_ADDRESS_UNSET}");
+    refused(&text, "listeners[0].address", "${SPILLWAY", "SPILLWAY_TEST_ADDRESS_UNSET is not set");
+    let text = SKELETON.replace("127.0.0.1:8080", "${SPILLWAY_TEST_ADDRESS_UNSET:-127.0.0.1:8282}");
+    assert_eq!(parse(&text).unwrap().listeners[0].address.port(), 8282);
+}
+
+#[test]
+fn numeric_settings_can_come_from_the_environment() {
+    std::env::set_var("SPILLWAY_TEST_WORKERS", "3");
+    let text = SKELETON.replace("workers: 2 ", "workers: ${SPILLWAY_TEST_WORKERS} ");
+    assert_eq!(parse(&text).unwrap().workers, 3);
+    let text = SKELETON.replace("weight: 2", "weight: \"${SPILLWAY_TEST_WEIGHT:-5}\"");
+    assert_eq!(parse(&text).unwrap().clusters[0].endpoints[0].weight, 5);
+    std::env::set_var("SPILLWAY_TEST_WORKERS_BAD", "four");
+    let text = SKELETON.replace("workers: 2 ", "workers: ${SPILLWAY_TEST_WORKERS_BAD} ");
+    refused(&text, "workers", "workers:", "`four` is not a valid number");
+}
+
+#[test]
+fn an_unquoted_variable_in_a_flow_mapping_gets_a_hint() {
+    let text = SKELETON.replace("weight: 2", "weight: ${SPILLWAY_TEST_WEIGHT}");
+    let p = problems(&text);
+    assert_eq!(p[0].line, line_with(&text, "weight: ${"), "{p:?}");
+    assert!(p[0].reason.contains("quote"), "{p:?}");
+}
+
+#[test]
+fn type_errors_after_expansion_name_key_and_line() {
+    let text = SKELETON.replace("healthy: 2,", "healthy: [2],");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "clusters[0].health_check.healthy");
+    assert_eq!(p[0].line, Some(18), "{p:?}");
+}
+
 #[test]
 fn semantic_errors_are_all_reported_in_line_order() {
     let text = SKELETON

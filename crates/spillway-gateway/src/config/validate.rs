@@ -57,6 +57,30 @@ pub fn problem_from_yaml(error: &yaml_serde::Error) -> Problem {
     Problem { line, key, reason }
 }
 
+/// Turns an error from deserializing the expanded document into a problem: the key path comes
+/// from the deserializer, the line from `source` (the text as written).
+pub fn problem_from_value(
+    error: &serde_path_to_error::Error<yaml_serde::Error>,
+    source: &str,
+) -> Problem {
+    let path: Vec<Seg> = error
+        .path()
+        .iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => Some(Seg::Key(key.clone())),
+            serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect();
+    let mut reason = error.inner().to_string();
+    if let Some(suggestion) = suggest_unknown_field(&reason) {
+        reason = format!("{reason}; did you mean `{suggestion}`?");
+    }
+    let key = if path.is_empty() { String::from(".") } else { locate::render(&path) };
+    Problem { line: locate::line_of(source, &path), key, reason }
+}
+
 /// For "unknown field `x`, expected one of `a`, `b`", the expected name nearest to `x`.
 fn suggest_unknown_field(reason: &str) -> Option<String> {
     let rest = reason.strip_prefix("unknown field `")?;
@@ -257,6 +281,14 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             c.error(
                 &[key("admin"), key("address")],
                 format!("{address} is also a listener's address"),
+            );
+        }
+        // An empty token is refused rather than read as "no authentication": leaving the key
+        // out (or writing `null`) is the one way to turn authentication off.
+        if a.token.as_deref() == Some("") {
+            c.error(
+                &[key("admin"), key("token")],
+                "the token is empty: write a token, or remove the key to turn authentication off",
             );
         }
         let token = a.token.filter(|t| !t.is_empty());
