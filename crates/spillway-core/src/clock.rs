@@ -117,7 +117,9 @@ impl<C: Clock + ?Sized> Clock for &C {
 }
 
 /// The process's monotonic clock (TSC-backed through `quanta` where available, about twice as
-/// cheap as `std::time::Instant::now`). Its origin is the moment it was created.
+/// cheap as `std::time::Instant::now`). Its origin is the moment it was created. Behind the
+/// default `system-clock` feature.
+#[cfg(feature = "system-clock")]
 #[derive(Clone)]
 pub struct SystemClock {
     clock: quanta::Clock,
@@ -126,6 +128,7 @@ pub struct SystemClock {
     origin: u64,
 }
 
+#[cfg(feature = "system-clock")]
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> SystemClock {
@@ -135,18 +138,21 @@ impl SystemClock {
     }
 }
 
+#[cfg(feature = "system-clock")]
 impl Default for SystemClock {
     fn default() -> Self {
         SystemClock::new()
     }
 }
 
+#[cfg(feature = "system-clock")]
 impl fmt::Debug for SystemClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SystemClock").finish_non_exhaustive()
     }
 }
 
+#[cfg(feature = "system-clock")]
 impl Clock for SystemClock {
     #[inline]
     fn now(&self) -> Instant {
@@ -224,6 +230,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "system-clock")]
     #[test]
     fn system_clock_is_monotonic() {
         let clock = SystemClock::new();

@@ -73,12 +73,14 @@ pub mod rate;
 pub mod retry;
 pub mod window;
 
-pub use clock::{Clock, Instant, ManualClock, SystemClock};
+#[cfg(feature = "system-clock")]
+pub use clock::SystemClock;
+pub use clock::{Clock, Instant, ManualClock};
 pub use criticality::{Criticality, CRITICALITY_HEADER};
 pub use decision::{Decision, Outcome, RejectReason, Rejection};
 pub use window::RollingWindow;
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "system-clock"))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;

@@ -87,7 +87,7 @@ impl Default for ConnectionOptions {
 pub struct OutputOptions {
     /// Write the JSON report here.
     pub json: Option<PathBuf>,
-    /// Write a plot here (`.svg` or `.png`).
+    /// Write a plot here (`.svg`, or `.png` with the `png` feature).
     pub plot: Option<PathBuf>,
     /// No progress bar.
     pub quiet: bool,
@@ -206,7 +206,13 @@ fn plan_duration(plan: &Plan) -> Duration {
     }
 }
 
-/// Refuses output paths that could only fail after the run (a plot that is not .svg/.png).
+/// Why a `.png` plot is refused by a build without the `png` feature.
+#[cfg(not(feature = "png"))]
+pub(crate) const PNG_NEEDS_FEATURE: &str = "PNG plots are not in this build (it lacks the \
+    `png` cargo feature: build with `--features spillway-load/png`); use a .svg file name";
+
+/// Refuses output paths that could only fail after the run (a plot that is not .svg/.png, or
+/// .png in a build without the `png` feature).
 pub(crate) fn check_outputs(output: &OutputOptions) -> Result<(), CliError> {
     if let Some(path) = &output.plot {
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
@@ -215,6 +221,10 @@ pub(crate) fn check_outputs(output: &OutputOptions) -> Result<(), CliError> {
                 "--plot {}: the file name must end in .svg or .png",
                 path.display()
             )));
+        }
+        #[cfg(not(feature = "png"))]
+        if ext.as_deref() == Some("png") {
+            return Err(CliError(format!("--plot {}: {PNG_NEEDS_FEATURE}", path.display())));
         }
     }
     Ok(())

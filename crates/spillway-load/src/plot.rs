@@ -1,7 +1,8 @@
-//! Plots of a run (`--plot out.svg|out.png`): throughput by status class and p50/p90/p99
-//! latency over time, plus, with `--mix`, per step the offered rate and goodput of each class
-//! and the fraction of each class served; and, for `capacity`, achieved rate and latency against offered rate with
-//! the SLO, the knee and the maximum sustainable rate marked.
+//! Plots of a run (`--plot out.svg`, or `out.png` with the `png` feature): throughput by
+//! status class and p50/p90/p99 latency over time, plus, with `--mix`, per step the offered rate
+//! and goodput of each class and the fraction of each class served; and, for `capacity`,
+//! achieved rate and latency against offered rate with the SLO, the knee and the maximum
+//! sustainable rate marked.
 //!
 //! plotters without its system-font feature: the font is vendored (DejaVu Sans, under its own
 //! free licence in `assets/`) so plots render the same on any machine and the build links no
@@ -82,11 +83,14 @@ macro_rules! with_backend {
                 $body(&root, $($arg),*).map_err(fail)?;
                 root.present().map_err(|e| fail(err(e)))
             }
+            #[cfg(feature = "png")]
             Some("png") => {
                 let root = BitMapBackend::new(path, (WIDTH, $height)).into_drawing_area();
                 $body(&root, $($arg),*).map_err(fail)?;
                 root.present().map_err(|e| fail(err(e)))
             }
+            #[cfg(not(feature = "png"))]
+            Some("png") => Err(fail(crate::cli::PNG_NEEDS_FEATURE.into())),
             _ => Err(fail("the file name must end in .svg or .png".into())),
         }
     }};

@@ -65,6 +65,7 @@ fn load_writes_json_per_step_and_overall_and_an_svg_plot() {
     assert!(seen[0].headers.contains(&("x-spillway-criticality".into(), "SHEDDABLE".into())));
 }
 
+#[cfg(feature = "png")]
 #[test]
 fn load_writes_a_png_plot() {
     let (_rt, server) = serve();
@@ -73,6 +74,16 @@ fn load_writes_a_png_plot() {
     let png = std::fs::read(dir.path().join("out.png")).unwrap();
     assert!(png.len() > 10_000, "png is only {} bytes", png.len());
     assert_eq!(&png[1..4], b"PNG");
+}
+
+#[cfg(not(feature = "png"))]
+#[test]
+fn png_plot_without_the_png_feature_is_refused_before_the_run_with_a_clear_error() {
+    let (_rt, server) = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let err = cli::load(options(server.url("/"), dir.path(), "out.png")).unwrap_err();
+    assert!(err.to_string().contains("`png` cargo feature"), "{err}");
+    assert!(server.seen().is_empty());
 }
 
 #[test]

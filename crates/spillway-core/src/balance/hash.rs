@@ -1,78 +1,51 @@
-//! A small, fast, stable 64-bit hash for balancing keys: header values, client addresses and
-//! endpoint identities.
+//! The stable 64-bit hash for balancing keys: header values, client addresses and endpoint
+//! identities. It is XXH64 (the `xxhash-rust` crate), with the reference algorithm's values.
 //!
-//! Why our own: consistent hashing needs a hash that every gateway instance (and every release)
+//! Why XXH64: consistent hashing needs a hash that every gateway instance (and every release)
 //! computes identically — `std`'s `DefaultHasher` is randomly seeded and explicitly unstable —
-//! and the core takes no dependencies for it. The construction is xxHash64-like (one 64-bit
-//! lane, multiply-rotate rounds over 8-byte words, xxHash's avalanche finalizer); it is not
-//! cryptographic and must not be used where an attacker choosing keys matters.
+//! and a published, widely implemented one lets any other tool (a client library, a script,
+//! `xxhsum`) predict where a key lands. It is not cryptographic and must not be used where an
+//! attacker choosing keys matters.
 //!
 //! **Stability:** the values of [`hash_bytes`] and [`hash_u64`] are part of the contract
-//! (pinned by tests): changing them would move every consistently-hashed key.
+//! (pinned by tests against XXH64's reference values): changing them would move every
+//! consistently-hashed key. Integers are hashed as their 8 little-endian bytes.
 
-const P1: u64 = 0x9E37_79B1_85EB_CA87;
-const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
-const P3: u64 = 0x1656_67B1_9E37_79F9;
-const P4: u64 = 0x85EB_CA77_C2B2_AE63;
-const P5: u64 = 0x27D4_EB2F_1656_67C5;
+use xxhash_rust::xxh64::xxh64;
 
-/// Hashes `data` with seed 0. Stable across processes, platforms and releases.
+/// XXH64 of `data` with seed 0. Stable across processes, platforms and releases.
 ///
 /// ```
 /// use spillway_core::balance::hash_bytes;
-/// assert_eq!(hash_bytes(b"user-42"), hash_bytes(b"user-42"));
+/// assert_eq!(hash_bytes(b"hello"), 0x26c7_827d_889f_6da3); // `echo -n hello | xxhsum -H64`
 /// assert_ne!(hash_bytes(b"user-42"), hash_bytes(b"user-43"));
 /// ```
 #[inline]
 pub fn hash_bytes(data: &[u8]) -> u64 {
-    hash_bytes_seeded(data, 0)
+    xxh64(data, 0)
 }
 
-/// Hashes `data` with a seed; different seeds give independent-looking hash functions.
+/// XXH64 of `data` with a seed; different seeds give independent-looking hash functions.
+#[inline]
 pub fn hash_bytes_seeded(data: &[u8], seed: u64) -> u64 {
-    let mut h = seed.wrapping_add(P5).wrapping_add(data.len() as u64);
-    let mut words = data.chunks_exact(8);
-    for w in &mut words {
-        let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        h ^= round(v);
-        h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
-    }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..tail.len()].copy_from_slice(tail);
-        h ^= u64::from_le_bytes(buf).wrapping_mul(P1);
-        h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
-    }
-    avalanche(h)
+    xxh64(data, seed)
 }
 
-/// Hashes one integer key (e.g. an already-numeric user id). Stable like [`hash_bytes`].
+/// Hashes one integer key (e.g. an already-numeric user id): XXH64 of its 8 little-endian
+/// bytes, seed 0. Stable like [`hash_bytes`].
 #[inline]
 pub fn hash_u64(value: u64) -> u64 {
-    avalanche(value.wrapping_add(P5) ^ round(value))
+    xxh64(&value.to_le_bytes(), 0)
 }
 
-/// Hashes an ordered pair, e.g. (endpoint identity, virtual-node number).
+/// Hashes an ordered pair, e.g. (endpoint identity, virtual-node number): XXH64 of the 16
+/// bytes `a` then `b`, each little-endian, seed 0 — so a tool can rebuild the ring.
 #[inline]
 pub(crate) fn hash_pair(a: u64, b: u64) -> u64 {
-    let h = round(a).rotate_left(27).wrapping_mul(P1).wrapping_add(P4) ^ round(b);
-    avalanche(h.wrapping_add(P5))
-}
-
-#[inline]
-fn round(v: u64) -> u64 {
-    v.wrapping_mul(P2).rotate_left(31).wrapping_mul(P1)
-}
-
-#[inline]
-fn avalanche(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(P2);
-    h ^= h >> 29;
-    h = h.wrapping_mul(P3);
-    h ^= h >> 32;
-    h
+    let mut buf = [0u8; 16];
+    buf[..8].copy_from_slice(&a.to_le_bytes());
+    buf[8..].copy_from_slice(&b.to_le_bytes());
+    xxh64(&buf, 0)
 }
 
 #[cfg(test)]
@@ -81,12 +54,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hash_values_are_pinned_so_rings_agree_across_releases() {
-        // If this test fails, every consistently-hashed key would move on upgrade.
+    fn hash_values_are_xxh64_reference_values_pinned_so_rings_agree_across_releases() {
+        // If this test fails, every consistently-hashed key would move on upgrade. The values
+        // are XXH64's, cross-checked with the C reference library (libxxhash 0.8, `XXH64()`).
         assert_eq!(hash_bytes(b""), 0xef46_db37_51d8_e999);
-        assert_eq!(hash_bytes(b"hello"), 0xf04e_1d7d_3ed5_fcd4);
-        assert_eq!(hash_bytes(b"127.0.0.1:8080"), 0x0ed5_f5d6_a50a_e1f7);
-        assert_eq!(hash_u64(42), 0xb386_965e_9a6a_6504);
+        assert_eq!(hash_bytes(b"hello"), 0x26c7_827d_889f_6da3);
+        assert_eq!(hash_bytes(b"127.0.0.1:8080"), 0xc65e_86b0_00fb_3cbf);
+        assert_eq!(hash_bytes_seeded(b"k", 1), 0xb338_f175_c8c7_8bc5);
+        assert_eq!(hash_u64(42), 0xb556_806f_b6d1_4353);
+        assert_eq!(hash_pair(1, 2), 0x4b18_0fec_3ef3_d4ac);
     }
 
     #[test]
