@@ -54,7 +54,7 @@ pub struct OutputArgs {
     /// Write machine-readable results (per step and overall) to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Plot throughput and latency over time to this .svg or .png file.
+    /// Plot throughput and latency over time to this .svg file (.png with the `png` feature).
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// No progress bar.
