@@ -455,8 +455,10 @@ pub struct Gate<'a> {
 #[derive(Debug, Default)]
 #[must_use = "dropping an admission releases it without a sample"]
 pub struct Admission {
-    slots: Vec<BulkheadPermit>,
-    bbr: Vec<(Arc<BbrLimiter>, BbrToken)>,
+    /// Level pool, then route (or slow) pool: fixed slots, no allocation per request.
+    slots: [Option<BulkheadPermit>; 2],
+    /// Listener BBR, then route BBR.
+    bbr: [Option<(Arc<BbrLimiter>, BbrToken)>; 2],
     concurrency: Option<(Arc<ClusterLimiter>, ConcurrencyToken)>,
 }
 
@@ -465,7 +467,7 @@ impl Admission {
     /// 5xx, timeout or transport error): samples go to BBR and the concurrency limiter, and
     /// every slot is given back.
     pub fn finish(mut self, outcome: Outcome, now: Instant) {
-        for (limiter, token) in self.bbr.drain(..) {
+        for (limiter, token) in self.bbr.iter_mut().filter_map(Option::take) {
             limiter.done(token, now);
         }
         if let Some((limiter, token)) = self.concurrency.take() {
@@ -476,7 +478,7 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        for (limiter, token) in self.bbr.drain(..) {
+        for (limiter, token) in self.bbr.iter_mut().filter_map(Option::take) {
             limiter.abandon(token);
         }
         if let Some((limiter, token)) = self.concurrency.take() {
@@ -611,7 +613,7 @@ pub async fn admit(
         };
         if let Some(level) = &policy.level {
             let (permit, w) = enter(level, class, left(at), at).await?;
-            admission.slots.push(permit);
+            admission.slots[0] = Some(permit);
             if w {
                 waited = true;
                 at = clock.now();
@@ -621,7 +623,7 @@ pub async fn admit(
             if is_slow(policy, view) { policy.slow.as_ref() } else { policy.bulkhead.as_ref() };
         if let Some(pool) = pool {
             let (permit, w) = enter(pool, class, left(at), at).await?;
-            admission.slots.push(permit);
+            admission.slots[1] = Some(permit);
             waited |= w;
         }
         if waited || !wait.is_zero() {
@@ -630,9 +632,12 @@ pub async fn admit(
     }
     // Waiting moved the clock on: BBR and the concurrency limiter time from there.
     let now = now_after;
-    for bbr in gate.listener.into_iter().chain(gate.route.and_then(|p| p.bbr.as_ref())) {
-        let token = bbr.limiter.allow(class, now)?;
-        admission.bbr.push((bbr.limiter.clone(), token));
+    let bbrs = [gate.listener, gate.route.and_then(|p| p.bbr.as_ref())];
+    for (slot, bbr) in admission.bbr.iter_mut().zip(bbrs) {
+        if let Some(bbr) = bbr {
+            let token = bbr.limiter.allow(class, now)?;
+            *slot = Some((bbr.limiter.clone(), token));
+        }
     }
     if let Some(cluster) = gate.cluster {
         let token = cluster.limiter.try_acquire(class, now)?;
