@@ -525,7 +525,7 @@ async fn sheddable_is_refused_while_critical_plus_passes_at_the_concurrency_limi
         arrived += 1;
         gw.held(arrived).await;
         let p = gw.policies().await;
-        assert_eq!(p["clusters"][0]["in_flight"], 4, "{p}");
+        assert_eq!(p["clusters"][0]["concurrency"]["in_flight"], 4, "{p}");
         assert_refused(
             &gw.call(via, "/", &[(CRIT, "CRITICAL_PLUS")]).await,
             503,
@@ -535,8 +535,10 @@ async fn sheddable_is_refused_while_critical_plus_passes_at_the_concurrency_limi
         for h in held {
             assert_eq!(done(h).await.status, StatusCode::OK, "{via:?}");
         }
-        gw.policies_until("the limiter is empty again", |p| p["clusters"][0]["in_flight"] == 0)
-            .await;
+        gw.policies_until("the limiter is empty again", |p| {
+            p["clusters"][0]["concurrency"]["in_flight"] == 0
+        })
+        .await;
     }
     let metrics = gw.metrics().await;
     assert!(
@@ -961,7 +963,7 @@ async fn an_adaptive_concurrency_limit_learns_and_refuses_beyond_it() {
         Gw::start("", "    concurrency: { adaptive: gradient, initial: 8, max: 200 }", &api(""))
             .await;
     // A route without a policy of its own: the cluster's limit still applies.
-    let initial = gw.policies().await["clusters"][0]["limit"].as_u64().unwrap();
+    let initial = gw.policies().await["clusters"][0]["concurrency"]["limit"].as_u64().unwrap();
     assert_eq!(initial, 8);
     let mut refused = 0;
     for _ in 0..3 {
@@ -976,9 +978,9 @@ async fn an_adaptive_concurrency_limit_learns_and_refuses_beyond_it() {
     }
     assert!(refused > 0, "a burst beyond the limit is refused");
     let p = gw.policies().await;
-    let limit = p["clusters"][0]["limit"].as_u64().unwrap();
+    let limit = p["clusters"][0]["concurrency"]["limit"].as_u64().unwrap();
     assert_ne!(limit, initial, "the limit was learned: {p}");
-    assert_eq!(p["clusters"][0]["in_flight"], 0, "{p}");
+    assert_eq!(p["clusters"][0]["concurrency"]["in_flight"], 0, "{p}");
     let metrics = gw.metrics().await;
     assert!(metrics.contains(&format!("spillway_concurrency_limit{{cluster=\"app\"}} {limit}")));
     gw.stop().await;
@@ -1097,5 +1099,55 @@ async fn rejections_show_in_metrics_and_limits_and_pools_in_admin_policies() {
     gw.backend.held.release(1);
     assert_eq!(done(held).await.status, StatusCode::OK);
     assert_eq!(done(waiting).await.status, StatusCode::OK);
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster breaker (SRE adaptive throttling)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_trips_the_sre_breaker_and_requests_are_dropped_without_upstream_calls() {
+    let gw = Gw::start(
+        "",
+        "    breaker: { sre: { k: 2.0, window: 1s, min_requests: 10 } }\n    outlier: { consecutive_failures: 0 }",
+        &api(""),
+    )
+    .await;
+    gw.backend.status.store(500, Ordering::SeqCst);
+    let mut upstream_500 = 0;
+    let mut throttled = 0;
+    for i in 0..60 {
+        let via = if i % 2 == 0 { Via::Lean } else { Via::Hyper };
+        let r = gw.call(via, "/", &[]).await;
+        match r.status.as_u16() {
+            500 => upstream_500 += 1,
+            503 => {
+                assert_refused(&r, 503, "throttled");
+                throttled += 1;
+            }
+            other => panic!("unexpected {other}: {r:?}"),
+        }
+    }
+    // With every call failing, the drop probability climbs towards (n - 0) / (n + 1): once the
+    // window holds 10 requests most of the rest never reach the backend.
+    assert_eq!(upstream_500 + throttled, 60);
+    assert!(throttled >= 30, "most requests are dropped at the gateway: {throttled} of 60");
+    assert_eq!(gw.backend.hits.load(Ordering::SeqCst), upstream_500 as u64);
+    let p = gw.policies().await;
+    let drop = p["clusters"][0]["breaker"]["drop_probability"].as_f64().unwrap();
+    assert!(drop > 0.8, "{p}");
+    assert!(gw.metrics().await.contains("spillway_breaker_drop_probability{cluster=\"app\"}"));
+    // The backend recovers. Drops count as requests without accepts (the SRE rule), so the
+    // failures must first leave the 1 s window; then traffic flows again.
+    gw.backend.status.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut ok = 0;
+    for _ in 0..50 {
+        if gw.call(Via::Lean, "/", &[]).await.status == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert!(ok >= 45, "a recovered backend gets its traffic back: {ok} of 50");
     gw.stop().await;
 }

@@ -246,7 +246,7 @@ pub fn render_policies(
     out.push_str("# HELP spillway_concurrency_limit Concurrency limit towards a cluster (fixed or learned).\n");
     out.push_str("# TYPE spillway_concurrency_limit gauge\n");
     for (c, p) in config.clusters.iter().zip(&policies.clusters) {
-        if let Some(p) = p {
+        if let Some(p) = p.as_ref().and_then(|p| p.concurrency.as_ref()) {
             let _ = writeln!(
                 out,
                 "spillway_concurrency_limit{{cluster=\"{}\"}} {}",
@@ -258,12 +258,25 @@ pub fn render_policies(
     out.push_str("# HELP spillway_concurrency_in_flight Requests in flight under a cluster's concurrency limit.\n");
     out.push_str("# TYPE spillway_concurrency_in_flight gauge\n");
     for (c, p) in config.clusters.iter().zip(&policies.clusters) {
-        if let Some(p) = p {
+        if let Some(p) = p.as_ref().and_then(|p| p.concurrency.as_ref()) {
             let _ = writeln!(
                 out,
                 "spillway_concurrency_in_flight{{cluster=\"{}\"}} {}",
                 escape(&c.name),
                 p.limiter.inflight()
+            );
+        }
+    }
+    out.push_str("# HELP spillway_breaker_drop_probability A cluster's SRE throttle: the drop probability of a CRITICAL request now.\n");
+    out.push_str("# TYPE spillway_breaker_drop_probability gauge\n");
+    for (c, p) in config.clusters.iter().zip(&policies.clusters) {
+        if let Some(b) = p.as_ref().and_then(|p| p.breaker.as_ref()) {
+            let v = b.view(now);
+            let _ = writeln!(
+                out,
+                "spillway_breaker_drop_probability{{cluster=\"{}\"}} {}",
+                escape(&c.name),
+                v.drop_probability
             );
         }
     }

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use policy::{
-    BbrSettings, BudgetSettings, BulkheadSettings, ConcurrencySettings, DeadlineSettings, IpNet,
-    KeyPart, LimitAlgorithm, LimitConfig, LimitKey, QueueDiscipline, RoutePolicyConfig,
-    SlowSettings,
+    BbrSettings, BreakerSettings, BudgetSettings, BulkheadSettings, ConcurrencySettings,
+    DeadlineSettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig, LimitKey, QueueDiscipline,
+    RoutePolicyConfig, SlowSettings,
 };
 pub use validate::BALANCE_NAMES;
 
@@ -216,6 +216,8 @@ pub struct ClusterConfig {
     pub outlier: OutlierConfig,
     /// Concurrency limit towards the cluster (fixed or learned), if any.
     pub concurrency: Option<ConcurrencySettings>,
+    /// Client-side breaker (SRE adaptive throttling), if any.
+    pub breaker: Option<BreakerSettings>,
 }
 
 /// One endpoint of a cluster.

@@ -278,6 +278,48 @@ pub enum ConcurrencySettings {
     },
 }
 
+/// A cluster's client-side breaker: Google SRE adaptive throttling.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerSettings {
+    /// `K` for CRITICAL traffic (other classes spread around it, see the core).
+    pub k: f64,
+    /// The window requests and accepts are counted over.
+    #[serde(serialize_with = "ser_duration")]
+    pub window: Duration,
+    /// No drop below this many requests in the window.
+    pub min_requests: u64,
+    /// The core config.
+    #[serde(skip)]
+    pub config: spillway_core::breaker::SreThrottleConfig,
+}
+
+/// Checks a cluster's `breaker:`.
+pub(super) fn breaker(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawBreaker,
+) -> Option<BreakerSettings> {
+    let Some(sre) = raw.sre else {
+        c.error(p, "say which breaker: `sre: { k, window, min_requests }`");
+        return None;
+    };
+    let sp = at(p, &[key("sre")]);
+    let defaults = spillway_core::breaker::SreThrottleConfig::default();
+    let k = sre.k.unwrap_or(2.0);
+    let window = sre.window.map_or(defaults.window, |d| d.0);
+    let min_requests = sre.min_requests.unwrap_or(defaults.min_requests);
+    let config = spillway_core::breaker::SreThrottleConfig {
+        window,
+        min_requests,
+        ..spillway_core::breaker::SreThrottleConfig::default().with_k(k)
+    };
+    if let Err(e) = spillway_core::breaker::SreThrottle::try_new(config.clone()) {
+        c.error(&sp, e.to_string());
+        return None;
+    }
+    Some(BreakerSettings { k, window, min_requests, config })
+}
+
 /// An IP network (`10.0.0.0/8`, `::1/128`, or a single address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpNet {

@@ -98,6 +98,23 @@ pub struct RawCluster {
     pub outlier: Option<RawOutlier>,
     pub hash_header: Option<String>,
     pub concurrency: Option<RawConcurrency>,
+    pub breaker: Option<RawBreaker>,
+}
+
+/// A cluster's `breaker:` (`{ sre: { … } }`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub sre: Option<RawSre>,
+}
+
+/// `breaker.sre:` — Google SRE adaptive throttling.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSre {
+    pub k: Option<f64>,
+    pub window: Option<ConfigDuration>,
+    pub min_requests: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

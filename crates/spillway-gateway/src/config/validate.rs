@@ -428,6 +428,9 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             concurrency: rc
                 .concurrency
                 .and_then(|raw| policy::concurrency(&mut c, &at(&p, &[key("concurrency")]), raw)),
+            breaker: rc
+                .breaker
+                .and_then(|raw| policy::breaker(&mut c, &at(&p, &[key("breaker")]), raw)),
         });
     }
 

@@ -19,12 +19,14 @@ pub mod limit;
 pub mod render;
 
 use crate::config::{
-    BbrSettings, BulkheadSettings, ConcurrencySettings, Config, QueueDiscipline, RoutePolicyConfig,
+    BbrSettings, BreakerSettings, BulkheadSettings, ConcurrencySettings, Config, QueueDiscipline,
+    RoutePolicyConfig,
 };
 use classify::RequestView;
 use limit::RouteLimit;
 pub use render::{LimitInfo, Refusal};
 use serde::Serialize;
+use spillway_core::breaker::SreThrottle;
 use spillway_core::concurrency::{
     Aimd, AimdConfig, AnyLimit, ConcurrencyLimiter, ConcurrencyToken, Gradient2, Gradient2Config,
 };
@@ -117,13 +119,32 @@ pub struct RoutePolicy {
     pub rejections: Arc<RejectionCounts>,
 }
 
-/// Admission state of a cluster.
+/// A cluster's concurrency limiter with its settings.
 #[derive(Debug)]
-pub struct ClusterPolicy {
+pub struct Concurrency {
     /// The settings.
     pub settings: ConcurrencySettings,
     /// The limiter.
     pub limiter: Arc<ClusterLimiter>,
+}
+
+/// A cluster's client-side breaker: core's `SreThrottle` behind a short lock (the throttle
+/// is `&mut`: one window of requests and accepts for every worker).
+#[derive(Debug)]
+pub struct Breaker {
+    /// The settings.
+    pub settings: BreakerSettings,
+    /// The throttle.
+    pub throttle: parking_lot::Mutex<SreThrottle>,
+}
+
+/// Admission state of a cluster.
+#[derive(Debug)]
+pub struct ClusterPolicy {
+    /// Its concurrency limit.
+    pub concurrency: Option<Concurrency>,
+    /// Its breaker.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 /// Every compiled policy of a snapshot.
@@ -332,16 +353,38 @@ impl Policies {
             .clusters
             .iter()
             .map(|c| {
-                let settings = c.concurrency?;
+                if c.concurrency.is_none() && c.breaker.is_none() {
+                    return None;
+                }
                 let old = previous.and_then(|(p, pc)| {
                     let i = pc.clusters.iter().position(|o| o.name == c.name)?;
                     p.clusters.get(i)?.as_ref()
                 });
-                let limiter = match old {
-                    Some(o) if o.settings == settings => o.limiter.clone(),
-                    _ => new_cluster_limiter(settings)?,
-                };
-                Some(ClusterPolicy { settings, limiter })
+                let concurrency = c.concurrency.and_then(|settings| {
+                    let kept =
+                        old.and_then(|o| o.concurrency.as_ref()).filter(|o| o.settings == settings);
+                    let limiter = match kept {
+                        Some(o) => o.limiter.clone(),
+                        None => new_cluster_limiter(settings)?,
+                    };
+                    Some(Concurrency { settings, limiter })
+                });
+                let breaker = c.breaker.as_ref().and_then(|settings| {
+                    let kept = old
+                        .and_then(|o| o.breaker.as_ref())
+                        .filter(|o| o.settings.config == settings.config);
+                    match kept {
+                        Some(b) => Some(b.clone()),
+                        None => {
+                            let throttle = SreThrottle::try_new(settings.config.clone()).ok()?;
+                            Some(Arc::new(Breaker {
+                                settings: settings.clone(),
+                                throttle: parking_lot::Mutex::new(throttle),
+                            }))
+                        }
+                    }
+                });
+                Some(ClusterPolicy { concurrency, breaker })
             })
             .collect();
         let listeners = config
@@ -434,6 +477,12 @@ pub fn classify(policy: Option<&RoutePolicy>, view: &dyn RequestView) -> Classif
 thread_local! {
     /// The key buffer of this worker (keys are built per request without allocating).
     static KEY: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(128));
+    /// This worker's random sequence for the breaker's drops (splitmix64).
+    static RANDOM: std::cell::Cell<u64> = std::cell::Cell::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
 }
 
 /// Everything admission needs to look at besides the request.
@@ -460,6 +509,8 @@ pub struct Admission {
     /// Listener BBR, then route BBR.
     bbr: [Option<(Arc<BbrLimiter>, BbrToken)>; 2],
     concurrency: Option<(Arc<ClusterLimiter>, ConcurrencyToken)>,
+    /// The cluster's breaker, told the outcome on `finish`.
+    breaker: Option<Arc<Breaker>>,
 }
 
 impl Admission {
@@ -472,6 +523,9 @@ impl Admission {
         }
         if let Some((limiter, token)) = self.concurrency.take() {
             limiter.release(token, outcome, now);
+        }
+        if let Some(breaker) = self.breaker.take() {
+            breaker.throttle.lock().record(outcome, now);
         }
     }
 }
@@ -639,9 +693,21 @@ pub async fn admit(
             *slot = Some((bbr.limiter.clone(), token));
         }
     }
-    if let Some(cluster) = gate.cluster {
-        let token = cluster.limiter.try_acquire(class, now)?;
-        admission.concurrency = Some((cluster.limiter.clone(), token));
+    if let Some(c) = gate.cluster.and_then(|c| c.concurrency.as_ref()) {
+        let token = c.limiter.try_acquire(class, now)?;
+        admission.concurrency = Some((c.limiter.clone(), token));
+    }
+    // Last, so that only requests about to be sent count as the breaker's requests.
+    if let Some(breaker) = gate.cluster.and_then(|c| c.breaker.as_ref()) {
+        let random = RANDOM.with(|r| {
+            let next = spillway_core::random::splitmix64(r.get());
+            r.set(next);
+            (next >> 11) as f64 / (1u64 << 53) as f64
+        });
+        if let Decision::Reject(rejection) = breaker.throttle.lock().allow(class, now, random) {
+            return Err(rejection.into());
+        }
+        admission.breaker = Some(breaker.clone());
     }
     Ok(admission)
 }
@@ -761,12 +827,15 @@ impl Policies {
             .zip(&self.clusters)
             .filter_map(|(c, p)| {
                 let p = p.as_ref()?;
-                Some(json!({
-                    "cluster": c.name,
-                    "concurrency": p.settings,
-                    "limit": p.limiter.limit(),
-                    "in_flight": p.limiter.inflight(),
-                }))
+                let concurrency = p.concurrency.as_ref().map(|c| {
+                    json!({
+                        "settings": c.settings,
+                        "limit": c.limiter.limit(),
+                        "in_flight": c.limiter.inflight(),
+                    })
+                });
+                let breaker = p.breaker.as_ref().map(|b| b.view(now));
+                Some(json!({ "cluster": c.name, "concurrency": concurrency, "breaker": breaker }))
             })
             .collect();
         let listeners: Vec<_> = config
@@ -784,5 +853,29 @@ impl Policies {
         self.levels.iter().chain(
             self.routes.iter().flatten().flat_map(|p| p.bulkhead.iter().chain(p.slow.iter())),
         )
+    }
+}
+
+/// The `/admin/policies` view of a breaker.
+#[derive(Debug, Serialize)]
+pub struct BreakerView {
+    /// Requests in the window.
+    pub requests: u64,
+    /// Of which accepted by the backend.
+    pub accepts: u64,
+    /// The drop probability of a CRITICAL request now.
+    pub drop_probability: f64,
+}
+
+impl Breaker {
+    /// A JSON view.
+    pub fn view(&self, now: Instant) -> BreakerView {
+        let mut throttle = self.throttle.lock();
+        let counts = throttle.counts(now);
+        BreakerView {
+            requests: counts.requests,
+            accepts: counts.accepts,
+            drop_probability: throttle.drop_probability(Criticality::Critical, now),
+        }
     }
 }
