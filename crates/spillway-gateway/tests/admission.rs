@@ -1151,3 +1151,40 @@ async fn a_failing_backend_trips_the_sre_breaker_and_requests_are_dropped_withou
     assert!(ok >= 45, "a recovered backend gets its traffic back: {ok} of 50");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_machine_breaker_opens_on_failures_answers_circuit_open_and_closes_after_probes() {
+    let gw = Gw::start(
+        "",
+        "    breaker: { state_machine: { calls: 10, failure_ratio: 0.5, min_calls: 5, open: 1s, half_open_probes: 2 } }\n    outlier: { consecutive_failures: 0 }",
+        &api(""),
+    )
+    .await;
+    gw.backend.status.store(500, Ordering::SeqCst);
+    // Five failures reach the ratio: the breaker opens.
+    for _ in 0..5 {
+        assert_eq!(gw.call(Via::Lean, "/", &[]).await.status.as_u16(), 500);
+    }
+    let hits = gw.backend.hits.load(Ordering::SeqCst);
+    for via in BOTH {
+        let r = gw.call(via, "/", &[]).await;
+        assert_refused(&r, 503, "circuit_open");
+        assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+    }
+    assert_eq!(gw.backend.hits.load(Ordering::SeqCst), hits, "open: no upstream call");
+    let p = gw.policies().await;
+    assert_eq!(p["clusters"][0]["breaker"]["state"], "open", "{p}");
+    assert!(gw.metrics().await.contains("spillway_breaker_state{cluster=\"app\"} 2"));
+    // The backend recovers; after the open time two successful probes close the breaker.
+    gw.backend.status.store(0, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..2 {
+        assert_eq!(gw.call(Via::Lean, "/", &[]).await.status, StatusCode::OK);
+    }
+    let p = gw.policies().await;
+    assert_eq!(p["clusters"][0]["breaker"]["state"], "closed", "{p}");
+    for _ in 0..5 {
+        assert_eq!(gw.call(Via::Hyper, "/", &[]).await.status, StatusCode::OK);
+    }
+    gw.stop().await;
+}

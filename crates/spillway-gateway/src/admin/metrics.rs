@@ -267,6 +267,20 @@ pub fn render_policies(
             );
         }
     }
+    out.push_str("# HELP spillway_breaker_state A cluster's state-machine breaker: 0 closed, 1 half-open, 2 open.\n");
+    out.push_str("# TYPE spillway_breaker_state gauge\n");
+    for (c, p) in config.clusters.iter().zip(&policies.clusters) {
+        if let Some(b) = p.as_ref().and_then(|p| p.breaker.as_ref()) {
+            let gauge = match b.view(now).state {
+                Some("closed") => 0,
+                Some("half_open") => 1,
+                Some("open") => 2,
+                _ => continue,
+            };
+            let _ =
+                writeln!(out, "spillway_breaker_state{{cluster=\"{}\"}} {gauge}", escape(&c.name));
+        }
+    }
     out.push_str("# HELP spillway_breaker_drop_probability A cluster's SRE throttle: the drop probability of a CRITICAL request now.\n");
     out.push_str("# TYPE spillway_breaker_drop_probability gauge\n");
     for (c, p) in config.clusters.iter().zip(&policies.clusters) {

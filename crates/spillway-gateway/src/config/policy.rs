@@ -278,19 +278,47 @@ pub enum ConcurrencySettings {
     },
 }
 
-/// A cluster's client-side breaker: Google SRE adaptive throttling.
+/// A cluster's client-side breaker.
 #[derive(Debug, Clone, Serialize)]
-pub struct BreakerSettings {
-    /// `K` for CRITICAL traffic (other classes spread around it, see the core).
-    pub k: f64,
-    /// The window requests and accepts are counted over.
-    #[serde(serialize_with = "ser_duration")]
-    pub window: Duration,
-    /// No drop below this many requests in the window.
-    pub min_requests: u64,
-    /// The core config.
-    #[serde(skip)]
-    pub config: spillway_core::breaker::SreThrottleConfig,
+#[serde(rename_all = "snake_case")]
+pub enum BreakerSettings {
+    /// Google SRE adaptive throttling.
+    Sre {
+        /// `K` for CRITICAL traffic (other classes spread around it, see the core).
+        k: f64,
+        /// The window requests and accepts are counted over.
+        #[serde(serialize_with = "ser_duration")]
+        window: Duration,
+        /// No drop below this many requests in the window.
+        min_requests: u64,
+        /// The core config.
+        #[serde(skip)]
+        config: spillway_core::breaker::SreThrottleConfig,
+    },
+    /// The classic closed / open / half-open breaker.
+    StateMachine {
+        /// The core config (ratios, counts, window, open time, probes).
+        #[serde(skip)]
+        config: spillway_core::breaker::CircuitBreakerConfig,
+        /// As written, for `/admin/config`.
+        summary: String,
+    },
+}
+
+impl BreakerSettings {
+    /// Whether `other` configures the same breaker (a reload keeps its state).
+    pub fn same(&self, other: &BreakerSettings) -> bool {
+        match (self, other) {
+            (BreakerSettings::Sre { config: a, .. }, BreakerSettings::Sre { config: b, .. }) => {
+                a == b
+            }
+            (
+                BreakerSettings::StateMachine { config: a, .. },
+                BreakerSettings::StateMachine { config: b, .. },
+            ) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// Checks a cluster's `breaker:`.
@@ -299,25 +327,75 @@ pub(super) fn breaker(
     p: &[Seg],
     raw: super::raw::RawBreaker,
 ) -> Option<BreakerSettings> {
-    let Some(sre) = raw.sre else {
-        c.error(p, "say which breaker: `sre: { k, window, min_requests }`");
-        return None;
+    use spillway_core::breaker::{
+        BreakerWindow, CircuitBreaker, CircuitBreakerConfig, SlowCallTrigger, SreThrottle,
+        SreThrottleConfig,
     };
-    let sp = at(p, &[key("sre")]);
-    let defaults = spillway_core::breaker::SreThrottleConfig::default();
-    let k = sre.k.unwrap_or(2.0);
-    let window = sre.window.map_or(defaults.window, |d| d.0);
-    let min_requests = sre.min_requests.unwrap_or(defaults.min_requests);
-    let config = spillway_core::breaker::SreThrottleConfig {
-        window,
-        min_requests,
-        ..spillway_core::breaker::SreThrottleConfig::default().with_k(k)
-    };
-    if let Err(e) = spillway_core::breaker::SreThrottle::try_new(config.clone()) {
-        c.error(&sp, e.to_string());
-        return None;
+    match (raw.sre, raw.state_machine) {
+        (Some(sre), None) => {
+            let sp = at(p, &[key("sre")]);
+            let defaults = SreThrottleConfig::default();
+            let k = sre.k.unwrap_or(2.0);
+            let window = sre.window.map_or(defaults.window, |d| d.0);
+            let min_requests = sre.min_requests.unwrap_or(defaults.min_requests);
+            let config = SreThrottleConfig {
+                window,
+                min_requests,
+                ..SreThrottleConfig::default().with_k(k)
+            };
+            if let Err(e) = SreThrottle::try_new(config.clone()) {
+                c.error(&sp, e.to_string());
+                return None;
+            }
+            Some(BreakerSettings::Sre { k, window, min_requests, config })
+        }
+        (None, Some(sm)) => {
+            let sp = at(p, &[key("state_machine")]);
+            let d = CircuitBreakerConfig::default();
+            let window = match (sm.calls, sm.window) {
+                (Some(_), Some(_)) => {
+                    c.error(
+                        &sp,
+                        "give `calls` (the last N calls) or `window` (a time span), not both",
+                    );
+                    return None;
+                }
+                (Some(calls), None) => BreakerWindow::Count { calls },
+                (None, Some(ConfigDuration(span))) => BreakerWindow::Time { span, buckets: 10 },
+                (None, None) => d.window.clone(),
+            };
+            let open = sm.open.map_or(d.open_duration, |o| o.0);
+            let probes = sm.half_open_probes.unwrap_or(d.half_open_probes);
+            let config = CircuitBreakerConfig {
+                window,
+                failure_ratio: sm.failure_ratio.or(if sm.failure_count.is_some() {
+                    None
+                } else {
+                    d.failure_ratio
+                }),
+                failure_count: sm.failure_count,
+                slow_calls: sm
+                    .slow_call
+                    .map(|s| SlowCallTrigger { threshold: s.threshold.0, ratio: s.ratio }),
+                min_calls: sm.min_calls.unwrap_or(d.min_calls),
+                open_duration: open,
+                max_open_duration: sm.max_open.map_or(d.max_open_duration.max(open), |m| m.0),
+                half_open_probes: probes,
+                half_open_successes: sm.half_open_successes.unwrap_or(probes),
+                ..d
+            };
+            if let Err(e) = CircuitBreaker::try_new(config.clone()) {
+                c.error(&sp, e.to_string());
+                return None;
+            }
+            let summary = format!("{config:?}");
+            Some(BreakerSettings::StateMachine { config, summary })
+        }
+        _ => {
+            c.error(p, "give exactly one of `sre: { … }` and `state_machine: { … }`");
+            None
+        }
     }
-    Some(BreakerSettings { k, window, min_requests, config })
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`, or a single address).

@@ -106,6 +106,31 @@ pub struct RawCluster {
 #[serde(deny_unknown_fields)]
 pub struct RawBreaker {
     pub sre: Option<RawSre>,
+    pub state_machine: Option<RawStateMachine>,
+}
+
+/// `breaker.state_machine:` — closed / open / half-open.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStateMachine {
+    pub failure_ratio: Option<f64>,
+    pub failure_count: Option<u64>,
+    pub min_calls: Option<u64>,
+    pub window: Option<ConfigDuration>,
+    pub calls: Option<u32>,
+    pub slow_call: Option<RawSlowCall>,
+    pub open: Option<ConfigDuration>,
+    pub max_open: Option<ConfigDuration>,
+    pub half_open_probes: Option<u32>,
+    pub half_open_successes: Option<u32>,
+}
+
+/// `state_machine.slow_call:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlowCall {
+    pub threshold: ConfigDuration,
+    pub ratio: f64,
 }
 
 /// `breaker.sre:` — Google SRE adaptive throttling.

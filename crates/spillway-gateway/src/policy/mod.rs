@@ -26,7 +26,7 @@ use classify::RequestView;
 use limit::RouteLimit;
 pub use render::{LimitInfo, Refusal};
 use serde::Serialize;
-use spillway_core::breaker::SreThrottle;
+use spillway_core::breaker::{CallOutcome, CallTicket, CircuitBreaker, SreThrottle};
 use spillway_core::concurrency::{
     Aimd, AimdConfig, AnyLimit, ConcurrencyLimiter, ConcurrencyToken, Gradient2, Gradient2Config,
 };
@@ -128,14 +128,23 @@ pub struct Concurrency {
     pub limiter: Arc<ClusterLimiter>,
 }
 
-/// A cluster's client-side breaker: core's `SreThrottle` behind a short lock (the throttle
-/// is `&mut`: one window of requests and accepts for every worker).
+/// A cluster's client-side breaker: core's `SreThrottle` or `CircuitBreaker` behind a short
+/// lock (both are `&mut`: one window of outcomes for every worker).
 #[derive(Debug)]
 pub struct Breaker {
     /// The settings.
     pub settings: BreakerSettings,
-    /// The throttle.
-    pub throttle: parking_lot::Mutex<SreThrottle>,
+    /// The state machine.
+    pub kind: BreakerKind,
+}
+
+/// The two breakers.
+#[derive(Debug)]
+pub enum BreakerKind {
+    /// Google SRE adaptive throttling.
+    Sre(parking_lot::Mutex<SreThrottle>),
+    /// Closed / open / half-open.
+    StateMachine(parking_lot::Mutex<CircuitBreaker>),
 }
 
 /// Admission state of a cluster.
@@ -370,19 +379,20 @@ impl Policies {
                     Some(Concurrency { settings, limiter })
                 });
                 let breaker = c.breaker.as_ref().and_then(|settings| {
-                    let kept = old
-                        .and_then(|o| o.breaker.as_ref())
-                        .filter(|o| o.settings.config == settings.config);
-                    match kept {
-                        Some(b) => Some(b.clone()),
-                        None => {
-                            let throttle = SreThrottle::try_new(settings.config.clone()).ok()?;
-                            Some(Arc::new(Breaker {
-                                settings: settings.clone(),
-                                throttle: parking_lot::Mutex::new(throttle),
-                            }))
-                        }
+                    let kept =
+                        old.and_then(|o| o.breaker.as_ref()).filter(|o| o.settings.same(settings));
+                    if let Some(b) = kept {
+                        return Some(b.clone());
                     }
+                    let kind = match settings {
+                        BreakerSettings::Sre { config, .. } => BreakerKind::Sre(
+                            parking_lot::Mutex::new(SreThrottle::try_new(config.clone()).ok()?),
+                        ),
+                        BreakerSettings::StateMachine { config, .. } => BreakerKind::StateMachine(
+                            parking_lot::Mutex::new(CircuitBreaker::try_new(config.clone()).ok()?),
+                        ),
+                    };
+                    Some(Arc::new(Breaker { settings: settings.clone(), kind }))
                 });
                 Some(ClusterPolicy { concurrency, breaker })
             })
@@ -509,8 +519,10 @@ pub struct Admission {
     /// Listener BBR, then route BBR.
     bbr: [Option<(Arc<BbrLimiter>, BbrToken)>; 2],
     concurrency: Option<(Arc<ClusterLimiter>, ConcurrencyToken)>,
-    /// The cluster's breaker, told the outcome on `finish`.
-    breaker: Option<Arc<Breaker>>,
+    /// The cluster's breaker (with the state machine's ticket), told the outcome on `finish`.
+    breaker: Option<(Arc<Breaker>, Option<CallTicket>)>,
+    /// When the request passed the breaker (the call's latency for slow-call triggers).
+    started: Instant,
 }
 
 impl Admission {
@@ -524,8 +536,9 @@ impl Admission {
         if let Some((limiter, token)) = self.concurrency.take() {
             limiter.release(token, outcome, now);
         }
-        if let Some(breaker) = self.breaker.take() {
-            breaker.throttle.lock().record(outcome, now);
+        if let Some((breaker, ticket)) = self.breaker.take() {
+            let latency = now.saturating_duration_since(self.started);
+            breaker.record(ticket, CallOutcome { outcome, latency }, now);
         }
     }
 }
@@ -538,6 +551,10 @@ impl Drop for Admission {
         if let Some((limiter, token)) = self.concurrency.take() {
             let at = token.started_at();
             limiter.release(token, Outcome::Ignored, at);
+        }
+        if let Some((breaker, ticket)) = self.breaker.take() {
+            // A half-open probe slot is given back; nothing is judged.
+            breaker.record(ticket, CallOutcome::ignored(), self.started);
         }
     }
 }
@@ -704,10 +721,17 @@ pub async fn admit(
             r.set(next);
             (next >> 11) as f64 / (1u64 << 53) as f64
         });
-        if let Decision::Reject(rejection) = breaker.throttle.lock().allow(class, now, random) {
-            return Err(rejection.into());
-        }
-        admission.breaker = Some(breaker.clone());
+        let ticket = match &breaker.kind {
+            BreakerKind::Sre(throttle) => {
+                if let Decision::Reject(rejection) = throttle.lock().allow(class, now, random) {
+                    return Err(rejection.into());
+                }
+                None
+            }
+            BreakerKind::StateMachine(cb) => Some(cb.lock().allow(now)?),
+        };
+        admission.breaker = Some((breaker.clone(), ticket));
+        admission.started = now;
     }
     Ok(admission)
 }
@@ -859,6 +883,12 @@ impl Policies {
 /// The `/admin/policies` view of a breaker.
 #[derive(Debug, Serialize)]
 pub struct BreakerView {
+    /// `sre` or `state_machine`.
+    pub kind: &'static str,
+    /// The state machine's state (`closed`, `open`, `half_open`).
+    pub state: Option<&'static str>,
+    /// The state machine's trips so far.
+    pub trips: Option<u64>,
     /// Requests in the window.
     pub requests: u64,
     /// Of which accepted by the backend.
@@ -868,14 +898,43 @@ pub struct BreakerView {
 }
 
 impl Breaker {
+    /// Tells the breaker how an admitted call went.
+    fn record(&self, ticket: Option<CallTicket>, call: CallOutcome, now: Instant) {
+        match (&self.kind, ticket) {
+            (BreakerKind::Sre(throttle), _) => throttle.lock().record(call.outcome, now),
+            (BreakerKind::StateMachine(cb), Some(ticket)) => cb.lock().record(ticket, call, now),
+            (BreakerKind::StateMachine(_), None) => {}
+        }
+    }
+
     /// A JSON view.
     pub fn view(&self, now: Instant) -> BreakerView {
-        let mut throttle = self.throttle.lock();
-        let counts = throttle.counts(now);
-        BreakerView {
-            requests: counts.requests,
-            accepts: counts.accepts,
-            drop_probability: throttle.drop_probability(Criticality::Critical, now),
+        match &self.kind {
+            BreakerKind::Sre(throttle) => {
+                let mut throttle = throttle.lock();
+                let counts = throttle.counts(now);
+                BreakerView {
+                    kind: "sre",
+                    state: None,
+                    trips: None,
+                    requests: counts.requests,
+                    accepts: counts.accepts,
+                    drop_probability: throttle.drop_probability(Criticality::Critical, now),
+                }
+            }
+            BreakerKind::StateMachine(cb) => {
+                let mut cb = cb.lock();
+                let state = cb.state(now);
+                let stats = cb.window_stats(now);
+                BreakerView {
+                    kind: "state_machine",
+                    state: Some(state.as_str()),
+                    trips: Some(cb.trips()),
+                    requests: stats.calls,
+                    accepts: stats.calls.saturating_sub(stats.failures),
+                    drop_probability: if state.as_gauge() == 0 { 0.0 } else { 1.0 },
+                }
+            }
         }
     }
 }
