@@ -132,6 +132,8 @@ pub enum RejectReason {
     /// The request's cost budget (seed 003: granted at the entry, consumed by each hop) has
     /// too little left for the call.
     BudgetExhausted,
+    /// A configured fault (a drill) aborted the request on purpose.
+    FaultInjected,
 }
 
 impl RejectReason {
@@ -148,6 +150,7 @@ impl RejectReason {
             RejectReason::Throttled => "throttled",
             RejectReason::DeadlineExceeded => "deadline_exceeded",
             RejectReason::BudgetExhausted => "budget_exhausted",
+            RejectReason::FaultInjected => "fault_injected",
         }
     }
 
@@ -163,7 +166,8 @@ impl RejectReason {
             | RejectReason::BulkheadFull
             | RejectReason::QueueTimeout
             | RejectReason::CircuitOpen
-            | RejectReason::Throttled => 503,
+            | RejectReason::Throttled
+            | RejectReason::FaultInjected => 503,
             RejectReason::DeadlineExceeded => 504,
         }
     }
@@ -182,7 +186,8 @@ impl RejectReason {
             | RejectReason::BulkheadFull
             | RejectReason::QueueTimeout
             | RejectReason::CircuitOpen
-            | RejectReason::Throttled => 14,
+            | RejectReason::Throttled
+            | RejectReason::FaultInjected => 14,
             RejectReason::DeadlineExceeded => 4,
         }
     }

@@ -1188,3 +1188,45 @@ async fn a_state_machine_breaker_opens_on_failures_answers_circuit_open_and_clos
     }
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection (drills)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_abort_answers_its_status_without_an_upstream_call_on_both_paths() {
+    let gw = Gw::start("", "", &api("    fault: { abort: { percent: 100, status: 418 } }")).await;
+    for via in BOTH {
+        let r = gw.call(via, "/", &[]).await;
+        assert_refused(&r, 418, "fault_injected");
+    }
+    assert_eq!(gw.backend.hits.load(Ordering::SeqCst), 0);
+    assert!(gw.metrics().await.contains("reason=\"fault_injected\""));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fault_header_is_obeyed_only_where_the_route_allows_it() {
+    let routes = format!(
+        "{}\n  - name: drills\n    match: {{ path_prefix: /drill }}\n    cluster: app\n    \
+         fault: {{ allow_header: true }}",
+        api("    match: { path_prefix: /api }\n    fault: { delay: { percent: 0, duration: 1s } }")
+    );
+    let gw = Gw::start("", "", &routes).await;
+    // Not allowed on `api`: the header is ignored, the request is served.
+    let r = gw.call(Via::Lean, "/api", &[("x-spillway-fault", "abort=503")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    // Allowed on `drills`: abort and delay as asked.
+    for via in BOTH {
+        let r = gw.call(via, "/drill", &[("x-spillway-fault", "abort=502")]).await;
+        assert_refused(&r, 502, "fault_injected");
+    }
+    let started = Instant::now();
+    let r = gw.call(Via::Lean, "/drill", &[("x-spillway-fault", "delay=300ms")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    // A route without any percentage configured faults nothing by itself.
+    let r = gw.call(Via::Hyper, "/drill", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    gw.stop().await;
+}

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 pub use policy::{
     BbrSettings, BreakerSettings, BudgetSettings, BulkheadSettings, ConcurrencySettings,
-    DeadlineSettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig, LimitKey, QueueDiscipline,
-    RoutePolicyConfig, SlowSettings,
+    DeadlineSettings, FaultSettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig, LimitKey,
+    QueueDiscipline, RoutePolicyConfig, SlowSettings,
 };
 pub use validate::BALANCE_NAMES;
 

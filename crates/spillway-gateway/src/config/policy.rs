@@ -75,6 +75,58 @@ pub struct RoutePolicyConfig {
     pub bulkhead: Option<BulkheadSettings>,
     /// The fast/slow split: slow requests use their own pool.
     pub slow: Option<SlowSettings>,
+    /// Fault injection (drills).
+    pub fault: Option<FaultSettings>,
+}
+
+/// A route's fault injection: abort or delay a share of its requests, or those that ask for it
+/// in `x-spillway-fault` when `allow_header` is on.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultSettings {
+    /// Share of requests aborted (0..=1) and the status they get.
+    pub abort: Option<(f64, u16)>,
+    /// Share of requests delayed (0..=1) and by how long.
+    pub delay: Option<(f64, std::time::Duration)>,
+    /// Whether `x-spillway-fault: abort=503` / `delay=200ms` is obeyed.
+    pub allow_header: bool,
+}
+
+/// Checks a route's `fault:`.
+pub(super) fn fault(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawFault,
+) -> Option<FaultSettings> {
+    let share = |c: &mut Checker<'_>, path: &[Seg], percent: Option<f64>| -> Option<f64> {
+        let pct = percent.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&pct) {
+            c.error(path, "a percentage: 0 to 100");
+            return None;
+        }
+        Some(pct / 100.0)
+    };
+    let abort = match raw.abort {
+        None => None,
+        Some(a) => {
+            let ap = at(p, &[key("abort")]);
+            let fraction = share(c, &at(&ap, &[key("percent")]), a.percent)?;
+            let status = a.status.unwrap_or(503);
+            if !(200..=599).contains(&status) {
+                c.error(&at(&ap, &[key("status")]), "an HTTP status: 200 to 599");
+                return None;
+            }
+            Some((fraction, status))
+        }
+    };
+    let delay = match raw.delay {
+        None => None,
+        Some(d) => {
+            let dp = at(p, &[key("delay")]);
+            let fraction = share(c, &at(&dp, &[key("percent")]), d.percent)?;
+            Some((fraction, d.duration.0))
+        }
+    };
+    Some(FaultSettings { abort, delay, allow_header: raw.allow_header.unwrap_or(false) })
 }
 
 impl RoutePolicyConfig {
@@ -90,6 +142,7 @@ impl RoutePolicyConfig {
             && self.budget.is_none()
             && self.bulkhead.is_none()
             && self.slow.is_none()
+            && self.fault.is_none()
     }
 }
 

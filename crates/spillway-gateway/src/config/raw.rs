@@ -203,6 +203,32 @@ pub struct RawRoute {
     pub budget: Option<RawBudget>,
     pub bulkhead: Option<RawBulkhead>,
     pub slow: Option<RawSlow>,
+    pub fault: Option<RawFault>,
+}
+
+/// A route's `fault:` (drills).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    pub abort: Option<RawAbort>,
+    pub delay: Option<RawDelay>,
+    pub allow_header: Option<bool>,
+}
+
+/// `fault.abort:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAbort {
+    pub percent: Option<f64>,
+    pub status: Option<u16>,
+}
+
+/// `fault.delay:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelay {
+    pub percent: Option<f64>,
+    pub duration: ConfigDuration,
 }
 
 /// `overload:` on a listener or a route.

@@ -450,6 +450,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             budget: r.budget.take(),
             bulkhead: r.bulkhead.take(),
             slow: r.slow.take(),
+            fault: r.fault.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -588,6 +589,7 @@ struct RawRoutePolicy {
     budget: Option<RawBudget>,
     bulkhead: Option<RawBulkhead>,
     slow: Option<RawSlow>,
+    fault: Option<RawFault>,
 }
 
 fn route_policy(
@@ -608,6 +610,7 @@ fn route_policy(
         ("budget", raw.budget.is_some()),
         ("bulkhead", raw.bulkhead.is_some()),
         ("slow", raw.slow.is_some()),
+        ("fault", raw.fault.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -690,6 +693,7 @@ fn route_policy(
     let bulkhead =
         raw.bulkhead.take().and_then(|b| policy::bulkhead(c, &at(p, &[key("bulkhead")]), b));
     let slow = raw.slow.take().and_then(|s| policy::slow(c, &at(p, &[key("slow")]), s));
+    let fault = raw.fault.take().and_then(|f| policy::fault(c, &at(p, &[key("fault")]), f));
     RoutePolicyConfig {
         level,
         criticality,
@@ -700,6 +704,7 @@ fn route_policy(
         budget,
         bulkhead,
         slow,
+        fault,
     }
 }
 

@@ -68,7 +68,10 @@ pub struct RejectionCounts {
 }
 
 /// Every reason admission can refuse with, in metric order.
-pub const REASONS: [RejectReason; 6] = [
+pub const REASONS: [RejectReason; 9] = [
+    RejectReason::FaultInjected,
+    RejectReason::CircuitOpen,
+    RejectReason::Throttled,
     RejectReason::RateLimited,
     RejectReason::Overloaded,
     RejectReason::ConcurrencyLimit,
@@ -598,6 +601,52 @@ pub fn outcome_of(status: Option<u16>) -> Outcome {
     }
 }
 
+/// The header a drill names its fault in (`abort=503`, `delay=200ms`, or both, comma
+/// separated), obeyed only on routes with `fault.allow_header: true`.
+pub const FAULT_HEADER: &str = "x-spillway-fault";
+
+/// Draws a uniform value in `[0, 1)` from this worker's sequence.
+fn uniform() -> f64 {
+    RANDOM.with(|r| {
+        let next = spillway_core::random::splitmix64(r.get());
+        r.set(next);
+        (next >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+/// Which fault applies to this request: a delay and/or an abort status.
+fn fault_for(
+    fault: &crate::config::FaultSettings,
+    view: &dyn RequestView,
+) -> (Option<Duration>, Option<u16>) {
+    let mut delay =
+        fault.delay.and_then(|(share, d)| (share > 0.0 && uniform() < share).then_some(d));
+    let mut abort =
+        fault.abort.and_then(|(share, s)| (share > 0.0 && uniform() < share).then_some(s));
+    if fault.allow_header {
+        if let Some(text) = view.header(FAULT_HEADER).and_then(|v| std::str::from_utf8(v).ok()) {
+            for part in text.split(',') {
+                match part.trim().split_once('=') {
+                    Some(("abort", s)) => {
+                        if let Ok(status @ 200..=599) = s.trim().parse::<u16>() {
+                            abort = Some(status);
+                        }
+                    }
+                    Some(("delay", d)) => {
+                        if let Ok(d) = crate::config::duration::parse_duration(d.trim()) {
+                            // A client-chosen delay is bounded: a drill, not a way to hold
+                            // gateway resources.
+                            delay = Some(d.min(Duration::from_secs(30)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    (delay, abort)
+}
+
 /// Whether a request goes to the slow pool.
 fn is_slow(policy: &RoutePolicy, view: &dyn RequestView) -> bool {
     let Some(slow) = &policy.config.slow else { return false };
@@ -634,6 +683,25 @@ pub async fn admit(
     let class = classified.class;
     let mut admission = Admission::default();
     let mut now_after = now;
+    if let Some(fault) = gate.route.and_then(|p| p.config.fault.as_ref()) {
+        let (delay, abort) = fault_for(fault, view);
+        if let Some(d) = delay {
+            // A drill's delay never outlasts the request's own deadline.
+            tokio::time::sleep(deadline_left.map_or(d, |left| d.min(left))).await;
+            now_after = clock.now();
+        }
+        if let Some(status) = abort {
+            return Err(Refusal {
+                rejection: Rejection::new(RejectReason::FaultInjected),
+                limit: None,
+                status: Some(status),
+            });
+        }
+    }
+    // After a drill's delay, less of the deadline is left.
+    let deadline_left =
+        deadline_left.map(|d| d.saturating_sub(now_after.saturating_duration_since(now)));
+    let now = now_after;
     if let Some(policy) = gate.route {
         // Limits: every one must admit; the longest pacing wait of a leaky bucket is served
         // once, after all of them agreed.
@@ -662,6 +730,7 @@ pub async fn admit(
                                     name: limit.config.name.clone(),
                                     quota: limit.config.quota,
                                 }),
+                                status: None,
                             })
                         }
                     }
@@ -716,11 +785,7 @@ pub async fn admit(
     }
     // Last, so that only requests about to be sent count as the breaker's requests.
     if let Some(breaker) = gate.cluster.and_then(|c| c.breaker.as_ref()) {
-        let random = RANDOM.with(|r| {
-            let next = spillway_core::random::splitmix64(r.get());
-            r.set(next);
-            (next >> 11) as f64 / (1u64 << 53) as f64
-        });
+        let random = uniform();
         let ticket = match &breaker.kind {
             BreakerKind::Sre(throttle) => {
                 if let Decision::Reject(rejection) = throttle.lock().allow(class, now, random) {

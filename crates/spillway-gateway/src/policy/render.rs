@@ -23,11 +23,13 @@ pub struct Refusal {
     pub rejection: Rejection,
     /// The limit that refused, for rate limits.
     pub limit: Option<LimitInfo>,
+    /// A status chosen by the config instead of the reason's (an injected fault's).
+    pub status: Option<u16>,
 }
 
 impl From<Rejection> for Refusal {
     fn from(rejection: Rejection) -> Refusal {
-        Refusal { rejection, limit: None }
+        Refusal { rejection, limit: None, status: None }
     }
 }
 
@@ -84,7 +86,7 @@ pub fn render(refusal: &Refusal, grpc: bool) -> Rendered {
         body.push_str(&after.as_millis().to_string());
     }
     body.push_str("}\n");
-    Rendered { status: r.reason.http_status(), headers, body }
+    Rendered { status: refusal.status.unwrap_or(r.reason.http_status()), headers, body }
 }
 
 #[cfg(test)]
@@ -99,6 +101,7 @@ mod tests {
             rejection: Rejection::new(RejectReason::RateLimited)
                 .retry_after(Duration::from_millis(1500)),
             limit: Some(LimitInfo { name: "per-key".into(), quota: 200 }),
+            status: None,
         };
         let r = render(&refusal, false);
         assert_eq!(r.status, 429);
