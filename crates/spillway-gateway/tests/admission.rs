@@ -1230,3 +1230,46 @@ async fn the_fault_header_is_obeyed_only_where_the_route_allows_it() {
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Degradation: static fallback
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_answers_when_the_cluster_sheds_or_fails_but_not_for_a_clients_own_limit() {
+    let fallback =
+        "    fallback: { status: 200, body: '{\"items\":[]}', content_type: application/json }";
+    let routes = format!(
+        "  - name: dead\n    match: {{ path_prefix: /dead }}\n    cluster: nowhere\n{fallback}\n{}\n    \
+         limits: [ {{ key: header:x-api-key, algorithm: token_bucket, rate: 1/h, burst: 1 }} ]",
+        api(fallback)
+    );
+    let cluster_extra = "    concurrency: { fixed: 1 }\n  - name: nowhere\n    endpoints: [{ address: \"127.0.0.1:1\" }]\n    timeouts: { connect: 200ms, request: 1s }";
+    let gw = Gw::start("", cluster_extra, &routes).await;
+    // The cluster sheds (its one slot is held): the fallback answers, marked degraded.
+    let held = gw.spawn(Via::Lean, "/hold", &[("x-api-key", "a")]);
+    gw.held(1).await;
+    for via in BOTH {
+        let key = format!("b-{via:?}");
+        let r = gw.call(via, "/x", &[("x-api-key", &key)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(r.body, "{\"items\":[]}");
+        assert_eq!(r.header("x-spillway-degraded"), Some("fallback"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+    gw.backend.held.open();
+    assert_eq!(done(held).await.status, StatusCode::OK);
+    // The client's own limit is answered as itself (key `a` spent its burst).
+    let r = gw.call(Via::Lean, "/x", &[("x-api-key", "a")]).await;
+    assert_refused(&r, 429, "rate_limited");
+    // An upstream that cannot be reached: the fallback, on both paths.
+    for via in BOTH {
+        let r = gw.call(via, "/dead", &[]).await;
+        assert_eq!(r.header("x-spillway-degraded"), Some("fallback"), "{r:?}");
+    }
+    assert!(gw
+        .metrics()
+        .await
+        .contains("spillway_degraded_total{route=\"api\",kind=\"fallback\"} 2"));
+    gw.stop().await;
+}

@@ -209,6 +209,20 @@ pub fn render_policies(
             });
         }
     }
+    out.push_str("# HELP spillway_degraded_total Requests answered by a degraded response instead of the upstream, by route and kind.\n");
+    out.push_str("# TYPE spillway_degraded_total counter\n");
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(counts) = policies.rejections(i) {
+            let n = counts.fallbacks.load(std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "spillway_degraded_total{{route=\"{}\",kind=\"fallback\"}} {n}",
+                    escape(&route.name)
+                );
+            }
+        }
+    }
     out.push_str("# HELP spillway_bbr_cpu CPU usage (0..1) as the BBR limiters see it.\n");
     out.push_str("# TYPE spillway_bbr_cpu gauge\n");
     let _ = writeln!(out, "spillway_bbr_cpu {cpu}");

@@ -77,6 +77,38 @@ pub struct RoutePolicyConfig {
     pub slow: Option<SlowSettings>,
     /// Fault injection (drills).
     pub fault: Option<FaultSettings>,
+    /// The static answer when the cluster fails or sheds ("something is better than nothing").
+    pub fallback: Option<FallbackSettings>,
+}
+
+/// A route's static fallback answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct FallbackSettings {
+    /// Status (default 200).
+    pub status: u16,
+    /// Body.
+    pub body: String,
+    /// `Content-Type` (default `text/plain; charset=utf-8`).
+    pub content_type: String,
+}
+
+/// Checks a route's `fallback:`.
+pub(super) fn fallback(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawFallback,
+) -> Option<FallbackSettings> {
+    let status = raw.status.unwrap_or(200);
+    if !(200..=599).contains(&status) {
+        c.error(&at(p, &[key("status")]), "an HTTP status: 200 to 599");
+        return None;
+    }
+    let content_type = raw.content_type.unwrap_or_else(|| "text/plain; charset=utf-8".into());
+    if http::HeaderValue::from_str(&content_type).is_err() {
+        c.error(&at(p, &[key("content_type")]), format!("`{content_type}` is not a header value"));
+        return None;
+    }
+    Some(FallbackSettings { status, body: raw.body.unwrap_or_default(), content_type })
 }
 
 /// A route's fault injection: abort or delay a share of its requests, or those that ask for it
@@ -143,6 +175,7 @@ impl RoutePolicyConfig {
             && self.bulkhead.is_none()
             && self.slow.is_none()
             && self.fault.is_none()
+            && self.fallback.is_none()
     }
 }
 

@@ -204,6 +204,16 @@ pub struct RawRoute {
     pub bulkhead: Option<RawBulkhead>,
     pub slow: Option<RawSlow>,
     pub fault: Option<RawFault>,
+    pub fallback: Option<RawFallback>,
+}
+
+/// A route's `fallback:` answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallback {
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    pub content_type: Option<String>,
 }
 
 /// A route's `fault:` (drills).

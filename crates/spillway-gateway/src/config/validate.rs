@@ -451,6 +451,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             bulkhead: r.bulkhead.take(),
             slow: r.slow.take(),
             fault: r.fault.take(),
+            fallback: r.fallback.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -590,6 +591,7 @@ struct RawRoutePolicy {
     bulkhead: Option<RawBulkhead>,
     slow: Option<RawSlow>,
     fault: Option<RawFault>,
+    fallback: Option<RawFallback>,
 }
 
 fn route_policy(
@@ -611,6 +613,7 @@ fn route_policy(
         ("bulkhead", raw.bulkhead.is_some()),
         ("slow", raw.slow.is_some()),
         ("fault", raw.fault.is_some()),
+        ("fallback", raw.fallback.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -694,6 +697,8 @@ fn route_policy(
         raw.bulkhead.take().and_then(|b| policy::bulkhead(c, &at(p, &[key("bulkhead")]), b));
     let slow = raw.slow.take().and_then(|s| policy::slow(c, &at(p, &[key("slow")]), s));
     let fault = raw.fault.take().and_then(|f| policy::fault(c, &at(p, &[key("fault")]), f));
+    let fallback =
+        raw.fallback.take().and_then(|f| policy::fallback(c, &at(p, &[key("fallback")]), f));
     RoutePolicyConfig {
         level,
         criticality,
@@ -705,6 +710,7 @@ fn route_policy(
         bulkhead,
         slow,
         fault,
+        fallback,
     }
 }
 

@@ -61,10 +61,13 @@ pub struct Bbr {
     pub limiter: Arc<BbrLimiter>,
 }
 
-/// Rejections by reason and criticality, counted for `spillway_rejections_total`.
+/// Rejections by reason and criticality, counted for `spillway_rejections_total`, and the
+/// answers the route's fallback gave (`spillway_degraded_total`).
 #[derive(Debug, Default)]
 pub struct RejectionCounts {
     counts: [[AtomicU64; 4]; REASONS.len()],
+    /// Fallback answers.
+    pub fallbacks: AtomicU64,
 }
 
 /// Every reason admission can refuse with, in metric order.
@@ -449,6 +452,39 @@ impl Policies {
         if let Some(counts) = self.rejections(route) {
             counts.count(refusal.rejection.reason, class);
         }
+    }
+
+    /// The route's fallback answer instead of a refusal for `reason` (`None`: the upstream
+    /// failed or no endpoint was available), when the route has one and the cause is the
+    /// cluster's: shedding, an open breaker, a failure. A client's own limit, a spent deadline
+    /// or a drill are answered as themselves.
+    pub fn fallback(&self, route: usize, reason: Option<RejectReason>) -> Option<render::Rendered> {
+        let policy = self.routes.get(route)?.as_ref()?;
+        let fallback = policy.config.fallback.as_ref()?;
+        let cluster_cause = match reason {
+            None => true,
+            Some(r) => matches!(
+                r,
+                RejectReason::Overloaded
+                    | RejectReason::ConcurrencyLimit
+                    | RejectReason::BulkheadFull
+                    | RejectReason::QueueTimeout
+                    | RejectReason::CircuitOpen
+                    | RejectReason::Throttled
+            ),
+        };
+        if !cluster_cause {
+            return None;
+        }
+        policy.rejections.fallbacks.fetch_add(1, Relaxed);
+        Some(render::Rendered {
+            status: fallback.status,
+            headers: vec![
+                ("content-type", fallback.content_type.clone()),
+                ("x-spillway-degraded", "fallback".to_string()),
+            ],
+            body: fallback.body.clone(),
+        })
     }
 
     /// The rejection counters of `route`.

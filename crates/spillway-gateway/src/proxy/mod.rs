@@ -221,6 +221,10 @@ async fn proxy(
             Ok(admission) => admitted = Some((admission, classified, gate)),
             Err(refusal) => {
                 snap.policies.count_refusal(route.index, classified.class, &refusal);
+                let reason = Some(refusal.rejection.reason);
+                if let Some(fallback) = snap.policies.fallback(route.index, reason) {
+                    return (rendered_response(fallback), None);
+                }
                 let grpc = crate::policy::render::is_grpc(
                     req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
                 );
@@ -238,6 +242,9 @@ async fn proxy(
         _ => None,
     };
     let Some(picked) = worker.pick(snap, cluster_index, start, hash) else {
+        if let Some(fallback) = snap.policies.fallback(route.index, None) {
+            return (rendered_response(fallback), None);
+        }
         return (canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT), None);
     };
     let endpoint: &EndpointState = &cluster.endpoints[picked];
@@ -417,6 +424,9 @@ async fn proxy(
             cluster.record(endpoint, Outcome::Failure, latency, now);
             worker.picked_done(snap.generation, cluster_index, picked, latency, false, now);
             tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed");
+            if let Some(fallback) = snap.policies.fallback(route.index, None) {
+                return (rendered_response(fallback), Some(addr));
+            }
             let resp = match e {
                 UpstreamError::Timeout(_) => {
                     canned(StatusCode::GATEWAY_TIMEOUT, errors::UPSTREAM_TIMEOUT)
@@ -516,10 +526,15 @@ impl crate::policy::classify::RequestView for HyperView<'_> {
 
 /// A refusal as a hyper response (laid out by `policy::render`, the one place for that).
 fn refusal_response(refusal: &crate::policy::Refusal, grpc: bool) -> Response<ResponseBody> {
-    let rendered = crate::policy::render::render(refusal, grpc);
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(rendered.body)));
+    let mut resp = rendered_response(crate::policy::render::render(refusal, grpc));
     // For the access log, which `handle` writes after the fact.
     resp.extensions_mut().insert(refusal.rejection.reason);
+    resp
+}
+
+/// A response laid out by `policy` (a refusal or a fallback) as a hyper response.
+fn rendered_response(rendered: crate::policy::render::Rendered) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(rendered.body)));
     *resp.status_mut() =
         StatusCode::from_u16(rendered.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     for (name, value) in rendered.headers {

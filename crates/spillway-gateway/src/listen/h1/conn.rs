@@ -709,6 +709,9 @@ impl Conn<'_> {
             _ => None,
         };
         let Some(picked) = worker.pick(snap, ex.cluster_index, ex.start, hash) else {
+            if let Some(fallback) = snap.policies.fallback(ex.route.index, None) {
+                return self.reply_rendered(ex, timer, out, fallback, None).await;
+            }
             return self
                 .reply_error(
                     ex,
@@ -839,8 +842,14 @@ impl Conn<'_> {
                     }
                     Failure::Timeout | Failure::ClientGone => {}
                 }
+                let fallback = match failure {
+                    Failure::ClientGone => None,
+                    _ => snap.policies.fallback(ex.route.index, None),
+                };
                 if matches!(failure, Failure::ClientGone) {
                     Step::Done { close: true }
+                } else if let Some(fallback) = fallback {
+                    self.reply_rendered(ex, timer, out, fallback, None).await
                 } else {
                     self.local_error(out, status, reason, body, ex.head, ex.close);
                     let flow = self.write_client(timer, out).await;
@@ -919,7 +928,23 @@ impl Conn<'_> {
         out: &mut Vec<u8>,
         refusal: &crate::policy::Refusal,
     ) -> Step {
-        let rendered = crate::policy::render::render(refusal, false);
+        let reason = refusal.rejection.reason;
+        let rendered = match ex.snap.policies.fallback(ex.route.index, Some(reason)) {
+            Some(fallback) => fallback,
+            None => crate::policy::render::render(refusal, false),
+        };
+        self.reply_rendered(ex, timer, out, rendered, Some(reason)).await
+    }
+
+    /// Answers with a response laid out by `policy` (a refusal or a fallback).
+    async fn reply_rendered(
+        &mut self,
+        ex: Exchange<'_>,
+        timer: &mut Timer<'_>,
+        out: &mut Vec<u8>,
+        rendered: crate::policy::render::Rendered,
+        refused: Option<spillway_core::RejectReason>,
+    ) -> Step {
         let status = rendered.status;
         let reason = http::StatusCode::from_u16(status)
             .ok()
@@ -942,16 +967,7 @@ impl Conn<'_> {
         let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
         ex.route.stats.record(self.worker.id, status, elapsed);
         let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
-        self.log(
-            ex.request,
-            ex.head,
-            status,
-            Some(ex.route),
-            cluster,
-            elapsed,
-            None,
-            Some(refusal.rejection.reason),
-        );
+        self.log(ex.request, ex.head, status, Some(ex.route), cluster, elapsed, None, refused);
         flow.after(ex.close)
     }
 
