@@ -134,6 +134,8 @@ pub enum RejectReason {
     BudgetExhausted,
     /// A configured fault (a drill) aborted the request on purpose.
     FaultInjected,
+    /// An active degradation plan sheds this request (or answers it with a fallback).
+    Degraded,
 }
 
 impl RejectReason {
@@ -151,6 +153,7 @@ impl RejectReason {
             RejectReason::DeadlineExceeded => "deadline_exceeded",
             RejectReason::BudgetExhausted => "budget_exhausted",
             RejectReason::FaultInjected => "fault_injected",
+            RejectReason::Degraded => "degraded",
         }
     }
 
@@ -167,7 +170,8 @@ impl RejectReason {
             | RejectReason::QueueTimeout
             | RejectReason::CircuitOpen
             | RejectReason::Throttled
-            | RejectReason::FaultInjected => 503,
+            | RejectReason::FaultInjected
+            | RejectReason::Degraded => 503,
             RejectReason::DeadlineExceeded => 504,
         }
     }
@@ -187,7 +191,8 @@ impl RejectReason {
             | RejectReason::QueueTimeout
             | RejectReason::CircuitOpen
             | RejectReason::Throttled
-            | RejectReason::FaultInjected => 14,
+            | RejectReason::FaultInjected
+            | RejectReason::Degraded => 14,
             RejectReason::DeadlineExceeded => 4,
         }
     }

@@ -242,6 +242,7 @@ impl Gateway {
             cpu: spillway_core::overload::CpuGauge::new(),
             clock: Arc::new(clock.clone()),
             workers,
+            active_plans: Default::default(),
         };
         let snapshot = Snapshot::build(config, None, workers, &policy).with_recorders(recorders);
         let shared = Arc::new(Shared {

@@ -1273,3 +1273,48 @@ async fn a_fallback_answers_when_the_cluster_sheds_or_fails_but_not_for_a_client
         .contains("spillway_degraded_total{route=\"api\",kind=\"fallback\"} 2"));
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Degradation plans
+// ---------------------------------------------------------------------------------------------
+
+async fn post(admin: SocketAddr, path: &str) -> (StatusCode, String) {
+    let req = Request::post(path).header("host", "admin").body(body("")).unwrap();
+    let (status, _, body) = h1(admin, req).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_switched_at_run_time_answers_fallbacks_and_sheds_low_classes_until_switched_off() {
+    let routes = format!(
+        "  - name: recs\n    match: {{ path_prefix: /recs }}\n    cluster: app\n    \
+         fallback: {{ body: no-recommendations }}\n{}",
+        api("")
+    );
+    let top = "plans:\n  - name: peak-day\n    actions:\n      - { route: recs, fallback: true }\n      - { shed_below: CRITICAL }";
+    let gw = Gw::start(top, "", &routes).await;
+    assert_eq!(gw.call(Via::Lean, "/recs", &[]).await.status, StatusCode::OK);
+    let hits = gw.backend.hits.load(Ordering::SeqCst);
+    let (status, body) = post(gw.admin, "/admin/plans/peak-day/activate").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for via in BOTH {
+        let r = gw.call(via, "/recs", &[]).await;
+        assert_eq!(r.body, "no-recommendations", "{r:?}");
+        assert_eq!(r.header("x-spillway-degraded"), Some("fallback"));
+        let shed = gw.call(via, "/x", &[("x-spillway-criticality", "SHEDDABLE")]).await;
+        assert_refused(&shed, 503, "degraded");
+        let kept = gw.call(via, "/x", &[("x-spillway-criticality", "CRITICAL")]).await;
+        assert_eq!(kept.status, StatusCode::OK, "{kept:?}");
+    }
+    assert_eq!(gw.backend.hits.load(Ordering::SeqCst), hits + 2, "only the CRITICAL calls");
+    let (_, _, plans) = get(gw.admin, "/admin/plans").await;
+    let plans: Value = serde_json::from_slice(&plans).unwrap();
+    assert_eq!(plans["plans"][0]["active"], true, "{plans}");
+    assert!(gw.metrics().await.contains("spillway_plan_active{plan=\"peak-day\"} 1"));
+    // An unknown plan is a 404; switching off restores normal service.
+    assert_eq!(post(gw.admin, "/admin/plans/nope/activate").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(post(gw.admin, "/admin/plans/peak-day/deactivate").await.0, StatusCode::OK);
+    let r = gw.call(Via::Lean, "/x", &[("x-spillway-criticality", "SHEDDABLE")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    gw.stop().await;
+}

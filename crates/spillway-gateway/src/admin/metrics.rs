@@ -190,6 +190,7 @@ pub fn render<'a>(
 pub fn render_policies(
     policies: &crate::policy::Policies,
     config: &crate::config::Config,
+    active_plans: &std::collections::BTreeSet<String>,
     cpu: f64,
     now: spillway_core::Instant,
     out: &mut String,
@@ -208,6 +209,14 @@ pub fn render_policies(
                 );
             });
         }
+    }
+    out.push_str(
+        "# HELP spillway_plan_active Whether a degradation plan is switched on (1) or not (0).\n",
+    );
+    out.push_str("# TYPE spillway_plan_active gauge\n");
+    for plan in &config.plans {
+        let on = u8::from(active_plans.contains(&plan.name));
+        let _ = writeln!(out, "spillway_plan_active{{plan=\"{}\"}} {on}", escape(&plan.name));
     }
     out.push_str("# HELP spillway_degraded_total Requests answered by a degraded response instead of the upstream, by route and kind.\n");
     out.push_str("# TYPE spillway_degraded_total counter\n");

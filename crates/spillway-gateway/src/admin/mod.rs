@@ -120,6 +120,7 @@ async fn handle<C: AdminControl>(
             metrics::render_policies(
                 &snap.policies,
                 &snap.config,
+                &shared.policy.active_plans.lock().clone(),
                 shared.policy.cpu.get().fraction(),
                 shared.now(),
                 &mut text,
@@ -165,7 +166,45 @@ async fn handle<C: AdminControl>(
                 &serde_json::json!({"ok": false, "error": error}),
             ),
         },
+        (&Method::GET, "/admin/plans") => {
+            let snap = shared.snapshot.load();
+            let active = shared.policy.active_plans.lock().clone();
+            json(StatusCode::OK, &crate::policy::Policies::plans_view(&snap.config, &active))
+        }
+        (&Method::POST, p) if p.starts_with("/admin/plans/") => switch_plan(shared, p),
         _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not_found"})),
     };
     Ok(resp)
+}
+
+/// `POST /admin/plans/{name}/activate` or `…/deactivate`: switches a degradation plan on the
+/// live snapshot at once; the switch outlives reloads (not restarts).
+fn switch_plan(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
+    let rest = path.trim_start_matches("/admin/plans/");
+    let (name, on) = match rest.rsplit_once('/') {
+        Some((name, "activate")) => (name, true),
+        Some((name, "deactivate")) => (name, false),
+        _ => {
+            return json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "not_found", "hint": "POST /admin/plans/{name}/activate or /deactivate"}),
+            )
+        }
+    };
+    let snap = shared.snapshot.load();
+    if !snap.config.plans.iter().any(|p| p.name == name) {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "no_such_plan", "plan": name}),
+        );
+    }
+    let mut active = shared.policy.active_plans.lock();
+    if on {
+        active.insert(name.to_string());
+    } else {
+        active.remove(name);
+    }
+    snap.policies.apply_plans(&snap.config, &active);
+    tracing::warn!(plan = name, active = on, "degradation plan switched");
+    json(StatusCode::OK, &serde_json::json!({"plan": name, "active": on}))
 }

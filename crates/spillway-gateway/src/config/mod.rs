@@ -23,8 +23,8 @@ use std::time::Duration;
 
 pub use policy::{
     BbrSettings, BreakerSettings, BudgetSettings, BulkheadSettings, ConcurrencySettings,
-    DeadlineSettings, FaultSettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig, LimitKey,
-    QueueDiscipline, RoutePolicyConfig, SlowSettings,
+    DeadlineSettings, FallbackSettings, FaultSettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig,
+    LimitKey, PlanAction, PlanConfig, QueueDiscipline, RoutePolicyConfig, SlowSettings,
 };
 pub use validate::BALANCE_NAMES;
 
@@ -107,6 +107,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Isolation pools by name (`levels:`), shared by the routes of each level.
     pub levels: Vec<(String, BulkheadSettings)>,
+    /// Degradation plans (`plans:`), switched at run time through the admin API.
+    pub plans: Vec<PlanConfig>,
     /// Risky settings found while validating (see `spillway check`).
     #[serde(skip)]
     pub warnings: Vec<Problem>,

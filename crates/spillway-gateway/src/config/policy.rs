@@ -1105,3 +1105,86 @@ mod tests {
         assert!(IpNet::parse("0.0.0.0/0").is_ok_and(|n| n.contains([1, 2, 3, 4].into())));
     }
 }
+
+/// A degradation plan ("预案"): actions applied while it is active.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanConfig {
+    /// Its name (`POST /admin/plans/{name}/activate`).
+    pub name: String,
+    /// What it does.
+    pub actions: Vec<PlanAction>,
+}
+
+/// One action of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanAction {
+    /// The route it applies to (`None`: every route).
+    pub route: Option<String>,
+    /// Answer the route with its fallback, without calling upstream.
+    pub fallback: bool,
+    /// Refuse requests below this class (503 `degraded`).
+    #[serde(serialize_with = "ser_opt_criticality")]
+    pub shed_below: Option<Criticality>,
+}
+
+fn ser_opt_criticality<S: Serializer>(c: &Option<Criticality>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.serialize_str(c.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Checks the top-level `plans:` against the routes (names and their fallbacks).
+pub(super) fn plans(
+    c: &mut Checker<'_>,
+    raw: Option<Vec<super::raw::RawPlan>>,
+    routes: &[super::RouteConfig],
+) -> Vec<PlanConfig> {
+    let mut out: Vec<PlanConfig> = Vec::new();
+    for (i, plan) in raw.unwrap_or_default().into_iter().enumerate() {
+        let p = [key("plans"), Seg::Index(i)];
+        if out.iter().any(|o| o.name == plan.name) {
+            c.error(&at(&p, &[key("name")]), format!("plan `{}` is defined twice", plan.name));
+            continue;
+        }
+        let mut actions = Vec::new();
+        for (j, a) in plan.actions.into_iter().enumerate() {
+            let ap = at(&p, &[key("actions"), Seg::Index(j)]);
+            let route = match &a.route {
+                Some(name) => match routes.iter().find(|r| &r.name == name) {
+                    Some(r) => Some(r),
+                    None => {
+                        c.error(&at(&ap, &[key("route")]), format!("no route named `{name}`"));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let fallback = a.fallback.unwrap_or(false);
+            if fallback {
+                match route {
+                    None => {
+                        c.error(&ap, "`fallback: true` needs the `route` whose fallback answers");
+                        continue;
+                    }
+                    Some(r) if r.policy.fallback.is_none() => {
+                        c.error(
+                            &at(&ap, &[key("fallback")]),
+                            format!("route `{}` has no `fallback:` to answer with", r.name),
+                        );
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let shed_below = criticality(c, &at(&ap, &[key("shed_below")]), a.shed_below);
+            if !fallback && shed_below.is_none() {
+                c.error(&ap, "an action needs `fallback: true` or `shed_below: CLASS`");
+                continue;
+            }
+            actions.push(PlanAction { route: a.route, fallback, shed_below });
+        }
+        out.push(PlanConfig { name: plan.name, actions });
+    }
+    out
+}

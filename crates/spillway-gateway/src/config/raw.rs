@@ -27,6 +27,25 @@ pub struct RawConfig {
     pub trusted_proxies: Option<Vec<String>>,
     /// Isolation pools by name (`L0`, `L1`, …).
     pub levels: Option<BTreeMap<String, RawBulkhead>>,
+    /// Degradation plans, switched at run time.
+    pub plans: Option<Vec<RawPlan>>,
+}
+
+/// One degradation plan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlan {
+    pub name: String,
+    pub actions: Vec<RawPlanAction>,
+}
+
+/// One action of a plan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlanAction {
+    pub route: Option<String>,
+    pub fallback: Option<bool>,
+    pub shed_below: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -570,3 +570,29 @@ fn a_route_with_only_a_criticality_has_a_policy() {
     assert!(!parse(&capped).unwrap().routes[0].policy.is_empty(), "a capped claim is rewritten");
     assert!(parse(SKELETON).unwrap().routes[0].policy.is_empty());
 }
+
+#[test]
+fn plans_must_name_existing_routes_and_fallbacks_they_can_answer_with() {
+    let base = "listeners: [{ name: l, address: 127.0.0.1:0 }]\nclusters: [{ name: c, endpoints: [{ address: 127.0.0.1:9 }] }]\nroutes:\n  - { name: r, cluster: c }\n";
+    let unknown =
+        format!("{base}plans: [ {{ name: p, actions: [ {{ route: nope, fallback: true }} ] }} ]\n");
+    let found = problems(&unknown);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.key == "plans[0].actions[0].route"
+                && p.reason.contains("no route named `nope`")),
+        "{found:?}"
+    );
+    let no_fallback =
+        format!("{base}plans: [ {{ name: p, actions: [ {{ route: r, fallback: true }} ] }} ]\n");
+    let found = problems(&no_fallback);
+    assert!(found.iter().any(|p| p.reason.contains("has no `fallback:`")), "{found:?}");
+    let empty = format!("{base}plans: [ {{ name: p, actions: [ {{ route: r }} ] }} ]\n");
+    assert!(problems(&empty)
+        .iter()
+        .any(|p| p.reason.contains("needs `fallback: true` or `shed_below")));
+    let fine = format!("{base}plans: [ {{ name: p, actions: [ {{ shed_below: CRITICAL }} ] }} ]\n");
+    let config = parse(&fine).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.plans[0].actions[0].shed_below, Some(spillway_core::Criticality::Critical));
+}

@@ -548,6 +548,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         routes.push(RouteConfig { name: r.name, matcher, action, record, policy });
     }
 
+    let plans = policy::plans(&mut c, raw.plans, &routes);
     let drain_timeout = positive(
         &mut c,
         &[key("shutdown"), key("drain")],
@@ -571,6 +572,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             access_log,
             trusted_proxies,
             levels,
+            plans,
             warnings: Vec::new(),
         })
     } else {

@@ -71,7 +71,8 @@ pub struct RejectionCounts {
 }
 
 /// Every reason admission can refuse with, in metric order.
-pub const REASONS: [RejectReason; 9] = [
+pub const REASONS: [RejectReason; 10] = [
+    RejectReason::Degraded,
     RejectReason::FaultInjected,
     RejectReason::CircuitOpen,
     RejectReason::Throttled,
@@ -176,6 +177,19 @@ pub struct Policies {
     /// Rejection counters of routes without a policy of their own (cluster or listener
     /// policies can still refuse their requests), by route index.
     pub plain_rejections: Vec<Arc<RejectionCounts>>,
+    /// What the active degradation plans do to each route, by route index.
+    pub plan_effects: Vec<PlanEffect>,
+    /// Whether the config has plans at all (then every route passes the gate).
+    pub has_plans: bool,
+}
+
+/// What the active plans do to one route; written when a plan is switched, read per request.
+#[derive(Debug, Default)]
+pub struct PlanEffect {
+    /// Answer with the route's fallback.
+    fallback: std::sync::atomic::AtomicBool,
+    /// Refuse classes below this one (`Criticality::index() + 1`; 0: none).
+    shed_below: std::sync::atomic::AtomicU8,
 }
 
 /// What building policies needs from the gateway.
@@ -187,6 +201,8 @@ pub struct PolicyContext {
     pub clock: Arc<dyn Clock>,
     /// Worker threads (per-worker limiter shards).
     pub workers: usize,
+    /// The degradation plans switched on through the admin API (kept across reloads).
+    pub active_plans: Arc<parking_lot::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 fn new_pool(name: String, settings: &BulkheadSettings, ctx: &PolicyContext) -> Arc<Pool> {
@@ -415,13 +431,53 @@ impl Policies {
                 reuse_bbr(old, settings, ctx)
             })
             .collect();
-        Policies { routes, clusters, listeners, levels, plain_rejections }
+        let policies = Policies {
+            routes,
+            clusters,
+            listeners,
+            levels,
+            plain_rejections,
+            plan_effects: config.routes.iter().map(|_| PlanEffect::default()).collect(),
+            has_plans: !config.plans.is_empty(),
+        };
+        policies.apply_plans(config, &ctx.active_plans.lock());
+        policies
+    }
+
+    /// Sets every route's plan effects from the `active` plans of `config` (unknown names are
+    /// ignored: a plan removed by a reload stops acting).
+    pub fn apply_plans(&self, config: &Config, active: &std::collections::BTreeSet<String>) {
+        for effect in &self.plan_effects {
+            effect.fallback.store(false, Relaxed);
+            effect.shed_below.store(0, Relaxed);
+        }
+        for plan in config.plans.iter().filter(|p| active.contains(&p.name)) {
+            for action in &plan.actions {
+                let targets: Vec<usize> = match &action.route {
+                    Some(name) => {
+                        config.routes.iter().position(|r| &r.name == name).into_iter().collect()
+                    }
+                    None => (0..config.routes.len()).collect(),
+                };
+                for i in targets {
+                    let Some(effect) = self.plan_effects.get(i) else { continue };
+                    if action.fallback {
+                        effect.fallback.store(true, Relaxed);
+                    }
+                    if let Some(class) = action.shed_below {
+                        let level = class.index() as u8 + 1;
+                        effect.shed_below.fetch_max(level, Relaxed);
+                    }
+                }
+            }
+        }
     }
 
     /// Whether a request on `route` through `listener` to `cluster` has anything to pass.
     #[inline]
     pub fn applies(&self, listener: usize, route: usize, cluster: usize) -> bool {
-        matches!(self.routes.get(route), Some(Some(_)))
+        self.has_plans
+            || matches!(self.routes.get(route), Some(Some(_)))
             || matches!(self.clusters.get(cluster), Some(Some(_)))
             || matches!(self.listeners.get(listener), Some(Some(_)))
     }
@@ -440,6 +496,7 @@ impl Policies {
             return None;
         }
         Some(Gate {
+            plan: self.plan_effects.get(route),
             route: self.routes.get(route).and_then(Option::as_ref),
             cluster: self.clusters.get(cluster).and_then(Option::as_ref),
             listener: self.listeners.get(listener).and_then(Option::as_ref),
@@ -471,6 +528,7 @@ impl Policies {
                     | RejectReason::QueueTimeout
                     | RejectReason::CircuitOpen
                     | RejectReason::Throttled
+                    | RejectReason::Degraded
             ),
         };
         if !cluster_cause {
@@ -537,6 +595,8 @@ thread_local! {
 /// Everything admission needs to look at besides the request.
 #[derive(Debug, Clone, Copy)]
 pub struct Gate<'a> {
+    /// What the active plans do to the route.
+    pub plan: Option<&'a PlanEffect>,
     /// The route's policy.
     pub route: Option<&'a RoutePolicy>,
     /// The cluster's policy.
@@ -719,6 +779,12 @@ pub async fn admit(
     let class = classified.class;
     let mut admission = Admission::default();
     let mut now_after = now;
+    if let Some(effect) = gate.plan {
+        let shed_below = effect.shed_below.load(Relaxed);
+        if effect.fallback.load(Relaxed) || (class.index() as u8) < shed_below.saturating_sub(1) {
+            return Err(Rejection::new(RejectReason::Degraded).into());
+        }
+    }
     if let Some(fault) = gate.route.and_then(|p| p.config.fault.as_ref()) {
         let (delay, abort) = fault_for(fault, view);
         if let Some(d) = delay {
@@ -1037,5 +1103,26 @@ impl Breaker {
                 }
             }
         }
+    }
+}
+
+impl Policies {
+    /// The `/admin/plans` document: every plan, whether it is active, and what it does.
+    pub fn plans_view(
+        config: &Config,
+        active: &std::collections::BTreeSet<String>,
+    ) -> serde_json::Value {
+        let plans: Vec<_> = config
+            .plans
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "active": active.contains(&p.name),
+                    "actions": p.actions,
+                })
+            })
+            .collect();
+        serde_json::json!({ "plans": plans })
     }
 }
