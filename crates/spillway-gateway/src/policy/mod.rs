@@ -518,18 +518,11 @@ impl Policies {
     pub fn fallback(&self, route: usize, reason: Option<RejectReason>) -> Option<render::Rendered> {
         let policy = self.routes.get(route)?.as_ref()?;
         let fallback = policy.config.fallback.as_ref()?;
+        // The cluster's causes are the self-protection refusals (503: overloaded, concurrency
+        // limit, full or timed-out pools, breakers, plans) — except a drill's abort.
         let cluster_cause = match reason {
             None => true,
-            Some(r) => matches!(
-                r,
-                RejectReason::Overloaded
-                    | RejectReason::ConcurrencyLimit
-                    | RejectReason::BulkheadFull
-                    | RejectReason::QueueTimeout
-                    | RejectReason::CircuitOpen
-                    | RejectReason::Throttled
-                    | RejectReason::Degraded
-            ),
+            Some(r) => r.http_status() == 503 && r != RejectReason::FaultInjected,
         };
         if !cluster_cause {
             return None;
