@@ -199,7 +199,7 @@ pub fn start(
         "<demo>",
         std::path::Path::new("."),
     )?;
-    let gateway = Gateway::start(config, None, RunOptions { signals, watch_config: false })?;
+    let gateway = Gateway::start(config, None, RunOptions { signals, ..RunOptions::default() })?;
     let g = gateway.listener_address("public").ok_or("no public listener")?;
     let a = gateway.admin_address().ok_or("no admin listener")?;
     let text = format!(

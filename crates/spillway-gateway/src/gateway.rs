@@ -27,6 +27,10 @@ pub struct RunOptions {
     pub signals: bool,
     /// Reload when the config file changes on disk.
     pub watch_config: bool,
+    /// Do not start the built-in CPU sampler: the embedder writes the CPU usage BBR reads into
+    /// `Shared::policy.cpu` itself (an application that samples CPU already, or a test that
+    /// decides when the CPU is hot).
+    pub external_cpu: bool,
 }
 
 /// Why a gateway could not start.
@@ -360,8 +364,10 @@ fn control_main(
         // CPU usage for BBR: sampled every 250 ms (cgroup v2/v1 aware, /proc/stat otherwise)
         // into the gauge every BBR limiter reads. Without a readable source BBR sees 0 % and
         // never sheds, which the log says.
-        let _cpu_sampler = match spillway_tower::cpu::CpuSampler::detect() {
-            Ok(sampler) => spillway_tower::cpu::CpuSamplerTask::spawn(
+        let detected = (!options.external_cpu).then(spillway_tower::cpu::CpuSampler::detect);
+        let _cpu_sampler = match detected {
+            None => None,
+            Some(Ok(sampler)) => spillway_tower::cpu::CpuSamplerTask::spawn(
                 sampler,
                 spillway_tower::cpu::DEFAULT_SAMPLE_PERIOD,
                 spillway_core::overload::CpuAverage::default(),
@@ -369,7 +375,7 @@ fn control_main(
             )
             .map_err(|e| tracing::warn!(error = %e, "CPU sampler not started: BBR never sheds"))
             .ok(),
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "no CPU usage source: BBR never sheds");
                 None
             }

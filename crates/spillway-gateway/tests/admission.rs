@@ -17,7 +17,7 @@ use common::*;
 use http::{HeaderMap, Request, StatusCode};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -845,51 +845,26 @@ async fn a_granted_budget_is_sent_upstream_and_a_client_cannot_raise_it() {
 // BBR and adaptive concurrency
 // ---------------------------------------------------------------------------------------------
 
-/// Keeps one core busy until dropped.
-struct Burner(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
-
-impl Burner {
-    fn start() -> Burner {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut x = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-            }
-        });
-        Burner(stop, Some(handle))
-    }
-}
-
-impl Drop for Burner {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-        if let Some(h) = self.1.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-/// A gateway whose route has a sensitive BBR (5 % CPU, 1 s window, 500 ms cool-down) that
-/// has learned a small max in-flight from sequential 50 ms requests.
+/// A gateway whose route has BBR (threshold 80 %, 1 s window, 500 ms cool-down) that has
+/// learned a small max in-flight from sequential 50 ms requests. The CPU usage BBR reads is the
+/// test's to set (`RunOptions::external_cpu`), so whether the machine is busy decides nothing.
 async fn bbr_gateway() -> Gw {
-    let bbr = "    overload: { bbr: { cpu_threshold: 0.05, window: 1s, buckets: 10, cooldown: 500ms } }\n";
-    let gw = Gw::start("", "", &api(bbr)).await;
+    let bbr =
+        "    overload: { bbr: { cpu_threshold: 0.8, window: 1s, buckets: 10, cooldown: 500ms } }\n";
+    let (b, backend) = backend("app").await;
+    let options = spillway_gateway::RunOptions { external_cpu: true, ..Default::default() };
+    let config = common::config(&yaml(b, "", "", &api(bbr)));
+    let gw = Gw::wrap(spillway_gateway::Gateway::start(config, None, options).unwrap(), backend);
     for _ in 0..10 {
         assert_eq!(gw.call(Via::Lean, "/sleep?ms=50", &[]).await.status, StatusCode::OK);
     }
     gw
 }
 
-/// Starts a CPU burner and waits until BBR sees the CPU hot.
-async fn hot(gw: &Gw) -> Burner {
-    let burner = Burner::start();
-    gw.policies_until("BBR sees the CPU hot", |p| {
-        route_view(p, "api")["bbr"]["cpu"].as_f64().unwrap() >= 0.05
-    })
-    .await;
-    burner
+/// Sets the CPU usage BBR sees.
+fn set_cpu(gw: &Gw, permille: u32) {
+    let control = gw.gw.as_ref().unwrap().control();
+    control.shared.policy.cpu.set(spillway_core::overload::CpuUsage::from_permille(permille));
 }
 
 /// Sends a wave of 24 concurrent 400 ms requests; returns how many were shed and whether
@@ -910,12 +885,13 @@ async fn wave(gw: &Gw) -> (usize, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bbr_sheds_a_wave_beyond_its_learned_max_in_flight_while_the_cpu_is_hot() {
-    // A busy thread makes the CPU hot whatever else runs on the machine (the gateway samples
-    // it every 250 ms); the wave is far beyond what 50 ms sequential requests taught BBR.
+    // The wave is far beyond what 50 ms sequential requests taught BBR.
     let gw = bbr_gateway().await;
-    let burner = hot(&gw).await;
+    // Cool: the same wave passes whole (BBR only checks while the CPU is hot).
+    set_cpu(&gw, 300);
+    assert_eq!(wave(&gw).await.0, 0, "a cool gateway sheds nothing");
+    set_cpu(&gw, 950);
     let (overloaded, dropping) = wave(&gw).await;
-    drop(burner);
     assert!(overloaded > 0, "some of the wave is shed");
     assert!(dropping, "/admin/policies shows BBR dropping");
     // One at a time stays within the learned max in flight: admitted, hot or not.
@@ -924,34 +900,23 @@ async fn bbr_sheds_a_wave_beyond_its_learned_max_in_flight_while_the_cpu_is_hot(
     }
     let metrics = gw.metrics().await;
     assert!(metrics.contains("reason=\"overloaded\",criticality=\"CRITICAL\""), "{metrics}");
+    assert!(metrics.contains("spillway_bbr_cpu 0.95"), "{metrics}");
     gw.stop().await;
 }
 
-/// After the burner stops and the cool-down passes, BBR stops dropping and a wave passes.
-///
-/// Ignored by default: the gateway samples the CPU of the whole machine (or cgroup), which on
-/// a shared 2-core CI machine other jobs keep above the 5 % threshold, so whether and when it
-/// cools is not the test's to decide. Run it on a quiet machine:
-/// `cargo test -p spillway-gateway --test admission -- --ignored bbr_stops`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a quiet machine: BBR reads the CPU of the whole machine"]
 async fn bbr_stops_dropping_once_the_cpu_cools_and_the_cooldown_passes() {
     let gw = bbr_gateway().await;
-    let burner = hot(&gw).await;
+    set_cpu(&gw, 950);
     let (overloaded, _) = wave(&gw).await;
     assert!(overloaded > 0, "some of the wave is shed");
-    drop(burner);
-    let start = Instant::now();
-    loop {
-        let p = gw.policies().await;
-        if route_view(&p, "api")["bbr"]["dropping"] == false {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "BBR never cooled down: {p}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    set_cpu(&gw, 300);
+    // The cool-down (500 ms after the last hot drop) keeps the check on for a moment, then
+    // BBR stops dropping.
+    gw.policies_until("BBR stops dropping", |p| route_view(p, "api")["bbr"]["dropping"] == false)
+        .await;
     let (overloaded, _) = wave(&gw).await;
-    assert_eq!(overloaded, 0, "a cool gateway sheds nothing");
+    assert_eq!(overloaded, 0, "a cooled gateway sheds nothing");
     gw.stop().await;
 }
 

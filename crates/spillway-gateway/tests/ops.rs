@@ -276,7 +276,7 @@ async fn a_config_file_change_is_picked_up_without_a_signal() {
     let path = temp_path("watched.yaml");
     std::fs::write(&path, reload_yaml("before")).unwrap();
     let config = spillway_gateway::Config::load(&path).unwrap();
-    let options = spillway_gateway::RunOptions { signals: false, watch_config: true };
+    let options = spillway_gateway::RunOptions { watch_config: true, ..Default::default() };
     let gw = spillway_gateway::Gateway::start(config, Some(path.clone()), options).unwrap();
     let addr = gw.listener_address("public").unwrap();
     assert_eq!(get(addr, "/hello").await.2, "before");

@@ -31,7 +31,11 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &config.warnings {
         tracing::warn!(file = %args.config.display(), "{w}");
     }
-    let options = spillway_gateway::RunOptions { signals: true, watch_config: !args.no_watch };
+    let options = spillway_gateway::RunOptions {
+        signals: true,
+        watch_config: !args.no_watch,
+        ..Default::default()
+    };
     let gateway = spillway_gateway::Gateway::start(config, Some(args.config.clone()), options)?;
     if let Some(admin) = gateway.admin_address() {
         tracing::info!(%admin, "admin listening");
