@@ -212,7 +212,7 @@ impl LimitKey {
 }
 
 /// A rate limit's algorithm and parameters, as the core validated them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LimitAlgorithm {
     /// Token bucket.
     TokenBucket(TokenBucketConfig),

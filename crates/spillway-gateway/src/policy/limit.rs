@@ -101,10 +101,7 @@ impl RouteLimit {
     /// Whether `other` has the same settings (so a reload keeps this state).
     pub fn same_settings(&self, other: &LimitConfig) -> bool {
         self.config.key == other.key
-            && self.config.algorithm_name == other.algorithm_name
-            && self.config.rate == other.rate
-            && self.config.quota == other.quota
+            && self.config.algorithm == other.algorithm
             && self.config.max_keys == other.max_keys
-            && format!("{:?}", self.config.algorithm) == format!("{:?}", other.algorithm)
     }
 }
