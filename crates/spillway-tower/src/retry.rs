@@ -56,7 +56,8 @@ use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use spillway_core::deadline::Deadline;
 use spillway_core::retry::{
-    parse_retry_after, Backoff, Jitter, RetryBudget, RetryBudgetConfig, RetryConfigError,
+    parse_retry_after, Attempts, Backoff, Jitter, RetryBudget, RetryBudgetConfig, RetryConfigError,
+    RetryDecision, RetryRules,
 };
 use spillway_core::Clock;
 use std::future::Future;
@@ -113,16 +114,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What to do after a call, as a [`RetryClassify`] judges its result.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum RetryVerdict {
-    /// Return this result to the caller.
-    Done,
-    /// Retry after the backoff.
-    Retry,
-    /// Retry, waiting at least this long (the server's hint).
-    RetryAfter(Duration),
-}
+/// What to do after a call, as a [`RetryClassify`] judges its result (the core's verdict,
+/// shared with the gateway).
+pub use spillway_core::retry::RetryVerdict;
 
 /// Judges whether a result is worth retrying.
 ///
@@ -202,6 +196,7 @@ pub fn is_idempotent(method: &Method) -> bool {
 #[derive(Debug)]
 struct Shared {
     policy: RetryPolicy,
+    rules: RetryRules,
     budget: Mutex<RetryBudget>,
     clock: TokioClock,
     random: Prng,
@@ -222,13 +217,13 @@ impl RetryLayer<HttpRetryClassifier> {
     }
 
     fn with_prng(policy: RetryPolicy, random: Prng) -> Result<Self, RetryConfigError> {
-        if policy.max_attempts == 0 {
-            return Err(RetryConfigError { key: "max_attempts", problem: "must be at least 1" });
-        }
+        let rules =
+            RetryRules::try_new(policy.max_attempts, policy.backoff, policy.max_retry_after)?;
         let budget = RetryBudget::try_new(policy.budget.clone())?;
         Ok(RetryLayer {
             shared: Arc::new(Shared {
                 policy,
+                rules,
                 budget: Mutex::new(budget),
                 clock: TokioClock,
                 random,
@@ -303,8 +298,7 @@ where
             deadline,
             shared: self.shared.clone(),
             classifier: self.classifier.clone(),
-            attempts: 1,
-            previous_delay: Duration::ZERO,
+            attempts: Attempts::first(),
         }
     }
 }
@@ -330,8 +324,7 @@ pin_project! {
         deadline: Option<Deadline>,
         shared: Arc<Shared>,
         classifier: C,
-        attempts: u32,
-        previous_delay: Duration,
+        attempts: Attempts,
     }
 }
 
@@ -355,9 +348,6 @@ where
                         return Poll::Ready(result);
                     }
                     let policy = &this.shared.policy;
-                    if *this.attempts >= policy.max_attempts {
-                        return Poll::Ready(result);
-                    }
                     let verdict = match &result {
                         Err(error)
                             if policy.retry_per_try_timeouts && is_timed_out(error.as_ref()) =>
@@ -366,28 +356,23 @@ where
                         }
                         _ => this.classifier.verdict(&result),
                     };
-                    let hint = match verdict {
-                        RetryVerdict::Done => return Poll::Ready(result),
-                        RetryVerdict::Retry => None,
-                        RetryVerdict::RetryAfter(after) if after > policy.max_retry_after => {
-                            return Poll::Ready(result);
-                        }
-                        RetryVerdict::RetryAfter(after) => Some(after),
-                    };
                     let random = this.shared.random.next_f64();
-                    let backoff =
-                        policy.backoff.delay(*this.attempts - 1, *this.previous_delay, random);
-                    let delay = hint.map_or(backoff, |after| after.max(backoff));
                     let now = this.shared.clock.now();
-                    // A spent deadline (remaining zero) stops here whatever the delay: the
-                    // retry must start before the deadline, after the whole wait.
-                    if this.deadline.is_some_and(|d| delay >= d.remaining(now)) {
+                    // A spent deadline stops here whatever the delay: the retry must start
+                    // before the deadline, after the whole wait.
+                    let remaining = this.deadline.map(|d| d.remaining(now));
+                    let decision = this.shared.rules.next(
+                        this.attempts,
+                        verdict,
+                        remaining,
+                        Duration::ZERO,
+                        random,
+                        &mut this.shared.budget.lock(),
+                        now,
+                    );
+                    let RetryDecision::Retry { after: delay } = decision else {
                         return Poll::Ready(result);
-                    }
-                    if !this.shared.budget.lock().try_withdraw(now) {
-                        return Poll::Ready(result);
-                    }
-                    *this.previous_delay = delay;
+                    };
                     this.state.set(State::Sleeping { sleep: tokio::time::sleep(delay) });
                 }
                 StateProj::Sleeping { sleep } => {
@@ -398,9 +383,8 @@ where
                     if let Err(error) = ready!(this.service.poll_ready(cx)) {
                         return Poll::Ready(Err(error.into()));
                     }
-                    *this.attempts += 1;
                     // The last attempt takes the template itself instead of a copy.
-                    let last = *this.attempts >= this.shared.policy.max_attempts;
+                    let last = !this.shared.rules.may_retry(this.attempts);
                     let request = if last { this.template.take() } else { this.template.clone() };
                     let Some(request) = request else {
                         return Poll::Ready(Err("retry: the request to replay is gone".into()));

@@ -1,6 +1,7 @@
 //! Retries: exponential backoff with jitter ([`Backoff`]), a retry budget that keeps retries
 //! a small share of traffic ([`RetryBudget`]), and the parsing of server retry hints
-//! (`Retry-After`, [`parse_retry_after`]).
+//! (`Retry-After`, [`parse_retry_after`]), and the one decision that combines them after a
+//! try ([`RetryRules::next`]).
 //!
 //! Why all three: a retry that fixes a transient error for one caller becomes a retry storm
 //! when the backend is down for everyone; backoff spreads retries in time, the budget bounds
@@ -10,10 +11,12 @@
 mod backoff;
 mod budget;
 mod retry_after;
+mod rules;
 
 pub use backoff::{Backoff, Jitter};
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use retry_after::{format_http_date, parse_http_date, parse_retry_after};
+pub use rules::{Attempts, RetryDecision, RetryRules, RetryStop, RetryVerdict};
 
 /// Whether the HTTP method named `method` is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS,
 /// TRACE, PUT, DELETE), i.e. safe to send again when an attempt's outcome is unknown. Method
