@@ -13,6 +13,7 @@ pub mod locate;
 pub mod policy;
 mod raw;
 pub mod record;
+pub mod retry;
 mod validate;
 
 use serde::Serialize;
@@ -26,6 +27,7 @@ pub use policy::{
     DeadlineSettings, FallbackSettings, FaultSettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig,
     LimitKey, PlanAction, PlanConfig, QueueDiscipline, RoutePolicyConfig, SlowSettings,
 };
+pub use retry::{RetryBudgetSettings, RetryOn, RetrySettings, Strategy};
 pub use validate::BALANCE_NAMES;
 
 /// One problem found in a config file: where, which key, and why.

@@ -79,6 +79,11 @@ pub struct RoutePolicyConfig {
     pub fault: Option<FaultSettings>,
     /// The static answer when the cluster fails or sheds ("something is better than nothing").
     pub fallback: Option<FallbackSettings>,
+    /// What the route does when a try fails (`failfast` unless retries are configured).
+    pub strategy: super::retry::Strategy,
+    /// Retries (`None`: the first answer is the answer). Not an admission policy: they act
+    /// after admission, on the upstream call (see `crate::policy::retry`).
+    pub retries: Option<super::retry::RetrySettings>,
 }
 
 /// A route's static fallback answer.

@@ -224,6 +224,104 @@ pub struct RawRoute {
     pub slow: Option<RawSlow>,
     pub fault: Option<RawFault>,
     pub fallback: Option<RawFallback>,
+    pub strategy: Option<String>,
+    pub retries: Option<RawRetries>,
+}
+
+/// A route's `retries:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub attempts: Option<u32>,
+    pub per_try_timeout: Option<ConfigDuration>,
+    pub on: Option<Vec<RawRetryOn>>,
+    pub backoff: Option<RawBackoff>,
+    pub budget: Option<RawRetryBudget>,
+    pub non_idempotent: Option<bool>,
+    pub max_retry_after: Option<ConfigDuration>,
+    pub max_body: Option<RawSize>,
+}
+
+/// One condition of `retries.on`: a status (`503`) or a name (`connect_failure`).
+#[derive(Debug)]
+pub enum RawRetryOn {
+    Status(u64),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for RawRetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnVisitor;
+        impl serde::de::Visitor<'_> for OnVisitor {
+            type Value = RawRetryOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a status such as 503 or a condition such as connect_failure")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawRetryOn, E> {
+                Ok(RawRetryOn::Status(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawRetryOn, E> {
+                Ok(RawRetryOn::Status(v.max(0) as u64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawRetryOn, E> {
+                Ok(RawRetryOn::Name(v.to_string()))
+            }
+        }
+        d.deserialize_any(OnVisitor)
+    }
+}
+
+/// `retries.backoff:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    pub base: Option<ConfigDuration>,
+    pub max: Option<ConfigDuration>,
+    pub jitter: Option<String>,
+}
+
+/// `retries.budget:` settings, or `false` for no budget (`true`: the default budget).
+#[derive(Debug)]
+pub enum RawRetryBudget {
+    Switch(bool),
+    Settings(RawRetryBudgetSettings),
+}
+
+impl<'de> Deserialize<'de> for RawRetryBudget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BudgetVisitor;
+        impl<'de> serde::de::Visitor<'de> for BudgetVisitor {
+            type Value = RawRetryBudget;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`{ ratio, min_per_sec, window }`, or `false` for no budget")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawRetryBudget, E> {
+                Ok(RawRetryBudget::Switch(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawRetryBudget, A::Error> {
+                let settings = RawRetryBudgetSettings::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(RawRetryBudget::Settings(settings))
+            }
+        }
+        d.deserialize_any(BudgetVisitor)
+    }
+}
+
+/// `retries.budget: { ratio, min_per_sec, window }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudgetSettings {
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub ratio: Option<f64>,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub min_per_sec: Option<f64>,
+    pub window: Option<ConfigDuration>,
 }
 
 /// A route's `fallback:` answer.

@@ -127,6 +127,11 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Problems found so far (to tell whether a section added any).
+    pub(super) fn problem_count(&self) -> usize {
+        self.problems.len()
+    }
+
     pub(super) fn error(&mut self, path: &[Seg], reason: impl Into<String>) {
         self.problems.push(Problem {
             line: locate::line_of(self.source, path),
@@ -452,6 +457,8 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             slow: r.slow.take(),
             fault: r.fault.take(),
             fallback: r.fallback.take(),
+            strategy: r.strategy.take(),
+            retries: r.retries.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -594,6 +601,8 @@ struct RawRoutePolicy {
     slow: Option<RawSlow>,
     fault: Option<RawFault>,
     fallback: Option<RawFallback>,
+    strategy: Option<String>,
+    retries: Option<super::raw::RawRetries>,
 }
 
 fn route_policy(
@@ -616,6 +625,8 @@ fn route_policy(
         ("slow", raw.slow.is_some()),
         ("fault", raw.fault.is_some()),
         ("fallback", raw.fallback.is_some()),
+        ("strategy", raw.strategy.is_some()),
+        ("retries", raw.retries.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -701,6 +712,28 @@ fn route_policy(
     let fault = raw.fault.take().and_then(|f| policy::fault(c, &at(p, &[key("fault")]), f));
     let fallback =
         raw.fallback.take().and_then(|f| policy::fallback(c, &at(p, &[key("fallback")]), f));
+    let strategy = super::retry::strategy(c, &at(p, &[key("strategy")]), raw.strategy.take());
+    let written_retries = raw.retries.is_some();
+    let mut retries =
+        raw.retries.take().and_then(|r| super::retry::retries(c, &at(p, &[key("retries")]), r));
+    match strategy {
+        Some(Strategy::Failfast) if written_retries => {
+            c.error(
+                &at(p, &[key("retries")]),
+                "`strategy: failfast` never retries: remove `retries:` or use `strategy: failover`",
+            );
+            retries = None;
+        }
+        // `failover` alone retries with the defaults.
+        Some(Strategy::Failover) if !written_retries => {
+            retries = super::retry::retries(
+                c,
+                &at(p, &[key("strategy")]),
+                super::raw::RawRetries::default(),
+            );
+        }
+        _ => {}
+    }
     RoutePolicyConfig {
         level,
         criticality,
@@ -713,6 +746,12 @@ fn route_policy(
         slow,
         fault,
         fallback,
+        strategy: strategy.unwrap_or(if retries.is_some() {
+            Strategy::Failover
+        } else {
+            Strategy::Failfast
+        }),
+        retries,
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod classify;
 pub mod limit;
 pub mod render;
+pub mod retry;
 
 use crate::config::{
     BbrSettings, BreakerSettings, BulkheadSettings, ConcurrencySettings, Config, QueueDiscipline,
@@ -181,6 +182,8 @@ pub struct Policies {
     pub plan_effects: Vec<PlanEffect>,
     /// Whether the config has plans at all (then every route passes the gate).
     pub has_plans: bool,
+    /// Retry policies by route index (`None`: the route never retries).
+    pub retries: Vec<Option<Arc<retry::RouteRetry>>>,
 }
 
 /// What the active plans do to one route; written when a plan is switched, read per request.
@@ -431,6 +434,17 @@ impl Policies {
                 reuse_bbr(old, settings, ctx)
             })
             .collect();
+        let retries = config
+            .routes
+            .iter()
+            .map(|r| {
+                let old = previous.and_then(|(p, c)| {
+                    let i = c.routes.iter().position(|o| o.name == r.name)?;
+                    p.retries.get(i)?.as_ref()
+                });
+                retry::for_route(r.policy.strategy, r.policy.retries.as_ref(), old, ctx.workers)
+            })
+            .collect();
         let policies = Policies {
             routes,
             clusters,
@@ -439,6 +453,7 @@ impl Policies {
             plain_rejections,
             plan_effects: config.routes.iter().map(|_| PlanEffect::default()).collect(),
             has_plans: !config.plans.is_empty(),
+            retries,
         };
         policies.apply_plans(config, &ctx.active_plans.lock());
         policies
@@ -471,6 +486,12 @@ impl Policies {
                 }
             }
         }
+    }
+
+    /// The retry policy of `route`, if it retries.
+    #[inline]
+    pub fn retry(&self, route: usize) -> Option<&retry::RouteRetry> {
+        self.retries.get(route)?.as_deref()
     }
 
     /// Whether a request on `route` through `listener` to `cluster` has anything to pass.

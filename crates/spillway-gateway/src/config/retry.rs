@@ -1,0 +1,358 @@
+//! A route's fault-tolerance settings: its `strategy:` and its `retries:` (attempts, per-try
+//! timeout, the conditions worth a retry, backoff, retry budget, replayable body size).
+//!
+//! Each value is checked by building the `spillway-core` object it configures (`Backoff`,
+//! `RetryBudget`, `RetryRules`), so the config accepts exactly what the algorithms accept. The
+//! stateful retry policy (the budget shared by the route's requests) is built from these
+//! values in `crate::policy::retry`.
+
+use super::locate::Seg;
+use super::raw::{RawRetries, RawRetryBudget, RawRetryOn, RawSize};
+use super::validate::{at, key, nearest, Checker};
+use serde::Serialize;
+use spillway_core::retry::{
+    Backoff, Jitter, RetryBudget, RetryBudgetConfig, RetryConfigError, RetryRules,
+};
+use std::time::Duration;
+
+/// Names accepted for `strategy:`.
+pub const STRATEGY_NAMES: &[&str] = &["failover", "failfast"];
+/// Strategies of the design that this version does not implement yet (refused by name).
+const PLANNED_STRATEGIES: &[&str] = &["failsafe", "failback", "forking", "broadcast"];
+/// Names accepted in `retries.on` besides statuses.
+pub const RETRY_CONDITION_NAMES: &[&str] = &["connect_failure", "reset", "timeout"];
+/// Names accepted for `retries.backoff.jitter`.
+pub const JITTER_NAMES: &[&str] = &["full", "equal", "decorrelated", "none"];
+
+/// Default tries per request, the first included (Envoy's default of one retry).
+pub const DEFAULT_ATTEMPTS: u32 = 2;
+/// Default first backoff wait.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// Default longest backoff wait.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// Default retry budget: retries ≤ 20 % of requests (Linkerd's default)…
+pub const DEFAULT_BUDGET_RATIO: f64 = 0.2;
+/// …plus 10 retries per second whatever the traffic…
+pub const DEFAULT_BUDGET_MIN_PER_SEC: f64 = 10.0;
+/// …over a 10 s window.
+pub const DEFAULT_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// Default longest server hint (`Retry-After`, `grpc-retry-pushback-ms`) waited for: a longer
+/// one is passed on to the client, which is better placed to wait.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Default largest request body kept for replay (the lean HTTP/1.1 path buffers up to this
+/// size anyway).
+pub const DEFAULT_MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// What a route does when its upstream call fails.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Retry elsewhere, within `retries` (the default when `retries:` is written).
+    Failover,
+    /// Never retry: the first answer is the answer.
+    Failfast,
+}
+
+/// The conditions a try is retried on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RetryOn {
+    /// The connection could not be made (refused, unreachable, connect timeout).
+    pub connect_failure: bool,
+    /// The connection broke before a complete response head.
+    pub reset: bool,
+    /// The try's timeout passed before the response head.
+    pub timeout: bool,
+    /// Response statuses (e.g. 502, 503, 504).
+    pub statuses: Vec<u16>,
+}
+
+impl RetryOn {
+    /// Whether a response with `status` is retried.
+    pub fn status(&self, status: u16) -> bool {
+        self.statuses.contains(&status)
+    }
+}
+
+/// A route's `retries:`, validated, defaults applied.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetrySettings {
+    /// Tries per request, the first included.
+    pub attempts: u32,
+    /// Timeout of each try until the response head (default: the cluster's
+    /// `timeouts.per_try`). The whole request stays within the route timeout or deadline.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub per_try_timeout: Option<Duration>,
+    /// The conditions worth a retry.
+    pub on: RetryOn,
+    /// Backoff: first wait.
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_base: Duration,
+    /// Backoff: longest wait.
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_max: Duration,
+    /// Backoff jitter (`full`, `equal`, `decorrelated`, `none`).
+    pub jitter: &'static str,
+    /// The retry budget; `None` when written `budget: false` (retries are then limited only by
+    /// `attempts`, and `spillway check` warns).
+    pub budget: Option<RetryBudgetSettings>,
+    /// Retry POST, PATCH and other non-idempotent methods too.
+    pub non_idempotent: bool,
+    /// The longest server hint waited for.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_retry_after: Duration,
+    /// The largest request body kept for replay; a larger one is sent once.
+    pub max_body: u64,
+}
+
+/// `retries.budget`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetryBudgetSettings {
+    /// Retries allowed per request.
+    pub ratio: f64,
+    /// Retries allowed per second whatever the traffic.
+    pub min_per_sec: f64,
+    /// How far back requests and retries are counted.
+    #[serde(serialize_with = "ser_duration")]
+    pub window: Duration,
+}
+
+impl RetryBudgetSettings {
+    /// The core budget's configuration.
+    pub fn core(&self) -> RetryBudgetConfig {
+        RetryBudgetConfig {
+            ratio: self.ratio,
+            min_per_second: self.min_per_sec,
+            window: self.window,
+            ..RetryBudgetConfig::default()
+        }
+    }
+}
+
+impl RetrySettings {
+    /// The core jitter.
+    pub fn core_jitter(&self) -> Jitter {
+        jitter_of(self.jitter).unwrap_or(Jitter::Full)
+    }
+
+    /// The core per-request rules (validated when the config was built).
+    pub fn rules(&self) -> Result<RetryRules, RetryConfigError> {
+        let backoff = Backoff::try_new(self.backoff_base, self.backoff_max, self.core_jitter())?;
+        RetryRules::try_new(self.attempts, backoff, self.max_retry_after)
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::duration::format_duration(*d))
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn jitter_of(name: &str) -> Option<Jitter> {
+    Some(match name {
+        "full" => Jitter::Full,
+        "equal" => Jitter::Equal,
+        "decorrelated" => Jitter::Decorrelated,
+        "none" => Jitter::None,
+        _ => return None,
+    })
+}
+
+/// Checks a route's `strategy:` (`None` when not written).
+pub(super) fn strategy(c: &mut Checker<'_>, p: &[Seg], raw: Option<String>) -> Option<Strategy> {
+    let name = raw?;
+    match name.as_str() {
+        "failover" => Some(Strategy::Failover),
+        "failfast" => Some(Strategy::Failfast),
+        planned if PLANNED_STRATEGIES.contains(&planned) => {
+            c.error(
+                p,
+                format!(
+                    "strategy `{planned}` is not available in this version yet; use one of {}",
+                    STRATEGY_NAMES.join(", ")
+                ),
+            );
+            None
+        }
+        other => {
+            let hint = nearest(other, STRATEGY_NAMES)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            c.error(
+                p,
+                format!(
+                    "unknown strategy `{other}` (use one of {}){hint}",
+                    STRATEGY_NAMES.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Checks a route's `retries:`.
+pub(super) fn retries(c: &mut Checker<'_>, p: &[Seg], raw: RawRetries) -> Option<RetrySettings> {
+    let before = c.problem_count();
+    let attempts = raw.attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    if attempts == 0 {
+        c.error(&at(p, &[key("attempts")]), "must be at least 1 (1 never retries)");
+    }
+    let per_try_timeout = match raw.per_try_timeout {
+        Some(d) if d.0.is_zero() => {
+            c.error(&at(p, &[key("per_try_timeout")]), "must be greater than zero");
+            None
+        }
+        other => other.map(|d| d.0),
+    };
+    let on = match raw.on {
+        None => RetryOn {
+            connect_failure: true,
+            reset: true,
+            timeout: false,
+            statuses: vec![502, 503, 504],
+        },
+        Some(list) => {
+            let mut on =
+                RetryOn { connect_failure: false, reset: false, timeout: false, statuses: vec![] };
+            for (i, item) in list.into_iter().enumerate() {
+                let ip = at(p, &[key("on"), Seg::Index(i)]);
+                let status = match item {
+                    RawRetryOn::Status(n) => Some(n),
+                    RawRetryOn::Name(name) => match name.as_str() {
+                        "connect_failure" => {
+                            on.connect_failure = true;
+                            None
+                        }
+                        "reset" => {
+                            on.reset = true;
+                            None
+                        }
+                        "timeout" => {
+                            on.timeout = true;
+                            None
+                        }
+                        text => match text.parse::<u64>() {
+                            Ok(n) => Some(n),
+                            Err(_) => {
+                                let hint = nearest(text, RETRY_CONDITION_NAMES)
+                                    .map(|n| format!("; did you mean `{n}`?"))
+                                    .unwrap_or_default();
+                                c.error(
+                                    &ip,
+                                    format!(
+                                        "unknown retry condition `{text}` (use a status such as \
+                                         503, or one of {}){hint}",
+                                        RETRY_CONDITION_NAMES.join(", ")
+                                    ),
+                                );
+                                None
+                            }
+                        },
+                    },
+                };
+                if let Some(n) = status {
+                    if !(400..=599).contains(&n) {
+                        c.error(&ip, format!("{n} is not an error status (400 to 599)"));
+                    } else if !on.statuses.contains(&(n as u16)) {
+                        on.statuses.push(n as u16);
+                    }
+                }
+            }
+            on
+        }
+    };
+    let (backoff_base, backoff_max, jitter) = match raw.backoff {
+        None => (DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, "full"),
+        Some(b) => {
+            let base = b.base.map_or(DEFAULT_BACKOFF_BASE, |d| d.0);
+            let max = b.max.map_or(DEFAULT_BACKOFF_MAX.max(base), |d| d.0);
+            let jitter = match b.jitter.as_deref() {
+                None => "full",
+                Some(name) => match JITTER_NAMES.iter().find(|n| **n == name) {
+                    Some(n) => n,
+                    None => {
+                        c.error(
+                            &at(p, &[key("backoff"), key("jitter")]),
+                            format!(
+                                "unknown jitter `{name}` (use one of {})",
+                                JITTER_NAMES.join(", ")
+                            ),
+                        );
+                        "full"
+                    }
+                },
+            };
+            if let Err(e) = Backoff::try_new(base, max, Jitter::Full) {
+                let k = if e.key == "backoff.base" { "base" } else { "max" };
+                c.error(&at(p, &[key("backoff"), key(k)]), e.problem);
+            }
+            (base, max, jitter)
+        }
+    };
+    let default_budget = RetryBudgetSettings {
+        ratio: DEFAULT_BUDGET_RATIO,
+        min_per_sec: DEFAULT_BUDGET_MIN_PER_SEC,
+        window: DEFAULT_BUDGET_WINDOW,
+    };
+    let budget = match raw.budget {
+        None | Some(RawRetryBudget::Switch(true)) => Some(default_budget),
+        Some(RawRetryBudget::Switch(false)) => None,
+        Some(RawRetryBudget::Settings(b)) => {
+            let settings = RetryBudgetSettings {
+                ratio: b.ratio.unwrap_or(DEFAULT_BUDGET_RATIO),
+                min_per_sec: b.min_per_sec.unwrap_or(DEFAULT_BUDGET_MIN_PER_SEC),
+                window: b.window.map_or(DEFAULT_BUDGET_WINDOW, |d| d.0),
+            };
+            if let Err(e) = RetryBudget::try_new(settings.core()) {
+                let k = match e.key {
+                    "budget.ratio" => "ratio",
+                    "budget.min_per_second" => "min_per_sec",
+                    _ => "window",
+                };
+                c.error(&at(p, &[key("budget"), key(k)]), e.problem);
+            }
+            Some(settings)
+        }
+    };
+    let max_retry_after = raw.max_retry_after.map_or(DEFAULT_MAX_RETRY_AFTER, |d| d.0);
+    let max_body = match raw.max_body {
+        None => DEFAULT_MAX_REPLAY_BODY,
+        Some(RawSize::Bytes(n)) => n,
+        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
+            Ok(n) => n,
+            Err(e) => {
+                c.error(&at(p, &[key("max_body")]), e.to_string());
+                DEFAULT_MAX_REPLAY_BODY
+            }
+        },
+    };
+    (c.problem_count() == before).then_some(RetrySettings {
+        attempts,
+        per_try_timeout,
+        on,
+        backoff_base,
+        backoff_max,
+        jitter,
+        budget,
+        non_idempotent: raw.non_idempotent.unwrap_or(false),
+        max_retry_after,
+        max_body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_jitter_name_maps_to_a_core_jitter() {
+        for name in JITTER_NAMES {
+            assert!(jitter_of(name).is_some(), "{name}");
+        }
+        assert_eq!(jitter_of("fully"), None);
+    }
+}

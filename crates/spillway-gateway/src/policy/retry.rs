@@ -1,0 +1,469 @@
+//! A route's retries on the upstream call: which requests may be tried again, what a try's
+//! result says, and the decision — core's [`RetryRules::next`] with the route's retry budget.
+//!
+//! Both data paths run the same loop around this type: [`RouteRetry::eligible`] once (method,
+//! replayable body), [`RouteRetry::begin`] once (the request counts in the budget), then after
+//! each failed try [`RouteRetry::next`] with a [`TryResult`], which judges it (conditions of
+//! `retries.on`, `Retry-After`, `grpc-retry-pushback-ms`) and asks core whether and when to
+//! try again. The retry goes to another endpoint when one is available (the caller's part).
+//!
+//! **The budget is sharded per worker**: each worker keeps its own core `RetryBudget` with the
+//! route's ratio and a `1/workers` share of its per-second minimum, behind a lock only that
+//! worker takes (uncontended). Retries ≤ ratio × requests holds per worker, so it holds for
+//! the sum; no cache line is shared between workers on the request path.
+
+use crate::config::{RetrySettings, Strategy};
+use parking_lot::Mutex;
+use serde::Serialize;
+use spillway_core::retry::{
+    parse_retry_after, Attempts, RetryBudget, RetryDecision, RetryRules, RetryStop, RetryVerdict,
+};
+use spillway_core::Instant;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// How a try failed before a response head arrived.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TryFailure {
+    /// The connection could not be made.
+    Connect,
+    /// The connection broke before a complete response head.
+    Reset,
+    /// The try's timeout passed first.
+    Timeout,
+}
+
+/// The result of one try, as the retry decision reads it.
+#[derive(Copy, Clone, Debug)]
+pub enum TryResult<'a> {
+    /// No response head.
+    Failed(TryFailure),
+    /// A final response head.
+    Answered {
+        /// Its status.
+        status: u16,
+        /// Its `Retry-After` value, if any.
+        retry_after: Option<&'a [u8]>,
+        /// Its `grpc-retry-pushback-ms` value, if any.
+        grpc_pushback: Option<&'a [u8]>,
+    },
+}
+
+/// Retries made and refused on a route, for `spillway_retries_total{route,reason}` and
+/// `spillway_retry_budget_exhausted_total{route}`.
+#[derive(Debug, Default)]
+pub struct RetryCounts {
+    connect_failure: AtomicU64,
+    reset: AtomicU64,
+    timeout: AtomicU64,
+    /// By status, in `retries.on` order.
+    statuses: Vec<(u16, AtomicU64)>,
+    /// Retries refused because the budget was spent.
+    pub budget_exhausted: AtomicU64,
+    /// Retries refused because the deadline left no time.
+    pub deadline: AtomicU64,
+}
+
+impl RetryCounts {
+    /// `(reason, retries)` for every reason with a retry.
+    pub fn each(&self, mut f: impl FnMut(&str, u64)) {
+        for (name, n) in [
+            ("connect_failure", &self.connect_failure),
+            ("reset", &self.reset),
+            ("timeout", &self.timeout),
+        ] {
+            let n = n.load(Relaxed);
+            if n > 0 {
+                f(name, n);
+            }
+        }
+        for (status, n) in &self.statuses {
+            let n = n.load(Relaxed);
+            if n > 0 {
+                f(&status.to_string(), n);
+            }
+        }
+    }
+
+    /// Retries made, all reasons.
+    pub fn total(&self) -> u64 {
+        let mut total = 0;
+        self.each(|_, n| total += n);
+        total
+    }
+}
+
+/// A route's compiled retry policy and its budget.
+#[derive(Debug)]
+pub struct RouteRetry {
+    /// The settings it was built from.
+    pub settings: RetrySettings,
+    rules: RetryRules,
+    /// Per-worker budget shards; `None` with `budget: false`.
+    budget: Option<Box<[Mutex<RetryBudget>]>>,
+    /// The unlimited stand-in when there is no budget.
+    unlimited: Box<[Mutex<RetryBudget>]>,
+    /// Counters (kept across reloads with the policy).
+    pub counts: RetryCounts,
+    workers: usize,
+}
+
+/// What `/admin/policies` shows of a route's retries.
+#[derive(Debug, Serialize)]
+pub struct RetryView {
+    /// Retries made, all reasons.
+    pub retries: u64,
+    /// Retries the budget could grant now, summed over workers (`None`: no budget).
+    pub budget_balance: Option<f64>,
+    /// Retries refused for want of budget.
+    pub budget_exhausted: u64,
+}
+
+impl RouteRetry {
+    /// The policy of `settings` for `workers` worker threads (`None` if core refuses the
+    /// settings, which validation already ruled out).
+    pub fn new(settings: &RetrySettings, workers: usize) -> Option<RouteRetry> {
+        let rules = settings.rules().ok()?;
+        let workers = workers.max(1);
+        let shard = |config: spillway_core::retry::RetryBudgetConfig| {
+            (0..workers)
+                .map(|_| RetryBudget::try_new(config.clone()).ok().map(Mutex::new))
+                .collect::<Option<Box<[_]>>>()
+        };
+        let budget = match &settings.budget {
+            Some(b) => {
+                let mut config = b.core();
+                config.min_per_second /= workers as f64;
+                Some(shard(config)?)
+            }
+            None => None,
+        };
+        let unlimited = spillway_core::retry::RetryBudgetConfig {
+            ratio: 0.0,
+            min_per_second: 1e12,
+            ..Default::default()
+        };
+        let unlimited = if budget.is_none() { shard(unlimited)? } else { Box::new([]) };
+        let counts = RetryCounts {
+            statuses: settings.on.statuses.iter().map(|s| (*s, AtomicU64::new(0))).collect(),
+            ..RetryCounts::default()
+        };
+        Some(RouteRetry { settings: settings.clone(), rules, budget, unlimited, counts, workers })
+    }
+
+    /// Whether this policy can take over `old`'s budget and counters (same settings).
+    pub fn same(&self, other: &RetrySettings) -> bool {
+        self.settings == *other
+    }
+
+    /// Tries per request, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.rules.max_attempts()
+    }
+
+    /// Whether a request with this method and body size may be tried more than once: an
+    /// idempotent method (or `non_idempotent: true`) and a body kept for replay (`None`: a
+    /// body of unknown length, which is not kept).
+    pub fn eligible(&self, method: &str, body_len: Option<u64>) -> bool {
+        self.rules.max_attempts() > 1
+            && (self.settings.non_idempotent || spillway_core::retry::is_idempotent_method(method))
+            && body_len.is_some_and(|n| n <= self.settings.max_body)
+    }
+
+    /// Counts one request in the route's budget (every request, retried or not: the budget is
+    /// a share of traffic).
+    pub fn begin(&self, worker: usize, now: Instant) {
+        if let Some(shards) = &self.budget {
+            if let Some(b) = shards.get(worker % shards.len()) {
+                b.lock().deposit(now);
+            }
+        }
+    }
+
+    /// The timeout of a try that starts with `remaining` left of the request (`cluster_per_try`:
+    /// the cluster's `timeouts.per_try`).
+    pub fn try_timeout(&self, cluster_per_try: Duration, remaining: Duration) -> Duration {
+        self.settings.per_try_timeout.unwrap_or(cluster_per_try).min(remaining)
+    }
+
+    /// What `result` says about trying again, and the counter of its reason.
+    fn verdict(&self, result: &TryResult<'_>) -> (RetryVerdict, Option<&AtomicU64>) {
+        let on = &self.settings.on;
+        match *result {
+            TryResult::Failed(TryFailure::Connect) if on.connect_failure => {
+                (RetryVerdict::Retry, Some(&self.counts.connect_failure))
+            }
+            TryResult::Failed(TryFailure::Reset) if on.reset => {
+                (RetryVerdict::Retry, Some(&self.counts.reset))
+            }
+            TryResult::Failed(TryFailure::Timeout) if on.timeout => {
+                (RetryVerdict::Retry, Some(&self.counts.timeout))
+            }
+            TryResult::Failed(_) => (RetryVerdict::Done, None),
+            TryResult::Answered { status, retry_after, grpc_pushback } => {
+                let Some((_, counter)) = self.counts.statuses.iter().find(|(s, _)| *s == status)
+                else {
+                    return (RetryVerdict::Done, None);
+                };
+                // gRPC: a pushback that is not a non-negative integer means "do not retry".
+                if let Some(value) = grpc_pushback {
+                    return match parse_pushback_ms(value) {
+                        Some(ms) => {
+                            (RetryVerdict::RetryAfter(Duration::from_millis(ms)), Some(counter))
+                        }
+                        None => (RetryVerdict::Done, None),
+                    };
+                }
+                let hinted = status == 429 || status == 503;
+                let hint = retry_after
+                    .filter(|_| hinted)
+                    .and_then(|v| parse_retry_after(v, unix_now_secs()));
+                match hint {
+                    Some(after) => (RetryVerdict::RetryAfter(after), Some(counter)),
+                    None => (RetryVerdict::Retry, Some(counter)),
+                }
+            }
+        }
+    }
+
+    /// After a failed try: whether and when to try again. `remaining` is what is left of the
+    /// request's time; a retry needs its wait plus `min_try` to fit in it. Counts the retry
+    /// (or the budget's refusal).
+    #[allow(clippy::too_many_arguments)]
+    pub fn next(
+        &self,
+        attempts: &mut Attempts,
+        result: TryResult<'_>,
+        remaining: Duration,
+        min_try: Duration,
+        random: f64,
+        worker: usize,
+        now: Instant,
+    ) -> RetryDecision {
+        let (verdict, counter) = self.verdict(&result);
+        let shards = self.budget.as_deref().unwrap_or(&self.unlimited);
+        let Some(shard) = shards.get(worker % shards.len().max(1)) else {
+            return RetryDecision::Stop(RetryStop::BudgetExhausted);
+        };
+        let decision = self.rules.next(
+            attempts,
+            verdict,
+            Some(remaining),
+            min_try,
+            random,
+            &mut shard.lock(),
+            now,
+        );
+        match decision {
+            RetryDecision::Retry { .. } => {
+                if let Some(c) = counter {
+                    c.fetch_add(1, Relaxed);
+                }
+            }
+            RetryDecision::Stop(RetryStop::BudgetExhausted) => {
+                self.counts.budget_exhausted.fetch_add(1, Relaxed);
+            }
+            RetryDecision::Stop(RetryStop::Deadline) => {
+                self.counts.deadline.fetch_add(1, Relaxed);
+            }
+            RetryDecision::Stop(_) => {}
+        }
+        decision
+    }
+
+    /// What `/admin/policies` shows.
+    pub fn view(&self, now: Instant) -> RetryView {
+        RetryView {
+            retries: self.counts.total(),
+            budget_balance: self
+                .budget
+                .as_ref()
+                .map(|shards| shards.iter().map(|b| b.lock().balance(now)).sum()),
+            budget_exhausted: self.counts.budget_exhausted.load(Relaxed),
+        }
+    }
+}
+
+/// Builds the retry policy of a route's settings (`None` for `failfast` or no retries).
+pub fn for_route(
+    strategy: Strategy,
+    settings: Option<&RetrySettings>,
+    old: Option<&std::sync::Arc<RouteRetry>>,
+    workers: usize,
+) -> Option<std::sync::Arc<RouteRetry>> {
+    if strategy == Strategy::Failfast {
+        return None;
+    }
+    let settings = settings?;
+    match old {
+        Some(o) if o.same(settings) && o.workers == workers.max(1) => Some(o.clone()),
+        _ => RouteRetry::new(settings, workers).map(std::sync::Arc::new),
+    }
+}
+
+/// `grpc-retry-pushback-ms`: a non-negative decimal integer of milliseconds.
+fn parse_pushback_ms(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RetryBudgetSettings, RetryOn};
+
+    fn settings(ratio: f64, min_per_sec: f64) -> RetrySettings {
+        RetrySettings {
+            attempts: 3,
+            per_try_timeout: None,
+            on: RetryOn {
+                connect_failure: true,
+                reset: true,
+                timeout: false,
+                statuses: vec![502, 503],
+            },
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            jitter: "none",
+            budget: Some(RetryBudgetSettings {
+                ratio,
+                min_per_sec,
+                window: Duration::from_secs(10),
+            }),
+            non_idempotent: false,
+            max_retry_after: Duration::from_secs(1),
+            max_body: 1024,
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(10);
+    const NOW: Instant = Instant::ZERO;
+
+    fn next(r: &RouteRetry, result: TryResult<'_>) -> RetryDecision {
+        r.next(&mut Attempts::first(), result, LONG, Duration::ZERO, 0.0, 0, NOW)
+    }
+
+    fn answered(status: u16) -> TryResult<'static> {
+        TryResult::Answered { status, retry_after: None, grpc_pushback: None }
+    }
+
+    #[test]
+    fn only_listed_conditions_are_retried() {
+        let r = RouteRetry::new(&settings(1.0, 100.0), 1).expect("valid");
+        assert!(matches!(next(&r, answered(503)), RetryDecision::Retry { .. }));
+        assert!(matches!(
+            next(&r, TryResult::Failed(TryFailure::Reset)),
+            RetryDecision::Retry { .. }
+        ));
+        assert_eq!(next(&r, answered(500)), RetryDecision::Stop(RetryStop::Final));
+        assert_eq!(next(&r, answered(200)), RetryDecision::Stop(RetryStop::Final));
+        assert_eq!(
+            next(&r, TryResult::Failed(TryFailure::Timeout)),
+            RetryDecision::Stop(RetryStop::Final)
+        );
+        let mut reasons = Vec::new();
+        r.counts.each(|reason, n| reasons.push((reason.to_string(), n)));
+        assert_eq!(reasons, [("reset".to_string(), 1), ("503".to_string(), 1)]);
+    }
+
+    #[test]
+    fn retry_after_and_grpc_pushback_set_the_wait() {
+        let r = RouteRetry::new(&settings(1.0, 100.0), 1).expect("valid");
+        let hinted =
+            TryResult::Answered { status: 503, retry_after: Some(b"1"), grpc_pushback: None };
+        assert_eq!(next(&r, hinted), RetryDecision::Retry { after: Duration::from_secs(1) });
+        let pushback =
+            TryResult::Answered { status: 503, retry_after: None, grpc_pushback: Some(b"250") };
+        assert_eq!(next(&r, pushback), RetryDecision::Retry { after: Duration::from_millis(250) });
+        // A negative pushback means: do not retry.
+        let refuse =
+            TryResult::Answered { status: 503, retry_after: None, grpc_pushback: Some(b"-1") };
+        assert_eq!(next(&r, refuse), RetryDecision::Stop(RetryStop::Final));
+        // A hint longer than max_retry_after goes back to the client.
+        let long =
+            TryResult::Answered { status: 503, retry_after: Some(b"30"), grpc_pushback: None };
+        assert_eq!(next(&r, long), RetryDecision::Stop(RetryStop::HintTooLong));
+    }
+
+    #[test]
+    fn the_budget_caps_retries_at_the_ratio_of_requests() {
+        let r = RouteRetry::new(&settings(0.2, 0.0), 1).expect("valid");
+        for _ in 0..100 {
+            r.begin(0, NOW);
+        }
+        let made = (0..100)
+            .filter(|_| matches!(next(&r, answered(503)), RetryDecision::Retry { .. }))
+            .count();
+        assert_eq!(made, 20);
+        assert_eq!(r.counts.budget_exhausted.load(Relaxed), 80);
+    }
+
+    #[test]
+    fn budget_shards_sum_to_the_route_budget() {
+        // Two workers, 50 requests each: each may retry 10 (20 %), 20 in all.
+        let r = RouteRetry::new(&settings(0.2, 0.0), 2).expect("valid");
+        for worker in 0..2 {
+            for _ in 0..50 {
+                r.begin(worker, NOW);
+            }
+        }
+        let made: usize = (0..2)
+            .map(|w| {
+                (0..50)
+                    .filter(|_| {
+                        let d = r.next(
+                            &mut Attempts::first(),
+                            answered(502),
+                            LONG,
+                            Duration::ZERO,
+                            0.0,
+                            w,
+                            NOW,
+                        );
+                        matches!(d, RetryDecision::Retry { .. })
+                    })
+                    .count()
+            })
+            .sum();
+        assert_eq!(made, 20);
+    }
+
+    #[test]
+    fn without_a_budget_only_attempts_limit_retries() {
+        let mut s = settings(0.0, 0.0);
+        s.budget = None;
+        let r = RouteRetry::new(&s, 2).expect("valid");
+        let made = (0..1000)
+            .filter(|_| matches!(next(&r, answered(503)), RetryDecision::Retry { .. }))
+            .count();
+        assert_eq!(made, 1000);
+    }
+
+    #[test]
+    fn only_idempotent_requests_with_a_kept_body_are_eligible() {
+        let r = RouteRetry::new(&settings(1.0, 1.0), 1).expect("valid");
+        assert!(r.eligible("GET", Some(0)));
+        assert!(r.eligible("PUT", Some(1024)));
+        assert!(!r.eligible("PUT", Some(1025)));
+        assert!(!r.eligible("GET", None));
+        assert!(!r.eligible("POST", Some(10)));
+        let mut s = settings(1.0, 1.0);
+        s.non_idempotent = true;
+        assert!(RouteRetry::new(&s, 1).expect("valid").eligible("POST", Some(10)));
+    }
+
+    #[test]
+    fn pushback_must_be_a_plain_integer() {
+        assert_eq!(parse_pushback_ms(b"120"), Some(120));
+        for bad in [&b""[..], b"-5", b"1.5", b"ten"] {
+            assert_eq!(parse_pushback_ms(bad), None);
+        }
+    }
+}
