@@ -22,6 +22,10 @@ use spillway_core::Instant;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// The header telling the upstream which try this is (1 for the first), sent on every try
+/// of a route with retries.
+pub const ATTEMPT_HEADER: &[u8] = b"x-spillway-attempt";
+
 /// How a try failed before a response head arrived.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TryFailure {

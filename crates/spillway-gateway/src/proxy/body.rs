@@ -32,6 +32,8 @@ pub enum ProxyBody {
     },
     /// A body teed to a traffic recorder as it streams (see `crate::record`).
     Recorded(Box<TeeBody>),
+    /// A body read in full and kept, so that a retry can send it again (`None` once sent).
+    Buffered(Option<Bytes>),
 }
 
 /// The body would exceed the listener's `max_body_bytes`.
@@ -66,6 +68,7 @@ impl Body for ProxyBody {
                 }
             }
             ProxyBody::Recorded(tee) => Pin::new(&mut **tee).poll_frame(cx),
+            ProxyBody::Buffered(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -74,6 +77,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Incoming { inner, .. } => inner.is_end_stream(),
             ProxyBody::Recorded(tee) => tee.is_end_stream(),
+            ProxyBody::Buffered(data) => data.is_none(),
         }
     }
 
@@ -82,6 +86,9 @@ impl Body for ProxyBody {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Incoming { inner, .. } => inner.size_hint(),
             ProxyBody::Recorded(tee) => tee.size_hint(),
+            ProxyBody::Buffered(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

@@ -14,3 +14,7 @@ pub const NO_HEALTHY_ENDPOINT: &str = "{\"error\":\"no_healthy_endpoint\"}\n";
 pub const UPSTREAM_TIMEOUT: &str = "{\"error\":\"upstream_timeout\"}\n";
 /// Connect failed, or the upstream broke the exchange (502).
 pub const UPSTREAM_UNAVAILABLE: &str = "{\"error\":\"upstream_unavailable\"}\n";
+/// The request body could not be read (the client broke off or sent too much).
+pub const BAD_REQUEST_BODY: &str = "{\"error\":\"bad_request_body\"}\n";
+/// The request body did not arrive within the request's time.
+pub const REQUEST_BODY_TIMEOUT: &str = "{\"error\":\"request_body_timeout\"}\n";

@@ -30,6 +30,7 @@ use crate::proxy::headers::{strip_hop_by_hop, ConnectionOptions};
 use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
 use crate::upstream::cluster::{ClusterState, EndpointState, Outcome};
+use crate::policy::retry::{TryFailure, TryResult};
 use crate::upstream::pool::{self, UpstreamError};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -39,7 +40,9 @@ use spillway_core::balance::hash_bytes;
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
 use std::convert::Infallible;
 use std::rc::Rc;
+use spillway_core::retry::{Attempts, RetryDecision};
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -47,6 +50,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 static X_REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
+static X_SPILLWAY_ATTEMPT: HeaderName = HeaderName::from_static("x-spillway-attempt");
+static GRPC_RETRY_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(Bytes::from_static(error.as_bytes())));
@@ -241,15 +246,22 @@ async fn proxy(
         }
         _ => None,
     };
-    let Some(picked) = worker.pick(snap, cluster_index, start, hash) else {
-        if let Some(fallback) = snap.policies.fallback(route.index, None) {
-            return (rendered_response(fallback), None);
-        }
-        return (canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT), None);
-    };
-    let endpoint: &EndpointState = &cluster.endpoints[picked];
-    let addr = endpoint.address;
     let upgrade = wants_upgrade(&req);
+    // Retries: every request counts in the route's budget; only an idempotent one (or any
+    // with `non_idempotent`) whose body is small enough to keep is tried again. Upgrades and
+    // recorded requests are sent once.
+    let retry = snap.policies.retry(route.index).filter(|r| {
+        r.begin(worker.id, start);
+        let body_len = http_body::Body::size_hint(req.body()).exact();
+        upgrade.is_none() && capture.is_none() && r.eligible(req.method().as_str(), body_len)
+    });
+    let t = &cluster.config.timeouts;
+    // What is left of the request's time at `now`: its deadline budget or route timeout.
+    let remaining = |now: spillway_core::Instant| match budget {
+        Some(d) => d.remaining(now),
+        None => timeout.saturating_sub(now.saturating_duration_since(start)),
+    };
+    let min_try = deadline_policy.as_ref().map_or(Duration::ZERO, |p| p.min_budget());
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
@@ -311,30 +323,6 @@ async fn proxy(
         }
         (_, pq) => pq.cloned(),
     };
-    let t = &cluster.config.timeouts;
-    let deadline = match budget {
-        Some(d) => {
-            // Pass the remaining budget on in the headers the caller used; without them the
-            // budget was granted at `start` a few microseconds ago: no second clock read.
-            let remaining = if deadline_headers == (false, false) {
-                d.remaining(start)
-            } else {
-                d.remaining(worker.shared.now())
-            };
-            if deadline_headers.0 && parts.headers.contains_key(&GRPC_TIMEOUT) {
-                if let Ok(v) = HeaderValue::from_str(format_grpc_timeout(remaining).as_str()) {
-                    parts.headers.insert(&GRPC_TIMEOUT, v);
-                }
-            }
-            if deadline_headers.1 && parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
-                if let Ok(v) = HeaderValue::from_str(format_request_timeout(remaining).as_str()) {
-                    parts.headers.insert(&X_REQUEST_TIMEOUT, v);
-                }
-            }
-            remaining.min(t.per_try)
-        }
-        None => (*timeout).min(t.per_try),
-    };
     match cluster.config.protocol {
         UpstreamProtocol::Http1 => {
             if parts.uri.scheme().is_some() || rewrite_prefix.is_some() {
@@ -350,12 +338,11 @@ async fn proxy(
             }
         }
         UpstreamProtocol::Http2 => {
+            // Without a host the authority is the endpoint's address, set per try below.
             let mut up = http::uri::Parts::default();
             up.scheme = Some(http::uri::Scheme::HTTP);
-            up.authority = host
-                .as_ref()
-                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
-                .or_else(|| http::uri::Authority::try_from(addr.to_string()).ok());
+            up.authority =
+                host.as_ref().and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
             up.path_and_query =
                 path_and_query.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
             if let Ok(uri) = Uri::from_parts(up) {
@@ -367,6 +354,22 @@ async fn proxy(
     }
     let body = if body_is_empty(&body) {
         ProxyBody::Empty
+    } else if retry.is_some() {
+        // Kept for replay: read in full (its size is known and small), within the request's
+        // time. A client that cannot send it in time gets 408.
+        use http_body_util::BodyExt;
+        let limited = http_body_util::Limited::new(body, conn.max_body as usize);
+        match tokio::time::timeout(remaining(start), limited.collect()).await {
+            Ok(Ok(collected)) => ProxyBody::Buffered(Some(collected.to_bytes())),
+            Ok(Err(_)) => {
+                drop(admitted);
+                return (canned(StatusCode::BAD_REQUEST, errors::BAD_REQUEST_BODY), None);
+            }
+            Err(_) => {
+                drop(admitted);
+                return (canned(StatusCode::REQUEST_TIMEOUT, errors::REQUEST_BODY_TIMEOUT), None);
+            }
+        }
     } else {
         ProxyBody::Incoming { inner: body, remaining: conn.max_body }
     };
@@ -374,41 +377,181 @@ async fn proxy(
         Some(capture) => body.teed(capture),
         None => body,
     };
-    let up_req = Request::from_parts(parts, body);
+    // The body of the tries after the first (a copy of a kept body).
+    let replay = match &body {
+        ProxyBody::Buffered(Some(data)) => Some(data.clone()),
+        _ => None,
+    };
+    let mut body = Some(body);
 
-    endpoint.in_flight.fetch_add(1, Relaxed);
-    let in_flight = InFlight(endpoint);
     let pool = &worker.pool;
-    let exchange = async {
-        match (cluster.config.protocol, upgrade.is_some()) {
-            (UpstreamProtocol::Http1, false) => {
-                let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
-                let resp = c.send(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
-                Ok((resp, Some(c)))
+    let mut attempts = Attempts::first();
+    let mut avoid = None;
+    // The try loop: one pass without retries; each retry picks another endpoint when one is
+    // available, rewrites the deadline headers with what is left, and says which attempt it is
+    // in `x-spillway-attempt`.
+    let (picked, endpoint, try_start, try_timeout, result) = loop {
+        let try_start = if attempts.made() == 1 { start } else { worker.shared.now() };
+        let Some(picked) = worker.pick(snap, cluster_index, try_start, hash, avoid) else {
+            if let Some((admission, _, _)) = admitted {
+                admission.finish(crate::policy::outcome_of(None), try_start);
             }
-            (UpstreamProtocol::Http1, true) => {
-                let mut sender = pool::connect_h1_upgradable(addr, t.connect).await?;
-                let resp =
-                    sender.send_request(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
-                Ok((resp, None))
+            if let Some(fallback) = snap.policies.fallback(route.index, None) {
+                return (rendered_response(fallback), None);
             }
-            (UpstreamProtocol::Http2, _) => {
-                let mut sender = pool.checkout_h2(addr, t.connect).await?;
-                let resp =
-                    sender.send_request(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
-                Ok((resp, None))
+            return (canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT), None);
+        };
+        let endpoint: &EndpointState = &cluster.endpoints[picked];
+        let addr = endpoint.address;
+        let left = remaining(try_start);
+        let try_timeout = match retry {
+            Some(r) => r.try_timeout(t.per_try, left),
+            None => left.min(t.per_try),
+        };
+        if let Some(d) = budget {
+            // Pass the remaining budget on in the headers the caller used; without them the
+            // budget was granted at `start` a few microseconds ago: no second clock read.
+            if deadline_headers != (false, false) {
+                let now = if attempts.made() == 1 { worker.shared.now() } else { try_start };
+                let left = d.remaining(now);
+                if deadline_headers.0 && parts.headers.contains_key(&GRPC_TIMEOUT) {
+                    if let Ok(v) = HeaderValue::from_str(format_grpc_timeout(left).as_str()) {
+                        parts.headers.insert(&GRPC_TIMEOUT, v);
+                    }
+                }
+                if deadline_headers.1 && parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
+                    if let Ok(v) = HeaderValue::from_str(format_request_timeout(left).as_str()) {
+                        parts.headers.insert(&X_REQUEST_TIMEOUT, v);
+                    }
+                }
             }
         }
+        if retry.is_some() {
+            parts.headers.insert(&X_SPILLWAY_ATTEMPT, HeaderValue::from(attempts.made()));
+        }
+        if cluster.config.protocol == UpstreamProtocol::Http2 && parts.uri.authority().is_none() {
+            let mut up = std::mem::take(&mut parts.uri).into_parts();
+            up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
+            if let Ok(uri) = Uri::from_parts(up) {
+                parts.uri = uri;
+            }
+        }
+        // The first try takes the request itself; a retry sends a copy of the head and body.
+        let try_body = match body.take() {
+            Some(b) => b,
+            None => match &replay {
+                Some(data) => ProxyBody::Buffered(Some(data.clone())),
+                None => ProxyBody::Empty,
+            },
+        };
+        let up_req = if retry.is_some_and(|r| attempts.made() < r.max_attempts()) {
+            let mut copy = Request::new(try_body);
+            *copy.method_mut() = parts.method.clone();
+            *copy.uri_mut() = parts.uri.clone();
+            *copy.version_mut() = parts.version;
+            *copy.headers_mut() = parts.headers.clone();
+            copy
+        } else {
+            let last = std::mem::replace(&mut parts, Request::new(()).into_parts().0);
+            Request::from_parts(last, try_body)
+        };
+
+        endpoint.in_flight.fetch_add(1, Relaxed);
+        let in_flight = InFlight(endpoint);
+        let exchange = async {
+            match (cluster.config.protocol, upgrade.is_some()) {
+                (UpstreamProtocol::Http1, false) => {
+                    let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
+                    let resp = c.send(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
+                    Ok((resp, Some(c)))
+                }
+                (UpstreamProtocol::Http1, true) => {
+                    let mut sender = pool::connect_h1_upgradable(addr, t.connect).await?;
+                    let resp = sender
+                        .send_request(up_req)
+                        .await
+                        .map_err(|e| UpstreamError::Http(addr, e))?;
+                    Ok((resp, None))
+                }
+                (UpstreamProtocol::Http2, _) => {
+                    let mut sender = pool.checkout_h2(addr, t.connect).await?;
+                    let resp = sender
+                        .send_request(up_req)
+                        .await
+                        .map_err(|e| UpstreamError::Http(addr, e))?;
+                    Ok((resp, None))
+                }
+            }
+        };
+        let result = match tokio::time::timeout(try_timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout(addr)),
+        };
+        let now = worker.shared.now();
+        let latency = now.saturating_duration_since(try_start);
+        drop(in_flight);
+        // Each try's outcome teaches outlier detection and the balancer (a body over the
+        // client's limit is the client's fault: no outlier accounting).
+        let try_result = match &result {
+            Err(UpstreamError::Http(_, e)) if client_body_too_large(e) => {
+                worker.picked_done(snap.generation, cluster_index, picked, latency, true, now);
+                None
+            }
+            Err(e) => {
+                cluster.record(endpoint, Outcome::Failure, latency, now);
+                worker.picked_done(snap.generation, cluster_index, picked, latency, false, now);
+                Some(TryResult::Failed(match e {
+                    UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_) => {
+                        TryFailure::Connect
+                    }
+                    UpstreamError::Timeout(_) => TryFailure::Timeout,
+                    UpstreamError::Http(..) => TryFailure::Reset,
+                }))
+            }
+            Ok((resp, _)) => {
+                let outcome = if resp.status().is_server_error() {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Success
+                };
+                cluster.record(endpoint, outcome, latency, now);
+                let ok = outcome == Outcome::Success;
+                worker.picked_done(snap.generation, cluster_index, picked, latency, ok, now);
+                Some(TryResult::Answered {
+                    status: resp.status().as_u16(),
+                    retry_after: resp.headers().get(header::RETRY_AFTER).map(HeaderValue::as_bytes),
+                    grpc_pushback: resp
+                        .headers()
+                        .get(&GRPC_RETRY_PUSHBACK)
+                        .map(HeaderValue::as_bytes),
+                })
+            }
+        };
+        if let (Some(r), Some(try_result)) = (retry, try_result) {
+            let random = worker.random_unit();
+            let decision =
+                r.next(&mut attempts, try_result, remaining(now), min_try, random, worker.id, now);
+            if let RetryDecision::Retry { after } = decision {
+                // The failed answer is dropped with its connection's slot (its body unread).
+                drop(result);
+                tokio::time::sleep(after).await;
+                avoid = Some(picked);
+                continue;
+            }
+        }
+        break (picked, endpoint, try_start, try_timeout, result);
     };
-    // The same deadline bounds the body that streams after the head.
-    let body_deadline = tokio::time::Instant::now() + deadline;
-    let result = match tokio::time::timeout(deadline, exchange).await {
-        Ok(r) => r,
-        Err(_) => Err(UpstreamError::Timeout(addr)),
+    let _ = picked;
+    let addr = endpoint.address;
+    // The body streams after the head: within what is left of the try's time without
+    // retries (as before), of the request's time with them.
+    let body_time = match retry {
+        Some(_) => remaining(try_start).max(try_timeout),
+        None => try_timeout,
     };
+    let body_deadline = tokio::time::Instant::now()
+        + body_time.saturating_sub(worker.shared.now().saturating_duration_since(try_start));
     let now = worker.shared.now();
-    let latency = now.saturating_duration_since(start);
-    drop(in_flight);
     if let Some((admission, _, _)) = admitted {
         let status = result.as_ref().ok().map(|(resp, _)| resp.status().as_u16());
         admission.finish(crate::policy::outcome_of(status), now);
@@ -416,13 +559,9 @@ async fn proxy(
     let (mut resp, conn_back) = match result {
         Ok(ok) => ok,
         Err(UpstreamError::Http(_, e)) if client_body_too_large(&e) => {
-            // The client's fault, not the endpoint's: no outlier accounting.
-            worker.picked_done(snap.generation, cluster_index, picked, latency, true, now);
             return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE), Some(addr));
         }
         Err(e) => {
-            cluster.record(endpoint, Outcome::Failure, latency, now);
-            worker.picked_done(snap.generation, cluster_index, picked, latency, false, now);
             tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed");
             if let Some(fallback) = snap.policies.fallback(route.index, None) {
                 return (rendered_response(fallback), Some(addr));
@@ -436,17 +575,6 @@ async fn proxy(
             return (resp, Some(addr));
         }
     };
-    let outcome =
-        if resp.status().is_server_error() { Outcome::ServerError } else { Outcome::Success };
-    cluster.record(endpoint, outcome, latency, now);
-    worker.picked_done(
-        snap.generation,
-        cluster_index,
-        picked,
-        latency,
-        outcome == Outcome::Success,
-        now,
-    );
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down) = downstream_upgrade {

@@ -72,13 +72,15 @@ impl Worker {
     }
 
     /// Picks an endpoint of cluster `index` with this worker's chooser (rebuilt when the
-    /// snapshot changes), among the endpoints available at `now`.
+    /// snapshot changes), among the endpoints available at `now`, other than `avoid` (the
+    /// endpoint a retry moves away from) when another is available.
     pub fn pick(
         &self,
         snap: &Snapshot,
         index: usize,
         now: spillway_core::Instant,
         hash: Option<u64>,
+        avoid: Option<usize>,
     ) -> Option<usize> {
         let mut balancers = self.balancers.borrow_mut();
         if balancers.0 != snap.generation {
@@ -104,18 +106,40 @@ impl Worker {
             ctx = ctx.with_hash(h);
         }
         let balancer = balancers.1.get_mut(index)?;
+        // A retry avoids the endpoint that just failed, unless it is the only one left.
+        let without = |eligible: &mut [usize], n: usize| -> usize {
+            match avoid {
+                Some(a) if n > 1 => match eligible[..n].iter().position(|e| *e == a) {
+                    Some(i) => {
+                        eligible.copy_within(i + 1..n, i);
+                        n - 1
+                    }
+                    None => n,
+                },
+                _ => n,
+            }
+        };
         // The eligible list lives on the stack for usual cluster sizes.
         let picked = if cluster.endpoints.len() <= MAX_PICK_ENDPOINTS {
             let mut eligible = [0usize; MAX_PICK_ENDPOINTS];
             let n = cluster.eligible(now, &mut eligible);
+            let n = without(&mut eligible, n);
             balancer.pick(&eligible[..n], &ctx)?
         } else {
             let mut eligible = vec![0usize; cluster.endpoints.len()];
             let n = cluster.eligible(now, &mut eligible);
+            let n = without(&mut eligible, n);
             balancer.pick(&eligible[..n], &ctx)?
         };
         balancer.on_start(picked, now);
         Some(picked)
+    }
+
+    /// A uniform random number in `[0, 1)` from this worker's generator (retry jitter).
+    pub fn random_unit(&self) -> f64 {
+        let r = splitmix64(self.random.get());
+        self.random.set(r);
+        (r >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Reports the end of a request picked by [`Worker::pick`].

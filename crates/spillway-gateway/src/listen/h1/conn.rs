@@ -35,7 +35,8 @@ use http::Method;
 use spillway_core::balance::hash_bytes;
 use spillway_core::clock::duration_nanos;
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
-use spillway_core::retry::is_idempotent_method;
+use crate::policy::retry::{TryFailure, TryResult, ATTEMPT_HEADER};
+use spillway_core::retry::{is_idempotent_method, Attempts, RetryDecision};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -342,6 +343,8 @@ enum Failure {
     Unavailable(UpstreamError),
     /// The upstream sent something that is not a usable response head: 502.
     Protocol(super::head::ResponseError),
+    /// The connection broke before a complete response head: 502.
+    Reset(std::io::Error),
     /// The response head did not arrive in time: 504.
     Timeout,
     /// The client went away while interim responses were forwarded.
@@ -708,29 +711,25 @@ impl Conn<'_> {
             }
             _ => None,
         };
-        let Some(picked) = worker.pick(snap, ex.cluster_index, ex.start, hash) else {
-            if let Some(fallback) = snap.policies.fallback(ex.route.index, None) {
-                return self.reply_rendered(ex, timer, out, fallback, None).await;
-            }
-            return self
-                .reply_error(
-                    ex,
-                    timer,
-                    out,
-                    503,
-                    "Service Unavailable",
-                    errors::NO_HEALTHY_ENDPOINT,
-                )
-                .await;
+        // Retries: every request counts in the route's budget; only an idempotent one (or any
+        // with `non_idempotent`) is tried again. The body is already buffered: replay is free.
+        let retry = snap.policies.retry(ex.route.index).filter(|r| {
+            r.begin(worker.id, ex.start);
+            let body_len = (ex.request.len() - ex.head.len) as u64;
+            r.eligible(ex.head.method.as_str(), Some(body_len))
+        });
+        let t = &cluster.config.timeouts;
+        // What is left of the request's time at `now`: its deadline budget or route timeout.
+        let remaining = |now: spillway_core::Instant| match budget {
+            Some(d) => d.remaining(now),
+            None => timeout.saturating_sub(now.saturating_duration_since(ex.start)),
         };
-        let Some(endpoint) = cluster.endpoints.get(picked) else {
-            return self
-                .reply_error(ex, timer, out, 500, "Internal Server Error", errors::INTERNAL)
-                .await;
+        let min_try = match policy {
+            Some(p) => p.min_budget(),
+            None => Duration::ZERO,
         };
-        let addr = endpoint.address;
 
-        // The upstream request: head rewritten from the spans, then the buffered body.
+        // The request id and target are the same on every try.
         let existing_id = first(ex.fields, FieldKind::XRequestId);
         let generated = existing_id.is_none().then(|| worker.new_request_id());
         let new_id = generated.as_ref().map(|id| &id[..]);
@@ -748,73 +747,176 @@ impl Conn<'_> {
             }
             t
         });
-        let t = &cluster.config.timeouts;
-        let (try_timeout, grpc_value, request_value) = match budget {
-            Some(d) => {
-                let headers_in = incoming_grpc.is_some() || incoming_request.is_some();
-                let remaining = if headers_in {
-                    d.remaining(worker.shared.now())
-                } else {
-                    d.remaining(ex.start)
-                };
-                (
-                    remaining.min(t.per_try),
-                    incoming_grpc.map(|_| format_grpc_timeout(remaining)),
-                    incoming_request.map(|_| format_request_timeout(remaining)),
-                )
-            }
-            None => ((*timeout).min(t.per_try), None, None),
-        };
         let mut budget_text = [0u8; 20];
-        let (set_fields, set_n) = match &admitted {
+        let (admission_fields, admission_n) = match &admitted {
             Some((_, classified, gate)) => classified.upstream_fields(gate, &mut budget_text),
             None => ([(&b""[..], &b""[..]); 2], 0),
         };
-        out.clear();
-        rewrite::write_request_head(
-            out,
-            ex.request,
-            ex.head,
-            ex.fields,
-            &RequestEdits {
-                target: target.as_deref().map(str::as_bytes),
-                host: rewrite_host.as_ref().map(|h| h.as_bytes()),
-                client_ip: self.client.ip(),
-                proto: b"http",
-                new_request_id: new_id,
-                grpc_timeout: grpc_value.as_ref().map(|v| v.as_str().as_bytes()),
-                request_timeout: request_value.as_ref().map(|v| v.as_str().as_bytes()),
-                set: &set_fields[..set_n],
-            },
-        );
-        out.extend_from_slice(&ex.request[ex.head.len..]);
 
         let lean = &worker.lean;
         let mut ubuf = lean.take_buf();
         let mut ufields = lean.take_fields();
         let head_request = ex.head.method == Method::HEAD;
-        let in_flight = InFlight(endpoint);
-        endpoint.in_flight.fetch_add(1, Relaxed);
-        // Counted from the request's start (already read), not from the first wait.
-        let deadline = Due::from(ex.start, try_timeout);
-        let result = self
-            .exchange(ExchangeIo {
-                addr,
-                start: ex.start,
-                connect: t.connect,
-                max_idle: t.idle,
-                request: out,
-                head_request,
-                idempotent: is_idempotent_method(ex.head.method.as_str()),
-                deadline,
-                ubuf: &mut ubuf,
-                ufields: &mut ufields,
-                timer,
-            })
-            .await;
+        let mut attempts = Attempts::first();
+        let mut avoid = None;
+        // The try loop: one pass without retries; each retry picks another endpoint when one
+        // is available, rewrites the deadline headers with what is left, and says which
+        // attempt it is in `x-spillway-attempt`.
+        let (picked, endpoint, try_timeout, try_start, result) = loop {
+            let try_start =
+                if attempts.made() == 1 { ex.start } else { worker.shared.now() };
+            let Some(picked) = worker.pick(snap, ex.cluster_index, try_start, hash, avoid) else {
+                lean.give_buf(ubuf);
+                lean.give_fields(ufields);
+                if let Some((admission, _, _)) = admitted {
+                    admission.finish(crate::policy::outcome_of(None), try_start);
+                }
+                if let Some(fallback) = snap.policies.fallback(ex.route.index, None) {
+                    return self.reply_rendered(ex, timer, out, fallback, None).await;
+                }
+                return self
+                    .reply_error(
+                        ex,
+                        timer,
+                        out,
+                        503,
+                        "Service Unavailable",
+                        errors::NO_HEALTHY_ENDPOINT,
+                    )
+                    .await;
+            };
+            let Some(endpoint) = cluster.endpoints.get(picked) else {
+                lean.give_buf(ubuf);
+                lean.give_fields(ufields);
+                return self
+                    .reply_error(ex, timer, out, 500, "Internal Server Error", errors::INTERNAL)
+                    .await;
+            };
+            let addr = endpoint.address;
+            let left = remaining(try_start);
+            let try_timeout = match retry {
+                Some(r) => r.try_timeout(t.per_try, left),
+                None => left.min(t.per_try),
+            };
+            let headers_in = incoming_grpc.is_some() || incoming_request.is_some();
+            let (grpc_value, request_value) = match budget {
+                // Passed on in the headers the caller used; without them no clock read.
+                Some(d) if headers_in => {
+                    let now = if attempts.made() == 1 { worker.shared.now() } else { try_start };
+                    let left = d.remaining(now);
+                    (
+                        incoming_grpc.map(|_| format_grpc_timeout(left)),
+                        incoming_request.map(|_| format_request_timeout(left)),
+                    )
+                }
+                _ => (None, None),
+            };
+            let attempt_text = if retry.is_some() { attempts.made().to_string() } else { String::new() };
+            let mut set = [(&b""[..], &b""[..]); 3];
+            set[..admission_n].copy_from_slice(&admission_fields[..admission_n]);
+            let mut set_n = admission_n;
+            if retry.is_some() {
+                set[set_n] = (ATTEMPT_HEADER, attempt_text.as_bytes());
+                set_n += 1;
+            }
+            out.clear();
+            rewrite::write_request_head(
+                out,
+                ex.request,
+                ex.head,
+                ex.fields,
+                &RequestEdits {
+                    target: target.as_deref().map(str::as_bytes),
+                    host: rewrite_host.as_ref().map(|h| h.as_bytes()),
+                    client_ip: self.client.ip(),
+                    proto: b"http",
+                    new_request_id: new_id,
+                    grpc_timeout: grpc_value.as_ref().map(|v| v.as_str().as_bytes()),
+                    request_timeout: request_value.as_ref().map(|v| v.as_str().as_bytes()),
+                    set: &set[..set_n],
+                },
+            );
+            out.extend_from_slice(&ex.request[ex.head.len..]);
+
+            let in_flight = InFlight(endpoint);
+            endpoint.in_flight.fetch_add(1, Relaxed);
+            // Counted from the try's start (the first from the request's: already read).
+            let deadline = Due::from(try_start, try_timeout);
+            let result = self
+                .exchange(ExchangeIo {
+                    addr,
+                    start: try_start,
+                    connect: t.connect,
+                    max_idle: t.idle,
+                    request: out,
+                    head_request,
+                    idempotent: is_idempotent_method(ex.head.method.as_str()),
+                    deadline,
+                    ubuf: &mut ubuf,
+                    ufields: &mut ufields,
+                    timer,
+                })
+                .await;
+            let now = worker.shared.now();
+            let latency = now.saturating_duration_since(try_start);
+            drop(in_flight);
+            // Each try's outcome teaches outlier detection and the balancer.
+            let (outcome, try_result) = match &result {
+                Err(Failure::ClientGone) => (None, None),
+                Err(Failure::Timeout) => {
+                    (Some(Outcome::Failure), Some(TryResult::Failed(TryFailure::Timeout)))
+                }
+                Err(Failure::Unavailable(_)) => {
+                    (Some(Outcome::Failure), Some(TryResult::Failed(TryFailure::Connect)))
+                }
+                Err(Failure::Reset(_) | Failure::Protocol(_)) => {
+                    (Some(Outcome::Failure), Some(TryResult::Failed(TryFailure::Reset)))
+                }
+                Ok((_, response)) => {
+                    let outcome = if response.status >= 500 {
+                        Outcome::ServerError
+                    } else {
+                        Outcome::Success
+                    };
+                    let bytes = ubuf.filled();
+                    let find = |name: &[u8]| {
+                        ufields
+                            .iter()
+                            .find(|f| f.name.of(bytes).eq_ignore_ascii_case(name))
+                            .map(|f| f.value.of(bytes))
+                    };
+                    let answered = TryResult::Answered {
+                        status: response.status,
+                        retry_after: find(b"retry-after"),
+                        grpc_pushback: find(b"grpc-retry-pushback-ms"),
+                    };
+                    (Some(outcome), Some(answered))
+                }
+            };
+            if let Some(outcome) = outcome {
+                cluster.record(endpoint, outcome, latency, now);
+                let ok = outcome == Outcome::Success;
+                worker.picked_done(snap.generation, ex.cluster_index, picked, latency, ok, now);
+            }
+            if let (Some(r), Some(try_result)) = (retry, try_result) {
+                let random = worker.random_unit();
+                let decision =
+                    r.next(&mut attempts, try_result, remaining(now), min_try, random, worker.id, now);
+                if let RetryDecision::Retry { after } = decision {
+                    // The failed answer is dropped with its socket (never pooled: its body was
+                    // not read).
+                    drop(result);
+                    let mut wait = Due::after(after);
+                    let _ = timed(timer, &mut wait, std::future::pending::<()>()).await;
+                    avoid = Some(picked);
+                    continue;
+                }
+            }
+            break (picked, endpoint, try_timeout, try_start, result);
+        };
+        let addr = endpoint.address;
         let now = worker.shared.now();
         let latency = now.saturating_duration_since(ex.start);
-        drop(in_flight);
         if let Some((admission, _, _)) = admitted {
             match &result {
                 // The client left: says nothing about the upstream.
@@ -825,10 +927,9 @@ impl Conn<'_> {
                 Err(_) => admission.finish(crate::policy::outcome_of(None), now),
             }
         }
+        let _ = picked;
         let step = match result {
             Err(failure) => {
-                cluster.record(endpoint, Outcome::Failure, latency, now);
-                worker.picked_done(snap.generation, ex.cluster_index, picked, latency, false, now);
                 let (status, reason, body) = match &failure {
                     Failure::Timeout => (504, "Gateway Timeout", errors::UPSTREAM_TIMEOUT),
                     _ => (502, "Bad Gateway", errors::UPSTREAM_UNAVAILABLE),
@@ -836,6 +937,9 @@ impl Conn<'_> {
                 match &failure {
                     Failure::Unavailable(e) => {
                         tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed")
+                    }
+                    Failure::Reset(e) => {
+                        tracing::debug!(error = %e, %addr, cluster = %cluster.config.name, "upstream connection broke")
                     }
                     Failure::Protocol(e) => {
                         tracing::debug!(error = %e, %addr, cluster = %cluster.config.name, "upstream response unusable")
@@ -869,11 +973,6 @@ impl Conn<'_> {
                 }
             }
             Ok((upstream, response)) => {
-                let outcome =
-                    if response.status >= 500 { Outcome::ServerError } else { Outcome::Success };
-                cluster.record(endpoint, outcome, latency, now);
-                let ok = outcome == Outcome::Success;
-                worker.picked_done(snap.generation, ex.cluster_index, picked, latency, ok, now);
                 ex.route.stats.record(worker.id, response.status, latency);
                 let cluster_name = Some(cluster.config.name.as_str());
                 self.log(
@@ -902,7 +1001,13 @@ impl Conn<'_> {
                     close,
                 );
                 ubuf.consume(response.len);
-                let until = ex.start.as_nanos().saturating_add(duration_nanos(try_timeout));
+                // Without retries the body has what is left of the try's time (as before);
+                // with them, what is left of the request's.
+                let body_time = match retry {
+                    Some(_) => remaining(try_start).max(try_timeout),
+                    None => try_timeout,
+                };
+                let until = try_start.as_nanos().saturating_add(duration_nanos(body_time));
                 let body = self.pass_body(upstream, &response, &mut ubuf, out, timer, until).await;
                 match body {
                     Some(upstream) => {
@@ -1033,7 +1138,7 @@ impl Conn<'_> {
                         std::io::ErrorKind::BrokenPipe,
                         "upstream closed while the request was sent",
                     );
-                    return Err(Failure::Unavailable(UpstreamError::Connect(addr, e)));
+                    return Err(Failure::Reset(e));
                 }
             }
             let mut got_bytes = false;
@@ -1080,11 +1185,9 @@ impl Conn<'_> {
                                     std::io::ErrorKind::UnexpectedEof,
                                     "upstream closed before a complete response head",
                                 );
-                                return Err(Failure::Unavailable(UpstreamError::Connect(addr, e)));
+                                return Err(Failure::Reset(e));
                             }
-                            Ok(Err(e)) => {
-                                return Err(Failure::Unavailable(UpstreamError::Connect(addr, e)))
-                            }
+                            Ok(Err(e)) => return Err(Failure::Reset(e)),
                             Err(Elapsed) => return Err(Failure::Timeout),
                         }
                     }
