@@ -232,6 +232,31 @@ pub fn render_policies(
             }
         }
     }
+    out.push_str("# HELP spillway_retries_total Retries made on the upstream call, by route and the reason of the failed try.\n");
+    out.push_str("# TYPE spillway_retries_total counter\n");
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(retry) = policies.retry(i) {
+            retry.counts.each(|reason, n| {
+                let _ = writeln!(
+                    out,
+                    "spillway_retries_total{{route=\"{}\",reason=\"{reason}\"}} {n}",
+                    escape(&route.name)
+                );
+            });
+        }
+    }
+    out.push_str("# HELP spillway_retry_budget_exhausted_total Retries refused because the route's retry budget was spent, by route.\n");
+    out.push_str("# TYPE spillway_retry_budget_exhausted_total counter\n");
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(retry) = policies.retry(i) {
+            let n = retry.counts.budget_exhausted.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "spillway_retry_budget_exhausted_total{{route=\"{}\"}} {n}",
+                escape(&route.name)
+            );
+        }
+    }
     out.push_str("# HELP spillway_bbr_cpu CPU usage (0..1) as the BBR limiters see it.\n");
     out.push_str("# TYPE spillway_bbr_cpu gauge\n");
     let _ = writeln!(out, "spillway_bbr_cpu {cpu}");

@@ -993,8 +993,13 @@ impl Policies {
                         }))
                     });
                 }
+                let retries = self.retry(i).map(|r| {
+                    json!({ "settings": r.settings, "state": r.view(now) })
+                });
                 let Some(p) = p else {
-                    return json!({ "route": r.name, "policy": null, "rejections": rejections });
+                    return json!({
+                        "route": r.name, "policy": null, "rejections": rejections, "retries": retries
+                    });
                 };
                 let limits: Vec<_> = p
                     .limits
@@ -1023,6 +1028,7 @@ impl Policies {
                         "header": b.header, "default": b.default
                     })),
                     "rejections": rejections,
+                    "retries": retries,
                 })
             })
             .collect();

@@ -24,13 +24,13 @@ pub use conn_info::ConnInfo;
 pub use worker::Worker;
 
 use crate::config::{Balance, UpstreamProtocol};
+use crate::policy::retry::{TryFailure, TryResult};
 use crate::proxy::access_log::{log_access, AccessEntry};
 use crate::proxy::body::{ActiveGuard, BodyTooLarge, ProxyBody, ResponseBody};
 use crate::proxy::headers::{strip_hop_by_hop, ConnectionOptions};
 use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
 use crate::upstream::cluster::{ClusterState, EndpointState, Outcome};
-use crate::policy::retry::{TryFailure, TryResult};
 use crate::upstream::pool::{self, UpstreamError};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -38,9 +38,9 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use spillway_core::balance::hash_bytes;
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
+use spillway_core::retry::{Attempts, RetryDecision};
 use std::convert::Infallible;
 use std::rc::Rc;
-use spillway_core::retry::{Attempts, RetryDecision};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 

@@ -25,6 +25,7 @@ use super::idle::IdleEnd;
 use super::preface;
 use super::rewrite::{self, RequestEdits};
 use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
+use crate::policy::retry::{TryFailure, TryResult, ATTEMPT_HEADER};
 use crate::proxy::access_log::{log_access, AccessEntry};
 use crate::proxy::{errors, InFlight, Worker};
 use crate::route::{self, Action, Route};
@@ -35,7 +36,6 @@ use http::Method;
 use spillway_core::balance::hash_bytes;
 use spillway_core::clock::duration_nanos;
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
-use crate::policy::retry::{TryFailure, TryResult, ATTEMPT_HEADER};
 use spillway_core::retry::{is_idempotent_method, Attempts, RetryDecision};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -763,8 +763,7 @@ impl Conn<'_> {
         // is available, rewrites the deadline headers with what is left, and says which
         // attempt it is in `x-spillway-attempt`.
         let (picked, endpoint, try_timeout, try_start, result) = loop {
-            let try_start =
-                if attempts.made() == 1 { ex.start } else { worker.shared.now() };
+            let try_start = if attempts.made() == 1 { ex.start } else { worker.shared.now() };
             let Some(picked) = worker.pick(snap, ex.cluster_index, try_start, hash, avoid) else {
                 lean.give_buf(ubuf);
                 lean.give_fields(ufields);
@@ -811,7 +810,8 @@ impl Conn<'_> {
                 }
                 _ => (None, None),
             };
-            let attempt_text = if retry.is_some() { attempts.made().to_string() } else { String::new() };
+            let attempt_text =
+                if retry.is_some() { attempts.made().to_string() } else { String::new() };
             let mut set = [(&b""[..], &b""[..]); 3];
             set[..admission_n].copy_from_slice(&admission_fields[..admission_n]);
             let mut set_n = admission_n;
@@ -900,8 +900,15 @@ impl Conn<'_> {
             }
             if let (Some(r), Some(try_result)) = (retry, try_result) {
                 let random = worker.random_unit();
-                let decision =
-                    r.next(&mut attempts, try_result, remaining(now), min_try, random, worker.id, now);
+                let decision = r.next(
+                    &mut attempts,
+                    try_result,
+                    remaining(now),
+                    min_try,
+                    random,
+                    worker.id,
+                    now,
+                );
                 if let RetryDecision::Retry { after } = decision {
                     // The failed answer is dropped with its socket (never pooled: its body was
                     // not read).
