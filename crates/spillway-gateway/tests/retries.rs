@@ -1,0 +1,389 @@
+//! Retries end to end on real sockets, through the lean HTTP/1.1 path (an `http1` listener)
+//! and the hyper path (an `h2c` listener): a retry goes to another endpoint and says which
+//! attempt it is; connect failures are retried; the retry budget caps retries at its share of
+//! requests (and `budget: false` does not); `Retry-After` is waited for, a long one passed on;
+//! no retry starts when the deadline leaves too little; POST is sent once unless
+//! `non_idempotent`; a body is replayed; the deadline header is rewritten on every try;
+//! `strategy: failfast` never retries.
+//!
+//! The backends answer from a script (each request takes the next answer; the last one
+//! repeats) and note every arrival: which backend, method, `x-spillway-attempt`,
+//! `x-request-timeout` and body.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, &'static str)>,
+    delay: Duration,
+}
+
+fn ok() -> Answer {
+    Answer { status: 200, headers: vec![], delay: Duration::ZERO }
+}
+
+fn status(code: u16) -> Answer {
+    Answer { status: code, headers: vec![], delay: Duration::ZERO }
+}
+
+/// What a backend saw of one request.
+#[derive(Clone, Debug)]
+struct Arrival {
+    backend: &'static str,
+    method: String,
+    attempt: Option<String>,
+    request_timeout: Option<String>,
+    body: Bytes,
+}
+
+type Log = Arc<Mutex<Vec<Arrival>>>;
+
+/// A scripted HTTP/1.1 backend named `name`, noting arrivals in `log`.
+async fn scripted(name: &'static str, script: &[Answer], log: &Log) -> SocketAddr {
+    let script = Arc::new(Mutex::new(script.iter().cloned().collect::<VecDeque<_>>()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = log.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (script, log) = (script.clone(), log.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (script, log) = (script.clone(), log.clone());
+                    async move {
+                        let header =
+                            |n: &str| req.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+                        let (attempt, request_timeout) =
+                            (header("x-spillway-attempt"), header("x-request-timeout"));
+                        let method = req.method().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        log.lock().unwrap().push(Arrival {
+                            backend: name,
+                            method,
+                            attempt,
+                            request_timeout,
+                            body: body.clone(),
+                        });
+                        let answer = {
+                            let mut s = script.lock().unwrap();
+                            if s.len() > 1 {
+                                s.pop_front().unwrap()
+                            } else {
+                                s.front().cloned().unwrap_or_else(ok)
+                            }
+                        };
+                        tokio::time::sleep(answer.delay).await;
+                        let mut resp = http::Response::builder().status(answer.status);
+                        for (k, v) in &answer.headers {
+                            resp = resp.header(*k, *v);
+                        }
+                        Ok::<_, Infallible>(
+                            resp.body(http_body_util::Full::new(Bytes::from(name))).unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address nothing listens on (connections are refused).
+async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Which request path a request takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    Lean,
+    Hyper,
+}
+
+const BOTH: [Via; 2] = [Via::Lean, Via::Hyper];
+
+struct Gw {
+    gw: Option<spillway_gateway::Gateway>,
+    lean: SocketAddr,
+    h2: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(gw) = self.gw.take() {
+            std::thread::spawn(move || gw.shutdown());
+        }
+    }
+}
+
+/// A gateway with one route `api` (its extra keys in `route`, indented four spaces) to a
+/// cluster over `endpoints` (round robin, no outlier ejection).
+fn start(endpoints: &[SocketAddr], route: &str) -> Gw {
+    let endpoints: Vec<String> =
+        endpoints.iter().map(|a| format!("{{ address: \"{a}\" }}")).collect();
+    let yaml = format!(
+        r#"
+workers: 1
+listeners:
+  - {{ name: lean, address: "127.0.0.1:0", protocol: http1 }}
+  - {{ name: h2, address: "127.0.0.1:0", protocol: h2c }}
+admin: {{ address: "127.0.0.1:0" }}
+clusters:
+  - name: app
+    endpoints: [{}]
+    balance: round_robin
+    timeouts: {{ request: 5s }}
+    outlier: {{ consecutive_failures: 0 }}
+routes:
+  - name: api
+    cluster: app
+{route}
+"#,
+        endpoints.join(", ")
+    );
+    let gw = gateway(&yaml);
+    Gw {
+        lean: gw.listener_address("lean").unwrap(),
+        h2: gw.listener_address("h2").unwrap(),
+        admin: gw.admin_address().unwrap(),
+        gw: Some(gw),
+    }
+}
+
+impl Gw {
+    async fn send(
+        &self,
+        via: Via,
+        method: &str,
+        headers: &[(&str, &str)],
+        payload: &'static str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::builder().method(method).uri("/x").header("host", "test.local");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body(payload)).unwrap();
+        match via {
+            Via::Lean => h1(self.lean, req).await,
+            Via::Hyper => h2c(self.h2, req).await,
+        }
+    }
+
+    async fn get(&self, via: Via) -> (StatusCode, HeaderMap, Bytes) {
+        self.send(via, "GET", &[], "").await
+    }
+
+    async fn metrics(&self) -> String {
+        let (status, _, body) = get(self.admin, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+}
+
+fn taken(log: &Log) -> Vec<Arrival> {
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_the_other_endpoint_and_says_which_attempt_it_is() {
+    let log = Log::default();
+    let failing = scripted("failing", &[status(503)], &log).await;
+    let healthy = scripted("healthy", &[ok()], &log).await;
+    let gw = start(&[failing, healthy], "    retries: { attempts: 2, budget: false }");
+    for via in BOTH {
+        for _ in 0..6 {
+            let (status, _, body) = gw.get(via).await;
+            assert_eq!(status, StatusCode::OK, "{via:?}");
+            assert_eq!(&body[..], b"healthy");
+        }
+        let arrivals = taken(&log);
+        let failed: Vec<_> = arrivals.iter().filter(|a| a.backend == "failing").collect();
+        assert!(!failed.is_empty(), "{via:?}: round robin reaches the failing endpoint");
+        // Every try at the failing endpoint is a first try, and each is followed by a retry.
+        assert!(failed.iter().all(|a| a.attempt.as_deref() == Some("1")), "{arrivals:?}");
+        let retried = arrivals.iter().filter(|a| a.attempt.as_deref() == Some("2")).count();
+        assert_eq!(retried, failed.len(), "{via:?}: {arrivals:?}");
+    }
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("spillway_retries_total{route=\"api\",reason=\"503\"}"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_on_another_endpoint() {
+    let log = Log::default();
+    let refused = closed_port().await;
+    let healthy = scripted("healthy", &[ok()], &log).await;
+    let gw = start(&[refused, healthy], "    retries: { attempts: 2, budget: false }");
+    for via in BOTH {
+        for _ in 0..4 {
+            let (status, _, _) = gw.get(via).await;
+            assert_eq!(status, StatusCode::OK, "{via:?}");
+        }
+    }
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("reason=\"connect_failure\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_caps_retries_at_its_share_of_requests() {
+    for via in BOTH {
+        let log = Log::default();
+        let failing = scripted("failing", &[status(503)], &log).await;
+        let gw = start(
+            &[failing],
+            "    retries: { attempts: 3, backoff: { base: 1ms, max: 1ms }, \
+             budget: { ratio: 0.1, min_per_sec: 0 } }",
+        );
+        for _ in 0..100 {
+            let (status, _, _) = gw.get(via).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        // 100 requests may retry 10 times in all (3 attempts would allow 200).
+        let upstream = taken(&log).len();
+        assert!((100..=111).contains(&upstream), "{via:?}: {upstream} upstream requests");
+        let metrics = gw.metrics().await;
+        let exhausted = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("spillway_retry_budget_exhausted_total{route=\"api\"} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap();
+        assert!(exhausted >= 85, "{via:?}: {exhausted} refused retries");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_budget_every_failure_is_retried_up_to_the_attempts() {
+    let log = Log::default();
+    let failing = scripted("failing", &[status(503)], &log).await;
+    let gw = start(
+        &[failing],
+        "    retries: { attempts: 3, backoff: { base: 1ms, max: 1ms }, budget: false }",
+    );
+    for via in BOTH {
+        for _ in 0..10 {
+            assert_eq!(gw.get(via).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert_eq!(taken(&log).len(), 30, "{via:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_waited_for_and_a_long_one_is_passed_to_the_client() {
+    let hinted = Answer { status: 503, headers: vec![("retry-after", "1")], delay: Duration::ZERO };
+    let long = Answer { status: 503, headers: vec![("retry-after", "30")], delay: Duration::ZERO };
+    for via in BOTH {
+        let log = Log::default();
+        let backend = scripted("b", &[hinted.clone(), ok(), long.clone()], &log).await;
+        let gw =
+            start(&[backend], "    retries: { attempts: 2, budget: false, max_retry_after: 2s }");
+        let started = Instant::now();
+        let (status, _, _) = gw.get(via).await;
+        assert_eq!(status, StatusCode::OK, "{via:?}");
+        assert!(started.elapsed() >= Duration::from_millis(950), "{via:?}: waited the hint");
+        // 30 s is longer than max_retry_after: the 503 and its hint go back at once.
+        let (status, headers, _) = gw.get(via).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{via:?}");
+        assert_eq!(headers.get("retry-after").unwrap(), "30");
+        assert_eq!(taken(&log).len(), 3, "{via:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_retry_starts_when_the_deadline_leaves_too_little() {
+    let slow = Answer { status: 200, headers: vec![], delay: Duration::from_millis(400) };
+    let log = Log::default();
+    let backend = scripted("slow", &[slow], &log).await;
+    // A try times out after 200 ms; 100 ms are then left of the 300 ms budget, less than the
+    // 150 ms a try needs: no retry.
+    let gw = start(
+        &[backend],
+        "    deadline: { default: 300ms, min_remaining: 150ms }\n    \
+         retries: { attempts: 3, per_try_timeout: 200ms, on: [timeout], budget: false, \
+         backoff: { base: 1ms, max: 1ms } }",
+    );
+    for via in BOTH {
+        let (status, _, _) = gw.get(via).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{via:?}");
+        assert_eq!(taken(&log).len(), 1, "{via:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_is_sent_once_unless_non_idempotent_retries_are_allowed() {
+    let log = Log::default();
+    let failing = scripted("failing", &[status(503)], &log).await;
+    let once = start(&[failing], "    retries: { attempts: 3, budget: false }");
+    let again =
+        start(&[failing], "    retries: { attempts: 3, budget: false, non_idempotent: true }");
+    for via in BOTH {
+        assert_eq!(once.send(via, "POST", &[], "order").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(taken(&log).len(), 1, "{via:?}");
+        assert_eq!(again.send(via, "POST", &[], "order").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        let arrivals = taken(&log);
+        assert_eq!(arrivals.len(), 3, "{via:?}");
+        assert!(arrivals.iter().all(|a| a.method == "POST" && &a.body[..] == b"order"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_replays_the_body_and_rewrites_the_deadline_header() {
+    for via in BOTH {
+        let log = Log::default();
+        let backend = scripted("b", &[status(502), ok()], &log).await;
+        let gw = start(
+            &[backend],
+            "    deadline: { default: 2s, max: 5s }\n    \
+             retries: { attempts: 2, budget: false, \
+             backoff: { base: 50ms, max: 50ms, jitter: none } }",
+        );
+        let headers = [("x-request-timeout", "3s")];
+        let (status, _, _) = gw.send(via, "PUT", &headers, "payload").await;
+        assert_eq!(status, StatusCode::OK, "{via:?}");
+        let arrivals = taken(&log);
+        assert_eq!(arrivals.len(), 2, "{via:?}");
+        assert!(arrivals.iter().all(|a| &a.body[..] == b"payload"), "{arrivals:?}");
+        let budget = |a: &Arrival| {
+            spillway_core::deadline::parse_request_timeout(
+                a.request_timeout.as_deref().unwrap().as_bytes(),
+            )
+            .unwrap()
+        };
+        // The retry carries what is left: at least the 50 ms backoff less.
+        assert!(budget(&arrivals[0]) <= Duration::from_secs(3));
+        assert!(budget(&arrivals[1]) + Duration::from_millis(50) <= budget(&arrivals[0]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failfast_never_retries() {
+    let log = Log::default();
+    let failing = scripted("failing", &[status(503)], &log).await;
+    let gw = start(&[failing], "    strategy: failfast");
+    for via in BOTH {
+        assert_eq!(gw.get(via).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        let arrivals = taken(&log);
+        assert_eq!(arrivals.len(), 1, "{via:?}");
+        assert_eq!(arrivals[0].attempt, None, "no attempt header without retries");
+    }
+}
