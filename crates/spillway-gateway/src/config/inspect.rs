@@ -223,6 +223,7 @@ fn inspect_policies(config: &Config, source: &str, out: &mut Vec<Problem>) {
             }
         }
         inspect_deadline(config, source, i, r, out);
+        inspect_retries(config, source, i, r, out);
     }
     inspect_cluster_request_vs_deadlines(config, source, out);
     for (name, level) in &config.levels {
@@ -268,6 +269,73 @@ fn inspect_policies(config: &Config, source: &str, out: &mut Vec<Problem>) {
                 ),
             );
         }
+    }
+}
+
+/// A route's retries: without a budget they multiply load in an outage; on non-idempotent
+/// methods they may apply a write twice; tries that together outlast the route's time mean
+/// the last ones never run.
+fn inspect_retries(
+    config: &Config,
+    source: &str,
+    i: usize,
+    r: &RouteConfig,
+    out: &mut Vec<Problem>,
+) {
+    let (Some(retries), RouteAction::Cluster { name, timeout, .. }) =
+        (&r.policy.retries, &r.action)
+    else {
+        return;
+    };
+    let rp = [key("routes"), Seg::Index(i), key("retries")];
+    let at = |k: &str| [rp[0].clone(), rp[1].clone(), rp[2].clone(), key(k)];
+    if retries.budget.is_none() && retries.attempts > 1 {
+        warn(
+            out,
+            source,
+            &at("budget"),
+            format!(
+                "retries without a budget: when the cluster fails, every request is tried {} \
+                 times, multiplying the load on a backend that is already failing (write e.g. \
+                 `budget: {{ ratio: 0.2 }}`)",
+                retries.attempts
+            ),
+        );
+    }
+    if retries.non_idempotent {
+        warn(
+            out,
+            source,
+            &at("non_idempotent"),
+            String::from(
+                "retrying non-idempotent requests: a POST or PATCH whose answer was lost may be \
+                 applied twice upstream (make the service deduplicate, e.g. by an idempotency key)",
+            ),
+        );
+    }
+    // Only a per-try timeout written here: by default each try may use what is left.
+    let (Some(per_try), Some(cluster)) = (retries.per_try_timeout, config.cluster(name)) else {
+        return;
+    };
+    let (total, what) = match &r.policy.deadline {
+        Some(d) => (d.default, "deadline.default"),
+        None => (timeout.unwrap_or(cluster.timeouts.request), "timeout"),
+    };
+    let all_tries = per_try.saturating_mul(retries.attempts);
+    if retries.attempts > 1 && all_tries > total {
+        warn(
+            out,
+            source,
+            &at("per_try_timeout"),
+            format!(
+                "{} attempts of up to {} each ({}) outlast the route's {what} {}: when tries \
+                 time out, the later attempts are never made (lower per_try_timeout or attempts)",
+                retries.attempts,
+                fmt(per_try),
+                fmt(all_tries),
+                fmt(total)
+            ),
+        );
     }
 }
 

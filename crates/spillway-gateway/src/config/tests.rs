@@ -596,3 +596,62 @@ fn plans_must_name_existing_routes_and_fallbacks_they_can_answer_with() {
     let config = parse(&fine).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.plans[0].actions[0].shed_below, Some(spillway_core::Criticality::Critical));
 }
+
+/// The policy skeleton with `retries` (and other keys) added to the `orders` route.
+fn with_retries(keys: &str) -> String {
+    edit(
+        "    overload: { bbr: { cpu_threshold: 0.8 } }\n",
+        &format!("    overload: {{ bbr: {{ cpu_threshold: 0.8 }} }}\n{keys}\n"),
+    )
+}
+
+#[test]
+fn retries_take_their_defaults_and_the_failover_strategy() {
+    let config = parse(&with_retries("    retries: { attempts: 3 }")).unwrap();
+    assert_eq!(config.warnings, vec![]);
+    let p = &config.routes[0].policy;
+    assert_eq!(p.strategy, Strategy::Failover);
+    let r = p.retries.as_ref().unwrap();
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.on.statuses, vec![502, 503, 504]);
+    assert!(r.on.connect_failure && r.on.reset && !r.on.timeout);
+    assert_eq!(r.budget.as_ref().map(|b| b.ratio), Some(0.2));
+    assert_eq!(r.max_body, 64 * 1024);
+    // Without retries a route fails fast; `strategy: failover` alone retries with defaults.
+    assert_eq!(parse(POLICY).unwrap().routes[0].policy.strategy, Strategy::Failfast);
+    let failover = parse(&with_retries("    strategy: failover")).unwrap();
+    assert_eq!(failover.routes[0].policy.retries.as_ref().map(|r| r.attempts), Some(2));
+}
+
+#[test]
+fn retry_mistakes_are_refused_with_their_key() {
+    let text = with_retries("    retries: { on: [connect_failure, resett] }");
+    refused(&text, "routes[0].retries.on[1]", "resett", "did you mean `reset`?");
+    let text = with_retries("    retries: { on: [200] }");
+    refused(&text, "routes[0].retries.on[0]", "on: [200]", "not an error status");
+    let text = with_retries("    retries: { attempts: 0 }");
+    refused(&text, "routes[0].retries.attempts", "attempts: 0", "at least 1");
+    let text = with_retries("    retries: { backoff: { base: 100ms, max: 10ms } }");
+    refused(&text, "routes[0].retries.backoff.max", "base: 100ms", "at least backoff.base");
+    let text = with_retries("    retries: { budget: { ratio: -1 } }");
+    refused(&text, "routes[0].retries.budget.ratio", "ratio: -1", "at least 0");
+    let text = with_retries("    retries: { budget: { ratio: 0.1, refill: 3 } }");
+    assert!(!problems(&text).is_empty());
+    let text = with_retries("    strategy: failfast\n    retries: { attempts: 2 }");
+    refused(&text, "routes[0].retries", "retries: { attempts: 2 }", "never retries");
+    let text = with_retries("    strategy: forking");
+    refused(&text, "routes[0].strategy", "strategy: forking", "not available in this version");
+    let text = with_retries("    strategy: failovr");
+    refused(&text, "routes[0].strategy", "strategy: failovr", "did you mean `failover`?");
+}
+
+#[test]
+fn risky_retries_are_warned_about() {
+    let text = with_retries("    retries: { attempts: 3, budget: false }");
+    warned(&text, "routes[0].retries.budget", "budget: false", "without a budget");
+    let text = with_retries("    retries: { non_idempotent: true }");
+    warned(&text, "routes[0].retries.non_idempotent", "non_idempotent", "applied twice");
+    // deadline.default is 1s: 3 tries of 500 ms do not fit.
+    let text = with_retries("    retries: { attempts: 3, per_try_timeout: 500ms }");
+    warned(&text, "routes[0].retries.per_try_timeout", "per_try_timeout", "outlast");
+}
