@@ -154,9 +154,35 @@ async fn health_checks_take_an_endpoint_out_and_bring_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_without_healthy_endpoints_answers_503_at_once() {
+async fn below_the_panic_threshold_requests_go_to_every_endpoint() {
+    // Both endpoints fail their health checks (they are slow or flapping, not gone): with the
+    // default panic threshold of 50 % the cluster keeps serving through both.
     let (a, a_state) = backend("a").await;
+    let (b, b_state) = backend("b").await;
     let hc = "    health_check: { path: /healthz, interval: 100ms, timeout: 500ms, healthy: 1, unhealthy: 1 }";
+    let gw = gateway(&cluster_yaml(&[(a, 1), (b, 1)], "round_robin", hc));
+    let addr = gw.listener_address("public").unwrap();
+    a_state.healthy.store(false, Ordering::SeqCst);
+    b_state.healthy.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (status, _, body) = get(addr, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        served.insert(String::from_utf8_lossy(&body).to_string());
+    }
+    assert_eq!(served.len(), 2, "balanced over both: {served:?}");
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_panic_routing_a_cluster_without_healthy_endpoints_answers_503_at_once() {
+    let (a, a_state) = backend("a").await;
+    let hc = "    health_check: { path: /healthz, interval: 100ms, timeout: 500ms, healthy: 1, unhealthy: 1 }\n    outlier: { panic_threshold: 0 }";
     let gw = gateway(&cluster_yaml(&[(a, 1)], "p2c_ewma", hc));
     let addr = gw.listener_address("public").unwrap();
     a_state.healthy.store(false, Ordering::SeqCst);

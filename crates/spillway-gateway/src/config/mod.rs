@@ -282,6 +282,10 @@ pub struct OutlierConfig {
     pub max_ejection: Duration,
     /// At most this share of a cluster's endpoints is ejected at once.
     pub max_ejected_percent: u32,
+    /// Panic threshold (percent): when fewer of the endpoints than this are available
+    /// (healthy and not ejected), requests are balanced over all of them, as Envoy does — a
+    /// cluster whose endpoints are merely slow or flapping keeps serving. 0 disables.
+    pub panic_threshold: u32,
 }
 
 /// How a route matches a host.

@@ -200,6 +200,8 @@ pub struct RawOutlier {
     pub max_ejection: Option<ConfigDuration>,
     #[serde(default, deserialize_with = "super::env::number")]
     pub max_ejected_percent: Option<u32>,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub panic_threshold: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -397,11 +397,16 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             base_ejection: None,
             max_ejection: None,
             max_ejected_percent: None,
+            panic_threshold: None,
         });
         let op = at(&p, &[key("outlier")]);
         let max_ejected_percent = o.max_ejected_percent.unwrap_or(50);
         if max_ejected_percent > 100 {
             c.error(&at(&op, &[key("max_ejected_percent")]), "a percentage: 0 to 100");
+        }
+        let panic_threshold = o.panic_threshold.unwrap_or(50);
+        if panic_threshold > 100 {
+            c.error(&at(&op, &[key("panic_threshold")]), "a percentage: 0 to 100");
         }
         let base_ejection = positive(
             &mut c,
@@ -420,6 +425,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             )
             .max(base_ejection),
             max_ejected_percent: max_ejected_percent.min(100),
+            panic_threshold: panic_threshold.min(100),
         };
         clusters.push(ClusterConfig {
             name: rc.name,

@@ -488,6 +488,17 @@ impl Policies {
         }
     }
 
+    /// Whether `cluster`'s concurrency limit is full: a timeout now is overload (which the
+    /// adaptive limit answers), not a broken endpoint (which outlier ejection answers).
+    pub fn cluster_saturated(&self, cluster: usize) -> bool {
+        match self.clusters.get(cluster) {
+            Some(Some(ClusterPolicy { concurrency: Some(c), .. })) => {
+                c.limiter.inflight() >= c.limiter.limit()
+            }
+            _ => false,
+        }
+    }
+
     /// The retry policy of `route`, if it retries.
     #[inline]
     pub fn retry(&self, route: usize) -> Option<&retry::RouteRetry> {

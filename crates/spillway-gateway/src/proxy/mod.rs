@@ -498,7 +498,10 @@ async fn proxy(
                 None
             }
             Err(e) => {
-                cluster.record(endpoint, Outcome::Failure, latency, now);
+                let overloaded = matches!(e, UpstreamError::Timeout(_))
+                    && snap.policies.cluster_saturated(cluster_index);
+                let outcome = if overloaded { Outcome::Overloaded } else { Outcome::Failure };
+                cluster.record(endpoint, outcome, latency, now);
                 worker.picked_done(snap.generation, cluster_index, picked, latency, false, now);
                 Some(TryResult::Failed(match e {
                     UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_) => {

@@ -74,6 +74,9 @@ pub enum Outcome {
     ServerError,
     /// Connect error, protocol error or timeout.
     Failure,
+    /// A timeout while the cluster was at its concurrency limit: overload, which the adaptive
+    /// limit answers; counted as a failure in statistics, never towards ejection.
+    Overloaded,
 }
 
 /// A cluster at run time.
@@ -106,7 +109,9 @@ impl ClusterState {
     }
 
     /// Writes the indices of the endpoints available at `now` into `out`; returns how many.
-    /// Stops at `out.len()` endpoints.
+    /// Stops at `out.len()` endpoints. Below the panic threshold (fewer than
+    /// `outlier.panic_threshold` percent of the endpoints available) every endpoint is
+    /// eligible: balancing over slow or flapping endpoints beats refusing everything.
     #[inline]
     pub fn eligible(&self, now: Instant, out: &mut [usize]) -> usize {
         let mut n = 0;
@@ -119,7 +124,22 @@ impl ClusterState {
                 n += 1;
             }
         }
+        let total = self.endpoints.len();
+        let threshold = self.config.outlier.panic_threshold as usize;
+        if n * 100 < threshold * total {
+            n = 0;
+            for i in 0..total.min(out.len()) {
+                out[i] = i;
+                n += 1;
+            }
+        }
         n
+    }
+
+    /// Whether the cluster is in panic mode at `now` (see [`ClusterState::eligible`]).
+    pub fn panicking(&self, now: Instant) -> bool {
+        let available = self.endpoints.iter().filter(|e| e.available(now)).count();
+        available * 100 < self.config.outlier.panic_threshold as usize * self.endpoints.len()
     }
 
     /// Records the outcome of a request to `endpoint` taking `latency`, ejecting it after too
@@ -134,11 +154,14 @@ impl ClusterState {
         let slot = match outcome {
             Outcome::Success => 0,
             Outcome::ServerError => 1,
-            Outcome::Failure => 2,
+            Outcome::Failure | Outcome::Overloaded => 2,
         };
         endpoint.outcomes[slot].fetch_add(1, Relaxed);
         endpoint.latency_sum_us.fetch_add(latency.as_micros() as u64, Relaxed);
         let o = &self.config.outlier;
+        if outcome == Outcome::Overloaded {
+            return;
+        }
         if outcome == Outcome::Success {
             if endpoint.consecutive_failures.load(Relaxed) != 0 {
                 endpoint.consecutive_failures.store(0, Relaxed);
@@ -277,6 +300,35 @@ mod tests {
         }
         let mut out = [0usize; 4];
         assert_eq!(c.eligible(now, &mut out), 1, "the cluster must not go dark");
+    }
+
+    #[test]
+    fn below_the_panic_threshold_every_endpoint_is_eligible() {
+        let c = cluster(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]);
+        let now = Instant::from_nanos(1_000_000_000);
+        let mut out = [0usize; 8];
+        // Two of four unhealthy: 50 % available, not below the threshold.
+        c.endpoints[0].healthy.store(false, Relaxed);
+        c.endpoints[1].healthy.store(false, Relaxed);
+        assert_eq!(c.eligible(now, &mut out), 2);
+        assert!(!c.panicking(now));
+        // Three of four: 25 % available, below 50 %: all four take traffic.
+        c.endpoints[2].healthy.store(false, Relaxed);
+        assert_eq!(c.eligible(now, &mut out), 4);
+        assert_eq!(&out[..4], &[0, 1, 2, 3]);
+        assert!(c.panicking(now));
+    }
+
+    #[test]
+    fn timeouts_under_a_full_concurrency_limit_never_eject() {
+        let c = cluster(&["127.0.0.1:1", "127.0.0.1:2"]);
+        let now = Instant::from_nanos(1_000_000_000);
+        for _ in 0..50 {
+            c.record(&c.endpoints[0], Outcome::Overloaded, Duration::from_secs(1), now);
+        }
+        let mut out = [0usize; 4];
+        assert_eq!(c.eligible(now, &mut out), 2, "overload is not a broken endpoint");
+        assert_eq!(c.endpoints[0].outcomes[2].load(Relaxed), 50, "still counted as failures");
     }
 
     #[test]

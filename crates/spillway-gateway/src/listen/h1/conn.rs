@@ -864,7 +864,12 @@ impl Conn<'_> {
             let (outcome, try_result) = match &result {
                 Err(Failure::ClientGone) => (None, None),
                 Err(Failure::Timeout) => {
-                    (Some(Outcome::Failure), Some(TryResult::Failed(TryFailure::Timeout)))
+                    let outcome = if snap.policies.cluster_saturated(ex.cluster_index) {
+                        Outcome::Overloaded
+                    } else {
+                        Outcome::Failure
+                    };
+                    (Some(outcome), Some(TryResult::Failed(TryFailure::Timeout)))
                 }
                 Err(Failure::Unavailable(_)) => {
                     (Some(Outcome::Failure), Some(TryResult::Failed(TryFailure::Connect)))
