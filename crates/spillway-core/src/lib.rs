@@ -29,6 +29,7 @@
 //! - [`balance`] — round robin, smooth weighted round robin, least request, P2C peak-EWMA,
 //!   consistent hashing.
 //! - [`fair_share`] — max-min fair allocation of a capacity among clients' wants.
+//! - [`latency`] — recent latency quantiles over a rolling window (hedging delays).
 //!
 //! Time is an argument, so a test moves it by hand instead of sleeping. A circuit breaker
 //! driven by a [`ManualClock`]:
@@ -67,6 +68,7 @@ pub mod criticality;
 pub mod deadline;
 pub mod decision;
 pub mod fair_share;
+pub mod latency;
 pub mod overload;
 pub mod random;
 pub mod rate;
