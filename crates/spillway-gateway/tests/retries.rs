@@ -4,7 +4,8 @@
 //! requests (and `budget: false` does not); `Retry-After` is waited for, a long one passed on;
 //! no retry starts when the deadline leaves too little; POST is sent once unless
 //! `non_idempotent`; a body is replayed; the deadline header is rewritten on every try;
-//! `strategy: failfast` never retries.
+//! `strategy: failfast` never retries; `strategy: forking` hedges a slow try and cancels the
+//! loser.
 //!
 //! The backends answer from a script (each request takes the next answer; the last one
 //! repeats) and note every arrival: which backend, method, `x-spillway-attempt`,
@@ -53,6 +54,21 @@ struct Arrival {
 
 type Log = Arc<Mutex<Vec<Arrival>>>;
 
+/// Requests whose handling a backend abandoned because the gateway went away (hedges that
+/// lost the race are cancelled).
+static CANCELLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a cancellation when dropped before `done`.
+struct Unfinished(bool);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.0 {
+            CANCELLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// A scripted HTTP/1.1 backend named `name`, noting arrivals in `log`.
 async fn scripted(name: &'static str, script: &[Answer], log: &Log) -> SocketAddr {
     let script = Arc::new(Mutex::new(script.iter().cloned().collect::<VecDeque<_>>()));
@@ -88,7 +104,9 @@ async fn scripted(name: &'static str, script: &[Answer], log: &Log) -> SocketAdd
                                 s.front().cloned().unwrap_or_else(ok)
                             }
                         };
+                        let mut unfinished = Unfinished(false);
                         tokio::time::sleep(answer.delay).await;
+                        unfinished.0 = true;
                         let mut resp = http::Response::builder().status(answer.status);
                         for (k, v) in &answer.headers {
                             resp = resp.header(*k, *v);
@@ -386,4 +404,62 @@ async fn failfast_never_retries() {
         assert_eq!(arrivals.len(), 1, "{via:?}");
         assert_eq!(arrivals[0].attempt, None, "no attempt header without retries");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forking_hedges_a_slow_try_takes_the_faster_answer_and_cancels_the_other() {
+    let log = Log::default();
+    let slow = Answer { status: 200, headers: vec![], delay: Duration::from_secs(2) };
+    let slow = scripted("slow", &[slow], &log).await;
+    let fast = scripted("fast", &[ok()], &log).await;
+    let gw =
+        start(&[slow, fast], "    strategy: forking\n    hedge: { after: 50ms, max_extra: 1 }");
+    let cancelled_before = CANCELLED.load(std::sync::atomic::Ordering::SeqCst);
+    // Both listeners: the lean path hands hedged routes to hyper.
+    for via in BOTH {
+        for _ in 0..4 {
+            let started = Instant::now();
+            let (status, _, body) = gw.get(via).await;
+            assert_eq!(status, StatusCode::OK, "{via:?}");
+            assert_eq!(&body[..], b"fast", "{via:?}: the faster answer wins");
+            assert!(started.elapsed() < Duration::from_secs(1), "{via:?}: not the slow one");
+        }
+    }
+    let arrivals = taken(&log);
+    let at_slow = arrivals.iter().filter(|a| a.backend == "slow").count();
+    assert!(at_slow >= 2, "round robin sent first tries to the slow endpoint: {arrivals:?}");
+    // Each slow first try was hedged to the fast endpoint as attempt 2.
+    let hedges = arrivals.iter().filter(|a| a.attempt.as_deref() == Some("2")).count();
+    assert_eq!(hedges, at_slow, "{arrivals:?}");
+    // The slow tries were cancelled, not left running.
+    let cancelled = || CANCELLED.load(std::sync::atomic::Ordering::SeqCst) - cancelled_before;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cancelled() < at_slow as u64 {
+        assert!(Instant::now() < deadline, "{} of {at_slow} slow tries cancelled", cancelled());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = gw.metrics().await;
+    let won = format!("spillway_hedges_total{{route=\"api\",outcome=\"won\"}} {at_slow}");
+    assert!(metrics.contains(&won), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedges_come_out_of_the_retry_budget() {
+    let log = Log::default();
+    let slow = Answer { status: 200, headers: vec![], delay: Duration::from_millis(150) };
+    let slow_a = scripted("a", &[slow.clone()], &log).await;
+    let slow_b = scripted("b", &[slow], &log).await;
+    let gw = start(
+        &[slow_a, slow_b],
+        "    strategy: forking\n    hedge: { after: 10ms }\n    \
+         retries: { budget: { ratio: 0.1, min_per_sec: 0 } }",
+    );
+    for via in BOTH {
+        for _ in 0..20 {
+            assert_eq!(gw.get(via).await.0, StatusCode::OK);
+        }
+    }
+    // 40 requests, every one slower than the delay: the budget allows 10 % of them a hedge.
+    let upstream = taken(&log).len();
+    assert!((40..=45).contains(&upstream), "{upstream} upstream requests for 40");
 }

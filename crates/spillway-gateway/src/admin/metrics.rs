@@ -257,6 +257,20 @@ pub fn render_policies(
             );
         }
     }
+    out.push_str("# HELP spillway_hedges_total Hedged tries of forking routes, by route and outcome (won: its answer was used; lost: cancelled when another try answered first).\n");
+    out.push_str("# TYPE spillway_hedges_total counter\n");
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(h) = policies.retry(i).and_then(|r| r.hedge.as_ref()) {
+            for (outcome, n) in [("won", &h.won), ("lost", &h.lost)] {
+                let n = n.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "spillway_hedges_total{{route=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(&route.name)
+                );
+            }
+        }
+    }
     out.push_str("# HELP spillway_bbr_cpu CPU usage (0..1) as the BBR limiters see it.\n");
     out.push_str("# TYPE spillway_bbr_cpu gauge\n");
     let _ = writeln!(out, "spillway_bbr_cpu {cpu}");

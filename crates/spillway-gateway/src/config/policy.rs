@@ -84,6 +84,8 @@ pub struct RoutePolicyConfig {
     /// Retries (`None`: the first answer is the answer). Not an admission policy: they act
     /// after admission, on the upstream call (see `crate::policy::retry`).
     pub retries: Option<super::retry::RetrySettings>,
+    /// Hedging (`strategy: forking` only).
+    pub hedge: Option<super::retry::HedgeSettings>,
 }
 
 /// A route's static fallback answer.

@@ -228,6 +228,16 @@ pub struct RawRoute {
     pub fallback: Option<RawFallback>,
     pub strategy: Option<String>,
     pub retries: Option<RawRetries>,
+    pub hedge: Option<RawHedge>,
+}
+
+/// A route's `hedge:` (strategy `forking`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHedge {
+    pub after: Option<String>,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub max_extra: Option<u32>,
 }
 
 /// A route's `retries:`.

@@ -16,9 +16,13 @@ use spillway_core::retry::{
 use std::time::Duration;
 
 /// Names accepted for `strategy:`.
-pub const STRATEGY_NAMES: &[&str] = &["failover", "failfast"];
+pub const STRATEGY_NAMES: &[&str] = &["failover", "failfast", "forking"];
 /// Strategies of the design that this version does not implement yet (refused by name).
-const PLANNED_STRATEGIES: &[&str] = &["failsafe", "failback", "forking", "broadcast"];
+const PLANNED_STRATEGIES: &[&str] = &["failsafe", "failback", "broadcast"];
+/// Default hedge delay: the route's recent p95.
+pub const DEFAULT_HEDGE_QUANTILE: f64 = 0.95;
+/// Most hedges per request.
+pub const MAX_HEDGES: u32 = 4;
 /// Names accepted in `retries.on` besides statuses.
 pub const RETRY_CONDITION_NAMES: &[&str] = &["connect_failure", "reset", "timeout"];
 /// Names accepted for `retries.backoff.jitter`.
@@ -51,6 +55,68 @@ pub enum Strategy {
     Failover,
     /// Never retry: the first answer is the answer.
     Failfast,
+    /// Hedge: when the first try is slower than `hedge.after`, send another to a different
+    /// endpoint; the first good answer wins and the others are cancelled. Failures are then
+    /// retried as with `failover`.
+    Forking,
+}
+
+/// When a hedge is sent.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HedgeAfter {
+    /// After a fixed delay.
+    #[serde(serialize_with = "ser_duration")]
+    Delay(Duration),
+    /// After the route's recent latency quantile (e.g. 0.95 for `p95`).
+    Quantile(f64),
+}
+
+/// A route's `hedge:`.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize)]
+pub struct HedgeSettings {
+    /// When a hedge is sent.
+    pub after: HedgeAfter,
+    /// Hedges per request at most.
+    pub max_extra: u32,
+}
+
+/// Checks a route's `hedge:`.
+pub(super) fn hedge(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawHedge,
+) -> Option<HedgeSettings> {
+    let after = match raw.after.as_deref().map(str::trim) {
+        None => HedgeAfter::Quantile(DEFAULT_HEDGE_QUANTILE),
+        Some(text) => match text.strip_prefix('p').map(str::parse::<f64>) {
+            Some(Ok(pct)) if pct > 0.0 && pct < 100.0 => HedgeAfter::Quantile(pct / 100.0),
+            Some(_) => {
+                c.error(
+                    &at(p, &[key("after")]),
+                    format!("`{text}` is not a percentile: write p50 to p99.9, or a delay"),
+                );
+                return None;
+            }
+            None => match super::duration::parse_duration(text) {
+                Ok(d) if !d.is_zero() => HedgeAfter::Delay(d),
+                Ok(_) => {
+                    c.error(&at(p, &[key("after")]), "must be longer than zero");
+                    return None;
+                }
+                Err(e) => {
+                    c.error(&at(p, &[key("after")]), format!("{e}, or a percentile such as p95"));
+                    return None;
+                }
+            },
+        },
+    };
+    let max_extra = raw.max_extra.unwrap_or(1);
+    if max_extra == 0 || max_extra > MAX_HEDGES {
+        c.error(&at(p, &[key("max_extra")]), format!("hedges per request: 1 to {MAX_HEDGES}"));
+        return None;
+    }
+    Some(HedgeSettings { after, max_extra })
 }
 
 /// The conditions a try is retried on.
@@ -168,6 +234,7 @@ pub(super) fn strategy(c: &mut Checker<'_>, p: &[Seg], raw: Option<String>) -> O
     match name.as_str() {
         "failover" => Some(Strategy::Failover),
         "failfast" => Some(Strategy::Failfast),
+        "forking" => Some(Strategy::Forking),
         planned if PLANNED_STRATEGIES.contains(&planned) => {
             c.error(
                 p,

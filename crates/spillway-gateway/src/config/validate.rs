@@ -465,6 +465,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             fallback: r.fallback.take(),
             strategy: r.strategy.take(),
             retries: r.retries.take(),
+            hedge: r.hedge.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -609,6 +610,7 @@ struct RawRoutePolicy {
     fallback: Option<RawFallback>,
     strategy: Option<String>,
     retries: Option<super::raw::RawRetries>,
+    hedge: Option<super::raw::RawHedge>,
 }
 
 fn route_policy(
@@ -633,6 +635,7 @@ fn route_policy(
         ("fallback", raw.fallback.is_some()),
         ("strategy", raw.strategy.is_some()),
         ("retries", raw.retries.is_some()),
+        ("hedge", raw.hedge.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -718,7 +721,25 @@ fn route_policy(
     let fault = raw.fault.take().and_then(|f| policy::fault(c, &at(p, &[key("fault")]), f));
     let fallback =
         raw.fallback.take().and_then(|f| policy::fallback(c, &at(p, &[key("fallback")]), f));
-    let strategy = super::retry::strategy(c, &at(p, &[key("strategy")]), raw.strategy.take());
+    let mut strategy = super::retry::strategy(c, &at(p, &[key("strategy")]), raw.strategy.take());
+    let written_hedge = raw.hedge.is_some();
+    let mut hedge =
+        raw.hedge.take().and_then(|h| super::retry::hedge(c, &at(p, &[key("hedge")]), h));
+    match strategy {
+        // `hedge:` alone means forking.
+        None if written_hedge => strategy = Some(Strategy::Forking),
+        Some(Strategy::Forking) if !written_hedge => {
+            hedge = super::retry::hedge(c, &at(p, &[key("strategy")]), Default::default());
+        }
+        Some(other) if written_hedge && other != Strategy::Forking => {
+            c.error(
+                &at(p, &[key("hedge")]),
+                "`hedge:` is used by `strategy: forking`: remove it or change the strategy",
+            );
+            hedge = None;
+        }
+        _ => {}
+    }
     let written_retries = raw.retries.is_some();
     let mut retries =
         raw.retries.take().and_then(|r| super::retry::retries(c, &at(p, &[key("retries")]), r));
@@ -730,8 +751,8 @@ fn route_policy(
             );
             retries = None;
         }
-        // `failover` alone retries with the defaults.
-        Some(Strategy::Failover) if !written_retries => {
+        // `failover` or `forking` alone retries with the defaults.
+        Some(Strategy::Failover | Strategy::Forking) if !written_retries => {
             retries = super::retry::retries(
                 c,
                 &at(p, &[key("strategy")]),
@@ -758,6 +779,7 @@ fn route_policy(
             Strategy::Failfast
         }),
         retries,
+        hedge,
     }
 }
 

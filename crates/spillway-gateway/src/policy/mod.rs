@@ -442,7 +442,13 @@ impl Policies {
                     let i = c.routes.iter().position(|o| o.name == r.name)?;
                     p.retries.get(i)?.as_ref()
                 });
-                retry::for_route(r.policy.strategy, r.policy.retries.as_ref(), old, ctx.workers)
+                retry::for_route(
+                    r.policy.strategy,
+                    r.policy.retries.as_ref(),
+                    r.policy.hedge.as_ref(),
+                    old,
+                    ctx.workers,
+                )
             })
             .collect();
         let policies = Policies {

@@ -12,9 +12,10 @@
 //! worker takes (uncontended). Retries ≤ ratio × requests holds per worker, so it holds for
 //! the sum; no cache line is shared between workers on the request path.
 
-use crate::config::{RetrySettings, Strategy};
+use crate::config::{HedgeAfter, HedgeSettings, RetrySettings, Strategy};
 use parking_lot::Mutex;
 use serde::Serialize;
+use spillway_core::latency::LatencyWindow;
 use spillway_core::retry::{
     parse_retry_after, Attempts, RetryBudget, RetryDecision, RetryRules, RetryStop, RetryVerdict,
 };
@@ -110,7 +111,27 @@ pub struct RouteRetry {
     /// Counters (kept across reloads with the policy).
     pub counts: RetryCounts,
     workers: usize,
+    /// Hedging (`strategy: forking`).
+    pub hedge: Option<Hedging>,
 }
+
+/// A forking route's hedging: its settings, its recent latencies (per worker) and counters.
+#[derive(Debug)]
+pub struct Hedging {
+    /// The settings.
+    pub settings: HedgeSettings,
+    latency: Box<[Mutex<LatencyWindow>]>,
+    /// Hedges whose answer was used.
+    pub won: AtomicU64,
+    /// Hedges cancelled because another try answered first.
+    pub lost: AtomicU64,
+}
+
+/// Latencies a quantile hedge delay needs before it hedges at all (before that, a forking
+/// route only retries failures): a p95 of a handful of samples is noise.
+pub const MIN_HEDGE_SAMPLES: u64 = 20;
+/// How far back a quantile hedge delay looks.
+pub const HEDGE_WINDOW: Duration = Duration::from_secs(10);
 
 /// What `/admin/policies` shows of a route's retries.
 #[derive(Debug, Serialize)]
@@ -119,14 +140,22 @@ pub struct RetryView {
     pub retries: u64,
     /// Retries the budget could grant now, summed over workers (`None`: no budget).
     pub budget_balance: Option<f64>,
-    /// Retries refused for want of budget.
+    /// Retries and hedges refused for want of budget.
     pub budget_exhausted: u64,
+    /// Hedges whose answer was used (forking routes).
+    pub hedges_won: Option<u64>,
+    /// Hedges cancelled because another try answered first (forking routes).
+    pub hedges_lost: Option<u64>,
 }
 
 impl RouteRetry {
     /// The policy of `settings` for `workers` worker threads (`None` if core refuses the
     /// settings, which validation already ruled out).
-    pub fn new(settings: &RetrySettings, workers: usize) -> Option<RouteRetry> {
+    pub fn new(
+        settings: &RetrySettings,
+        hedge: Option<&HedgeSettings>,
+        workers: usize,
+    ) -> Option<RouteRetry> {
         let rules = settings.rules().ok()?;
         let workers = workers.max(1);
         let shard = |config: spillway_core::retry::RetryBudgetConfig| {
@@ -152,12 +181,69 @@ impl RouteRetry {
             statuses: settings.on.statuses.iter().map(|s| (*s, AtomicU64::new(0))).collect(),
             ..RetryCounts::default()
         };
-        Some(RouteRetry { settings: settings.clone(), rules, budget, unlimited, counts, workers })
+        let hedge = match hedge {
+            Some(h) => Some(Hedging {
+                settings: *h,
+                latency: (0..workers)
+                    .map(|_| LatencyWindow::try_new(HEDGE_WINDOW, 10).ok().map(Mutex::new))
+                    .collect::<Option<Box<[_]>>>()?,
+                won: AtomicU64::new(0),
+                lost: AtomicU64::new(0),
+            }),
+            None => None,
+        };
+        Some(RouteRetry {
+            settings: settings.clone(),
+            rules,
+            budget,
+            unlimited,
+            counts,
+            workers,
+            hedge,
+        })
     }
 
-    /// Whether this policy can take over `old`'s budget and counters (same settings).
-    pub fn same(&self, other: &RetrySettings) -> bool {
-        self.settings == *other
+    /// Whether this policy can be kept for these settings (its budget and counters too).
+    pub fn same(&self, other: &RetrySettings, hedge: Option<&HedgeSettings>) -> bool {
+        self.settings == *other && self.hedge.as_ref().map(|h| &h.settings) == hedge
+    }
+
+    /// How long the first try may take before a hedge is sent, on `worker` at `now`; `None`
+    /// when the route does not hedge (or does not know its latency yet).
+    pub fn hedge_delay(&self, worker: usize, now: Instant) -> Option<Duration> {
+        let h = self.hedge.as_ref()?;
+        match h.settings.after {
+            HedgeAfter::Delay(d) => Some(d),
+            HedgeAfter::Quantile(q) => {
+                let mut w = h.latency.get(worker % h.latency.len())?.lock();
+                if w.count(now) < MIN_HEDGE_SAMPLES {
+                    return None;
+                }
+                w.quantile(q, now)
+            }
+        }
+    }
+
+    /// Notes how long a try took to answer (a forking route's quantile delay learns from it).
+    pub fn observe(&self, worker: usize, latency: Duration, now: Instant) {
+        if let Some(h) = &self.hedge {
+            if let HedgeAfter::Quantile(_) = h.settings.after {
+                if let Some(w) = h.latency.get(worker % h.latency.len()) {
+                    w.lock().record(latency, now);
+                }
+            }
+        }
+    }
+
+    /// Takes a hedge from the retry budget: false when the budget is spent (counted).
+    pub fn try_hedge(&self, worker: usize, now: Instant) -> bool {
+        let shards = self.budget.as_deref().unwrap_or(&self.unlimited);
+        let granted =
+            shards.get(worker % shards.len().max(1)).is_some_and(|b| b.lock().try_withdraw(now));
+        if !granted {
+            self.counts.budget_exhausted.fetch_add(1, Relaxed);
+        }
+        granted
     }
 
     /// Tries per request, the first included.
@@ -188,6 +274,11 @@ impl RouteRetry {
     /// the cluster's `timeouts.per_try`).
     pub fn try_timeout(&self, cluster_per_try: Duration, remaining: Duration) -> Duration {
         self.settings.per_try_timeout.unwrap_or(cluster_per_try).min(remaining)
+    }
+
+    /// Whether `result` is a failure worth another try (a listed condition or status).
+    pub fn wants_retry(&self, result: &TryResult<'_>) -> bool {
+        self.verdict(result).0 != RetryVerdict::Done
     }
 
     /// What `result` says about trying again, and the counter of its reason.
@@ -284,6 +375,8 @@ impl RouteRetry {
                 .as_ref()
                 .map(|shards| shards.iter().map(|b| b.lock().balance(now)).sum()),
             budget_exhausted: self.counts.budget_exhausted.load(Relaxed),
+            hedges_won: self.hedge.as_ref().map(|h| h.won.load(Relaxed)),
+            hedges_lost: self.hedge.as_ref().map(|h| h.lost.load(Relaxed)),
         }
     }
 }
@@ -292,6 +385,7 @@ impl RouteRetry {
 pub fn for_route(
     strategy: Strategy,
     settings: Option<&RetrySettings>,
+    hedge: Option<&HedgeSettings>,
     old: Option<&std::sync::Arc<RouteRetry>>,
     workers: usize,
 ) -> Option<std::sync::Arc<RouteRetry>> {
@@ -299,9 +393,10 @@ pub fn for_route(
         return None;
     }
     let settings = settings?;
+    let hedge = hedge.filter(|_| strategy == Strategy::Forking);
     match old {
-        Some(o) if o.same(settings) && o.workers == workers.max(1) => Some(o.clone()),
-        _ => RouteRetry::new(settings, workers).map(std::sync::Arc::new),
+        Some(o) if o.same(settings, hedge) && o.workers == workers.max(1) => Some(o.clone()),
+        _ => RouteRetry::new(settings, hedge, workers).map(std::sync::Arc::new),
     }
 }
 
@@ -350,6 +445,12 @@ mod tests {
     const LONG: Duration = Duration::from_secs(10);
     const NOW: Instant = Instant::ZERO;
 
+    impl RouteRetry {
+        fn new_for_test(settings: &RetrySettings, workers: usize) -> Option<RouteRetry> {
+            RouteRetry::new(settings, None, workers)
+        }
+    }
+
     fn next(r: &RouteRetry, result: TryResult<'_>) -> RetryDecision {
         r.next(&mut Attempts::first(), result, LONG, Duration::ZERO, 0.0, 0, NOW)
     }
@@ -360,7 +461,7 @@ mod tests {
 
     #[test]
     fn only_listed_conditions_are_retried() {
-        let r = RouteRetry::new(&settings(1.0, 100.0), 1).expect("valid");
+        let r = RouteRetry::new_for_test(&settings(1.0, 100.0), 1).expect("valid");
         assert!(matches!(next(&r, answered(503)), RetryDecision::Retry { .. }));
         assert!(matches!(
             next(&r, TryResult::Failed(TryFailure::Reset)),
@@ -379,7 +480,7 @@ mod tests {
 
     #[test]
     fn retry_after_and_grpc_pushback_set_the_wait() {
-        let r = RouteRetry::new(&settings(1.0, 100.0), 1).expect("valid");
+        let r = RouteRetry::new_for_test(&settings(1.0, 100.0), 1).expect("valid");
         let hinted =
             TryResult::Answered { status: 503, retry_after: Some(b"1"), grpc_pushback: None };
         assert_eq!(next(&r, hinted), RetryDecision::Retry { after: Duration::from_secs(1) });
@@ -398,7 +499,7 @@ mod tests {
 
     #[test]
     fn the_budget_caps_retries_at_the_ratio_of_requests() {
-        let r = RouteRetry::new(&settings(0.2, 0.0), 1).expect("valid");
+        let r = RouteRetry::new_for_test(&settings(0.2, 0.0), 1).expect("valid");
         for _ in 0..100 {
             r.begin(0, NOW);
         }
@@ -412,7 +513,7 @@ mod tests {
     #[test]
     fn budget_shards_sum_to_the_route_budget() {
         // Two workers, 50 requests each: each may retry 10 (20 %), 20 in all.
-        let r = RouteRetry::new(&settings(0.2, 0.0), 2).expect("valid");
+        let r = RouteRetry::new_for_test(&settings(0.2, 0.0), 2).expect("valid");
         for worker in 0..2 {
             for _ in 0..50 {
                 r.begin(worker, NOW);
@@ -443,7 +544,7 @@ mod tests {
     fn without_a_budget_only_attempts_limit_retries() {
         let mut s = settings(0.0, 0.0);
         s.budget = None;
-        let r = RouteRetry::new(&s, 2).expect("valid");
+        let r = RouteRetry::new_for_test(&s, 2).expect("valid");
         let made = (0..1000)
             .filter(|_| matches!(next(&r, answered(503)), RetryDecision::Retry { .. }))
             .count();
@@ -452,7 +553,7 @@ mod tests {
 
     #[test]
     fn only_idempotent_requests_with_a_kept_body_are_eligible() {
-        let r = RouteRetry::new(&settings(1.0, 1.0), 1).expect("valid");
+        let r = RouteRetry::new_for_test(&settings(1.0, 1.0), 1).expect("valid");
         assert!(r.eligible("GET", Some(0)));
         assert!(r.eligible("PUT", Some(1024)));
         assert!(!r.eligible("PUT", Some(1025)));
@@ -460,7 +561,7 @@ mod tests {
         assert!(!r.eligible("POST", Some(10)));
         let mut s = settings(1.0, 1.0);
         s.non_idempotent = true;
-        assert!(RouteRetry::new(&s, 1).expect("valid").eligible("POST", Some(10)));
+        assert!(RouteRetry::new_for_test(&s, 1).expect("valid").eligible("POST", Some(10)));
     }
 
     #[test]

@@ -40,8 +40,11 @@ use spillway_core::balance::hash_bytes;
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
 use spillway_core::retry::{Attempts, RetryDecision};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use std::time::Duration;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -385,116 +388,170 @@ async fn proxy(
     let mut body = Some(body);
 
     let pool = &worker.pool;
+    let hedging = retry.is_some_and(|r| r.hedge.is_some());
+    let mut hedges_left = retry.and_then(|r| r.hedge.as_ref()).map_or(0, |h| h.settings.max_extra);
     let mut attempts = Attempts::first();
     let mut avoid = None;
-    // The try loop: one pass without retries; each retry picks another endpoint when one is
-    // available, rewrites the deadline headers with what is left, and says which attempt it is
-    // in `x-spillway-attempt`.
-    let (picked, endpoint, try_start, try_timeout, result) = loop {
-        let try_start = if attempts.made() == 1 { start } else { worker.shared.now() };
-        let Some(picked) = worker.pick(snap, cluster_index, try_start, hash, avoid) else {
-            if let Some((admission, _, _)) = admitted {
-                admission.finish(crate::policy::outcome_of(None), try_start);
-            }
-            if let Some(fallback) = snap.policies.fallback(route.index, None) {
-                return (rendered_response(fallback), None);
-            }
-            return (canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT), None);
-        };
-        let endpoint: &EndpointState = &cluster.endpoints[picked];
-        let addr = endpoint.address;
-        let left = remaining(try_start);
-        let try_timeout = match retry {
-            Some(r) => r.try_timeout(t.per_try, left),
-            None => left.min(t.per_try),
-        };
-        if let Some(d) = budget {
-            // Pass the remaining budget on in the headers the caller used; without them the
-            // budget was granted at `start` a few microseconds ago: no second clock read.
-            if deadline_headers != (false, false) {
-                let now = if attempts.made() == 1 { worker.shared.now() } else { try_start };
-                let left = d.remaining(now);
-                if deadline_headers.0 && parts.headers.contains_key(&GRPC_TIMEOUT) {
-                    if let Ok(v) = HeaderValue::from_str(format_grpc_timeout(left).as_str()) {
-                        parts.headers.insert(&GRPC_TIMEOUT, v);
+    let mut started = 0u32;
+    let mut tries: Vec<Pin<Box<dyn Future<Output = TryDone> + '_>>> = Vec::with_capacity(1);
+    let mut launch = Some(false);
+    let mut hedge_at: Option<tokio::time::Instant> = None;
+    let mut last_failure: Option<TryDone> = None;
+    let mut last_picked = None;
+    // The try loop. Without retries: one try. Failover: after a failed try, core's retry
+    // decision, then another try on another endpoint. Forking: also, when no answer came within
+    // the hedge delay, another try in parallel; the first good answer wins and the rest are
+    // dropped (cancelled). Every try rewrites the deadline headers with what is left and says
+    // which attempt it is in `x-spillway-attempt`.
+    let done: TryDone = loop {
+        if let Some(is_hedge) = launch.take() {
+            let try_start = if started == 0 { start } else { worker.shared.now() };
+            let Some(picked) = worker.pick(snap, cluster_index, try_start, hash, avoid) else {
+                if !tries.is_empty() {
+                    continue;
+                }
+                if let Some(failed) = last_failure.take() {
+                    break failed;
+                }
+                if let Some((admission, _, _)) = admitted {
+                    admission.finish(crate::policy::outcome_of(None), try_start);
+                }
+                if let Some(fallback) = snap.policies.fallback(route.index, None) {
+                    return (rendered_response(fallback), None);
+                }
+                return (
+                    canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT),
+                    None,
+                );
+            };
+            started += 1;
+            last_picked = Some(picked);
+            let endpoint: &EndpointState = &cluster.endpoints[picked];
+            let addr = endpoint.address;
+            let left = remaining(try_start);
+            let try_timeout = match retry {
+                Some(r) => r.try_timeout(t.per_try, left),
+                None => left.min(t.per_try),
+            };
+            if let Some(d) = budget {
+                // Pass the remaining budget on in the headers the caller used; without them the
+                // budget was granted at `start` a few microseconds ago: no second clock read.
+                if deadline_headers != (false, false) {
+                    let now = if started == 1 { worker.shared.now() } else { try_start };
+                    let left = d.remaining(now);
+                    if deadline_headers.0 && parts.headers.contains_key(&GRPC_TIMEOUT) {
+                        if let Ok(v) = HeaderValue::from_str(format_grpc_timeout(left).as_str()) {
+                            parts.headers.insert(&GRPC_TIMEOUT, v);
+                        }
+                    }
+                    if deadline_headers.1 && parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
+                        let value = format_request_timeout(left);
+                        if let Ok(v) = HeaderValue::from_str(value.as_str()) {
+                            parts.headers.insert(&X_REQUEST_TIMEOUT, v);
+                        }
                     }
                 }
-                if deadline_headers.1 && parts.headers.contains_key(&X_REQUEST_TIMEOUT) {
-                    if let Ok(v) = HeaderValue::from_str(format_request_timeout(left).as_str()) {
-                        parts.headers.insert(&X_REQUEST_TIMEOUT, v);
+            }
+            if retry.is_some() {
+                parts.headers.insert(&X_SPILLWAY_ATTEMPT, HeaderValue::from(started));
+            }
+            if cluster.config.protocol == UpstreamProtocol::Http2 && parts.uri.authority().is_none()
+            {
+                let mut up = std::mem::take(&mut parts.uri).into_parts();
+                up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
+                if let Ok(uri) = Uri::from_parts(up) {
+                    parts.uri = uri;
+                }
+            }
+            // The first try takes the body itself; a later one a copy of the kept body.
+            let try_body = match body.take() {
+                Some(b) => b,
+                None => match &replay {
+                    Some(data) => ProxyBody::Buffered(Some(data.clone())),
+                    None => ProxyBody::Empty,
+                },
+            };
+            // Without retries the request is moved; with them each try sends a copy.
+            let up_req = if retry.is_some() {
+                let mut copy = Request::new(try_body);
+                *copy.method_mut() = parts.method.clone();
+                *copy.uri_mut() = parts.uri.clone();
+                *copy.version_mut() = parts.version;
+                *copy.headers_mut() = parts.headers.clone();
+                copy
+            } else {
+                let only = std::mem::replace(&mut parts, Request::new(()).into_parts().0);
+                Request::from_parts(only, try_body)
+            };
+            endpoint.in_flight.fetch_add(1, Relaxed);
+            let in_flight = InFlight(endpoint);
+            let protocol = cluster.config.protocol;
+            let upgrading = upgrade.is_some();
+            tries.push(Box::pin(async move {
+                let _in_flight = in_flight;
+                let exchange = async {
+                    match (protocol, upgrading) {
+                        (UpstreamProtocol::Http1, false) => {
+                            let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
+                            let resp =
+                                c.send(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
+                            Ok((resp, Some(c)))
+                        }
+                        (UpstreamProtocol::Http1, true) => {
+                            let mut sender = pool::connect_h1_upgradable(addr, t.connect).await?;
+                            let resp = sender
+                                .send_request(up_req)
+                                .await
+                                .map_err(|e| UpstreamError::Http(addr, e))?;
+                            Ok((resp, None))
+                        }
+                        (UpstreamProtocol::Http2, _) => {
+                            let mut sender = pool.checkout_h2(addr, t.connect).await?;
+                            let resp = sender
+                                .send_request(up_req)
+                                .await
+                                .map_err(|e| UpstreamError::Http(addr, e))?;
+                            Ok((resp, None))
+                        }
+                    }
+                };
+                let result = match tokio::time::timeout(try_timeout, exchange).await {
+                    Ok(r) => r,
+                    Err(_) => Err(UpstreamError::Timeout(addr)),
+                };
+                TryDone { picked, try_start, try_timeout, hedge: is_hedge, result }
+            }));
+            // A forking route hedges when this try is slower than the hedge delay.
+            hedge_at = match retry {
+                Some(r) if hedging && hedges_left > 0 => {
+                    r.hedge_delay(worker.id, try_start).map(|d| tokio::time::Instant::now() + d)
+                }
+                _ => None,
+            };
+        }
+        let done = match first_of(&mut tries, hedge_at).await {
+            Raced::Hedge => {
+                hedge_at = None;
+                if let Some(r) = retry {
+                    if hedges_left > 0 && r.try_hedge(worker.id, worker.shared.now()) {
+                        hedges_left -= 1;
+                        launch = Some(true);
+                        // Another endpoint than the ones still working on it.
+                        avoid = last_picked;
                     }
                 }
+                continue;
             }
-        }
-        if retry.is_some() {
-            parts.headers.insert(&X_SPILLWAY_ATTEMPT, HeaderValue::from(attempts.made()));
-        }
-        if cluster.config.protocol == UpstreamProtocol::Http2 && parts.uri.authority().is_none() {
-            let mut up = std::mem::take(&mut parts.uri).into_parts();
-            up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
-            if let Ok(uri) = Uri::from_parts(up) {
-                parts.uri = uri;
-            }
-        }
-        // The first try takes the request itself; a retry sends a copy of the head and body.
-        let try_body = match body.take() {
-            Some(b) => b,
-            None => match &replay {
-                Some(data) => ProxyBody::Buffered(Some(data.clone())),
-                None => ProxyBody::Empty,
-            },
-        };
-        let up_req = if retry.is_some_and(|r| attempts.made() < r.max_attempts()) {
-            let mut copy = Request::new(try_body);
-            *copy.method_mut() = parts.method.clone();
-            *copy.uri_mut() = parts.uri.clone();
-            *copy.version_mut() = parts.version;
-            *copy.headers_mut() = parts.headers.clone();
-            copy
-        } else {
-            let last = std::mem::replace(&mut parts, Request::new(()).into_parts().0);
-            Request::from_parts(last, try_body)
-        };
-
-        endpoint.in_flight.fetch_add(1, Relaxed);
-        let in_flight = InFlight(endpoint);
-        let exchange = async {
-            match (cluster.config.protocol, upgrade.is_some()) {
-                (UpstreamProtocol::Http1, false) => {
-                    let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
-                    let resp = c.send(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
-                    Ok((resp, Some(c)))
-                }
-                (UpstreamProtocol::Http1, true) => {
-                    let mut sender = pool::connect_h1_upgradable(addr, t.connect).await?;
-                    let resp = sender
-                        .send_request(up_req)
-                        .await
-                        .map_err(|e| UpstreamError::Http(addr, e))?;
-                    Ok((resp, None))
-                }
-                (UpstreamProtocol::Http2, _) => {
-                    let mut sender = pool.checkout_h2(addr, t.connect).await?;
-                    let resp = sender
-                        .send_request(up_req)
-                        .await
-                        .map_err(|e| UpstreamError::Http(addr, e))?;
-                    Ok((resp, None))
-                }
-            }
-        };
-        let result = match tokio::time::timeout(try_timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamError::Timeout(addr)),
+            Raced::Done(done) => done,
         };
         let now = worker.shared.now();
-        let latency = now.saturating_duration_since(try_start);
-        drop(in_flight);
+        let latency = now.saturating_duration_since(done.try_start);
+        let endpoint: &EndpointState = &cluster.endpoints[done.picked];
         // Each try's outcome teaches outlier detection and the balancer (a body over the
         // client's limit is the client's fault: no outlier accounting).
-        let try_result = match &result {
+        let try_result = match &done.result {
             Err(UpstreamError::Http(_, e)) if client_body_too_large(e) => {
-                worker.picked_done(snap.generation, cluster_index, picked, latency, true, now);
+                worker.picked_done(snap.generation, cluster_index, done.picked, latency, true, now);
                 None
             }
             Err(e) => {
@@ -502,7 +559,14 @@ async fn proxy(
                     && snap.policies.cluster_saturated(cluster_index);
                 let outcome = if overloaded { Outcome::Overloaded } else { Outcome::Failure };
                 cluster.record(endpoint, outcome, latency, now);
-                worker.picked_done(snap.generation, cluster_index, picked, latency, false, now);
+                worker.picked_done(
+                    snap.generation,
+                    cluster_index,
+                    done.picked,
+                    latency,
+                    false,
+                    now,
+                );
                 Some(TryResult::Failed(match e {
                     UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_) => {
                         TryFailure::Connect
@@ -519,7 +583,10 @@ async fn proxy(
                 };
                 cluster.record(endpoint, outcome, latency, now);
                 let ok = outcome == Outcome::Success;
-                worker.picked_done(snap.generation, cluster_index, picked, latency, ok, now);
+                worker.picked_done(snap.generation, cluster_index, done.picked, latency, ok, now);
+                if let Some(r) = retry {
+                    r.observe(worker.id, latency, now);
+                }
                 Some(TryResult::Answered {
                     status: resp.status().as_u16(),
                     retry_after: resp.headers().get(header::RETRY_AFTER).map(HeaderValue::as_bytes),
@@ -530,21 +597,43 @@ async fn proxy(
                 })
             }
         };
-        if let (Some(r), Some(try_result)) = (retry, try_result) {
-            let random = worker.random_unit();
-            let decision =
-                r.next(&mut attempts, try_result, remaining(now), min_try, random, worker.id, now);
-            if let RetryDecision::Retry { after } = decision {
-                // The failed answer is dropped with its connection's slot (its body unread).
-                drop(result);
-                tokio::time::sleep(after).await;
-                avoid = Some(picked);
-                continue;
+        let (Some(r), Some(try_result)) = (retry, try_result) else {
+            break done;
+        };
+        if !r.wants_retry(&try_result) {
+            // A good answer: it wins; tries still running are cancelled below.
+            if let Some(h) = &r.hedge {
+                if done.hedge {
+                    h.won.fetch_add(1, Relaxed);
+                }
+                h.lost.fetch_add(tries.len() as u64, Relaxed);
             }
+            break done;
         }
-        break (picked, endpoint, try_start, try_timeout, result);
+        if !tries.is_empty() {
+            // Others are still working on it: wait for them, keep this answer in case.
+            avoid = Some(done.picked);
+            last_failure = Some(done);
+            continue;
+        }
+        let random = worker.random_unit();
+        let decision =
+            r.next(&mut attempts, try_result, remaining(now), min_try, random, worker.id, now);
+        if let RetryDecision::Retry { after } = decision {
+            // The failed answer is dropped with its connection's slot (its body unread).
+            avoid = Some(done.picked);
+            drop(done);
+            last_failure = None;
+            tokio::time::sleep(after).await;
+            launch = Some(false);
+            continue;
+        }
+        break done;
     };
-    let _ = picked;
+    // Tries still running lost the race: dropping them cancels them.
+    drop(tries);
+    let TryDone { picked, try_start, try_timeout, result, .. } = done;
+    let endpoint: &EndpointState = &cluster.endpoints[picked];
     let addr = endpoint.address;
     // The body streams after the head: within what is left of the try's time without
     // retries (as before), of the request's time with them.
@@ -607,6 +696,47 @@ async fn proxy(
         ResponseBody::upstream(body, conn_back, body_deadline)
     };
     (Response::from_parts(parts, body), Some(addr))
+}
+
+/// One finished try of the try loop.
+struct TryDone {
+    picked: usize,
+    try_start: spillway_core::Instant,
+    try_timeout: Duration,
+    /// Whether it was a hedge (sent while another try was still running).
+    hedge: bool,
+    result: Result<(Response<Incoming>, Option<pool::PooledH1>), UpstreamError>,
+}
+
+/// What ended a wait in the try loop.
+enum Raced<T> {
+    /// A try finished.
+    Done(T),
+    /// The hedge delay passed first.
+    Hedge,
+}
+
+/// Waits for the first of `tries` to finish (removing it), or for `hedge_at`.
+async fn first_of<'a, T>(
+    tries: &mut Vec<Pin<Box<dyn Future<Output = T> + 'a>>>,
+    hedge_at: Option<tokio::time::Instant>,
+) -> Raced<T> {
+    let mut hedge = hedge_at.map(|at| Box::pin(tokio::time::sleep_until(at)));
+    std::future::poll_fn(|cx| {
+        for i in 0..tries.len() {
+            if let Poll::Ready(done) = tries[i].as_mut().poll(cx) {
+                drop(tries.swap_remove(i));
+                return Poll::Ready(Raced::Done(done));
+            }
+        }
+        if let Some(sleep) = hedge.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Raced::Hedge);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Whether an upstream exchange failed because the client's body passed `max_body_bytes`.

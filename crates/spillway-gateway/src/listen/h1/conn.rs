@@ -9,8 +9,8 @@
 //!
 //! What it takes: origin-form HTTP/1.1 requests without a body or with a `Content-Length` body
 //! of at most [`LEAN_BODY_LIMIT`] bytes, to a route that answers directly or proxies to an
-//! HTTP/1.1 cluster without recording. Anything else is handed to hyper with the bytes read so
-//! far ([`Served::Handoff`]), and the connection stays with hyper from then on.
+//! HTTP/1.1 cluster without recording or hedging. Anything else is handed to hyper with the
+//! bytes read so far ([`Served::Handoff`]), and the connection stays with hyper from then on.
 //!
 //! The request path mirrors [`crate::proxy`]: the same routing, policy hook, deadline
 //! decisions, endpoint choice, outlier and balancer accounting, metrics and access log.
@@ -446,7 +446,9 @@ impl Conn<'_> {
         };
         if let Some(proxied @ Route { action: Action::Proxy { cluster, .. }, .. }) = route {
             let protocol = snap.clusters.get(*cluster).map(|c| c.config.protocol);
-            if proxied.recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) {
+            // Hedged routes race several upstream tries: hyper's path does that.
+            let hedged = snap.policies.retry(proxied.index).is_some_and(|r| r.hedge.is_some());
+            if proxied.recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) || hedged {
                 return Step::Handoff;
             }
             if head.content_length > listener.max_body_bytes {
