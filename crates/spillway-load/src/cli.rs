@@ -5,7 +5,7 @@
 //! Kept here rather than in the binary so the binary stays argument parsing only, and so tests
 //! can run a whole subcommand in-process.
 
-use crate::engine::{self, EngineConfig, Live, Plan, RequestSpec};
+use crate::engine::{self, ClientRetry, EngineConfig, Live, Plan, RequestSpec};
 use crate::mix::Mix;
 use crate::progress::Progress;
 use crate::report::Report;
@@ -114,6 +114,8 @@ pub struct LoadOptions {
     pub mix: Option<Mix>,
     /// Connections.
     pub connection: ConnectionOptions,
+    /// Client retries of errors (`--client-retries`, `--client-retry-backoff`).
+    pub retry: ClientRetry,
     /// Outputs.
     pub output: OutputOptions,
 }
@@ -271,6 +273,7 @@ pub(crate) fn engine_config(
         threads: connection
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        retry: ClientRetry::NONE,
     }
 }
 
@@ -297,6 +300,7 @@ pub fn load(options: LoadOptions) -> Result<Report, CliError> {
         default_connections,
     );
     config.mix = options.mix.clone().map(Arc::new);
+    config.retry = options.retry;
     let report = runtime()?.block_on(run_with_progress(config, "load", options.output.quiet))?;
     print!("{}", report.summary_table());
     write_outputs(&report, &options.output)?;
@@ -318,6 +322,7 @@ mod tests {
             request: RequestOptions::default(),
             mix: None,
             connection: ConnectionOptions::default(),
+            retry: ClientRetry::NONE,
             output: OutputOptions::default(),
         }
     }

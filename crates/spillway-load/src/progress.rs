@@ -38,8 +38,10 @@ impl Progress {
         let target = p.target_rate.map(|r| format!("/{r:.0}")).unwrap_or_default();
         let latency =
             |v: Option<f64>| v.map(|ms| format_micros(ms * 1000.0)).unwrap_or_else(|| "-".into());
+        let retries = live.attempts.saturating_sub(live.sent);
+        let retries = if retries > 0 { format!(" (+{retries} retries)") } else { String::new() };
         self.bar.set_message(format!(
-            "{:.1}s/{}  {:.0}{target} rps  sent {}  errors {}  p50 {}  p99 {}",
+            "{:.1}s/{}  {:.0}{target} rps  sent {}{retries}  errors {}  p50 {}  p99 {}",
             live.elapsed.as_secs_f64(),
             format_duration(live.duration),
             p.sent_rate,

@@ -5,14 +5,15 @@
 //! plots look the same whichever tool made them.
 
 use crate::histogram::LatencySummary;
-use crate::units::format_micros;
+use crate::units::{format_duration, format_micros};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Value of [`Report::schema`]; bumped on any incompatible change of the JSON. Additions that
-/// old readers can ignore keep it: `goodput` on each step, and with `--mix` the report's
-/// `mix_header` and each step's `classes` ([`ClassReport`]).
+/// old readers can ignore keep it: `goodput`, `requests`, `attempts` and `retries` on each step,
+/// with `--mix` the report's `mix_header` and each step's `classes` ([`ClassReport`]), and with
+/// `--client-retries` the report's `client_retries`.
 pub const REPORT_SCHEMA: &str = "spillway.load.report/v1";
 
 /// How requests were generated.
@@ -53,6 +54,18 @@ pub struct Report {
     /// The header `--mix` varied, when it was used (each step then has `classes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mix_header: Option<String>,
+    /// How the client retried errors, when `--client-retries` was above zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_retries: Option<ClientRetrySettings>,
+}
+
+/// The client retry settings of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClientRetrySettings {
+    /// Most retries per request.
+    pub retries: u32,
+    /// Wait between an error and the next attempt, milliseconds.
+    pub backoff_ms: f64,
 }
 
 /// Results of one step, or of the whole run (`step` is `None`).
@@ -68,8 +81,21 @@ pub struct StepReport {
     pub duration_s: f64,
     /// Requests the schedule meant to send, when there is a schedule.
     pub planned: Option<u64>,
-    /// Requests sent.
+    /// Requests sent (client requests: a retried request is sent once).
     pub sent: u64,
+    /// Client requests that ended, each counted once with the outcome of its last attempt
+    /// (`status`, `errors`, latency and `classes` count these); equal to `sent` once the run is
+    /// over.
+    #[serde(default)]
+    pub requests: u64,
+    /// Everything sent: first attempts and client retries. `attempts / requests` is the
+    /// client's own amplification; a backend's request count over `requests` is the whole
+    /// path's.
+    #[serde(default)]
+    pub attempts: u64,
+    /// Attempts beyond each request's first (`attempts - sent`).
+    #[serde(default)]
+    pub retries: u64,
     /// Planned requests never sent because the run's time was up (the generator or the
     /// connections could not keep up).
     pub missed: u64,
@@ -88,9 +114,10 @@ pub struct StepReport {
     pub status_class: BTreeMap<String, u64>,
     /// Transport failures by kind (`connect`, `timeout`, `io`, `body`).
     pub errors: BTreeMap<String, u64>,
-    /// Share of attempts that failed (transport error or status ≥ 400), 0..=1.
+    /// Share of requests whose last attempt failed (transport error or status ≥ 400), 0..=1.
     pub error_rate: f64,
-    /// Latency of the responses, milliseconds.
+    /// Latency of the requests that ended with a response, milliseconds: from the intended
+    /// send of the first attempt to the last answer (client retries and backoffs included).
     pub latency_ms: LatencySummary,
     /// How late requests left compared with their intended send time, milliseconds (all zero
     /// in closed loop): the generator's own precision.
@@ -277,6 +304,23 @@ impl Report {
                 self.overall.errors.iter().map(|(c, n)| format!("{c}: {n}")).collect();
             notes.push(format!("errors {}", errors.join(", ")));
         }
+        if let Some(retry) = &self.client_retries {
+            let all = &self.overall;
+            let per_request =
+                if all.requests == 0 { 0.0 } else { all.attempts as f64 / all.requests as f64 };
+            notes.push(format!(
+                "client retries (up to {}, backoff {}): {} requests, {} attempts ({per_request:.2} \
+                 per request, {} retries)",
+                retry.retries,
+                format_duration(
+                    std::time::Duration::try_from_secs_f64(retry.backoff_ms / 1e3)
+                        .unwrap_or_default()
+                ),
+                all.requests,
+                all.attempts,
+                all.retries
+            ));
+        }
         if self.mode != Mode::Closed && self.overall.sent > 0 {
             let lag = &self.overall.send_lag_ms;
             notes.push(format!(
@@ -382,6 +426,9 @@ mod tests {
             duration_s: 1.0,
             planned: Some(100),
             sent: 100,
+            requests: 100,
+            attempts: 100,
+            retries: 0,
             missed: 0,
             behind: 0,
             responses: 99,
@@ -447,6 +494,7 @@ mod tests {
                 p99_ms: Some(2.0),
             }],
             mix_header: None,
+            client_retries: None,
         }
     }
 
@@ -484,6 +532,9 @@ mod tests {
             "errors",
             "error_rate",
             "latency_ms",
+            "requests",
+            "attempts",
+            "retries",
         ] {
             assert!(overall.get(key).is_some(), "overall is missing {key}");
         }
@@ -498,14 +549,18 @@ mod tests {
     fn reports_without_a_mix_have_no_classes_in_json_and_old_json_still_reads() {
         let json = sample_report().to_json().unwrap();
         assert!(!json.contains("\"classes\"") && !json.contains("mix_header"));
-        // A report written before `goodput` and `classes` existed still parses.
+        assert!(!json.contains("client_retries"));
+        // A report written before `goodput`, `classes` and the retry counts existed still
+        // parses.
         let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let added = ["goodput", "requests", "attempts", "retries"];
         for s in value["steps"].as_array_mut().unwrap() {
-            s.as_object_mut().unwrap().remove("goodput");
+            added.iter().for_each(|k| drop(s.as_object_mut().unwrap().remove(*k)));
         }
-        value["overall"].as_object_mut().unwrap().remove("goodput");
+        added.iter().for_each(|k| drop(value["overall"].as_object_mut().unwrap().remove(*k)));
         let back: Report = serde_json::from_value(value).unwrap();
         assert_eq!(back.overall.goodput, 0.0);
+        assert_eq!((back.overall.requests, back.overall.attempts), (0, 0));
         assert!(back.overall.classes.is_empty());
     }
 
@@ -559,6 +614,29 @@ mod tests {
         assert!(rows[4].trim_start().starts_with("all"));
         assert!(table.contains("503: 1"));
         assert!(table.contains("timeout: 1"));
+    }
+
+    #[test]
+    fn client_retries_show_requests_and_attempts_in_json_and_summary() {
+        let mut report = sample_report();
+        report.client_retries = Some(ClientRetrySettings { retries: 3, backoff_ms: 20.0 });
+        report.overall.attempts = 250;
+        report.overall.retries = 150;
+        let value: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+        assert_eq!(value["client_retries"]["retries"], 3);
+        assert_eq!(value["client_retries"]["backoff_ms"], 20.0);
+        assert_eq!(
+            (&value["overall"]["requests"], &value["overall"]["attempts"]),
+            (&100.into(), &250.into())
+        );
+        let table = report.summary_table();
+        let note = table.lines().find(|l| l.contains("client retries")).unwrap_or_default();
+        assert!(note.contains("up to 3, backoff 20ms"), "{table}");
+        assert!(
+            note.contains("100 requests, 250 attempts (2.50 per request, 150 retries)"),
+            "{note}"
+        );
+        assert!(!sample_report().summary_table().contains("client retries"));
     }
 
     #[test]

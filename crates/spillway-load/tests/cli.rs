@@ -5,7 +5,11 @@
 
 mod common;
 
+use spillway_load::backend::faults::{Faults, Ratio};
+use spillway_load::backend::{Backend, BackendConfig};
 use spillway_load::cli::{self, ConnectionOptions, LoadOptions, OutputOptions, RequestOptions};
+use spillway_load::engine::ClientRetry;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 fn options(url: String, dir: &std::path::Path, plot: &str) -> LoadOptions {
@@ -24,6 +28,7 @@ fn options(url: String, dir: &std::path::Path, plot: &str) -> LoadOptions {
         },
         mix: None,
         connection: ConnectionOptions { connections: Some(4), ..Default::default() },
+        retry: ClientRetry::NONE,
         output: OutputOptions {
             json: Some(dir.join("out.json")),
             plot: Some(dir.join(plot)),
@@ -140,4 +145,58 @@ fn load_with_a_mix_reports_classes_in_json_and_plots_them() {
     let svg = std::fs::read_to_string(dir.path().join("mix.svg")).unwrap();
     assert!(svg.contains("fraction served"), "the per-class charts are missing");
     assert!(svg.contains("200 goodput"));
+}
+
+#[test]
+fn client_retries_against_an_always_failing_backend_send_every_request_n_plus_one_times() {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let backend = rt
+        .block_on(Backend::start(BackendConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            allow_remote: false,
+            concurrency: NonZeroUsize::new(8).unwrap(),
+            service_time: Duration::from_millis(1),
+            queue_limit: None,
+            faults: Faults { fail_ratio: Ratio::ONE, ..Faults::default() },
+            seed: Some(1),
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = LoadOptions {
+        ramp: None,
+        rate: Some(200.0),
+        requests: Some(40),
+        retry: ClientRetry::try_new(3, Duration::ZERO).unwrap(),
+        ..options(format!("http://{}/", backend.addr()), dir.path(), "r.svg")
+    };
+    let report = cli::load(o).unwrap();
+    let all = &report.overall;
+    assert_eq!((all.sent, all.requests, all.attempts, all.retries), (40, 40, 160, 120));
+    // Each request counts once, with its last outcome.
+    assert_eq!(all.status.get("503").copied(), Some(40));
+    assert_eq!(all.responses, 40);
+    let stats = backend.stats();
+    assert_eq!((stats.received, stats.failed), (160, 160));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (&json["overall"]["requests"], &json["overall"]["attempts"]),
+        (&40.into(), &160.into())
+    );
+    assert_eq!(json["client_retries"]["retries"], 3);
+
+    // Once the backend recovers, nothing is retried.
+    backend.control(&serde_json::from_str(r#"{"fail_ratio":0}"#).unwrap()).unwrap();
+    let o = LoadOptions {
+        ramp: None,
+        rate: Some(200.0),
+        requests: Some(40),
+        retry: ClientRetry::try_new(3, Duration::ZERO).unwrap(),
+        ..options(format!("http://{}/", backend.addr()), dir.path(), "r.svg")
+    };
+    let all = cli::load(o).unwrap().overall;
+    assert_eq!((all.requests, all.attempts, all.retries), (40, 40, 0));
+    assert_eq!(backend.stats().received, 200);
 }

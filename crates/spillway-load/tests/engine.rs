@@ -5,7 +5,7 @@
 
 mod common;
 
-use spillway_load::engine::{run, EngineConfig, Plan, RequestSpec};
+use spillway_load::engine::{run, ClientRetry, EngineConfig, Plan, RequestSpec};
 use spillway_load::mix::Mix;
 use spillway_load::report::Mode;
 use spillway_load::schedule::{Ramp, Schedule};
@@ -28,6 +28,7 @@ fn config(url: &str, plan: Plan, connections: usize) -> EngineConfig {
         timeout: Duration::from_secs(2),
         interval: Duration::from_millis(250),
         threads: 2,
+        retry: ClientRetry::NONE,
     }
 }
 
@@ -226,4 +227,58 @@ async fn a_mix_needs_one_request_per_class() {
     config.mix = Some(Arc::new(mix));
     let err = run(config, |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("one request per class"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_client_retries_count_requests_once_and_every_attempt() {
+    let server = common::start().await;
+    let plan =
+        Plan::Open(Schedule::constant(300.0, Duration::from_secs(10)).unwrap().limited_to(30));
+    let mut config = config(&server.url("/?status=503"), plan, 3);
+    config.retry = ClientRetry::try_new(2, Duration::ZERO).unwrap();
+    let report = run(config, |_| {}).await.unwrap();
+    let all = &report.overall;
+    assert_eq!((all.sent, all.requests, all.attempts, all.retries), (30, 30, 90, 60));
+    assert_eq!(all.status.get("503").copied(), Some(30));
+    assert_eq!(server.seen().len(), 90);
+    assert_eq!(report.steps[0].attempts, 90);
+    assert_eq!(report.client_retries.map(|r| r.retries), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_retries_in_line_and_stops_at_the_first_success() {
+    let server = common::start().await;
+    let plan = Plan::Closed { duration: Duration::from_secs(5), max_requests: Some(12) };
+    let mut config = config(&server.url("/?status=429"), plan, 2);
+    config.retry = ClientRetry::try_new(1, Duration::ZERO).unwrap();
+    let report = run(config, |_| {}).await.unwrap();
+    let all = &report.overall;
+    assert_eq!((all.sent, all.requests, all.attempts), (12, 12, 24));
+    assert_eq!(server.seen().len(), 24);
+
+    // A 2xx is final: no retry.
+    let plan = Plan::Closed { duration: Duration::from_secs(5), max_requests: Some(12) };
+    let mut config = self::config(&server.url("/"), plan, 2);
+    config.retry = ClientRetry::try_new(3, Duration::ZERO).unwrap();
+    let all = run(config, |_| {}).await.unwrap().overall;
+    assert_eq!((all.requests, all.attempts, all.retries), (12, 12, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_waiting_for_their_backoff_do_not_hold_the_connection() {
+    let server = common::start().await;
+    // One connection, an arrival every 20 ms, each answered 503 and retried 50 ms later. A
+    // retry that held the connection through its backoff would make nearly every arrival late;
+    // queued on the worker, retries slot in between arrivals.
+    let plan = Plan::Open(Schedule::constant(50.0, Duration::from_millis(600)).unwrap());
+    let mut config = config(&server.url("/?status=503"), plan, 1);
+    config.retry = ClientRetry::try_new(1, Duration::from_millis(50)).unwrap();
+    let report = run(config, |_| {}).await.unwrap();
+    let all = &report.overall;
+    assert_eq!(all.sent, 30);
+    assert_eq!((all.requests, all.attempts), (30, 60));
+    assert!(all.behind <= 5, "{} of 30 arrivals were late", all.behind);
+    // Latency spans both attempts and the backoff between them.
+    assert!(all.latency_ms.min >= 49.0, "min {}", all.latency_ms.min);
+    assert!(report.elapsed_s < 3.0, "elapsed {}", report.elapsed_s);
 }

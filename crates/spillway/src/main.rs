@@ -32,7 +32,8 @@ enum Command {
     Capacity(cmd::capacity::CapacityArgs),
     /// Replay recorded traffic against a target.
     Replay(cmd::replay::ReplayArgs),
-    /// A test backend with fixed capacity: N slots × a fixed service time, FIFO queue.
+    /// A test backend with fixed capacity: N slots × a fixed service time, FIFO queue; failures,
+    /// a slow tail and hard-down, switchable at run time with POST /control.
     Backend(cmd::backend::BackendArgs),
 }
 

@@ -6,15 +6,28 @@
 //! intended time sleeps until then and measures from the real send; one that claims it late
 //! (every connection was busy) sends at once and measures from the *intended* time, so a slow
 //! target cannot hide its queueing delay (no coordinated omission, as in wrk2).
+//!
+//! Client retries ([`retry`]): an attempt answered with an error goes again on the connection
+//! of the worker that sent it, up to `N` more times. In closed loop the worker retries in line
+//! (after the backoff), as a client waiting for its answer does. In open loop and replay a
+//! retry never holds a connection idle: the worker queues it (due after the backoff — at once
+//! without one) and keeps serving the schedule; a retry due before the worker's next arrival is
+//! sent while waiting for it, one due now goes before a new claim, and a worker drains its
+//! queue before it stops. Arrival times stay fixed: if retries keep every connection busy, new
+//! arrivals leave late, are counted `behind` and measured from their intended time, as for any
+//! slow response. A request is counted once, with its last outcome and a latency from its first
+//! intended send to its last answer; every send is an attempt.
 
 mod conn;
+pub mod retry;
 mod stats;
 
 pub use conn::Failure;
+pub use retry::ClientRetry;
 
 use crate::mix::Mix;
 use crate::replay::ReplaySchedule;
-use crate::report::{Mode, Report, TimelinePoint, REPORT_SCHEMA};
+use crate::report::{ClientRetrySettings, Mode, Report, TimelinePoint, REPORT_SCHEMA};
 use crate::schedule::{Arrival, Schedule};
 use crate::target::Target;
 use bytes::Bytes;
@@ -22,6 +35,7 @@ use conn::{Slot, Watchdog};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
 use stats::{Stats, StepShape};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -173,6 +187,8 @@ pub struct EngineConfig {
     pub interval: Duration,
     /// Load threads, each with its own event loop (at most one per connection).
     pub threads: usize,
+    /// Client retries of failed attempts (none by default).
+    pub retry: ClientRetry,
 }
 
 /// What the progress display sees at each interval.
@@ -182,11 +198,13 @@ pub struct Live {
     pub elapsed: Duration,
     /// Planned length.
     pub duration: Duration,
-    /// Requests sent so far.
+    /// Requests sent so far (first attempts).
     pub sent: u64,
-    /// Responses so far.
+    /// Attempts sent so far, retries included.
+    pub attempts: u64,
+    /// Requests ended with a response so far.
     pub responses: u64,
-    /// Transport failures so far.
+    /// Requests ended with a transport failure so far.
     pub errors: u64,
     /// The interval that just ended.
     pub point: TimelinePoint,
@@ -317,6 +335,7 @@ pub async fn run(
                 elapsed,
                 duration,
                 sent: stats.sent,
+                attempts: stats.attempts,
                 responses: stats.responses,
                 errors: stats.errors,
                 point,
@@ -357,6 +376,10 @@ pub async fn run(
         overall,
         timeline,
         mix_header: shared.config.mix.as_ref().map(|m| m.header().to_string()),
+        client_retries: (shared.config.retry.retries() > 0).then(|| ClientRetrySettings {
+            retries: shared.config.retry.retries(),
+            backoff_ms: shared.config.retry.backoff().as_secs_f64() * 1e3,
+        }),
     })
 }
 
@@ -401,14 +424,83 @@ async fn worker_thread(
     while workers.join_next().await.is_some() {}
 }
 
-/// Open loop and replay: send request `i` at `start + offset(i)`.
+/// A request between attempts: which one, where its latency counts from, how many retries it
+/// has had, and when the next attempt is due.
+struct Pending {
+    i: u64,
+    step: usize,
+    class: usize,
+    measured_from: Instant,
+    retries: u32,
+    due: Instant,
+}
+
+/// Ends a request with the outcome of its last attempt, or queues its next attempt on this
+/// worker. One backoff for all and `now` only grows, so the queue stays in due order.
+fn settle(
+    shared: &Shared,
+    mut request: Pending,
+    result: Result<u16, Failure>,
+    pending: &mut VecDeque<Pending>,
+) {
+    let now = Instant::now();
+    match shared.config.retry.next(result, request.retries) {
+        Some(backoff) => {
+            request.retries += 1;
+            request.due = now + backoff;
+            pending.push_back(request);
+        }
+        None => {
+            let latency = now - request.measured_from;
+            shared.stats().on_done(request.step, request.class, result, latency);
+        }
+    }
+}
+
+/// The first queued request if it is due by `until`.
+fn pop_due(pending: &mut VecDeque<Pending>, until: Instant) -> Option<Pending> {
+    if pending.front()?.due <= until {
+        pending.pop_front()
+    } else {
+        None
+    }
+}
+
+/// Sends the next attempt of a queued request.
+async fn retry(
+    shared: &Shared,
+    slot: &mut Slot,
+    watchdog: &mut Watchdog,
+    request: Pending,
+    pending: &mut VecDeque<Pending>,
+) {
+    let (spec, _) = shared.request(request.i);
+    shared.stats().on_retry(request.step);
+    let result = slot.send_within(spec, Instant::now(), watchdog).await;
+    settle(shared, request, result, pending);
+}
+
+/// Open loop and replay: send request `i` at `start + offset(i)`; send this worker's retries
+/// when they are due, between arrivals (see the module doc).
 async fn scheduled_worker(shared: &Shared, slot: &mut Slot) {
     let send_deadline = shared.start + shared.config.plan.duration() + SEND_GRACE;
     let mut watchdog = Watchdog::new(shared.config.timeout);
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     loop {
+        // A retry due now is older than any arrival still to claim.
+        if let Some(request) = pop_due(&mut pending, Instant::now()) {
+            retry(shared, slot, &mut watchdog, request, &mut pending).await;
+            continue;
+        }
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
         let Some(arrival) = shared.config.plan.arrival(i) else { break };
         let intended = shared.start + arrival.offset;
+        // Retries falling due by this arrival's time go out while waiting for it; if they
+        // make it late, it is `behind` like any arrival that waited for a connection.
+        while let Some(request) = pop_due(&mut pending, intended) {
+            tokio::time::sleep_until(request.due).await;
+            retry(shared, slot, &mut watchdog, request, &mut pending).await;
+        }
         let claimed = Instant::now();
         let (measured_from, behind) = if claimed < intended {
             tokio::time::sleep_until(intended).await;
@@ -422,15 +514,22 @@ async fn scheduled_worker(shared: &Shared, slot: &mut Slot) {
         };
         let at = measured_from.max(claimed);
         let lag = at.saturating_duration_since(intended);
-        let (request, class) = shared.request(i);
+        let (spec, class) = shared.request(i);
         shared.stats().on_send(arrival.step, class, behind, at - shared.start, Some(lag));
-        let result = slot.send_within(request, at, &mut watchdog).await;
-        let latency = measured_from.elapsed();
-        shared.stats().on_done(arrival.step, class, result, latency);
+        let result = slot.send_within(spec, at, &mut watchdog).await;
+        let request = Pending { i, step: arrival.step, class, measured_from, retries: 0, due: at };
+        settle(shared, request, result, &mut pending);
+    }
+    // The schedule is over; the requests still retrying here end here (each has at most
+    // `retries` attempts left, so this is bounded).
+    while let Some(request) = pending.pop_front() {
+        tokio::time::sleep_until(request.due).await;
+        retry(shared, slot, &mut watchdog, request, &mut pending).await;
     }
 }
 
-/// Closed loop: send, wait for the response, send again, until time or count runs out.
+/// Closed loop: send, wait for the response (retrying errors in line), send again, until time
+/// or count runs out.
 async fn closed_worker(shared: &Shared, slot: &mut Slot) {
     let Plan::Closed { duration, max_requests } = shared.config.plan else { return };
     let end = shared.start + duration;
@@ -445,10 +544,18 @@ async fn closed_worker(shared: &Shared, slot: &mut Slot) {
             break;
         }
         let (request, class) = shared.request(i);
-        let result = slot.send_within(request, now, &mut watchdog).await;
+        let mut result = slot.send_within(request, now, &mut watchdog).await;
+        let mut retries = 0;
+        while let Some(backoff) = shared.config.retry.next(result, retries) {
+            if !backoff.is_zero() {
+                tokio::time::sleep(backoff).await;
+            }
+            retries += 1;
+            result = slot.send_within(request, Instant::now(), &mut watchdog).await;
+        }
         let done = Instant::now();
         // One lock per request: in closed loop the send and its end are recorded together.
-        shared.stats().on_exchange(class, now - shared.start, result, done - now);
+        shared.stats().on_exchange(class, now - shared.start, result, done - now, retries);
         now = done;
         if result == Err(Failure::Connect) {
             // Do not spin on a refused port: a short pause keeps the error count meaningful.

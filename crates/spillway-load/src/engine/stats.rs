@@ -29,6 +29,12 @@ fn class_index(status: u16) -> usize {
 #[derive(Debug, Default, Clone)]
 pub struct StepAcc {
     sent: u64,
+    /// Requests ended (each once, with its last outcome).
+    requests: u64,
+    /// Every send, retries included.
+    attempts: u64,
+    /// Sends beyond a request's first.
+    retries: u64,
     behind: u64,
     responses: u64,
     status: BTreeMap<u16, u64>,
@@ -105,8 +111,10 @@ pub struct Stats {
     steps: Vec<StepAcc>,
     classes: Vec<ClassInfo>,
     interval: IntervalAcc,
-    /// Requests sent so far.
+    /// Requests sent so far (first attempts).
     pub sent: u64,
+    /// Attempts sent so far, retries included.
+    pub attempts: u64,
     /// Responses so far.
     pub responses: u64,
     /// Transport failures so far.
@@ -166,6 +174,7 @@ impl Stats {
             c.sent += 1;
         }
         step.sent += 1;
+        step.attempts += 1;
         step.behind += u64::from(behind);
         step.last_send = step.last_send.max(at);
         if let Some(lag) = lag {
@@ -173,10 +182,20 @@ impl Stats {
         }
         self.interval.sent += 1;
         self.sent += 1;
+        self.attempts += 1;
+    }
+
+    /// A request of step `k` is sent again (a client retry); its class is counted by
+    /// [`Stats::on_done`] once, with the last outcome.
+    pub fn on_retry(&mut self, k: usize) {
+        let step = self.step(k);
+        step.attempts += 1;
+        step.retries += 1;
+        self.attempts += 1;
     }
 
     /// A request of step `k` and class `class` ended after `latency` with a status or a
-    /// failure.
+    /// failure (the outcome of its last attempt).
     pub fn on_done(
         &mut self,
         k: usize,
@@ -184,7 +203,9 @@ impl Stats {
         result: Result<u16, Failure>,
         latency: Duration,
     ) {
-        if let Some(c) = self.step(k).classes.get_mut(class) {
+        let step = self.step(k);
+        step.requests += 1;
+        if let Some(c) = step.classes.get_mut(class) {
             c.on_done(result, latency);
         }
         match result {
@@ -206,15 +227,20 @@ impl Stats {
     }
 
     /// A closed-loop request of the only step, sent at `at` from the start, ended after
-    /// `latency`: [`Stats::on_send`] and [`Stats::on_done`] in one call.
+    /// `latency` and `retries` retries: [`Stats::on_send`], [`Stats::on_retry`] and
+    /// [`Stats::on_done`] in one call.
     pub fn on_exchange(
         &mut self,
         class: usize,
         at: Duration,
         result: Result<u16, Failure>,
         latency: Duration,
+        retries: u32,
     ) {
         self.on_send(0, class, false, at, None);
+        for _ in 0..retries {
+            self.on_retry(0);
+        }
         self.on_done(0, class, result, latency);
     }
 
@@ -266,6 +292,9 @@ impl Stats {
                         into.merge(from);
                     }
                     all.sent += s.sent;
+                    all.requests += s.requests;
+                    all.attempts += s.attempts;
+                    all.retries += s.retries;
                     all.behind += s.behind;
                     all.responses += s.responses;
                     for (code, n) in &s.status {
@@ -298,7 +327,7 @@ impl Stats {
         let transport: u64 = acc.errors.values().sum();
         let failed_statuses: u64 =
             acc.status.iter().filter(|(c, _)| **c >= 400).map(|(_, n)| n).sum();
-        let attempts = acc.responses + transport;
+        let ended = acc.responses + transport;
         let ok: u64 = acc.status.range(200..300).map(|(_, n)| n).sum();
         let classes = self
             .classes
@@ -335,10 +364,13 @@ impl Stats {
             status: acc.status.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
             status_class: status_classes,
             errors: acc.errors.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
-            error_rate: if attempts == 0 {
+            requests: acc.requests,
+            attempts: acc.attempts,
+            retries: acc.retries,
+            error_rate: if ended == 0 {
                 0.0
             } else {
-                (transport + failed_statuses) as f64 / attempts as f64
+                (transport + failed_statuses) as f64 / ended as f64
             },
             latency_ms: acc.latency.summary(),
             send_lag_ms: acc.lag.summary(),
@@ -430,6 +462,34 @@ mod tests {
         assert!((all.classes[1].latency_ms.max - 8.0).abs() < 0.01);
         assert_eq!(all.classes[0].rejected.total(), 3);
         assert!(Stats::new(1, None).step_report(Some(0), shape(None)).classes.is_empty());
+    }
+
+    #[test]
+    fn a_retried_request_counts_once_and_every_attempt_counts() {
+        let mix: Mix = "x-c: a=1".parse().unwrap();
+        let mut stats = Stats::new(2, Some(&mix));
+        // Step 0: one request, two retries, last outcome 200.
+        stats.on_send(0, 0, false, Duration::ZERO, None);
+        stats.on_retry(0);
+        stats.on_retry(0);
+        stats.on_done(0, 0, Ok(200), Duration::from_millis(30));
+        // Step 1: one request never retried.
+        stats.on_send(1, 0, false, Duration::ZERO, None);
+        stats.on_done(1, 0, Ok(503), Duration::from_millis(1));
+        assert_eq!((stats.sent, stats.attempts, stats.responses), (2, 4, 2));
+        let first = stats.step_report(Some(0), shape(Some(1)));
+        assert_eq!((first.sent, first.requests, first.attempts, first.retries), (1, 1, 3, 2));
+        assert_eq!(first.status["200"], 1);
+        assert_eq!((first.classes[0].sent, first.classes[0].ok), (1, 1));
+        assert_eq!(first.error_rate, 0.0);
+        let all = stats.step_report(None, shape(None));
+        assert_eq!((all.sent, all.requests, all.attempts, all.retries), (2, 2, 4, 2));
+
+        let mut closed = Stats::new(1, None);
+        closed.on_exchange(0, Duration::ZERO, Err(Failure::Timeout), Duration::from_secs(1), 3);
+        let r = closed.step_report(Some(0), shape(None));
+        assert_eq!((r.sent, r.requests, r.attempts, r.retries), (1, 1, 4, 3));
+        assert_eq!(r.errors["timeout"], 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `spillway load`: arguments of the load generator, handed to `spillway_load::cli::load`.
 
 use spillway_load::cli::{ConnectionOptions, LoadOptions, OutputOptions, RequestOptions};
+use spillway_load::engine::ClientRetry;
 use spillway_load::mix::Mix;
 use spillway_load::schedule::Ramp;
 use spillway_load::units::parse_duration;
@@ -93,6 +94,14 @@ pub struct LoadArgs {
     pub mix: Option<Mix>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// Client retries: send a request again when its answer is an error (5xx, 429, or no
+    /// response: connect error, timeout), up to N more times, as a naive client does. The
+    /// report shows `requests` (each once, with its last outcome) and `attempts` (all sent).
+    #[arg(long, default_value_t = 0)]
+    pub client_retries: u32,
+    /// Wait between an error and the retry (the connection serves other requests meanwhile).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub client_retry_backoff: Duration,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -141,6 +150,7 @@ pub fn main(args: LoadArgs) -> anyhow::Result<ExitCode> {
         request: args.request.into(),
         mix: args.mix,
         connection: args.connection.into(),
+        retry: ClientRetry::try_new(args.client_retries, args.client_retry_backoff)?,
         output: args.output.into(),
     })?;
     Ok(ExitCode::SUCCESS)
