@@ -447,7 +447,7 @@ async fn forking_hedges_a_slow_try_takes_the_faster_answer_and_cancels_the_other
 async fn hedges_come_out_of_the_retry_budget() {
     let log = Log::default();
     let slow = Answer { status: 200, headers: vec![], delay: Duration::from_millis(150) };
-    let slow_a = scripted("a", &[slow.clone()], &log).await;
+    let slow_a = scripted("a", std::slice::from_ref(&slow), &log).await;
     let slow_b = scripted("b", &[slow], &log).await;
     let gw = start(
         &[slow_a, slow_b],
