@@ -51,7 +51,10 @@ pub(crate) fn plan(usage: Usage, is_active: bool, goal: Goal, segment_bytes: u64
         // A segment at least half garbage, pinned by a few long-lived entries: copying them
         // forward costs less than the space it frees.
         (false, Goal::Housekeeping) if usage.live_bytes <= garbage => Step::Relocate,
-        (false, Goal::Room { relocate: true }) if garbage > 0 => Step::Relocate,
+        // Making room: the garbage may sit in a later segment, and segments go oldest first,
+        // so even a segment without garbage is copied forward (the caller checked that the
+        // garbage on disk covers the room needed).
+        (false, Goal::Room { relocate: true }) => Step::Relocate,
         // The active segment is everything delivered and large: start a fresh one so its
         // bytes are freed (otherwise a spool with one segment never shrinks).
         (true, Goal::Housekeeping) if usage.live == 0 && body >= segment_bytes / 2 => {
@@ -97,14 +100,15 @@ mod tests {
     }
 
     #[test]
-    fn room_relocates_only_when_allowed_and_useful() {
+    fn room_relocates_every_old_segment_only_when_allowed() {
         let h = SEGMENT_HEADER;
         let u = usage(h + 1000, 9, 900);
         assert_eq!(plan(u, false, Goal::Room { relocate: true }, SEG), Step::Relocate);
         assert_eq!(plan(u, false, Goal::Room { relocate: false }, SEG), Step::Stop);
+        // No garbage of its own, but it stands before segments that have some.
         assert_eq!(
             plan(usage(h + 1000, 9, 1000), false, Goal::Room { relocate: true }, SEG),
-            Step::Stop
+            Step::Relocate
         );
     }
 
