@@ -130,9 +130,12 @@
 //! forward into the active segment (byte for byte, with a fresh attempt record), synced, and
 //! then the old segment is deleted; a crash in between leaves two copies of an entry, which
 //! replay folds into one by id. A large active segment whose entries are all resolved is
-//! replaced by a fresh one. When an append does not fit, compaction copies harder — every
-//! segment with garbage, oldest first, until the entry fits — but only when the garbage on
-//! disk is enough to make the room, so a full spool never churns in vain.
+//! replaced by a fresh one. When the garbage on disk (mostly attempt records of entries that
+//! stay pending through a long outage) outweighs both the live records and a segment, every
+//! live record is copied forward once, so the disk stays within about twice the live data.
+//! When an append does not fit, compaction copies harder — every segment, oldest first, until
+//! the entry fits — but only when the garbage on disk is enough to make the room, so a full
+//! spool never churns in vain.
 //!
 //! `max_bytes` bounds appends. Delivered, expired, attempt and compaction records are never
 //! refused, so the files may pass `max_bytes` by those: by a few tens of bytes per

@@ -314,8 +314,12 @@ impl Spool {
     }
 
     /// Pending entries whose next attempt time has come (`<= now_unix_ms`), oldest (lowest
-    /// id) first, at most `limit` (fewer if some of those were unreadable). Entries past `max_age` are left out (the next
-    /// [`Spool::expire`] removes them).
+    /// id) first, at most `limit` (fewer if some of those were unreadable). Entries past
+    /// `max_age` are left out (the next [`Spool::expire`] removes them).
+    ///
+    /// Handing out changes nothing: an entry comes back from every call until it is resolved
+    /// with [`Spool::delivered`] or delayed with [`Spool::failed`], so one delivery loop
+    /// resolves what it got before it asks again.
     ///
     /// Each entry is read back from disk and checked against its checksum. One whose record
     /// no longer reads back (the disk changed under the spool) is dropped durably and counted
@@ -370,7 +374,8 @@ impl Spool {
     ///
     /// The record is written but not synced: a restart of the process keeps it (the kernel
     /// holds it), a power loss may roll the entry back to an earlier attempt count and time —
-    /// at worst one early retry.
+    /// at worst one early retry. Attempt records that pile up during a long outage are
+    /// reclaimed by compaction once they outweigh the live entries.
     pub fn failed(&mut self, id: EntryId, next_attempt_unix_ms: u64) -> Result<u32, SpoolError> {
         self.check_poisoned()?;
         let Some(p) = self.pending.get(&id) else {
@@ -382,6 +387,7 @@ impl Spool {
         let (segment, _) = self.write_records(&buf, false)?;
         self.set_attempt(id, attempts, next_attempt_unix_ms, segment);
         self.counters.failed_attempts += 1;
+        self.housekeeping();
         Ok(attempts)
     }
 
@@ -741,10 +747,23 @@ impl Spool {
     /// Compaction after `delivered` / `expire`: the state change is already durable, so a
     /// failure here is recorded, not returned.
     fn housekeeping(&mut self) {
-        if let Err(e) = self.compact_for(Goal::Housekeeping, None) {
+        let mut result = self.compact_for(Goal::Housekeeping, None);
+        if result.is_ok() && self.garbage_pressure() {
+            // Attempt records of entries that stay pending (a long outage) pile up in
+            // segments nothing else frees: copy everything live forward once the garbage
+            // outweighs it. Each byte is copied once per as many bytes of garbage: amortized,
+            // and the disk stays within about twice the live data.
+            result = self.compact_for(Goal::Room { relocate: true }, None);
+        }
+        if let Err(e) = result {
             self.counters.compaction_errors += 1;
             self.last_compaction_error = Some(e.to_string());
         }
+    }
+
+    /// Whether the garbage on disk outweighs both the live records and a segment.
+    fn garbage_pressure(&self) -> bool {
+        self.reclaimable() > self.live_bytes.max(self.config.segment_bytes)
     }
 
     /// Applies the policy to the oldest segment until it says stop (or, making room, until

@@ -261,6 +261,30 @@ fn a_long_lived_entry_does_not_pin_old_segments() {
 }
 
 #[test]
+fn attempt_records_of_a_long_outage_do_not_grow_the_disk_without_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path(), 1024, 1 << 20);
+    let mut spool = Spool::open(config.clone(), T0).unwrap();
+    let ids: Vec<EntryId> =
+        (0..20).map(|i| spool.append(&entry_sized(i, 100, T0), T0).unwrap()).collect();
+    let mut now = T0;
+    for _round in 0..100 {
+        now += 1_000;
+        for id in &ids {
+            spool.failed(*id, now + 1_000).unwrap();
+        }
+        let stats = spool.stats(now);
+        // Without compaction: 100 × 20 attempt records of 33 bytes, 66 000 bytes.
+        assert!(stats.bytes_on_disk < 2 * stats.live_bytes + 4 * 1024, "{stats:?}");
+    }
+    assert!(spool.stats(now).entries_relocated > 0);
+    drop(spool);
+    let spool = Spool::open(config, now).unwrap();
+    assert_eq!(pending_ids(&spool), ids);
+    assert!(spool.pending().all(|p| p.attempts == 100 && p.next_attempt_unix_ms == now + 1_000));
+}
+
+#[test]
 fn a_drained_active_segment_is_replaced_so_its_bytes_are_freed() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(small_config(dir.path(), 4096, 1 << 20), T0).unwrap();
