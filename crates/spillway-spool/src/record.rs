@@ -21,6 +21,8 @@ pub(crate) const FRAME_HEADER: usize = 13;
 pub(crate) const ID_RECORD_BYTES: u64 = FRAME_HEADER as u64 + 8;
 /// Size of an attempt record.
 pub(crate) const ATTEMPT_RECORD_BYTES: u64 = FRAME_HEADER as u64 + 20;
+/// Largest payload: the whole frame's length must fit a `u32` too.
+const MAX_PAYLOAD: usize = u32::MAX as usize - FRAME_HEADER;
 /// Fixed part of an entry payload: id and creation time.
 const ENTRY_HEAD: usize = 16;
 
@@ -120,6 +122,9 @@ pub(crate) fn read_frame(buf: &[u8], at: usize) -> Result<(Frame<'_>, Record), F
         return Err(FrameError::Truncated);
     }
     let next = at + FRAME_HEADER + len;
+    if len > MAX_PAYLOAD {
+        return Err(FrameError::Damaged { next, reason: "record longer than the format allows" });
+    }
     if xxh64(&buf[at + 8..next], 0) != checksum {
         return Err(FrameError::Damaged { next, reason: "checksum mismatch" });
     }
@@ -167,7 +172,7 @@ fn begin(out: &mut Vec<u8>) -> usize {
 /// Fills in the header of the frame that starts at `start` (payload already appended).
 fn finish(out: &mut [u8], start: usize, kind: Kind) {
     let len = out.len() - start - FRAME_HEADER;
-    debug_assert!(len <= u32::MAX as usize, "callers check the payload size");
+    debug_assert!(len <= MAX_PAYLOAD, "callers check the payload size");
     out[start + 8..start + 12].copy_from_slice(&(len as u32).to_le_bytes());
     out[start + 12] = kind as u8;
     let checksum = xxh64(&out[start + 8..], 0);
@@ -192,11 +197,11 @@ fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Appends an entry record to `out`. Fails with the record's size when its payload would not
-/// fit the 32-bit length.
+/// Appends an entry record to `out`. Fails with the record's size when it would not fit the
+/// 32-bit length.
 pub(crate) fn encode_entry(out: &mut Vec<u8>, id: EntryId, entry: &Entry) -> Result<(), u64> {
     let payload = entry_payload_len(entry);
-    if payload > u64::from(u32::MAX) {
+    if payload > MAX_PAYLOAD as u64 {
         return Err(payload + FRAME_HEADER as u64);
     }
     out.reserve(FRAME_HEADER + payload as usize);

@@ -209,3 +209,41 @@ fn entry_damaged_after_open_is_discarded_and_counted_not_stalling_the_queue() {
     let spool = Spool::open(config, T0).unwrap();
     assert_eq!(pending_ids(&spool), vec![ids[0], ids[2]]);
 }
+
+#[test]
+fn crash_between_copying_an_entry_forward_and_deleting_its_old_segment_folds_the_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path(), 1024, 1 << 20);
+    let mut spool = Spool::open(config.clone(), T0).unwrap();
+    // Four entries fill segment 1; the fifth starts segment 2. Segment 1 never changes again.
+    let pinned = spool.append(&entry_sized(0, 100, T0), T0).unwrap();
+    let others: Vec<EntryId> =
+        (1..4).map(|i| spool.append(&entry_sized(i, 100, T0), T0).unwrap()).collect();
+    let last = spool.append(&entry_sized(4, 100, T0), T0).unwrap();
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 2);
+    let old_segment = fs::read(&files[0]).unwrap();
+
+    spool.failed(pinned, T0 + 5_000).unwrap();
+    for id in &others {
+        spool.delivered(*id).unwrap();
+    }
+    assert!(!files[0].exists(), "the pinned entry was copied forward and segment 1 deleted");
+    assert!(spool.stats(T0).entries_relocated >= 1);
+    drop(spool);
+
+    // The crash: segment 1's deletion never reached the disk.
+    fs::write(&files[0], &old_segment).unwrap();
+    let mut spool = Spool::open(config.clone(), T0).unwrap();
+    assert_eq!(pending_ids(&spool), vec![pinned, last]);
+    let info = spool.pending().next().unwrap();
+    assert_eq!((info.attempts, info.next_attempt_unix_ms), (1, T0 + 5_000));
+    assert_eq!(spool.get(pinned).unwrap(), Some(entry_sized(0, 100, T0)));
+    assert_eq!(spool.stats(T0).corrupt_records_at_open, 0);
+    assert!(!files[0].exists(), "open deletes the resurrected segment again");
+
+    spool.delivered(pinned).unwrap();
+    drop(spool);
+    let spool = Spool::open(config, T0).unwrap();
+    assert_eq!(pending_ids(&spool), vec![last], "both copies are resolved by one delivery");
+}
