@@ -40,7 +40,8 @@ pub struct SpoolStats {
     /// under the spool).
     pub discarded_unreadable: u64,
     /// Damaged records found at open: skipped ones, plus one for each segment whose end could
-    /// not be read (a torn write after a crash counts here).
+    /// not be read (a torn write after a crash counts here), one for each damaged segment
+    /// header, and one for each torn new segment removed.
     pub corrupt_records_at_open: u64,
     /// Bytes that could not be read at open (torn or damaged ends of segments and headers).
     pub corrupt_bytes_at_open: u64,
