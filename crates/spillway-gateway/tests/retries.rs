@@ -463,3 +463,24 @@ async fn hedges_come_out_of_the_retry_budget() {
     let upstream = taken(&log).len();
     assert!((40..=45).contains(&upstream), "{upstream} upstream requests for 40");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_replaces_an_upstream_5xx_once_retries_are_spent() {
+    let log = Log::default();
+    let failing = scripted("failing", &[status(503)], &log).await;
+    let retries = "    retries: { attempts: 2, budget: false, backoff: { base: 1ms, max: 1ms } }";
+    let covered = start(&[failing], &format!("    fallback: {{ body: cached }}\n{retries}"));
+    let passed_on =
+        start(&[failing], &format!("    fallback: {{ body: cached, on_status: [] }}\n{retries}"));
+    for via in BOTH {
+        let (status, headers, body) = covered.get(via).await;
+        assert_eq!(status, StatusCode::OK, "{via:?}");
+        assert_eq!(&body[..], b"cached");
+        assert_eq!(headers.get("x-spillway-degraded").unwrap(), "fallback");
+        assert_eq!(taken(&log).len(), 2, "{via:?}: both tries failed first");
+        let (status, headers, _) = passed_on.get(via).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{via:?}: on_status: [] passes it on");
+        assert!(headers.get("x-spillway-degraded").is_none());
+        taken(&log);
+    }
+}

@@ -97,6 +97,9 @@ pub struct FallbackSettings {
     pub body: String,
     /// `Content-Type` (default `text/plain; charset=utf-8`).
     pub content_type: String,
+    /// Upstream answers replaced by the fallback, by status (default 502, 503, 504: the
+    /// cluster failing; `[]` passes every upstream answer on).
+    pub on_status: Vec<u16>,
 }
 
 /// Checks a route's `fallback:`.
@@ -115,7 +118,18 @@ pub(super) fn fallback(
         c.error(&at(p, &[key("content_type")]), format!("`{content_type}` is not a header value"));
         return None;
     }
-    Some(FallbackSettings { status, body: raw.body.unwrap_or_default(), content_type })
+    let mut on_status = Vec::new();
+    for (i, s) in raw.on_status.unwrap_or_else(|| vec![502, 503, 504]).into_iter().enumerate() {
+        if !(500..=599).contains(&s) {
+            c.error(
+                &at(p, &[key("on_status"), super::locate::Seg::Index(i)]),
+                format!("{s} is not a server error status (500 to 599)"),
+            );
+            return None;
+        }
+        on_status.push(s);
+    }
+    Some(FallbackSettings { status, body: raw.body.unwrap_or_default(), content_type, on_status })
 }
 
 /// A route's fault injection: abort or delay a share of its requests, or those that ask for it

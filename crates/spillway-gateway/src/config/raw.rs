@@ -343,6 +343,7 @@ pub struct RawFallback {
     pub status: Option<u16>,
     pub body: Option<String>,
     pub content_type: Option<String>,
+    pub on_status: Option<Vec<u16>>,
 }
 
 /// A route's `fault:` (drills).

@@ -576,6 +576,25 @@ impl Policies {
         })
     }
 
+    /// The fallback answer of `route` instead of an upstream answer with `status`, when the
+    /// fallback covers that status (`fallback.on_status`, default 502, 503, 504).
+    pub fn fallback_for_status(&self, route: usize, status: u16) -> Option<render::Rendered> {
+        if !self.fallback_covers(route, status) {
+            return None;
+        }
+        self.fallback(route, None)
+    }
+
+    /// Whether `route`'s fallback replaces an upstream answer with `status`.
+    #[inline]
+    pub fn fallback_covers(&self, route: usize, status: u16) -> bool {
+        status >= 500
+            && matches!(
+                self.routes.get(route),
+                Some(Some(p)) if p.config.fallback.as_ref().is_some_and(|f| f.on_status.contains(&status))
+            )
+    }
+
     /// The rejection counters of `route`.
     pub fn rejections(&self, route: usize) -> Option<&Arc<RejectionCounts>> {
         match self.routes.get(route) {

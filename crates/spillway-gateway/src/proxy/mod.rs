@@ -648,6 +648,14 @@ async fn proxy(
         let status = result.as_ref().ok().map(|(resp, _)| resp.status().as_u16());
         admission.finish(crate::policy::outcome_of(status), now);
     }
+    // An upstream answer the route's fallback covers (502, 503, 504 by default) is replaced;
+    // the failed answer is dropped with its connection (its body unread).
+    if let Ok((resp, _)) = &result {
+        let status = resp.status().as_u16();
+        if let Some(fallback) = snap.policies.fallback_for_status(route.index, status) {
+            return (rendered_response(fallback), Some(addr));
+        }
+    }
     let (mut resp, conn_back) = match result {
         Ok(ok) => ok,
         Err(UpstreamError::Http(_, e)) if client_body_too_large(&e) => {

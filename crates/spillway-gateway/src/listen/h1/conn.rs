@@ -986,6 +986,18 @@ impl Conn<'_> {
                     flow.after(ex.close)
                 }
             }
+            Ok((upstream, response))
+                if snap.policies.fallback_covers(ex.route.index, response.status) =>
+            {
+                // Replaced by the route's fallback; the failed answer is dropped with its
+                // socket (its body unread).
+                drop(upstream);
+                let fallback = snap.policies.fallback(ex.route.index, None);
+                match fallback {
+                    Some(fallback) => self.reply_rendered(ex, timer, out, fallback, None).await,
+                    None => Step::Done { close: true },
+                }
+            }
             Ok((upstream, response)) => {
                 ex.route.stats.record(worker.id, response.status, latency);
                 let cluster_name = Some(cluster.config.name.as_str());
