@@ -398,6 +398,7 @@ async fn proxy(
     let mut hedge_at: Option<tokio::time::Instant> = None;
     let mut last_failure: Option<TryDone> = None;
     let mut last_picked = None;
+    let mut hedges_running = 0u64;
     // The try loop. Without retries: one try. Failover: after a failed try, core's retry
     // decision, then another try on another endpoint. Forking: also, when no answer came within
     // the hedge delay, another try in parallel; the first good answer wins and the rest are
@@ -425,6 +426,7 @@ async fn proxy(
                 );
             };
             started += 1;
+            hedges_running += u64::from(is_hedge);
             last_picked = Some(picked);
             let endpoint: &EndpointState = &cluster.endpoints[picked];
             let addr = endpoint.address;
@@ -544,6 +546,7 @@ async fn proxy(
             }
             Raced::Done(done) => done,
         };
+        hedges_running -= u64::from(done.hedge);
         let now = worker.shared.now();
         let latency = now.saturating_duration_since(done.try_start);
         let endpoint: &EndpointState = &cluster.endpoints[done.picked];
@@ -606,7 +609,7 @@ async fn proxy(
                 if done.hedge {
                     h.won.fetch_add(1, Relaxed);
                 }
-                h.lost.fetch_add(tries.len() as u64, Relaxed);
+                h.lost.fetch_add(hedges_running, Relaxed);
             }
             break done;
         }
