@@ -48,7 +48,8 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
-    /// A route's traffic recording could not start (its file cannot be written).
+    /// A route's traffic recording or failback queue could not start (its file or directory
+    /// cannot be written, or another process holds it).
     #[error("{0}")]
     Record(ConfigError),
 }
@@ -87,10 +88,13 @@ impl Control {
         let loaded = Config::load(&path).and_then(|config| {
             let previous = self.shared.snapshot.load();
             let recorders = crate::record::start_recorders(&config, previous.router.recordings())?;
-            Ok((config, recorders))
+            let queues = crate::failback::open_queues(&config, &previous.failback)?;
+            Ok((config, recorders, queues))
         });
         match loaded {
-            Ok((config, recorders)) => Ok(self.apply(config, recorders, trigger)),
+            Ok((config, recorders, queues)) => {
+                Ok(self.apply_with_failback(config, recorders, queues, trigger))
+            }
             Err(e) => {
                 let message = match &e {
                     ConfigError::Io { .. } => e.to_string(),
@@ -117,6 +121,25 @@ impl Control {
         trigger: &str,
     ) -> u64 {
         let previous = self.shared.snapshot.load_full();
+        let queues = match crate::failback::open_queues(&config, &previous.failback) {
+            Ok(queues) => queues,
+            Err(e) => {
+                tracing::error!(error = %e, "failback queues not opened; failback routes answer as failfast");
+                config.routes.iter().map(|_| None).collect()
+            }
+        };
+        self.apply_with_failback(config, recorders, queues, trigger)
+    }
+
+    /// [`Control::apply`] with the failback queues already opened.
+    fn apply_with_failback(
+        &self,
+        config: Config,
+        recorders: crate::record::RouteRecorders,
+        queues: crate::failback::FailbackQueues,
+        trigger: &str,
+    ) -> u64 {
+        let previous = self.shared.snapshot.load_full();
         let mut notes: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
         let old_listeners: Vec<_> =
             previous.config.listeners.iter().map(|l| (&l.name, l.address)).collect();
@@ -129,7 +152,8 @@ impl Control {
         }
         let snapshot = Arc::new(
             Snapshot::build(config, Some(&previous), self.shared.workers, &self.shared.policy)
-                .with_recorders(recorders),
+                .with_recorders(recorders)
+                .with_failback(queues),
         );
         let generation = snapshot.generation;
         self.shared.snapshot.store(snapshot.clone());
@@ -145,7 +169,13 @@ impl Control {
         }
         tracing::info!(trigger, generation, "config reloaded");
         self.start_health_checks(&snapshot);
+        self.start_failback(&snapshot);
         generation
+    }
+
+    fn start_failback(&self, snapshot: &Arc<Snapshot>) {
+        let Some(handle) = self.handle.lock().ok().and_then(|h| h.clone()) else { return };
+        crate::failback::start_delivery(&handle, &self.shared, &snapshot.failback);
     }
 
     fn start_health_checks(&self, snapshot: &Arc<Snapshot>) {
@@ -241,6 +271,8 @@ impl Gateway {
         let listener_configs = config.listeners.clone();
         let recorders = crate::record::start_recorders(&config, std::iter::empty())
             .map_err(StartError::Record)?;
+        let queues =
+            crate::failback::open_queues(&config, &Vec::new()).map_err(StartError::Record)?;
         let clock = SystemClock::new();
         let policy = crate::policy::PolicyContext {
             cpu: spillway_core::overload::CpuGauge::new(),
@@ -248,7 +280,9 @@ impl Gateway {
             workers,
             active_plans: Default::default(),
         };
-        let snapshot = Snapshot::build(config, None, workers, &policy).with_recorders(recorders);
+        let snapshot = Snapshot::build(config, None, workers, &policy)
+            .with_recorders(recorders)
+            .with_failback(queues);
         let shared = Arc::new(Shared {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             clock,
@@ -361,6 +395,7 @@ fn control_main(
             *h = Some(tokio::runtime::Handle::current());
         }
         control.start_health_checks(&control.shared.snapshot.load_full());
+        control.start_failback(&control.shared.snapshot.load_full());
         // CPU usage for BBR: sampled every 250 ms (cgroup v2/v1 aware, /proc/stat otherwise)
         // into the gauge every BBR limiter reads. Without a readable source BBR sees 0 % and
         // never sheds, which the log says.

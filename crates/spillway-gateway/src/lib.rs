@@ -10,6 +10,7 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod failback;
 pub mod gateway;
 pub mod listen;
 pub mod policy;

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// Admission policies of routes, clusters, listeners and levels.
     pub policies: crate::policy::Policies,
+    /// Failback queues by route index (set by [`Snapshot::with_failback`]).
+    pub failback: crate::failback::FailbackQueues,
 }
 
 impl Snapshot {
@@ -74,7 +76,17 @@ impl Snapshot {
             previous.map(|p| (&p.policies, p.config.as_ref())),
             policy,
         );
-        Snapshot { config: Arc::new(config), router, clusters, no_route, generation, policies }
+        // Queues are opened (and re-attached) apart, before the swap: see `with_failback`.
+        let failback = previous.map(|p| p.failback.clone()).unwrap_or_default();
+        Snapshot {
+            config: Arc::new(config),
+            router,
+            clusters,
+            no_route,
+            generation,
+            policies,
+            failback,
+        }
     }
 }
 
@@ -151,6 +163,22 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Snapshot {
+    /// Gives the failback routes their queues (from
+    /// [`open_queues`](crate::failback::open_queues) on the same config).
+    pub fn with_failback(mut self, queues: crate::failback::FailbackQueues) -> Snapshot {
+        self.failback = queues;
+        self
+    }
+
+    /// The failback queue of route `index`, if it has one.
+    #[inline]
+    pub fn failback_queue(
+        &self,
+        index: usize,
+    ) -> Option<&std::sync::Arc<crate::failback::FailbackQueue>> {
+        self.failback.get(index)?.as_ref()
+    }
+
     /// Gives each compiled route its recorder (from [`start_recorders`](crate::record::start_recorders) on the same config).
     pub fn with_recorders(mut self, recorders: RouteRecorders) -> Snapshot {
         for (route, recorder) in self.router.routes.iter_mut().zip(recorders) {

@@ -6,7 +6,7 @@
 /// Gauges (`depth` … `oldest_age_ms`) describe the spool now. Totals count since this
 /// [`Spool`](crate::Spool) was opened: like Prometheus counters, they start from zero after a
 /// restart.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SpoolStats {
     /// Pending entries (not yet delivered, expired or discarded).
     pub depth: u64,

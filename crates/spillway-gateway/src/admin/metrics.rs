@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 /// Status codes counted per route (100..=599).
 const CODES: usize = 500;
 
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

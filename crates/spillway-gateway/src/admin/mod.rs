@@ -125,6 +125,7 @@ async fn handle<C: AdminControl>(
                 shared.now(),
                 &mut text,
             );
+            crate::failback::render_metrics(&snap.failback, &mut text);
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
@@ -156,6 +157,11 @@ async fn handle<C: AdminControl>(
         (&Method::GET, "/admin/policies") => {
             let snap = shared.snapshot.load();
             json(StatusCode::OK, &snap.policies.view(&snap.config, shared.now()))
+        }
+        (&Method::GET, "/admin/failback") => {
+            let snap = shared.snapshot.load();
+            let queues: Vec<_> = snap.failback.iter().flatten().map(|q| q.view(100)).collect();
+            json(StatusCode::OK, &serde_json::json!({ "queues": queues }))
         }
         (&Method::POST, "/admin/reload") => match control.reload("admin API") {
             Ok(generation) => {

@@ -27,7 +27,10 @@ pub use policy::{
     DeadlineSettings, FallbackSettings, FaultSettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig,
     LimitKey, PlanAction, PlanConfig, QueueDiscipline, RoutePolicyConfig, SlowSettings,
 };
-pub use retry::{HedgeAfter, HedgeSettings, RetryBudgetSettings, RetryOn, RetrySettings, Strategy};
+pub use retry::{
+    FailbackSettings, HedgeAfter, HedgeSettings, RetryBudgetSettings, RetryOn, RetrySettings,
+    Strategy,
+};
 pub use validate::BALANCE_NAMES;
 
 /// One problem found in a config file: where, which key, and why.

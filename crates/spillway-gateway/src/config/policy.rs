@@ -86,6 +86,8 @@ pub struct RoutePolicyConfig {
     pub retries: Option<super::retry::RetrySettings>,
     /// Hedging (`strategy: forking` only).
     pub hedge: Option<super::retry::HedgeSettings>,
+    /// The durable queue of failed requests (`strategy: failback` only).
+    pub failback: Option<super::retry::FailbackSettings>,
 }
 
 /// A route's static fallback answer.

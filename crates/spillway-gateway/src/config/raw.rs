@@ -229,6 +229,27 @@ pub struct RawRoute {
     pub strategy: Option<String>,
     pub retries: Option<RawRetries>,
     pub hedge: Option<RawHedge>,
+    pub failback: Option<RawFailback>,
+}
+
+/// A route's `failback:` (strategy `failback`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailback {
+    pub dir: Option<String>,
+    pub max_bytes: Option<RawSize>,
+    pub max_age: Option<ConfigDuration>,
+    pub max_body: Option<RawSize>,
+    pub backoff: Option<RawFailbackBackoff>,
+    pub on: Option<Vec<RawRetryOn>>,
+}
+
+/// `failback.backoff:` (no jitter: deliveries are spaced by `base` and `max`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailbackBackoff {
+    pub base: Option<ConfigDuration>,
+    pub max: Option<ConfigDuration>,
 }
 
 /// A route's `hedge:` (strategy `forking`).

@@ -16,9 +16,19 @@ use spillway_core::retry::{
 use std::time::Duration;
 
 /// Names accepted for `strategy:`.
-pub const STRATEGY_NAMES: &[&str] = &["failover", "failfast", "forking"];
+pub const STRATEGY_NAMES: &[&str] = &["failover", "failfast", "forking", "failback"];
 /// Strategies of the design that this version does not implement yet (refused by name).
-const PLANNED_STRATEGIES: &[&str] = &["failsafe", "failback", "broadcast"];
+const PLANNED_STRATEGIES: &[&str] = &["failsafe", "broadcast"];
+/// Default bound on a failback queue's files.
+pub const DEFAULT_FAILBACK_MAX_BYTES: u64 = 1 << 30;
+/// Default age after which a queued request is dropped (counted as expired).
+pub const DEFAULT_FAILBACK_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Default largest request body a failback route queues.
+pub const DEFAULT_FAILBACK_MAX_BODY: u64 = 1 << 20;
+/// Default first wait before a queued request is sent again.
+pub const DEFAULT_FAILBACK_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Default longest wait between deliveries of a queued request.
+pub const DEFAULT_FAILBACK_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Default hedge delay: the route's recent p95.
 pub const DEFAULT_HEDGE_QUANTILE: f64 = 0.95;
 /// Most hedges per request.
@@ -59,6 +69,94 @@ pub enum Strategy {
     /// endpoint; the first good answer wins and the others are cancelled. Failures are then
     /// retried as with `failover`.
     Forking,
+    /// Queue: when the try fails, the request is stored durably (`failback.dir`), answered
+    /// 202 with an id, and delivered in the background until the upstream takes it.
+    Failback,
+}
+
+/// A route's `failback:`, validated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FailbackSettings {
+    /// The queue's directory (absolute, or resolved against the config file's directory).
+    pub dir: std::path::PathBuf,
+    /// Bound on the queue's files.
+    pub max_bytes: u64,
+    /// Queued requests older than this are dropped (expired).
+    #[serde(serialize_with = "ser_duration")]
+    pub max_age: Duration,
+    /// Largest request body queued; a larger request is answered as without failback.
+    pub max_body: u64,
+    /// Backoff between deliveries: first wait.
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_base: Duration,
+    /// Backoff between deliveries: longest wait.
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_max: Duration,
+    /// The failures that queue a request (same names as `retries.on`).
+    pub on: RetryOn,
+}
+
+/// Checks a route's `failback:`; `base` resolves a relative `dir`.
+pub(super) fn failback(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawFailback,
+    base: &std::path::Path,
+) -> Option<FailbackSettings> {
+    let before = c.problem_count();
+    let dir = match raw.dir.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => base.join(d),
+        _ => {
+            c.error(
+                &at(p, &[key("dir")]),
+                "a failback queue needs a directory (`dir: /var/lib/spillway/failback/ROUTE`): \
+                 queued requests must survive a restart",
+            );
+            return None;
+        }
+    };
+    let size = |c: &mut Checker<'_>, k: &str, raw: Option<RawSize>, default: u64| match raw {
+        None => default,
+        Some(RawSize::Bytes(n)) => n,
+        Some(RawSize::Text(t)) => spillway_record::size::parse_bytes(&t).unwrap_or_else(|e| {
+            c.error(&at(p, &[key(k)]), e.to_string());
+            default
+        }),
+    };
+    let max_bytes = size(c, "max_bytes", raw.max_bytes, DEFAULT_FAILBACK_MAX_BYTES);
+    let max_body = size(c, "max_body", raw.max_body, DEFAULT_FAILBACK_MAX_BODY);
+    if max_bytes < 4096 {
+        c.error(&at(p, &[key("max_bytes")]), "at least 4KB");
+    }
+    if max_body >= max_bytes {
+        c.error(&at(p, &[key("max_body")]), "must be smaller than `max_bytes`");
+    }
+    let max_age = raw.max_age.map_or(DEFAULT_FAILBACK_MAX_AGE, |d| d.0);
+    if max_age.is_zero() {
+        c.error(&at(p, &[key("max_age")]), "must be longer than zero");
+    }
+    let (backoff_base, backoff_max) = match raw.backoff {
+        None => (DEFAULT_FAILBACK_BACKOFF_BASE, DEFAULT_FAILBACK_BACKOFF_MAX),
+        Some(b) => {
+            let base = b.base.map_or(DEFAULT_FAILBACK_BACKOFF_BASE, |d| d.0);
+            let max = b.max.map_or(DEFAULT_FAILBACK_BACKOFF_MAX.max(base), |d| d.0);
+            if let Err(e) = Backoff::try_new(base, max, Jitter::None) {
+                let k = if e.key == "backoff.base" { "base" } else { "max" };
+                c.error(&at(p, &[key("backoff"), key(k)]), e.problem);
+            }
+            (base, max)
+        }
+    };
+    let on = retry_on(c, &at(p, &[key("on")]), raw.on);
+    (c.problem_count() == before).then_some(FailbackSettings {
+        dir,
+        max_bytes,
+        max_age,
+        max_body,
+        backoff_base,
+        backoff_max,
+        on,
+    })
 }
 
 /// When a hedge is sent.
@@ -235,6 +333,7 @@ pub(super) fn strategy(c: &mut Checker<'_>, p: &[Seg], raw: Option<String>) -> O
         "failover" => Some(Strategy::Failover),
         "failfast" => Some(Strategy::Failfast),
         "forking" => Some(Strategy::Forking),
+        "failback" => Some(Strategy::Failback),
         planned if PLANNED_STRATEGIES.contains(&planned) => {
             c.error(
                 p,
@@ -261,21 +360,9 @@ pub(super) fn strategy(c: &mut Checker<'_>, p: &[Seg], raw: Option<String>) -> O
     }
 }
 
-/// Checks a route's `retries:`.
-pub(super) fn retries(c: &mut Checker<'_>, p: &[Seg], raw: RawRetries) -> Option<RetrySettings> {
-    let before = c.problem_count();
-    let attempts = raw.attempts.unwrap_or(DEFAULT_ATTEMPTS);
-    if attempts == 0 {
-        c.error(&at(p, &[key("attempts")]), "must be at least 1 (1 never retries)");
-    }
-    let per_try_timeout = match raw.per_try_timeout {
-        Some(d) if d.0.is_zero() => {
-            c.error(&at(p, &[key("per_try_timeout")]), "must be greater than zero");
-            None
-        }
-        other => other.map(|d| d.0),
-    };
-    let on = match raw.on {
+/// Checks a list of retry conditions (`retries.on`, `failback.on`).
+fn retry_on(c: &mut Checker<'_>, p: &[Seg], raw: Option<Vec<RawRetryOn>>) -> RetryOn {
+    match raw {
         None => RetryOn {
             connect_failure: true,
             reset: true,
@@ -286,7 +373,7 @@ pub(super) fn retries(c: &mut Checker<'_>, p: &[Seg], raw: RawRetries) -> Option
             let mut on =
                 RetryOn { connect_failure: false, reset: false, timeout: false, statuses: vec![] };
             for (i, item) in list.into_iter().enumerate() {
-                let ip = at(p, &[key("on"), Seg::Index(i)]);
+                let ip = at(p, &[Seg::Index(i)]);
                 let status = match item {
                     RawRetryOn::Status(n) => Some(n),
                     RawRetryOn::Name(name) => match name.as_str() {
@@ -331,7 +418,24 @@ pub(super) fn retries(c: &mut Checker<'_>, p: &[Seg], raw: RawRetries) -> Option
             }
             on
         }
+    }
+}
+
+/// Checks a route's `retries:`.
+pub(super) fn retries(c: &mut Checker<'_>, p: &[Seg], raw: RawRetries) -> Option<RetrySettings> {
+    let before = c.problem_count();
+    let attempts = raw.attempts.unwrap_or(DEFAULT_ATTEMPTS);
+    if attempts == 0 {
+        c.error(&at(p, &[key("attempts")]), "must be at least 1 (1 never retries)");
+    }
+    let per_try_timeout = match raw.per_try_timeout {
+        Some(d) if d.0.is_zero() => {
+            c.error(&at(p, &[key("per_try_timeout")]), "must be greater than zero");
+            None
+        }
+        other => other.map(|d| d.0),
     };
+    let on = retry_on(c, &at(p, &[key("on")]), raw.on);
     let (backoff_base, backoff_max, jitter) = match raw.backoff {
         None => (DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, "full"),
         Some(b) => {

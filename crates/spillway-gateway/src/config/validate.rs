@@ -466,6 +466,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             strategy: r.strategy.take(),
             retries: r.retries.take(),
             hedge: r.hedge.take(),
+            failback: r.failback.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -558,10 +559,28 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             RouteAction::Direct { .. } => None,
         };
         let is_proxy = matches!(action, RouteAction::Cluster { .. });
-        let policy = route_policy(&mut c, &p, &levels, route_timeout, is_proxy, &mut r_policy);
+        let policy =
+            route_policy(&mut c, &p, &levels, route_timeout, is_proxy, base, &mut r_policy);
         routes.push(RouteConfig { name: r.name, matcher, action, record, policy });
     }
 
+    // One queue per directory: a directory is locked by the queue that holds it.
+    for (i, r) in routes.iter().enumerate() {
+        let Some(f) = &r.policy.failback else { continue };
+        if let Some(first) = routes[..i]
+            .iter()
+            .find(|o| o.policy.failback.as_ref().is_some_and(|of| of.dir == f.dir))
+        {
+            c.error(
+                &[key("routes"), Seg::Index(i), key("failback"), key("dir")],
+                format!(
+                    "route `{}` already queues in {}: each failback route needs its own directory",
+                    first.name,
+                    f.dir.display()
+                ),
+            );
+        }
+    }
     let plans = policy::plans(&mut c, raw.plans, &routes);
     let drain_timeout = positive(
         &mut c,
@@ -611,6 +630,7 @@ struct RawRoutePolicy {
     strategy: Option<String>,
     retries: Option<super::raw::RawRetries>,
     hedge: Option<super::raw::RawHedge>,
+    failback: Option<super::raw::RawFailback>,
 }
 
 fn route_policy(
@@ -619,6 +639,7 @@ fn route_policy(
     levels: &[(String, BulkheadSettings)],
     route_timeout: Option<Duration>,
     is_proxy: bool,
+    base: &Path,
     raw: &mut RawRoutePolicy,
 ) -> RoutePolicyConfig {
     let written: Vec<&str> = [
@@ -636,6 +657,7 @@ fn route_policy(
         ("strategy", raw.strategy.is_some()),
         ("retries", raw.retries.is_some()),
         ("hedge", raw.hedge.is_some()),
+        ("failback", raw.failback.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -740,7 +762,37 @@ fn route_policy(
         }
         _ => {}
     }
+    let written_failback = raw.failback.is_some();
+    let mut failback = raw
+        .failback
+        .take()
+        .and_then(|f| super::retry::failback(c, &at(p, &[key("failback")]), f, base));
+    match strategy {
+        // `failback:` alone means the failback strategy.
+        None if written_failback => strategy = Some(Strategy::Failback),
+        Some(Strategy::Failback) if !written_failback => {
+            c.error(
+                &at(p, &[key("strategy")]),
+                "`strategy: failback` needs `failback: { dir: ... }`: where queued requests are kept",
+            );
+        }
+        Some(other) if written_failback && other != Strategy::Failback => {
+            c.error(
+                &at(p, &[key("failback")]),
+                "`failback:` is used by `strategy: failback`: remove it or change the strategy",
+            );
+            failback = None;
+        }
+        _ => {}
+    }
     let written_retries = raw.retries.is_some();
+    if strategy == Some(Strategy::Failback) && written_retries {
+        c.error(
+            &at(p, &[key("retries")]),
+            "`strategy: failback` queues a failed request after one try and retries it in the \
+             background (`failback.backoff`): remove `retries:`",
+        );
+    }
     let mut retries =
         raw.retries.take().and_then(|r| super::retry::retries(c, &at(p, &[key("retries")]), r));
     match strategy {
@@ -778,8 +830,9 @@ fn route_policy(
         } else {
             Strategy::Failfast
         }),
-        retries,
+        retries: retries.filter(|_| strategy != Some(Strategy::Failback)),
         hedge,
+        failback,
     }
 }
 

@@ -18,3 +18,7 @@ pub const UPSTREAM_UNAVAILABLE: &str = "{\"error\":\"upstream_unavailable\"}\n";
 pub const BAD_REQUEST_BODY: &str = "{\"error\":\"bad_request_body\"}\n";
 /// The request body did not arrive within the request's time.
 pub const REQUEST_BODY_TIMEOUT: &str = "{\"error\":\"request_body_timeout\"}\n";
+/// A failback route's queue is full: the request was not stored.
+pub const FAILBACK_FULL: &str = "{\"error\":\"failback_full\"}\n";
+/// A failback route's queue could not store the request (see the log).
+pub const FAILBACK_UNAVAILABLE: &str = "{\"error\":\"failback_unavailable\"}\n";

@@ -258,6 +258,13 @@ async fn proxy(
         let body_len = http_body::Body::size_hint(req.body()).exact();
         upgrade.is_none() && capture.is_none() && r.eligible(req.method().as_str(), body_len)
     });
+    // Failback: a failed request is queued, so its body must be kept (up to the queue's limit).
+    let failback = snap.failback_queue(route.index).filter(|q| {
+        let body_len = http_body::Body::size_hint(req.body()).exact();
+        upgrade.is_none() && capture.is_none() && body_len.is_some_and(|n| n <= q.max_body())
+    });
+    // Tries send copies of the request when more than one send may be needed.
+    let keep_request = retry.is_some() || failback.is_some();
     let t = &cluster.config.timeouts;
     // What is left of the request's time at `now`: its deadline budget or route timeout.
     let remaining = |now: spillway_core::Instant| match budget {
@@ -357,7 +364,7 @@ async fn proxy(
     }
     let body = if body_is_empty(&body) {
         ProxyBody::Empty
-    } else if retry.is_some() {
+    } else if keep_request {
         // Kept for replay: read in full (its size is known and small), within the request's
         // time. A client that cannot send it in time gets 408.
         use http_body_util::BodyExt;
@@ -474,7 +481,7 @@ async fn proxy(
                 },
             };
             // Without retries the request is moved; with them each try sends a copy.
-            let up_req = if retry.is_some() {
+            let up_req = if keep_request {
                 let mut copy = Request::new(try_body);
                 *copy.method_mut() = parts.method.clone();
                 *copy.uri_mut() = parts.uri.clone();
@@ -651,6 +658,24 @@ async fn proxy(
         let status = result.as_ref().ok().map(|(resp, _)| resp.status().as_u16());
         admission.finish(crate::policy::outcome_of(status), now);
     }
+    // Failback: a failure the route queues on is stored durably and answered 202 with its id.
+    if let Some(queue) = failback {
+        let (failure, status) = match &result {
+            Ok((resp, _)) => (None, Some(resp.status().as_u16())),
+            Err(UpstreamError::Http(_, e)) if client_body_too_large(e) => (None, None),
+            Err(UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_)) => {
+                (Some(TryFailure::Connect), None)
+            }
+            Err(UpstreamError::Timeout(_)) => (Some(TryFailure::Timeout), None),
+            Err(UpstreamError::Http(..)) => (Some(TryFailure::Reset), None),
+        };
+        if queue.queues_on(failure, status) {
+            drop(result);
+            let body = replay.clone().unwrap_or_default();
+            let entry = crate::failback::entry(&route.name, &parts, body);
+            return (failback_response(queue.enqueue(entry).await), Some(addr));
+        }
+    }
     // An upstream answer the route's fallback covers (502, 503, 504 by default) is replaced;
     // the failed answer is dropped with its connection (its body unread).
     if let Ok((resp, _)) = &result {
@@ -802,6 +827,31 @@ fn refusal_response(refusal: &crate::policy::Refusal, grpc: bool) -> Response<Re
     // For the access log, which `handle` writes after the fact.
     resp.extensions_mut().insert(refusal.rejection.reason);
     resp
+}
+
+/// The answer to a request handed to the failback queue: 202 with its id, or 503 when the
+/// queue could not take it.
+fn failback_response(
+    queued: Result<spillway_spool::EntryId, crate::failback::EnqueueError>,
+) -> Response<ResponseBody> {
+    match queued {
+        Ok(id) => {
+            let body = format!("{{\"queued\":\"{id}\"}}\n");
+            let mut resp = canned(StatusCode::ACCEPTED, "");
+            *resp.body_mut() = ResponseBody::full(Bytes::from(body));
+            if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+                resp.headers_mut().insert(crate::failback::FAILBACK_ID_HEADER, v);
+            }
+            resp.headers_mut().insert("x-spillway-degraded", HeaderValue::from_static("failback"));
+            resp
+        }
+        Err(crate::failback::EnqueueError::Full) => {
+            canned(StatusCode::SERVICE_UNAVAILABLE, errors::FAILBACK_FULL)
+        }
+        Err(crate::failback::EnqueueError::Unavailable(_)) => {
+            canned(StatusCode::SERVICE_UNAVAILABLE, errors::FAILBACK_UNAVAILABLE)
+        }
+    }
 }
 
 /// A response laid out by `policy` (a refusal or a fallback) as a hyper response.
