@@ -28,8 +28,8 @@ pub use policy::{
     LimitKey, PlanAction, PlanConfig, QueueDiscipline, RoutePolicyConfig, SlowSettings,
 };
 pub use retry::{
-    FailbackSettings, HedgeAfter, HedgeSettings, RetryBudgetSettings, RetryOn, RetrySettings,
-    Strategy,
+    FailbackSettings, HedgeAfter, HedgeSettings, MirrorSettings, RetryBudgetSettings, RetryOn,
+    RetrySettings, Strategy,
 };
 pub use validate::BALANCE_NAMES;
 

@@ -88,6 +88,8 @@ pub struct RoutePolicyConfig {
     pub hedge: Option<super::retry::HedgeSettings>,
     /// The durable queue of failed requests (`strategy: failback` only).
     pub failback: Option<super::retry::FailbackSettings>,
+    /// The shadow copy of requests (`strategy: failsafe` only).
+    pub mirror: Option<super::retry::MirrorSettings>,
 }
 
 /// A route's static fallback answer.

@@ -230,6 +230,19 @@ pub struct RawRoute {
     pub retries: Option<RawRetries>,
     pub hedge: Option<RawHedge>,
     pub failback: Option<RawFailback>,
+    pub mirror: Option<RawMirror>,
+}
+
+/// A route's `mirror:` (strategy `failsafe`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub cluster: String,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub percent: Option<f64>,
+    pub max_body: Option<RawSize>,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub max_in_flight: Option<u32>,
 }
 
 /// A route's `failback:` (strategy `failback`).

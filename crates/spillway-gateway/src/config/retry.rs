@@ -16,9 +16,11 @@ use spillway_core::retry::{
 use std::time::Duration;
 
 /// Names accepted for `strategy:`.
-pub const STRATEGY_NAMES: &[&str] = &["failover", "failfast", "forking", "failback"];
+pub const STRATEGY_NAMES: &[&str] = &["failover", "failfast", "forking", "failback", "failsafe"];
 /// Strategies of the design that this version does not implement yet (refused by name).
-const PLANNED_STRATEGIES: &[&str] = &["failsafe", "broadcast"];
+const PLANNED_STRATEGIES: &[&str] = &["broadcast"];
+/// Default most mirrored requests in flight per route (beyond, copies are dropped).
+pub const DEFAULT_MIRROR_IN_FLIGHT: u32 = 256;
 /// Default bound on a failback queue's files.
 pub const DEFAULT_FAILBACK_MAX_BYTES: u64 = 1 << 30;
 /// Default age after which a queued request is dropped (counted as expired).
@@ -72,6 +74,52 @@ pub enum Strategy {
     /// Queue: when the try fails, the request is stored durably (`failback.dir`), answered
     /// 202 with an id, and delivered in the background until the upstream takes it.
     Failback,
+    /// Mirror: a copy of each request goes to a shadow cluster, asynchronously; its outcome
+    /// and latency never affect the answer (which is the route's cluster's, as failfast).
+    Failsafe,
+}
+
+/// A route's `mirror:`, validated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MirrorSettings {
+    /// The shadow cluster.
+    pub cluster: String,
+    /// Share of requests copied (0 to 1).
+    pub share: f64,
+    /// Largest request body copied; a larger request is not mirrored.
+    pub max_body: u64,
+    /// Most copies in flight; beyond, copies are dropped (counted).
+    pub max_in_flight: u32,
+}
+
+/// Checks a route's `mirror:` (the cluster's existence is checked with the clusters).
+pub(super) fn mirror(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawMirror,
+) -> Option<MirrorSettings> {
+    let percent = raw.percent.unwrap_or(100.0);
+    if !(0.0..=100.0).contains(&percent) {
+        c.error(&at(p, &[key("percent")]), "a percentage: 0 to 100");
+        return None;
+    }
+    let max_body = match raw.max_body {
+        None => DEFAULT_MAX_REPLAY_BODY,
+        Some(RawSize::Bytes(n)) => n,
+        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
+            Ok(n) => n,
+            Err(e) => {
+                c.error(&at(p, &[key("max_body")]), e.to_string());
+                return None;
+            }
+        },
+    };
+    let max_in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MIRROR_IN_FLIGHT);
+    if max_in_flight == 0 {
+        c.error(&at(p, &[key("max_in_flight")]), "at least 1");
+        return None;
+    }
+    Some(MirrorSettings { cluster: raw.cluster, share: percent / 100.0, max_body, max_in_flight })
 }
 
 /// A route's `failback:`, validated.
@@ -334,6 +382,7 @@ pub(super) fn strategy(c: &mut Checker<'_>, p: &[Seg], raw: Option<String>) -> O
         "failfast" => Some(Strategy::Failfast),
         "forking" => Some(Strategy::Forking),
         "failback" => Some(Strategy::Failback),
+        "failsafe" => Some(Strategy::Failsafe),
         planned if PLANNED_STRATEGIES.contains(&planned) => {
             c.error(
                 p,

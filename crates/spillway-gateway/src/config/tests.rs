@@ -639,8 +639,8 @@ fn retry_mistakes_are_refused_with_their_key() {
     assert!(!problems(&text).is_empty());
     let text = with_retries("    strategy: failfast\n    retries: { attempts: 2 }");
     refused(&text, "routes[0].retries", "retries: { attempts: 2 }", "never retries");
-    let text = with_retries("    strategy: forking");
-    refused(&text, "routes[0].strategy", "strategy: forking", "not available in this version");
+    let text = with_retries("    strategy: broadcast");
+    refused(&text, "routes[0].strategy", "strategy: broadcast", "not available in this version");
     let text = with_retries("    strategy: failovr");
     refused(&text, "routes[0].strategy", "strategy: failovr", "did you mean `failover`?");
 }

@@ -467,6 +467,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             retries: r.retries.take(),
             hedge: r.hedge.take(),
             failback: r.failback.take(),
+            mirror: r.mirror.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -564,6 +565,22 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         routes.push(RouteConfig { name: r.name, matcher, action, record, policy });
     }
 
+    // A mirror's shadow cluster exists and is not the route's own.
+    for (i, r) in routes.iter().enumerate() {
+        let (Some(m), RouteAction::Cluster { name, .. }) = (&r.policy.mirror, &r.action) else {
+            continue;
+        };
+        let mp = [key("routes"), Seg::Index(i), key("mirror"), key("cluster")];
+        if &m.cluster == name {
+            c.error(&mp, "the shadow cluster must differ from the route's own cluster");
+        } else if !clusters.iter().any(|cl| cl.name == m.cluster) {
+            let known: Vec<&str> = clusters.iter().map(|cl| cl.name.as_str()).collect();
+            let hint = nearest(&m.cluster, &known)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            c.error(&mp, format!("no cluster named `{}`{hint}", m.cluster));
+        }
+    }
     // One queue per directory: a directory is locked by the queue that holds it.
     for (i, r) in routes.iter().enumerate() {
         let Some(f) = &r.policy.failback else { continue };
@@ -631,6 +648,7 @@ struct RawRoutePolicy {
     retries: Option<super::raw::RawRetries>,
     hedge: Option<super::raw::RawHedge>,
     failback: Option<super::raw::RawFailback>,
+    mirror: Option<super::raw::RawMirror>,
 }
 
 fn route_policy(
@@ -658,6 +676,7 @@ fn route_policy(
         ("retries", raw.retries.is_some()),
         ("hedge", raw.hedge.is_some()),
         ("failback", raw.failback.is_some()),
+        ("mirror", raw.mirror.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -785,7 +804,35 @@ fn route_policy(
         }
         _ => {}
     }
+    let written_mirror = raw.mirror.is_some();
+    let mut mirror =
+        raw.mirror.take().and_then(|m| super::retry::mirror(c, &at(p, &[key("mirror")]), m));
+    match strategy {
+        // `mirror:` alone means failsafe.
+        None if written_mirror => strategy = Some(Strategy::Failsafe),
+        Some(Strategy::Failsafe) if !written_mirror => {
+            c.error(
+                &at(p, &[key("strategy")]),
+                "`strategy: failsafe` needs `mirror: { cluster: ... }`: the shadow cluster",
+            );
+        }
+        Some(other) if written_mirror && other != Strategy::Failsafe => {
+            c.error(
+                &at(p, &[key("mirror")]),
+                "`mirror:` is used by `strategy: failsafe`: remove it or change the strategy",
+            );
+            mirror = None;
+        }
+        _ => {}
+    }
     let written_retries = raw.retries.is_some();
+    if strategy == Some(Strategy::Failsafe) && written_retries {
+        c.error(
+            &at(p, &[key("retries")]),
+            "`strategy: failsafe` answers with the cluster's first answer (its mirror is a copy): \
+             remove `retries:`",
+        );
+    }
     if strategy == Some(Strategy::Failback) && written_retries {
         c.error(
             &at(p, &[key("retries")]),
@@ -830,9 +877,11 @@ fn route_policy(
         } else {
             Strategy::Failfast
         }),
-        retries: retries.filter(|_| strategy != Some(Strategy::Failback)),
+        retries: retries
+            .filter(|_| !matches!(strategy, Some(Strategy::Failback | Strategy::Failsafe))),
         hedge,
         failback,
+        mirror,
     }
 }
 
