@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod listen;
+pub mod plans_state;
 pub mod policy;
 pub mod proxy;
 pub mod record;
