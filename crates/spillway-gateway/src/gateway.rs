@@ -51,6 +51,9 @@ pub enum StartError {
     /// A route's traffic recording could not start (its file cannot be written).
     #[error("{0}")]
     Record(ConfigError),
+    /// The state directory (`state_dir`) could not be created or written.
+    #[error("state_dir: {0}")]
+    StateDir(crate::plans_state::PlansStateError),
 }
 
 /// The control side of a running gateway, shared with the admin API.
@@ -86,6 +89,7 @@ impl Control {
         // Recorders start before the swap: one that cannot write refuses the whole reload.
         let loaded = Config::load(&path).and_then(|config| {
             let previous = self.shared.snapshot.load();
+            prepare_state_dir(&config, &previous.config)?;
             let recorders = crate::record::start_recorders(&config, previous.router.recordings())?;
             Ok((config, recorders))
         });
@@ -126,6 +130,18 @@ impl Control {
         }
         if config.workers != self.shared.workers {
             notes.push("a new worker count takes effect at the next restart".to_string());
+        }
+        if config.state_dir != previous.config.state_dir {
+            notes.push(match &config.state_dir {
+                Some(dir) => format!(
+                    "state_dir is now {}: the next plan switch writes the active plans there \
+                     (a restart before it reads them from there)",
+                    dir.display()
+                ),
+                None => "state_dir removed: plan switches are no longer saved, and active plans \
+                         are forgotten at restart"
+                    .to_string(),
+            });
         }
         let snapshot = Arc::new(
             Snapshot::build(config, Some(&previous), self.shared.workers, &self.shared.policy)
@@ -241,12 +257,21 @@ impl Gateway {
         let listener_configs = config.listeners.clone();
         let recorders = crate::record::start_recorders(&config, std::iter::empty())
             .map_err(StartError::Record)?;
+        // Before the first snapshot, so that plans switched on before a restart act on the
+        // first request.
+        let active_plans = match &config.state_dir {
+            Some(dir) => {
+                crate::plans_state::prepare_dir(dir).map_err(StartError::StateDir)?;
+                crate::plans_state::restore(dir, &config.plans)
+            }
+            None => Default::default(),
+        };
         let clock = SystemClock::new();
         let policy = crate::policy::PolicyContext {
             cpu: spillway_core::overload::CpuGauge::new(),
             clock: Arc::new(clock.clone()),
             workers,
-            active_plans: Default::default(),
+            active_plans: Arc::new(parking_lot::Mutex::new(active_plans)),
         };
         let snapshot = Snapshot::build(config, None, workers, &policy).with_recorders(recorders);
         let shared = Arc::new(Shared {
@@ -340,6 +365,24 @@ impl Gateway {
             let _ = h.join();
         }
     }
+}
+
+/// Creates the `state_dir` a reload sets or changes and checks that it can be written: one that
+/// cannot refuses the reload, as a recorder that cannot write does, instead of failing the
+/// next plan switch.
+fn prepare_state_dir(config: &Config, previous: &Config) -> Result<(), ConfigError> {
+    let Some(dir) = &config.state_dir else { return Ok(()) };
+    if previous.state_dir.as_ref() == Some(dir) {
+        return Ok(());
+    }
+    crate::plans_state::prepare_dir(dir).map_err(|e| ConfigError::Invalid {
+        file: config.source.clone(),
+        problems: vec![crate::config::Problem {
+            line: None,
+            key: "state_dir".to_string(),
+            reason: e.to_string(),
+        }],
+    })
 }
 
 fn control_main(
