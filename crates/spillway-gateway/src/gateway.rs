@@ -52,6 +52,9 @@ pub enum StartError {
     /// cannot be written, or another process holds it).
     #[error("{0}")]
     Record(ConfigError),
+    /// The state directory (`state_dir`) could not be created or written.
+    #[error("state_dir: {0}")]
+    StateDir(crate::plans_state::PlansStateError),
 }
 
 /// The control side of a running gateway, shared with the admin API.
@@ -87,6 +90,7 @@ impl Control {
         // Recorders start before the swap: one that cannot write refuses the whole reload.
         let loaded = Config::load(&path).and_then(|config| {
             let previous = self.shared.snapshot.load();
+            prepare_state_dir(&config, &previous.config)?;
             let recorders = crate::record::start_recorders(&config, previous.router.recordings())?;
             let queues = crate::failback::open_queues(&config, &previous.failback)?;
             Ok((config, recorders, queues))
@@ -149,6 +153,18 @@ impl Control {
         }
         if config.workers != self.shared.workers {
             notes.push("a new worker count takes effect at the next restart".to_string());
+        }
+        if config.state_dir != previous.config.state_dir {
+            notes.push(match &config.state_dir {
+                Some(dir) => format!(
+                    "state_dir is now {}: the next plan switch writes the active plans there \
+                     (a restart before it reads them from there)",
+                    dir.display()
+                ),
+                None => "state_dir removed: plan switches are no longer saved, and active plans \
+                         are forgotten at restart"
+                    .to_string(),
+            });
         }
         let snapshot = Arc::new(
             Snapshot::build(config, Some(&previous), self.shared.workers, &self.shared.policy)
@@ -273,12 +289,21 @@ impl Gateway {
             .map_err(StartError::Record)?;
         let queues =
             crate::failback::open_queues(&config, &Vec::new()).map_err(StartError::Record)?;
+        // Before the first snapshot, so that plans switched on before a restart act on the
+        // first request.
+        let active_plans = match &config.state_dir {
+            Some(dir) => {
+                crate::plans_state::prepare_dir(dir).map_err(StartError::StateDir)?;
+                crate::plans_state::restore(dir, &config.plans)
+            }
+            None => Default::default(),
+        };
         let clock = SystemClock::new();
         let policy = crate::policy::PolicyContext {
             cpu: spillway_core::overload::CpuGauge::new(),
             clock: Arc::new(clock.clone()),
             workers,
-            active_plans: Default::default(),
+            active_plans: Arc::new(parking_lot::Mutex::new(active_plans)),
         };
         let snapshot = Snapshot::build(config, None, workers, &policy)
             .with_recorders(recorders)
@@ -374,6 +399,24 @@ impl Gateway {
             let _ = h.join();
         }
     }
+}
+
+/// Creates the `state_dir` a reload sets or changes and checks that it can be written: one that
+/// cannot refuses the reload, as a recorder that cannot write does, instead of failing the
+/// next plan switch.
+fn prepare_state_dir(config: &Config, previous: &Config) -> Result<(), ConfigError> {
+    let Some(dir) = &config.state_dir else { return Ok(()) };
+    if previous.state_dir.as_ref() == Some(dir) {
+        return Ok(());
+    }
+    crate::plans_state::prepare_dir(dir).map_err(|e| ConfigError::Invalid {
+        file: config.source.clone(),
+        problems: vec![crate::config::Problem {
+            line: None,
+            key: "state_dir".to_string(),
+            reason: e.to_string(),
+        }],
+    })
 }
 
 fn control_main(

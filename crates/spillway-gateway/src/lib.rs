@@ -13,6 +13,7 @@ pub mod demo;
 pub mod failback;
 pub mod gateway;
 pub mod listen;
+pub mod plans_state;
 pub mod policy;
 pub mod proxy;
 pub mod record;

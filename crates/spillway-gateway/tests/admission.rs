@@ -1262,6 +1262,8 @@ async fn a_plan_switched_at_run_time_answers_fallbacks_and_sheds_low_classes_unt
     let hits = gw.backend.hits.load(Ordering::SeqCst);
     let (status, body) = post(gw.admin, "/admin/plans/peak-day/activate").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["persisted"], Value::Null, "no state_dir: nothing saved; {body}");
     for via in BOTH {
         let r = gw.call(via, "/recs", &[]).await;
         assert_eq!(r.body, "no-recommendations", "{r:?}");
@@ -1282,4 +1284,168 @@ async fn a_plan_switched_at_run_time_answers_fallbacks_and_sheds_low_classes_unt
     let r = gw.call(Via::Lean, "/x", &[("x-spillway-criticality", "SHEDDABLE")]).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Degradation plans across restarts (`state_dir`)
+// ---------------------------------------------------------------------------------------------
+
+/// The routes of the plan tests: `recs` with a fallback, and `api` for everything else.
+fn plan_routes() -> String {
+    format!(
+        "  - name: recs\n    match: {{ path_prefix: /recs }}\n    cluster: app\n    \
+         fallback: {{ body: no-recommendations }}\n{}",
+        api("")
+    )
+}
+
+/// The `peak-day` plan (fallback on `recs`, shed below CRITICAL) and `state_dir: dir`.
+fn plans_with_state_dir(dir: &std::path::Path) -> String {
+    format!(
+        "plans:\n  - name: peak-day\n    actions:\n      - {{ route: recs, fallback: true }}\n      \
+         - {{ shed_below: CRITICAL }}\nstate_dir: \"{}\"",
+        dir.display()
+    )
+}
+
+/// Asserts that `peak-day` is `on` (or off) as the admin API, the metrics and requests on both
+/// paths see it.
+async fn assert_peak_day(gw: &Gw, on: bool) {
+    let (_, _, plans) = get(gw.admin, "/admin/plans").await;
+    let plans: Value = serde_json::from_slice(&plans).unwrap();
+    assert_eq!(plans["plans"][0]["active"], on, "{plans}");
+    let metric = format!("spillway_plan_active{{plan=\"peak-day\"}} {}", u8::from(on));
+    assert!(gw.metrics().await.contains(&metric), "{metric}");
+    for via in BOTH {
+        let r = gw.call(via, "/recs", &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(r.body == "no-recommendations", on, "{via:?}: {r:?}");
+        let shed = gw.call(via, "/x", &[("x-spillway-criticality", "SHEDDABLE")]).await;
+        if on {
+            assert_refused(&shed, 503, "degraded");
+        } else {
+            assert_eq!(shed.status, StatusCode::OK, "{via:?}: {shed:?}");
+        }
+    }
+}
+
+/// Stops the gateway and leaves its backend to the next one (`Gw::stop` also opens the
+/// backend's hold, which can be done once).
+async fn stop_gateway_only(mut gw: Gw) {
+    let gw = gw.gw.take().unwrap();
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
+
+/// The `active` list of the plans state file in `dir`.
+fn saved_plans(dir: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("plans.json")).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["active"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_state_dir_an_activated_plan_is_active_after_a_restart_and_a_deactivated_one_is_not() {
+    let (b, backend) = backend("app").await;
+    let dir = temp_path("plans-state");
+    let text = yaml(b, &plans_with_state_dir(&dir), "", &plan_routes());
+    let gw = Gw::wrap(gateway(&text), backend.clone());
+    assert!(dir.is_dir(), "state_dir is created at start");
+    assert_peak_day(&gw, false).await;
+    let (status, body) = post(gw.admin, "/admin/plans/peak-day/activate").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer, serde_json::json!({"plan": "peak-day", "active": true, "persisted": true}));
+    assert_eq!(saved_plans(&dir), serde_json::json!(["peak-day"]));
+    assert_peak_day(&gw, true).await;
+    stop_gateway_only(gw).await;
+
+    // A new gateway on the same config: the plan acts from the first request, no admin call.
+    let gw = Gw::wrap(gateway(&text), backend.clone());
+    assert_peak_day(&gw, true).await;
+    let (status, body) = post(gw.admin, "/admin/plans/peak-day/deactivate").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(saved_plans(&dir), serde_json::json!([]));
+    stop_gateway_only(gw).await;
+
+    let gw = Gw::wrap(gateway(&text), backend);
+    assert_peak_day(&gw, false).await;
+    gw.stop().await;
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec!["plans.json"], "no temporary file is left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_starts_with_no_plan_and_a_failed_save_answers_500_but_switches() {
+    let (b, backend) = backend("app").await;
+    let dir = temp_path("plans-state-corrupt");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("plans.json"), "{\"active\": [\"peak-d").unwrap();
+    let text = yaml(b, &plans_with_state_dir(&dir), "", &plan_routes());
+    let gw = Gw::wrap(gateway(&text), backend);
+    assert_peak_day(&gw, false).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("plans.json")).unwrap(),
+        "{\"active\": [\"peak-d",
+        "the bad file is left alone until a switch"
+    );
+    let (status, body) = post(gw.admin, "/admin/plans/peak-day/activate").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(saved_plans(&dir), serde_json::json!(["peak-day"]), "overwritten by the switch");
+
+    // The directory turns into a file: the save fails, the switch still applies.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, "not a directory").unwrap();
+    let (status, body) = post(gw.admin, "/admin/plans/peak-day/deactivate").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&answer["plan"], &answer["active"]), (&"peak-day".into(), &false.into()));
+    assert_eq!(answer["persisted"], false, "{body}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains(&dir.join("plans.json").display().to_string()), "{error}");
+    assert_peak_day(&gw, false).await;
+    gw.stop().await;
+
+    // A state_dir that cannot be created stops the start, naming the key and the path.
+    let blocked = dir.join("state");
+    let text = yaml(b, &plans_with_state_dir(&blocked), "", &plan_routes());
+    let err = spillway_gateway::Gateway::start(config(&text), None, Default::default())
+        .map(|_| ())
+        .unwrap_err();
+    let err = err.to_string();
+    assert!(err.starts_with("state_dir: "), "{err}");
+    assert!(err.contains(&blocked.display().to_string()), "{err}");
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_another_state_dir_is_noted_and_the_next_switch_writes_there() {
+    let (b, backend) = backend("app").await;
+    let (first, second) = (temp_path("plans-state-a"), temp_path("plans-state-b"));
+    let path = temp_path("plans-reload.yaml");
+    std::fs::write(&path, yaml(b, &plans_with_state_dir(&first), "", &plan_routes())).unwrap();
+    let gw = Gw::wrap(gateway_from_file(&path), backend);
+    assert_eq!(post(gw.admin, "/admin/plans/peak-day/activate").await.0, StatusCode::OK);
+    assert_eq!(saved_plans(&first), serde_json::json!(["peak-day"]));
+
+    std::fs::write(&path, yaml(b, &plans_with_state_dir(&second), "", &plan_routes())).unwrap();
+    let (status, text) = reload(gw.admin).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(second.is_dir(), "created by the reload");
+    let (_, _, config) = get(gw.admin, "/admin/config").await;
+    let config: Value = serde_json::from_slice(&config).unwrap();
+    let notes = config["last_reload"]["notes"].to_string();
+    assert!(notes.contains("state_dir is now") && notes.contains("next plan switch"), "{notes}");
+    assert_peak_day(&gw, true).await;
+    assert_eq!(post(gw.admin, "/admin/plans/peak-day/deactivate").await.0, StatusCode::OK);
+    assert_eq!(saved_plans(&second), serde_json::json!([]));
+    assert_eq!(saved_plans(&first), serde_json::json!(["peak-day"]), "the old file is not written");
+    gw.stop().await;
+    for dir in [first, second] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    std::fs::remove_file(path).unwrap();
 }

@@ -184,7 +184,9 @@ async fn handle<C: AdminControl>(
 }
 
 /// `POST /admin/plans/{name}/activate` or `…/deactivate`: switches a degradation plan on the
-/// live snapshot at once; the switch outlives reloads (not restarts).
+/// live snapshot at once; the switch outlives reloads, and restarts when `state_dir` is set
+/// (the active set is saved to `STATE_DIR/plans.json`). A failed save answers 500 with
+/// `"persisted": false` and the error; the switch applies all the same.
 fn switch_plan(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
     let rest = path.trim_start_matches("/admin/plans/");
     let (name, on) = match rest.rsplit_once('/') {
@@ -212,5 +214,29 @@ fn switch_plan(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
     }
     snap.policies.apply_plans(&snap.config, &active);
     tracing::warn!(plan = name, active = on, "degradation plan switched");
-    json(StatusCode::OK, &serde_json::json!({"plan": name, "active": on}))
+    // Saved under the lock, so that the file always holds the last switch. The write and its
+    // fsyncs block the control thread (admin API, health checks) for their few milliseconds.
+    let saved = snap
+        .config
+        .state_dir
+        .as_deref()
+        .map(|dir| crate::plans_state::save(dir, &active, std::time::SystemTime::now()));
+    drop(active);
+    match saved {
+        None => json(
+            StatusCode::OK,
+            &serde_json::json!({"plan": name, "active": on, "persisted": null}),
+        ),
+        Some(Ok(_)) => json(
+            StatusCode::OK,
+            &serde_json::json!({"plan": name, "active": on, "persisted": true}),
+        ),
+        Some(Err(e)) => {
+            tracing::error!(plan = name, error = %e, "degradation plan switched but not saved: a restart forgets it");
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({"plan": name, "active": on, "persisted": false, "error": e.to_string()}),
+            )
+        }
+    }
 }

@@ -100,6 +100,11 @@ pub fn inspect(config: &Config, source: &str) -> Vec<Problem> {
     for (path, reason) in super::record::inspect_records(config) {
         warn(&mut out, source, &path, reason);
     }
+    if !config.plans.is_empty() && config.state_dir.is_none() {
+        let reason = "plans without `state_dir`: active plans are forgotten at restart (set \
+                      `state_dir` to keep them in STATE_DIR/plans.json)";
+        warn(&mut out, source, &[key("plans")], reason.to_string());
+    }
     if let Some(admin) = &config.admin {
         if !admin.address.ip().is_loopback() && admin.token.is_none() {
             warn(

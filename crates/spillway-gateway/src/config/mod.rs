@@ -114,6 +114,9 @@ pub struct Config {
     pub levels: Vec<(String, BulkheadSettings)>,
     /// Degradation plans (`plans:`), switched at run time through the admin API.
     pub plans: Vec<PlanConfig>,
+    /// Directory for state kept across restarts (`state_dir:`, resolved against the config
+    /// file's directory): `plans.json`, the active plans. `None`: plans are forgotten at restart.
+    pub state_dir: Option<PathBuf>,
     /// Risky settings found while validating (see `spillway check`).
     #[serde(skip)]
     pub warnings: Vec<Problem>,

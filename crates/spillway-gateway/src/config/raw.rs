@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub levels: Option<BTreeMap<String, RawBulkhead>>,
     /// Degradation plans, switched at run time.
     pub plans: Option<Vec<RawPlan>>,
+    /// Directory for state kept across restarts (the active plans).
+    pub state_dir: Option<String>,
 }
 
 /// One degradation plan.

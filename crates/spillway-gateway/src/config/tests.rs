@@ -597,6 +597,34 @@ fn plans_must_name_existing_routes_and_fallbacks_they_can_answer_with() {
     assert_eq!(config.plans[0].actions[0].shed_below, Some(spillway_core::Criticality::Critical));
 }
 
+#[test]
+fn state_dir_resolves_against_the_config_directory_and_plans_without_it_are_warned_about() {
+    let base = "listeners: [{ name: l, address: 127.0.0.1:0 }]\nroutes: [{ name: r, direct_response: { status: 200 } }]\nplans: [ { name: p, actions: [ { shed_below: CRITICAL } ] } ]\n";
+    warned(base, "plans", "plans:", "active plans are forgotten at restart");
+    let dir = std::env::temp_dir();
+    let name = format!("spillway-state-{}-validate", std::process::id());
+    let relative = format!("{base}state_dir: {name}\n");
+    let config = Config::parse(&relative, "test.yaml", &dir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.state_dir, Some(dir.join(&name)));
+    assert_eq!(config.warnings, vec![]);
+    assert!(!dir.join(&name).exists(), "validation creates nothing (`check` writes nothing)");
+    let absolute = format!("{base}state_dir: /var/lib/spillway\n");
+    let config = Config::parse(&absolute, "test.yaml", &dir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.state_dir, Some(PathBuf::from("/var/lib/spillway")));
+    // A file is not a directory; an empty value names none; `.` is the config's own.
+    refused(
+        &format!("{base}state_dir: Cargo.toml\n"),
+        "state_dir",
+        "state_dir",
+        "is not a directory",
+    );
+    refused(&format!("{base}state_dir: ''\n"), "state_dir", "state_dir", "must name a directory");
+    assert_eq!(
+        parse(&format!("{base}state_dir: .\n")).unwrap().state_dir,
+        Some(Path::new(".").join("."))
+    );
+}
+
 /// The policy skeleton with `retries` (and other keys) added to the `orders` route.
 fn with_retries(keys: &str) -> String {
     edit(

@@ -609,6 +609,16 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         "stdout" | "-" => AccessLogTarget::Stdout,
         path => AccessLogTarget::File(base.join(path)),
     });
+    // Created at start (or at the reload that sets it), not here: `check` writes nothing.
+    let state_dir = raw.state_dir.map(|dir| {
+        let path = base.join(&dir);
+        if dir.trim().is_empty() {
+            c.error(&[key("state_dir")], "must name a directory (`.` for the config's own)");
+        } else if path.exists() && !path.is_dir() {
+            c.error(&[key("state_dir")], format!("{} is not a directory", path.display()));
+        }
+        path
+    });
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -623,6 +633,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             trusted_proxies,
             levels,
             plans,
+            state_dir,
             warnings: Vec::new(),
         })
     } else {
