@@ -5,7 +5,7 @@
 //! no retry starts when the deadline leaves too little; POST is sent once unless
 //! `non_idempotent`; a body is replayed; the deadline header is rewritten on every try;
 //! `strategy: failfast` never retries; `strategy: forking` hedges a slow try and cancels the
-//! loser.
+//! loser; `strategy: failsafe` mirrors to a shadow that never changes the answer.
 //!
 //! The backends answer from a script (each request takes the next answer; the last one
 //! repeats) and note every arrival: which backend, method, `x-spillway-attempt`,
@@ -158,6 +158,11 @@ impl Drop for Gw {
 /// A gateway with one route `api` (its extra keys in `route`, indented four spaces) to a
 /// cluster over `endpoints` (round robin, no outlier ejection).
 fn start(endpoints: &[SocketAddr], route: &str) -> Gw {
+    start_with(endpoints, "", route)
+}
+
+/// [`start`] with more clusters (`clusters`: YAML list items, indented two spaces).
+fn start_with(endpoints: &[SocketAddr], clusters: &str, route: &str) -> Gw {
     let endpoints: Vec<String> =
         endpoints.iter().map(|a| format!("{{ address: \"{a}\" }}")).collect();
     let yaml = format!(
@@ -173,6 +178,7 @@ clusters:
     balance: round_robin
     timeouts: {{ request: 5s }}
     outlier: {{ consecutive_failures: 0 }}
+{clusters}
 routes:
   - name: api
     cluster: app
@@ -483,4 +489,51 @@ async fn the_fallback_replaces_an_upstream_5xx_once_retries_are_spent() {
         assert!(headers.get("x-spillway-degraded").is_none());
         taken(&log);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failsafe_mirror_never_changes_the_answer_even_when_the_shadow_hangs() {
+    let log = Log::default();
+    let primary = scripted("primary", &[ok()], &log).await;
+    let hang = Answer { status: 500, headers: vec![], delay: Duration::from_secs(30) };
+    let shadow = scripted("shadow", &[hang], &log).await;
+    let gw = start_with(
+        &[primary],
+        &format!(
+            "  - name: shadow\n    endpoints: [{{ address: \"{shadow}\" }}]\n    \
+             timeouts: {{ request: 500ms }}"
+        ),
+        "    mirror: { cluster: shadow, percent: 100, max_in_flight: 3 }",
+    );
+    for via in BOTH {
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (status, _, body) = gw.send(via, "PUT", &[], "doc").await;
+            assert_eq!(status, StatusCode::OK, "{via:?}");
+            assert_eq!(&body[..], b"primary", "{via:?}: the primary's answer");
+            assert!(
+                started.elapsed() < Duration::from_millis(300),
+                "{via:?}: not held by the shadow"
+            );
+        }
+    }
+    // The shadow got copies (body included, marked), at most 3 at once: the others were dropped.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let arrivals = taken(&log);
+    let copies: Vec<_> = arrivals.iter().filter(|a| a.backend == "shadow").collect();
+    assert!(!copies.is_empty() && copies.len() <= 6, "{arrivals:?}");
+    assert!(copies.iter().all(|a| a.method == "PUT" && &a.body[..] == b"doc"));
+    assert_eq!(arrivals.iter().filter(|a| a.backend == "primary").count(), 6);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("spillway_mirror_total{route=\"api\",outcome=\"dropped\"} 3"),
+        "{metrics}"
+    );
+    // The hung copies time out at the shadow cluster's 500 ms and free their slots.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("spillway_mirror_total{route=\"api\",outcome=\"failed\"} 3"),
+        "{metrics}"
+    );
 }

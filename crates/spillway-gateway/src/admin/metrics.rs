@@ -271,6 +271,20 @@ pub fn render_policies(
             }
         }
     }
+    out.push_str("# HELP spillway_mirror_total Copies of a failsafe route's requests sent to its shadow cluster, by route and outcome (ok, failed, dropped at the in-flight cap).\n");
+    out.push_str("# TYPE spillway_mirror_total counter\n");
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(m) = policies.mirror(i) {
+            let v = m.view();
+            for (outcome, n) in [("ok", v.ok), ("failed", v.failed), ("dropped", v.dropped)] {
+                let _ = writeln!(
+                    out,
+                    "spillway_mirror_total{{route=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(&route.name)
+                );
+            }
+        }
+    }
     out.push_str("# HELP spillway_bbr_cpu CPU usage (0..1) as the BBR limiters see it.\n");
     out.push_str("# TYPE spillway_bbr_cpu gauge\n");
     let _ = writeln!(out, "spillway_bbr_cpu {cpu}");

@@ -16,6 +16,7 @@
 
 pub mod classify;
 pub mod limit;
+pub mod mirror;
 pub mod render;
 pub mod retry;
 
@@ -184,6 +185,8 @@ pub struct Policies {
     pub has_plans: bool,
     /// Retry policies by route index (`None`: the route never retries).
     pub retries: Vec<Option<Arc<retry::RouteRetry>>>,
+    /// Mirrors (strategy failsafe) by route index.
+    pub mirrors: Vec<Option<Arc<mirror::RouteMirror>>>,
 }
 
 /// What the active plans do to one route; written when a plan is switched, read per request.
@@ -460,6 +463,7 @@ impl Policies {
             plan_effects: config.routes.iter().map(|_| PlanEffect::default()).collect(),
             has_plans: !config.plans.is_empty(),
             retries,
+            mirrors: mirror::build(config, previous.map(|(p, c)| (&p.mirrors[..], c))),
         };
         policies.apply_plans(config, &ctx.active_plans.lock());
         policies
@@ -503,6 +507,12 @@ impl Policies {
             }
             _ => false,
         }
+    }
+
+    /// The mirror of `route`, if it has one (strategy failsafe).
+    #[inline]
+    pub fn mirror(&self, route: usize) -> Option<&Arc<mirror::RouteMirror>> {
+        self.mirrors.get(route)?.as_ref()
     }
 
     /// The retry policy of `route`, if it retries.
@@ -1029,12 +1039,13 @@ impl Policies {
                         }))
                     });
                 }
-                let retries = self.retry(i).map(|r| {
-                    json!({ "settings": r.settings, "state": r.view(now) })
-                });
+                let mirror = self.mirror(i).map(|m| m.view());
+                let retries =
+                    self.retry(i).map(|r| json!({ "settings": r.settings, "state": r.view(now) }));
                 let Some(p) = p else {
                     return json!({
-                        "route": r.name, "policy": null, "rejections": rejections, "retries": retries
+                        "route": r.name, "policy": null, "rejections": rejections,
+                        "retries": retries, "mirror": mirror
                     });
                 };
                 let limits: Vec<_> = p
@@ -1065,6 +1076,7 @@ impl Policies {
                     })),
                     "rejections": rejections,
                     "retries": retries,
+                    "mirror": mirror,
                 })
             })
             .collect();

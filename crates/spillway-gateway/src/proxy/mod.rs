@@ -263,8 +263,13 @@ async fn proxy(
         let body_len = http_body::Body::size_hint(req.body()).exact();
         upgrade.is_none() && capture.is_none() && body_len.is_some_and(|n| n <= q.max_body())
     });
+    // Failsafe: a share of requests is copied to the shadow cluster (the body must be kept).
+    let mirror = snap.policies.mirror(route.index).filter(|m| {
+        let body_len = http_body::Body::size_hint(req.body()).exact();
+        upgrade.is_none() && capture.is_none() && m.wants(worker.random_unit(), body_len)
+    });
     // Tries send copies of the request when more than one send may be needed.
-    let keep_request = retry.is_some() || failback.is_some();
+    let keep_request = retry.is_some() || failback.is_some() || mirror.is_some();
     let t = &cluster.config.timeouts;
     // What is left of the request's time at `now`: its deadline budget or route timeout.
     let remaining = |now: spillway_core::Instant| match budget {
@@ -393,6 +398,9 @@ async fn proxy(
         _ => None,
     };
     let mut body = Some(body);
+    if let Some(m) = mirror {
+        send_mirror(worker, m, &parts, replay.clone().unwrap_or_default());
+    }
 
     let pool = &worker.pool;
     let hedging = retry.is_some_and(|r| r.hedge.is_some());
@@ -827,6 +835,80 @@ fn refusal_response(refusal: &crate::policy::Refusal, grpc: bool) -> Response<Re
     // For the access log, which `handle` writes after the fact.
     resp.extensions_mut().insert(refusal.rejection.reason);
     resp
+}
+
+/// Sends a copy of the request to the mirror's shadow cluster on this worker's runtime and
+/// forgets it: its outcome and latency never reach the client (a hung shadow only holds one of
+/// the mirror's `max_in_flight` slots until the shadow cluster's request timeout).
+fn send_mirror(
+    worker: &Rc<Worker>,
+    mirror: &crate::policy::mirror::RouteMirror,
+    parts: &http::request::Parts,
+    body: Bytes,
+) {
+    let Some(slot) = mirror.start() else { return };
+    let mut copy = Request::new(if body.is_empty() {
+        ProxyBody::Empty
+    } else {
+        ProxyBody::Buffered(Some(body))
+    });
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = parts.version;
+    *copy.headers_mut() = parts.headers.clone();
+    copy.headers_mut().insert(crate::policy::mirror::MIRROR_HEADER, HeaderValue::from_static("1"));
+    let worker = worker.clone();
+    let shadow = mirror.cluster;
+    tokio::task::spawn_local(async move {
+        let snap = worker.snapshot();
+        let Some(cluster) = snap.clusters.get(shadow) else { return slot.finish(false) };
+        let now = worker.shared.now();
+        let Some(picked) = worker.pick(&snap, shadow, now, None, None) else {
+            return slot.finish(false);
+        };
+        let Some(endpoint) = cluster.endpoints.get(picked) else { return slot.finish(false) };
+        let addr = endpoint.address;
+        let t = cluster.config.timeouts;
+        let protocol = cluster.config.protocol;
+        if protocol == UpstreamProtocol::Http2 {
+            copy.headers_mut().remove(header::HOST);
+            *copy.version_mut() = Version::HTTP_2;
+            if copy.uri().authority().is_none() {
+                let mut up = std::mem::take(copy.uri_mut()).into_parts();
+                up.scheme = Some(http::uri::Scheme::HTTP);
+                up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
+                if let Ok(uri) = Uri::from_parts(up) {
+                    *copy.uri_mut() = uri;
+                }
+            }
+        } else {
+            *copy.version_mut() = Version::HTTP_11;
+        }
+        let pool = worker.pool.clone();
+        let exchange = async {
+            let status = match protocol {
+                UpstreamProtocol::Http1 => {
+                    let mut c = pool.checkout_h1(addr, t.connect, t.idle).await.ok()?;
+                    let resp = c.send(copy).await.ok()?;
+                    let status = resp.status();
+                    // Read the answer through so the connection can serve again.
+                    let _ = http_body_util::BodyExt::collect(resp.into_body()).await.ok()?;
+                    c.release();
+                    status
+                }
+                UpstreamProtocol::Http2 => {
+                    let mut sender = pool.checkout_h2(addr, t.connect).await.ok()?;
+                    sender.send_request(copy).await.ok()?.status()
+                }
+            };
+            Some(status)
+        };
+        let ok = matches!(
+            tokio::time::timeout(t.request, exchange).await,
+            Ok(Some(status)) if !status.is_server_error()
+        );
+        slot.finish(ok);
+    });
 }
 
 /// The answer to a request handed to the failback queue: 202 with its id, or 503 when the

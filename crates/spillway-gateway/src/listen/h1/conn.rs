@@ -9,9 +9,9 @@
 //!
 //! What it takes: origin-form HTTP/1.1 requests without a body or with a `Content-Length` body
 //! of at most [`LEAN_BODY_LIMIT`] bytes, to a route that answers directly or proxies to an
-//! HTTP/1.1 cluster without recording, hedging or failback. Anything else is handed to hyper
-//! with the bytes read so far ([`Served::Handoff`]), and the connection stays with hyper from
-//! then on.
+//! HTTP/1.1 cluster without recording, hedging, failback or mirroring. Anything else is handed
+//! to hyper with the bytes read so far ([`Served::Handoff`]), and the connection stays with
+//! hyper from then on.
 //!
 //! The request path mirrors [`crate::proxy`]: the same routing, policy hook, deadline
 //! decisions, endpoint choice, outlier and balancer accounting, metrics and access log.
@@ -448,9 +448,11 @@ impl Conn<'_> {
         if let Some(proxied @ Route { action: Action::Proxy { cluster, .. }, .. }) = route {
             let protocol = snap.clusters.get(*cluster).map(|c| c.config.protocol);
             // Hedged routes race several upstream tries: hyper's path does that.
-            // So do failback routes (their queue is written off the event loop).
+            // So do failback routes (their queue is written off the event loop) and failsafe
+            // routes (their mirror copies are sent from tasks of their own).
             let hyper_only = snap.policies.retry(proxied.index).is_some_and(|r| r.hedge.is_some())
-                || snap.failback_queue(proxied.index).is_some();
+                || snap.failback_queue(proxied.index).is_some()
+                || snap.policies.mirror(proxied.index).is_some();
             if proxied.recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) || hyper_only
             {
                 return Step::Handoff;
