@@ -5,7 +5,8 @@
 //! no retry starts when the deadline leaves too little; POST is sent once unless
 //! `non_idempotent`; a body is replayed; the deadline header is rewritten on every try;
 //! `strategy: failfast` never retries; `strategy: forking` hedges a slow try and cancels the
-//! loser; `strategy: failsafe` mirrors to a shadow that never changes the answer.
+//! loser; `strategy: failsafe` mirrors to a shadow that never changes the answer; what a
+//! cluster's concurrency limit sheds goes to its gutter, and what the gutter sheds is refused.
 //!
 //! The backends answer from a script (each request takes the next answer; the last one
 //! repeats) and note every arrival: which backend, method, `x-spillway-attempt`,
@@ -158,11 +159,12 @@ impl Drop for Gw {
 /// A gateway with one route `api` (its extra keys in `route`, indented four spaces) to a
 /// cluster over `endpoints` (round robin, no outlier ejection).
 fn start(endpoints: &[SocketAddr], route: &str) -> Gw {
-    start_with(endpoints, "", route)
+    start_with(endpoints, "", "", route)
 }
 
-/// [`start`] with more clusters (`clusters`: YAML list items, indented two spaces).
-fn start_with(endpoints: &[SocketAddr], clusters: &str, route: &str) -> Gw {
+/// [`start`] with more keys on the route's cluster `app` (`app`: indented four spaces) and more
+/// clusters (`clusters`: YAML list items, indented two spaces).
+fn start_with(endpoints: &[SocketAddr], app: &str, clusters: &str, route: &str) -> Gw {
     let endpoints: Vec<String> =
         endpoints.iter().map(|a| format!("{{ address: \"{a}\" }}")).collect();
     let yaml = format!(
@@ -178,6 +180,7 @@ clusters:
     balance: round_robin
     timeouts: {{ request: 5s }}
     outlier: {{ consecutive_failures: 0 }}
+{app}
 {clusters}
 routes:
   - name: api
@@ -499,6 +502,7 @@ async fn a_failsafe_mirror_never_changes_the_answer_even_when_the_shadow_hangs()
     let shadow = scripted("shadow", &[hang], &log).await;
     let gw = start_with(
         &[primary],
+        "",
         &format!(
             "  - name: shadow\n    endpoints: [{{ address: \"{shadow}\" }}]\n    \
              timeouts: {{ request: 500ms }}"
@@ -536,4 +540,46 @@ async fn a_failsafe_mirror_never_changes_the_answer_even_when_the_shadow_hangs()
         metrics.contains("spillway_mirror_total{route=\"api\",outcome=\"failed\"} 3"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_cluster_sheds_goes_to_its_gutter_and_what_the_gutter_sheds_is_refused() {
+    for via in BOTH {
+        let log = Log::default();
+        let slow = Answer { status: 200, headers: vec![], delay: Duration::from_millis(400) };
+        let main = scripted("main", std::slice::from_ref(&slow), &log).await;
+        let spare = scripted("spare", &[slow], &log).await;
+        let gw = Arc::new(start_with(
+            &[main],
+            "    concurrency: { fixed: 1 }\n    gutter: spare",
+            &format!(
+                "  - name: spare\n    endpoints: [{{ address: \"{spare}\" }}]\n    \
+                 concurrency: {{ fixed: 1 }}\n    gutter: app"
+            ),
+            "",
+        ));
+        // Three at once: `app` takes one, its gutter `spare` the next, and what `spare` sheds
+        // is refused — never sent back to `app` (spare's own gutter).
+        let calls: Vec<_> = (0..3)
+            .map(|i| {
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50 * i)).await;
+                    gw.get(via).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for c in calls {
+            let (status, _, body) = c.await.unwrap();
+            answers.push((status.as_u16(), String::from_utf8_lossy(&body).to_string()));
+        }
+        assert_eq!(answers[0], (200, "main".to_string()), "{via:?}: {answers:?}");
+        assert_eq!(answers[1], (200, "spare".to_string()), "{via:?}: {answers:?}");
+        assert_eq!(answers[2].0, 503, "{via:?}: {answers:?}");
+        assert!(answers[2].1.contains("concurrency_limit"), "{answers:?}");
+        let metrics = gw.metrics().await;
+        assert!(metrics.contains("spillway_gutter_total{cluster=\"app\"} 1"), "{metrics}");
+        assert!(metrics.contains("spillway_gutter_total{cluster=\"spare\"} 0"), "{metrics}");
+    }
 }

@@ -285,6 +285,15 @@ pub fn render_policies(
             }
         }
     }
+    out.push_str("# HELP spillway_gutter_total Requests a cluster's breaker or concurrency limit shed that its gutter cluster took instead, by cluster.\n");
+    out.push_str("# TYPE spillway_gutter_total counter\n");
+    for (cluster, gutter) in config.clusters.iter().zip(&policies.gutters) {
+        if let Some((_, diverted)) = gutter {
+            let n = diverted.load(std::sync::atomic::Ordering::Relaxed);
+            let _ =
+                writeln!(out, "spillway_gutter_total{{cluster=\"{}\"}} {n}", escape(&cluster.name));
+        }
+    }
     out.push_str("# HELP spillway_bbr_cpu CPU usage (0..1) as the BBR limiters see it.\n");
     out.push_str("# TYPE spillway_bbr_cpu gauge\n");
     let _ = writeln!(out, "spillway_bbr_cpu {cpu}");

@@ -204,6 +204,16 @@ pub enum UpstreamProtocol {
     Http2,
 }
 
+impl UpstreamProtocol {
+    /// The config name (`http1`, `http2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::Http2 => "http2",
+        }
+    }
+}
+
 /// An upstream cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterConfig {
@@ -228,6 +238,8 @@ pub struct ClusterConfig {
     pub concurrency: Option<ConcurrencySettings>,
     /// Client-side breaker (SRE adaptive throttling), if any.
     pub breaker: Option<BreakerSettings>,
+    /// The cluster that takes what this cluster's breaker or concurrency limit sheds.
+    pub gutter: Option<String>,
 }
 
 /// One endpoint of a cluster.

@@ -120,6 +120,7 @@ pub struct RawCluster {
     pub hash_header: Option<String>,
     pub concurrency: Option<RawConcurrency>,
     pub breaker: Option<RawBreaker>,
+    pub gutter: Option<String>,
 }
 
 /// A cluster's `breaker:` (`{ sre: { … } }`).

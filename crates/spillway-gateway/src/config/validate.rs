@@ -442,7 +442,34 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             breaker: rc
                 .breaker
                 .and_then(|raw| policy::breaker(&mut c, &at(&p, &[key("breaker")]), raw)),
+            gutter: rc.gutter,
         });
+    }
+    // A gutter is another cluster of the config.
+    for (i, cl) in clusters.iter().enumerate() {
+        let Some(gutter) = &cl.gutter else { continue };
+        let gp = [key("clusters"), Seg::Index(i), key("gutter")];
+        let found = clusters.iter().find(|o| &o.name == gutter);
+        if gutter == &cl.name {
+            c.error(&gp, "a cluster cannot be its own gutter");
+        } else if let Some(g) = found.filter(|g| g.protocol != cl.protocol) {
+            c.error(
+                &gp,
+                format!(
+                    "gutter `{}` speaks {} and this cluster {}: a gutter takes the same requests, \
+                     so it must use the same protocol",
+                    g.name,
+                    g.protocol.as_str(),
+                    cl.protocol.as_str()
+                ),
+            );
+        } else if found.is_none() {
+            let known: Vec<&str> = clusters.iter().map(|o| o.name.as_str()).collect();
+            let hint = nearest(gutter, &known)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            c.error(&gp, format!("no cluster named `{gutter}`{hint}"));
+        }
     }
 
     let trusted_proxies = policy::trusted_proxies(&mut c, raw.trusted_proxies);

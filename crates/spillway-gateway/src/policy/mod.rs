@@ -187,6 +187,8 @@ pub struct Policies {
     pub retries: Vec<Option<Arc<retry::RouteRetry>>>,
     /// Mirrors (strategy failsafe) by route index.
     pub mirrors: Vec<Option<Arc<mirror::RouteMirror>>>,
+    /// Each cluster's gutter (by cluster index), and requests sent there instead.
+    pub gutters: Vec<Option<(usize, Arc<AtomicU64>)>>,
 }
 
 /// What the active plans do to one route; written when a plan is switched, read per request.
@@ -464,6 +466,19 @@ impl Policies {
             has_plans: !config.plans.is_empty(),
             retries,
             mirrors: mirror::build(config, previous.map(|(p, c)| (&p.mirrors[..], c))),
+            gutters: config
+                .clusters
+                .iter()
+                .map(|c| {
+                    let index =
+                        config.clusters.iter().position(|o| Some(&o.name) == c.gutter.as_ref())?;
+                    let kept = previous.and_then(|(p, pc)| {
+                        let i = pc.clusters.iter().position(|o| o.name == c.name)?;
+                        p.gutters.get(i)?.as_ref().map(|(_, n)| n.clone())
+                    });
+                    Some((index, kept.unwrap_or_default()))
+                })
+                .collect(),
         };
         policies.apply_plans(config, &ctx.active_plans.lock());
         policies
@@ -547,6 +562,11 @@ impl Policies {
             plan: self.plan_effects.get(route),
             route: self.routes.get(route).and_then(Option::as_ref),
             cluster: self.clusters.get(cluster).and_then(Option::as_ref),
+            gutter: self.gutters.get(cluster).and_then(Option::as_ref).map(|(i, n)| Gutter {
+                cluster: *i,
+                policy: self.clusters.get(*i).and_then(Option::as_ref),
+                diverted: n,
+            }),
             listener: self.listeners.get(listener).and_then(Option::as_ref),
             trusted: &config.trusted_proxies,
         })
@@ -661,10 +681,23 @@ pub struct Gate<'a> {
     pub route: Option<&'a RoutePolicy>,
     /// The cluster's policy.
     pub cluster: Option<&'a ClusterPolicy>,
+    /// The cluster's gutter: where what its breaker or concurrency limit sheds goes.
+    pub gutter: Option<Gutter<'a>>,
     /// The listener's BBR.
     pub listener: Option<&'a Arc<Bbr>>,
     /// Trusted proxies (for `client_ip` keys).
     pub trusted: &'a [crate::config::IpNet],
+}
+
+/// A cluster's gutter as admission sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Gutter<'a> {
+    /// The gutter cluster's index.
+    pub cluster: usize,
+    /// Its own policy (its concurrency limit and breaker still apply to what it takes).
+    pub policy: Option<&'a ClusterPolicy>,
+    /// Requests sent there instead of the cluster.
+    pub diverted: &'a AtomicU64,
 }
 
 /// A request let in: the slots and tokens it holds. [`Admission::finish`] reports how the
@@ -682,9 +715,17 @@ pub struct Admission {
     breaker: Option<(Arc<Breaker>, Option<CallTicket>)>,
     /// When the request passed the breaker (the call's latency for slow-call triggers).
     started: Instant,
+    /// Set when the cluster shed the request and its gutter took it: the cluster to call.
+    gutter: Option<usize>,
 }
 
 impl Admission {
+    /// The gutter cluster to call instead of the route's, when the route's cluster shed the
+    /// request and its gutter took it.
+    pub fn gutter(&self) -> Option<usize> {
+        self.gutter
+    }
+
     /// The request ended at `now` with `outcome` (as the upstream answered: `Failure` for a
     /// 5xx, timeout or transport error): samples go to BBR and the concurrency limiter, and
     /// every slot is given back.
@@ -702,19 +743,27 @@ impl Admission {
     }
 }
 
-impl Drop for Admission {
-    fn drop(&mut self) {
-        for (limiter, token) in self.bbr.iter_mut().filter_map(Option::take) {
-            limiter.abandon(token);
-        }
+impl Admission {
+    /// Gives back what the cluster stage holds (its concurrency slot, a half-open probe
+    /// slot) without a sample.
+    fn release_cluster(&mut self) {
         if let Some((limiter, token)) = self.concurrency.take() {
             let at = token.started_at();
             limiter.release(token, Outcome::Ignored, at);
         }
         if let Some((breaker, ticket)) = self.breaker.take() {
-            // A half-open probe slot is given back; nothing is judged.
             breaker.record(ticket, CallOutcome::ignored(), self.started);
         }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        for (limiter, token) in self.bbr.iter_mut().filter_map(Option::take) {
+            limiter.abandon(token);
+        }
+        // A half-open probe slot is given back; nothing is judged.
+        self.release_cluster();
     }
 }
 
@@ -941,12 +990,45 @@ pub async fn admit(
             *slot = Some((bbr.limiter.clone(), token));
         }
     }
-    if let Some(c) = gate.cluster.and_then(|c| c.concurrency.as_ref()) {
+    match admit_cluster(gate.cluster, class, now, &mut admission) {
+        Ok(()) => {}
+        // What the cluster's own protection sheds goes to its gutter, once: what the gutter
+        // sheds is answered (its refusal), never sent on to the gutter's gutter.
+        Err(refusal) if gate.gutter.is_some() && is_cluster_shed(refusal.rejection.reason) => {
+            let gutter = gate.gutter.as_ref().map(|g| (g.cluster, g.policy, g.diverted));
+            if let Some((cluster, policy, diverted)) = gutter {
+                admission.release_cluster();
+                admit_cluster(policy, class, now, &mut admission)?;
+                diverted.fetch_add(1, Relaxed);
+                admission.gutter = Some(cluster);
+            }
+        }
+        Err(refusal) => return Err(refusal),
+    }
+    Ok(admission)
+}
+
+/// Whether a refusal is the cluster's own protection shedding (its gutter may take it).
+fn is_cluster_shed(reason: RejectReason) -> bool {
+    matches!(
+        reason,
+        RejectReason::ConcurrencyLimit | RejectReason::CircuitOpen | RejectReason::Throttled
+    )
+}
+
+/// The cluster stage of admission: its concurrency limit, then its breaker (last, so that only
+/// requests about to be sent count as the breaker's requests).
+fn admit_cluster(
+    cluster: Option<&ClusterPolicy>,
+    class: Criticality,
+    now: Instant,
+    admission: &mut Admission,
+) -> Result<(), Refusal> {
+    if let Some(c) = cluster.and_then(|c| c.concurrency.as_ref()) {
         let token = c.limiter.try_acquire(class, now)?;
         admission.concurrency = Some((c.limiter.clone(), token));
     }
-    // Last, so that only requests about to be sent count as the breaker's requests.
-    if let Some(breaker) = gate.cluster.and_then(|c| c.breaker.as_ref()) {
+    if let Some(breaker) = cluster.and_then(|c| c.breaker.as_ref()) {
         let random = uniform();
         let ticket = match &breaker.kind {
             BreakerKind::Sre(throttle) => {
@@ -960,7 +1042,7 @@ pub async fn admit(
         admission.breaker = Some((breaker.clone(), ticket));
         admission.started = now;
     }
-    Ok(admission)
+    Ok(())
 }
 
 /// The `/admin/policies` view of one pool.

@@ -240,6 +240,14 @@ async fn proxy(
             }
         }
     }
+    // The cluster shed the request and its gutter took it: call the gutter.
+    let (cluster_index, cluster) = match admitted.as_ref().and_then(|(a, _, _)| a.gutter()) {
+        Some(g) => match snap.clusters.get(g) {
+            Some(gutter) => (g, &**gutter),
+            None => (cluster_index, cluster),
+        },
+        None => (cluster_index, cluster),
+    };
     let hash = match cluster.config.balance {
         Balance::ConsistentHash => {
             match cluster.config.hash_header.as_deref().and_then(|h| req.headers().get(h)) {

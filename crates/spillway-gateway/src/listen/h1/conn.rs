@@ -705,6 +705,15 @@ impl Conn<'_> {
                 }
             }
         }
+        // The cluster shed the request and its gutter took it: call the gutter (same protocol,
+        // checked by the config).
+        let (cluster_index, cluster) = match admitted.as_ref().and_then(|(a, _, _)| a.gutter()) {
+            Some(g) => match snap.clusters.get(g) {
+                Some(gutter) => (g, &**gutter),
+                None => (ex.cluster_index, &**cluster),
+            },
+            None => (ex.cluster_index, &**cluster),
+        };
         let hash = match cluster.config.balance {
             Balance::ConsistentHash => {
                 let by_header = cluster.config.hash_header.as_deref().and_then(|name| {
@@ -772,7 +781,7 @@ impl Conn<'_> {
         // attempt it is in `x-spillway-attempt`.
         let (picked, endpoint, try_timeout, try_start, result) = loop {
             let try_start = if attempts.made() == 1 { ex.start } else { worker.shared.now() };
-            let Some(picked) = worker.pick(snap, ex.cluster_index, try_start, hash, avoid) else {
+            let Some(picked) = worker.pick(snap, cluster_index, try_start, hash, avoid) else {
                 lean.give_buf(ubuf);
                 lean.give_fields(ufields);
                 if let Some((admission, _, _)) = admitted {
@@ -872,7 +881,7 @@ impl Conn<'_> {
             let (outcome, try_result) = match &result {
                 Err(Failure::ClientGone) => (None, None),
                 Err(Failure::Timeout) => {
-                    let outcome = if snap.policies.cluster_saturated(ex.cluster_index) {
+                    let outcome = if snap.policies.cluster_saturated(cluster_index) {
                         Outcome::Overloaded
                     } else {
                         Outcome::Failure
@@ -909,7 +918,7 @@ impl Conn<'_> {
             if let Some(outcome) = outcome {
                 cluster.record(endpoint, outcome, latency, now);
                 let ok = outcome == Outcome::Success;
-                worker.picked_done(snap.generation, ex.cluster_index, picked, latency, ok, now);
+                worker.picked_done(snap.generation, cluster_index, picked, latency, ok, now);
             }
             if let (Some(r), Some(try_result)) = (retry, try_result) {
                 let random = worker.random_unit();
