@@ -6,7 +6,8 @@
 //! `non_idempotent`; a body is replayed; the deadline header is rewritten on every try;
 //! `strategy: failfast` never retries; `strategy: forking` hedges a slow try and cancels the
 //! loser; `strategy: failsafe` mirrors to a shadow that never changes the answer; what a
-//! cluster's concurrency limit sheds goes to its gutter, and what the gutter sheds is refused.
+//! cluster's concurrency limit sheds goes to its gutter, and what the gutter sheds is refused;
+//! `strategy: broadcast` reaches every endpoint and names the ones that failed.
 //!
 //! The backends answer from a script (each request takes the next answer; the last one
 //! repeats) and note every arrival: which backend, method, `x-spillway-attempt`,
@@ -582,4 +583,32 @@ async fn what_a_cluster_sheds_goes_to_its_gutter_and_what_the_gutter_sheds_is_re
         assert!(metrics.contains("spillway_gutter_total{cluster=\"app\"} 1"), "{metrics}");
         assert!(metrics.contains("spillway_gutter_total{cluster=\"spare\"} 0"), "{metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_reaches_every_endpoint_and_names_the_ones_that_failed() {
+    let log = Log::default();
+    let a = scripted("a", &[ok()], &log).await;
+    let b = scripted("b", &[ok(), ok(), status(503)], &log).await;
+    let c = scripted("c", &[ok()], &log).await;
+    let gw = start(&[a, b, c], "    strategy: broadcast");
+    for via in BOTH {
+        let (status, headers, body) = gw.send(via, "POST", &[], "purge").await;
+        assert_eq!(status, StatusCode::OK, "{via:?}");
+        assert_eq!(headers.get("x-spillway-broadcast").unwrap(), "3/3");
+        assert_eq!(&body[..], b"a", "the first endpoint's answer");
+        let arrivals = taken(&log);
+        let mut reached: Vec<_> = arrivals.iter().map(|x| x.backend).collect();
+        reached.sort();
+        assert_eq!(reached, ["a", "b", "c"], "{via:?}");
+        assert!(arrivals.iter().all(|x| x.method == "POST" && &x.body[..] == b"purge"));
+    }
+    // `b` now fails: the broadcast fails and says which endpoint.
+    let (status, headers, body) = gw.send(Via::Hyper, "POST", &[], "purge").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers.get("x-spillway-broadcast").unwrap(), "2/3");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["error"], "broadcast_failed");
+    assert_eq!(json["failed"][0]["endpoint"], b.to_string());
+    assert_eq!(json["failed"][0]["status"], 503);
 }

@@ -16,9 +16,8 @@ use spillway_core::retry::{
 use std::time::Duration;
 
 /// Names accepted for `strategy:`.
-pub const STRATEGY_NAMES: &[&str] = &["failover", "failfast", "forking", "failback", "failsafe"];
-/// Strategies of the design that this version does not implement yet (refused by name).
-const PLANNED_STRATEGIES: &[&str] = &["broadcast"];
+pub const STRATEGY_NAMES: &[&str] =
+    &["failover", "failfast", "forking", "failback", "failsafe", "broadcast"];
 /// Default most mirrored requests in flight per route (beyond, copies are dropped).
 pub const DEFAULT_MIRROR_IN_FLIGHT: u32 = 256;
 /// Default bound on a failback queue's files.
@@ -77,6 +76,9 @@ pub enum Strategy {
     /// Mirror: a copy of each request goes to a shadow cluster, asynchronously; its outcome
     /// and latency never affect the answer (which is the route's cluster's, as failfast).
     Failsafe,
+    /// Every available endpoint gets the request; the answer is a success only if all of
+    /// them succeed, else 502 naming the endpoints that failed.
+    Broadcast,
 }
 
 /// A route's `mirror:`, validated.
@@ -383,16 +385,7 @@ pub(super) fn strategy(c: &mut Checker<'_>, p: &[Seg], raw: Option<String>) -> O
         "forking" => Some(Strategy::Forking),
         "failback" => Some(Strategy::Failback),
         "failsafe" => Some(Strategy::Failsafe),
-        planned if PLANNED_STRATEGIES.contains(&planned) => {
-            c.error(
-                p,
-                format!(
-                    "strategy `{planned}` is not available in this version yet; use one of {}",
-                    STRATEGY_NAMES.join(", ")
-                ),
-            );
-            None
-        }
+        "broadcast" => Some(Strategy::Broadcast),
         other => {
             let hint = nearest(other, STRATEGY_NAMES)
                 .map(|n| format!("; did you mean `{n}`?"))

@@ -864,6 +864,12 @@ fn route_policy(
         _ => {}
     }
     let written_retries = raw.retries.is_some();
+    if strategy == Some(Strategy::Broadcast) && written_retries {
+        c.error(
+            &at(p, &[key("retries")]),
+            "`strategy: broadcast` sends the request to every endpoint once: remove `retries:`",
+        );
+    }
     if strategy == Some(Strategy::Failsafe) && written_retries {
         c.error(
             &at(p, &[key("retries")]),
@@ -915,8 +921,9 @@ fn route_policy(
         } else {
             Strategy::Failfast
         }),
-        retries: retries
-            .filter(|_| !matches!(strategy, Some(Strategy::Failback | Strategy::Failsafe))),
+        retries: retries.filter(|_| {
+            !matches!(strategy, Some(Strategy::Failback | Strategy::Failsafe | Strategy::Broadcast))
+        }),
         hedge,
         failback,
         mirror,

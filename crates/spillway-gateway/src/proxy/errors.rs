@@ -22,3 +22,5 @@ pub const REQUEST_BODY_TIMEOUT: &str = "{\"error\":\"request_body_timeout\"}\n";
 pub const FAILBACK_FULL: &str = "{\"error\":\"failback_full\"}\n";
 /// A failback route's queue could not store the request (see the log).
 pub const FAILBACK_UNAVAILABLE: &str = "{\"error\":\"failback_unavailable\"}\n";
+/// A broadcast route needs a body it can copy: of known length, at most 64 KiB.
+pub const BROADCAST_BODY: &str = "{\"error\":\"broadcast_body_too_large\"}\n";

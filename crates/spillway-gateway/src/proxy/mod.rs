@@ -276,8 +276,20 @@ async fn proxy(
         let body_len = http_body::Body::size_hint(req.body()).exact();
         upgrade.is_none() && capture.is_none() && m.wants(worker.random_unit(), body_len)
     });
+    // Broadcast: every available endpoint gets the request (its body is kept for the copies).
+    let broadcast = snap
+        .config
+        .routes
+        .get(route.index)
+        .is_some_and(|r| r.policy.strategy == crate::config::Strategy::Broadcast);
+    if broadcast {
+        let body_len = http_body::Body::size_hint(req.body()).exact();
+        if upgrade.is_some() || !body_len.is_some_and(|n| n <= BROADCAST_MAX_BODY) {
+            return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BROADCAST_BODY), None);
+        }
+    }
     // Tries send copies of the request when more than one send may be needed.
-    let keep_request = retry.is_some() || failback.is_some() || mirror.is_some();
+    let keep_request = retry.is_some() || failback.is_some() || mirror.is_some() || broadcast;
     let t = &cluster.config.timeouts;
     // What is left of the request's time at `now`: its deadline budget or route timeout.
     let remaining = |now: spillway_core::Instant| match budget {
@@ -408,6 +420,14 @@ async fn proxy(
     let mut body = Some(body);
     if let Some(m) = mirror {
         send_mirror(worker, m, &parts, replay.clone().unwrap_or_default());
+    }
+    if broadcast {
+        let body = replay.clone().unwrap_or_default();
+        let (resp, outcome) = broadcast_all(worker, cluster, &parts, body, remaining(start)).await;
+        if let Some((admission, _, _)) = admitted {
+            admission.finish(outcome, worker.shared.now());
+        }
+        return (resp, None);
     }
 
     let pool = &worker.pool;
@@ -844,6 +864,156 @@ fn refusal_response(refusal: &crate::policy::Refusal, grpc: bool) -> Response<Re
     resp.extensions_mut().insert(refusal.rejection.reason);
     resp
 }
+
+/// Largest request body a broadcast route sends (kept for the copies).
+const BROADCAST_MAX_BODY: u64 = crate::config::retry::DEFAULT_MAX_REPLAY_BODY;
+
+/// Strategy broadcast: sends the request to every available endpoint of `cluster` at once
+/// and waits for all (each within `timeout`). All succeed (no transport error, no 5xx): the
+/// first endpoint's answer, with `x-spillway-broadcast: N/N`. Otherwise 502
+/// `{"error":"broadcast_failed","failed":[{"endpoint":..,"status"|"error":..}],...}` and the
+/// same header with the successes counted.
+async fn broadcast_all(
+    worker: &Rc<Worker>,
+    cluster: &ClusterState,
+    parts: &http::request::Parts,
+    body: Bytes,
+    timeout: Duration,
+) -> (Response<ResponseBody>, spillway_core::Outcome) {
+    let now = worker.shared.now();
+    let mut eligible = vec![0usize; cluster.endpoints.len()];
+    let n = cluster.eligible(now, &mut eligible);
+    eligible.truncate(n);
+    if eligible.is_empty() {
+        return (
+            canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT),
+            spillway_core::Outcome::Failure,
+        );
+    }
+    let t = cluster.config.timeouts;
+    let pool = &worker.pool;
+    let protocol = cluster.config.protocol;
+    let mut sends: Vec<Pin<Box<dyn Future<Output = (usize, BroadcastResult)> + '_>>> = eligible
+        .iter()
+        .map(|&i| {
+            let endpoint = &cluster.endpoints[i];
+            let addr = endpoint.address;
+            let mut copy = Request::new(if body.is_empty() {
+                ProxyBody::Empty
+            } else {
+                ProxyBody::Buffered(Some(body.clone()))
+            });
+            *copy.method_mut() = parts.method.clone();
+            *copy.uri_mut() = parts.uri.clone();
+            *copy.version_mut() = parts.version;
+            *copy.headers_mut() = parts.headers.clone();
+            if protocol == UpstreamProtocol::Http2 && copy.uri().authority().is_none() {
+                let mut up = std::mem::take(copy.uri_mut()).into_parts();
+                up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
+                if let Ok(uri) = Uri::from_parts(up) {
+                    *copy.uri_mut() = uri;
+                }
+            }
+            endpoint.in_flight.fetch_add(1, Relaxed);
+            let in_flight = InFlight(endpoint);
+            let send: Pin<Box<dyn Future<Output = (usize, BroadcastResult)> + '_>> =
+                Box::pin(async move {
+                    let _in_flight = in_flight;
+                    let started = std::time::Instant::now();
+                    let exchange = async {
+                        match protocol {
+                            UpstreamProtocol::Http1 => {
+                                let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
+                                let resp =
+                                    c.send(copy).await.map_err(|e| UpstreamError::Http(addr, e))?;
+                                Ok((resp, Some(c)))
+                            }
+                            UpstreamProtocol::Http2 => {
+                                let mut sender = pool.checkout_h2(addr, t.connect).await?;
+                                let resp = sender
+                                    .send_request(copy)
+                                    .await
+                                    .map_err(|e| UpstreamError::Http(addr, e))?;
+                                Ok((resp, None))
+                            }
+                        }
+                    };
+                    let result = match tokio::time::timeout(timeout.min(t.per_try), exchange).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(UpstreamError::Timeout(addr)),
+                    };
+                    (i, (result, started.elapsed()))
+                });
+            send
+        })
+        .collect();
+    let mut results = Vec::with_capacity(sends.len());
+    while !sends.is_empty() {
+        if let Raced::Done(done) = first_of(&mut sends, None).await {
+            results.push(done);
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    let now = worker.shared.now();
+    let total = results.len();
+    let mut failed = Vec::new();
+    let mut first_ok = None;
+    for (i, (result, latency)) in results {
+        let endpoint = &cluster.endpoints[i];
+        let outcome = match &result {
+            Ok((resp, _)) if resp.status().is_server_error() => Outcome::ServerError,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
+        cluster.record(endpoint, outcome, latency, now);
+        match result {
+            Ok((resp, conn)) if outcome == Outcome::Success => {
+                if first_ok.is_none() {
+                    first_ok = Some((resp, conn));
+                }
+            }
+            Ok((resp, _)) => failed.push(serde_json::json!({
+                "endpoint": endpoint.address.to_string(), "status": resp.status().as_u16()
+            })),
+            Err(e) => failed.push(serde_json::json!({
+                "endpoint": endpoint.address.to_string(), "error": e.to_string()
+            })),
+        }
+    }
+    let summary = format!("{}/{total}", total - failed.len());
+    let summary = HeaderValue::from_str(&summary).unwrap_or(HeaderValue::from_static("?"));
+    match (failed.is_empty(), first_ok) {
+        (true, Some((resp, conn))) => {
+            let (mut head, body) = resp.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            head.headers.insert("x-spillway-broadcast", summary);
+            let body = if http_body::Body::is_end_stream(&body) {
+                if let Some(c) = conn {
+                    c.release();
+                }
+                ResponseBody::empty()
+            } else {
+                ResponseBody::upstream(body, conn, tokio::time::Instant::now() + timeout)
+            };
+            (Response::from_parts(head, body), spillway_core::Outcome::Success)
+        }
+        _ => {
+            let text = serde_json::json!({
+                "error": "broadcast_failed", "failed": failed, "succeeded": total - failed.len(),
+                "endpoints": total
+            });
+            let mut resp = canned(StatusCode::BAD_GATEWAY, "");
+            *resp.body_mut() = ResponseBody::full(Bytes::from(format!("{text}\n")));
+            resp.headers_mut().insert("x-spillway-broadcast", summary);
+            (resp, spillway_core::Outcome::Failure)
+        }
+    }
+}
+
+/// One endpoint's answer to a broadcast, and how long it took.
+type BroadcastResult =
+    (Result<(Response<Incoming>, Option<pool::PooledH1>), UpstreamError>, Duration);
 
 /// Sends a copy of the request to the mirror's shadow cluster on this worker's runtime and
 /// forgets it: its outcome and latency never reach the client (a hung shadow only holds one of

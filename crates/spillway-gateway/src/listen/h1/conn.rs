@@ -9,7 +9,7 @@
 //!
 //! What it takes: origin-form HTTP/1.1 requests without a body or with a `Content-Length` body
 //! of at most [`LEAN_BODY_LIMIT`] bytes, to a route that answers directly or proxies to an
-//! HTTP/1.1 cluster without recording, hedging, failback or mirroring. Anything else is handed
+//! HTTP/1.1 cluster without recording, hedging, failback, mirroring or broadcast. Anything else is handed
 //! to hyper with the bytes read so far ([`Served::Handoff`]), and the connection stays with
 //! hyper from then on.
 //!
@@ -452,7 +452,12 @@ impl Conn<'_> {
             // routes (their mirror copies are sent from tasks of their own).
             let hyper_only = snap.policies.retry(proxied.index).is_some_and(|r| r.hedge.is_some())
                 || snap.failback_queue(proxied.index).is_some()
-                || snap.policies.mirror(proxied.index).is_some();
+                || snap.policies.mirror(proxied.index).is_some()
+                || snap
+                    .config
+                    .routes
+                    .get(proxied.index)
+                    .is_some_and(|r| r.policy.strategy == crate::config::Strategy::Broadcast);
             if proxied.recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) || hyper_only
             {
                 return Step::Handoff;
