@@ -667,8 +667,14 @@ fn retry_mistakes_are_refused_with_their_key() {
     assert!(!problems(&text).is_empty());
     let text = with_retries("    strategy: failfast\n    retries: { attempts: 2 }");
     refused(&text, "routes[0].retries", "retries: { attempts: 2 }", "never retries");
-    let text = with_retries("    strategy: broadcast");
-    refused(&text, "routes[0].strategy", "strategy: broadcast", "not available in this version");
+    let text = with_retries("    strategy: broadcast\n    retries: { attempts: 2 }");
+    refused(&text, "routes[0].retries", "retries: { attempts: 2 }", "every endpoint once");
+    let text = with_retries("    strategy: failback");
+    refused(&text, "routes[0].strategy", "strategy: failback", "needs `failback:");
+    let text = with_retries("    mirror: { cluster: nowhere }");
+    refused(&text, "routes[0].mirror.cluster", "cluster: nowhere", "no cluster named `nowhere`");
+    let text = with_retries("    hedge: { after: p95 }\n    strategy: failover");
+    refused(&text, "routes[0].hedge", "hedge: { after: p95 }", "used by `strategy: forking`");
     let text = with_retries("    strategy: failovr");
     refused(&text, "routes[0].strategy", "strategy: failovr", "did you mean `failover`?");
 }

@@ -284,7 +284,7 @@ async fn proxy(
         .is_some_and(|r| r.policy.strategy == crate::config::Strategy::Broadcast);
     if broadcast {
         let body_len = http_body::Body::size_hint(req.body()).exact();
-        if upgrade.is_some() || !body_len.is_some_and(|n| n <= BROADCAST_MAX_BODY) {
+        if upgrade.is_some() || body_len.is_none_or(|n| n > BROADCAST_MAX_BODY) {
             return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BROADCAST_BODY), None);
         }
     }
@@ -893,7 +893,7 @@ async fn broadcast_all(
     let t = cluster.config.timeouts;
     let pool = &worker.pool;
     let protocol = cluster.config.protocol;
-    let mut sends: Vec<Pin<Box<dyn Future<Output = (usize, BroadcastResult)> + '_>>> = eligible
+    let mut sends: Vec<BroadcastSend<'_>> = eligible
         .iter()
         .map(|&i| {
             let endpoint = &cluster.endpoints[i];
@@ -916,35 +916,33 @@ async fn broadcast_all(
             }
             endpoint.in_flight.fetch_add(1, Relaxed);
             let in_flight = InFlight(endpoint);
-            let send: Pin<Box<dyn Future<Output = (usize, BroadcastResult)> + '_>> =
-                Box::pin(async move {
-                    let _in_flight = in_flight;
-                    let started = std::time::Instant::now();
-                    let exchange = async {
-                        match protocol {
-                            UpstreamProtocol::Http1 => {
-                                let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
-                                let resp =
-                                    c.send(copy).await.map_err(|e| UpstreamError::Http(addr, e))?;
-                                Ok((resp, Some(c)))
-                            }
-                            UpstreamProtocol::Http2 => {
-                                let mut sender = pool.checkout_h2(addr, t.connect).await?;
-                                let resp = sender
-                                    .send_request(copy)
-                                    .await
-                                    .map_err(|e| UpstreamError::Http(addr, e))?;
-                                Ok((resp, None))
-                            }
+            let send: BroadcastSend<'_> = Box::pin(async move {
+                let _in_flight = in_flight;
+                let started = std::time::Instant::now();
+                let exchange = async {
+                    match protocol {
+                        UpstreamProtocol::Http1 => {
+                            let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
+                            let resp =
+                                c.send(copy).await.map_err(|e| UpstreamError::Http(addr, e))?;
+                            Ok((resp, Some(c)))
                         }
-                    };
-                    let result = match tokio::time::timeout(timeout.min(t.per_try), exchange).await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(UpstreamError::Timeout(addr)),
-                    };
-                    (i, (result, started.elapsed()))
-                });
+                        UpstreamProtocol::Http2 => {
+                            let mut sender = pool.checkout_h2(addr, t.connect).await?;
+                            let resp = sender
+                                .send_request(copy)
+                                .await
+                                .map_err(|e| UpstreamError::Http(addr, e))?;
+                            Ok((resp, None))
+                        }
+                    }
+                };
+                let result = match tokio::time::timeout(timeout.min(t.per_try), exchange).await {
+                    Ok(r) => r,
+                    Err(_) => Err(UpstreamError::Timeout(addr)),
+                };
+                (i, (result, started.elapsed()))
+            });
             send
         })
         .collect();
@@ -1010,6 +1008,9 @@ async fn broadcast_all(
         }
     }
 }
+
+/// One endpoint's send of a broadcast: its index and result.
+type BroadcastSend<'a> = Pin<Box<dyn Future<Output = (usize, BroadcastResult)> + 'a>>;
 
 /// One endpoint's answer to a broadcast, and how long it took.
 type BroadcastResult =
