@@ -1,9 +1,10 @@
 //! Serve stale on error: a route's bounded store of its last good GET answers
-//! ([`StaleCache`]).
+//! ([`StaleCache`]), and the body wrapper that copies an answer as it streams to the client
+//! ([`CaptureBody`]).
 //!
 //! When the upstream fails (error, timeout, 5xx) or its breaker is open, an old copy is better
 //! than an error: the gateway can answer it with `x-spillway-degraded: stale` and an `Age`
-//! header. This module is only the store; it never reads the clock (callers
+//! header. This module is only the store and the capture; it never reads the clock (callers
 //! pass `now`), never does I/O, and decides nothing about when to serve a copy.
 //!
 //! A copy is always the latest successful answer for its key, or nothing: a newer answer that
@@ -13,11 +14,15 @@ use super::headers::FieldKind;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
+use http_body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
 use serde::Serialize;
 use spillway_core::Instant;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 /// What an entry costs besides its body and header bytes (map slot, LRU slot, key).
@@ -257,7 +262,7 @@ impl StaleCache {
         StaleCache { max_bytes, max_age, inner: Mutex::new(Inner::default()) }
     }
 
-    /// The most one entry may cost; a limit for capturing its body.
+    /// The most one entry may cost; a capture limit for its body (see [`CaptureBody`]).
     pub fn max_entry_bytes(&self) -> u64 {
         self.max_bytes / 8
     }
@@ -268,7 +273,7 @@ impl StaleCache {
     /// `private`, with `Set-Cookie` or with `Vary: *`, and answers costing more than
     /// [`max_entry_bytes`](Self::max_entry_bytes), are not kept and remove the older copy.
     /// Hop-by-hop headers, `Date`, `Age` and `Set-Cookie` are dropped. The body is costed by
-    /// its length, so it should own its memory rather than be a
+    /// its length, so it should own its memory (as [`CaptureBody`]'s does) rather than be a
     /// slice of a larger buffer.
     pub fn store(
         &self,
@@ -384,10 +389,118 @@ fn kept_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
         .collect()
 }
 
+/// What [`CaptureBody`] calls with the whole body once the body has ended cleanly.
+pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
+
+/// A response body that streams through unchanged while a copy of its data is kept, up to a
+/// limit, and handed to a completion once the body has ended cleanly.
+///
+/// The end is seen either when the inner body returns `None` or when it reports
+/// [`is_end_stream`](Body::is_end_stream) after a frame (hyper stops polling a body at that
+/// point, so waiting for `None` would miss most bodies with a known length); an empty body
+/// completes at once. On an error, past the limit, or when dropped before the end, the
+/// completion is never called. Trailers pass through and are not kept.
+///
+/// The inner body must be `Unpin`; wrap another in `Pin<Box<_>>`, which is.
+pub struct CaptureBody<B> {
+    inner: B,
+    /// `None` once completed or abandoned.
+    capture: Option<Capture>,
+}
+
+struct Capture {
+    chunks: Vec<Bytes>,
+    len: u64,
+    limit: u64,
+    on_complete: OnComplete,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> CaptureBody<B> {
+    /// Wraps `inner`, keeping at most `limit` bytes of data for `on_complete`.
+    ///
+    /// `on_complete` runs inside `poll_frame` on the thread serving the body, so it should be
+    /// quick (storing into a [`StaleCache`] is).
+    pub fn new(inner: B, limit: u64, on_complete: impl FnOnce(Bytes) + Send + 'static) -> Self {
+        let mut body = CaptureBody { inner, capture: None };
+        if body.inner.size_hint().lower() > limit {
+            return body;
+        }
+        body.capture =
+            Some(Capture { chunks: Vec::new(), len: 0, limit, on_complete: Box::new(on_complete) });
+        if body.inner.is_end_stream() {
+            body.complete();
+        }
+        body
+    }
+
+    /// Hands the copy over, in one buffer of exactly its length (the frames may be slices of
+    /// larger read buffers, which a long-lived copy must not keep alive).
+    fn complete(&mut self) {
+        if let Some(capture) = self.capture.take() {
+            let mut whole = Vec::with_capacity(capture.len as usize);
+            for chunk in &capture.chunks {
+                whole.extend_from_slice(chunk);
+            }
+            (capture.on_complete)(Bytes::from(whole));
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for CaptureBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &polled {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(capture)) = (frame.data_ref(), &mut this.capture) {
+                    capture.len += data.len() as u64;
+                    if capture.len > capture.limit {
+                        this.capture = None;
+                    } else if !data.is_empty() {
+                        capture.chunks.push(data.clone());
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.complete();
+                }
+            }
+            Some(Err(_)) => this.capture = None,
+            None => this.complete(),
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for CaptureBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaptureBody")
+            .field("inner", &self.inner)
+            .field("captured", &self.capture.as_ref().map(|c| c.len))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::{BodyExt, Empty, Full};
     use proptest::prelude::*;
+    use std::collections::VecDeque;
+    use std::task::Waker;
 
     fn at_secs(s: u64) -> Instant {
         Instant::from_nanos(s * 1_000_000_000)
@@ -703,5 +816,163 @@ mod tests {
                 prop_assert!(s.entries <= model.len() as u64);
             }
         }
+    }
+
+    /// A body of scripted frames; `is_end_stream` stays false, so its end is seen as `None`.
+    struct Frames(VecDeque<Result<Frame<Bytes>, &'static str>>);
+
+    impl Frames {
+        fn data(chunks: &[&'static str]) -> Frames {
+            Frames(chunks.iter().map(|c| Ok(Frame::data(Bytes::from(*c)))).collect())
+        }
+
+        fn then(mut self, frame: Result<Frame<Bytes>, &'static str>) -> Frames {
+            self.0.push_back(frame);
+            self
+        }
+    }
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = &'static str;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(self.get_mut().0.pop_front())
+        }
+    }
+
+    /// A completion that records every call.
+    fn recorder() -> (Arc<Mutex<Vec<Bytes>>>, impl FnOnce(Bytes) + Send + 'static) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&calls);
+        (calls, move |body| sink.lock().push(body))
+    }
+
+    type Polled<B> = Poll<Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>>;
+
+    fn poll_once<B: Body + Unpin>(body: &mut B) -> Polled<B> {
+        Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn capture_passes_frames_through_and_completes_once_with_the_whole_body() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let inner =
+            Frames::data(&["hel", "", "lo ", "world"]).then(Ok(Frame::trailers(trailers.clone())));
+        let (calls, on_complete) = recorder();
+        let collected = CaptureBody::new(inner, 1024, on_complete).collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(collected.to_bytes(), "hello world");
+        assert_eq!(*calls.lock(), [Bytes::from("hello world")]);
+    }
+
+    #[test]
+    fn capture_completes_once_even_when_polled_past_the_end() {
+        let (calls, on_complete) = recorder();
+        let mut body = CaptureBody::new(Frames::data(&["a"]), 1024, on_complete);
+        assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+        assert!(calls.lock().is_empty(), "not complete before the end is seen");
+        assert!(matches!(poll_once(&mut body), Poll::Ready(None)));
+        assert!(matches!(poll_once(&mut body), Poll::Ready(None)));
+        assert_eq!(calls.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn capture_does_not_complete_when_the_body_errors() {
+        let inner = Frames::data(&["part"]).then(Err("upstream reset"));
+        let (calls, on_complete) = recorder();
+        let err = CaptureBody::new(inner, 1024, on_complete).collect().await.unwrap_err();
+        assert_eq!(err, "upstream reset");
+        assert!(calls.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn capture_past_the_limit_streams_on_but_does_not_complete() {
+        let (calls, on_complete) = recorder();
+        let body = CaptureBody::new(Frames::data(&["12345", "6"]), 5, on_complete);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "123456");
+        assert!(calls.lock().is_empty());
+
+        let (calls, on_complete) = recorder();
+        let body = CaptureBody::new(Frames::data(&["123", "45"]), 5, on_complete);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "12345");
+        assert_eq!(*calls.lock(), [Bytes::from("12345")], "exactly the limit is kept");
+    }
+
+    #[test]
+    fn capture_of_a_body_known_larger_than_the_limit_gives_up_at_once() {
+        let (calls, on_complete) = recorder();
+        let mut body = CaptureBody::new(Full::new(Bytes::from("123456")), 5, on_complete);
+        assert!(body.capture.is_none());
+        while !body.is_end_stream() {
+            assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+        }
+        assert!(calls.lock().is_empty());
+    }
+
+    #[test]
+    fn capture_dropped_before_the_end_does_not_complete() {
+        let (calls, on_complete) = recorder();
+        let mut body = CaptureBody::new(Frames::data(&["a", "b"]), 1024, on_complete);
+        assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+        drop(body);
+        assert!(calls.lock().is_empty());
+    }
+
+    #[test]
+    fn capture_completes_when_the_inner_body_reports_its_end_without_a_final_poll() {
+        // Like hyper: poll until `is_end_stream`, then drop without waiting for `None`.
+        let (calls, on_complete) = recorder();
+        let mut body = CaptureBody::new(Full::new(Bytes::from("known length")), 1024, on_complete);
+        assert_eq!(body.size_hint().exact(), Some(12));
+        assert!(!body.is_end_stream());
+        while !body.is_end_stream() {
+            assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
+        }
+        drop(body);
+        assert_eq!(*calls.lock(), [Bytes::from("known length")]);
+    }
+
+    #[test]
+    fn capture_of_an_empty_body_completes_without_being_polled() {
+        let (calls, on_complete) = recorder();
+        let body = CaptureBody::new(Empty::<Bytes>::new(), 1024, on_complete);
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        drop(body);
+        assert_eq!(*calls.lock(), [Bytes::new()]);
+    }
+
+    #[test]
+    fn captured_body_owns_exactly_its_bytes() {
+        // A frame that is a slice of a larger buffer must not keep that buffer alive.
+        let big = Bytes::from(vec![b'x'; 4096]);
+        let inner = Frames(VecDeque::from([Ok(Frame::data(big.slice(..3)))]));
+        let (calls, on_complete) = recorder();
+        let mut body = CaptureBody::new(inner, 1024, on_complete);
+        while let Poll::Ready(Some(_)) = poll_once(&mut body) {}
+        let calls = calls.lock();
+        assert_eq!(calls[0], "xxx");
+        assert_ne!(calls[0].as_ptr(), big.as_ptr());
+    }
+
+    #[test]
+    fn captured_body_stores_into_the_cache() {
+        let cache = Arc::new(cache());
+        let key = get("h", "/page");
+        let store = {
+            let (cache, key) = (Arc::clone(&cache), key.clone());
+            move |body| {
+                cache.store(&key, 200, &HeaderMap::new(), body, at_secs(5));
+            }
+        };
+        let mut body =
+            CaptureBody::new(Frames::data(&["<html>", "</html>"]), cache.max_entry_bytes(), store);
+        while let Poll::Ready(Some(_)) = poll_once(&mut body) {}
+        assert_eq!(cache.lookup(&key, at_secs(6)).unwrap().body, "<html></html>");
     }
 }
