@@ -18,6 +18,7 @@ pub mod body;
 pub mod conn_info;
 pub mod errors;
 pub mod headers;
+pub mod stale;
 pub mod worker;
 
 pub use conn_info::ConnInfo;
