@@ -7,7 +7,8 @@
 //! `strategy: failfast` never retries; `strategy: forking` hedges a slow try and cancels the
 //! loser; `strategy: failsafe` mirrors to a shadow that never changes the answer; what a
 //! cluster's concurrency limit sheds goes to its gutter, and what the gutter sheds is refused;
-//! `strategy: broadcast` reaches every endpoint and names the ones that failed.
+//! `strategy: broadcast` reaches every endpoint and names the ones that failed;
+//! `stale_on_error` answers the last good copy when the upstream fails.
 //!
 //! The backends answer from a script (each request takes the next answer; the last one
 //! repeats) and note every arrival: which backend, method, `x-spillway-attempt`,
@@ -611,4 +612,44 @@ async fn broadcast_reaches_every_endpoint_and_names_the_ones_that_failed() {
     assert_eq!(json["error"], "broadcast_failed");
     assert_eq!(json["failed"][0]["endpoint"], b.to_string());
     assert_eq!(json["failed"][0]["status"], 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_on_error_serves_the_last_good_answer_when_the_upstream_fails() {
+    for via in BOTH {
+        let log = Log::default();
+        let no_store = Answer {
+            status: 200,
+            headers: vec![("cache-control", "no-store")],
+            delay: Duration::ZERO,
+        };
+        let backend = scripted("fresh", &[ok(), no_store, status(503)], &log).await;
+        let gw = start(&[backend], "    stale_on_error: { max_age: 1m, max_bytes: 1MB }");
+        let mut get = |path: &'static str| {
+            let gw = &gw;
+            async move {
+                let req = Request::get(path).header("host", "test.local").body(body("")).unwrap();
+                match via {
+                    Via::Lean => h1(gw.lean, req).await,
+                    Via::Hyper => h2c(gw.h2, req).await,
+                }
+            }
+        };
+        // A good answer is kept; a `no-store` one is not.
+        assert_eq!(get("/item").await.0, StatusCode::OK);
+        assert_eq!(get("/secret").await.0, StatusCode::OK);
+        // The upstream now fails: /item gets its copy, /secret the failure.
+        let (status, headers, body) = get("/item").await;
+        assert_eq!(status, StatusCode::OK, "{via:?}");
+        assert_eq!(&body[..], b"fresh");
+        assert_eq!(headers.get("x-spillway-degraded").unwrap(), "stale");
+        assert!(headers.get("age").is_some());
+        assert_eq!(get("/secret").await.0, StatusCode::SERVICE_UNAVAILABLE, "{via:?}");
+        assert_eq!(get("/never-seen").await.0, StatusCode::SERVICE_UNAVAILABLE, "{via:?}");
+        let metrics = gw.metrics().await;
+        assert!(
+            metrics.contains("spillway_degraded_total{route=\"api\",kind=\"stale\"} 1"),
+            "{metrics}"
+        );
+    }
 }

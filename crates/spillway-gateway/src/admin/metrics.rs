@@ -222,13 +222,15 @@ pub fn render_policies(
     out.push_str("# TYPE spillway_degraded_total counter\n");
     for (i, route) in config.routes.iter().enumerate() {
         if let Some(counts) = policies.rejections(i) {
-            let n = counts.fallbacks.load(std::sync::atomic::Ordering::Relaxed);
-            if n > 0 {
-                let _ = writeln!(
-                    out,
-                    "spillway_degraded_total{{route=\"{}\",kind=\"fallback\"}} {n}",
-                    escape(&route.name)
-                );
+            for (kind, n) in [("fallback", &counts.fallbacks), ("stale", &counts.stale)] {
+                let n = n.load(std::sync::atomic::Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "spillway_degraded_total{{route=\"{}\",kind=\"{kind}\"}} {n}",
+                        escape(&route.name)
+                    );
+                }
             }
         }
     }

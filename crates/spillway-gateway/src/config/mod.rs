@@ -29,7 +29,7 @@ pub use policy::{
 };
 pub use retry::{
     FailbackSettings, HedgeAfter, HedgeSettings, MirrorSettings, RetryBudgetSettings, RetryOn,
-    RetrySettings, Strategy,
+    RetrySettings, StaleSettings, Strategy,
 };
 pub use validate::BALANCE_NAMES;
 

@@ -90,6 +90,8 @@ pub struct RoutePolicyConfig {
     pub failback: Option<super::retry::FailbackSettings>,
     /// The shadow copy of requests (`strategy: failsafe` only).
     pub mirror: Option<super::retry::MirrorSettings>,
+    /// Serve the last good GET answer when the cluster fails.
+    pub stale_on_error: Option<super::retry::StaleSettings>,
 }
 
 /// A route's static fallback answer.

@@ -234,6 +234,15 @@ pub struct RawRoute {
     pub hedge: Option<RawHedge>,
     pub failback: Option<RawFailback>,
     pub mirror: Option<RawMirror>,
+    pub stale_on_error: Option<RawStaleOnError>,
+}
+
+/// A route's `stale_on_error:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaleOnError {
+    pub max_age: Option<ConfigDuration>,
+    pub max_bytes: Option<RawSize>,
 }
 
 /// A route's `mirror:` (strategy `failsafe`).

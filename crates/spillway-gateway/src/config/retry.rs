@@ -569,3 +569,47 @@ mod tests {
         assert_eq!(jitter_of("fully"), None);
     }
 }
+
+/// Default longest age of a stale copy served.
+pub const DEFAULT_STALE_MAX_AGE: Duration = Duration::from_secs(300);
+/// Default bound on a route's stale copies.
+pub const DEFAULT_STALE_MAX_BYTES: u64 = 64 << 20;
+
+/// A route's `stale_on_error:`: keep the last good GET answers to serve when the cluster fails.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct StaleSettings {
+    /// Copies older than this are not served.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_age: Duration,
+    /// Bound on the copies' bytes (one copy at most an eighth of it).
+    pub max_bytes: u64,
+}
+
+/// Checks a route's `stale_on_error:`.
+pub(super) fn stale_on_error(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawStaleOnError,
+) -> Option<StaleSettings> {
+    let max_age = raw.max_age.map_or(DEFAULT_STALE_MAX_AGE, |d| d.0);
+    if max_age.is_zero() {
+        c.error(&at(p, &[key("max_age")]), "must be longer than zero");
+        return None;
+    }
+    let max_bytes = match raw.max_bytes {
+        None => DEFAULT_STALE_MAX_BYTES,
+        Some(RawSize::Bytes(n)) => n,
+        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
+            Ok(n) => n,
+            Err(e) => {
+                c.error(&at(p, &[key("max_bytes")]), e.to_string());
+                return None;
+            }
+        },
+    };
+    if max_bytes < 8 * 1024 {
+        c.error(&at(p, &[key("max_bytes")]), "at least 8KB");
+        return None;
+    }
+    Some(StaleSettings { max_age, max_bytes })
+}

@@ -495,6 +495,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             hedge: r.hedge.take(),
             failback: r.failback.take(),
             mirror: r.mirror.take(),
+            stale_on_error: r.stale_on_error.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -687,6 +688,7 @@ struct RawRoutePolicy {
     hedge: Option<super::raw::RawHedge>,
     failback: Option<super::raw::RawFailback>,
     mirror: Option<super::raw::RawMirror>,
+    stale_on_error: Option<super::raw::RawStaleOnError>,
 }
 
 fn route_policy(
@@ -715,6 +717,7 @@ fn route_policy(
         ("hedge", raw.hedge.is_some()),
         ("failback", raw.failback.is_some()),
         ("mirror", raw.mirror.is_some()),
+        ("stale_on_error", raw.stale_on_error.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -927,6 +930,10 @@ fn route_policy(
         hedge,
         failback,
         mirror,
+        stale_on_error: raw
+            .stale_on_error
+            .take()
+            .and_then(|s| super::retry::stale_on_error(c, &at(p, &[key("stale_on_error")]), s)),
     }
 }
 

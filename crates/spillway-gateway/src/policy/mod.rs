@@ -70,6 +70,8 @@ pub struct RejectionCounts {
     counts: [[AtomicU64; 4]; REASONS.len()],
     /// Fallback answers.
     pub fallbacks: AtomicU64,
+    /// Stale copies served (`stale_on_error`).
+    pub stale: AtomicU64,
 }
 
 /// Every reason admission can refuse with, in metric order.
@@ -189,6 +191,8 @@ pub struct Policies {
     pub mirrors: Vec<Option<Arc<mirror::RouteMirror>>>,
     /// Each cluster's gutter (by cluster index), and requests sent there instead.
     pub gutters: Vec<Option<(usize, Arc<AtomicU64>)>>,
+    /// Stale copies by route index (`stale_on_error`), with their settings.
+    pub stale: Vec<Option<(crate::config::StaleSettings, Arc<crate::proxy::stale::StaleCache>)>>,
 }
 
 /// What the active plans do to one route; written when a plan is switched, read per request.
@@ -466,6 +470,24 @@ impl Policies {
             has_plans: !config.plans.is_empty(),
             retries,
             mirrors: mirror::build(config, previous.map(|(p, c)| (&p.mirrors[..], c))),
+            stale: config
+                .routes
+                .iter()
+                .map(|r| {
+                    let settings = r.policy.stale_on_error?;
+                    let kept = previous.and_then(|(p, pc)| {
+                        let i = pc.routes.iter().position(|o| o.name == r.name)?;
+                        p.stale.get(i)?.as_ref().filter(|(s, _)| *s == settings).cloned()
+                    });
+                    Some(kept.unwrap_or_else(|| {
+                        let cache = crate::proxy::stale::StaleCache::new(
+                            settings.max_bytes,
+                            settings.max_age,
+                        );
+                        (settings, Arc::new(cache))
+                    }))
+                })
+                .collect(),
             gutters: config
                 .clusters
                 .iter()
@@ -522,6 +544,12 @@ impl Policies {
             }
             _ => false,
         }
+    }
+
+    /// The stale copies of `route`, if it keeps them (`stale_on_error`).
+    #[inline]
+    pub fn stale(&self, route: usize) -> Option<&Arc<crate::proxy::stale::StaleCache>> {
+        self.stale.get(route)?.as_ref().map(|(_, c)| c)
     }
 
     /// The mirror of `route`, if it has one (strategy failsafe).
@@ -586,13 +614,7 @@ impl Policies {
     pub fn fallback(&self, route: usize, reason: Option<RejectReason>) -> Option<render::Rendered> {
         let policy = self.routes.get(route)?.as_ref()?;
         let fallback = policy.config.fallback.as_ref()?;
-        // The cluster's causes are the self-protection refusals (503: overloaded, concurrency
-        // limit, full or timed-out pools, breakers, plans) — except a drill's abort.
-        let cluster_cause = match reason {
-            None => true,
-            Some(r) => r.http_status() == 503 && r != RejectReason::FaultInjected,
-        };
-        if !cluster_cause {
+        if !cluster_cause(reason) {
             return None;
         }
         policy.rejections.fallbacks.fetch_add(1, Relaxed);
@@ -1006,6 +1028,17 @@ pub async fn admit(
         Err(refusal) => return Err(refusal),
     }
     Ok(admission)
+}
+
+/// Whether a degraded answer (a fallback, a stale copy) may stand in for a failure with this
+/// refusal reason (`None`: the upstream failed): the self-protection refusals (503:
+/// overloaded, concurrency limit, full or timed-out pools, breakers, plans), never a client's
+/// own 429, a spent deadline or a drill's abort.
+pub fn cluster_cause(reason: Option<RejectReason>) -> bool {
+    match reason {
+        None => true,
+        Some(r) => r.http_status() == 503 && r != RejectReason::FaultInjected,
+    }
 }
 
 /// Whether a refusal is the cluster's own protection shedding (its gutter may take it).

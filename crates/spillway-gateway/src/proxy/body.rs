@@ -178,6 +178,8 @@ enum Kind {
         /// Armed only when the body first has to wait (most bodies never do).
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
     },
+    /// A body whose copy is kept when it ends cleanly (`stale_on_error`).
+    Captured(Box<super::stale::CaptureBody<ResponseBody>>),
 }
 
 /// Why a response body stopped early.
@@ -220,6 +222,17 @@ impl ResponseBody {
         ResponseBody { kind: Kind::Upstream { inner, conn, deadline, timer: None }, active: None }
     }
 
+    /// This body, with its bytes (up to `limit`) handed to `on_complete` when it ends cleanly
+    /// (a stale copy being kept).
+    pub fn captured(
+        self,
+        limit: u64,
+        on_complete: impl FnOnce(Bytes) + Send + 'static,
+    ) -> ResponseBody {
+        let capture = super::stale::CaptureBody::new(self, limit, on_complete);
+        ResponseBody { kind: Kind::Captured(Box::new(capture)), active: None }
+    }
+
     /// Keeps `guard` alive until the body is finished or dropped.
     pub fn tracked(mut self, guard: ActiveGuard) -> ResponseBody {
         self.active = Some(guard);
@@ -232,6 +245,7 @@ impl std::fmt::Debug for ResponseBody {
         match &self.kind {
             Kind::Full(b) => f.debug_tuple("Full").field(b).finish(),
             Kind::Upstream { .. } => f.write_str("Upstream"),
+            Kind::Captured(_) => f.write_str("Captured"),
         }
     }
 }
@@ -247,6 +261,7 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let frame = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Kind::Captured(inner) => ready!(Pin::new(&mut **inner).poll_frame(cx)),
             Kind::Upstream { inner, conn, deadline, timer } => {
                 let frame = match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(frame) => frame,
@@ -291,6 +306,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream { inner, .. } => inner.is_end_stream(),
+            Kind::Captured(inner) => inner.is_end_stream(),
         }
     }
 
@@ -299,6 +315,7 @@ impl Body for ResponseBody {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Upstream { inner, .. } => inner.size_hint(),
+            Kind::Captured(inner) => inner.size_hint(),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::policy::retry::{TryFailure, TryResult};
 use crate::proxy::access_log::{log_access, AccessEntry};
 use crate::proxy::body::{ActiveGuard, BodyTooLarge, ProxyBody, ResponseBody};
 use crate::proxy::headers::{strip_hop_by_hop, ConnectionOptions};
+use crate::proxy::stale::StaleKey;
 use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
 use crate::upstream::cluster::{ClusterState, EndpointState, Outcome};
@@ -171,6 +172,15 @@ async fn proxy(
     };
     // Traffic recording: one `Option` check unless the route has `record:` (see `record`).
     let capture = route.recorder.as_ref().and_then(|r| r.begin(&req));
+    // Stale copies (`stale_on_error`): GET and HEAD without `Range`, keyed by host and target.
+    let stale_key = snap.policies.stale(route.index).and_then(|_| {
+        if req.headers().contains_key(header::RANGE) {
+            return None;
+        }
+        let host = route::request_host(req.uri(), req.headers());
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        StaleKey::for_request(req.method(), host, target)
+    });
     // hyper has parsed `Content-Length` already: its exact size hint saves a header lookup.
     if let Some(len) = http_body::Body::size_hint(req.body()).exact() {
         if len > conn.max_body {
@@ -231,6 +241,11 @@ async fn proxy(
             Err(refusal) => {
                 snap.policies.count_refusal(route.index, classified.class, &refusal);
                 let reason = Some(refusal.rejection.reason);
+                if crate::policy::cluster_cause(reason) {
+                    if let Some(resp) = stale_answer(snap, route.index, stale_key.as_ref(), start) {
+                        return (resp, None);
+                    }
+                }
                 if let Some(fallback) = snap.policies.fallback(route.index, reason) {
                     return (rendered_response(fallback), None);
                 }
@@ -460,6 +475,9 @@ async fn proxy(
                 }
                 if let Some((admission, _, _)) = admitted {
                     admission.finish(crate::policy::outcome_of(None), try_start);
+                }
+                if let Some(resp) = stale_answer(snap, route.index, stale_key.as_ref(), try_start) {
+                    return (resp, None);
                 }
                 if let Some(fallback) = snap.policies.fallback(route.index, None) {
                     return (rendered_response(fallback), None);
@@ -717,6 +735,11 @@ async fn proxy(
     // the failed answer is dropped with its connection (its body unread).
     if let Ok((resp, _)) = &result {
         let status = resp.status().as_u16();
+        if matches!(status, 502..=504) {
+            if let Some(resp) = stale_answer(snap, route.index, stale_key.as_ref(), now) {
+                return (resp, Some(addr));
+            }
+        }
         if let Some(fallback) = snap.policies.fallback_for_status(route.index, status) {
             return (rendered_response(fallback), Some(addr));
         }
@@ -728,6 +751,9 @@ async fn proxy(
         }
         Err(e) => {
             tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed");
+            if let Some(resp) = stale_answer(snap, route.index, stale_key.as_ref(), now) {
+                return (resp, Some(addr));
+            }
             if let Some(fallback) = snap.policies.fallback(route.index, None) {
                 return (rendered_response(fallback), Some(addr));
             }
@@ -768,7 +794,61 @@ async fn proxy(
     } else {
         ResponseBody::upstream(body, conn_back, body_deadline)
     };
+    // A good GET answer is kept (when it ends cleanly) for `stale_on_error`.
+    let body = match (snap.policies.stale(route.index), stale_key) {
+        (Some(cache), Some(key)) if keeps_stale_copy(&parts, &key) => {
+            let cache = cache.clone();
+            let (status, headers) = (parts.status.as_u16(), parts.headers.clone());
+            let at = worker.shared.now();
+            let limit = cache.max_entry_bytes();
+            body.captured(limit, move |bytes| {
+                cache.store(&key, status, &headers, bytes, at);
+            })
+        }
+        _ => body,
+    };
     (Response::from_parts(parts, body), Some(addr))
+}
+
+/// Whether an answer is kept as a stale copy: a 2xx to a GET, not `Vary`-ing (the copy would
+/// be served whatever the varied header says) and not asking caches to revalidate. The store
+/// itself refuses `no-store`, `private` and `Set-Cookie`.
+fn keeps_stale_copy(parts: &http::response::Parts, key: &StaleKey) -> bool {
+    if !parts.status.is_success() || key.is_head() || parts.headers.contains_key(header::VARY) {
+        return false;
+    }
+    !parts.headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|d| {
+                let d = d.trim();
+                d.eq_ignore_ascii_case("no-cache")
+                    || d.eq_ignore_ascii_case("must-revalidate")
+                    || d.eq_ignore_ascii_case("proxy-revalidate")
+            })
+        })
+    })
+}
+
+/// The route's stale copy of this request's answer, served in place of a failure, with
+/// `x-spillway-degraded: stale` and its `Age`.
+fn stale_answer(
+    snap: &Snapshot,
+    route: usize,
+    key: Option<&StaleKey>,
+    now: spillway_core::Instant,
+) -> Option<Response<ResponseBody>> {
+    let hit = snap.policies.stale(route)?.lookup(key?, now)?;
+    let mut resp = Response::new(ResponseBody::full(hit.body.clone()));
+    *resp.status_mut() = StatusCode::from_u16(hit.status).ok()?;
+    for (name, value) in &hit.headers {
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
+    resp.headers_mut().insert(header::AGE, hit.age_header_value());
+    resp.headers_mut().insert("x-spillway-degraded", HeaderValue::from_static("stale"));
+    if let Some(counts) = snap.policies.rejections(route) {
+        counts.stale.fetch_add(1, Relaxed);
+    }
+    Some(resp)
 }
 
 /// One finished try of the try loop.

@@ -9,9 +9,9 @@
 //!
 //! What it takes: origin-form HTTP/1.1 requests without a body or with a `Content-Length` body
 //! of at most [`LEAN_BODY_LIMIT`] bytes, to a route that answers directly or proxies to an
-//! HTTP/1.1 cluster without recording, hedging, failback, mirroring or broadcast. Anything else is handed
-//! to hyper with the bytes read so far ([`Served::Handoff`]), and the connection stays with
-//! hyper from then on.
+//! HTTP/1.1 cluster without recording, hedging, failback, mirroring, broadcast or stale
+//! copies. Anything else is handed to hyper with the bytes read so far ([`Served::Handoff`]),
+//! and the connection stays with hyper from then on.
 //!
 //! The request path mirrors [`crate::proxy`]: the same routing, policy hook, deadline
 //! decisions, endpoint choice, outlier and balancer accounting, metrics and access log.
@@ -453,6 +453,7 @@ impl Conn<'_> {
             let hyper_only = snap.policies.retry(proxied.index).is_some_and(|r| r.hedge.is_some())
                 || snap.failback_queue(proxied.index).is_some()
                 || snap.policies.mirror(proxied.index).is_some()
+                || snap.policies.stale(proxied.index).is_some()
                 || snap
                     .config
                     .routes
