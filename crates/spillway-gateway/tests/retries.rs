@@ -625,7 +625,7 @@ async fn stale_on_error_serves_the_last_good_answer_when_the_upstream_fails() {
         };
         let backend = scripted("fresh", &[ok(), no_store, status(503)], &log).await;
         let gw = start(&[backend], "    stale_on_error: { max_age: 1m, max_bytes: 1MB }");
-        let mut get = |path: &'static str| {
+        let get = |path: &'static str| {
             let gw = &gw;
             async move {
                 let req = Request::get(path).header("host", "test.local").body(body("")).unwrap();
