@@ -1154,6 +1154,33 @@ async fn a_state_machine_breaker_opens_on_failures_answers_circuit_open_and_clos
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_refusals_never_open_the_breaker() {
+    // A limit refuses most requests (429) and a drill aborts some (503): neither is the
+    // cluster failing, so neither may count towards the breaker.
+    let gw = Gw::start(
+        "",
+        "    breaker: { state_machine: { calls: 10, failure_ratio: 0.5, min_calls: 5 } }\n    outlier: { consecutive_failures: 0 }",
+        &api("    limits: [{ key: route, algorithm: token_bucket, rate: 1/s, burst: 2 }]\n    fault: { allow_header: true }\n"),
+    )
+    .await;
+    let mut refused = 0;
+    for i in 0..20 {
+        let via = if i % 2 == 0 { Via::Lean } else { Via::Hyper };
+        let headers: &[(&str, &str)] =
+            if i % 3 == 0 { &[("x-spillway-fault", "abort=503")] } else { &[] };
+        let r = gw.call(via, "/", headers).await;
+        if r.status.as_u16() != 200 {
+            refused += 1;
+            assert!(matches!(r.error().as_str(), "rate_limited" | "fault_injected"), "{r:?}");
+        }
+    }
+    assert!(refused >= 15, "{refused} refused");
+    let p = gw.policies().await;
+    assert_eq!(p["clusters"][0]["breaker"]["state"], "closed", "{p}");
+    gw.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fault injection (drills)
 // ---------------------------------------------------------------------------------------------
