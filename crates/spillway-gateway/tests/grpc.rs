@@ -122,3 +122,76 @@ routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_retried_on_another_endpoint_when_one_refuses_connections() {
+    // gRPC bodies have no declared length: the gateway reads the (small) message to keep it
+    // for the retry.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let svc = tower::ServiceExt::map_request(
+                EchoServer,
+                |r: http::Request<hyper::body::Incoming>| r.map(tonic::body::Body::new),
+            );
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: auto }}]
+admin: {{ address: "127.0.0.1:0" }}
+clusters:
+  - name: echo
+    protocol: http2
+    balance: round_robin
+    endpoints: [{{ address: "{refused}" }}, {{ address: "{backend}" }}]
+    timeouts: {{ request: 5s }}
+    outlier: {{ consecutive_failures: 0 }}
+routes:
+  - name: grpc
+    match: {{ path_prefix: /test.Echo/ }}
+    cluster: echo
+    retries: {{ attempts: 2, budget: false, non_idempotent: true }}
+"#
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let admin = gw.admin_address().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    for i in 0..4 {
+        client.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<EchoRequest, EchoReply>::default();
+        let path = http::uri::PathAndQuery::from_static("/test.Echo/Say");
+        let request = tonic::Request::new(EchoRequest { message: format!("m{i}") });
+        let reply = client.unary(request, path, codec).await.unwrap();
+        assert_eq!(reply.into_inner().message, format!("echo: m{i}"));
+    }
+    let (_, _, metrics) = get(admin, "/metrics").await;
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    assert!(
+        metrics.contains("spillway_retries_total{route=\"grpc\",reason=\"connect_failure\"}"),
+        "{metrics}"
+    );
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}

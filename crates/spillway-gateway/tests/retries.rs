@@ -653,3 +653,38 @@ async fn stale_on_error_serves_the_last_good_answer_when_the_upstream_fails() {
         );
     }
 }
+
+/// A request body of unknown length (no `Content-Length`): its chunks, one frame each.
+struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunked {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unknown_length_is_kept_when_small_and_streamed_once_when_large() {
+    let log = Log::default();
+    let backend = scripted("b", &[status(503)], &log).await;
+    let gw = start(&[backend], "    retries: { attempts: 2, budget: false, max_body: 64KB }");
+    for (chunks, tries) in [(2usize, 2usize), (40, 1)] {
+        // 2 x 4 KiB: kept and retried; 40 x 4 KiB = 160 KiB: streamed once, whole.
+        let parts: std::collections::VecDeque<Bytes> =
+            (0..chunks).map(|_| Bytes::from(vec![b'x'; 4096])).collect();
+        let req = Request::put("/doc")
+            .header("host", "test.local")
+            .body(http_body_util::BodyExt::boxed(Chunked(parts)))
+            .unwrap();
+        let (status, _, _) = h2c(gw.h2, req).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let arrivals = taken(&log);
+        assert_eq!(arrivals.len(), tries, "{chunks} chunks");
+        assert!(arrivals.iter().all(|a| a.body.len() == chunks * 4096), "whole body every time");
+    }
+}

@@ -34,6 +34,16 @@ pub enum ProxyBody {
     Recorded(Box<TeeBody>),
     /// A body read in full and kept, so that a retry can send it again (`None` once sent).
     Buffered(Option<Bytes>),
+    /// The frames already read from a body of unknown length, then the rest of it (cut off
+    /// past `remaining` bytes, as `Incoming`).
+    Prefixed {
+        /// Frames read ahead.
+        frames: std::collections::VecDeque<Frame<Bytes>>,
+        /// The rest of the downstream body.
+        inner: Incoming,
+        /// Bytes still allowed after the frames.
+        remaining: u64,
+    },
 }
 
 /// The body would exceed the listener's `max_body_bytes`.
@@ -69,6 +79,25 @@ impl Body for ProxyBody {
             }
             ProxyBody::Recorded(tee) => Pin::new(&mut **tee).poll_frame(cx),
             ProxyBody::Buffered(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Prefixed { frames, inner, remaining } => {
+                if let Some(frame) = frames.pop_front() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                match ready!(Pin::new(inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            let len = data.len() as u64;
+                            if len > *remaining {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                            }
+                            *remaining -= len;
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    None => Poll::Ready(None),
+                }
+            }
         }
     }
 
@@ -78,6 +107,7 @@ impl Body for ProxyBody {
             ProxyBody::Incoming { inner, .. } => inner.is_end_stream(),
             ProxyBody::Recorded(tee) => tee.is_end_stream(),
             ProxyBody::Buffered(data) => data.is_none(),
+            ProxyBody::Prefixed { frames, inner, .. } => frames.is_empty() && inner.is_end_stream(),
         }
     }
 
@@ -89,6 +119,7 @@ impl Body for ProxyBody {
             ProxyBody::Buffered(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            ProxyBody::Prefixed { .. } => SizeHint::default(),
         }
     }
 }

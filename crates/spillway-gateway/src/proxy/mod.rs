@@ -277,19 +277,20 @@ async fn proxy(
     // Retries: every request counts in the route's budget; only an idempotent one (or any
     // with `non_idempotent`) whose body is small enough to keep is tried again. Upgrades and
     // recorded requests are sent once.
-    let retry = snap.policies.retry(route.index).filter(|r| {
+    // A body of unknown length (HTTP/2, gRPC, chunked) may still be small: it is read up to the
+    // policies' limit below, and they apply only if it ended within it.
+    let declared = http_body::Body::size_hint(req.body()).exact();
+    let body_len = declared.or(Some(0));
+    let mut retry = snap.policies.retry(route.index).filter(|r| {
         r.begin(worker.id, start);
-        let body_len = http_body::Body::size_hint(req.body()).exact();
         upgrade.is_none() && capture.is_none() && r.eligible(req.method().as_str(), body_len)
     });
     // Failback: a failed request is queued, so its body must be kept (up to the queue's limit).
-    let failback = snap.failback_queue(route.index).filter(|q| {
-        let body_len = http_body::Body::size_hint(req.body()).exact();
+    let mut failback = snap.failback_queue(route.index).filter(|q| {
         upgrade.is_none() && capture.is_none() && body_len.is_some_and(|n| n <= q.max_body())
     });
     // Failsafe: a share of requests is copied to the shadow cluster (the body must be kept).
-    let mirror = snap.policies.mirror(route.index).filter(|m| {
-        let body_len = http_body::Body::size_hint(req.body()).exact();
+    let mut mirror = snap.policies.mirror(route.index).filter(|m| {
         upgrade.is_none() && capture.is_none() && m.wants(worker.random_unit(), body_len)
     });
     // Broadcast: every available endpoint gets the request (its body is kept for the copies).
@@ -299,7 +300,6 @@ async fn proxy(
         .get(route.index)
         .is_some_and(|r| r.policy.strategy == crate::config::Strategy::Broadcast);
     if broadcast {
-        let body_len = http_body::Body::size_hint(req.body()).exact();
         if upgrade.is_some() || body_len.is_none_or(|n| n > BROADCAST_MAX_BODY) {
             return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BROADCAST_BODY), None);
         }
@@ -405,6 +405,47 @@ async fn proxy(
     }
     let body = if body_is_empty(&body) {
         ProxyBody::Empty
+    } else if keep_request && declared.is_none() {
+        // Unknown length: read up to the largest limit of the policies that keep it. A body
+        // that ends within it is kept; a longer one streams on after what was read, and the
+        // policies that needed a copy step aside for this request.
+        let limit = [
+            retry.map(|r| r.settings.max_body),
+            failback.map(|q| q.max_body()),
+            mirror.map(|m| m.settings.max_body),
+            broadcast.then_some(BROADCAST_MAX_BODY),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        match read_prefix(body, limit, remaining(start)).await {
+            Ok(Prefix::Whole(data)) => {
+                let len = data.len() as u64;
+                retry = retry.filter(|r| len <= r.settings.max_body);
+                failback = failback.filter(|q| len <= q.max_body());
+                mirror = mirror.filter(|m| len <= m.settings.max_body);
+                ProxyBody::Buffered(Some(data))
+            }
+            Ok(Prefix::Partial(frames, inner)) => {
+                if broadcast {
+                    return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BROADCAST_BODY), None);
+                }
+                (retry, failback, mirror) = (None, None, None);
+                let read: u64 =
+                    frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
+                ProxyBody::Prefixed { frames, inner, remaining: conn.max_body.saturating_sub(read) }
+            }
+            Err(status) => {
+                drop(admitted);
+                let error = if status == StatusCode::REQUEST_TIMEOUT {
+                    errors::REQUEST_BODY_TIMEOUT
+                } else {
+                    errors::BAD_REQUEST_BODY
+                };
+                return (canned(status, error), None);
+            }
+        }
     } else if keep_request {
         // Kept for replay: read in full (its size is known and small), within the request's
         // time. A client that cannot send it in time gets 408.
@@ -849,6 +890,46 @@ fn stale_answer(
         counts.stale.fetch_add(1, Relaxed);
     }
     Some(resp)
+}
+
+/// A request body read up to a limit: whole, or the frames read so far and the rest.
+enum Prefix {
+    /// It ended within the limit (no trailers).
+    Whole(Bytes),
+    /// It goes on (or has trailers): the frames read, then the rest of the body.
+    Partial(std::collections::VecDeque<http_body::Frame<Bytes>>, Incoming),
+}
+
+/// Reads `body` until it ends or passes `limit` bytes, within `time`; `Err` is the status to
+/// answer (408 when the client is too slow, 400 when its body breaks off).
+async fn read_prefix(mut body: Incoming, limit: u64, time: Duration) -> Result<Prefix, StatusCode> {
+    use http_body_util::BodyExt;
+    let read = async {
+        let mut frames = std::collections::VecDeque::new();
+        let mut len = 0u64;
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Err(_)) => return Err(StatusCode::BAD_REQUEST),
+                Some(Ok(frame)) => {
+                    let trailers = frame.is_trailers();
+                    len += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    frames.push_back(frame);
+                    if trailers || len > limit {
+                        return Ok(Prefix::Partial(frames, body));
+                    }
+                }
+            }
+        }
+        let mut whole = bytes::BytesMut::with_capacity(len as usize);
+        for frame in frames {
+            if let Ok(data) = frame.into_data() {
+                whole.extend_from_slice(&data);
+            }
+        }
+        Ok(Prefix::Whole(whole.freeze()))
+    };
+    tokio::time::timeout(time, read).await.unwrap_or(Err(StatusCode::REQUEST_TIMEOUT))
 }
 
 /// One finished try of the try loop.
