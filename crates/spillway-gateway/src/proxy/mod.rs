@@ -299,10 +299,8 @@ async fn proxy(
         .routes
         .get(route.index)
         .is_some_and(|r| r.policy.strategy == crate::config::Strategy::Broadcast);
-    if broadcast {
-        if upgrade.is_some() || body_len.is_none_or(|n| n > BROADCAST_MAX_BODY) {
-            return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BROADCAST_BODY), None);
-        }
+    if broadcast && (upgrade.is_some() || body_len.is_none_or(|n| n > BROADCAST_MAX_BODY)) {
+        return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BROADCAST_BODY), None);
     }
     // Tries send copies of the request when more than one send may be needed.
     let keep_request = retry.is_some() || failback.is_some() || mirror.is_some() || broadcast;
