@@ -1,7 +1,8 @@
 //! `spillway demo`: four in-process backends (fast, slow, flaky, and one of fixed capacity) and
 //! a gateway in front of them with an embedded config, so the gateway can be tried with nothing
 //! else installed; [`tour`] then shows what the protections do, live: a limit answering 429, a
-//! burst shed while CRITICAL traffic keeps succeeding, a deadline failing fast.
+//! burst shed while CRITICAL traffic keeps succeeding, a deadline failing fast, a breaker
+//! opening on a failing backend, and a degradation plan switched on and off.
 
 use crate::{Config, Gateway, RunOptions};
 use bytes::Bytes;
@@ -36,6 +37,13 @@ clusters:
   - name: capacity
     endpoints: [{ address: "{capacity}" }]
     timeouts: { connect: 200ms, request: 2s }
+  # A backend that answers 503 to everything: its breaker opens after 5 failures of the last
+  # 10 calls and stays open 5 s (503 circuit_open, no upstream call).
+  - name: down
+    endpoints: [{ address: "{down}" }]
+    timeouts: { connect: 200ms, request: 2s }
+    outlier: { consecutive_failures: 0 }
+    breaker: { state_machine: { calls: 10, min_calls: 5, failure_ratio: 0.5, open: 5s } }
   - name: flaky
     endpoints:
       - { address: "{flaky}" }
@@ -84,6 +92,20 @@ routes:
     cluster: mixed
     rewrite: { path_prefix: / }
     deadline: { default: 1s, max: 2s, min_remaining: 50ms }
+  # A failing dependency behind a breaker.
+  - name: orders
+    match: { path_prefix: /orders }
+    cluster: down
+    rewrite: { path_prefix: / }
+  # A nice-to-have: the `peak-day` plan answers it with its fallback, without calling upstream.
+  - name: recommendations
+    match: { path_prefix: /recommendations }
+    cluster: fast
+    rewrite: { path_prefix: / }
+    fallback: { status: 200, body: '{"items":[]}', content_type: application/json }
+plans:
+  - name: peak-day
+    actions: [ { route: recommendations, fallback: true }, { shed_below: CRITICAL } ]
 "#;
 
 #[derive(Clone, Copy)]
@@ -93,7 +115,12 @@ enum Kind {
     Flaky,
     /// 4 slots, 50 ms each; beyond that requests wait (as a real saturated service does).
     Capacity,
+    /// Answers 503 to everything (its calls are counted, to show the breaker saving them).
+    Down,
 }
+
+/// Requests the `down` backend received (the tour shows the breaker stopping them).
+static DOWN_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// The capacity backend's slots.
 static CAPACITY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
@@ -123,14 +150,19 @@ async fn demo_backend(
             (StatusCode::INTERNAL_SERVER_ERROR, "flaky backend failed\n")
         }
         Kind::Flaky => (StatusCode::OK, "flaky backend (lucky)\n"),
+        Kind::Down => {
+            DOWN_CALLS.fetch_add(1, Relaxed);
+            (StatusCode::SERVICE_UNAVAILABLE, "down backend\n")
+        }
     };
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
     Ok(resp)
 }
 
-fn start_backends() -> std::io::Result<[SocketAddr; 4]> {
+fn start_backends() -> std::io::Result<[SocketAddr; 5]> {
     let listeners = [
+        std::net::TcpListener::bind("127.0.0.1:0")?,
         std::net::TcpListener::bind("127.0.0.1:0")?,
         std::net::TcpListener::bind("127.0.0.1:0")?,
         std::net::TcpListener::bind("127.0.0.1:0")?,
@@ -141,6 +173,7 @@ fn start_backends() -> std::io::Result<[SocketAddr; 4]> {
         listeners[1].local_addr()?,
         listeners[2].local_addr()?,
         listeners[3].local_addr()?,
+        listeners[4].local_addr()?,
     ];
     for l in &listeners {
         l.set_nonblocking(true)?;
@@ -148,9 +181,8 @@ fn start_backends() -> std::io::Result<[SocketAddr; 4]> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("spillway-demo-backends".into()).spawn(move || {
         rt.block_on(async move {
-            for (l, kind) in
-                listeners.into_iter().zip([Kind::Fast, Kind::Slow, Kind::Flaky, Kind::Capacity])
-            {
+            let kinds = [Kind::Fast, Kind::Slow, Kind::Flaky, Kind::Capacity, Kind::Down];
+            for (l, kind) in listeners.into_iter().zip(kinds) {
                 let Ok(l) = tokio::net::TcpListener::from_std(l) else { continue };
                 let counter = Arc::new(AtomicU64::new(0));
                 tokio::spawn(async move {
@@ -176,8 +208,9 @@ fn start_backends() -> std::io::Result<[SocketAddr; 4]> {
 }
 
 /// The demo config text for these backend addresses and ports.
-pub fn demo_config_text(backends: [SocketAddr; 4], port: u16, admin: u16) -> String {
+pub fn demo_config_text(backends: [SocketAddr; 5], port: u16, admin: u16) -> String {
     DEMO_CONFIG
+        .replace("{down}", &backends[4].to_string())
         .replace("{capacity}", &backends[3].to_string())
         .replace("{fast}", &backends[0].to_string())
         .replace("{slow}", &backends[1].to_string())
@@ -227,7 +260,12 @@ Admission (the tour below ran these for you):
   spillway load http://{g}/checkout --rate 400 -d 5s -c 64 \
       --mix 'x-spillway-criticality: SHEDDABLE=50,CRITICAL=40,CRITICAL_PLUS=10'
                                              # 5x the backend's capacity: SHEDDABLE shed first
-  curl -s http://{a}/admin/policies        # limits, pools in use, queues, rejections
+  for i in $(seq 8); do curl -s http://{g}/orders; echo; done
+                                             # 5 upstream 503s, then circuit_open without calling it
+  curl -s -X POST http://{a}/admin/plans/peak-day/activate
+  curl -i http://{g}/recommendations       # the fallback (x-spillway-degraded: fallback)
+  curl -s -X POST http://{a}/admin/plans/peak-day/deactivate
+  curl -s http://{a}/admin/policies        # limits, pools in use, queues, rejections, breakers
   curl -s http://{a}/metrics | grep spillway_rejections_total
   wrk -t1 -c32 -d5s http://{g}/fast/       # load (if wrk is installed)
 
@@ -241,49 +279,85 @@ Ctrl-C stops (graceful drain).
     Ok((gateway, text))
 }
 
-/// One request of the tour: status, the headers worth showing, and the time it took.
+/// One request of the tour: status, the headers worth showing, the body's `error` (or its
+/// text), and the time it took.
+struct TourAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+    took: Duration,
+}
+
+impl TourAnswer {
+    /// The refusal's reason (`"error"` of a JSON body), else the status.
+    fn reason(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| self.status.to_string())
+    }
+}
+
 async fn tour_request(
     addr: SocketAddr,
+    method: http::Method,
     path: &str,
     headers: &[(&str, &str)],
-) -> Option<(u16, Vec<(String, String)>, Duration)> {
+) -> Option<TourAnswer> {
+    use http_body_util::BodyExt;
     let started = std::time::Instant::now();
     let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(conn);
-    let mut req = Request::get(path).header("host", "demo");
+    let mut req = Request::builder().method(method).uri(path).header("host", "demo");
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
     let resp = sender.send_request(req.body(Full::new(Bytes::new())).ok()?).await.ok()?;
-    let shown = ["retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"];
-    let kept = resp
+    let shown = [
+        "retry-after",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "x-spillway-degraded",
+    ];
+    let headers = resp
         .headers()
         .iter()
         .filter(|(n, _)| shown.contains(&n.as_str()))
         .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    Some((resp.status().as_u16(), kept, started.elapsed()))
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some(TourAnswer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).trim().to_string(),
+        took: started.elapsed(),
+    })
 }
 
-/// Runs the admission tour against a demo gateway at `addr` and says what happened: a rate
-/// limit answering 429, a burst of 5x capacity shed from the lowest class up, and a deadline
-/// failing fast. Takes about a second.
-pub async fn tour(addr: SocketAddr) -> String {
+async fn tour_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Option<TourAnswer> {
+    tour_request(addr, http::Method::GET, path, headers).await
+}
+
+/// Runs the tour against a demo gateway at `addr` (admin API at `admin`) and says what
+/// happened: a rate limit answering 429, a burst of 1.5x capacity shed from the lowest class
+/// up, a deadline failing fast, a breaker opening on a failing backend, and (with the admin
+/// API) the `peak-day` plan switched on and off. Takes about a second.
+pub async fn tour(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
     use std::fmt::Write as _;
     let mut out = String::from("Tour (what the protections just did):\n");
     // 1. A per-key token bucket: a burst of 4, then 429.
     let mut codes = Vec::new();
     let mut refused_headers = Vec::new();
     for _ in 0..6 {
-        if let Some((status, headers, _)) =
-            tour_request(addr, "/api", &[("x-api-key", "tour")]).await
-        {
-            if status == 429 && refused_headers.is_empty() {
-                refused_headers = headers;
+        if let Some(a) = tour_get(addr, "/api", &[("x-api-key", "tour")]).await {
+            if a.status == 429 && refused_headers.is_empty() {
+                refused_headers = a.headers;
             }
-            codes.push(status.to_string());
+            codes.push(a.status.to_string());
         }
     }
     let _ = writeln!(out, "  rate limit  6 requests with one API key -> {}", codes.join(" "));
@@ -300,8 +374,8 @@ pub async fn tour(addr: SocketAddr) -> String {
         let class = classes[pattern[i % pattern.len()]];
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_micros(8_333 * i as u64)).await;
-            let r = tour_request(addr, "/checkout", &[("x-spillway-criticality", class)]).await;
-            (class, r.map(|(s, _, _)| s))
+            let r = tour_get(addr, "/checkout", &[("x-spillway-criticality", class)]).await;
+            (class, r.map(|a| a.status))
         }));
     }
     let mut tally: [(u32, u32); 3] = [(0, 0); 3];
@@ -320,14 +394,57 @@ pub async fn tour(addr: SocketAddr) -> String {
         let _ = writeln!(out, "              {class:<14} {ok:>3} of {sent:>3} served");
     }
     // 3. A deadline too short to be worth an upstream call.
-    if let Some((status, _, took)) =
-        tour_request(addr, "/slow", &[("x-request-timeout", "20ms")]).await
-    {
+    if let Some(a) = tour_get(addr, "/slow", &[("x-request-timeout", "20ms")]).await {
         let _ = writeln!(
             out,
-            "  deadline    20 ms left, route needs 50 ms -> {status} in {:.1} ms, no upstream call",
-            took.as_secs_f64() * 1000.0
+            "  deadline    20 ms left, route needs 50 ms -> {} in {:.1} ms, no upstream call",
+            a.status,
+            a.took.as_secs_f64() * 1000.0
         );
+    }
+    // 4. A backend that fails everything: after 5 failures the breaker answers for it.
+    let before = DOWN_CALLS.load(Relaxed);
+    let mut reasons = Vec::new();
+    for _ in 0..8 {
+        if let Some(a) = tour_get(addr, "/orders", &[]).await {
+            reasons.push(a.reason());
+        }
+    }
+    let reached = DOWN_CALLS.load(Relaxed) - before;
+    let _ = writeln!(
+        out,
+        "  breaker     8 requests to a backend answering 503 -> {}",
+        reasons.join(" ")
+    );
+    let _ =
+        writeln!(out, "              the backend got {reached} of them; open for 5 s, then probes");
+    // 5. The `peak-day` plan: recommendations from the fallback, SHEDDABLE refused.
+    if let Some(admin) = admin {
+        let show = |a: Option<TourAnswer>| match a {
+            Some(a) => {
+                let degraded = a.headers.iter().any(|(n, _)| n == "x-spillway-degraded");
+                let how = if degraded { " (fallback)" } else { "" };
+                format!("{} {}{how}", a.status, a.reason().replace("200", &a.body))
+            }
+            None => "no answer".to_string(),
+        };
+        let sheddable = [("x-spillway-criticality", "SHEDDABLE")];
+        let before = show(tour_get(addr, "/recommendations", &[]).await);
+        let on =
+            tour_request(admin, http::Method::POST, "/admin/plans/peak-day/activate", &[]).await;
+        let during = show(tour_get(addr, "/recommendations", &[]).await);
+        let shed = show(tour_get(addr, "/fast/", &sheddable).await);
+        let off =
+            tour_request(admin, http::Method::POST, "/admin/plans/peak-day/deactivate", &[]).await;
+        let after = show(tour_get(addr, "/recommendations", &[]).await);
+        if on.is_some_and(|a| a.status == 200) && off.is_some_and(|a| a.status == 200) {
+            let _ = writeln!(out, "  plan        /recommendations: {before}");
+            let _ = writeln!(out, "              POST /admin/plans/peak-day/activate");
+            let _ = writeln!(out, "              /recommendations: {during}");
+            let _ = writeln!(out, "              a SHEDDABLE request: {shed}");
+            let _ = writeln!(out, "              POST /admin/plans/peak-day/deactivate");
+            let _ = writeln!(out, "              /recommendations: {after}");
+        }
     }
     out
 }

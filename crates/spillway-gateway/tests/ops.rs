@@ -246,10 +246,18 @@ async fn the_demo_serves_what_it_prints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_tour_shows_a_429_a_burst_shed_from_the_bottom_and_a_fast_504() {
+async fn the_demo_tour_shows_a_429_a_burst_shed_from_the_bottom_a_fast_504_a_breaker_and_a_plan() {
     let (gw, _) = spillway_gateway::demo::start(0, 0, false).unwrap();
     let addr = gw.listener_address("public").unwrap();
-    let tour = spillway_gateway::demo::tour(addr).await;
+    let tour = spillway_gateway::demo::tour(addr, gw.admin_address()).await;
+    assert!(
+        tour.contains("-> 503 503 503 503 503 circuit_open circuit_open circuit_open"),
+        "{tour}"
+    );
+    assert!(tour.contains("the backend got 5 of them"), "{tour}");
+    assert!(tour.contains("/recommendations: 200 {\"items\":[]} (fallback)"), "{tour}");
+    assert!(tour.contains("a SHEDDABLE request: 503 degraded"), "{tour}");
+    assert!(tour.contains("/recommendations: 200 fast backend"), "{tour}");
     assert!(tour.contains("200 200 200 200 429 429"), "{tour}");
     assert!(tour.contains("retry-after: 1"), "{tour}");
     let served = |class: &str| -> (u32, u32) {

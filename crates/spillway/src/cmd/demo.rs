@@ -12,7 +12,8 @@ pub struct DemoArgs {
     /// Admin port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 9901)]
     pub admin_port: u16,
-    /// Skip the tour (a rate limit, a burst, a deadline) run against the gateway at start.
+    /// Skip the tour (a rate limit, a burst, a deadline, a breaker, a plan) run against the
+    /// gateway at start.
     #[arg(long)]
     pub no_tour: bool,
 }
@@ -26,7 +27,8 @@ pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !args.no_tour {
         if let Some(addr) = gateway.listener_address("public") {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            println!("{}", runtime.block_on(spillway_gateway::demo::tour(addr)));
+            let admin = gateway.admin_address();
+            println!("{}", runtime.block_on(spillway_gateway::demo::tour(addr, admin)));
         }
     }
     gateway.wait();
