@@ -1155,6 +1155,33 @@ async fn a_state_machine_breaker_opens_on_failures_answers_circuit_open_and_clos
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_counts_only_its_failure_statuses() {
+    let gw = Gw::start(
+        "",
+        "    breaker: { failure_statuses: [503], state_machine: { calls: 10, failure_ratio: 0.5, min_calls: 5 } }\n    outlier: { consecutive_failures: 0 }",
+        &api(""),
+    )
+    .await;
+    // 500s are the application's answers here, not the cluster failing: the breaker stays
+    // closed and every request reaches the backend.
+    gw.backend.status.store(500, Ordering::SeqCst);
+    for i in 0..10 {
+        let via = if i % 2 == 0 { Via::Lean } else { Via::Hyper };
+        assert_eq!(gw.call(via, "/", &[]).await.status.as_u16(), 500);
+    }
+    let p = gw.policies().await;
+    assert_eq!(p["clusters"][0]["breaker"]["state"], "closed", "{p}");
+    // 503s count: it opens.
+    gw.backend.status.store(503, Ordering::SeqCst);
+    for _ in 0..10 {
+        gw.call(Via::Lean, "/", &[]).await;
+    }
+    let p = gw.policies().await;
+    assert_eq!(p["clusters"][0]["breaker"]["state"], "open", "{p}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_own_refusals_never_open_the_breaker() {
     // A limit refuses most requests (429) and a drill aborts some (503): neither is the
     // cluster failing, so neither may count towards the breaker.

@@ -240,6 +240,9 @@ pub struct ClusterConfig {
     pub breaker: Option<BreakerSettings>,
     /// The cluster that takes what this cluster's breaker or concurrency limit sheds.
     pub gutter: Option<String>,
+    /// Upstream statuses the breaker counts as failures (`None`: every 5xx and 429);
+    /// transport errors and timeouts always count.
+    pub breaker_failure_statuses: Option<Vec<u16>>,
 }
 
 /// One endpoint of a cluster.

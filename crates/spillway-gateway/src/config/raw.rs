@@ -129,6 +129,7 @@ pub struct RawCluster {
 pub struct RawBreaker {
     pub sre: Option<RawSre>,
     pub state_machine: Option<RawStateMachine>,
+    pub failure_statuses: Option<Vec<u16>>,
 }
 
 /// `breaker.state_machine:` — closed / open / half-open.

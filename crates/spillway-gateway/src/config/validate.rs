@@ -302,7 +302,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
 
     let mut clusters = Vec::new();
     let mut cluster_names = HashSet::new();
-    for (i, rc) in raw.clusters.into_iter().enumerate() {
+    for (i, mut rc) in raw.clusters.into_iter().enumerate() {
         let p = [key("clusters"), Seg::Index(i)];
         if !cluster_names.insert(rc.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("cluster `{}` is defined twice", rc.name));
@@ -427,6 +427,17 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             max_ejected_percent: max_ejected_percent.min(100),
             panic_threshold: panic_threshold.min(100),
         };
+        let breaker_failure_statuses = rc.breaker.as_mut().and_then(|b| b.failure_statuses.take());
+        if let Some(list) = &breaker_failure_statuses {
+            for (k, status) in list.iter().enumerate() {
+                if !(400..=599).contains(status) {
+                    c.error(
+                        &at(&p, &[key("breaker"), key("failure_statuses"), Seg::Index(k)]),
+                        format!("{status} is not an error status (400 to 599)"),
+                    );
+                }
+            }
+        }
         clusters.push(ClusterConfig {
             name: rc.name,
             endpoints,
@@ -443,6 +454,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 .breaker
                 .and_then(|raw| policy::breaker(&mut c, &at(&p, &[key("breaker")]), raw)),
             gutter: rc.gutter,
+            breaker_failure_statuses,
         });
     }
     // A gutter is another cluster of the config.

@@ -145,6 +145,8 @@ pub struct Concurrency {
 pub struct Breaker {
     /// The settings.
     pub settings: BreakerSettings,
+    /// Upstream statuses counted as failures (`None`: every 5xx and 429).
+    pub failure_statuses: Option<Vec<u16>>,
     /// The state machine.
     pub kind: BreakerKind,
 }
@@ -413,8 +415,10 @@ impl Policies {
                     Some(Concurrency { settings, limiter })
                 });
                 let breaker = c.breaker.as_ref().and_then(|settings| {
-                    let kept =
-                        old.and_then(|o| o.breaker.as_ref()).filter(|o| o.settings.same(settings));
+                    let kept = old.and_then(|o| o.breaker.as_ref()).filter(|o| {
+                        o.settings.same(settings)
+                            && o.failure_statuses == c.breaker_failure_statuses
+                    });
                     if let Some(b) = kept {
                         return Some(b.clone());
                     }
@@ -426,7 +430,11 @@ impl Policies {
                             parking_lot::Mutex::new(CircuitBreaker::try_new(config.clone()).ok()?),
                         ),
                     };
-                    Some(Arc::new(Breaker { settings: settings.clone(), kind }))
+                    Some(Arc::new(Breaker {
+                        settings: settings.clone(),
+                        failure_statuses: c.breaker_failure_statuses.clone(),
+                        kind,
+                    }))
                 });
                 Some(ClusterPolicy { concurrency, breaker })
             })
@@ -751,7 +759,8 @@ impl Admission {
     /// The request ended at `now` with `outcome` (as the upstream answered: `Failure` for a
     /// 5xx, timeout or transport error): samples go to BBR and the concurrency limiter, and
     /// every slot is given back.
-    pub fn finish(mut self, outcome: Outcome, now: Instant) {
+    pub fn finish(mut self, status: Option<u16>, now: Instant) {
+        let outcome = outcome_of(status);
         for (limiter, token) in self.bbr.iter_mut().filter_map(Option::take) {
             limiter.done(token, now);
         }
@@ -760,6 +769,7 @@ impl Admission {
         }
         if let Some((breaker, ticket)) = self.breaker.take() {
             let latency = now.saturating_duration_since(self.started);
+            let outcome = breaker.outcome_of(status);
             breaker.record(ticket, CallOutcome { outcome, latency }, now);
         }
     }
@@ -1248,6 +1258,16 @@ pub struct BreakerView {
 }
 
 impl Breaker {
+    /// How the breaker judges an upstream answer with `status` (`None`: no answer — a
+    /// transport error or timeout, always a failure).
+    pub fn outcome_of(&self, status: Option<u16>) -> Outcome {
+        match (status, &self.failure_statuses) {
+            (Some(s), Some(list)) if !list.contains(&s) => Outcome::Success,
+            (_, Some(_)) => Outcome::Failure,
+            (status, None) => outcome_of(status),
+        }
+    }
+
     /// Tells the breaker how an admitted call went.
     fn record(&self, ticket: Option<CallTicket>, call: CallOutcome, now: Instant) {
         match (&self.kind, ticket) {

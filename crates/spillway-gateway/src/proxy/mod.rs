@@ -513,7 +513,7 @@ async fn proxy(
                     break failed;
                 }
                 if let Some((admission, _, _)) = admitted {
-                    admission.finish(crate::policy::outcome_of(None), try_start);
+                    admission.finish(None, try_start);
                 }
                 if let Some(resp) = stale_answer(snap, route.index, stale_key.as_ref(), try_start) {
                     return (resp, None);
@@ -750,7 +750,7 @@ async fn proxy(
     let now = worker.shared.now();
     if let Some((admission, _, _)) = admitted {
         let status = result.as_ref().ok().map(|(resp, _)| resp.status().as_u16());
-        admission.finish(crate::policy::outcome_of(status), now);
+        admission.finish(status, now);
     }
     // Failback: a failure the route queues on is stored durably and answered 202 with its id.
     if let Some(queue) = failback {
@@ -1032,23 +1032,21 @@ const BROADCAST_MAX_BODY: u64 = crate::config::retry::DEFAULT_MAX_REPLAY_BODY;
 /// and waits for all (each within `timeout`). All succeed (no transport error, no 5xx): the
 /// first endpoint's answer, with `x-spillway-broadcast: N/N`. Otherwise 502
 /// `{"error":"broadcast_failed","failed":[{"endpoint":..,"status"|"error":..}],...}` and the
-/// same header with the successes counted.
+/// same header with the successes counted. Also returns the status admission is told
+/// (`None`: a failure).
 async fn broadcast_all(
     worker: &Rc<Worker>,
     cluster: &ClusterState,
     parts: &http::request::Parts,
     body: Bytes,
     timeout: Duration,
-) -> (Response<ResponseBody>, spillway_core::Outcome) {
+) -> (Response<ResponseBody>, Option<u16>) {
     let now = worker.shared.now();
     let mut eligible = vec![0usize; cluster.endpoints.len()];
     let n = cluster.eligible(now, &mut eligible);
     eligible.truncate(n);
     if eligible.is_empty() {
-        return (
-            canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT),
-            spillway_core::Outcome::Failure,
-        );
+        return (canned(StatusCode::SERVICE_UNAVAILABLE, errors::NO_HEALTHY_ENDPOINT), None);
     }
     let t = cluster.config.timeouts;
     let pool = &worker.pool;
@@ -1154,7 +1152,8 @@ async fn broadcast_all(
             } else {
                 ResponseBody::upstream(body, conn, tokio::time::Instant::now() + timeout)
             };
-            (Response::from_parts(head, body), spillway_core::Outcome::Success)
+            let status = head.status.as_u16();
+            (Response::from_parts(head, body), Some(status))
         }
         _ => {
             let text = serde_json::json!({
@@ -1164,7 +1163,8 @@ async fn broadcast_all(
             let mut resp = canned(StatusCode::BAD_GATEWAY, "");
             *resp.body_mut() = ResponseBody::full(Bytes::from(format!("{text}\n")));
             resp.headers_mut().insert("x-spillway-broadcast", summary);
-            (resp, spillway_core::Outcome::Failure)
+            // The answer for the limiters and the breaker: a failure (no single status).
+            (resp, None)
         }
     }
 }

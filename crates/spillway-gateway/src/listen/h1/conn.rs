@@ -791,7 +791,7 @@ impl Conn<'_> {
                 lean.give_buf(ubuf);
                 lean.give_fields(ufields);
                 if let Some((admission, _, _)) = admitted {
-                    admission.finish(crate::policy::outcome_of(None), try_start);
+                    admission.finish(None, try_start);
                 }
                 if let Some(fallback) = snap.policies.fallback(ex.route.index, None) {
                     return self.reply_rendered(ex, timer, out, fallback, None).await;
@@ -956,10 +956,8 @@ impl Conn<'_> {
             match &result {
                 // The client left: says nothing about the upstream.
                 Err(Failure::ClientGone) => drop(admission),
-                Ok((_, response)) => {
-                    admission.finish(crate::policy::outcome_of(Some(response.status)), now)
-                }
-                Err(_) => admission.finish(crate::policy::outcome_of(None), now),
+                Ok((_, response)) => admission.finish(Some(response.status), now),
+                Err(_) => admission.finish(None, now),
             }
         }
         let _ = picked;
