@@ -491,12 +491,13 @@ async fn proxy(
     let mut attempts = Attempts::first();
     let mut avoid = None;
     let mut started = 0u32;
-    let mut tries: Vec<Pin<Box<dyn Future<Output = TryDone> + '_>>> = Vec::with_capacity(1);
+    let mut tries: Vec<Pin<Box<dyn Future<Output = TryDone> + '_>>> = Vec::new();
     let mut launch = Some(false);
     let mut hedge_at: Option<tokio::time::Instant> = None;
     let mut last_failure: Option<TryDone> = None;
     let mut last_picked = None;
     let mut hedges_running = 0u64;
+    let mut only = None;
     // The try loop. Without retries: one try. Failover: after a failed try, core's retry
     // decision, then another try on another endpoint. Forking: also, when no answer came within
     // the hedge delay, another try in parallel; the first good answer wins and the rest are
@@ -590,7 +591,7 @@ async fn proxy(
             let in_flight = InFlight(endpoint);
             let protocol = cluster.config.protocol;
             let upgrading = upgrade.is_some();
-            tries.push(Box::pin(async move {
+            let one_try = async move {
                 let _in_flight = in_flight;
                 let exchange = async {
                     match (protocol, upgrading) {
@@ -623,7 +624,13 @@ async fn proxy(
                     Err(_) => Err(UpstreamError::Timeout(addr)),
                 };
                 TryDone { picked, try_start, try_timeout, hedge: is_hedge, result }
-            }));
+            };
+            // Without retries the one try is awaited in place: no allocation.
+            if retry.is_none() {
+                only = Some(one_try);
+            } else {
+                tries.push(Box::pin(one_try));
+            }
             // A forking route hedges when this try is slower than the hedge delay.
             hedge_at = match retry {
                 Some(r) if hedging && hedges_left > 0 => {
@@ -632,7 +639,11 @@ async fn proxy(
                 _ => None,
             };
         }
-        let done = match first_of(&mut tries, hedge_at).await {
+        let raced = match only.take() {
+            Some(one_try) => Raced::Done(one_try.await),
+            None => first_of(&mut tries, hedge_at).await,
+        };
+        let done = match raced {
             Raced::Hedge => {
                 hedge_at = None;
                 if let Some(r) = retry {
