@@ -63,6 +63,10 @@ pub struct Control {
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     handle: Mutex<Option<tokio::runtime::Handle>>,
+    /// The discovery sources a task watches now, by cluster name.
+    discovering: Mutex<Vec<(String, crate::config::Discovery)>>,
+    /// Itself, for the tasks it starts.
+    me: std::sync::Weak<Control>,
 }
 
 impl std::fmt::Debug for Control {
@@ -138,11 +142,13 @@ impl Control {
     /// [`Control::apply`] with the failback queues already opened.
     fn apply_with_failback(
         &self,
-        config: Config,
+        mut config: Config,
         recorders: crate::record::RouteRecorders,
         queues: crate::failback::FailbackQueues,
         trigger: &str,
     ) -> u64 {
+        // Discovered endpoints replace the file's static ones (see `upstream::discovery`).
+        self.shared.discovered.overlay(&mut config);
         let previous = self.shared.snapshot.load_full();
         let mut notes: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
         let old_listeners: Vec<_> =
@@ -186,7 +192,53 @@ impl Control {
         tracing::info!(trigger, generation, "config reloaded");
         self.start_health_checks(&snapshot);
         self.start_failback(&snapshot);
+        self.start_discovery(&snapshot);
         generation
+    }
+
+    /// Applies a newly discovered endpoint set of `cluster`: the live config with that
+    /// cluster's endpoints replaced becomes a new snapshot, as a reload would.
+    pub fn apply_discovered(
+        &self,
+        cluster: &str,
+        source: &crate::config::Discovery,
+        endpoints: Vec<crate::config::EndpointConfig>,
+    ) {
+        if !self.shared.discovered.set(cluster, source, endpoints) {
+            return;
+        }
+        let previous = self.shared.snapshot.load_full();
+        let config = (*previous.config).clone();
+        let built = crate::record::start_recorders(&config, previous.router.recordings())
+            .and_then(|r| Ok((r, crate::failback::open_queues(&config, &previous.failback)?)));
+        match built {
+            Ok((recorders, queues)) => {
+                let generation = self.apply_with_failback(
+                    config,
+                    recorders,
+                    queues,
+                    &format!("discovery ({cluster})"),
+                );
+                tracing::info!(cluster, generation, "discovered endpoints applied");
+            }
+            Err(e) => tracing::error!(cluster, error = %e, "discovered endpoints not applied"),
+        }
+    }
+
+    /// Starts a discovery task for each cluster of `snapshot` whose source has none yet.
+    fn start_discovery(&self, snapshot: &Arc<Snapshot>) {
+        let Some(handle) = self.handle.lock().ok().and_then(|h| h.clone()) else { return };
+        let Some(me) = self.me.upgrade() else { return };
+        let Ok(mut running) = self.discovering.lock() else { return };
+        for cluster in &snapshot.config.clusters {
+            let Some(source) = &cluster.discovery else { continue };
+            let key = (cluster.name.clone(), source.clone());
+            if running.contains(&key) {
+                continue;
+            }
+            running.push(key);
+            handle.spawn(discover(me.clone(), cluster.name.clone(), source.clone()));
+        }
     }
 
     fn start_failback(&self, snapshot: &Arc<Snapshot>) {
@@ -320,12 +372,15 @@ impl Gateway {
             reloads_failed: Default::default(),
             draining: Default::default(),
             access_log,
+            discovered: Default::default(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let control = Arc::new(Control {
+        let control = Arc::new_cyclic(|me| Control {
             shared: shared.clone(),
             shutdown: shutdown_tx,
             handle: Mutex::new(None),
+            discovering: Mutex::new(Vec::new()),
+            me: me.clone(),
         });
 
         let mut handles = Vec::new();
@@ -419,6 +474,64 @@ fn prepare_state_dir(config: &Config, previous: &Config) -> Result<(), ConfigErr
     })
 }
 
+/// Watches one cluster's discovery source until the cluster (or that source) leaves the
+/// config or the gateway drains: a file is read every [`FILE_POLL`] and applied when its
+/// content changed; a DNS name is resolved every `refresh`. Failures keep the last good set.
+///
+/// [`FILE_POLL`]: crate::upstream::discovery::FILE_POLL
+async fn discover(control: Arc<Control>, cluster: String, source: crate::config::Discovery) {
+    use crate::config::Discovery;
+    use crate::upstream::discovery::{parse_endpoints_file, resolve, FILE_POLL};
+    let mut last_text: Option<String> = None;
+    let mut last_error: Option<String> = None;
+    loop {
+        let wanted = control
+            .shared
+            .snapshot
+            .load()
+            .config
+            .clusters
+            .iter()
+            .any(|c| c.name == cluster && c.discovery.as_ref() == Some(&source));
+        if !wanted || control.shared.draining.load(Relaxed) {
+            if let Ok(mut running) = control.discovering.lock() {
+                running.retain(|(n, s)| !(n == &cluster && s == &source));
+            }
+            return;
+        }
+        let (found, wait) = match &source {
+            Discovery::File(path) => {
+                let found = match std::fs::read_to_string(path) {
+                    Ok(text) if last_text.as_ref() == Some(&text) => None,
+                    Ok(text) => {
+                        let parsed = parse_endpoints_file(&text)
+                            .map_err(|e| format!("{}: {e}", path.display()));
+                        last_text = Some(text);
+                        Some(parsed)
+                    }
+                    Err(e) => Some(Err(format!("{}: {e}", path.display()))),
+                };
+                (found, FILE_POLL)
+            }
+            Discovery::Dns { name, port, refresh } => (Some(resolve(name, *port).await), *refresh),
+        };
+        match found {
+            Some(Ok(endpoints)) => {
+                last_error = None;
+                control.apply_discovered(&cluster, &source, endpoints);
+            }
+            // Counted once per distinct failure, not once per poll of a missing file.
+            Some(Err(why)) if last_error.as_ref() != Some(&why) => {
+                tracing::warn!(cluster, error = %why, "discovery failed; the last good endpoints stay");
+                control.shared.discovered.failed(&cluster, &source, why.clone());
+                last_error = Some(why);
+            }
+            Some(Err(_)) | None => {}
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
 fn control_main(
     control: Arc<Control>,
     admin: Option<std::net::TcpListener>,
@@ -439,6 +552,7 @@ fn control_main(
         }
         control.start_health_checks(&control.shared.snapshot.load_full());
         control.start_failback(&control.shared.snapshot.load_full());
+        control.start_discovery(&control.shared.snapshot.load_full());
         // CPU usage for BBR: sampled every 250 ms (cgroup v2/v1 aware, /proc/stat otherwise)
         // into the gauge every BBR limiter reads. Without a readable source BBR sees 0 % and
         // never sheds, which the log says.

@@ -146,6 +146,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Access-log sink.
     pub access_log: Option<Mutex<Box<dyn Write + Send>>>,
+    /// Endpoint sets found by clusters' `discovery:` (laid over every new config).
+    pub discovered: crate::upstream::discovery::Discovered,
 }
 
 impl Shared {

@@ -126,6 +126,7 @@ async fn handle<C: AdminControl>(
                 &mut text,
             );
             crate::failback::render_metrics(&snap.failback, &mut text);
+            crate::upstream::discovery::render_metrics(&shared.discovered, &mut text);
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),

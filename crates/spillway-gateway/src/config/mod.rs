@@ -243,6 +243,26 @@ pub struct ClusterConfig {
     /// Upstream statuses the breaker counts as failures (`None`: every 5xx and 429);
     /// transport errors and timeouts always count.
     pub breaker_failure_statuses: Option<Vec<u16>>,
+    /// Where the endpoints come from besides `endpoints` (which are then the starting set).
+    pub discovery: Option<Discovery>,
+}
+
+/// A cluster's endpoint source (`discovery:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// A YAML or JSON file listing `{ address, weight, zone }`, watched for changes.
+    File(PathBuf),
+    /// A DNS name resolved every `refresh` (A and AAAA records), all on `port`.
+    Dns {
+        /// The name.
+        name: String,
+        /// The port of every address.
+        port: u16,
+        /// How often it is resolved again.
+        #[serde(serialize_with = "ser_duration")]
+        refresh: Duration,
+    },
 }
 
 /// One endpoint of a cluster.

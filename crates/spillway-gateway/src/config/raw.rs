@@ -121,6 +121,25 @@ pub struct RawCluster {
     pub concurrency: Option<RawConcurrency>,
     pub breaker: Option<RawBreaker>,
     pub gutter: Option<String>,
+    pub discovery: Option<RawDiscovery>,
+}
+
+/// A cluster's `discovery:` (`{ file: PATH }` or `{ dns: { name, port, refresh } }`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub file: Option<String>,
+    pub dns: Option<RawDns>,
+}
+
+/// `discovery.dns:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub name: String,
+    #[serde(deserialize_with = "super::env::required_number")]
+    pub port: u16,
+    pub refresh: Option<ConfigDuration>,
 }
 
 /// A cluster's `breaker:` (`{ sre: { … } }`).

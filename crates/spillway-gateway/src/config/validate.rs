@@ -307,8 +307,38 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         if !cluster_names.insert(rc.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("cluster `{}` is defined twice", rc.name));
         }
-        if rc.endpoints.is_empty() {
-            c.error(&at(&p, &[key("endpoints")]), "a cluster needs at least one endpoint");
+        let discovery = rc.discovery.take().and_then(|d| {
+            let dp = at(&p, &[key("discovery")]);
+            match (d.file, d.dns) {
+                (Some(file), None) => Some(Discovery::File(base.join(file))),
+                (None, Some(dns)) => {
+                    let refresh = dns.refresh.map_or(Duration::from_secs(10), |r| r.0);
+                    if refresh.is_zero() {
+                        c.error(
+                            &at(&dp, &[key("dns"), key("refresh")]),
+                            "must be longer than zero",
+                        );
+                    }
+                    if dns.name.trim().is_empty() {
+                        c.error(&at(&dp, &[key("dns"), key("name")]), "a host name is required");
+                    }
+                    Some(Discovery::Dns {
+                        name: dns.name.trim().to_string(),
+                        port: dns.port,
+                        refresh,
+                    })
+                }
+                _ => {
+                    c.error(&dp, "give exactly one of `file` or `dns`");
+                    None
+                }
+            }
+        });
+        if rc.endpoints.is_empty() && discovery.is_none() {
+            c.error(
+                &at(&p, &[key("endpoints")]),
+                "a cluster needs at least one endpoint (or `discovery:`)",
+            );
         }
         let mut endpoints = Vec::new();
         for (j, e) in rc.endpoints.into_iter().enumerate() {
@@ -455,6 +485,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 .and_then(|raw| policy::breaker(&mut c, &at(&p, &[key("breaker")]), raw)),
             gutter: rc.gutter,
             breaker_failure_statuses,
+            discovery,
         });
     }
     // A gutter is another cluster of the config.

@@ -6,5 +6,6 @@
 //! driven by the proxy's `Worker`.
 
 pub mod cluster;
+pub mod discovery;
 pub mod health;
 pub mod pool;
