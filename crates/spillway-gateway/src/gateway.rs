@@ -514,6 +514,32 @@ async fn discover(control: Arc<Control>, cluster: String, source: crate::config:
                 (found, FILE_POLL)
             }
             Discovery::Dns { name, port, refresh } => (Some(resolve(name, *port).await), *refresh),
+            Discovery::Etcd { endpoints, prefix } => {
+                // A session lists then watches until etcd fails or the source leaves the
+                // config (checked every second); the last good set stays meanwhile.
+                let mut apply = |set: Vec<crate::config::EndpointConfig>| {
+                    control.apply_discovered(&cluster, &source, set);
+                };
+                let session =
+                    crate::upstream::discovery::etcd_session(endpoints, prefix, &mut apply);
+                let still_wanted = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let wanted =
+                            control.shared.snapshot.load().config.clusters.iter().any(|c| {
+                                c.name == cluster && c.discovery.as_ref() == Some(&source)
+                            });
+                        if !wanted || control.shared.draining.load(Relaxed) {
+                            return;
+                        }
+                    }
+                };
+                let ended = tokio::select! {
+                    why = session => Some(Err(why)),
+                    _ = still_wanted => None,
+                };
+                (ended, Duration::from_secs(1))
+            }
         };
         match found {
             Some(Ok(endpoints)) => {

@@ -35,6 +35,9 @@ enum Command {
     /// A test backend with fixed capacity: N slots × a fixed service time, FIFO queue; failures,
     /// a slow tail and hard-down, switchable at run time with POST /control.
     Backend(cmd::backend::BackendArgs),
+    /// Register a service instance in etcd under a lease and keep it alive until SIGTERM (a
+    /// sidecar for gateway clusters with `discovery: { etcd: ... }`).
+    Register(cmd::register::RegisterArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Capacity(args) => cmd::capacity::main(args),
         Command::Replay(args) => cmd::replay::main(args),
         Command::Backend(args) => cmd::backend::main(args),
+        Command::Register(args) => cmd::register::main(args),
     };
     match result {
         Ok(code) => code,

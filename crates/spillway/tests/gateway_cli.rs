@@ -107,3 +107,16 @@ fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
     };
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
 }
+
+#[test]
+fn register_exits_non_zero_with_a_clear_message_when_etcd_is_unreachable() {
+    let port = free_port();
+    let out = bin()
+        .args(["register", "--etcd", &format!("http://127.0.0.1:{port}")])
+        .args(["--service", "users", "--address", "127.0.0.1:9001"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("etcd") && text.contains(&port.to_string()), "{text}");
+}

@@ -263,6 +263,14 @@ pub enum Discovery {
         #[serde(serialize_with = "ser_duration")]
         refresh: Duration,
     },
+    /// The keys under `prefix` in etcd, each a JSON `{address, weight, zone, metadata}`,
+    /// listed then watched from the listing's revision.
+    Etcd {
+        /// etcd client URLs (`http://127.0.0.1:2379`).
+        endpoints: Vec<String>,
+        /// The key prefix (`/services/users/`).
+        prefix: String,
+    },
 }
 
 /// One endpoint of a cluster.

@@ -130,6 +130,15 @@ pub struct RawCluster {
 pub struct RawDiscovery {
     pub file: Option<String>,
     pub dns: Option<RawDns>,
+    pub etcd: Option<RawEtcd>,
+}
+
+/// `discovery.etcd:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
 }
 
 /// `discovery.dns:`.

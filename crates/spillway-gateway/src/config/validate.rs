@@ -309,9 +309,30 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         }
         let discovery = rc.discovery.take().and_then(|d| {
             let dp = at(&p, &[key("discovery")]);
-            match (d.file, d.dns) {
-                (Some(file), None) => Some(Discovery::File(base.join(file))),
-                (None, Some(dns)) => {
+            match (d.file, d.dns, d.etcd) {
+                (Some(file), None, None) => Some(Discovery::File(base.join(file))),
+                (None, None, Some(etcd)) => {
+                    let ep = at(&dp, &[key("etcd")]);
+                    if etcd.endpoints.is_empty() {
+                        c.error(&at(&ep, &[key("endpoints")]), "at least one etcd URL");
+                    }
+                    for (k, url) in etcd.endpoints.iter().enumerate() {
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            c.error(
+                                &at(&ep, &[key("endpoints"), Seg::Index(k)]),
+                                format!("`{url}` is not an etcd URL (http://host:2379)"),
+                            );
+                        }
+                    }
+                    if etcd.prefix.is_empty() {
+                        c.error(
+                            &at(&ep, &[key("prefix")]),
+                            "a key prefix such as /services/users/",
+                        );
+                    }
+                    Some(Discovery::Etcd { endpoints: etcd.endpoints, prefix: etcd.prefix })
+                }
+                (None, Some(dns), None) => {
                     let refresh = dns.refresh.map_or(Duration::from_secs(10), |r| r.0);
                     if refresh.is_zero() {
                         c.error(
@@ -329,7 +350,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                     })
                 }
                 _ => {
-                    c.error(&dp, "give exactly one of `file` or `dns`");
+                    c.error(&dp, "give exactly one of `file`, `dns` or `etcd`");
                     None
                 }
             }

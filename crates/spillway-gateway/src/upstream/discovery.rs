@@ -1,5 +1,5 @@
-//! Service discovery: a cluster's endpoints from a watched file or from DNS instead of (or on
-//! top of) the `endpoints` written in the config.
+//! Service discovery: a cluster's endpoints from a watched file, DNS or etcd instead of (or on
+//! top of) the `endpoints` written in the config, and `spillway register`'s side of etcd.
 //!
 //! Why through snapshots: an endpoint set that changes is applied the way a reload is — a new
 //! config (the live one with that cluster's endpoints replaced) becomes a new snapshot, and the
@@ -247,4 +247,210 @@ mod tests {
         });
         assert_eq!(seen, [("c".to_string(), Some(1), 1, Some("gone".to_string()))]);
     }
+}
+
+/// How long connecting to etcd (and each listing) may take before the attempt counts as failed.
+pub const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One instance as registered in etcd: the JSON value under the service's prefix.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct Registration {
+    /// `IP:port`.
+    pub address: String,
+    /// Relative weight (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Zone label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Free-form labels (kept in etcd for other readers; the gateway does not route on them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// An etcd value as an endpoint (the error says why it is unusable).
+pub fn parse_registration(value: &[u8]) -> Result<EndpointConfig, String> {
+    let r: Registration =
+        serde_json::from_slice(value).map_err(|e| format!("not a registration: {e}"))?;
+    let address = r
+        .address
+        .trim()
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("`{}` is not an IP:port address", r.address))?;
+    let weight = r.weight.unwrap_or(1);
+    if weight == 0 {
+        return Err("weight must be at least 1".into());
+    }
+    Ok(EndpointConfig { address, weight, zone: r.zone })
+}
+
+/// Watches the keys under `prefix`: lists them, hands the set to `apply`, then follows the
+/// changes from the listing's revision, handing every new set over, until etcd fails. Returns
+/// why the session ended (the caller keeps the last set and starts again). Values that are not
+/// registrations are skipped and logged.
+pub async fn etcd_session(
+    endpoints: &[String],
+    prefix: &str,
+    apply: &mut (dyn FnMut(Vec<EndpointConfig>) + Send),
+) -> String {
+    use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+    let connect = Client::connect(endpoints, None);
+    let mut client = match tokio::time::timeout(ETCD_TIMEOUT, connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return format!("etcd {endpoints:?}: {e}"),
+        Err(_) => return format!("etcd {endpoints:?}: no answer within {ETCD_TIMEOUT:?}"),
+    };
+    let listed = client.get(prefix, Some(GetOptions::new().with_prefix()));
+    let listed = match tokio::time::timeout(ETCD_TIMEOUT, listed).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return format!("etcd: listing {prefix}: {e}"),
+        Err(_) => return format!("etcd: listing {prefix}: no answer within {ETCD_TIMEOUT:?}"),
+    };
+    let revision = listed.header().map_or(0, |h| h.revision());
+    let mut set = std::collections::BTreeMap::new();
+    for kv in listed.kvs() {
+        let key = String::from_utf8_lossy(kv.key()).to_string();
+        match parse_registration(kv.value()) {
+            Ok(e) => {
+                set.insert(key, e);
+            }
+            Err(why) => tracing::warn!(key, why, "etcd value skipped"),
+        }
+    }
+    apply(set.values().cloned().collect());
+    let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let mut stream = match client.watch(prefix, Some(options)).await {
+        Ok(w) => w,
+        Err(e) => return format!("etcd: watching {prefix}: {e}"),
+    };
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return "etcd: the watch ended".into(),
+            Err(e) => return format!("etcd: watching {prefix}: {e}"),
+        };
+        if message.canceled() {
+            return format!("etcd: the watch was cancelled ({})", message.cancel_reason());
+        }
+        let mut changed = false;
+        for event in message.events() {
+            let Some(kv) = event.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            match event.event_type() {
+                EventType::Put => match parse_registration(kv.value()) {
+                    Ok(e) => {
+                        set.insert(key, e);
+                        changed = true;
+                    }
+                    Err(why) => tracing::warn!(key, why, "etcd value skipped"),
+                },
+                EventType::Delete => changed |= set.remove(&key).is_some(),
+            }
+        }
+        if changed {
+            apply(set.values().cloned().collect());
+        }
+    }
+}
+
+/// What `spillway register` needs.
+#[derive(Debug, Clone)]
+pub struct RegisterOptions {
+    /// etcd client URLs.
+    pub etcd: Vec<String>,
+    /// The key prefix of services (the instance's key is `PREFIX/SERVICE/ADDRESS`).
+    pub prefix: String,
+    /// The service name.
+    pub service: String,
+    /// The instance's registration.
+    pub registration: Registration,
+    /// The lease's time to live (the key disappears this long after the last keep-alive).
+    pub ttl: Duration,
+}
+
+impl RegisterOptions {
+    /// The instance's key.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.prefix.trim_end_matches('/'),
+            self.service.trim_matches('/'),
+            self.registration.address
+        )
+    }
+}
+
+/// Why registering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// etcd could not be reached or refused a call.
+    #[error("etcd {endpoints:?}: {reason}")]
+    Etcd {
+        /// The URLs tried.
+        endpoints: Vec<String>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Registers an instance under a lease and keeps the lease alive until `stop` completes, then
+/// revokes it (the key disappears at once). Fails at once when etcd is unreachable at start;
+/// later losses are retried (the key comes back with a new lease when etcd does).
+pub async fn register(
+    opts: RegisterOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), RegisterError> {
+    use etcd_client::{Client, PutOptions};
+    let err = |reason: String| RegisterError::Etcd { endpoints: opts.etcd.clone(), reason };
+    let value = serde_json::to_string(&opts.registration).map_err(|e| err(e.to_string()))?;
+    let key = opts.key();
+    let ttl = opts.ttl.as_secs().max(1) as i64;
+    let connect = Client::connect(&opts.etcd, None);
+    let mut client = tokio::time::timeout(ETCD_TIMEOUT, connect)
+        .await
+        .map_err(|_| err(format!("no answer within {ETCD_TIMEOUT:?}")))?
+        .map_err(|e| err(e.to_string()))?;
+    let grant = |client: &mut Client| {
+        let mut client = client.clone();
+        let (key, value) = (key.clone(), value.clone());
+        async move {
+            let lease = client.lease_grant(ttl, None).await?.id();
+            client.put(key, value, Some(PutOptions::new().with_lease(lease))).await?;
+            Ok::<i64, etcd_client::Error>(lease)
+        }
+    };
+    let first = tokio::time::timeout(ETCD_TIMEOUT, grant(&mut client))
+        .await
+        .map_err(|_| err(format!("no answer within {ETCD_TIMEOUT:?}")))?;
+    let mut lease = first.map_err(|e| err(e.to_string()))?;
+    tracing::info!(key, lease, ttl, "registered");
+    let keep_every = Duration::from_secs((ttl as u64 / 3).max(1));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(keep_every) => {}
+        }
+        let kept = async {
+            let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            let ttl_left = stream.message().await?.map_or(0, |r| r.ttl());
+            Ok::<i64, etcd_client::Error>(ttl_left)
+        };
+        match tokio::time::timeout(ETCD_TIMEOUT, kept).await {
+            Ok(Ok(left)) if left > 0 => {}
+            outcome => {
+                // The lease is gone (etcd restarted or the keep-alive came too late): register
+                // again with a new one.
+                tracing::warn!(key, ?outcome, "lease lost; registering again");
+                if let Ok(Ok(new)) = tokio::time::timeout(ETCD_TIMEOUT, grant(&mut client)).await {
+                    lease = new;
+                    tracing::info!(key, lease, "registered again");
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(ETCD_TIMEOUT, client.lease_revoke(lease)).await;
+    tracing::info!(key, "deregistered");
+    Ok(())
 }

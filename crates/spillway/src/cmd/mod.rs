@@ -6,5 +6,6 @@ pub mod check;
 pub mod demo;
 pub mod load;
 pub mod logging;
+pub mod register;
 pub mod replay;
 pub mod run;
