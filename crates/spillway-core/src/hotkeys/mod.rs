@@ -23,6 +23,9 @@
 
 mod key;
 
+#[cfg(test)]
+mod proptests;
+
 pub use key::{stored_key, MAX_KEY_LEN};
 
 use crate::clock::{duration_nanos, Instant};
