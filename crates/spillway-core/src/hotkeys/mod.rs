@@ -56,7 +56,7 @@ pub struct TopKConfig {
     /// Counters kept, at most one key each. A key is guaranteed to be kept when its decayed
     /// count exceeds `1 / capacity` of the decayed total, and every estimate errs by at most
     /// that much, so `capacity` should be well above the `k` asked of [`TopK::top`].
-    /// Memory is about `capacity × (90 bytes + key length)`. Default 1024.
+    /// Memory is about `capacity × (100 bytes + key length)`. Default 1024.
     pub capacity: usize,
     /// The largest `k` that [`TopK::is_hot`] answers in O(1): the `hot_k` largest counters are
     /// kept sorted as observations arrive, at a cost that grows with `hot_k` (a counter that
@@ -129,7 +129,7 @@ pub struct HotKey {
 
 impl HotKey {
     /// The rate the key is guaranteed to have at least: `(estimate − error)` per second.
-    pub fn min_rate_per_sec(&self) -> f64 {
+    pub fn guaranteed_rate_per_sec(&self) -> f64 {
         if self.estimate > 0.0 {
             self.rate_per_sec * ((self.estimate - self.error) / self.estimate)
         } else {
@@ -790,7 +790,7 @@ mod tests {
         assert!(s.estimate(b"b", now).is_none());
         let c = s.estimate(b"c", now).unwrap();
         assert!((c.estimate - 4.0).abs() < 1e-9 && (c.error - 3.0).abs() < 1e-9);
-        assert!((c.min_rate_per_sec() / c.rate_per_sec - 0.25).abs() < 1e-9);
+        assert!((c.guaranteed_rate_per_sec() / c.rate_per_sec - 0.25).abs() < 1e-9);
         s.check_invariants();
     }
 
