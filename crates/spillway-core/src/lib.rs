@@ -30,6 +30,7 @@
 //!   consistent hashing.
 //! - [`fair_share`] — max-min fair allocation of a capacity among clients' wants.
 //! - [`latency`] — recent latency quantiles over a rolling window (hedging delays).
+//! - [`hotkeys`] — the most requested keys now: Space-Saving top-K over decayed counts.
 //!
 //! Time is an argument, so a test moves it by hand instead of sleeping. A circuit breaker
 //! driven by a [`ManualClock`]:
@@ -68,6 +69,7 @@ pub mod criticality;
 pub mod deadline;
 pub mod decision;
 pub mod fair_share;
+pub mod hotkeys;
 pub mod latency;
 pub mod overload;
 pub mod random;
