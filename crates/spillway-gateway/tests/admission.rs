@@ -1155,6 +1155,48 @@ async fn a_state_machine_breaker_opens_on_failures_answers_circuit_open_and_clos
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_keys_are_listed_and_a_hot_only_limit_spares_the_others() {
+    let gw = Gw::start(
+        "",
+        "",
+        &api("    hot_keys: { key: query:item, top: 2, min_rate: 0 }\n    limits:\n      - { key: query:item, algorithm: token_bucket, rate: 1/s, burst: 3, hot_only: true, overrides: { vip: 1000/s } }\n"),
+    )
+    .await;
+    let mut served = std::collections::BTreeMap::<&str, (u32, u32)>::new();
+    for (i, item) in std::iter::repeat_n("a", 20)
+        .chain(std::iter::repeat_n("vip", 15))
+        .chain(std::iter::once("c"))
+        .enumerate()
+    {
+        let via = if i % 2 == 0 { Via::Lean } else { Via::Hyper };
+        let r = gw.call(via, &format!("/?item={item}"), &[]).await;
+        let e = served.entry(item).or_default();
+        if r.status == StatusCode::OK {
+            e.0 += 1;
+        } else {
+            assert_refused(&r, 429, "rate_limited");
+            e.1 += 1;
+        }
+    }
+    // `a` is hot: limited after its burst; `vip` is hot but has its own limit; `c` is not hot.
+    assert_eq!(served["a"], (3, 17), "{served:?}");
+    assert_eq!(served["vip"], (15, 0), "{served:?}");
+    assert_eq!(served["c"], (1, 0), "{served:?}");
+    let (status, _, body) = get(gw.admin, "/admin/hotkeys?route=api").await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let keys: Vec<&str> = v["routes"][0]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["a", "vip"], "{v}");
+    assert_eq!(get(gw.admin, "/admin/hotkeys?route=nope").await.0, StatusCode::NOT_FOUND);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breaker_counts_only_its_failure_statuses() {
     let gw = Gw::start(
         "",

@@ -29,6 +29,7 @@ const FREE_FORM: &[&str] = &[
     "routes[].budget.grant.by_header",
     "routes[].budget.grant.by_header.x-role",
     "routes[].direct_response.headers",
+    "routes[].limits[].overrides",
 ];
 /// A key no config struct accepts.
 const PROBE: &str = "zz_probe";

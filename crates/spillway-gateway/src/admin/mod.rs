@@ -159,6 +159,35 @@ async fn handle<C: AdminControl>(
             let snap = shared.snapshot.load();
             json(StatusCode::OK, &snap.policies.view(&snap.config, shared.now()))
         }
+        (&Method::GET, "/admin/hotkeys") => {
+            // `?route=NAME` narrows the answer to one route.
+            let wanted = req.uri().query().and_then(|q| {
+                q.split('&').find_map(|kv| kv.strip_prefix("route=")).map(str::to_string)
+            });
+            let snap = shared.snapshot.load();
+            let now = shared.now();
+            let routes: Vec<_> = snap
+                .config
+                .routes
+                .iter()
+                .zip(&snap.policies.routes)
+                .filter(|(r, _)| wanted.as_ref().is_none_or(|w| *w == r.name))
+                .filter_map(|(r, p)| {
+                    let hot = p.as_ref()?.hot.as_ref()?;
+                    Some(serde_json::json!({
+                        "route": r.name, "key": hot.settings.key.text,
+                        "top": hot.top(now)
+                    }))
+                })
+                .collect();
+            match wanted {
+                Some(route) if routes.is_empty() => json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": "no_hot_keys", "route": route}),
+                ),
+                _ => json(StatusCode::OK, &serde_json::json!({ "routes": routes })),
+            }
+        }
         (&Method::GET, "/admin/failback") => {
             let snap = shared.snapshot.load();
             let queues: Vec<_> = snap.failback.iter().flatten().map(|q| q.view(100)).collect();

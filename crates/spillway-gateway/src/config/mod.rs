@@ -24,8 +24,9 @@ use std::time::Duration;
 
 pub use policy::{
     BbrSettings, BreakerSettings, BudgetSettings, BulkheadSettings, ConcurrencySettings,
-    DeadlineSettings, FallbackSettings, FaultSettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig,
-    LimitKey, PlanAction, PlanConfig, QueueDiscipline, RoutePolicyConfig, SlowSettings,
+    DeadlineSettings, FallbackSettings, FaultSettings, HotKeySettings, IpNet, KeyPart,
+    LimitAlgorithm, LimitConfig, LimitKey, PlanAction, PlanConfig, QueueDiscipline,
+    RoutePolicyConfig, SlowSettings,
 };
 pub use retry::{
     FailbackSettings, HedgeAfter, HedgeSettings, MirrorSettings, RetryBudgetSettings, RetryOn,

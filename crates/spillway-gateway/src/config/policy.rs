@@ -92,6 +92,69 @@ pub struct RoutePolicyConfig {
     pub mirror: Option<super::retry::MirrorSettings>,
     /// Serve the last good GET answer when the cluster fails.
     pub stale_on_error: Option<super::retry::StaleSettings>,
+    /// The route's most requested keys, tracked live.
+    pub hot_keys: Option<HotKeySettings>,
+}
+
+/// A route's `hot_keys:`: a heavy-hitter sketch over one key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HotKeySettings {
+    /// What is counted (the same key syntax as limits).
+    pub key: LimitKey,
+    /// How many keys count as hot (`hot_only` limits, `/admin/hotkeys`).
+    pub top: usize,
+    /// Keys tracked (the sketch's capacity).
+    pub capacity: usize,
+    /// How fast old requests stop counting.
+    #[serde(serialize_with = "ser_duration")]
+    pub half_life: Duration,
+    /// A key below this rate (requests per second) is never hot.
+    pub min_rate: f64,
+}
+
+impl HotKeySettings {
+    /// The core sketch's configuration.
+    pub fn core(&self) -> spillway_core::hotkeys::TopKConfig {
+        spillway_core::hotkeys::TopKConfig {
+            capacity: self.capacity,
+            hot_k: self.top,
+            half_life: self.half_life,
+            min_rate_per_sec: self.min_rate,
+        }
+    }
+}
+
+/// Checks a route's `hot_keys:` by building the core sketch's configuration.
+pub(super) fn hot_keys(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawHotKeys,
+) -> Option<HotKeySettings> {
+    let key_path = at(p, &[key("key")]);
+    let limit_key = match parse_key(&raw.key) {
+        Ok(k) if !k.is_route() => k,
+        Ok(_) => {
+            c.error(&key_path, "`route` is one key: hot keys need something that varies");
+            return None;
+        }
+        Err(why) => {
+            c.error(&key_path, why);
+            return None;
+        }
+    };
+    let defaults = spillway_core::hotkeys::TopKConfig::default();
+    let settings = HotKeySettings {
+        key: limit_key,
+        top: raw.top.unwrap_or(20),
+        capacity: raw.capacity.unwrap_or(defaults.capacity),
+        half_life: raw.half_life.map_or(defaults.half_life, |d| d.0),
+        min_rate: raw.min_rate.unwrap_or(defaults.min_rate_per_sec),
+    };
+    if let Err(e) = spillway_core::hotkeys::TopK::try_new(settings.core()) {
+        c.error(p, e.to_string());
+        return None;
+    }
+    Some(settings)
 }
 
 /// A route's static fallback answer.
@@ -203,6 +266,7 @@ impl RoutePolicyConfig {
             && self.slow.is_none()
             && self.fault.is_none()
             && self.fallback.is_none()
+            && self.hot_keys.is_none()
     }
 }
 
@@ -273,6 +337,11 @@ pub struct LimitConfig {
     pub quota: u64,
     /// Most keys tracked before the idlest are evicted.
     pub max_keys: usize,
+    /// Applies only to keys in the route's top K (`hot_keys`) now.
+    pub hot_only: bool,
+    /// Per-value limits instead of this one (the value as the key reads it), each its own
+    /// single bucket of the same algorithm.
+    pub overrides: Vec<(String, LimitConfig)>,
 }
 
 /// BBR settings (listener or route).
@@ -809,6 +878,31 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
                 format!("two limits are named `{limit_name}`: give one a `name:`"),
             );
         }
+        let mut overrides = Vec::new();
+        for (value, rate) in l.overrides.unwrap_or_default() {
+            let op = at(&lp, &[key("overrides"), key(&value)]);
+            if limit_key.parts.len() != 1 || limit_key.is_route() {
+                c.error(&op, "overrides need a key of one part (header:, query:, path, client_ip)");
+                break;
+            }
+            let one = RawLimit {
+                name: Some(format!("{limit_name}[{value}]")),
+                key: "route".into(),
+                algorithm: l.algorithm.clone(),
+                rate: Some(RawRates::One(rate)),
+                burst: None,
+                warm_up: l.warm_up,
+                queue: l.queue,
+                max_wait: l.max_wait,
+                max_keys: None,
+                hot_only: None,
+                overrides: None,
+            };
+            match limits(c, &op, vec![one]).pop() {
+                Some(cfg) => overrides.push((value, cfg)),
+                None => break,
+            }
+        }
         out.push(LimitConfig {
             name: limit_name,
             key: limit_key,
@@ -817,6 +911,8 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
             rate: rates,
             quota,
             max_keys,
+            hot_only: l.hot_only.unwrap_or(false),
+            overrides,
         });
     }
     out

@@ -264,6 +264,21 @@ pub struct RawRoute {
     pub failback: Option<RawFailback>,
     pub mirror: Option<RawMirror>,
     pub stale_on_error: Option<RawStaleOnError>,
+    pub hot_keys: Option<RawHotKeys>,
+}
+
+/// A route's `hot_keys:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHotKeys {
+    pub key: String,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub top: Option<usize>,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub capacity: Option<usize>,
+    pub half_life: Option<ConfigDuration>,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub min_rate: Option<f64>,
 }
 
 /// A route's `stale_on_error:`.
@@ -481,6 +496,8 @@ pub struct RawLimit {
     pub max_wait: Option<ConfigDuration>,
     #[serde(default, deserialize_with = "super::env::number")]
     pub max_keys: Option<usize>,
+    pub hot_only: Option<bool>,
+    pub overrides: Option<BTreeMap<String, String>>,
 }
 
 /// One rate (`100/s`) or, for a sliding window, several (`[100/1h, 1000/1d]`).

@@ -560,6 +560,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             failback: r.failback.take(),
             mirror: r.mirror.take(),
             stale_on_error: r.stale_on_error.take(),
+            hot_keys: r.hot_keys.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -753,6 +754,7 @@ struct RawRoutePolicy {
     failback: Option<super::raw::RawFailback>,
     mirror: Option<super::raw::RawMirror>,
     stale_on_error: Option<super::raw::RawStaleOnError>,
+    hot_keys: Option<super::raw::RawHotKeys>,
 }
 
 fn route_policy(
@@ -782,6 +784,7 @@ fn route_policy(
         ("failback", raw.failback.is_some()),
         ("mirror", raw.mirror.is_some()),
         ("stale_on_error", raw.stale_on_error.is_some()),
+        ("hot_keys", raw.hot_keys.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -824,6 +827,20 @@ fn route_policy(
         .take()
         .map(|l| policy::limits(c, &at(p, &[key("limits")]), l))
         .unwrap_or_default();
+    let hot_keys =
+        raw.hot_keys.take().and_then(|h| policy::hot_keys(c, &at(p, &[key("hot_keys")]), h));
+    for (i, l) in limits.iter().enumerate() {
+        if l.hot_only && hot_keys.as_ref().is_none_or(|h| h.key != l.key) {
+            c.error(
+                &at(p, &[key("limits"), Seg::Index(i), key("hot_only")]),
+                format!(
+                    "`hot_only` applies the limit to the route's hot keys: it needs `hot_keys: {{ \
+                     key: {} }}` on the route (the same key)",
+                    l.key.text
+                ),
+            );
+        }
+    }
     let bbr = policy::overload(c, &at(p, &[key("overload")]), raw.overload.take());
     let deadline = raw.deadline.take().and_then(|d| {
         let dp = at(p, &[key("deadline")]);
@@ -998,6 +1015,7 @@ fn route_policy(
             .stale_on_error
             .take()
             .and_then(|s| super::retry::stale_on_error(c, &at(p, &[key("stale_on_error")]), s)),
+        hot_keys,
     }
 }
 

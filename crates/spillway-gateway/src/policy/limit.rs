@@ -35,6 +35,8 @@ pub struct RouteLimit {
     /// Its settings.
     pub config: LimitConfig,
     state: State,
+    /// Per-value limits that replace this one for their value (`overrides:`).
+    overrides: Vec<(Vec<u8>, RouteLimit)>,
 }
 
 fn keyed<A: RateAlgorithm>(algorithm: A, max_keys: usize) -> Keyed<A> {
@@ -66,12 +68,22 @@ impl RouteLimit {
             (LimitAlgorithm::SlidingWindow(c), _) => State::SlidingWindow(keyed(c.clone(), max)),
             (LimitAlgorithm::WarmUp(c), _) => State::WarmUp(keyed(c.clone(), max)),
         };
-        RouteLimit { config, state }
+        let overrides = config
+            .overrides
+            .iter()
+            .map(|(value, c)| {
+                (value.as_bytes().to_vec(), RouteLimit::new(c.clone(), workers.get()))
+            })
+            .collect();
+        RouteLimit { config, state, overrides }
     }
 
     /// Judges one request with key bytes `key` (ignored by a `key: route` limit) on worker
     /// thread `worker`.
     pub fn check(&self, key: &[u8], now: Instant, class: Criticality, worker: usize) -> Decision {
+        if let Some((_, o)) = self.overrides.iter().find(|(value, _)| value == key) {
+            return o.check(key, now, class, worker);
+        }
         match &self.state {
             State::TokenBucket(b) => b.check(worker, now, 1, class),
             State::Gcra(b) => b.check_n(now, 1, class),
@@ -103,5 +115,12 @@ impl RouteLimit {
         self.config.key == other.key
             && self.config.algorithm == other.algorithm
             && self.config.max_keys == other.max_keys
+            && self.config.hot_only == other.hot_only
+            && self.overrides.len() == other.overrides.len()
+            && self
+                .overrides
+                .iter()
+                .zip(&other.overrides)
+                .all(|((v, o), (ov, oc))| v == ov.as_bytes() && o.same_settings(oc))
     }
 }

@@ -15,6 +15,7 @@
 //! listener or level name), so a reload causes no burst of admissions.
 
 pub mod classify;
+pub mod hotkeys;
 pub mod limit;
 pub mod mirror;
 pub mod render;
@@ -128,6 +129,8 @@ pub struct RoutePolicy {
     pub bbr: Option<Arc<Bbr>>,
     /// Rejections made on this route (kept across reloads).
     pub rejections: Arc<RejectionCounts>,
+    /// Its hot-key sketches (`hot_keys`).
+    pub hot: Option<Arc<hotkeys::RouteHotKeys>>,
 }
 
 /// A cluster's concurrency limiter with its settings.
@@ -383,6 +386,10 @@ impl Policies {
             });
             let bbr =
                 p.bbr.as_ref().and_then(|b| reuse_bbr(old.and_then(|o| o.bbr.as_ref()), b, ctx));
+            let hot = p.hot_keys.as_ref().and_then(|h| {
+                let kept = old.and_then(|o| o.hot.as_ref()).filter(|o| o.same(h, ctx.workers));
+                kept.cloned().or_else(|| hotkeys::RouteHotKeys::new(h, ctx.workers).map(Arc::new))
+            });
             routes.push(Some(RoutePolicy {
                 route: r.name.clone(),
                 config: p.clone(),
@@ -392,6 +399,7 @@ impl Policies {
                 slow,
                 bbr,
                 rejections: counts,
+                hot,
             }));
         }
         let clusters = config
@@ -949,11 +957,11 @@ pub async fn admit(
         // Limits: every one must admit; the longest pacing wait of a leaky bucket is served
         // once, after all of them agreed.
         let mut wait = Duration::ZERO;
-        if !policy.limits.is_empty() {
-            let client = if policy
-                .limits
-                .iter()
-                .any(|l| l.config.key.parts.contains(&crate::config::KeyPart::ClientIp))
+        if !policy.limits.is_empty() || policy.hot.is_some() {
+            let by_client =
+                |k: &crate::config::LimitKey| k.parts.contains(&crate::config::KeyPart::ClientIp);
+            let client = if policy.limits.iter().any(|l| by_client(&l.config.key))
+                || policy.hot.as_ref().is_some_and(|h| by_client(&h.settings.key))
             {
                 classify::client_ip(view, gate.trusted)
             } else {
@@ -961,8 +969,18 @@ pub async fn admit(
             };
             let decided = KEY.with(|buf| {
                 let mut buf = buf.borrow_mut();
+                if let Some(hot) = &policy.hot {
+                    classify::key_bytes(&hot.settings.key, view, client, &policy.route, &mut buf);
+                    hot.observe(worker, &buf, now);
+                }
                 for limit in &policy.limits {
                     classify::key_bytes(&limit.config.key, view, client, &policy.route, &mut buf);
+                    // A hot-parameter limit leaves the keys that are not hot now alone.
+                    if limit.config.hot_only
+                        && !policy.hot.as_ref().is_some_and(|h| h.is_hot(worker, &buf, now))
+                    {
+                        continue;
+                    }
                     match limit.check(&buf, now, class, worker) {
                         Decision::Admit => {}
                         Decision::Wait(d) => wait = wait.max(d),
