@@ -97,25 +97,33 @@
 #![forbid(unsafe_code)]
 
 pub mod bucket;
+mod decision;
 pub mod demand;
 mod error;
+mod exact;
 mod fair;
 pub mod fallback;
 mod gcra;
 pub mod key;
+mod lease;
 pub mod store;
+mod view;
 
 pub use bucket::{Enforcement, LocalBucket, Take};
+pub use decision::{LimitMode, QuotaDecision};
 pub use demand::DemandMeter;
 pub use error::{ConfigError, StoreError};
+pub use exact::{ExactLimitConfig, ExactLimiter};
 pub use fair::lease_grants;
 pub use fallback::{DecisionSource, Lease, LeaseState, StoreFailurePolicy, StoreHealth};
 pub use gcra::{gcra_step, GcraOutcome};
+pub use lease::{LeaseLimitConfig, LeaseLimiter, RefresherHandle, OVERFLOW_KEY};
 pub use spillway_core::rate::CriticalityReserve;
 pub use store::{
     GcraReply, GcraRequest, LeaseReply, LeaseRequest, MemoryStore, QuotaStore, RedisStore,
     RedisStoreConfig, StoreFuture, StoreKind, GCRA_SCRIPT, LEASE_SCRIPT,
 };
+pub use view::{ExactView, LeaseKeyView, LeaseView, QuotaView};
 
 /// A fleet-unique instance id for lease mode: `<host>-<pid>-<start time in µs, hex>`.
 /// Reads the host name from `HOSTNAME` or `/etc/hostname` (start-up only).
