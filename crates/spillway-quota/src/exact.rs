@@ -401,6 +401,50 @@ mod tests {
         assert!(l.check("k", 2, clock.now()).await.admitted, "not cached: 2 were left");
     }
 
+    #[derive(Debug)]
+    struct HungStore;
+
+    impl QuotaStore for HungStore {
+        fn gcra<'a>(&'a self, _: GcraRequest<'a>) -> crate::StoreFuture<'a, crate::GcraReply> {
+            Box::pin(std::future::pending())
+        }
+        fn lease<'a>(
+            &'a self,
+            _: crate::LeaseRequest<'a>,
+        ) -> crate::StoreFuture<'a, crate::LeaseReply> {
+            Box::pin(std::future::pending())
+        }
+        fn kind(&self) -> crate::StoreKind {
+            crate::StoreKind::Redis
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_store_times_out_into_the_local_share() {
+        let clock = ManualClock::new();
+        let mut config = ExactLimitConfig::new("u", 10, Duration::from_secs(1));
+        config.fleet_size_hint = 2; // 5 per second per instance while the store is down
+        let l = ExactLimiter::try_new(config, Arc::new(HungStore)).unwrap();
+        let started = tokio::time::Instant::now();
+        let d = l.check("k", 1, clock.now()).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(20), "waited the store timeout");
+        assert_eq!(d.source, DecisionSource::Fallback(StoreFailurePolicy::LastLease));
+        assert!(d.admitted);
+        let admitted = {
+            let mut n = 1;
+            for _ in 0..20 {
+                n += u32::from(l.check("k", 1, clock.now()).await.admitted);
+            }
+            n
+        };
+        assert_eq!(admitted, 5, "limit / fleet_size_hint, locally");
+        assert_eq!(started.elapsed(), Duration::from_millis(20), "later requests skip the store");
+        assert_eq!((l.store_up(), l.fallback_total(), l.fallback_decisions()), (false, 1, 21));
+        let view = serde_json::to_value(l.view(clock.now())).unwrap();
+        assert_eq!(view["on_store_failure"], "last_lease");
+        assert_eq!(view["last_error"], "quota store did not answer within 20ms");
+    }
+
     #[test]
     fn config_errors_name_the_field() {
         let store: Arc<dyn QuotaStore> = Arc::new(MemoryStore::new());

@@ -57,7 +57,8 @@ pub struct LeaseLimitConfig {
     pub on_store_failure: StoreFailurePolicy,
     /// Longest a refresh waits for the store (default 250 ms; never on the request path).
     pub store_timeout: Duration,
-    /// Most keys tracked at once (default 1024); further keys share [`OVERFLOW_KEY`].
+    /// Most keys tracked at once (default 1024); further keys share one more key,
+    /// [`OVERFLOW_KEY`], and its lease.
     pub max_keys: usize,
 }
 
@@ -547,5 +548,127 @@ pub struct RefresherHandle(tokio::task::JoinHandle<()>);
 impl Drop for RefresherHandle {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{GcraReply, GcraRequest, MemoryStore, StoreFuture, StoreKind};
+    use spillway_core::ManualClock;
+
+    fn limiter(store: Arc<dyn QuotaStore>, clock: &ManualClock, id: &str) -> LeaseLimiter {
+        let mut config = LeaseLimitConfig::new("api", 1000, Duration::from_secs(1));
+        config.initial_share = Some(100.0);
+        config.reserve = CriticalityReserve::NONE;
+        LeaseLimiter::try_new(config, store, id, Arc::new(clock.clone())).unwrap()
+    }
+
+    fn offer(l: &LeaseLimiter, n: u32, clock: &ManualClock) -> u32 {
+        (0..n).filter(|_| l.check("k", 1, Criticality::Critical, clock.now()).admitted).count()
+            as u32
+    }
+
+    fn grant(l: &LeaseLimiter) -> (f64, DecisionSource) {
+        let (_, rate, source) = l.grants().pop().unwrap();
+        (rate, source)
+    }
+
+    #[tokio::test]
+    async fn the_initial_share_applies_until_the_first_lease_then_the_fair_grant() {
+        let clock = ManualClock::new();
+        let store: Arc<dyn QuotaStore> = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
+        let (a, b) = (limiter(store.clone(), &clock, "a"), limiter(store, &clock, "b"));
+        assert_eq!(offer(&a, 50, &clock), 10, "initial share 100/s, 100 ms deep");
+        assert_eq!(grant(&a), (100.0, DecisionSource::InitialShare));
+        offer(&b, 1, &clock);
+        // One second of demand: a is offered 1500/s, b 200/s.
+        for _ in 0..100 {
+            clock.advance_ms(10);
+            offer(&a, 15, &clock);
+            offer(&b, 2, &clock);
+        }
+        a.refresh().await;
+        b.refresh().await;
+        clock.advance_ms(1);
+        a.refresh().await; // now a sees b's demand too
+        assert_eq!(grant(&b), (201.0, DecisionSource::Lease), "b was offered 201 in that second");
+        let (rate, source) = grant(&a);
+        assert_eq!(source, DecisionSource::Lease);
+        assert!((rate - 800.0).abs() < 5.0, "{rate}");
+        let view = a.view();
+        assert_eq!(view.keys[0].instances, Some(2));
+        assert!(serde_json::to_string(&view).unwrap().contains("\"source\":\"lease\""));
+    }
+
+    #[derive(Debug)]
+    struct DownStore;
+
+    impl QuotaStore for DownStore {
+        fn gcra<'a>(&'a self, _: GcraRequest<'a>) -> StoreFuture<'a, GcraReply> {
+            Box::pin(async { Err(StoreError::Reply("down")) })
+        }
+        fn lease<'a>(&'a self, _: LeaseRequest<'a>) -> StoreFuture<'a, LeaseReply> {
+            Box::pin(async { Err(StoreError::Reply("down")) })
+        }
+        fn kind(&self) -> StoreKind {
+            StoreKind::Redis
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_applies_the_policy_at_the_next_refresh() {
+        let clock = ManualClock::new();
+        let l = limiter(Arc::new(DownStore), &clock, "a");
+        offer(&l, 1, &clock);
+        l.refresh().await;
+        assert!(!l.store_up());
+        assert_eq!(l.fallback_total(), 1);
+        assert_eq!(grant(&l), (100.0, DecisionSource::Fallback(StoreFailurePolicy::LastLease)));
+        l.refresh().await;
+        assert_eq!(l.fallback_total(), 1, "one fallback period, however many refreshes fail");
+        offer(&l, 1, &clock);
+        assert!(l.fallback_decisions() >= 1);
+        assert!(l.view().last_error.is_some_and(|e| e.contains("down")));
+    }
+
+    #[tokio::test]
+    async fn idle_keys_are_forgotten_after_a_lease_ttl() {
+        let clock = ManualClock::new();
+        let l = limiter(Arc::new(MemoryStore::with_clock(Arc::new(clock.clone()))), &clock, "a");
+        offer(&l, 1, &clock);
+        clock.advance_ms(1000);
+        l.refresh().await;
+        assert_eq!(l.grants().len(), 1);
+        clock.advance_ms(5000);
+        l.refresh().await;
+        assert!(l.grants().is_empty());
+    }
+
+    #[tokio::test]
+    async fn keys_beyond_max_keys_share_the_overflow_key() {
+        let clock = ManualClock::new();
+        let store = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
+        let mut config = LeaseLimitConfig::new("api", 1000, Duration::from_secs(1));
+        config.max_keys = 2;
+        let l = LeaseLimiter::try_new(config, store, "a", Arc::new(clock.clone())).unwrap();
+        for key in ["x", "y", "z", "w"] {
+            l.check(key, 1, Criticality::Critical, clock.now());
+        }
+        let mut keys: Vec<String> = l.grants().into_iter().map(|(k, _, _)| k).collect();
+        keys.sort();
+        assert_eq!(keys, [OVERFLOW_KEY, "x", "y"], "z and w share the overflow key");
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+        let store: Arc<dyn QuotaStore> = Arc::new(MemoryStore::new());
+        let mut c = LeaseLimitConfig::new("api", 10, Duration::from_secs(1));
+        c.lease_ttl = Some(Duration::from_secs(1));
+        let err = LeaseLimiter::try_new(c, store.clone(), "a", clock.clone()).unwrap_err();
+        assert_eq!(err.field, "lease_ttl");
+        let c = LeaseLimitConfig::new("api", 10, Duration::from_secs(1));
+        assert_eq!(LeaseLimiter::try_new(c, store, "", clock).unwrap_err().field, "instance");
     }
 }

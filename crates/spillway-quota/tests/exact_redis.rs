@@ -1,6 +1,8 @@
 //! Exact mode on a real Redis: the limit holds exactly across instances, refusals are then
 //! answered locally, and a hung Redis costs a request no more than the store timeout.
 
+#![allow(clippy::unwrap_used)] // tests: a failed set-up step should panic
+
 mod common;
 
 use common::RedisServer;
@@ -67,7 +69,9 @@ async fn exact_limit_of_100_per_hour_holds_across_three_instances() {
     let after = server.command_calls().get("evalsha").copied().unwrap_or(0);
     assert_eq!(after, before, "refusals from the over-limit cache cost no Redis call");
     let hits: u64 = limiters.iter().map(|l| l.cache_hits()).sum();
-    eprintln!("exact: admitted 100 of 600 across 3 instances; {hits} cached refusals, 0 Redis calls");
+    eprintln!(
+        "exact: admitted 100 of 600 across 3 instances; {hits} cached refusals, 0 Redis calls"
+    );
 
     // Another key is independent, and a flushed script cache is reloaded (NOSCRIPT).
     let mut c = server.connection().unwrap();

@@ -4,6 +4,8 @@
 //!
 //! These run in real time (a real server, real refreshes): bounded waits, generous margins.
 
+#![allow(clippy::unwrap_used)] // tests: a failed set-up step should panic
+
 mod common;
 
 use common::RedisServer;
@@ -37,7 +39,8 @@ async fn fleet(server: &RedisServer, clock: &Arc<SystemClock>) -> Vec<Instance> 
             Arc::new(RedisStore::connect(&RedisStoreConfig::single(server.url())).await.unwrap());
         let mut config = LeaseLimitConfig::new("api", CAPACITY, Duration::from_secs(1));
         config.initial_share = Some(CAPACITY as f64 / 3.0);
-        let limiter = LeaseLimiter::try_new(config, store, format!("gw-{i}"), clock.clone()).unwrap();
+        let limiter =
+            LeaseLimiter::try_new(config, store, format!("gw-{i}"), clock.clone()).unwrap();
         let refresher = limiter.spawn_refresher();
         let (admitted, offered, odd) = (Arc::default(), Arc::default(), Arc::default());
         tokio::spawn(drive(
@@ -137,7 +140,10 @@ async fn three_instances_with_skewed_demand_share_the_capacity_by_max_min_fairne
     for (i, (g, want)) in grants.iter().zip(&ideal).enumerate() {
         assert_eq!(grant(&fleet[i]).1, DecisionSource::Lease);
         // Within 3 % of the capacity of the max-min share of the true offered load.
-        assert!((g - want).abs() <= 0.03 * CAPACITY as f64, "instance {i}: grant {g:.1}, ideal {want:.1}");
+        assert!(
+            (g - want).abs() <= 0.03 * CAPACITY as f64,
+            "instance {i}: grant {g:.1}, ideal {want:.1}"
+        );
         assert_eq!(views[i].keys[0].instances, Some(3));
     }
     // Grants are the fair shares of what the instances reported (up to one refresh of drift).
@@ -169,7 +175,9 @@ async fn instances_fall_back_when_redis_dies_and_return_to_leases_when_it_is_bac
 
     server.kill();
     let fell_back = common::wait_until(Duration::from_secs(5), || {
-        fleet.iter().all(|i| matches!(grant(i).1, DecisionSource::Fallback(_)) && !i.limiter.store_up())
+        fleet
+            .iter()
+            .all(|i| matches!(grant(i).1, DecisionSource::Fallback(_)) && !i.limiter.store_up())
     })
     .await
     .expect("every instance falls back");
@@ -185,8 +193,7 @@ async fn instances_fall_back_when_redis_dies_and_return_to_leases_when_it_is_bac
     .expect("lapsed leases give way to the static split");
     let admitted_mid = admitted(&fleet);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let during: Vec<u64> =
-        admitted(&fleet).iter().zip(&admitted_mid).map(|(a, b)| a - b).collect();
+    let during: Vec<u64> = admitted(&fleet).iter().zip(&admitted_mid).map(|(a, b)| a - b).collect();
     for (i, n) in during.iter().enumerate() {
         assert!(*n > 0, "instance {i} keeps serving while Redis is down");
         assert!(*n as f64 <= split * 1.2 + 50.0, "instance {i} admitted {n} in ~1 s");

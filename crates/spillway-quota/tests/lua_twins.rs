@@ -1,6 +1,8 @@
 //! The Lua scripts and their Rust twins compute the same thing, checked on random inputs
 //! through a real Redis (a bounded, seeded property-style loop).
 
+#![allow(clippy::unwrap_used)] // tests: a failed set-up step should panic
+
 mod common;
 
 use common::RedisServer;
@@ -96,11 +98,14 @@ async fn lua_gcra_equals_the_rust_step_on_random_sequences() {
             if next.is_some() {
                 tat = next;
             }
-            let what = format!("case {case} step {step}: interval {interval_us} burst {burst} cost {cost}");
+            let what = format!(
+                "case {case} step {step}: interval {interval_us} burst {burst} cost {cost}"
+            );
             assert_eq!(lua.admitted, rust.admitted, "{what}");
             assert_eq!(lua.remaining, rust.remaining, "{what}");
             assert_eq!(lua.retry_after.is_none(), rust.retry_after_us.is_none(), "{what}");
-            let near = |a: Duration, b_us: u64| a.as_micros().abs_diff(u128::from(b_us)) < 1_000_000;
+            let near =
+                |a: Duration, b_us: u64| a.as_micros().abs_diff(u128::from(b_us)) < 1_000_000;
             assert!(near(lua.reset_after, rust.reset_after_us), "{what}");
             assert!(near(lua.blocked_for, rust.blocked_us), "{what}");
             if let (Some(a), Some(b)) = (lua.retry_after, rust.retry_after_us) {
