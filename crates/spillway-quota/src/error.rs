@@ -16,6 +16,9 @@ pub enum StoreError {
     /// Redis refused the call, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The store's configuration cannot work (e.g. no URL).
+    #[error("quota store configuration: {0}")]
+    Config(&'static str),
     /// A script answered something that is not its documented reply.
     #[error("quota store reply not understood: {0}")]
     Reply(&'static str),

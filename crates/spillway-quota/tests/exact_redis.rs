@@ -70,7 +70,8 @@ async fn exact_limit_of_100_per_hour_holds_across_three_instances() {
     assert_eq!(after, before, "refusals from the over-limit cache cost no Redis call");
     let hits: u64 = limiters.iter().map(|l| l.cache_hits()).sum();
     eprintln!(
-        "exact: admitted 100 of 600 across 3 instances; {hits} cached refusals, 0 Redis calls"
+        "exact: admitted 100 of 600 across 3 instances; {hits} refusals from the cache, \
+         the last 300 with 0 Redis calls"
     );
 
     // Another key is independent, and a flushed script cache is reloaded (NOSCRIPT).

@@ -15,7 +15,7 @@ use spillway_core::{Clock, SystemClock};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Sweep expired GCRA keys after this many writes, so idle keys do not accumulate.
+/// Sweep expired keys after this many writes, so idle keys do not accumulate.
 const SWEEP_EVERY: u32 = 4096;
 
 /// An in-process [`QuotaStore`].
@@ -23,7 +23,13 @@ const SWEEP_EVERY: u32 = 4096;
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     gcra: Mutex<GcraTable>,
-    leases: Mutex<HashMap<String, Fleet>>,
+    leases: Mutex<LeaseTable>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseTable {
+    fleets: HashMap<String, Fleet>,
+    writes: u32,
 }
 
 #[derive(Debug, Default)]
@@ -77,10 +83,21 @@ impl MemoryStore {
         let now_ms = self.now_us() / 1_000;
         let ttl_ms = (duration_nanos(request.ttl) / 1_000_000).max(1);
         let mut leases = self.leases.lock();
-        let fleet = leases.entry(request.key.to_owned()).or_default();
-        let reply = fleet_step(fleet, request, ttl_ms, now_ms);
-        // Forget keys whose every lease has lapsed (Redis does it with PEXPIRE).
-        leases.retain(|_, fleet| fleet.values().any(|&(_, expiry)| expiry > now_ms));
+        let reply = match leases.fleets.get_mut(request.key) {
+            Some(fleet) => fleet_step(fleet, request, ttl_ms, now_ms),
+            None => {
+                let mut fleet = Fleet::new();
+                let reply = fleet_step(&mut fleet, request, ttl_ms, now_ms);
+                leases.fleets.insert(request.key.to_owned(), fleet);
+                reply
+            }
+        };
+        leases.writes += 1;
+        if leases.writes >= SWEEP_EVERY {
+            leases.writes = 0;
+            // Forget keys whose every lease has lapsed (Redis does it with PEXPIRE).
+            leases.fleets.retain(|_, fleet| fleet.values().any(|&(_, expiry)| expiry > now_ms));
+        }
         reply
     }
 }

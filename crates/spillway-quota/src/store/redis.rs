@@ -100,7 +100,7 @@ impl RedisStore {
         } else {
             let url = match config.urls.as_slice() {
                 [url] => url.as_str(),
-                _ => return Err(StoreError::Reply("a single-server store takes exactly one URL")),
+                _ => return Err(StoreError::Config("a single-server store takes exactly one URL")),
             };
             let client = redis::Client::open(url)?;
             let manager = ConnectionManagerConfig::new()
