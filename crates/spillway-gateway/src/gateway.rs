@@ -356,6 +356,7 @@ impl Gateway {
             clock: Arc::new(clock.clone()),
             workers,
             active_plans: Arc::new(parking_lot::Mutex::new(active_plans)),
+            quota: Default::default(),
         };
         let snapshot = Snapshot::build(config, None, workers, &policy)
             .with_recorders(recorders)

@@ -296,6 +296,31 @@ pub fn render_policies(
                 writeln!(out, "spillway_gutter_total{{cluster=\"{}\"}} {n}", escape(&cluster.name));
         }
     }
+    let globals: Vec<_> = policies.routes.iter().flatten().flat_map(|p| p.globals.iter()).collect();
+    out.push_str("# HELP spillway_quota_store_up Whether a global limit's quota store answered its last call (1) or not (0).\n");
+    out.push_str("# TYPE spillway_quota_store_up gauge\n");
+    for g in &globals {
+        let up = u8::from(g.store_up());
+        let _ =
+            writeln!(out, "spillway_quota_store_up{{limit=\"{}\"}} {up}", escape(&g.config.name));
+    }
+    out.push_str("# HELP spillway_quota_fallback_total Decisions a global limit made by its on_store_failure policy while its store was unreachable.\n");
+    out.push_str("# TYPE spillway_quota_fallback_total counter\n");
+    for g in &globals {
+        let n = g.fallback_total();
+        let _ = writeln!(
+            out,
+            "spillway_quota_fallback_total{{limit=\"{}\"}} {n}",
+            escape(&g.config.name)
+        );
+    }
+    out.push_str("# HELP spillway_quota_grant This gateway's share of a lease-mode global limit, requests per second (summed over its keys).\n");
+    out.push_str("# TYPE spillway_quota_grant gauge\n");
+    for g in globals.iter().filter(|g| !g.is_exact()) {
+        let grant: f64 = g.grants().iter().map(|(_, r)| r).sum();
+        let _ =
+            writeln!(out, "spillway_quota_grant{{limit=\"{}\"}} {grant}", escape(&g.config.name));
+    }
     out.push_str("# HELP spillway_bbr_cpu CPU usage (0..1) as the BBR limiters see it.\n");
     out.push_str("# TYPE spillway_bbr_cpu gauge\n");
     let _ = writeln!(out, "spillway_bbr_cpu {cpu}");

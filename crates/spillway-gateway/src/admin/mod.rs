@@ -188,6 +188,30 @@ async fn handle<C: AdminControl>(
                 _ => json(StatusCode::OK, &serde_json::json!({ "routes": routes })),
             }
         }
+        (&Method::GET, "/admin/quotas") => {
+            let snap = shared.snapshot.load();
+            let now = shared.now();
+            let limits: Vec<_> = snap
+                .config
+                .routes
+                .iter()
+                .zip(&snap.policies.routes)
+                .filter_map(|(r, p)| Some((r, p.as_ref()?)))
+                .flat_map(|(r, p)| {
+                    p.globals.iter().map(move |g| {
+                        serde_json::json!({
+                            "route": r.name, "limit": g.config.name, "rate": g.config.rate,
+                            "store_up": g.store_up(), "fallback_total": g.fallback_total(),
+                            "state": g.view(now)
+                        })
+                    })
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "store": snap.config.quota_store, "limits": limits }),
+            )
+        }
         (&Method::GET, "/admin/failback") => {
             let snap = shared.snapshot.load();
             let queues: Vec<_> = snap.failback.iter().flatten().map(|q| q.view(100)).collect();

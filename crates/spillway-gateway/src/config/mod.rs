@@ -24,9 +24,9 @@ use std::time::Duration;
 
 pub use policy::{
     BbrSettings, BreakerSettings, BudgetSettings, BulkheadSettings, ConcurrencySettings,
-    DeadlineSettings, FallbackSettings, FaultSettings, HotKeySettings, IpNet, KeyPart,
-    LimitAlgorithm, LimitConfig, LimitKey, PlanAction, PlanConfig, QueueDiscipline,
-    RoutePolicyConfig, SlowSettings,
+    DeadlineSettings, FallbackSettings, FaultSettings, GlobalLimitConfig, GlobalMode,
+    HotKeySettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig, LimitKey, PlanAction, PlanConfig,
+    QueueDiscipline, RoutePolicyConfig, SlowSettings,
 };
 pub use retry::{
     FailbackSettings, HedgeAfter, HedgeSettings, MirrorSettings, RetryBudgetSettings, RetryOn,
@@ -118,6 +118,8 @@ pub struct Config {
     /// Directory for state kept across restarts (`state_dir:`, resolved against the config
     /// file's directory): `plans.json`, the active plans. `None`: plans are forgotten at restart.
     pub state_dir: Option<PathBuf>,
+    /// Where global limits keep their shared state (`quota_store:`).
+    pub quota_store: QuotaStoreSettings,
     /// Risky settings found while validating (see `spillway check`).
     #[serde(skip)]
     pub warnings: Vec<Problem>,
@@ -246,6 +248,32 @@ pub struct ClusterConfig {
     pub breaker_failure_statuses: Option<Vec<u16>>,
     /// Where the endpoints come from besides `endpoints` (which are then the starting set).
     pub discovery: Option<Discovery>,
+}
+
+/// `quota_store:`: the shared state of global limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaStoreSettings {
+    /// Redis URLs (`redis://host:port`): one server, or a cluster's seed nodes. Empty: an
+    /// in-process store (one gateway).
+    pub redis: Vec<String>,
+    /// Talk the Redis Cluster protocol.
+    pub cluster: bool,
+    /// The longest a request waits on the store (exact mode).
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// This gateway's id among the fleet (default: host name and process id).
+    pub instance: Option<String>,
+}
+
+impl Default for QuotaStoreSettings {
+    fn default() -> Self {
+        QuotaStoreSettings {
+            redis: Vec::new(),
+            cluster: false,
+            timeout: Duration::from_millis(20),
+            instance: None,
+        }
+    }
 }
 
 /// A cluster's endpoint source (`discovery:`).

@@ -94,6 +94,8 @@ pub struct RoutePolicyConfig {
     pub stale_on_error: Option<super::retry::StaleSettings>,
     /// The route's most requested keys, tracked live.
     pub hot_keys: Option<HotKeySettings>,
+    /// Limits shared by the fleet through the quota store (`global: true`).
+    pub global_limits: Vec<GlobalLimitConfig>,
 }
 
 /// A route's `hot_keys:`: a heavy-hitter sketch over one key.
@@ -267,6 +269,7 @@ impl RoutePolicyConfig {
             && self.fault.is_none()
             && self.fallback.is_none()
             && self.hot_keys.is_none()
+            && self.global_limits.is_empty()
     }
 }
 
@@ -342,6 +345,143 @@ pub struct LimitConfig {
     /// Per-value limits instead of this one (the value as the key reads it), each its own
     /// single bucket of the same algorithm.
     pub overrides: Vec<(String, LimitConfig)>,
+}
+
+/// A global limit (`global: true`): shared by every gateway through the quota store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalLimitConfig {
+    /// Name (`name:` or the key), part of the store's keys: the same on every gateway.
+    pub name: String,
+    /// What it counts by.
+    pub key: LimitKey,
+    /// The rate as written.
+    pub rate: String,
+    /// Permits per period, for the whole fleet.
+    pub permits: u64,
+    /// The period.
+    #[serde(serialize_with = "ser_duration")]
+    pub period: Duration,
+    /// Exact or lease, with their settings.
+    pub mode: GlobalMode,
+    /// While the store is unreachable: `last_lease`, `local_share`, `open`, `closed`.
+    pub on_store_failure: &'static str,
+}
+
+/// How a global limit uses the store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlobalMode {
+    /// One atomic store call per request (GCRA), for precise low-volume limits.
+    Exact {
+        /// Requests let through at once.
+        burst: u64,
+    },
+    /// No store call on the request path: a local bucket enforces this gateway's max-min fair
+    /// share, renewed every `refresh`.
+    Lease {
+        /// How often the share is renewed.
+        #[serde(serialize_with = "ser_duration")]
+        refresh: Duration,
+    },
+}
+
+/// Names accepted for `on_store_failure`.
+pub const STORE_FAILURE_NAMES: &[&str] = &["last_lease", "local_share", "open", "closed"];
+
+fn global_limit(
+    c: &mut Checker<'_>,
+    lp: &[Seg],
+    l: RawLimit,
+    limit_key: LimitKey,
+) -> Option<GlobalLimitConfig> {
+    if l.algorithm.is_some() {
+        c.error(
+            &at(lp, &[key("algorithm")]),
+            "global limits take a `mode` (exact or lease), not an `algorithm`",
+        );
+        return None;
+    }
+    for (k, given) in [
+        ("warm_up", l.warm_up.is_some()),
+        ("queue", l.queue.is_some()),
+        ("max_wait", l.max_wait.is_some()),
+        ("hot_only", l.hot_only.is_some()),
+        ("overrides", l.overrides.is_some()),
+    ] {
+        if given {
+            c.error(&at(lp, &[key(k)]), "not for global limits");
+            return None;
+        }
+    }
+    let rate = match l.rate {
+        Some(RawRates::One(r)) => r,
+        Some(RawRates::Many(_)) => {
+            c.error(&at(lp, &[key("rate")]), "a global limit has one rate");
+            return None;
+        }
+        None => {
+            c.error(lp, "needs `rate` (e.g. 100/1h)");
+            return None;
+        }
+    };
+    let (permits, period) = match parse_rate_parts(&rate) {
+        Ok(p) => p,
+        Err(why) => {
+            c.error(&at(lp, &[key("rate")]), why);
+            return None;
+        }
+    };
+    let on_store_failure = match l.on_store_failure.as_deref() {
+        None => "last_lease",
+        Some(name) => match STORE_FAILURE_NAMES.iter().find(|n| **n == name) {
+            Some(n) => n,
+            None => {
+                c.error(
+                    &at(lp, &[key("on_store_failure")]),
+                    format!("`{name}`: use one of {}", STORE_FAILURE_NAMES.join(", ")),
+                );
+                return None;
+            }
+        },
+    };
+    let mode = match l.mode.as_deref() {
+        Some("exact") => {
+            if l.refresh.is_some() {
+                c.error(&at(lp, &[key("refresh")]), "only `mode: lease` refreshes");
+                return None;
+            }
+            GlobalMode::Exact { burst: l.burst.map_or(permits, u64::from).max(1) }
+        }
+        Some("lease") => {
+            if l.burst.is_some() {
+                c.error(&at(lp, &[key("burst")]), "a lease-mode limit has no burst");
+                return None;
+            }
+            let refresh = l.refresh.map_or(Duration::from_secs(1), |d| d.0);
+            if refresh.is_zero() {
+                c.error(&at(lp, &[key("refresh")]), "must be longer than zero");
+                return None;
+            }
+            GlobalMode::Lease { refresh }
+        }
+        Some(other) => {
+            c.error(&at(lp, &[key("mode")]), format!("`{other}`: use `exact` or `lease`"));
+            return None;
+        }
+        None => {
+            c.error(lp, "a global limit needs `mode: exact` or `mode: lease`");
+            return None;
+        }
+    };
+    Some(GlobalLimitConfig {
+        name: l.name.unwrap_or(l.key),
+        key: limit_key,
+        rate,
+        permits,
+        period,
+        mode,
+        on_store_failure,
+    })
 }
 
 /// BBR settings (listener or route).
@@ -701,10 +841,15 @@ fn parse_key(text: &str) -> Result<LimitKey, String> {
 }
 
 /// Checks a route's `limits:`.
-pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<LimitConfig> {
+pub(super) fn limits(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: Vec<RawLimit>,
+) -> (Vec<LimitConfig>, Vec<GlobalLimitConfig>) {
     let mut out = Vec::new();
+    let mut globals = Vec::new();
     let mut names = std::collections::HashSet::new();
-    for (i, l) in raw.into_iter().enumerate() {
+    for (i, mut l) in raw.into_iter().enumerate() {
         let lp = at(p, &[Seg::Index(i)]);
         let key_text = l.key.clone();
         let limit_key = match parse_key(&l.key) {
@@ -714,14 +859,41 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
                 continue;
             }
         };
+        if l.global == Some(true) {
+            if let Some(g) = global_limit(c, &lp, l, limit_key) {
+                if !names.insert(g.name.clone()) {
+                    c.error(
+                        &at(&lp, &[key("name")]),
+                        format!("two limits are named `{}`: give one a `name:`", g.name),
+                    );
+                }
+                globals.push(g);
+            }
+            continue;
+        }
+        for (k, given) in [
+            ("mode", l.mode.is_some()),
+            ("refresh", l.refresh.is_some()),
+            ("on_store_failure", l.on_store_failure.is_some()),
+        ] {
+            if given {
+                c.error(&at(&lp, &[key(k)]), "only global limits (`global: true`) take it");
+            }
+        }
+        let Some(algorithm_name) = l.algorithm.take() else {
+            c.error(&lp, "needs `algorithm` (or `global: true` with a `mode`)");
+            continue;
+        };
+        let l = RawLimit { algorithm: Some(algorithm_name.clone()), ..l };
+        let algorithm_text = algorithm_name;
         let rates: Vec<String> = match l.rate {
             None => Vec::new(),
             Some(RawRates::One(r)) => vec![r],
             Some(RawRates::Many(rs)) => rs,
         };
         let algo_path = at(&lp, &[key("algorithm")]);
-        if !ALGORITHM_NAMES.contains(&l.algorithm.as_str()) {
-            let other = l.algorithm.as_str();
+        if !ALGORITHM_NAMES.contains(&algorithm_text.as_str()) {
+            let other = algorithm_text.as_str();
             let hint = nearest(other, ALGORITHM_NAMES)
                 .map(|n| format!("; did you mean `{n}`?"))
                 .unwrap_or_default();
@@ -753,7 +925,7 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
             c.error(&lp, "needs `rate` (e.g. 100/s)");
             continue;
         };
-        if parsed.len() > 1 && l.algorithm != "sliding_window" {
+        if parsed.len() > 1 && algorithm_text != "sliding_window" {
             c.error(&rate_path, "several rates only make sense for `sliding_window`");
             continue;
         }
@@ -762,8 +934,7 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
         let burst = l.burst.unwrap_or(default_burst as u32);
         let reserve = CriticalityReserve::default();
         let fail = |c: &mut Checker<'_>, why: String| c.error(&lp, why);
-        let (algorithm, name, quota): (LimitAlgorithm, &'static str, u64) = match l
-            .algorithm
+        let (algorithm, name, quota): (LimitAlgorithm, &'static str, u64) = match algorithm_text
             .as_str()
         {
             "token_bucket" => match TokenBucketConfig::try_new(first, burst, reserve) {
@@ -888,7 +1059,11 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
             let one = RawLimit {
                 name: Some(format!("{limit_name}[{value}]")),
                 key: "route".into(),
-                algorithm: l.algorithm.clone(),
+                algorithm: Some(algorithm_text.clone()),
+                global: None,
+                mode: None,
+                refresh: None,
+                on_store_failure: None,
                 rate: Some(RawRates::One(rate)),
                 burst: None,
                 warm_up: l.warm_up,
@@ -898,7 +1073,7 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
                 hot_only: None,
                 overrides: None,
             };
-            match limits(c, &op, vec![one]).pop() {
+            match limits(c, &op, vec![one]).0.pop() {
                 Some(cfg) => overrides.push((value, cfg)),
                 None => break,
             }
@@ -915,7 +1090,7 @@ pub(super) fn limits(c: &mut Checker<'_>, p: &[Seg], raw: Vec<RawLimit>) -> Vec<
             overrides,
         });
     }
-    out
+    (out, globals)
 }
 
 /// A rate as a window limit: `100/1h` is 100 per hour.

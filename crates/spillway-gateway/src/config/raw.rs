@@ -31,6 +31,18 @@ pub struct RawConfig {
     pub plans: Option<Vec<RawPlan>>,
     /// Directory for state kept across restarts (the active plans).
     pub state_dir: Option<String>,
+    /// Where global limits keep their shared state.
+    pub quota_store: Option<RawQuotaStore>,
+}
+
+/// `quota_store:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuotaStore {
+    pub redis: Option<RawRates>,
+    pub cluster: Option<bool>,
+    pub timeout: Option<ConfigDuration>,
+    pub instance: Option<String>,
 }
 
 /// One degradation plan.
@@ -486,7 +498,11 @@ pub struct RawBbr {
 pub struct RawLimit {
     pub name: Option<String>,
     pub key: String,
-    pub algorithm: String,
+    pub algorithm: Option<String>,
+    pub global: Option<bool>,
+    pub mode: Option<String>,
+    pub refresh: Option<ConfigDuration>,
+    pub on_store_failure: Option<String>,
     pub rate: Option<RawRates>,
     #[serde(default, deserialize_with = "super::env::number")]
     pub burst: Option<u32>,

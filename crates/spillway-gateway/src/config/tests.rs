@@ -689,3 +689,44 @@ fn risky_retries_are_warned_about() {
     let text = with_retries("    retries: { attempts: 3, per_try_timeout: 500ms }");
     warned(&text, "routes[0].retries.per_try_timeout", "per_try_timeout", "outlast");
 }
+
+#[test]
+fn global_limit_mistakes_are_refused_with_their_key() {
+    let limit = |l: &str| {
+        let last = "      - { key: query:user, algorithm: leaky_bucket, rate: 10/s, queue: 20, max_wait: 100ms }\n";
+        edit(last, &format!("{last}      - {l}\n"))
+    };
+    let has = |text: &str, key: &str, why: &str| {
+        let p = problems(text);
+        assert!(p.iter().any(|p| p.key == key && p.reason.contains(why)), "{key}: {p:?}");
+    };
+    has(
+        &limit("{ key: path, global: true, rate: 10/s }"),
+        "routes[0].limits[4]",
+        "needs `mode: exact`",
+    );
+    has(
+        &limit("{ key: path, global: true, mode: exact, algorithm: gcra, rate: 10/s }"),
+        "routes[0].limits[4].algorithm",
+        "not an `algorithm`",
+    );
+    has(
+        &limit("{ key: path, global: true, mode: lease, burst: 5, rate: 10/s }"),
+        "routes[0].limits[4].burst",
+        "no burst",
+    );
+    has(
+        &limit("{ key: path, algorithm: gcra, mode: lease, rate: 10/s }"),
+        "routes[0].limits[4].mode",
+        "only global limits",
+    );
+    has(
+        &limit("{ key: path, global: true, mode: lease, on_store_failure: maybe, rate: 10/s }"),
+        "routes[0].limits[4].on_store_failure",
+        "last_lease",
+    );
+    let ok =
+        parse(&limit("{ key: path, global: true, mode: lease, rate: 1000/s, refresh: 500ms }"))
+            .unwrap();
+    assert_eq!(ok.routes[0].policy.global_limits.len(), 1);
+}

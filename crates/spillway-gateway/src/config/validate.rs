@@ -713,6 +713,33 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         path
     });
 
+    let quota_store = match raw.quota_store {
+        None => QuotaStoreSettings::default(),
+        Some(q) => {
+            let qp = [key("quota_store")];
+            let redis = match q.redis {
+                None => Vec::new(),
+                Some(RawRates::One(u)) => vec![u],
+                Some(RawRates::Many(us)) => us,
+            };
+            for (k, url) in redis.iter().enumerate() {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    c.error(
+                        &at(&qp, &[key("redis"), Seg::Index(k)]),
+                        format!("`{url}` is not a Redis URL (redis://host:port)"),
+                    );
+                }
+            }
+            let timeout =
+                positive(&mut c, &at(&qp, &[key("timeout")]), q.timeout, Duration::from_millis(20));
+            QuotaStoreSettings {
+                redis,
+                cluster: q.cluster.unwrap_or(false),
+                timeout,
+                instance: q.instance,
+            }
+        }
+    };
     if c.problems.is_empty() {
         Ok(Config {
             source: String::new(),
@@ -727,6 +754,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             levels,
             plans,
             state_dir,
+            quota_store,
             warnings: Vec::new(),
         })
     } else {
@@ -822,7 +850,7 @@ fn route_policy(
     if criticality > max_criticality {
         c.error(&at(p, &[key("criticality")]), "the default is above `max_criticality`");
     }
-    let limits = raw
+    let (limits, global_limits) = raw
         .limits
         .take()
         .map(|l| policy::limits(c, &at(p, &[key("limits")]), l))
@@ -1016,6 +1044,7 @@ fn route_policy(
             .take()
             .and_then(|s| super::retry::stale_on_error(c, &at(p, &[key("stale_on_error")]), s)),
         hot_keys,
+        global_limits,
     }
 }
 

@@ -15,6 +15,7 @@
 //! listener or level name), so a reload causes no burst of admissions.
 
 pub mod classify;
+pub mod global;
 pub mod hotkeys;
 pub mod limit;
 pub mod mirror;
@@ -76,7 +77,8 @@ pub struct RejectionCounts {
 }
 
 /// Every reason admission can refuse with, in metric order.
-pub const REASONS: [RejectReason; 10] = [
+pub const REASONS: [RejectReason; 11] = [
+    RejectReason::QuotaExhausted,
     RejectReason::Degraded,
     RejectReason::FaultInjected,
     RejectReason::CircuitOpen,
@@ -131,6 +133,8 @@ pub struct RoutePolicy {
     pub rejections: Arc<RejectionCounts>,
     /// Its hot-key sketches (`hot_keys`).
     pub hot: Option<Arc<hotkeys::RouteHotKeys>>,
+    /// Its global limits (`global: true`), shared by the fleet through the quota store.
+    pub globals: Vec<Arc<global::GlobalLimit>>,
 }
 
 /// A cluster's concurrency limiter with its settings.
@@ -220,6 +224,8 @@ pub struct PolicyContext {
     pub workers: usize,
     /// The degradation plans switched on through the admin API (kept across reloads).
     pub active_plans: Arc<parking_lot::Mutex<std::collections::BTreeSet<String>>>,
+    /// The quota store's thread, started with the first global limit.
+    pub quota: Arc<std::sync::OnceLock<Option<Arc<global::QuotaRuntime>>>>,
 }
 
 fn new_pool(name: String, settings: &BulkheadSettings, ctx: &PolicyContext) -> Arc<Pool> {
@@ -386,6 +392,33 @@ impl Policies {
             });
             let bbr =
                 p.bbr.as_ref().and_then(|b| reuse_bbr(old.and_then(|o| o.bbr.as_ref()), b, ctx));
+            let quota = if p.global_limits.is_empty() {
+                None
+            } else {
+                ctx.quota
+                    .get_or_init(|| {
+                        global::QuotaRuntime::start()
+                            .map_err(|e| tracing::error!(error = %e, "quota thread not started"))
+                            .ok()
+                    })
+                    .clone()
+            };
+            let globals = match &quota {
+                None => Vec::new(),
+                Some(rt) => p
+                    .global_limits
+                    .iter()
+                    .filter_map(|g| {
+                        let kept = old.and_then(|o| {
+                            o.globals.iter().find(|og| og.same(g, &config.quota_store))
+                        });
+                        kept.cloned().or_else(|| {
+                            global::GlobalLimit::new(g, &config.quota_store, rt, ctx.clock.clone())
+                                .map(Arc::new)
+                        })
+                    })
+                    .collect(),
+            };
             let hot = p.hot_keys.as_ref().and_then(|h| {
                 let kept = old.and_then(|o| o.hot.as_ref()).filter(|o| o.same(h, ctx.workers));
                 kept.cloned().or_else(|| hotkeys::RouteHotKeys::new(h, ctx.workers).map(Arc::new))
@@ -400,6 +433,7 @@ impl Policies {
                 bbr,
                 rejections: counts,
                 hot,
+                globals,
             }));
         }
         let clusters = config
@@ -957,16 +991,17 @@ pub async fn admit(
         // Limits: every one must admit; the longest pacing wait of a leaky bucket is served
         // once, after all of them agreed.
         let mut wait = Duration::ZERO;
+        let by_client =
+            |k: &crate::config::LimitKey| k.parts.contains(&crate::config::KeyPart::ClientIp);
+        let client = if policy.limits.iter().any(|l| by_client(&l.config.key))
+            || policy.hot.as_ref().is_some_and(|h| by_client(&h.settings.key))
+            || policy.globals.iter().any(|g| by_client(&g.config.key))
+        {
+            classify::client_ip(view, gate.trusted)
+        } else {
+            view.peer()
+        };
         if !policy.limits.is_empty() || policy.hot.is_some() {
-            let by_client =
-                |k: &crate::config::LimitKey| k.parts.contains(&crate::config::KeyPart::ClientIp);
-            let client = if policy.limits.iter().any(|l| by_client(&l.config.key))
-                || policy.hot.as_ref().is_some_and(|h| by_client(&h.settings.key))
-            {
-                classify::client_ip(view, gate.trusted)
-            } else {
-                view.peer()
-            };
             let decided = KEY.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 if let Some(hot) = &policy.hot {
@@ -999,6 +1034,29 @@ pub async fn admit(
                 Ok(())
             });
             decided?;
+        }
+        // Global limits, after every local one agreed: lease mode judges locally, exact mode
+        // asks the store (at most its timeout).
+        for g in &policy.globals {
+            let key = KEY.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                classify::key_bytes(&g.config.key, view, client, &policy.route, &mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            });
+            let decision = if g.is_exact() {
+                g.check_exact(&key, now).await
+            } else {
+                g.check_lease(&key, class, now)
+            };
+            if let Some(d) = decision.filter(|d| !d.admitted) {
+                if let Decision::Reject(rejection) = d.to_decision() {
+                    return Err(Refusal {
+                        rejection,
+                        limit: Some(LimitInfo { name: g.config.name.clone(), quota: d.limit }),
+                        status: None,
+                    });
+                }
+            }
         }
         if !wait.is_zero() {
             if deadline_left.is_some_and(|left| left <= wait) {
