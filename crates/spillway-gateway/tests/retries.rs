@@ -688,3 +688,42 @@ async fn a_body_of_unknown_length_is_kept_when_small_and_streamed_once_when_larg
         assert!(arrivals.iter().all(|a| a.body.len() == chunks * 4096), "whole body every time");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_misses_make_one_upstream_request_and_all_get_its_answer() {
+    let log = Log::default();
+    let slow = Answer { status: 200, headers: vec![], delay: Duration::from_millis(300) };
+    let backend = scripted("origin", &[slow], &log).await;
+    let gw = Arc::new(start(&[backend], "    cache: { ttl: 1s, max_bytes: 1MB }"));
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                // One host for all (the key is host and target): the HTTP/1.1 listener, each
+                // request on its own connection (handed to the hyper path: a cached route).
+                let _ = i;
+                let (status, headers, body) = gw.get(Via::Lean).await;
+                let how = headers.get("x-spillway-cache").map(|v| v.to_str().unwrap().to_string());
+                (status, how, body)
+            })
+        })
+        .collect();
+    let mut by_how = std::collections::BTreeMap::<String, usize>::new();
+    for c in calls {
+        let (status, how, body) = c.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"origin");
+        *by_how.entry(how.unwrap_or_default()).or_default() += 1;
+    }
+    assert_eq!(taken(&log).len(), 1, "one upstream request for 100: {by_how:?}");
+    assert_eq!(by_how.get("miss"), Some(&1), "{by_how:?}");
+    // Within the ttl: a hit with its age; after it: upstream again.
+    let (_, headers, _) = gw.get(Via::Lean).await;
+    assert_eq!(headers.get("x-spillway-cache").unwrap(), "hit");
+    assert!(headers.get("age").is_some());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(gw.get(Via::Lean).await.1.get("x-spillway-cache").unwrap(), "miss");
+    assert_eq!(taken(&log).len(), 1, "after the ttl, one more upstream request");
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("spillway_cache_total{route=\"api\",result=\"hit\"} 1"), "{metrics}");
+}

@@ -321,6 +321,33 @@ pub fn render_policies(
         let _ =
             writeln!(out, "spillway_quota_grant{{limit=\"{}\"}} {grant}", escape(&g.config.name));
     }
+    out.push_str("# HELP spillway_cache_total Requests of micro-cached routes, by route and result (hit: a fresh copy; miss: went upstream; coalesced: got another request's upstream answer).\n");
+    out.push_str("# TYPE spillway_cache_total counter\n");
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(c) = policies.cache(i) {
+            for (result, n) in [("hit", &c.hits), ("miss", &c.misses), ("coalesced", &c.coalesced)]
+            {
+                let n = n.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "spillway_cache_total{{route=\"{}\",result=\"{result}\"}} {n}",
+                    escape(&route.name)
+                );
+            }
+        }
+    }
+    out.push_str("# HELP spillway_cache_bytes Bytes held by a route's micro-cache.\n");
+    out.push_str("# TYPE spillway_cache_bytes gauge\n");
+    for (i, route) in config.routes.iter().enumerate() {
+        if let Some(c) = policies.cache(i) {
+            let _ = writeln!(
+                out,
+                "spillway_cache_bytes{{route=\"{}\"}} {}",
+                escape(&route.name),
+                c.bytes()
+            );
+        }
+    }
     out.push_str("# HELP spillway_bbr_cpu CPU usage (0..1) as the BBR limiters see it.\n");
     out.push_str("# TYPE spillway_bbr_cpu gauge\n");
     let _ = writeln!(out, "spillway_bbr_cpu {cpu}");

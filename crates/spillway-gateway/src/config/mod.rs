@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use policy::{
-    BbrSettings, BreakerSettings, BudgetSettings, BulkheadSettings, ConcurrencySettings,
-    DeadlineSettings, FallbackSettings, FaultSettings, GlobalLimitConfig, GlobalMode,
-    HotKeySettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig, LimitKey, PlanAction, PlanConfig,
-    QueueDiscipline, RoutePolicyConfig, SlowSettings,
+    BbrSettings, BreakerSettings, BudgetSettings, BulkheadSettings, CacheSettings,
+    ConcurrencySettings, DeadlineSettings, FallbackSettings, FaultSettings, GlobalLimitConfig,
+    GlobalMode, HotKeySettings, IpNet, KeyPart, LimitAlgorithm, LimitConfig, LimitKey, PlanAction,
+    PlanConfig, QueueDiscipline, RoutePolicyConfig, SlowSettings,
 };
 pub use retry::{
     FailbackSettings, HedgeAfter, HedgeSettings, MirrorSettings, RetryBudgetSettings, RetryOn,

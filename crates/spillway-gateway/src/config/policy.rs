@@ -96,6 +96,56 @@ pub struct RoutePolicyConfig {
     pub hot_keys: Option<HotKeySettings>,
     /// Limits shared by the fleet through the quota store (`global: true`).
     pub global_limits: Vec<GlobalLimitConfig>,
+    /// The micro-cache of fresh GET answers, with single-flight.
+    pub cache: Option<CacheSettings>,
+}
+
+/// A route's `cache:`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheSettings {
+    /// How long an answer is served from the cache.
+    #[serde(serialize_with = "ser_duration")]
+    pub ttl: Duration,
+    /// Bound on the cached answers (one at most an eighth of it).
+    pub max_bytes: u64,
+    /// Cache requests with `Authorization` or `Cookie` too.
+    pub authorized: bool,
+}
+
+/// Checks a route's `cache:`.
+pub(super) fn cache(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: super::raw::RawCache,
+) -> Option<CacheSettings> {
+    if raw.hot_only.is_some() {
+        c.error(
+            &at(p, &[key("hot_only")]),
+            "`hot_only` is not available in this version yet: every key is cached",
+        );
+        return None;
+    }
+    let ttl = raw.ttl.map_or(Duration::from_secs(1), |d| d.0);
+    if ttl.is_zero() {
+        c.error(&at(p, &[key("ttl")]), "must be longer than zero");
+        return None;
+    }
+    let max_bytes = match raw.max_bytes {
+        None => 64 << 20,
+        Some(RawSize::Bytes(n)) => n,
+        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
+            Ok(n) => n,
+            Err(e) => {
+                c.error(&at(p, &[key("max_bytes")]), e.to_string());
+                return None;
+            }
+        },
+    };
+    if max_bytes < 8 * 1024 {
+        c.error(&at(p, &[key("max_bytes")]), "at least 8KB");
+        return None;
+    }
+    Some(CacheSettings { ttl, max_bytes, authorized: raw.authorized.unwrap_or(false) })
 }
 
 /// A route's `hot_keys:`: a heavy-hitter sketch over one key.

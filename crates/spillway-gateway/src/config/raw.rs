@@ -277,6 +277,17 @@ pub struct RawRoute {
     pub mirror: Option<RawMirror>,
     pub stale_on_error: Option<RawStaleOnError>,
     pub hot_keys: Option<RawHotKeys>,
+    pub cache: Option<RawCache>,
+}
+
+/// A route's `cache:` (the micro-cache).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub ttl: Option<ConfigDuration>,
+    pub max_bytes: Option<RawSize>,
+    pub authorized: Option<bool>,
+    pub hot_only: Option<bool>,
 }
 
 /// A route's `hot_keys:`.

@@ -561,6 +561,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             mirror: r.mirror.take(),
             stale_on_error: r.stale_on_error.take(),
             hot_keys: r.hot_keys.take(),
+            cache: r.cache.take(),
         };
         if !route_names.insert(r.name.clone()) {
             c.error(&at(&p, &[key("name")]), format!("route `{}` is defined twice", r.name));
@@ -783,6 +784,7 @@ struct RawRoutePolicy {
     mirror: Option<super::raw::RawMirror>,
     stale_on_error: Option<super::raw::RawStaleOnError>,
     hot_keys: Option<super::raw::RawHotKeys>,
+    cache: Option<super::raw::RawCache>,
 }
 
 fn route_policy(
@@ -813,6 +815,7 @@ fn route_policy(
         ("mirror", raw.mirror.is_some()),
         ("stale_on_error", raw.stale_on_error.is_some()),
         ("hot_keys", raw.hot_keys.is_some()),
+        ("cache", raw.cache.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -1045,6 +1048,7 @@ fn route_policy(
             .and_then(|s| super::retry::stale_on_error(c, &at(p, &[key("stale_on_error")]), s)),
         hot_keys,
         global_limits,
+        cache: raw.cache.take().and_then(|r| policy::cache(c, &at(p, &[key("cache")]), r)),
     }
 }
 

@@ -200,6 +200,8 @@ pub struct Policies {
     pub mirrors: Vec<Option<Arc<mirror::RouteMirror>>>,
     /// Each cluster's gutter (by cluster index), and requests sent there instead.
     pub gutters: Vec<Option<(usize, Arc<AtomicU64>)>>,
+    /// Micro-caches by route index (`cache`).
+    pub caches: Vec<Option<Arc<crate::proxy::cache::RouteCache>>>,
     /// Stale copies by route index (`stale_on_error`), with their settings.
     pub stale: Vec<Option<(crate::config::StaleSettings, Arc<crate::proxy::stale::StaleCache>)>>,
 }
@@ -520,6 +522,20 @@ impl Policies {
             has_plans: !config.plans.is_empty(),
             retries,
             mirrors: mirror::build(config, previous.map(|(p, c)| (&p.mirrors[..], c))),
+            caches: config
+                .routes
+                .iter()
+                .map(|r| {
+                    let settings = r.policy.cache.as_ref()?;
+                    let kept = previous.and_then(|(p, pc)| {
+                        let i = pc.routes.iter().position(|o| o.name == r.name)?;
+                        p.caches.get(i)?.as_ref().filter(|c| c.settings == *settings).cloned()
+                    });
+                    Some(kept.unwrap_or_else(|| {
+                        Arc::new(crate::proxy::cache::RouteCache::new(settings))
+                    }))
+                })
+                .collect(),
             stale: config
                 .routes
                 .iter()
@@ -594,6 +610,12 @@ impl Policies {
             }
             _ => false,
         }
+    }
+
+    /// The micro-cache of `route`, if it has one.
+    #[inline]
+    pub fn cache(&self, route: usize) -> Option<&Arc<crate::proxy::cache::RouteCache>> {
+        self.caches.get(route)?.as_ref()
     }
 
     /// The stale copies of `route`, if it keeps them (`stale_on_error`).

@@ -15,6 +15,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod cache;
 pub mod conn_info;
 pub mod errors;
 pub mod headers;
@@ -172,6 +173,16 @@ async fn proxy(
     };
     // Traffic recording: one `Option` check unless the route has `record:` (see `record`).
     let capture = route.recorder.as_ref().and_then(|r| r.begin(&req));
+    // The micro-cache: GET and HEAD without `Range` (nor credentials, unless allowed).
+    let route_cache = snap.policies.cache(route.index);
+    let cache_key = route_cache.and_then(|c| {
+        if !crate::proxy::cache::request_cacheable(req.headers(), &c.settings) {
+            return None;
+        }
+        let host = route::request_host(req.uri(), req.headers());
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        StaleKey::for_request(req.method(), host, target)
+    });
     // Stale copies (`stale_on_error`): GET and HEAD without `Range`, keyed by host and target.
     let stale_key = snap.policies.stale(route.index).and_then(|_| {
         if req.headers().contains_key(header::RANGE) {
@@ -483,6 +494,40 @@ async fn proxy(
             admission.finish(outcome, worker.shared.now());
         }
         return (resp, None);
+    }
+
+    // The micro-cache answers a fresh copy, or the answer of the request already fetching this
+    // key; otherwise this request leads the fetch and the waiters get its answer.
+    let mut flight = None;
+    if let (Some(cache), Some(key)) = (route_cache, &cache_key) {
+        match cache.lookup(key, start) {
+            crate::proxy::cache::Lookup::Hit(hit) => {
+                if let Some((admission, _, _)) = admitted {
+                    admission.finish(Some(hit.status), worker.shared.now());
+                }
+                let age = hit.age_header_value();
+                return (
+                    cached_response(hit.status, &hit.headers, hit.body, "hit", Some(age)),
+                    None,
+                );
+            }
+            crate::proxy::cache::Lookup::Wait(rx) => {
+                if let Ok(Ok(Some(answer))) = tokio::time::timeout(remaining(start), rx).await {
+                    cache.coalesced.fetch_add(1, Relaxed);
+                    if let Some((admission, _, _)) = admitted {
+                        admission.finish(Some(answer.status), worker.shared.now());
+                    }
+                    let body = answer.body.clone();
+                    return (
+                        cached_response(answer.status, &answer.headers, body, "coalesced", None),
+                        None,
+                    );
+                }
+                // The leader's answer could not be shared: fetch it ourselves.
+                cache.misses.fetch_add(1, Relaxed);
+            }
+            crate::proxy::cache::Lookup::Lead(f) => flight = Some(f),
+        }
     }
 
     let pool = &worker.pool;
@@ -844,6 +889,18 @@ async fn proxy(
     } else {
         ResponseBody::upstream(body, conn_back, body_deadline)
     };
+    // The micro-cache's leader keeps a fresh answer (when it ends cleanly) and hands it to the
+    // requests that waited; any other answer releases them (dropping the flight).
+    let body = match flight {
+        Some(flight) if crate::proxy::cache::answer_cacheable(parts.status, &parts.headers) => {
+            parts.headers.insert("x-spillway-cache", HeaderValue::from_static("miss"));
+            let (status, headers) = (parts.status.as_u16(), parts.headers.clone());
+            let at = worker.shared.now();
+            let limit = flight.cache().max_entry_bytes();
+            body.captured(limit, move |bytes| flight.finish(status, &headers, bytes, at))
+        }
+        _ => body,
+    };
     // A good GET answer is kept (when it ends cleanly) for `stale_on_error`.
     let body = match (snap.policies.stale(route.index), stale_key) {
         (Some(cache), Some(key)) if keeps_stale_copy(&parts, &key) => {
@@ -877,6 +934,26 @@ fn keeps_stale_copy(parts: &http::response::Parts, key: &StaleKey) -> bool {
             })
         })
     })
+}
+
+/// An answer from the micro-cache: `x-spillway-cache: hit` (with `Age`) or `coalesced`.
+fn cached_response(
+    status: u16,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+    how: &'static str,
+    age: Option<HeaderValue>,
+) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    for (name, value) in headers {
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
+    if let Some(age) = age {
+        resp.headers_mut().insert(header::AGE, age);
+    }
+    resp.headers_mut().insert("x-spillway-cache", HeaderValue::from_static(how));
+    resp
 }
 
 /// The route's stale copy of this request's answer, served in place of a failure, with

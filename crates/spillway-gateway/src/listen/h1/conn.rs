@@ -454,6 +454,7 @@ impl Conn<'_> {
                 || snap.failback_queue(proxied.index).is_some()
                 || snap.policies.mirror(proxied.index).is_some()
                 || snap.policies.stale(proxied.index).is_some()
+                || snap.policies.cache(proxied.index).is_some()
                 || snap
                     .config
                     .routes
