@@ -229,6 +229,7 @@ fn inspect_policies(config: &Config, source: &str, out: &mut Vec<Problem>) {
         }
         inspect_deadline(config, source, i, r, out);
         inspect_retries(config, source, i, r, out);
+        inspect_global_limits(config, source, i, r, out);
     }
     inspect_cluster_request_vs_deadlines(config, source, out);
     for (name, level) in &config.levels {
@@ -271,6 +272,47 @@ fn inspect_policies(config: &Config, source: &str, out: &mut Vec<Problem>) {
                      for; raise the level or shrink the bulkheads",
                     parts.join(" + "),
                     level.max_concurrent
+                ),
+            );
+        }
+    }
+}
+
+/// A route's global limits: without a Redis store each gateway counts alone; exact mode costs
+/// one store call per request, which high rates should not pay.
+fn inspect_global_limits(
+    config: &Config,
+    source: &str,
+    i: usize,
+    r: &RouteConfig,
+    out: &mut Vec<Problem>,
+) {
+    // (Validation split local and global limits: the warning names the limit and points at the
+    // route's `limits`.)
+    let entry = [key("routes"), Seg::Index(i), key("limits")];
+    for g in &r.policy.global_limits {
+        if config.quota_store.redis.is_empty() {
+            warn(
+                out,
+                source,
+                &entry,
+                format!(
+                    "global limit `{}` has no `quota_store.redis`: an in-process store is used, so \
+                     each gateway counts alone (set quota_store.redis for a fleet)",
+                    g.name
+                ),
+            );
+        }
+        let per_second = g.permits as f64 / g.period.as_secs_f64();
+        if matches!(g.mode, GlobalMode::Exact { .. }) && per_second > 1000.0 {
+            warn(
+                out,
+                source,
+                &entry,
+                format!(
+                    "global limit `{}` is exact at {per_second:.0}/s: one store call per request; \
+                     `mode: lease` enforces high rates without a call per request",
+                    g.name
                 ),
             );
         }

@@ -730,3 +730,17 @@ fn global_limit_mistakes_are_refused_with_their_key() {
             .unwrap();
     assert_eq!(ok.routes[0].policy.global_limits.len(), 1);
 }
+
+#[test]
+fn global_limits_without_redis_or_exact_at_high_rates_are_warned_about() {
+    let last = "      - { key: query:user, algorithm: leaky_bucket, rate: 10/s, queue: 20, max_wait: 100ms }\n";
+    let text = edit(
+        last,
+        &format!("{last}      - {{ name: fleet, key: route, global: true, mode: exact, rate: 5000/s }}\n"),
+    );
+    let config = parse(&text).unwrap();
+    let reasons: Vec<&str> = config.warnings.iter().map(|w| w.reason.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("in-process store")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("mode: lease")), "{reasons:?}");
+    assert!(config.warnings.iter().all(|w| w.key == "routes[0].limits"), "{:?}", config.warnings);
+}
