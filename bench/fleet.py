@@ -11,7 +11,10 @@ per gateway, the 2xx and 429 counters from /metrics and its lease grant, and Red
   F1 accuracy  the fleet's admitted rate over the measured window is within ±3 % of CAPACITY;
   F2 fairness  each gateway's grant is within 10 % (or 5 req/s) of the max-min fair share of
                its measured demand;
-  F3 cost      Redis commands per admitted request ≤ 0.01.
+  F3 cost      Redis commands per admitted request ≤ 0.01;
+  F4 outage    then Redis is killed for 8 s and started again on the same port: no gateway
+               answers a 5xx meanwhile (only 2xx and 429), every gateway reports its store down
+               within 2 s of the kill, and up again within 5 s of the restart.
 
 Writes DIR/fleet.json. Exit status 1 when a check fails.
 
@@ -97,7 +100,7 @@ def main():
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lib._started.append(redis)
     time.sleep(0.5)
-    total = args.seconds + 10
+    total = args.seconds + 25
     lib.start(["backend", "--concurrency", "200", "--service-time", "1ms", "--listen",
                f"127.0.0.1:{BACKEND}", "-d", f"{total + 30}s"], os.path.join(out, "backend.log"))
     lib.wait_status(f"http://127.0.0.1:{BACKEND}/stats")
@@ -129,6 +132,36 @@ def main():
     first = sample()
     time.sleep(args.seconds - warm)
     last = sample()
+
+    # F4: Redis goes away for 8 s.
+    def store_up():
+        return [lib.metric_sum(a, "spillway_quota_store_up", {"limit": "fleet"}) for a in ADMINS]
+
+    def errors_5xx():
+        return sum(sum(lib.metric_sum(a, "spillway_requests_total", {"code": str(c)}) or 0
+                       for c in (500, 502, 503, 504)) for a in ADMINS)
+
+    before_5xx = errors_5xx()
+    redis.kill()
+    redis.wait()
+    killed = time.time()
+    down_after = None
+    while time.time() - killed < 8:
+        if down_after is None and all(u == 0 for u in store_up()):
+            down_after = time.time() - killed
+        time.sleep(0.1)
+    redis2 = subprocess.Popen(["redis-server", "--port", str(REDIS), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lib._started.append(redis2)
+    restarted = time.time()
+    up_after = None
+    while time.time() - restarted < 10:
+        if all(u == 1 for u in store_up()):
+            up_after = time.time() - restarted
+            break
+        time.sleep(0.1)
+    outage_5xx = errors_5xx() - before_5xx
     for load in loads:
         load.wait(timeout=total + 30)
     secs = last["t"] - first["t"]
@@ -154,13 +187,19 @@ def main():
     per_req = cmds / max(1, sum(ok))
     v3 = "PASS" if per_req <= 0.01 else "FAIL"
     print(f"F3 cost: {cmds} Redis commands for {sum(ok)} admitted = {per_req:.4f} per request  {v3}")
-    for v, tag in ((v1, "F1"), (v2, "F2"), (v3, "F3")):
+    v4 = ("PASS" if outage_5xx == 0 and down_after is not None and down_after <= 2.0
+          and up_after is not None and up_after <= 5.0 else "FAIL")
+    shown = lambda x: "never" if x is None else f"{x:.1f}s"  # noqa: E731
+    print(f"F4 outage: store down reported {shown(down_after)} after the kill, up "
+          f"{shown(up_after)} after the restart; {outage_5xx} 5xx meanwhile  {v4}")
+    for v, tag in ((v1, "F1"), (v2, "F2"), (v3, "F3"), (v4, "F4")):
         if v == "FAIL":
             failures.append(tag)
     with open(os.path.join(out, "fleet.json"), "w") as f:
         json.dump({"capacity": args.capacity, "secs": secs, "demand": demand, "ok": ok,
                    "refused": refused, "grants": last["grant"], "ideal": ideal,
-                   "redis_commands": cmds}, f, indent=1)
+                   "redis_commands": cmds, "outage": {"down_after_s": down_after,
+                   "up_after_s": up_after, "errors_5xx": outage_5xx}}, f, indent=1)
     print(f"raw data: {out}")
     if failures:
         print("FAILED: " + ", ".join(failures))
