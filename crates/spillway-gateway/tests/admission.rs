@@ -1197,6 +1197,50 @@ async fn hot_keys_are_listed_and_a_hot_only_limit_spares_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_stream_sends_a_snapshot_a_second_whose_counters_move_with_traffic() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gw::start(
+        "",
+        "",
+        &api("    limits: [{ key: route, algorithm: token_bucket, rate: 1000/s }]\n"),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    s.write_all(b"GET /admin/stream HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    let mut snapshots: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sent = false;
+    while snapshots.len() < 2 {
+        assert!(Instant::now() < deadline, "no second snapshot: {text}");
+        let mut buf = [0u8; 65536];
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "stream closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        while let Some(start) = text.find("data: ") {
+            let Some(end) = text[start..].find("\n\n") else { break };
+            let json = text[start + 6..start + end].to_string();
+            text.drain(..start + end + 2);
+            snapshots.push(serde_json::from_str(&json).unwrap());
+        }
+        if snapshots.len() == 1 && !sent {
+            // Traffic between the two snapshots.
+            for _ in 0..5 {
+                gw.call(Via::Lean, "/", &[]).await;
+            }
+            sent = true;
+        }
+    }
+    let ok = |v: &Value| v["routes"][0]["answers"]["2xx"].as_u64().unwrap();
+    assert_eq!(ok(&snapshots[1]) - ok(&snapshots[0]), 5, "{:?}", snapshots[1]["routes"]);
+    assert!(snapshots[1]["policies"]["routes"].is_array());
+    assert!(snapshots[1]["clusters"][0]["endpoints"].is_array());
+    assert!(snapshots[1]["unix_ms"].as_u64().unwrap() > snapshots[0]["unix_ms"].as_u64().unwrap());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breaker_counts_only_its_failure_statuses() {
     let gw = Gw::start(
         "",

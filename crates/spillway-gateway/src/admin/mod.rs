@@ -9,11 +9,12 @@
 //! implements, so the admin API does not import the gateway that starts it.
 
 pub mod metrics;
+pub mod stream;
 
 use crate::state::Shared;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -29,6 +30,9 @@ pub trait AdminControl: Send + Sync + 'static {
     /// Reloads the config file; returns the new generation or why it was refused.
     fn reload(&self, trigger: &str) -> Result<u64, String>;
 }
+
+/// A response body of the admin API: a whole document, or the event stream.
+pub type AdminBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// Serves the admin API on `listener` until the process stops.
 pub async fn serve<C: AdminControl>(listener: tokio::net::TcpListener, control: Arc<C>) {
@@ -53,14 +57,14 @@ fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+) -> Response<AdminBody> {
+    let mut resp = Response::new(Full::new(body.into()).boxed());
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<AdminBody> {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     respond(status, "application/json", text)
@@ -80,7 +84,7 @@ fn token_matches(given: &str, token: &str) -> bool {
 async fn handle<C: AdminControl>(
     control: Arc<C>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<AdminBody>, Infallible> {
     let shared = control.shared();
     let path = req.uri().path();
     if path.starts_with("/admin/") {
@@ -158,6 +162,13 @@ async fn handle<C: AdminControl>(
         (&Method::GET, "/admin/policies") => {
             let snap = shared.snapshot.load();
             json(StatusCode::OK, &snap.policies.view(&snap.config, shared.now()))
+        }
+        (&Method::GET, "/admin/stream") => {
+            let mut resp = Response::new(stream::SnapshotStream::new(control.clone()).boxed());
+            let headers = resp.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
         }
         (&Method::GET, "/admin/hotkeys") => {
             // `?route=NAME` narrows the answer to one route.
@@ -241,7 +252,7 @@ async fn handle<C: AdminControl>(
 /// live snapshot at once; the switch outlives reloads, and restarts when `state_dir` is set
 /// (the active set is saved to `STATE_DIR/plans.json`). A failed save answers 500 with
 /// `"persisted": false` and the error; the switch applies all the same.
-fn switch_plan(shared: &Shared, path: &str) -> Response<Full<Bytes>> {
+fn switch_plan(shared: &Shared, path: &str) -> Response<AdminBody> {
     let rest = path.trim_start_matches("/admin/plans/");
     let (name, on) = match rest.rsplit_once('/') {
         Some((name, "activate")) => (name, true),
