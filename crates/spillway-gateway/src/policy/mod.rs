@@ -200,6 +200,9 @@ pub struct Policies {
     pub mirrors: Vec<Option<Arc<mirror::RouteMirror>>>,
     /// Each cluster's gutter (by cluster index), and requests sent there instead.
     pub gutters: Vec<Option<(usize, Arc<AtomicU64>)>>,
+    /// Routes only the hyper path serves (hedging, failback, mirror, broadcast, stale copies,
+    /// micro-cache), by route index: one lookup for the lean path's hand-over decision.
+    pub hyper_only: Vec<bool>,
     /// Micro-caches by route index (`cache`).
     pub caches: Vec<Option<Arc<crate::proxy::cache::RouteCache>>>,
     /// Stale copies by route index (`stale_on_error`), with their settings.
@@ -522,6 +525,19 @@ impl Policies {
             has_plans: !config.plans.is_empty(),
             retries,
             mirrors: mirror::build(config, previous.map(|(p, c)| (&p.mirrors[..], c))),
+            hyper_only: config
+                .routes
+                .iter()
+                .map(|r| {
+                    let p = &r.policy;
+                    (p.strategy == crate::config::Strategy::Forking && p.hedge.is_some())
+                        || p.failback.is_some()
+                        || p.mirror.is_some()
+                        || p.stale_on_error.is_some()
+                        || p.cache.is_some()
+                        || p.strategy == crate::config::Strategy::Broadcast
+                })
+                .collect(),
             caches: config
                 .routes
                 .iter()
@@ -610,6 +626,12 @@ impl Policies {
             }
             _ => false,
         }
+    }
+
+    /// Whether only the hyper path serves `route` (see [`Policies::hyper_only`]).
+    #[inline]
+    pub fn hyper_only(&self, route: usize) -> bool {
+        self.hyper_only.get(route).copied().unwrap_or(false)
     }
 
     /// The micro-cache of `route`, if it has one.

@@ -447,19 +447,9 @@ impl Conn<'_> {
         };
         if let Some(proxied @ Route { action: Action::Proxy { cluster, .. }, .. }) = route {
             let protocol = snap.clusters.get(*cluster).map(|c| c.config.protocol);
-            // Hedged routes race several upstream tries: hyper's path does that.
-            // So do failback routes (their queue is written off the event loop) and failsafe
-            // routes (their mirror copies are sent from tasks of their own).
-            let hyper_only = snap.policies.retry(proxied.index).is_some_and(|r| r.hedge.is_some())
-                || snap.failback_queue(proxied.index).is_some()
-                || snap.policies.mirror(proxied.index).is_some()
-                || snap.policies.stale(proxied.index).is_some()
-                || snap.policies.cache(proxied.index).is_some()
-                || snap
-                    .config
-                    .routes
-                    .get(proxied.index)
-                    .is_some_and(|r| r.policy.strategy == crate::config::Strategy::Broadcast);
+            // Hedging, failback, mirrors, broadcast, stale copies and the micro-cache are
+            // served by hyper's path (one precomputed flag per route: `Policies::hyper_only`).
+            let hyper_only = snap.policies.hyper_only(proxied.index);
             if proxied.recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) || hyper_only
             {
                 return Step::Handoff;
@@ -907,19 +897,23 @@ impl Conn<'_> {
                     } else {
                         Outcome::Success
                     };
-                    let bytes = ubuf.filled();
-                    let find = |name: &[u8]| {
-                        ufields
-                            .iter()
-                            .find(|f| f.name.of(bytes).eq_ignore_ascii_case(name))
-                            .map(|f| f.value.of(bytes))
-                    };
-                    let answered = TryResult::Answered {
-                        status: response.status,
-                        retry_after: find(b"retry-after"),
-                        grpc_pushback: find(b"grpc-retry-pushback-ms"),
-                    };
-                    (Some(outcome), Some(answered))
+                    // The hints are looked up only where a retry may follow (a scan of the
+                    // response head's fields the fast path does not pay).
+                    let answered = retry.map(|_| {
+                        let bytes = ubuf.filled();
+                        let find = |name: &[u8]| {
+                            ufields
+                                .iter()
+                                .find(|f| f.name.of(bytes).eq_ignore_ascii_case(name))
+                                .map(|f| f.value.of(bytes))
+                        };
+                        TryResult::Answered {
+                            status: response.status,
+                            retry_after: find(b"retry-after"),
+                            grpc_pushback: find(b"grpc-retry-pushback-ms"),
+                        }
+                    });
+                    (Some(outcome), answered)
                 }
             };
             if let Some(outcome) = outcome {
