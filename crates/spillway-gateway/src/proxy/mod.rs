@@ -744,16 +744,20 @@ async fn proxy(
                 cluster.record(endpoint, outcome, latency, now);
                 let ok = outcome == Outcome::Success;
                 worker.picked_done(snap.generation, cluster_index, done.picked, latency, ok, now);
-                if let Some(r) = retry {
+                // The hints are looked up only where a retry may follow.
+                retry.map(|r| {
                     r.observe(worker.id, latency, now);
-                }
-                Some(TryResult::Answered {
-                    status: resp.status().as_u16(),
-                    retry_after: resp.headers().get(header::RETRY_AFTER).map(HeaderValue::as_bytes),
-                    grpc_pushback: resp
-                        .headers()
-                        .get(&GRPC_RETRY_PUSHBACK)
-                        .map(HeaderValue::as_bytes),
+                    TryResult::Answered {
+                        status: resp.status().as_u16(),
+                        retry_after: resp
+                            .headers()
+                            .get(header::RETRY_AFTER)
+                            .map(HeaderValue::as_bytes),
+                        grpc_pushback: resp
+                            .headers()
+                            .get(&GRPC_RETRY_PUSHBACK)
+                            .map(HeaderValue::as_bytes),
+                    }
                 })
             }
         };
