@@ -9,10 +9,9 @@
 use super::duration::ConfigDuration;
 use super::locate::Seg;
 use super::raw::{
-    RawBbr, RawBudget, RawBulkhead, RawConcurrency, RawLimit, RawOverload, RawRates, RawSize,
-    RawSlow,
+    RawBbr, RawBudget, RawBulkhead, RawConcurrency, RawLimit, RawOverload, RawRates, RawSlow,
 };
-use super::validate::{at, key, nearest, Checker};
+use super::validate::{at, byte_size, key, nearest, Checker};
 use serde::{Serialize, Serializer};
 use spillway_core::bulkhead::BulkheadConfig;
 use spillway_core::overload::{BbrConfig, CpuUsage};
@@ -132,14 +131,7 @@ pub(super) fn cache(
     }
     let max_bytes = match raw.max_bytes {
         None => 64 << 20,
-        Some(RawSize::Bytes(n)) => n,
-        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
-            Ok(n) => n,
-            Err(e) => {
-                c.error(&at(p, &[key("max_bytes")]), e.to_string());
-                return None;
-            }
-        },
+        Some(size) => byte_size(c, &at(p, &[key("max_bytes")]), size)?,
     };
     if max_bytes < 8 * 1024 {
         c.error(&at(p, &[key("max_bytes")]), "at least 8KB");
@@ -1311,14 +1303,7 @@ pub(super) fn budget(c: &mut Checker<'_>, p: &[Seg], raw: RawBudget) -> Option<B
 pub(super) fn slow(c: &mut Checker<'_>, p: &[Seg], raw: RawSlow) -> Option<SlowSettings> {
     let body_over = match raw.body_over {
         None => None,
-        Some(RawSize::Bytes(n)) => Some(n),
-        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                c.error(&at(p, &[key("body_over")]), e.to_string());
-                return None;
-            }
-        },
+        Some(size) => Some(byte_size(c, &at(p, &[key("body_over")]), size)?),
     };
     let header = raw.header.map(|h| h.to_ascii_lowercase());
     if let Some(h) = &header {

@@ -8,7 +8,7 @@
 
 use super::locate::Seg;
 use super::raw::{RawRetries, RawRetryBudget, RawRetryOn, RawSize};
-use super::validate::{at, key, nearest, Checker};
+use super::validate::{at, byte_size, key, nearest, Checker};
 use serde::Serialize;
 use spillway_core::retry::{
     Backoff, Jitter, RetryBudget, RetryBudgetConfig, RetryConfigError, RetryRules,
@@ -107,14 +107,7 @@ pub(super) fn mirror(
     }
     let max_body = match raw.max_body {
         None => DEFAULT_MAX_REPLAY_BODY,
-        Some(RawSize::Bytes(n)) => n,
-        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
-            Ok(n) => n,
-            Err(e) => {
-                c.error(&at(p, &[key("max_body")]), e.to_string());
-                return None;
-            }
-        },
+        Some(size) => byte_size(c, &at(p, &[key("max_body")]), size)?,
     };
     let max_in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MIRROR_IN_FLIGHT);
     if max_in_flight == 0 {
@@ -165,13 +158,8 @@ pub(super) fn failback(
             return None;
         }
     };
-    let size = |c: &mut Checker<'_>, k: &str, raw: Option<RawSize>, default: u64| match raw {
-        None => default,
-        Some(RawSize::Bytes(n)) => n,
-        Some(RawSize::Text(t)) => spillway_record::size::parse_bytes(&t).unwrap_or_else(|e| {
-            c.error(&at(p, &[key(k)]), e.to_string());
-            default
-        }),
+    let size = |c: &mut Checker<'_>, k: &str, raw: Option<RawSize>, default: u64| {
+        raw.and_then(|size| byte_size(c, &at(p, &[key(k)]), size)).unwrap_or(default)
     };
     let max_bytes = size(c, "max_bytes", raw.max_bytes, DEFAULT_FAILBACK_MAX_BYTES);
     let max_body = size(c, "max_body", raw.max_body, DEFAULT_FAILBACK_MAX_BODY);
@@ -534,14 +522,9 @@ pub(super) fn retries(c: &mut Checker<'_>, p: &[Seg], raw: RawRetries) -> Option
     let max_retry_after = raw.max_retry_after.map_or(DEFAULT_MAX_RETRY_AFTER, |d| d.0);
     let max_body = match raw.max_body {
         None => DEFAULT_MAX_REPLAY_BODY,
-        Some(RawSize::Bytes(n)) => n,
-        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
-            Ok(n) => n,
-            Err(e) => {
-                c.error(&at(p, &[key("max_body")]), e.to_string());
-                DEFAULT_MAX_REPLAY_BODY
-            }
-        },
+        Some(size) => {
+            byte_size(c, &at(p, &[key("max_body")]), size).unwrap_or(DEFAULT_MAX_REPLAY_BODY)
+        }
     };
     (c.problem_count() == before).then_some(RetrySettings {
         attempts,
@@ -598,14 +581,7 @@ pub(super) fn stale_on_error(
     }
     let max_bytes = match raw.max_bytes {
         None => DEFAULT_STALE_MAX_BYTES,
-        Some(RawSize::Bytes(n)) => n,
-        Some(RawSize::Text(t)) => match spillway_record::size::parse_bytes(&t) {
-            Ok(n) => n,
-            Err(e) => {
-                c.error(&at(p, &[key("max_bytes")]), e.to_string());
-                return None;
-            }
-        },
+        Some(size) => byte_size(c, &at(p, &[key("max_bytes")]), size)?,
     };
     if max_bytes < 8 * 1024 {
         c.error(&at(p, &[key("max_bytes")]), "at least 8KB");

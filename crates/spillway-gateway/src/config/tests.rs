@@ -677,6 +677,13 @@ fn retry_mistakes_are_refused_with_their_key() {
     refused(&text, "routes[0].hedge", "hedge: { after: p95 }", "used by `strategy: forking`");
     let text = with_retries("    strategy: failovr");
     refused(&text, "routes[0].strategy", "strategy: failovr", "did you mean `failover`?");
+    // Byte sizes are read alike wherever they stand.
+    let text = with_retries("    retries: { max_body: 64QB }");
+    refused(&text, "routes[0].retries.max_body", "max_body: 64QB", "unit must be one of");
+    let text = with_retries("    mirror: { cluster: users, max_body: lots }");
+    refused(&text, "routes[0].mirror.max_body", "max_body: lots", "expected e.g. 4KB");
+    let text = with_retries("    stale_on_error: { max_bytes: 1XB }");
+    refused(&text, "routes[0].stale_on_error.max_bytes", "max_bytes: 1XB", "unit must be");
 }
 
 #[test]

@@ -149,6 +149,20 @@ pub(super) fn at(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
     path.iter().chain(more).cloned().collect()
 }
 
+/// Reads a byte size (`65536` or `64KB`); reports an unreadable one at `path` and gives `None`.
+pub(super) fn byte_size(c: &mut Checker<'_>, path: &[Seg], raw: RawSize) -> Option<u64> {
+    match raw {
+        RawSize::Bytes(n) => Some(n),
+        RawSize::Text(text) => match spillway_record::size::parse_bytes(&text) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                c.error(path, e.to_string());
+                None
+            }
+        },
+    }
+}
+
 fn parse_addr(c: &mut Checker<'_>, path: &[Seg], text: &str) -> Option<SocketAddr> {
     match text.parse::<SocketAddr>() {
         Ok(a) => Some(a),
