@@ -356,3 +356,38 @@ async fn incoming_deadlines_are_honoured_and_the_rest_passed_on() {
     })
     .await;
 }
+
+/// A request without a host (HTTP/1.0) to an HTTP/2 cluster takes the endpoint's address as
+/// `:authority` and keeps its path, on a plain route and on one that retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_host_reaches_an_http2_upstream_with_its_path() {
+    let (b, _) = backend("b").await;
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+clusters:
+  - {{ name: h2, protocol: http2, endpoints: [{{ address: "{b}" }}], timeouts: {{ request: 5s }} }}
+routes:
+  - name: retried
+    match: {{ headers: [{{ name: x-retried, present: true }}] }}
+    cluster: h2
+    strategy: failover
+  - {{ name: plain, cluster: h2 }}
+"#
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    for (path, route) in [("/headers", ""), ("/headers?x=1", "x-retried: 1\r\n")] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.0\r\n{route}\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{answer}"
+        );
+        assert!(answer.contains(&format!("path: http://{b}{path}\n")), "{answer}");
+    }
+}

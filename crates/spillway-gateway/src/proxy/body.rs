@@ -125,6 +125,15 @@ impl Body for ProxyBody {
 }
 
 impl ProxyBody {
+    /// A body sending a copy of kept bytes (none for an empty body).
+    pub fn kept(bytes: Bytes) -> ProxyBody {
+        if bytes.is_empty() {
+            ProxyBody::Empty
+        } else {
+            ProxyBody::Buffered(Some(bytes))
+        }
+    }
+
     /// Puts `capture` on the body going upstream: a request without a body is recorded now;
     /// otherwise the body is teed and recorded when it ends or is dropped.
     pub fn teed(self, capture: Capture) -> ProxyBody {

@@ -604,13 +604,8 @@ async fn proxy(
             if retry.is_some() {
                 parts.headers.insert(&X_SPILLWAY_ATTEMPT, HeaderValue::from(started));
             }
-            if cluster.config.protocol == UpstreamProtocol::Http2 && parts.uri.authority().is_none()
-            {
-                let mut up = std::mem::take(&mut parts.uri).into_parts();
-                up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
-                if let Ok(uri) = Uri::from_parts(up) {
-                    parts.uri = uri;
-                }
+            if cluster.config.protocol == UpstreamProtocol::Http2 {
+                fill_authority(&mut parts.uri, addr);
             }
             // The first try takes the body itself; a later one a copy of the kept body.
             let try_body = match body.take() {
@@ -622,12 +617,7 @@ async fn proxy(
             };
             // Without retries the request is moved; with them each try sends a copy.
             let up_req = if keep_request {
-                let mut copy = Request::new(try_body);
-                *copy.method_mut() = parts.method.clone();
-                *copy.uri_mut() = parts.uri.clone();
-                *copy.version_mut() = parts.version;
-                *copy.headers_mut() = parts.headers.clone();
-                copy
+                copy_request(&parts, try_body)
             } else {
                 let only = std::mem::replace(&mut parts, Request::new(()).into_parts().0);
                 Request::from_parts(only, try_body)
@@ -1148,21 +1138,9 @@ async fn broadcast_all(
         .map(|&i| {
             let endpoint = &cluster.endpoints[i];
             let addr = endpoint.address;
-            let mut copy = Request::new(if body.is_empty() {
-                ProxyBody::Empty
-            } else {
-                ProxyBody::Buffered(Some(body.clone()))
-            });
-            *copy.method_mut() = parts.method.clone();
-            *copy.uri_mut() = parts.uri.clone();
-            *copy.version_mut() = parts.version;
-            *copy.headers_mut() = parts.headers.clone();
-            if protocol == UpstreamProtocol::Http2 && copy.uri().authority().is_none() {
-                let mut up = std::mem::take(copy.uri_mut()).into_parts();
-                up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
-                if let Ok(uri) = Uri::from_parts(up) {
-                    *copy.uri_mut() = uri;
-                }
+            let mut copy = copy_request(parts, ProxyBody::kept(body.clone()));
+            if protocol == UpstreamProtocol::Http2 {
+                fill_authority(copy.uri_mut(), addr);
             }
             endpoint.in_flight.fetch_add(1, Relaxed);
             let in_flight = InFlight(endpoint);
@@ -1261,6 +1239,33 @@ async fn broadcast_all(
     }
 }
 
+/// A new request with `parts`' method, URI, version and headers, sending `body`: each try,
+/// broadcast send and mirror copy of a kept request.
+fn copy_request(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
+    let mut copy = Request::new(body);
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = parts.version;
+    *copy.headers_mut() = parts.headers.clone();
+    copy
+}
+
+/// Gives a URI without an authority the endpoint's address as one (and `http` as its scheme,
+/// `/` as its path where missing): an HTTP/2 request needs `:scheme` and `:authority`. A URI
+/// that cannot take them is left as it was.
+fn fill_authority(uri: &mut Uri, addr: std::net::SocketAddr) {
+    if uri.authority().is_some() {
+        return;
+    }
+    let mut up = uri.clone().into_parts();
+    up.scheme.get_or_insert(http::uri::Scheme::HTTP);
+    up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
+    up.path_and_query.get_or_insert(http::uri::PathAndQuery::from_static("/"));
+    if let Ok(filled) = Uri::from_parts(up) {
+        *uri = filled;
+    }
+}
+
 /// One endpoint's send of a broadcast: its index and result.
 type BroadcastSend<'a> = Pin<Box<dyn Future<Output = (usize, BroadcastResult)> + 'a>>;
 
@@ -1278,15 +1283,7 @@ fn send_mirror(
     body: Bytes,
 ) {
     let Some(slot) = mirror.start() else { return };
-    let mut copy = Request::new(if body.is_empty() {
-        ProxyBody::Empty
-    } else {
-        ProxyBody::Buffered(Some(body))
-    });
-    *copy.method_mut() = parts.method.clone();
-    *copy.uri_mut() = parts.uri.clone();
-    *copy.version_mut() = parts.version;
-    *copy.headers_mut() = parts.headers.clone();
+    let mut copy = copy_request(parts, ProxyBody::kept(body));
     copy.headers_mut().insert(crate::policy::mirror::MIRROR_HEADER, HeaderValue::from_static("1"));
     let worker = worker.clone();
     let shadow = mirror.cluster;
@@ -1304,14 +1301,7 @@ fn send_mirror(
         if protocol == UpstreamProtocol::Http2 {
             copy.headers_mut().remove(header::HOST);
             *copy.version_mut() = Version::HTTP_2;
-            if copy.uri().authority().is_none() {
-                let mut up = std::mem::take(copy.uri_mut()).into_parts();
-                up.scheme = Some(http::uri::Scheme::HTTP);
-                up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
-                if let Ok(uri) = Uri::from_parts(up) {
-                    *copy.uri_mut() = uri;
-                }
-            }
+            fill_authority(copy.uri_mut(), addr);
         } else {
             *copy.version_mut() = Version::HTTP_11;
         }
@@ -1378,4 +1368,22 @@ fn rendered_response(rendered: crate::policy::render::Rendered) -> Response<Resp
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_authority;
+    use http::Uri;
+
+    #[test]
+    fn an_origin_form_uri_gets_the_endpoint_as_authority_and_keeps_its_path() {
+        let addr = "127.0.0.1:9000".parse().unwrap();
+        let mut uri: Uri = "/users/7?full=1".parse().unwrap();
+        fill_authority(&mut uri, addr);
+        assert_eq!(uri, "http://127.0.0.1:9000/users/7?full=1");
+        // A URI with an authority (the client's host) is left alone.
+        let mut uri: Uri = "http://api.example/x".parse().unwrap();
+        fill_authority(&mut uri, addr);
+        assert_eq!(uri, "http://api.example/x");
+    }
 }
