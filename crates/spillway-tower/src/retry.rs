@@ -367,7 +367,7 @@ where
                         remaining,
                         Duration::ZERO,
                         random,
-                        &mut this.shared.budget.lock(),
+                        Some(&mut this.shared.budget.lock()),
                         now,
                     );
                     let RetryDecision::Retry { after: delay } = decision else {

@@ -141,7 +141,7 @@ impl RetryRules {
     /// request's deadline (`None`: no deadline); a retry is made only when its wait ends with
     /// at least `min_try` left (and never with nothing left). `random` is uniform in `[0, 1)`
     /// for the jitter. On [`RetryDecision::Retry`] the retry has been withdrawn from `budget`
-    /// and `attempts` counts the next try.
+    /// (`None`: no budget, the other rules alone decide) and `attempts` counts the next try.
     #[allow(clippy::too_many_arguments)]
     pub fn next(
         &self,
@@ -150,7 +150,7 @@ impl RetryRules {
         remaining: Option<Duration>,
         min_try: Duration,
         random: f64,
-        budget: &mut RetryBudget,
+        budget: Option<&mut RetryBudget>,
         now: Instant,
     ) -> RetryDecision {
         let hint = match verdict {
@@ -172,7 +172,7 @@ impl RetryRules {
                 return RetryDecision::Stop(RetryStop::Deadline);
             }
         }
-        if !budget.try_withdraw(now) {
+        if budget.is_some_and(|b| !b.try_withdraw(now)) {
             return RetryDecision::Stop(RetryStop::BudgetExhausted);
         }
         attempts.made += 1;
@@ -209,13 +209,16 @@ mod tests {
         let r = rules(3);
         let mut a = Attempts::first();
         let mut b = roomy();
-        let first = r.next(&mut a, RetryVerdict::Retry, None, Duration::ZERO, 0.5, &mut b, NOW);
+        let first =
+            r.next(&mut a, RetryVerdict::Retry, None, Duration::ZERO, 0.5, Some(&mut b), NOW);
         assert_eq!(first, RetryDecision::Retry { after: Duration::from_millis(10) });
-        let second = r.next(&mut a, RetryVerdict::Retry, None, Duration::ZERO, 0.5, &mut b, NOW);
+        let second =
+            r.next(&mut a, RetryVerdict::Retry, None, Duration::ZERO, 0.5, Some(&mut b), NOW);
         assert_eq!(second, RetryDecision::Retry { after: Duration::from_millis(20) });
         assert_eq!(a.made(), 3);
         assert!(!r.may_retry(&a));
-        let third = r.next(&mut a, RetryVerdict::Retry, None, Duration::ZERO, 0.5, &mut b, NOW);
+        let third =
+            r.next(&mut a, RetryVerdict::Retry, None, Duration::ZERO, 0.5, Some(&mut b), NOW);
         assert_eq!(third, RetryDecision::Stop(RetryStop::AttemptsExhausted));
     }
 
@@ -228,7 +231,7 @@ mod tests {
             None,
             Duration::ZERO,
             0.0,
-            &mut b,
+            Some(&mut b),
             NOW,
         );
         assert_eq!(d, RetryDecision::Stop(RetryStop::Final));
@@ -238,7 +241,15 @@ mod tests {
     fn a_server_hint_longer_than_the_backoff_sets_the_wait() {
         let mut b = roomy();
         let hint = RetryVerdict::RetryAfter(Duration::from_millis(300));
-        let d = rules(3).next(&mut Attempts::first(), hint, None, Duration::ZERO, 0.0, &mut b, NOW);
+        let d = rules(3).next(
+            &mut Attempts::first(),
+            hint,
+            None,
+            Duration::ZERO,
+            0.0,
+            Some(&mut b),
+            NOW,
+        );
         assert_eq!(d, RetryDecision::Retry { after: Duration::from_millis(300) });
     }
 
@@ -246,7 +257,15 @@ mod tests {
     fn a_hint_longer_than_the_maximum_is_answered_at_once() {
         let mut b = roomy();
         let hint = RetryVerdict::RetryAfter(Duration::from_secs(60));
-        let d = rules(3).next(&mut Attempts::first(), hint, None, Duration::ZERO, 0.0, &mut b, NOW);
+        let d = rules(3).next(
+            &mut Attempts::first(),
+            hint,
+            None,
+            Duration::ZERO,
+            0.0,
+            Some(&mut b),
+            NOW,
+        );
         assert_eq!(d, RetryDecision::Stop(RetryStop::HintTooLong));
     }
 
@@ -257,16 +276,19 @@ mod tests {
         // 10 ms wait, 25 ms left: 15 ms for the try is below the 20 ms a try needs.
         let left = Some(Duration::from_millis(25));
         let min = Duration::from_millis(20);
-        let d = r.next(&mut Attempts::first(), RetryVerdict::Retry, left, min, 0.0, &mut b, NOW);
+        let d =
+            r.next(&mut Attempts::first(), RetryVerdict::Retry, left, min, 0.0, Some(&mut b), NOW);
         assert_eq!(d, RetryDecision::Stop(RetryStop::Deadline));
         // 40 ms left fits.
         let left = Some(Duration::from_millis(40));
-        let d = r.next(&mut Attempts::first(), RetryVerdict::Retry, left, min, 0.0, &mut b, NOW);
+        let d =
+            r.next(&mut Attempts::first(), RetryVerdict::Retry, left, min, 0.0, Some(&mut b), NOW);
         assert_eq!(d, RetryDecision::Retry { after: Duration::from_millis(10) });
         // A wait ending exactly at the deadline leaves nothing, even with no minimum.
         let left = Some(Duration::from_millis(10));
         let zero = Duration::ZERO;
-        let d = r.next(&mut Attempts::first(), RetryVerdict::Retry, left, zero, 0.0, &mut b, NOW);
+        let d =
+            r.next(&mut Attempts::first(), RetryVerdict::Retry, left, zero, 0.0, Some(&mut b), NOW);
         assert_eq!(d, RetryDecision::Stop(RetryStop::Deadline));
     }
 
@@ -277,12 +299,28 @@ mod tests {
         let left = Some(Duration::from_millis(5));
         let zero = Duration::ZERO;
         // Refused by the deadline: the one retry stays in the budget.
-        let d = r.next(&mut Attempts::first(), RetryVerdict::Retry, left, zero, 0.0, &mut b, NOW);
+        let d =
+            r.next(&mut Attempts::first(), RetryVerdict::Retry, left, zero, 0.0, Some(&mut b), NOW);
         assert_eq!(d, RetryDecision::Stop(RetryStop::Deadline));
-        let d = r.next(&mut Attempts::first(), RetryVerdict::Retry, None, zero, 0.0, &mut b, NOW);
+        let d =
+            r.next(&mut Attempts::first(), RetryVerdict::Retry, None, zero, 0.0, Some(&mut b), NOW);
         assert!(matches!(d, RetryDecision::Retry { .. }));
-        let d = r.next(&mut Attempts::first(), RetryVerdict::Retry, None, zero, 0.0, &mut b, NOW);
+        let d =
+            r.next(&mut Attempts::first(), RetryVerdict::Retry, None, zero, 0.0, Some(&mut b), NOW);
         assert_eq!(d, RetryDecision::Stop(RetryStop::BudgetExhausted));
+    }
+
+    #[test]
+    fn without_a_budget_the_attempts_alone_limit_retries() {
+        let r = rules(3);
+        let mut a = Attempts::first();
+        let zero = Duration::ZERO;
+        for _ in 0..2 {
+            let d = r.next(&mut a, RetryVerdict::Retry, None, zero, 0.0, None, NOW);
+            assert!(matches!(d, RetryDecision::Retry { .. }), "{d:?}");
+        }
+        let d = r.next(&mut a, RetryVerdict::Retry, None, zero, 0.0, None, NOW);
+        assert_eq!(d, RetryDecision::Stop(RetryStop::AttemptsExhausted));
     }
 
     #[test]

@@ -106,8 +106,6 @@ pub struct RouteRetry {
     rules: RetryRules,
     /// Per-worker budget shards; `None` with `budget: false`.
     budget: Option<Box<[Mutex<RetryBudget>]>>,
-    /// The unlimited stand-in when there is no budget.
-    unlimited: Box<[Mutex<RetryBudget>]>,
     /// Counters (kept across reloads with the policy).
     pub counts: RetryCounts,
     workers: usize,
@@ -171,12 +169,6 @@ impl RouteRetry {
             }
             None => None,
         };
-        let unlimited = spillway_core::retry::RetryBudgetConfig {
-            ratio: 0.0,
-            min_per_second: 1e12,
-            ..Default::default()
-        };
-        let unlimited = if budget.is_none() { shard(unlimited)? } else { Box::new([]) };
         let counts = RetryCounts {
             statuses: settings.on.statuses.iter().map(|s| (*s, AtomicU64::new(0))).collect(),
             ..RetryCounts::default()
@@ -192,15 +184,7 @@ impl RouteRetry {
             }),
             None => None,
         };
-        Some(RouteRetry {
-            settings: settings.clone(),
-            rules,
-            budget,
-            unlimited,
-            counts,
-            workers,
-            hedge,
-        })
+        Some(RouteRetry { settings: settings.clone(), rules, budget, counts, workers, hedge })
     }
 
     /// Whether this policy can be kept for these settings (its budget and counters too).
@@ -237,9 +221,12 @@ impl RouteRetry {
 
     /// Takes a hedge from the retry budget: false when the budget is spent (counted).
     pub fn try_hedge(&self, worker: usize, now: Instant) -> bool {
-        let shards = self.budget.as_deref().unwrap_or(&self.unlimited);
-        let granted =
-            shards.get(worker % shards.len().max(1)).is_some_and(|b| b.lock().try_withdraw(now));
+        let granted = match &self.budget {
+            Some(shards) => {
+                shards.get(worker % shards.len().max(1)).is_some_and(|b| b.lock().try_withdraw(now))
+            }
+            None => true,
+        };
         if !granted {
             self.counts.budget_exhausted.fetch_add(1, Relaxed);
         }
@@ -336,19 +323,18 @@ impl RouteRetry {
         now: Instant,
     ) -> RetryDecision {
         let (verdict, counter) = self.verdict(&result);
-        let shards = self.budget.as_deref().unwrap_or(&self.unlimited);
-        let Some(shard) = shards.get(worker % shards.len().max(1)) else {
-            return RetryDecision::Stop(RetryStop::BudgetExhausted);
-        };
+        let mut shard =
+            self.budget.as_ref().and_then(|s| s.get(worker % s.len().max(1))).map(|b| b.lock());
         let decision = self.rules.next(
             attempts,
             verdict,
             Some(remaining),
             min_try,
             random,
-            &mut shard.lock(),
+            shard.as_deref_mut(),
             now,
         );
+        drop(shard);
         match decision {
             RetryDecision::Retry { .. } => {
                 if let Some(c) = counter {
