@@ -376,14 +376,12 @@ pub async fn deliver(queue: Weak<FailbackQueue>, shared: Arc<Shared>) {
 /// The wait before delivery `attempts + 1` of a request (equal jitter: at least half of the
 /// exponential step).
 fn backoff_delay(settings: &FailbackSettings, attempts: u32) -> Duration {
-    let backoff = Backoff::try_new(settings.backoff_base, settings.backoff_max, Jitter::Equal)
-        .unwrap_or_else(|_| {
-            #[allow(clippy::expect_used)]
-            Backoff::try_new(Duration::from_secs(1), Duration::from_secs(1), Jitter::None)
-                .expect("1 s is a valid backoff")
-        });
     let random = (unix_ms() % 1000) as f64 / 1000.0;
-    backoff.delay(attempts, Duration::ZERO, random)
+    match Backoff::try_new(settings.backoff_base, settings.backoff_max, Jitter::Equal) {
+        Ok(backoff) => backoff.delay(attempts, Duration::ZERO, random),
+        // Validation refuses such a schedule; the longest wait is the safe reading.
+        Err(_) => settings.backoff_max,
+    }
 }
 
 /// Sends one queued request to an available endpoint of its route's cluster.
