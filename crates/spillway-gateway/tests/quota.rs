@@ -1,7 +1,8 @@
 //! Global limits end to end: three gateways sharing one real `redis-server` (started on a free
-//! loopback port and stopped after) hold an exact-mode limit exactly across the fleet and a
-//! lease-mode limit near its capacity; a gateway without `quota_store` uses its in-process
-//! store; `GET /admin/quotas` and the metrics show the state.
+//! loopback port and stopped after) hold an exact-mode limit exactly across the fleet, a
+//! counter-mode limit exactly per window, and a lease-mode limit near its capacity; a gateway
+//! without `quota_store` uses its in-process store; `GET /admin/quotas` and the metrics show
+//! the state; `mode: counter` mistakes are refused with their key.
 
 #![allow(clippy::unwrap_used)]
 
@@ -171,9 +172,79 @@ async fn without_a_quota_store_a_global_limit_works_in_process() {
     let gw = gateway(&fleet_config(backend, "", limit));
     let (ok, refused) = statuses(gw.listener_address("public").unwrap(), 8, "carol").await;
     assert_eq!((ok, refused), (5, 3));
+    let counter = "{ key: header:x-user, global: true, mode: counter, rate: 4/1d }";
+    let gw2 = gateway(&fleet_config(backend, "", counter));
+    let (ok, refused) = statuses(gw2.listener_address("public").unwrap(), 6, "carol").await;
+    assert_eq!((ok, refused), (4, 2), "counter mode on the in-process store");
+    blocking(move || {
+        gw2.shutdown();
+        gw2.wait();
+    })
+    .await;
     blocking(move || {
         gw.shutdown();
         gw.wait();
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_global_limit_holds_per_window_across_two_gateways() {
+    let redis = Redis::start().await;
+    let (backend, _) = backend("app").await;
+    let store =
+        format!("quota_store: {{ redis: redis://127.0.0.1:{}, timeout: 200ms }}", redis.port);
+    // A day-long window aligned on the epoch: the test runs inside one window.
+    let limit = "{ key: header:x-user, global: true, mode: counter, rate: 20/1d }";
+    let gws: Vec<_> = (0..2).map(|_| gateway(&fleet_config(backend, &store, limit))).collect();
+    let mut admitted = 0;
+    for _round in 0..3 {
+        for gw in &gws {
+            let (ok, _) = statuses(gw.listener_address("public").unwrap(), 6, "dave").await;
+            admitted += ok;
+        }
+    }
+    assert_eq!(admitted, 20, "36 asked across two gateways, 20 allowed per window");
+    let (_, _, view) = get(gws[0].admin_address().unwrap(), "/admin/quotas").await;
+    let view: serde_json::Value = serde_json::from_slice(&view).unwrap();
+    assert_eq!(view["limits"][0]["state"]["mode"], "counter", "{view}");
+    assert_eq!(view["limits"][0]["state"]["state"]["mode"], "counter", "{view}");
+    for gw in gws {
+        blocking(move || {
+            gw.shutdown();
+            gw.wait();
+        })
+        .await;
+    }
+}
+
+#[test]
+fn counter_mode_mistakes_are_refused_with_their_key() {
+    let text = |limit: &str| {
+        format!(
+            "listeners: [{{ name: public, address: \"127.0.0.1:0\" }}]\n\
+             clusters: [{{ name: app, endpoints: [{{ address: \"127.0.0.1:9\" }}] }}]\n\
+             routes:\n  - {{ name: api, cluster: app, limits: [{limit}] }}\n"
+        )
+    };
+    let refused = |limit: &str| {
+        let base = std::env::temp_dir();
+        match spillway_gateway::Config::parse(&text(limit), "test.yaml", &base) {
+            Ok(_) => panic!("accepted: {limit}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = refused("{ key: path, global: true, mode: counter, burst: 5, rate: 10/s }");
+    assert!(e.contains("limits[0].burst") && e.contains("no burst"), "{e}");
+    let e = refused("{ key: path, global: true, mode: counter, refresh: 1s, rate: 10/s }");
+    assert!(e.contains("limits[0].refresh"), "{e}");
+    let e = refused("{ key: path, global: true, mode: window, rate: 10/s }");
+    assert!(e.contains("`exact`, `lease` or `counter`"), "{e}");
+    let ok = spillway_gateway::Config::parse(
+        &text("{ key: path, global: true, mode: counter, rate: 10/s }"),
+        "test.yaml",
+        &std::env::temp_dir(),
+    )
+    .unwrap();
+    assert_eq!(ok.routes[0].policy.global_limits.len(), 1);
 }

@@ -19,6 +19,8 @@ pub enum LimitMode {
     Exact,
     /// Local buckets under leases ([`crate::LeaseLimiter`]).
     Lease,
+    /// One fixed-window counter step per request ([`crate::CounterLimiter`]).
+    Counter,
 }
 
 /// A global limit's answer for one request.
@@ -34,14 +36,14 @@ pub struct QuotaDecision {
     pub reset_after: Option<Duration>,
     /// On a rejection, when a retry could be admitted (`Retry-After`), when known.
     pub retry_after: Option<Duration>,
-    /// Exact or lease.
+    /// Exact, lease or counter.
     pub mode: LimitMode,
     /// Where the answer came from.
     pub source: DecisionSource,
 }
 
 impl QuotaDecision {
-    /// The core decision: admit, or reject as `rate_limited` (exact mode) or
+    /// The core decision: admit, or reject as `rate_limited` (exact and counter mode) or
     /// `quota_exhausted` (lease mode: the instance's share of a global limit is used up),
     /// with the retry hint.
     pub fn to_decision(&self) -> Decision {
@@ -49,7 +51,7 @@ impl QuotaDecision {
             return Decision::Admit;
         }
         let reason = match self.mode {
-            LimitMode::Exact => RejectReason::RateLimited,
+            LimitMode::Exact | LimitMode::Counter => RejectReason::RateLimited,
             LimitMode::Lease => RejectReason::QuotaExhausted,
         };
         Decision::reject(reason, self.retry_after)

@@ -13,19 +13,16 @@
 
 use crate::decision::{LimitMode, QuotaDecision};
 use crate::error::ConfigError;
-use crate::fallback::{DecisionSource, StoreFailurePolicy, StoreHealth};
+use crate::fallback::StoreFailurePolicy;
+use crate::guard::{GuardSettings, StoreGuard, Verdict};
 use crate::key::gcra_key;
-use crate::store::{GcraRequest, QuotaStore};
+use crate::store::{GcraReply, GcraRequest, QuotaStore};
 use crate::view::ExactView;
-use parking_lot::Mutex;
 use spillway_core::clock::duration_nanos;
 use spillway_core::rate::{
     CriticalityReserve, GcraConfig, KeyedLimiter, KeyedLimiterBuilder, Rate,
 };
-use spillway_core::retry::{Backoff, Jitter};
-use spillway_core::{Criticality, Decision, Instant};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use spillway_core::{Criticality, Instant};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,16 +67,28 @@ impl ExactLimitConfig {
     }
 }
 
-/// First wait before probing a failed store again; doubles per failed probe.
-const PROBE_BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// Longest wait between probes of a failed store.
-const PROBE_BACKOFF_CAP: Duration = Duration::from_secs(2);
-
-/// A key known to be over its limit.
-#[derive(Copy, Clone, Debug)]
-struct Blocked {
-    until: Instant,
-    reset_at: Instant,
+/// The local limiter a per-request limiter falls back to while the store is down: a keyed
+/// GCRA at `limit / fleet_size_hint` per `period`, with `reserve`.
+pub(crate) fn local_share(
+    name: &str,
+    limit: u64,
+    period: Duration,
+    burst: u64,
+    fleet_size_hint: u32,
+    reserve: CriticalityReserve,
+    cache_max_keys: usize,
+) -> Result<KeyedLimiter<Box<str>, GcraConfig>, ConfigError> {
+    if fleet_size_hint == 0 {
+        return Err(ConfigError::new(name, "fleet_size_hint", "must be at least 1"));
+    }
+    let Some(local_period) = period.checked_mul(fleet_size_hint) else {
+        return Err(ConfigError::new(name, "fleet_size_hint", "times the period overflows"));
+    };
+    let local_burst = (burst / u64::from(fleet_size_hint)).clamp(1, u64::from(u32::MAX));
+    let local_rule = Rate::try_new(limit, local_period)
+        .and_then(|rate| GcraConfig::try_new(rate, local_burst as u32, reserve))
+        .map_err(|_| ConfigError::new(name, "period", "gives no usable local rate"))?;
+    Ok(KeyedLimiterBuilder::new(local_rule).max_keys(cache_max_keys.max(1024)).build())
 }
 
 /// An exact global limit over many keys (one GCRA state per key in the store).
@@ -105,14 +114,7 @@ struct Blocked {
 pub struct ExactLimiter {
     config: ExactLimitConfig,
     interval_us: u64,
-    store: Arc<dyn QuotaStore>,
-    over_limit: Mutex<HashMap<Box<str>, Blocked>>,
-    health: Mutex<StoreHealth>,
-    local: KeyedLimiter<Box<str>, GcraConfig>,
-    fallback_total: AtomicU64,
-    fallback_decisions: AtomicU64,
-    cache_hits: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    guard: StoreGuard,
 }
 
 impl ExactLimiter {
@@ -146,36 +148,28 @@ impl ExactLimiter {
         if config.store_timeout.is_zero() {
             return bad("store_timeout", "must be longer than zero");
         }
-        if config.fleet_size_hint == 0 {
-            return bad("fleet_size_hint", "must be at least 1");
-        }
-        let Some(local_period) = config.period.checked_mul(config.fleet_size_hint) else {
-            return bad("fleet_size_hint", "times the period overflows");
-        };
-        let local_burst = (config.burst / u64::from(config.fleet_size_hint)).max(1);
-        let local_rule = Rate::try_new(config.limit, local_period)
-            .and_then(|rate| {
-                GcraConfig::try_new(rate, local_burst as u32, CriticalityReserve::NONE)
-            })
-            .map_err(|_| ConfigError::new(&config.name, "period", "gives no usable local rate"))?;
-        let local =
-            KeyedLimiterBuilder::new(local_rule).max_keys(config.cache_max_keys.max(1024)).build();
+        let local = local_share(
+            &config.name,
+            config.limit,
+            config.period,
+            config.burst,
+            config.fleet_size_hint,
+            CriticalityReserve::NONE,
+            config.cache_max_keys,
+        )?;
         // Rounded up: the store never runs faster than configured.
         let interval_us = period_us.div_ceil(config.limit);
-        let backoff = Backoff::try_new(PROBE_BACKOFF_BASE, PROBE_BACKOFF_CAP, Jitter::None)
-            .map_err(|_| ConfigError::new(&config.name, "store_timeout", "no usable backoff"))?;
-        Ok(ExactLimiter {
-            config,
-            interval_us,
-            store,
-            over_limit: Mutex::new(HashMap::new()),
-            health: Mutex::new(StoreHealth::new(backoff)),
-            local,
-            fallback_total: AtomicU64::new(0),
-            fallback_decisions: AtomicU64::new(0),
-            cache_hits: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-        })
+        let settings = GuardSettings {
+            name: config.name.clone(),
+            limit: config.limit,
+            mode: LimitMode::Exact,
+            store_timeout: config.store_timeout,
+            on_store_failure: config.on_store_failure,
+            cache_max_keys: config.cache_max_keys,
+        };
+        let guard = StoreGuard::new(settings, store, local)
+            .ok_or_else(|| ConfigError::new(&config.name, "store_timeout", "no usable backoff"))?;
+        Ok(ExactLimiter { config, interval_us, guard })
     }
 
     /// The configuration.
@@ -188,19 +182,6 @@ impl ExactLimiter {
     /// timeout, and never fails: a store problem is answered by the store-failure policy.
     pub async fn check(&self, key: &str, permits: u32, now: Instant) -> QuotaDecision {
         let permits = permits.max(1);
-        if let Some(blocked) = self.cached_block(key, now) {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return self.decision(
-                false,
-                Some(0),
-                Some(blocked.reset_at.saturating_duration_since(now)),
-                Some(blocked.until.saturating_duration_since(now)),
-                DecisionSource::OverLimitCache,
-            );
-        }
-        if !self.health.lock().try_begin(now) {
-            return self.fallback(key, permits, now);
-        }
         let store_key = gcra_key(&self.config.name, key);
         let request = GcraRequest {
             key: &store_key,
@@ -208,159 +189,49 @@ impl ExactLimiter {
             burst: self.config.burst,
             cost: u64::from(permits),
         };
-        let reply = tokio::time::timeout(self.config.store_timeout, self.store.gcra(request)).await;
-        let reply = match reply {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => return self.store_failed(error.to_string(), key, permits, now),
-            Err(_) => {
-                let error = crate::StoreError::Timeout(self.config.store_timeout);
-                return self.store_failed(error.to_string(), key, permits, now);
-            }
-        };
-        let recovered = {
-            let mut health = self.health.lock();
-            let was_down = !health.is_up();
-            health.on_success();
-            was_down
-        };
-        if recovered {
-            tracing::info!(limit = %self.config.name, "quota store answers again (exact mode)");
-        }
-        if !reply.admitted && !reply.blocked_for.is_zero() {
-            self.remember_blocked(key, now, reply.blocked_for, reply.reset_after);
-        }
-        self.decision(
-            reply.admitted,
-            Some(reply.remaining),
-            Some(reply.reset_after),
-            if reply.admitted { None } else { reply.retry_after },
-            DecisionSource::Store,
-        )
-    }
-
-    fn decision(
-        &self,
-        admitted: bool,
-        remaining: Option<u64>,
-        reset_after: Option<Duration>,
-        retry_after: Option<Duration>,
-        source: DecisionSource,
-    ) -> QuotaDecision {
-        QuotaDecision {
-            admitted,
-            limit: self.config.limit,
-            remaining,
-            reset_after,
-            retry_after,
-            mode: LimitMode::Exact,
-            source,
-        }
-    }
-
-    fn cached_block(&self, key: &str, now: Instant) -> Option<Blocked> {
-        if self.config.cache_max_keys == 0 {
-            return None;
-        }
-        let mut cache = self.over_limit.lock();
-        match cache.get(key) {
-            Some(b) if b.until > now => Some(*b),
-            Some(_) => {
-                cache.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember_blocked(&self, key: &str, now: Instant, blocked: Duration, reset: Duration) {
-        if self.config.cache_max_keys == 0 {
-            return;
-        }
-        let mut cache = self.over_limit.lock();
-        if cache.len() >= self.config.cache_max_keys {
-            cache.retain(|_, b| b.until > now);
-            if cache.len() >= self.config.cache_max_keys {
-                return; // full of live entries: the store keeps judging this key
-            }
-        }
-        cache.insert(key.into(), Blocked { until: now + blocked, reset_at: now + reset });
-    }
-
-    fn store_failed(&self, error: String, key: &str, permits: u32, now: Instant) -> QuotaDecision {
-        if self.health.lock().on_failure(now) {
-            self.fallback_total.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                limit = %self.config.name,
-                %error,
-                policy = %self.config.on_store_failure,
-                "quota store unreachable: exact limit falls back"
-            );
-        }
-        *self.last_error.lock() = Some(error);
-        self.fallback(key, permits, now)
-    }
-
-    fn fallback(&self, key: &str, permits: u32, now: Instant) -> QuotaDecision {
-        self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
-        let policy = self.config.on_store_failure;
-        let source = DecisionSource::Fallback(policy);
-        match policy {
-            StoreFailurePolicy::Open => self.decision(true, None, None, None, source),
-            StoreFailurePolicy::Closed => self.decision(false, None, None, None, source),
-            StoreFailurePolicy::LastLease | StoreFailurePolicy::LocalShare => {
-                match self.local.check_borrowed(key, now, permits, Criticality::Critical) {
-                    Decision::Reject(r) => self.decision(false, None, None, r.retry_after, source),
-                    Decision::Admit | Decision::Wait(_) => {
-                        self.decision(true, None, None, None, source)
-                    }
-                }
-            }
-        }
+        let class = Criticality::Critical;
+        let ask = || self.guard.store().gcra(request);
+        self.guard
+            .check(key, permits, class, now, ask, |reply: GcraReply| Verdict {
+                admitted: reply.admitted,
+                remaining: reply.remaining,
+                retry_after: reply.retry_after,
+                reset_after: reply.reset_after,
+                blocked_for: [reply.blocked_for; 4],
+            })
+            .await
     }
 
     /// The last store call succeeded (or none has failed yet): `spillway_quota_store_up`.
     pub fn store_up(&self) -> bool {
-        self.health.lock().is_up()
+        self.guard.store_up()
     }
 
     /// Times the store became unreachable: `spillway_quota_fallback_total`.
     pub fn fallback_total(&self) -> u64 {
-        self.fallback_total.load(Ordering::Relaxed)
+        self.guard.fallback_total()
     }
 
     /// Requests judged by the fallback policy.
     pub fn fallback_decisions(&self) -> u64 {
-        self.fallback_decisions.load(Ordering::Relaxed)
+        self.guard.fallback_decisions()
     }
 
     /// Requests refused by the over-limit cache without a store call.
     pub fn cache_hits(&self) -> u64 {
-        self.cache_hits.load(Ordering::Relaxed)
+        self.guard.cache_hits()
     }
 
     /// The state for the admin endpoint.
     pub fn view(&self, now: Instant) -> ExactView {
-        let over_limit_keys = self.over_limit.lock().values().filter(|b| b.until > now).count();
-        ExactView {
-            name: self.config.name.clone(),
-            limit: self.config.limit,
-            period_ms: u64::try_from(self.config.period.as_millis()).unwrap_or(u64::MAX),
-            burst: self.config.burst,
-            store: self.store.kind(),
-            store_up: self.store_up(),
-            on_store_failure: self.config.on_store_failure,
-            fallback_total: self.fallback_total(),
-            fallback_decisions: self.fallback_decisions(),
-            over_limit_keys,
-            cache_hits: self.cache_hits(),
-            last_error: self.last_error.lock().clone(),
-        }
+        self.guard.view(now, self.config.period, self.config.burst)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fallback::DecisionSource;
     use crate::store::MemoryStore;
     use spillway_core::{Clock, ManualClock};
 
@@ -406,6 +277,12 @@ mod tests {
 
     impl QuotaStore for HungStore {
         fn gcra<'a>(&'a self, _: GcraRequest<'a>) -> crate::StoreFuture<'a, crate::GcraReply> {
+            Box::pin(std::future::pending())
+        }
+        fn counter<'a>(
+            &'a self,
+            _: crate::CounterRequest<'a>,
+        ) -> crate::StoreFuture<'a, crate::CounterReply> {
             Box::pin(std::future::pending())
         }
         fn lease<'a>(

@@ -2,7 +2,8 @@
 //! single slot and runs unchanged on Redis Cluster.
 //!
 //! Layout: `{spillway:<limit>:<key>}:gcra` holds an exact limit's GCRA state (the theoretical
-//! arrival time, a string of microseconds since the Unix epoch, server time), and
+//! arrival time, a string of microseconds since the Unix epoch, server time),
+//! `{spillway:<limit>:<key>}:counter` a counter-mode limit's count in the current window, and
 //! `{spillway:<limit>:<key>}:lease` holds a lease-mode limit's fleet (a hash of instance id →
 //! `"<demand per second> <lease expiry in ms>"`). The limit name and the key are escaped so
 //! that neither can end the hash tag early or collide with another pair: `%`, `{`, `}` and `:`
@@ -13,6 +14,12 @@ use std::fmt::Write;
 /// The store key of an exact limit's GCRA state: `{spillway:<limit>:<key>}:gcra`.
 pub fn gcra_key(limit: &str, key: &str) -> String {
     store_key(limit, key, "gcra")
+}
+
+/// The store key of a counter-mode limit's count in the current window:
+/// `{spillway:<limit>:<key>}:counter`.
+pub fn counter_key(limit: &str, key: &str) -> String {
+    store_key(limit, key, "counter")
 }
 
 /// The store key of a lease-mode limit's fleet hash: `{spillway:<limit>:<key>}:lease`.

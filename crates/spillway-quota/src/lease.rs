@@ -608,6 +608,12 @@ mod tests {
         fn gcra<'a>(&'a self, _: GcraRequest<'a>) -> StoreFuture<'a, GcraReply> {
             Box::pin(async { Err(StoreError::Reply("down")) })
         }
+        fn counter<'a>(
+            &'a self,
+            _: crate::CounterRequest<'a>,
+        ) -> StoreFuture<'a, crate::CounterReply> {
+            Box::pin(async { Err(StoreError::Reply("down")) })
+        }
         fn lease<'a>(&'a self, _: LeaseRequest<'a>) -> StoreFuture<'a, LeaseReply> {
             Box::pin(async { Err(StoreError::Reply("down")) })
         }

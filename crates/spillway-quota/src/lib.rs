@@ -4,7 +4,7 @@
 //! When users outgrow one gateway they run several, and a limit such as "100 requests per
 //! hour per user" or "5 000 requests per second to the search API" must then hold for the
 //! whole fleet. This crate keeps that shared state in Redis (an existing distributed engine,
-//! not a home-made cluster) and offers two modes with different trade-offs.
+//! not a home-made cluster) and offers two modes with different trade-offs, plus a baseline.
 //!
 //! # Modes
 //!
@@ -26,6 +26,13 @@
 //! asked for ([`lease_grants`]). Before its first lease an instance enforces a configured
 //! initial share.
 //!
+//! **Counter** ([`CounterLimiter`]) — the baseline of envoy's ratelimit service, kept to
+//! measure the others against: one `INCRBY` per request on a counter per key and fixed window
+//! ([`COUNTER_SCRIPT`], twin [`counter_step`]), windows of `period` aligned on the epoch of the
+//! store's clock, the key expiring at its window's end. At most `limit` per window, but up to
+//! `2 × limit` across a window edge. Same timeout, over-limit cache and store-failure handling
+//! as exact mode.
+//!
 //! **Criticality** (lease mode): the local bucket keeps a [`CriticalityReserve`] per class, so
 //! within the instance's grant `CRITICAL_PLUS` and `CRITICAL` have first claim and
 //! `SHEDDABLE` is refused first. The fleet-wide split itself is by demand, not by class.
@@ -38,25 +45,30 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `{spillway:<limit>:<key>}:gcra` | string | the GCRA theoretical arrival time, µs since the epoch (Redis `TIME`); `PX` until the bucket is full again |
+//! | `{spillway:<limit>:<key>}:counter` | string | the permits counted in the current window; `PEXPIREAT` the window's end |
 //! | `{spillway:<limit>:<key>}:lease` | hash | instance id → `"<demand/s> <lease expiry ms>"`; `PEXPIRE` = lease TTL, refreshed on every report |
 //!
 //! `%`, `{`, `}` and `:` inside a limit name or key are escaped (`%25`, `%7B`, `%7D`, `%3A`).
 //!
 //! # Lua scripts' contract
 //!
-//! Both are sent with `EVALSHA` and reloaded on `NOSCRIPT` (`redis::Script::invoke_async`),
+//! All are sent with `EVALSHA` and reloaded on `NOSCRIPT` (`redis::Script::invoke_async`),
 //! take exactly one key, and read the server's clock (`TIME`), so instances with skewed
 //! clocks agree.
 //! - [`GCRA_SCRIPT`]: `ARGV = interval_us, burst, cost` → `{admitted 0|1, remaining,
 //!   retry_after_us (−1: never), reset_after_us, blocked_us}`. Writes only when admitting.
 //!   Its Rust twin is [`gcra_step`] (the in-memory store runs it; tests compare the two).
+//! - [`COUNTER_SCRIPT`]: `ARGV = limit, window_ms, cost, reserve` → `{admitted 0|1, count,
+//!   retry_after_ms (−1: never), reset_after_ms}`. `INCRBY`, `PEXPIREAT` when it created the
+//!   key, and `DECRBY` when refusing (a refusal counts nothing). Its twin is [`counter_step`].
 //! - [`LEASE_SCRIPT`]: `ARGV = instance, demand/s, capacity/s, ttl_ms` → `{grant (string),
 //!   live instances, total demand (string)}`. Drops expired entries, records this instance's
 //!   demand and expiry, and computes [`lease_grants`] over the live demands (tests compare
 //!   the Lua and Rust results on random inputs through a real Redis).
 //!
 //! Costs: exact mode, 1 `EVALSHA` per request that is not refused from the cache (plus
-//! `TIME`, `GET` and, when admitting, `SET` inside the script); lease mode, 1 `EVALSHA` per
+//! `TIME`, `GET` and, when admitting, `SET` inside the script); counter mode, the same
+//! (plus `TIME`, `INCRBY`, once per window `PEXPIREAT`, and `DECRBY` when refusing); lease mode, 1 `EVALSHA` per
 //! key per instance per refresh (plus `TIME`, `HGETALL`, `HSET`, `PEXPIRE`, and `HDEL` when a
 //! lease has lapsed), whatever the traffic.
 //!
@@ -64,8 +76,9 @@
 //!
 //! `on_store_failure` ([`StoreFailurePolicy`]): `last_lease` (default) keeps the last lease
 //! until it expires, then enforces `capacity / last known instance count`; `local_share` does
-//! the latter at once; `open` admits everything; `closed` refuses everything. Exact mode treats
-//! `last_lease` as `local_share`, a local GCRA per key at `limit / fleet_size_hint`. A store
+//! the latter at once; `open` admits everything; `closed` refuses everything. Exact and
+//! counter mode treat `last_lease` as `local_share`, a local GCRA per key at
+//! `limit / fleet_size_hint`. A store
 //! call never fails a request: errors and timeouts are answered by the policy. Lease mode
 //! notices a failure at the next refresh (within `refresh` + the store timeout); exact mode
 //! at the failing request, and then skips the store for a backoff (100 ms doubling to 2 s)
@@ -90,13 +103,14 @@
 //!
 //! # Embedded store
 //!
-//! [`MemoryStore`] implements [`QuotaStore`] in process with the same two steps, so a single
+//! [`MemoryStore`] implements [`QuotaStore`] in process with the same steps, so a single
 //! gateway enforces global limits with no Redis. Limiters sharing one `MemoryStore` share
 //! state exactly like instances sharing one Redis.
 
 #![forbid(unsafe_code)]
 
 pub mod bucket;
+mod counter;
 mod decision;
 pub mod demand;
 mod error;
@@ -104,12 +118,14 @@ mod exact;
 mod fair;
 pub mod fallback;
 mod gcra;
+mod guard;
 pub mod key;
 mod lease;
 pub mod store;
 mod view;
 
 pub use bucket::{Enforcement, LocalBucket, Take};
+pub use counter::{counter_step, CounterLimitConfig, CounterLimiter, CounterOutcome, CounterState};
 pub use decision::{LimitMode, QuotaDecision};
 pub use demand::DemandMeter;
 pub use error::{ConfigError, StoreError};
@@ -120,8 +136,9 @@ pub use gcra::{gcra_step, GcraOutcome};
 pub use lease::{LeaseLimitConfig, LeaseLimiter, RefresherHandle, OVERFLOW_KEY};
 pub use spillway_core::rate::CriticalityReserve;
 pub use store::{
-    GcraReply, GcraRequest, LeaseReply, LeaseRequest, MemoryStore, QuotaStore, RedisStore,
-    RedisStoreConfig, StoreFuture, StoreKind, GCRA_SCRIPT, LEASE_SCRIPT,
+    CounterReply, CounterRequest, GcraReply, GcraRequest, LeaseReply, LeaseRequest, MemoryStore,
+    QuotaStore, RedisStore, RedisStoreConfig, StoreFuture, StoreKind, COUNTER_SCRIPT, GCRA_SCRIPT,
+    LEASE_SCRIPT,
 };
 pub use view::{ExactView, LeaseKeyView, LeaseView, QuotaView};
 

@@ -4,6 +4,7 @@
 //! Why snapshots: the admin API renders them as JSON and the metrics exporter reads the same
 //! numbers (`store_up`, each key's grant, `fallback_total`), so both show one truth.
 
+use crate::decision::LimitMode;
 use crate::fallback::{DecisionSource, StoreFailurePolicy};
 use crate::store::StoreKind;
 use serde::Serialize;
@@ -11,17 +12,20 @@ use serde::Serialize;
 /// Every global limit of a gateway.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct QuotaView {
-    /// Exact-mode limits.
+    /// Exact-mode and counter-mode limits.
     pub exact: Vec<ExactView>,
     /// Lease-mode limits.
     pub lease: Vec<LeaseView>,
 }
 
-/// One exact-mode limit.
+/// One limit judged by the store on every request: exact mode, or counter mode (whose burst
+/// is its limit).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExactView {
     /// The limit's name.
     pub name: String,
+    /// `exact` or `counter`.
+    pub mode: LimitMode,
     /// Permits per period.
     pub limit: u64,
     /// The period, in milliseconds.

@@ -425,6 +425,9 @@ pub enum GlobalMode {
         #[serde(serialize_with = "ser_duration")]
         refresh: Duration,
     },
+    /// One fixed-window counter step per request (`INCRBY`, the envoy-ratelimit baseline):
+    /// up to the rate's permits per window of its period, windows aligned on the epoch.
+    Counter,
 }
 
 /// Names accepted for `on_store_failure`.
@@ -439,7 +442,7 @@ fn global_limit(
     if l.algorithm.is_some() {
         c.error(
             &at(lp, &[key("algorithm")]),
-            "global limits take a `mode` (exact or lease), not an `algorithm`",
+            "global limits take a `mode` (exact, lease or counter), not an `algorithm`",
         );
         return None;
     }
@@ -506,12 +509,32 @@ fn global_limit(
             }
             GlobalMode::Lease { refresh }
         }
+        Some("counter") => {
+            let no_burst = "a counter-mode limit has no burst: a window admits the rate's permits";
+            for (k, given, why) in [
+                ("burst", l.burst.is_some(), no_burst),
+                ("refresh", l.refresh.is_some(), "only `mode: lease` refreshes"),
+            ] {
+                if given {
+                    c.error(&at(lp, &[key(k)]), why);
+                    return None;
+                }
+            }
+            if !period.subsec_nanos().is_multiple_of(1_000_000) {
+                c.error(&at(lp, &[key("rate")]), "a counter-mode window is whole milliseconds");
+                return None;
+            }
+            GlobalMode::Counter
+        }
         Some(other) => {
-            c.error(&at(lp, &[key("mode")]), format!("`{other}`: use `exact` or `lease`"));
+            c.error(
+                &at(lp, &[key("mode")]),
+                format!("`{other}`: use `exact`, `lease` or `counter`"),
+            );
             return None;
         }
         None => {
-            c.error(lp, "a global limit needs `mode: exact` or `mode: lease`");
+            c.error(lp, "a global limit needs `mode: exact`, `mode: lease` or `mode: counter`");
             return None;
         }
     };

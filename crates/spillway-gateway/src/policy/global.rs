@@ -1,7 +1,8 @@
 //! Global limits (`global: true`): limits shared by a fleet of gateways through the quota
 //! store (`quota_store:` — Redis, or an in-process store for a single gateway), composed from
-//! `spillway-quota`'s `ExactLimiter` (one atomic store call per request) and `LeaseLimiter` (a
-//! local bucket enforcing this gateway's max-min fair share, renewed in the background).
+//! `spillway-quota`'s `ExactLimiter` (one atomic store call per request), `LeaseLimiter` (a
+//! local bucket enforcing this gateway's max-min fair share, renewed in the background) and
+//! `CounterLimiter` (one fixed-window `INCRBY` per request: the envoy-ratelimit baseline).
 //!
 //! The store and the lease refreshers run on a runtime of their own ([`QuotaRuntime`], one
 //! thread): the Redis connection's driver lives there, so every worker runtime can call it,
@@ -12,8 +13,9 @@
 use crate::config::{GlobalLimitConfig, GlobalMode, QuotaStoreSettings};
 use spillway_core::{Clock, Criticality, Instant};
 use spillway_quota::{
-    ExactLimitConfig, ExactLimiter, LeaseLimitConfig, LeaseLimiter, MemoryStore, QuotaDecision,
-    QuotaStore, RedisStore, RedisStoreConfig, StoreFailurePolicy,
+    CounterLimitConfig, CounterLimiter, ExactLimitConfig, ExactLimiter, LeaseLimitConfig,
+    LeaseLimiter, MemoryStore, QuotaDecision, QuotaStore, RedisStore, RedisStoreConfig,
+    StoreFailurePolicy,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +125,13 @@ impl QuotaStore for LazyRedis {
         Box::pin(async move { self.get().await?.gcra(request).await })
     }
 
+    fn counter<'a>(
+        &'a self,
+        request: spillway_quota::CounterRequest<'a>,
+    ) -> spillway_quota::StoreFuture<'a, spillway_quota::CounterReply> {
+        Box::pin(async move { self.get().await?.counter(request).await })
+    }
+
     fn lease<'a>(
         &'a self,
         request: spillway_quota::LeaseRequest<'a>,
@@ -146,6 +155,7 @@ pub struct GlobalLimit {
 
 enum Kind {
     Exact(Box<ExactLimiter>),
+    Counter(Box<CounterLimiter>),
     Lease(LeaseLimiter, tokio::task::JoinHandle<()>),
 }
 
@@ -190,6 +200,18 @@ impl GlobalLimit {
                     }
                 }
             }
+            GlobalMode::Counter => {
+                let mut c = CounterLimitConfig::new(&config.name, config.permits, config.period);
+                c.store_timeout = store_settings.timeout;
+                c.on_store_failure = failure_policy(config.on_store_failure);
+                match CounterLimiter::try_new(c, store) {
+                    Ok(l) => Kind::Counter(Box::new(l)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "global limit not built");
+                        return None;
+                    }
+                }
+            }
             GlobalMode::Lease { refresh } => {
                 let mut c = LeaseLimitConfig::new(&config.name, config.permits, config.period);
                 c.refresh = refresh;
@@ -216,9 +238,10 @@ impl GlobalLimit {
         self.config == *config && self.store_settings == *store
     }
 
-    /// Whether checking needs the store (exact mode: an await on the request path).
+    /// Whether checking needs the store (exact and counter mode: an await on the request
+    /// path; [`GlobalLimit::check_exact`] judges them).
     pub fn is_exact(&self) -> bool {
-        matches!(self.kind, Kind::Exact(_))
+        matches!(self.kind, Kind::Exact(_) | Kind::Counter(_))
     }
 
     /// Lease mode: judges a request locally, at once.
@@ -230,14 +253,20 @@ impl GlobalLimit {
     ) -> Option<QuotaDecision> {
         match &self.kind {
             Kind::Lease(l, _) => Some(l.check(key, 1, class, now)),
-            Kind::Exact(_) => None,
+            Kind::Exact(_) | Kind::Counter(_) => None,
         }
     }
 
-    /// Exact mode: asks the store (at most its timeout).
-    pub async fn check_exact(&self, key: &str, now: Instant) -> Option<QuotaDecision> {
+    /// Exact and counter mode: asks the store (at most its timeout) for a request of `class`.
+    pub async fn check_exact(
+        &self,
+        key: &str,
+        class: Criticality,
+        now: Instant,
+    ) -> Option<QuotaDecision> {
         match &self.kind {
             Kind::Exact(l) => Some(l.check(key, 1, now).await),
+            Kind::Counter(l) => Some(l.check(key, 1, class, now).await),
             Kind::Lease(..) => None,
         }
     }
@@ -246,6 +275,7 @@ impl GlobalLimit {
     pub fn store_up(&self) -> bool {
         match &self.kind {
             Kind::Exact(l) => l.store_up(),
+            Kind::Counter(l) => l.store_up(),
             Kind::Lease(l, _) => l.store_up(),
         }
     }
@@ -254,6 +284,7 @@ impl GlobalLimit {
     pub fn fallback_total(&self) -> u64 {
         match &self.kind {
             Kind::Exact(l) => l.fallback_total(),
+            Kind::Counter(l) => l.fallback_total(),
             Kind::Lease(l, _) => l.fallback_total(),
         }
     }
@@ -262,7 +293,7 @@ impl GlobalLimit {
     pub fn grants(&self) -> Vec<(String, f64)> {
         match &self.kind {
             Kind::Lease(l, _) => l.grants().into_iter().map(|(k, g, _)| (k, g)).collect(),
-            Kind::Exact(_) => Vec::new(),
+            Kind::Exact(_) | Kind::Counter(_) => Vec::new(),
         }
     }
 
@@ -270,6 +301,7 @@ impl GlobalLimit {
     pub fn view(&self, now: Instant) -> serde_json::Value {
         match &self.kind {
             Kind::Exact(l) => serde_json::json!({ "mode": "exact", "state": l.view(now) }),
+            Kind::Counter(l) => serde_json::json!({ "mode": "counter", "state": l.view(now) }),
             Kind::Lease(l, _) => serde_json::json!({ "mode": "lease", "state": l.view() }),
         }
     }

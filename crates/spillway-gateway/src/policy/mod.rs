@@ -1088,7 +1088,7 @@ pub async fn admit(
                 String::from_utf8_lossy(&buf).into_owned()
             });
             let decision = if g.is_exact() {
-                g.check_exact(&key, now).await
+                g.check_exact(&key, class, now).await
             } else {
                 g.check_lease(&key, class, now)
             };

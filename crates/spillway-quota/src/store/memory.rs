@@ -1,4 +1,4 @@
-//! The embedded quota store: the same two steps as the Redis scripts, on state kept in this
+//! The embedded quota store: the same steps as the Redis scripts, on state kept in this
 //! process, so global limits work on a single gateway with no Redis configured.
 //!
 //! Why it exists: a gateway that declares a global limit must start and enforce it without
@@ -6,7 +6,11 @@
 //! instances sharing one Redis do (which also makes the lease logic testable with a manual
 //! clock).
 
-use super::{GcraReply, GcraRequest, LeaseReply, LeaseRequest, QuotaStore, StoreFuture, StoreKind};
+use super::{
+    CounterReply, CounterRequest, GcraReply, GcraRequest, LeaseReply, LeaseRequest, QuotaStore,
+    StoreFuture, StoreKind,
+};
+use crate::counter::{counter_step, CounterState};
 use crate::fair::lease_grants;
 use crate::gcra::gcra_step;
 use parking_lot::Mutex;
@@ -23,7 +27,15 @@ const SWEEP_EVERY: u32 = 4096;
 pub struct MemoryStore {
     clock: Arc<dyn Clock>,
     gcra: Mutex<GcraTable>,
+    counters: Mutex<CounterTable>,
     leases: Mutex<LeaseTable>,
+}
+
+#[derive(Debug, Default)]
+struct CounterTable {
+    /// Key → its window and count.
+    counts: HashMap<String, CounterState>,
+    writes: u32,
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +62,12 @@ impl MemoryStore {
 
     /// A store on `clock` (a [`spillway_core::ManualClock`] in tests).
     pub fn with_clock(clock: Arc<dyn Clock>) -> MemoryStore {
-        MemoryStore { clock, gcra: Mutex::default(), leases: Mutex::default() }
+        MemoryStore {
+            clock,
+            gcra: Mutex::default(),
+            counters: Mutex::default(),
+            leases: Mutex::default(),
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -74,6 +91,36 @@ impl MemoryStore {
                 table.writes = 0;
                 // A TAT in the past is a full bucket: the same as no entry.
                 table.tats.retain(|_, tat| *tat > now);
+            }
+        }
+        outcome.into()
+    }
+
+    fn counter_now(&self, request: CounterRequest<'_>) -> CounterReply {
+        let now_ms = self.now_us() / 1_000;
+        let mut table = self.counters.lock();
+        let state = table.counts.get(request.key).copied();
+        let (outcome, next) = counter_step(
+            state,
+            now_ms,
+            request.window_ms,
+            request.limit,
+            request.cost,
+            request.reserve,
+        );
+        if let Some(next) = next {
+            match table.counts.get_mut(request.key) {
+                Some(slot) => *slot = next,
+                None => {
+                    table.counts.insert(request.key.to_owned(), next);
+                }
+            }
+            table.writes += 1;
+            if table.writes >= SWEEP_EVERY {
+                table.writes = 0;
+                // A count of an earlier window is the same as no entry (Redis expires it).
+                let window = request.window_ms.max(1);
+                table.counts.retain(|_, s| s.window >= now_ms / window);
             }
         }
         outcome.into()
@@ -144,6 +191,11 @@ fn fleet_step(
 impl QuotaStore for MemoryStore {
     fn gcra<'a>(&'a self, request: GcraRequest<'a>) -> StoreFuture<'a, GcraReply> {
         let reply = self.gcra_now(request);
+        Box::pin(async move { Ok(reply) })
+    }
+
+    fn counter<'a>(&'a self, request: CounterRequest<'a>) -> StoreFuture<'a, CounterReply> {
+        let reply = self.counter_now(request);
         Box::pin(async move { Ok(reply) })
     }
 

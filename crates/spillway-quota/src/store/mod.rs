@@ -3,14 +3,15 @@
 //!
 //! Why a trait: the limiters are the same whether the state is shared by a fleet through Redis
 //! or kept by a single gateway in memory, so a single instance works with no Redis at all.
-//! Both implementations run the same two steps — [`crate::gcra_step`] and the fleet step over
-//! [`crate::lease_grants`] — Redis as Lua scripts, memory as the Rust functions.
+//! Both implementations run the same three steps — [`crate::gcra_step`], [`crate::counter_step`]
+//! and the fleet step over [`crate::lease_grants`] — Redis as Lua scripts, memory as the Rust
+//! functions.
 
 mod memory;
 mod redis;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, RedisStoreConfig, GCRA_SCRIPT, LEASE_SCRIPT};
+pub use self::redis::{RedisStore, RedisStoreConfig, COUNTER_SCRIPT, GCRA_SCRIPT, LEASE_SCRIPT};
 
 use crate::error::StoreError;
 use serde::Serialize;
@@ -64,6 +65,45 @@ impl From<crate::GcraOutcome> for GcraReply {
     }
 }
 
+/// One counter-mode check: a fixed-window step on one key ([`crate::counter_step`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CounterRequest<'a> {
+    /// The store key ([`crate::key::counter_key`]).
+    pub key: &'a str,
+    /// Permits per window (at least 1).
+    pub limit: u64,
+    /// The window in milliseconds (at least 1), aligned on the store clock's origin.
+    pub window_ms: u64,
+    /// Permits this request takes (at least 1).
+    pub cost: u64,
+    /// Permits the request's class must leave of the limit (at most `limit − 1`).
+    pub reserve: u64,
+}
+
+/// The store's answer to a [`CounterRequest`] (see [`crate::CounterOutcome`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CounterReply {
+    /// The permits were taken.
+    pub admitted: bool,
+    /// Permits counted in the current window after this request.
+    pub count: u64,
+    /// On a rejection, when the same request could be admitted (`None`: never).
+    pub retry_after: Option<Duration>,
+    /// Time until the window ends.
+    pub reset_after: Duration,
+}
+
+impl From<crate::CounterOutcome> for CounterReply {
+    fn from(o: crate::CounterOutcome) -> CounterReply {
+        CounterReply {
+            admitted: o.admitted,
+            count: o.count,
+            retry_after: o.retry_after_ms.map(Duration::from_millis),
+            reset_after: Duration::from_millis(o.reset_after_ms),
+        }
+    }
+}
+
 /// One lease refresh: an instance reports its demand for one limit key and asks for its grant.
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct LeaseRequest<'a> {
@@ -106,6 +146,9 @@ pub enum StoreKind {
 pub trait QuotaStore: Send + Sync + fmt::Debug + 'static {
     /// Runs one GCRA step ([`crate::gcra_step`]) on the store's clock.
     fn gcra<'a>(&'a self, request: GcraRequest<'a>) -> StoreFuture<'a, GcraReply>;
+
+    /// Runs one fixed-window counter step ([`crate::counter_step`]) on the store's clock.
+    fn counter<'a>(&'a self, request: CounterRequest<'a>) -> StoreFuture<'a, CounterReply>;
 
     /// Records the instance's demand, drops expired leases, and returns the instance's grant:
     /// [`crate::lease_grants`] of the capacity over the live instances' demands.

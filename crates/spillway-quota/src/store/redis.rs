@@ -7,7 +7,11 @@
 //! `NOSCRIPT` (after a Redis restart, or on a cluster node that never saw it). Both scripts
 //! read the server's clock (`TIME`), so instances with skewed clocks still agree.
 
-use super::{GcraReply, GcraRequest, LeaseReply, LeaseRequest, QuotaStore, StoreFuture, StoreKind};
+use super::{
+    CounterReply, CounterRequest, GcraReply, GcraRequest, LeaseReply, LeaseRequest, QuotaStore,
+    StoreFuture, StoreKind,
+};
+use crate::counter::CounterOutcome;
 use crate::error::StoreError;
 use crate::gcra::GcraOutcome;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -18,6 +22,8 @@ use std::time::Duration;
 
 /// The exact-mode GCRA script (contract in its header comment).
 pub const GCRA_SCRIPT: &str = include_str!("../lua/gcra.lua");
+/// The counter-mode fixed-window script (contract in its header comment).
+pub const COUNTER_SCRIPT: &str = include_str!("../lua/counter.lua");
 /// The lease-mode fair-share script (contract in its header comment).
 pub const LEASE_SCRIPT: &str = include_str!("../lua/lease.lua");
 
@@ -74,6 +80,7 @@ enum Connection {
 pub struct RedisStore {
     connection: Connection,
     gcra: Script,
+    counter: Script,
     lease: Script,
 }
 
@@ -112,6 +119,7 @@ impl RedisStore {
         Ok(RedisStore {
             connection,
             gcra: Script::new(GCRA_SCRIPT),
+            counter: Script::new(COUNTER_SCRIPT),
             lease: Script::new(LEASE_SCRIPT),
         })
     }
@@ -153,6 +161,29 @@ impl QuotaStore for RedisStore {
                 retry_after_us: (retry >= 0).then(|| us(retry)),
                 reset_after_us: us(reset),
                 blocked_us: us(blocked),
+            }
+            .into())
+        })
+    }
+
+    fn counter<'a>(&'a self, request: CounterRequest<'a>) -> StoreFuture<'a, CounterReply> {
+        Box::pin(async move {
+            let args = [
+                request.limit.max(1).to_string(),
+                request.window_ms.max(1).to_string(),
+                request.cost.max(1).to_string(),
+                request.reserve.to_string(),
+            ];
+            let reply: Vec<i64> = self.invoke(&self.counter, request.key, &args).await?;
+            let [admitted, count, retry, reset] = reply[..] else {
+                return Err(StoreError::Reply("the counter script returns four integers"));
+            };
+            let n = |v: i64| u64::try_from(v).unwrap_or(0);
+            Ok(CounterOutcome {
+                admitted: admitted == 1,
+                count: n(count),
+                retry_after_ms: (retry >= 0).then(|| n(retry)),
+                reset_after_ms: n(reset),
             }
             .into())
         })
