@@ -1197,6 +1197,42 @@ async fn hot_keys_are_listed_and_a_hot_only_limit_spares_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_only_cache_keeps_the_hot_keys_answers_and_passes_the_others_through() {
+    let gw = Gw::start(
+        "",
+        "",
+        &api("    hot_keys: { key: query:item, top: 1, min_rate: 0 }\n    cache: { ttl: 10s, max_bytes: 1MB, hot_only: true }\n"),
+    )
+    .await;
+    let how = |r: &Resp| {
+        r.headers.get("x-spillway-cache").map(|v| v.to_str().unwrap().to_string())
+    };
+    let hits_before = gw.backend.hits();
+    // `a` becomes the one hot key: its first answer is fetched and kept, the rest are hits.
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        let via = if i % 2 == 0 { Via::Lean } else { Via::Hyper };
+        let r = gw.call(via, "/?item=a", &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        seen.push(how(&r).unwrap_or_default());
+    }
+    // (The first answer is stored as its body ends, which may be just after the client read
+    // it: the second request may still miss.)
+    assert_eq!(seen[0], "miss", "{seen:?}");
+    assert!(seen[2..].iter().all(|h| h == "hit"), "{seen:?}");
+    let fetched = seen.iter().filter(|h| *h == "miss").count() as u64;
+    assert_eq!(gw.backend.hits() - hits_before, fetched);
+    // `b` is not hot: every request goes upstream, untouched by the cache.
+    for via in [Via::Lean, Via::Hyper, Via::Lean] {
+        let r = gw.call(via, "/?item=b", &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(how(&r), None, "a cold key does not use the cache");
+    }
+    assert_eq!(gw.backend.hits() - hits_before, fetched + 3);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_stream_sends_a_snapshot_a_second_whose_counters_move_with_traffic() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gw = Gw::start(

@@ -109,6 +109,8 @@ pub struct CacheSettings {
     pub max_bytes: u64,
     /// Cache requests with `Authorization` or `Cookie` too.
     pub authorized: bool,
+    /// Cache only the requests whose hot key (`hot_keys:`) is in the route's top K now.
+    pub hot_only: bool,
 }
 
 /// Checks a route's `cache:`.
@@ -116,11 +118,14 @@ pub(super) fn cache(
     c: &mut Checker<'_>,
     p: &[Seg],
     raw: super::raw::RawCache,
+    has_hot_keys: bool,
 ) -> Option<CacheSettings> {
-    if raw.hot_only.is_some() {
+    let hot_only = raw.hot_only.unwrap_or(false);
+    if hot_only && !has_hot_keys {
         c.error(
             &at(p, &[key("hot_only")]),
-            "`hot_only` is not available in this version yet: every key is cached",
+            "`hot_only` caches only the requests whose hot key is in the top K now: it needs \
+             `hot_keys:` on the route",
         );
         return None;
     }
@@ -137,7 +142,7 @@ pub(super) fn cache(
         c.error(&at(p, &[key("max_bytes")]), "at least 8KB");
         return None;
     }
-    Some(CacheSettings { ttl, max_bytes, authorized: raw.authorized.unwrap_or(false) })
+    Some(CacheSettings { ttl, max_bytes, authorized: raw.authorized.unwrap_or(false), hot_only })
 }
 
 /// A route's `hot_keys:`: a heavy-hitter sketch over one key.

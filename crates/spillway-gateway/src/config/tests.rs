@@ -751,3 +751,12 @@ fn global_limits_without_redis_or_exact_at_high_rates_are_warned_about() {
     assert!(reasons.iter().any(|r| r.contains("mode: lease")), "{reasons:?}");
     assert!(config.warnings.iter().all(|w| w.key == "routes[0].limits"), "{:?}", config.warnings);
 }
+
+#[test]
+fn a_hot_only_cache_needs_hot_keys_on_its_route() {
+    let text = "listeners: [{ name: l, address: 127.0.0.1:0 }]\nclusters: [{ name: c, endpoints: [{ address: 127.0.0.1:9 }] }]\nroutes:\n  - name: r\n    cluster: c\n    cache: { ttl: 1s, hot_only: true }\n";
+    refused(text, "routes[0].cache.hot_only", "hot_only", "needs `hot_keys:`");
+    let with_keys = text.replace("    cache:", "    hot_keys: { key: path }\n    cache:");
+    let config = parse(&with_keys).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.routes[0].policy.cache.as_ref().is_some_and(|c| c.hot_only));
+}

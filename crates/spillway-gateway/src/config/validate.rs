@@ -1060,9 +1060,12 @@ fn route_policy(
             .stale_on_error
             .take()
             .and_then(|s| super::retry::stale_on_error(c, &at(p, &[key("stale_on_error")]), s)),
-        hot_keys,
         global_limits,
-        cache: raw.cache.take().and_then(|r| policy::cache(c, &at(p, &[key("cache")]), r)),
+        cache: raw
+            .cache
+            .take()
+            .and_then(|r| policy::cache(c, &at(p, &[key("cache")]), r, hot_keys.is_some())),
+        hot_keys,
     }
 }
 

@@ -833,6 +833,9 @@ pub struct Admission {
     started: Instant,
     /// Set when the cluster shed the request and its gutter took it: the cluster to call.
     gutter: Option<usize>,
+    /// Whether the request's hot key is in the route's top K now; judged only for a
+    /// micro-cache that caches hot keys alone (`cache.hot_only`).
+    hot: Option<bool>,
 }
 
 impl Admission {
@@ -840,6 +843,12 @@ impl Admission {
     /// request and its gutter took it.
     pub fn gutter(&self) -> Option<usize> {
         self.gutter
+    }
+
+    /// Whether the request's hot key is hot now (`None`: not judged, the route's cache does
+    /// not ask).
+    pub fn hot(&self) -> Option<bool> {
+        self.hot
     }
 
     /// The request ended at `now` with `outcome` (as the upstream answered: `Failure` for a
@@ -1051,6 +1060,9 @@ pub async fn admit(
                 if let Some(hot) = &policy.hot {
                     classify::key_bytes(&hot.settings.key, view, client, &policy.route, &mut buf);
                     hot.observe(worker, &buf, now);
+                    if policy.config.cache.as_ref().is_some_and(|c| c.hot_only) {
+                        admission.hot = Some(hot.is_hot(worker, &buf, now));
+                    }
                 }
                 for limit in &policy.limits {
                     classify::key_bytes(&limit.config.key, view, client, &policy.route, &mut buf);

@@ -120,7 +120,7 @@ impl RouteCache {
     pub fn new(settings: &CacheSettings) -> RouteCache {
         RouteCache {
             settings: settings.clone(),
-            store: StaleCache::new(settings.max_bytes, settings.ttl),
+            store: StaleCache::honouring_freshness(settings.max_bytes, settings.ttl),
             flights: parking_lot::Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -202,6 +202,7 @@ mod tests {
             ttl: Duration::from_secs(1),
             max_bytes: 1 << 20,
             authorized: false,
+            hot_only: false,
         }))
     }
 
@@ -249,7 +250,7 @@ mod tests {
 
     #[test]
     fn credentials_and_revalidation_keep_answers_out() {
-        let s = CacheSettings { ttl: Duration::from_secs(1), max_bytes: 1024, authorized: false };
+        let s = CacheSettings { ttl: Duration::from_secs(1), max_bytes: 1024, authorized: false, hot_only: false };
         let mut h = HeaderMap::new();
         assert!(request_cacheable(&h, &s));
         h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));

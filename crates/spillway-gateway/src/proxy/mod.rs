@@ -499,7 +499,11 @@ async fn proxy(
     // The micro-cache answers a fresh copy, or the answer of the request already fetching this
     // key; otherwise this request leads the fetch and the waiters get its answer.
     let mut flight = None;
-    if let (Some(cache), Some(key)) = (route_cache, &cache_key) {
+    // With `hot_only`, only the requests whose hot key is in the top K now use it.
+    let cache = route_cache.filter(|c| {
+        !c.settings.hot_only || admitted.as_ref().and_then(|(a, _, _)| a.hot()) == Some(true)
+    });
+    if let (Some(cache), Some(key)) = (cache, &cache_key) {
         match cache.lookup(key, start) {
             crate::proxy::cache::Lookup::Hit(hit) => {
                 if let Some((admission, _, _)) = admitted {

@@ -187,6 +187,10 @@ pub struct StaleStats {
 pub struct StaleCache {
     max_bytes: u64,
     max_age: Duration,
+    /// Whether an answer's own freshness (`s-maxage`, `max-age`, less its `Age`) may shorten
+    /// `max_age` for its copy: yes for the micro-cache, no for stale copies (which are served
+    /// precisely when they are no longer fresh).
+    honours_freshness: bool,
     inner: Mutex<Inner>,
 }
 
@@ -196,6 +200,8 @@ struct Entry {
     headers: Arc<[(HeaderName, HeaderValue)]>,
     body: Bytes,
     stored_at: Instant,
+    /// How long this copy may be served: the cache's `max_age`, or less.
+    max_age: Duration,
     cost: u64,
     /// This entry's place in `Inner::lru`.
     tick: u64,
@@ -259,7 +265,15 @@ impl StaleCache {
     /// entry) and serving copies up to `max_age` old. One entry may use at most an eighth of
     /// the budget, so that one large answer cannot flush the others.
     pub fn new(max_bytes: u64, max_age: Duration) -> StaleCache {
-        StaleCache { max_bytes, max_age, inner: Mutex::new(Inner::default()) }
+        StaleCache { max_bytes, max_age, honours_freshness: false, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Like [`new`](Self::new), but a copy is served no longer than its answer says it stays
+    /// fresh: `s-maxage` (or else `max-age`) less the answer's `Age`, when that is shorter
+    /// than `max_age` (RFC 9111 §4.2.1: a shared cache prefers `s-maxage`). An answer already
+    /// stale on arrival is not kept.
+    pub fn honouring_freshness(max_bytes: u64, max_age: Duration) -> StaleCache {
+        StaleCache { honours_freshness: true, ..StaleCache::new(max_bytes, max_age) }
     }
 
     /// The most one entry may cost; a capture limit for its body (see [`CaptureBody`]).
@@ -301,7 +315,16 @@ impl StaleCache {
             self.inner.lock().remove(&key.id);
             return StoreOutcome::TooLarge;
         }
-        let entry = Entry { status, headers: kept.into(), body, stored_at: now, cost, tick: 0 };
+        let max_age = match self.honours_freshness.then(|| freshness_left(headers)).flatten() {
+            Some(left) if left.is_zero() => {
+                self.inner.lock().remove(&key.id);
+                return StoreOutcome::Uncacheable;
+            }
+            Some(left) => left.min(self.max_age),
+            None => self.max_age,
+        };
+        let entry =
+            Entry { status, headers: kept.into(), body, stored_at: now, max_age, cost, tick: 0 };
         let mut inner = self.inner.lock();
         inner.insert(key.id.clone(), entry);
         inner.stats.stored += 1;
@@ -318,7 +341,7 @@ impl StaleCache {
             return None;
         };
         let age = now.saturating_duration_since(entry.stored_at);
-        if age > self.max_age {
+        if age > entry.max_age {
             inner.remove(&key.id);
             inner.stats.misses += 1;
             return None;
@@ -340,6 +363,38 @@ impl StaleCache {
 }
 
 /// Why `headers` must not be kept, if they say so.
+/// How much longer an answer stays fresh by its own headers: `s-maxage` (or else `max-age`)
+/// seconds less its `Age`; `None` when it names neither (or only malformed values).
+fn freshness_left(headers: &HeaderMap) -> Option<Duration> {
+    let mut max_age = None;
+    let mut s_maxage = None;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        for directive in value.as_bytes().split(|b| *b == b',') {
+            let mut parts = directive.splitn(2, |b| *b == b'=');
+            let name = parts.next().unwrap_or_default().trim_ascii();
+            let Some(seconds) = parts.next().and_then(delta_seconds) else { continue };
+            if name.eq_ignore_ascii_case(b"s-maxage") {
+                s_maxage = Some(seconds);
+            } else if name.eq_ignore_ascii_case(b"max-age") {
+                max_age = Some(seconds);
+            }
+        }
+    }
+    let lifetime = s_maxage.or(max_age)?;
+    let age = headers.get(header::AGE).and_then(|v| delta_seconds(v.as_bytes())).unwrap_or(0);
+    Some(Duration::from_secs(lifetime.saturating_sub(age)))
+}
+
+/// A `delta-seconds` value (RFC 9111 §1.2.2), optionally quoted; too large saturates.
+fn delta_seconds(raw: &[u8]) -> Option<u64> {
+    let raw = raw.trim_ascii();
+    let raw = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")).unwrap_or(raw);
+    if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(raw.iter().fold(0u64, |n, d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
+}
+
 fn refusal(headers: &HeaderMap) -> Option<Refusal> {
     if headers.contains_key(header::SET_COOKIE) {
         return Some(Refusal::SetCookie);
@@ -645,6 +700,40 @@ mod tests {
         let k = get("h", "/");
         let h = headers(&[("cache-control", "public, max-age=10"), ("vary", "accept-encoding")]);
         assert_eq!(c.store(&k, 200, &h, "x".into(), at_secs(0)), StoreOutcome::Stored);
+    }
+
+    #[test]
+    fn a_fresh_copy_lives_no_longer_than_its_answer_says() {
+        let c = StaleCache::honouring_freshness(64 * 1024, Duration::from_secs(10));
+        let served_until = |pairs: &[(&'static str, &'static str)]| {
+            let k = get("h", "/f");
+            if c.store(&k, 200, &headers(pairs), "x".into(), at_secs(100)) != StoreOutcome::Stored {
+                return None;
+            }
+            (0..=20).take_while(|s| c.lookup(&k, at_secs(100 + s)).is_some()).last()
+        };
+        assert_eq!(served_until(&[]), Some(10), "no directive: the cache's own max age");
+        assert_eq!(served_until(&[("cache-control", "max-age=2")]), Some(2));
+        assert_eq!(served_until(&[("cache-control", "max-age=60")]), Some(10), "capped");
+        assert_eq!(
+            served_until(&[("cache-control", "max-age=5, s-maxage=1")]),
+            Some(1),
+            "a shared cache prefers s-maxage"
+        );
+        assert_eq!(served_until(&[("cache-control", "max-age=5"), ("age", "3")]), Some(2));
+        assert_eq!(served_until(&[("cache-control", "max-age=\"4\"")]), Some(4), "quoted");
+        assert_eq!(served_until(&[("cache-control", "max-age=soon")]), Some(10), "malformed");
+        assert_eq!(
+            served_until(&[("cache-control", "max-age=1"), ("age", "5")]),
+            None,
+            "already stale on arrival: not kept"
+        );
+        // Stale copies ignore the answer's freshness: they serve past it by design.
+        let stale = StaleCache::new(64 * 1024, Duration::from_secs(10));
+        let k = get("h", "/s");
+        let h = headers(&[("cache-control", "max-age=1")]);
+        assert_eq!(stale.store(&k, 200, &h, "x".into(), at_secs(0)), StoreOutcome::Stored);
+        assert!(stale.lookup(&k, at_secs(9)).is_some());
     }
 
     #[test]
