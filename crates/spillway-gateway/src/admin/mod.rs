@@ -1,13 +1,16 @@
 //! The admin listener: Prometheus metrics, health and readiness, the effective config with the
-//! last reload's status, cluster state, and reload on demand.
+//! last reload's status, cluster state, reload on demand, and the live dashboard
+//! (`GET /dashboard`, [`dashboard`]).
 //!
-//! `/metrics`, `/healthz` and `/readyz` are open (scrapers and orchestrators need them);
+//! `/metrics`, `/healthz` and `/readyz` are open (scrapers and orchestrators need them), and so
+//! is `/dashboard` (the page holds no data; its script reads `/admin/stream` with the token);
 //! `/admin/*` requires `Authorization: Bearer <token>` when a token is configured; the token is
 //! compared in constant time.
 //!
 //! It reads `state` and reloads through the [`AdminControl`] trait, which `gateway::Control`
 //! implements, so the admin API does not import the gateway that starts it.
 
+pub mod dashboard;
 pub mod metrics;
 pub mod stream;
 
@@ -133,6 +136,7 @@ async fn handle<C: AdminControl>(
             crate::upstream::discovery::render_metrics(&shared.discovered, &mut text);
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
+        (&Method::GET, p) if dashboard::owns(p) => dashboard::serve(p),
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {
             if shared.draining.load(Relaxed) {

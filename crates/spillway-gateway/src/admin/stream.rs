@@ -3,9 +3,11 @@
 //! differences between consecutive snapshots).
 //!
 //! A snapshot carries counters, not rates, so a client that misses an event loses nothing:
-//! per route the answers by status class and the latency histogram; the admission and
-//! resilience state (`/admin/policies`), clusters and endpoints (`/admin/clusters`), hot keys,
-//! failback queue depths and the active plans.
+//! per route the answers by status class, the latency histogram and the degraded answers
+//! (fallbacks and stale copies); the admission and resilience state (`/admin/policies`, with
+//! the rejections by reason and criticality), clusters and endpoints (`/admin/clusters`), hot
+//! keys, failback queue depths and the active plans. The built-in dashboard
+//! ([`super::dashboard`]) draws its charts from these snapshots.
 
 use super::AdminControl;
 use crate::state::Shared;
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,11 +37,18 @@ pub fn snapshot(shared: &Shared) -> serde_json::Value {
             let class = |from: u16| (from..from + 100).map(|s| r.stats.count(s)).sum::<u64>();
             let buckets: Vec<u64> =
                 (0..=crate::route::stats::BUCKETS.len()).map(|i| r.stats.bucket_count(i)).collect();
+            let degraded = snap.policies.rejections(r.index).map(|counts| {
+                json!({
+                    "fallback": counts.fallbacks.load(Relaxed),
+                    "stale": counts.stale.load(Relaxed),
+                })
+            });
             json!({
                 "route": r.name,
                 "answers": { "2xx": class(200), "3xx": class(300), "4xx": class(400), "5xx": class(500) },
                 "latency_buckets": buckets,
                 "latency_sum_us": r.stats.sum_micros(),
+                "degraded": degraded.unwrap_or_else(|| json!({ "fallback": 0, "stale": 0 })),
             })
         })
         .collect();
