@@ -38,6 +38,9 @@ enum Command {
     /// Register a service instance in etcd under a lease and keep it alive until SIGTERM (a
     /// sidecar for gateway clusters with `discovery: { etcd: ... }`).
     Register(cmd::register::RegisterArgs),
+    /// The live dashboard in a terminal: per-route rates and latency, breakers, pools, BBR,
+    /// retries, hot keys, failback and plans, from a gateway's admin `/admin/stream`.
+    Top(cmd::top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::main(args),
         Command::Backend(args) => cmd::backend::main(args),
         Command::Register(args) => cmd::register::main(args),
+        Command::Top(args) => cmd::top::main(args),
     };
     match result {
         Ok(code) => code,

@@ -9,3 +9,4 @@ pub mod logging;
 pub mod register;
 pub mod replay;
 pub mod run;
+pub mod top;
