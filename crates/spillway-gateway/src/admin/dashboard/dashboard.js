@@ -13,6 +13,7 @@
 
 (() => {
   const WINDOW_MS = 5 * 60 * 1000;
+  const MIN_SPAN_MS = 60 * 1000; // a young page's charts span at least this, then grow to WINDOW_MS
   const MAX_SAMPLES = 360; // 5 minutes at one a second, with room for late events
   const TOP_N = 6; // series per chart besides the total: the busiest ones
   const SCORE_SAMPLES = 30; // how far back "busiest" looks
@@ -249,7 +250,8 @@
       }
       this.paths = [];
       this.empty = div('empty', spec.empty || 'nothing to show yet');
-      plot.append(this.svg, this.yMax, this.yMid, this.empty, div('xleft', '−5 min'), div('xright', 'now'));
+      this.xLeft = div('xleft', '');
+      plot.append(this.svg, this.yMax, this.yMid, this.empty, this.xLeft, div('xright', 'now'));
       this.el.appendChild(plot);
       this.legend = div('legend');
       this.el.appendChild(this.legend);
@@ -257,11 +259,23 @@
       parent.appendChild(this.el);
     }
 
-    // series: [{ label, values: [[t, v|null], ...] }]; the x axis ends at tEnd.
-    draw(series, tEnd) {
-      const tStart = tEnd - WINDOW_MS;
+    // series: [{ label, metric, name, color, dashed }], values read from `samples`; the x axis
+    // spans `span` ms up to tEnd.
+    draw(series, tEnd, span) {
+      const tStart = tEnd - span;
+      const from = firstSampleAt(tStart);
+      const value = (sample, s) => {
+        const m = sample.m.get(s.metric);
+        const v = m ? m.get(s.name) : undefined;
+        return v === undefined || v === null || !Number.isFinite(v) ? null : v;
+      };
       let top = 0;
-      for (const s of series) for (const [, v] of s.values) if (v !== null && v > top) top = v;
+      for (const s of series) {
+        for (let k = from; k < samples.length; k++) {
+          const v = value(samples[k], s);
+          if (v !== null && v > top) top = v;
+        }
+      }
       const yTop = this.spec.max || niceCeil(top * 1.05);
       let points = 0;
       series.forEach((s, i) => {
@@ -274,20 +288,22 @@
         let d = '';
         let pen = false;
         let n = 0;
-        for (const [t, v] of s.values) {
-          if (v === null || v === undefined || !Number.isFinite(v) || t < tStart) {
+        for (let k = from; k < samples.length; k++) {
+          const v = value(samples[k], s);
+          if (v === null) {
             pen = false;
             continue;
           }
-          const x = ((t - tStart) / WINDOW_MS) * CHART_W;
+          const x = ((samples[k].t - tStart) / span) * CHART_W;
           const y = CHART_H - (Math.min(v, yTop) / yTop) * CHART_H;
           d += (pen ? 'L' : 'M') + x.toFixed(1) + ' ' + y.toFixed(1);
           pen = true;
           n += 1;
         }
         if (i === 0) points = n;
-        path.setAttribute('d', d || 'M0 0');
-        path.setAttribute('stroke', PALETTE[i % PALETTE.length]);
+        if (path.getAttribute('d') !== d) path.setAttribute('d', d || 'M0 0');
+        path.setAttribute('stroke', s.color);
+        path.setAttribute('stroke-dasharray', s.dashed ? '4 3' : 'none');
         path.setAttribute('display', d ? 'inline' : 'none');
         let item = this.items[i];
         if (!item) {
@@ -299,9 +315,10 @@
           this.legend.appendChild(item);
           this.items.push(item);
         }
-        item.swatch.style.background = PALETTE[i % PALETTE.length];
+        item.swatch.style.background = s.color;
+        item.swatch.className = s.dashed ? 'dashed' : '';
         setText(item.label, s.label);
-        const last = s.values.length ? s.values[s.values.length - 1][1] : null;
+        const last = samples.length ? value(samples[samples.length - 1], s) : null;
         setText(item.value, fmt(last) + (this.spec.unit || ''));
         item.hidden = false;
       });
@@ -310,6 +327,7 @@
         this.items[i].hidden = true;
       }
       this.empty.hidden = series.length > 0;
+      setText(this.xLeft, span >= 120000 ? `−${Math.round(span / 60000)} min` : `−${Math.round(span / 1000)} s`);
       setText(this.yMax, fmt(yTop) + (this.spec.unit || ''));
       setText(this.yMid, fmt(yTop / 2));
       this.el.dataset.points = String(points);
@@ -318,8 +336,9 @@
     }
   }
 
-  // Which charts, from which metrics. `metrics`: [metric, label suffix]; the busiest TOP_N
-  // names (by their sum over the last SCORE_SAMPLES samples) are drawn, the total first.
+  // Which charts, from which metrics. `metrics`: [metric, label suffix]; the busiest `names`
+  // (default TOP_N, by their sum over the last SCORE_SAMPLES samples) are drawn, the total
+  // first. `busyOnly`: names whose values were all 0 lately are left out.
   const CHARTS = [
     { id: 'requests', title: 'Requests/s', metrics: [['rps', '']] },
     { id: 'errors', title: '5xx answers/s', metrics: [['eps', '']], busyOnly: true },
@@ -329,9 +348,9 @@
     { id: 'p99', title: 'p99 latency per route', unit: ' ms', metrics: [['p99', '']], rankBy: 'rps' },
     { id: 'degraded', title: 'Fallback and stale answers/s', metrics: [['degraded', '']], busyOnly: true, empty: 'no degraded answers' },
     { id: 'cpu', title: 'CPU: gateway and BBR (%)', unit: ' %', metrics: [['cpu', '']], max: 100 },
-    { id: 'bbr', title: 'BBR in flight / max in flight', metrics: [['bbr_in', ' in flight'], ['bbr_max', ' max']], empty: 'no BBR configured' },
-    { id: 'concurrency', title: 'Adaptive concurrency limits', metrics: [['conc_limit', ' limit'], ['conc_in', ' in flight']], empty: 'no adaptive limits' },
-    { id: 'levels', title: 'Limiter levels: in use / queued', metrics: [['level_in', ' in use'], ['level_queued', ' queued']], empty: 'no levels configured' },
+    { id: 'bbr', title: 'BBR in flight / max in flight (dashed)', metrics: [['bbr_in', ' in flight'], ['bbr_max', ' max']], names: 4, empty: 'no BBR configured' },
+    { id: 'concurrency', title: 'Adaptive concurrency: in flight / limit (dashed)', metrics: [['conc_in', ' in flight'], ['conc_limit', ' limit']], names: 4, empty: 'no adaptive limits' },
+    { id: 'levels', title: 'Limiter levels: in use / queued (dashed)', metrics: [['level_in', ' in use'], ['level_queued', ' queued']], names: 4, empty: 'no levels configured' },
     { id: 'breakers', title: 'Breaker drop probability (CRITICAL)', metrics: [['drop', '']], max: 1, empty: 'no breakers' },
     { id: 'healthy', title: 'Healthy endpoints per cluster', metrics: [['healthy', '']], empty: 'no clusters' },
     { id: 'failback', title: 'Failback queue depth', metrics: [['failback', '']], empty: 'no failback routes' },
@@ -367,42 +386,59 @@
     return s;
   }
 
+  // The index of the first sample at or after `t` (samples are in time order).
+  function firstSampleAt(t) {
+    let lo = 0;
+    let hi = samples.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (samples[mid].t < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  // The series a chart draws: the total (when its metric has one) and the busiest names (by
+  // `rankBy`, else the first metric), the same names and colours for each of its metrics (the
+  // second one dashed).
   function seriesOf(spec) {
     const lastSample = samples[samples.length - 1];
-    const out = [];
-    for (const [metric, suffix] of spec.metrics) {
-      const names = lastSample && lastSample.m.get(metric);
-      if (!names) continue;
-      const ranked = [];
-      for (const name of names.keys()) {
-        if (name === TOTAL) continue;
-        const s = score(spec.rankBy || metric, name);
-        if (spec.busyOnly && score(metric, name) === 0) continue;
-        ranked.push([s, name]);
-      }
-      ranked.sort((a, b) => b[0] - a[0] || (a[1] < b[1] ? -1 : 1));
-      const chosen = ranked.slice(0, TOP_N).map(([, n]) => n);
-      chosen.sort();
-      if (names.has(TOTAL)) chosen.unshift(TOTAL);
-      for (const name of chosen) {
-        const values = [];
-        for (const s of samples) {
-          const series = s.m.get(metric);
-          const v = series ? series.get(name) : undefined;
-          values.push([s.t, v === undefined ? null : v]);
-        }
-        const label = (name === TOTAL ? 'total' : name.split(SEP).join(' ')) + suffix;
-        out.push({ label, values });
-      }
+    if (!lastSample) return [];
+    const names = new Set();
+    for (const [metric] of spec.metrics) {
+      const m = lastSample.m.get(metric);
+      if (m) for (const name of m.keys()) names.add(name);
     }
+    const hasTotal = names.delete(TOTAL);
+    const rankBy = spec.rankBy || spec.metrics[0][0];
+    const ranked = [];
+    for (const name of names) {
+      if (spec.busyOnly && spec.metrics.every(([metric]) => score(metric, name) === 0)) continue;
+      ranked.push([score(rankBy, name), name]);
+    }
+    ranked.sort((a, b) => b[0] - a[0] || (a[1] < b[1] ? -1 : 1));
+    const chosen = ranked.slice(0, spec.names || TOP_N).map(([, n]) => n);
+    chosen.sort();
+    if (hasTotal) chosen.unshift(TOTAL);
+    const out = [];
+    chosen.forEach((name, i) => {
+      spec.metrics.forEach(([metric, suffix], j) => {
+        const m = lastSample.m.get(metric);
+        if (!m || !m.has(name)) return;
+        const label = (name === TOTAL ? 'total' : name.split(SEP).join(' ')) + suffix;
+        out.push({ label, metric, name, color: PALETTE[i % PALETTE.length], dashed: j > 0 });
+      });
+    });
     return out;
   }
 
   // ---- tables (rows keyed and reused) ---------------------------------------------------------
 
-  // rows: [{ key, cells: [text | Node-builder], cls? }] in display order.
-  function updateTable(table, rows) {
+  // rows: [{ key, cells: [text | Node-builder], cls? }] in display order; `none` is the text
+  // of the one row shown when there is none.
+  function updateTable(table, rows, none) {
     const body = table.tBodies[0];
+    if (rows.length === 0 && none) rows = [{ key: '\u0000none', cells: [none], cls: 'none' }];
     if (!table.rowsByKey) table.rowsByKey = new Map();
     const keep = new Set();
     let order = true;
@@ -416,6 +452,7 @@
         order = false;
       }
       while (tr.cells.length < row.cells.length) tr.insertCell();
+      if (row.cls === 'none') tr.cells[0].colSpan = table.tHead.rows[0].cells.length;
       row.cells.forEach((cell, j) => {
         const td = tr.cells[j];
         if (typeof cell === 'function') cell(td);
@@ -491,7 +528,9 @@
   function describeAction(a) {
     const parts = [];
     if (a.route) parts.push('route ' + a.route);
-    for (const k of Object.keys(a)) if (k !== 'route') parts.push(k + ': ' + JSON.stringify(a[k]));
+    for (const k of Object.keys(a)) {
+      if (k !== 'route' && a[k] !== null && a[k] !== undefined) parts.push(k + ': ' + JSON.stringify(a[k]));
+    }
     return parts.join(', ');
   }
 
@@ -516,7 +555,7 @@
       key: name,
       cells: [name, fmt(latest('rps', name)), fmt(latest('eps', name)), fmt(latest('rejected', name) || 0),
         fmt(latest('degraded', name)), fmt(latest('p50', name)), fmt(latest('p99', name))],
-    })));
+    })), 'no routes');
     // Breakers and adaptive limits per cluster.
     const policyOf = new Map(((snap.policies && snap.policies.clusters) || []).map((c) => [c.cluster, c]));
     updateTable($('breakers'), (snap.clusters || []).map((c) => {
@@ -529,7 +568,7 @@
           b && b.trips != null ? String(b.trips) : '–', b ? `${b.accepts}/${b.requests}` : '–',
           p.concurrency ? String(p.concurrency.limit) : '–', p.concurrency ? String(p.concurrency.in_flight) : '–'],
       };
-    }));
+    }), 'no clusters');
     // Endpoints.
     const endpointRows = [];
     for (const c of snap.clusters || []) {
@@ -544,7 +583,7 @@
         });
       }
     }
-    updateTable($('endpoints'), endpointRows);
+    updateTable($('endpoints'), endpointRows, 'no endpoints');
     // Hot keys.
     const hot = [];
     for (const h of snap.hot_keys || []) {
@@ -552,7 +591,7 @@
         hot.push({ key: h.route + SEP + k.key, cells: [h.route, k.key, fmt(k.rate_per_sec)] });
       }
     }
-    updateTable($('hotkeys'), hot);
+    updateTable($('hotkeys'), hot, 'no hot keys');
     // Pools: levels and route bulkheads.
     const pools = [];
     for (const l of (snap.policies && snap.policies.levels) || []) pools.push(['level ' + l.name, l]);
@@ -562,7 +601,7 @@
     updateTable($('levels'), pools.map(([name, p]) => ({
       key: name,
       cells: [name, String(p.in_use), String(p.max_concurrent), String(p.queued), String(p.codel_drops)],
-    })));
+    })), 'no levels or bulkheads configured');
     const bbrs = [];
     for (const l of (snap.policies && snap.policies.listeners) || []) if (l.bbr) bbrs.push(['listener ' + l.listener, l.bbr]);
     for (const r of (snap.policies && snap.policies.routes) || []) if (r.bbr) bbrs.push(['route ' + r.route, r.bbr]);
@@ -570,7 +609,7 @@
       key: name,
       cells: [name, fmt(100 * b.cpu) + ' %', String(b.in_flight), String(b.max_in_flight),
         badge(b.dropping ? 'shedding' : 'no', b.dropping ? 'shedding' : 'off')],
-    })));
+    })), 'no BBR configured');
   }
 
   function setFigure(id, value, text) {
@@ -584,8 +623,11 @@
     frame = 0;
     if (!last) return;
     try {
+      const started = performance.now();
       const tEnd = last.unix_ms;
-      for (const chart of charts) chart.draw(seriesOf(chart.spec), tEnd);
+      const oldest = samples.length ? samples[0].t : tEnd;
+      const span = Math.min(WINDOW_MS, Math.max(MIN_SPAN_MS, tEnd - oldest));
+      for (const chart of charts) chart.draw(seriesOf(chart.spec), tEnd, span);
       renderTables(last);
       const rps = latest('rps', TOTAL);
       setFigure('total-rps', rps, fmt(rps));
@@ -602,6 +644,7 @@
       setFigure('cpu', 100 * (last.cpu || 0), fmt(100 * (last.cpu || 0)) + ' %');
       setText($('generation'), String(last.generation));
       setText($('updated'), new Date(last.unix_ms).toLocaleTimeString());
+      document.body.dataset.renderMs = (performance.now() - started).toFixed(2);
     } catch (e) {
       fail('render', e);
     }
@@ -779,6 +822,9 @@
     });
     connect();
   }
+
+  // For measurements and tests: feed a snapshot as if it came from the stream, draw at once.
+  window.spillwayDashboard = { ingest: onSnapshot, render };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
   else start();
