@@ -118,7 +118,10 @@ async fn redraw(
                 previous = Some(current);
             }
             Err(lost) => {
-                screen.note(&format!("{lost}; reconnecting every second (Ctrl-C quits)"));
+                screen.note(&format!(
+                    "{}; reconnecting every second (Ctrl-C quits)",
+                    with_causes(&lost)
+                ));
                 stream = loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     match SnapshotStream::open(admin, token, patience).await {
@@ -126,7 +129,9 @@ async fn redraw(
                         Err(e @ (TopError::TokenNeeded(_) | TopError::TokenRefused(_))) => {
                             return Err(e)
                         }
-                        Err(e) => screen.note(&format!("{e}; reconnecting every second")),
+                        Err(e) => {
+                            screen.note(&format!("{}; reconnecting every second", with_causes(&e)))
+                        }
                     }
                 };
                 // Counters may have restarted with the gateway: rates start over.
@@ -134,6 +139,18 @@ async fn redraw(
             }
         }
     }
+}
+
+/// The error and its causes, `: `-separated (as `spillway` prints a fatal error).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Ctrl-C or SIGTERM.
