@@ -154,7 +154,8 @@ fn check_id(index: usize, id: &str) -> Result<HeaderValue, ConfigError> {
 
 fn parse_sha256_hex(index: usize, id: &str, value: &str) -> Result<[u8; 32], ConfigError> {
     let hex = value.trim();
-    if let Some((position, bad_char)) = hex.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit())
+    if let Some((position, bad_char)) =
+        hex.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit())
     {
         return Err(ConfigError::ApiKeyBadHex {
             index,
@@ -313,8 +314,11 @@ mod tests {
     fn duplicate_ids_and_keys_are_refused() {
         let error = ApiKeyAuth::from_config(&config(&[("a", "k1"), ("a", "k2")])).expect_err("ids");
         assert!(matches!(error, ConfigError::DuplicateApiKeyId { index: 1, .. }));
-        let error = ApiKeyAuth::from_config(&config(&[("a", "k1"), ("b", "k1")])).expect_err("keys");
-        assert!(matches!(error, ConfigError::DuplicateApiKey { index: 1, ref other, .. } if other == "a"));
+        let error =
+            ApiKeyAuth::from_config(&config(&[("a", "k1"), ("b", "k1")])).expect_err("keys");
+        assert!(
+            matches!(error, ConfigError::DuplicateApiKey { index: 1, ref other, .. } if other == "a")
+        );
     }
 
     #[test]

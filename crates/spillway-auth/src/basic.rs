@@ -89,7 +89,7 @@ impl BasicCredentials {
 /// A stored password hash, parsed at config time.
 #[derive(Debug, Clone)]
 enum StoredHash {
-    Argon2(PasswordHash),
+    Argon2(Box<PasswordHash>),
     Bcrypt(String),
 }
 
@@ -105,34 +105,32 @@ impl StoredHash {
                 .map_err(|error| bad(format!("is not a valid PHC string: {error}")))?;
             match hash.algorithm.as_str() {
                 "argon2id" | "argon2i" => {}
-                other => {
-                    return Err(bad(format!(
-                        "uses `{other}`; use argon2id (or argon2i): argon2d is not meant for passwords"
-                    )))
-                }
+                other => return Err(bad(format!(
+                    "uses `{other}`; use argon2id (or argon2i): argon2d is not meant for passwords"
+                ))),
             }
             if hash.salt.is_none() || hash.hash.is_none() {
                 return Err(bad("has no salt or no hash part".to_owned()));
             }
             argon2::Params::try_from(&hash)
                 .map_err(|error| bad(format!("has invalid argon2 parameters: {error}")))?;
-            Ok(StoredHash::Argon2(hash))
+            Ok(StoredHash::Argon2(Box::new(hash)))
         } else if ["$2a$", "$2b$", "$2x$", "$2y$"].iter().any(|prefix| value.starts_with(prefix)) {
             bcrypt::HashParts::from_str(value)
                 .map_err(|error| bad(format!("is not a valid bcrypt hash: {error}")))?;
             Ok(StoredHash::Bcrypt(value.to_owned()))
         } else {
-            Err(bad(
-                "is neither an argon2 PHC string (`$argon2id$…`) nor a bcrypt hash (`$2b$…`)"
-                    .to_owned(),
-            ))
+            Err(bad("is neither an argon2 PHC string (`$argon2id$…`) nor a bcrypt hash (`$2b$…`)"
+                .to_owned()))
         }
     }
 
     /// The slow part: recomputes the hash of `password` with the stored salt and parameters.
     fn verify(&self, password: &[u8]) -> bool {
         match self {
-            StoredHash::Argon2(hash) => Argon2::default().verify_password(password, hash).is_ok(),
+            StoredHash::Argon2(hash) => {
+                Argon2::default().verify_password(password, &**hash).is_ok()
+            }
             StoredHash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
         }
     }
@@ -176,15 +174,15 @@ impl BasicAuth {
                 .as_secs(),
         };
         let capacity = config.cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES);
-        let cache = match (ttl_secs, capacity) {
-            (0, _) => None,
-            (_, 0) => {
-                return Err(ConfigError::BadCacheSize {
-                    reason: "0 with a non-zero `cache_ttl`; set `cache_ttl: 0s` to turn the cache off",
-                })
-            }
-            (ttl_secs, capacity) => CredentialCache::new(ttl_secs, capacity),
-        };
+        let cache =
+            match (ttl_secs, capacity) {
+                (0, _) => None,
+                (_, 0) => return Err(ConfigError::BadCacheSize {
+                    reason:
+                        "0 with a non-zero `cache_ttl`; set `cache_ttl: 0s` to turn the cache off",
+                }),
+                (ttl_secs, capacity) => CredentialCache::new(ttl_secs, capacity),
+            };
         Ok(BasicAuth { users, stand_in, forward, challenge: basic_challenge(&realm), cache })
     }
 
@@ -197,7 +195,11 @@ impl BasicAuth {
     /// The outcome for credentials that succeeded within the cache TTL, without hashing.
     /// Cheap (one HMAC-SHA-256 and a map lookup): run it on the request thread and send only
     /// misses to [`Self::verify_basic`].
-    pub fn cached(&self, credentials: &BasicCredentials, now_unix_secs: u64) -> Option<AuthOutcome> {
+    pub fn cached(
+        &self,
+        credentials: &BasicCredentials,
+        now_unix_secs: u64,
+    ) -> Option<AuthOutcome> {
         let cache = self.cache.as_ref()?;
         let user = cache.get(&credentials.user, &credentials.password, now_unix_secs)?;
         Some(self.accept(user))
@@ -364,9 +366,13 @@ mod tests {
     use http::header::AUTHORIZATION;
 
     fn basic_header(user: &str, password: &str) -> HeaderMap {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::try_from(format!("Basic {encoded}")).expect("header"));
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::try_from(format!("Basic {encoded}")).expect("header"),
+        );
         headers
     }
 

@@ -12,10 +12,8 @@ const RESERVED_OUTPUT_HEADERS: [&str; 6] =
 
 /// Parses a configured header name (`key` is the config path for the error).
 pub(crate) fn header_name(key: &str, value: &str) -> Result<HeaderName, ConfigError> {
-    HeaderName::from_bytes(value.trim().as_bytes()).map_err(|_| ConfigError::BadHeaderName {
-        key: key.to_owned(),
-        value: value.to_owned(),
-    })
+    HeaderName::from_bytes(value.trim().as_bytes())
+        .map_err(|_| ConfigError::BadHeaderName { key: key.to_owned(), value: value.to_owned() })
 }
 
 /// Parses a header the gateway will set from an identity or claim: a valid name, not a

@@ -139,7 +139,11 @@ impl Authenticator {
     }
 
     /// Convenience for a request split into parts.
-    pub fn authenticate_parts(&self, parts: &http::request::Parts, now_unix_secs: u64) -> AuthOutcome {
+    pub fn authenticate_parts(
+        &self,
+        parts: &http::request::Parts,
+        now_unix_secs: u64,
+    ) -> AuthOutcome {
         self.authenticate(&parts.headers, now_unix_secs)
     }
 
@@ -172,7 +176,9 @@ impl Authenticator {
 
 /// [`Authenticator::strip_headers`] of several routes at once, without repeats: what a gateway
 /// strips when it removes forward headers once for all routes.
-pub fn strip_headers<'a>(authenticators: impl IntoIterator<Item = &'a Authenticator>) -> Vec<HeaderName> {
+pub fn strip_headers<'a>(
+    authenticators: impl IntoIterator<Item = &'a Authenticator>,
+) -> Vec<HeaderName> {
     let mut names: Vec<HeaderName> = Vec::new();
     for authenticator in authenticators {
         for name in authenticator.strip_headers() {

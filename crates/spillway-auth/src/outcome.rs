@@ -57,9 +57,8 @@ impl AuthOutcome {
     /// The identity, when the credentials were valid (authenticated or forbidden).
     pub fn identity(&self) -> Option<&str> {
         match self {
-            AuthOutcome::Authenticated { identity, .. } | AuthOutcome::Forbidden { identity, .. } => {
-                Some(identity)
-            }
+            AuthOutcome::Authenticated { identity, .. }
+            | AuthOutcome::Forbidden { identity, .. } => Some(identity),
             AuthOutcome::Unauthenticated { .. } => None,
         }
     }

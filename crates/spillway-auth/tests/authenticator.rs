@@ -57,7 +57,10 @@ fn a_block_must_name_exactly_one_method() {
         api_keys_yaml()
     );
     let error = build(&two).unwrap_err();
-    assert!(matches!(&error, ConfigError::SeveralMethods { found } if found == "api_keys, basic"), "{error}");
+    assert!(
+        matches!(&error, ConfigError::SeveralMethods { found } if found == "api_keys, basic"),
+        "{error}"
+    );
 }
 
 #[test]

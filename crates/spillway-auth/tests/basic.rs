@@ -97,7 +97,10 @@ fn wrong_password_is_refused_with_a_utf8_basic_challenge() {
 #[test]
 fn unknown_user_is_refused_like_a_wrong_password() {
     let auth = auth();
-    assert_eq!(refusal(&auth.authenticate(&basic("mallory", "x"), NOW)), Some(AuthFailure::BadPassword));
+    assert_eq!(
+        refusal(&auth.authenticate(&basic("mallory", "x"), NOW)),
+        Some(AuthFailure::BadPassword)
+    );
     // The stand-in hash is alice's (first by name): her password must not let anyone in.
     assert_eq!(
         refusal(&auth.authenticate(&basic("mallory", "wonderland"), NOW)),
@@ -126,7 +129,10 @@ fn success_is_cached_until_the_ttl_and_only_for_the_same_password() {
     let wrong = auth.parse_credentials(&basic("alice", "wonderland!")).unwrap();
     assert!(auth.cached(&right, NOW).is_none(), "nothing cached before a success");
     assert!(auth.verify_basic(&right, NOW).is_authenticated());
-    assert_eq!(auth.cached(&right, NOW + 59).and_then(|o| o.identity().map(str::to_owned)).as_deref(), Some("alice"));
+    assert_eq!(
+        auth.cached(&right, NOW + 59).and_then(|o| o.identity().map(str::to_owned)).as_deref(),
+        Some("alice")
+    );
     assert!(auth.cached(&wrong, NOW + 1).is_none());
     assert!(auth.cached(&right, NOW + 60).is_none(), "expired");
     // Failures are never cached.
@@ -158,7 +164,10 @@ fn hash_that_does_not_parse_names_the_user_and_why() {
         let mut config = config();
         config.users.insert("carol".into(), hash.into());
         let error = BasicAuth::from_config(&config).unwrap_err();
-        assert!(matches!(&error, ConfigError::BadPasswordHash { user, .. } if user == "carol"), "{error}");
+        assert!(
+            matches!(&error, ConfigError::BadPasswordHash { user, .. } if user == "carol"),
+            "{error}"
+        );
         assert!(error.to_string().contains(expected), "{hash}: {error}");
     }
 }
@@ -182,7 +191,8 @@ fn impossible_user_lists_are_refused() {
 #[test]
 fn yaml_block_builds_a_cpu_heavy_authenticator() {
     let alice = argon2_hash(argon2::Algorithm::Argon2id, "wonderland");
-    let yaml = format!("basic: {{ users: {{ alice: \"{alice}\" }}, realm: spillway, forward: x-user }}");
+    let yaml =
+        format!("basic: {{ users: {{ alice: \"{alice}\" }}, realm: spillway, forward: x-user }}");
     let config: AuthConfig = yaml_serde::from_str(&yaml).unwrap();
     let auth = Authenticator::from_config(&config, std::path::Path::new(".")).unwrap();
     assert!(auth.is_cpu_heavy());

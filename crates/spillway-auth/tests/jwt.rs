@@ -251,9 +251,11 @@ fn eddsa_token_is_accepted() {
 fn hs256_with_an_oct_key_is_accepted_but_hs512_needs_a_longer_secret() {
     let fixture = Fixture::new(&[oct_jwk("shared")]);
     let auth = fixture.auth(config(&["HS256", "HS512"]));
-    let token = sign(Algorithm::HS256, Signer::Secret(HMAC_SECRET.to_vec()), Some("shared"), &claims());
+    let token =
+        sign(Algorithm::HS256, Signer::Secret(HMAC_SECRET.to_vec()), Some("shared"), &claims());
     assert!(check(&auth, &token, NOW).is_authenticated());
-    let token = sign(Algorithm::HS512, Signer::Secret(HMAC_SECRET.to_vec()), Some("shared"), &claims());
+    let token =
+        sign(Algorithm::HS512, Signer::Secret(HMAC_SECRET.to_vec()), Some("shared"), &claims());
     assert_eq!(refusal(&check(&auth, &token, NOW)), Some(AuthFailure::NoMatchingKey));
 }
 
@@ -349,7 +351,11 @@ fn malformed_tokens_are_refused_as_malformed() {
     let fixture = Fixture::new(&[jwk("rsa_a")]);
     let auth = fixture.auth(config(&["RS256"]));
     for token in ["abc", "a.b", "a.b.c.d", "!!!.e30.AAAA", "e30.e30.AAAA"] {
-        assert_eq!(refusal(&check(&auth, token, NOW)), Some(AuthFailure::MalformedToken), "{token}");
+        assert_eq!(
+            refusal(&check(&auth, token, NOW)),
+            Some(AuthFailure::MalformedToken),
+            "{token}"
+        );
     }
     let huge = "a".repeat(20_000);
     assert_eq!(refusal(&check(&auth, &huge, NOW)), Some(AuthFailure::MalformedToken));
@@ -398,7 +404,8 @@ fn bad_new_jwks_keeps_the_last_good_keys_and_reports_why() {
     let auth = fixture.auth(config(&["RS256"]));
     let token = rs256(Some("rsa-a"), &claims());
 
-    std::fs::write(&fixture.jwks_path, b"{ \"keys\": [ {\"kty\": \"RSA\", \"n\": \"AQAB\"} ] }").unwrap();
+    std::fs::write(&fixture.jwks_path, b"{ \"keys\": [ {\"kty\": \"RSA\", \"n\": \"AQAB\"} ] }")
+        .unwrap();
     let error = auth.jwks().reload().unwrap_err();
     assert!(matches!(error, JwksError::BadKey { index: 0, .. }), "{error}");
     assert!(error.to_string().contains("jwks.json"), "names the file: {error}");
@@ -408,10 +415,7 @@ fn bad_new_jwks_keeps_the_last_good_keys_and_reports_why() {
     std::fs::write(&fixture.jwks_path, b"not json").unwrap();
     assert!(matches!(auth.jwks().reload(), Err(JwksError::NotAKeySet { .. })));
     std::fs::remove_file(&fixture.jwks_path).unwrap();
-    assert!(matches!(
-        auth.jwks().refresh_if_due(NOW + 5),
-        Some(Err(JwksError::Unreadable { .. }))
-    ));
+    assert!(matches!(auth.jwks().refresh_if_due(NOW + 5), Some(Err(JwksError::Unreadable { .. }))));
     assert!(auth.verify_token(token.as_bytes(), NOW).is_authenticated(), "old keys serve on");
 
     write_jwks(&fixture.jwks_path, &[jwk("rsa_a")]);
@@ -496,7 +500,8 @@ fn missing_token_gets_a_bare_challenge_and_bad_token_an_invalid_token_one() {
 fn failed_claim_requirement_is_forbidden_not_unauthenticated() {
     let fixture = Fixture::new(&[jwk("rsa_a")]);
     let mut config = config(&["RS256"]);
-    config.require = BTreeMap::from([("tier".to_owned(), vec!["gold".to_owned(), "silver".to_owned()])]);
+    config.require =
+        BTreeMap::from([("tier".to_owned(), vec!["gold".to_owned(), "silver".to_owned()])]);
     let auth = fixture.auth(config);
     assert!(check(&auth, &rs256(Some("rsa-a"), &claims()), NOW).is_authenticated());
     let arrayed = rs256(Some("rsa-a"), &with(claims(), "tier", json!(["bronze", "silver"])));
@@ -540,7 +545,10 @@ fn config_errors_name_the_value_and_the_reason() {
     let fixture = Fixture::new(&[jwk("rsa_a")]);
     let dir = fixture.jwks_path.parent().unwrap();
     let error = JwtAuth::from_config(&config(&["RS256", "RS257"]), dir).unwrap_err();
-    assert!(matches!(&error, ConfigError::UnknownAlgorithm { value } if value == "RS257"), "{error}");
+    assert!(
+        matches!(&error, ConfigError::UnknownAlgorithm { value } if value == "RS257"),
+        "{error}"
+    );
     let error = JwtAuth::from_config(&config(&["none"]), dir).unwrap_err();
     assert!(matches!(error, ConfigError::AlgorithmNone { .. }));
     let error = JwtAuth::from_config(&config(&[]), dir).unwrap_err();
@@ -558,7 +566,10 @@ fn config_errors_name_the_value_and_the_reason() {
     let mut broken = config(&["RS256"]);
     broken.jwks_file = PathBuf::from("broken.json");
     let error = JwtAuth::from_config(&broken, dir).unwrap_err();
-    assert!(error.to_string().contains("broken.json") && error.to_string().contains("keys"), "{error}");
+    assert!(
+        error.to_string().contains("broken.json") && error.to_string().contains("keys"),
+        "{error}"
+    );
 
     let mut leeway = config(&["RS256"]);
     leeway.leeway = Some("30".into());

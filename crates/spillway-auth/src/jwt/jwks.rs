@@ -211,7 +211,9 @@ fn parse_key(key: &Value) -> Result<Parsed, String> {
         }
         Some(name) => match super::parse_algorithm(name) {
             Some(alg) => Some(alg),
-            None => return Ok(Parsed::Skipped(format!("`alg: {name}` is not a signature algorithm"))),
+            None => {
+                return Ok(Parsed::Skipped(format!("`alg: {name}` is not a signature algorithm")))
+            }
         },
     };
     let field = |name: &str| -> Result<Vec<u8>, String> {
@@ -228,10 +230,15 @@ fn parse_key(key: &Value) -> Result<Parsed, String> {
             let bits = n_trimmed.len() * 8
                 - n_trimmed.first().map_or(8, |top| top.leading_zeros() as usize);
             if bits < MIN_RSA_BITS {
-                return Err(format!("RSA modulus of {bits} bits, at least {MIN_RSA_BITS} required"));
+                return Err(format!(
+                    "RSA modulus of {bits} bits, at least {MIN_RSA_BITS} required"
+                ));
             }
             let e_trimmed = strip_leading_zeros(&e);
-            if e_trimmed.is_empty() || e_trimmed.len() > 8 || e_trimmed.last().is_some_and(|b| b & 1 == 0) {
+            if e_trimmed.is_empty()
+                || e_trimmed.len() > 8
+                || e_trimmed.last().is_some_and(|b| b & 1 == 0)
+            {
                 return Err("RSA exponent `e` must be odd and at most 64 bits".to_owned());
             }
             (KeyType::Rsa, DecodingKey::from_rsa_raw_components(n_trimmed, e_trimmed))
@@ -390,7 +397,12 @@ impl JwksSource {
         if now_unix_secs < due
             || self
                 .next_check_secs
-                .compare_exchange(due, now_unix_secs.saturating_add(1), Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    due,
+                    now_unix_secs.saturating_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_err()
         {
             return None;
@@ -406,7 +418,8 @@ impl JwksSource {
             Err(error) => {
                 // Missing for a moment (e.g. between an editor's unlink and rename): keep
                 // serving, report, and look again next second.
-                let error = JwksError::Unreadable { path: self.path.clone(), source: Arc::new(error) };
+                let error =
+                    JwksError::Unreadable { path: self.path.clone(), source: Arc::new(error) };
                 state.fingerprint = None;
                 state.last_error = Some(error.clone());
                 Some(Err(error))
@@ -436,7 +449,9 @@ impl JwksSource {
 }
 
 fn read_key_set(path: &Path) -> Result<KeySet, JwksError> {
-    let text = std::fs::read(path)
-        .map_err(|error| JwksError::Unreadable { path: path.to_owned(), source: Arc::new(error) })?;
+    let text = std::fs::read(path).map_err(|error| JwksError::Unreadable {
+        path: path.to_owned(),
+        source: Arc::new(error),
+    })?;
     KeySet::parse(path, &text)
 }

@@ -198,7 +198,10 @@ impl JwtAuth {
             AuthFailure::MissingCredentials => None,
             other => Some((BearerError::InvalidToken, other.description())),
         };
-        AuthOutcome::Unauthenticated { reason, www_authenticate: bearer_challenge(&self.realm, error) }
+        AuthOutcome::Unauthenticated {
+            reason,
+            www_authenticate: bearer_challenge(&self.realm, error),
+        }
     }
 
     /// Header checks, key choice and signature; the claims of a token that verified.
@@ -234,7 +237,8 @@ impl JwtAuth {
         };
         let mut failure = AuthFailure::NoMatchingKey;
         for key in candidates.into_iter().filter(|key| key.fits(alg)) {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), validation) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), validation)
+            {
                 Ok(data) => return Ok(data.claims),
                 Err(error) => match error.kind() {
                     ErrorKind::InvalidSignature => failure = AuthFailure::BadSignature,
@@ -337,7 +341,8 @@ struct RawHeader {
 
 fn parse_header(token: &[u8]) -> Result<RawHeader, AuthFailure> {
     let mut parts = token.split(|b| *b == b'.');
-    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthFailure::MalformedToken);
     };
@@ -398,7 +403,7 @@ fn scalar_text(value: &Value) -> Option<String> {
 
 fn claim_allows(value: Option<&Value>, allowed: &[String]) -> bool {
     let scalar_allowed =
-        |value: &Value| scalar_text(value).is_some_and(|text| allowed.iter().any(|a| *a == text));
+        |value: &Value| scalar_text(value).is_some_and(|text| allowed.contains(&text));
     match value {
         Some(Value::Array(values)) => values.iter().any(scalar_allowed),
         Some(value) => scalar_allowed(value),
