@@ -63,15 +63,30 @@ fn start_gateway(processes: &mut Processes) -> (u16, u16) {
             .unwrap(),
     );
     wait_for(backend, "/");
-    let config = std::env::temp_dir().join(format!("spillway-top-cli-{}.yaml", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("spillway-top-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.yaml");
+    // Every section of the frame, so the real snapshot's JSON is read in full: BBR, a level,
+    // a limit, a breaker and a concurrency limit, retries, hot keys, failback and a plan.
     std::fs::write(
         &config,
         format!(
-            "listeners: [{{ name: public, address: \"127.0.0.1:{gateway}\" }}]\n\
-             admin: {{ address: \"127.0.0.1:{admin}\", token: s3cret }}\n\
-             clusters: [{{ name: app, endpoints: [{{ address: \"127.0.0.1:{backend}\" }}], \
-             timeouts: {{ request: 2s }} }}]\n\
-             routes: [{{ name: orders, cluster: app }}]\n"
+            r#"
+listeners: [{{ name: public, address: "127.0.0.1:{gateway}", overload: {{ bbr: {{ cpu_threshold: 0.99 }} }} }}]
+admin: {{ address: "127.0.0.1:{admin}", token: s3cret }}
+clusters:
+  - {{ name: app, endpoints: [{{ address: "127.0.0.1:{backend}" }}], timeouts: {{ request: 2s }},
+       concurrency: {{ adaptive: gradient }}, breaker: {{ sre: {{ k: 2.0 }} }} }}
+levels: {{ L0: {{ max_concurrent: 100 }} }}
+routes:
+  - {{ name: orders, match: {{ path_prefix: /orders }}, cluster: app, level: L0, retries: {{ attempts: 2 }},
+       limits: [{{ name: per-path, key: path, algorithm: token_bucket, rate: 100000/s }}],
+       hot_keys: {{ key: path }} }}
+  - {{ name: pay, match: {{ path_prefix: /pay }}, cluster: app, failback: {{ dir: "{}" }} }}
+plans: [{{ name: peak, actions: [{{ shed_below: CRITICAL }}] }}]
+"#,
+            dir.join("failback").display()
         ),
     )
     .unwrap();
@@ -135,7 +150,20 @@ fn top_once_shows_the_busy_route_with_its_rate_and_needs_the_admin_token() {
     let (rate, p50) = orders_row(&frame);
     assert!(rate > 0.0, "a non-zero rate while requests flow:\n{frame}");
     assert_ne!(p50, "-", "a latency from the histogram difference:\n{frame}");
-    assert!(frame.contains("CLUSTERS") && frame.contains("app "), "{frame}");
+    for section in [
+        "CLUSTERS",
+        "breaker sre",
+        "concurrency ",
+        "bbr listener:public",
+        "pool level:L0",
+        "limits orders  per-path 100000/s",
+        "RETRIES",
+        "HOT KEYS",
+        "FAILBACK DEPTH  pay 0",
+        "PLANS  peak off",
+    ] {
+        assert!(frame.contains(section), "{section:?} in\n{frame}");
+    }
     assert!(!frame.contains('\x1b'), "--once prints no terminal codes");
 
     let out = top(admin, &[], Some("s3cret"));

@@ -290,7 +290,8 @@ fn admission_section(prev: &Snapshot, cur: &Snapshot, lines: &mut Vec<String>) {
         }
     }
     refused.sort_by(|a, b| b.0.total_cmp(&a.0));
-    if bbrs.is_empty() && pools.is_empty() && refused.is_empty() {
+    let limited: Vec<_> = policies.routes.iter().filter(|r| !r.limits.is_empty()).collect();
+    if bbrs.is_empty() && pools.is_empty() && refused.is_empty() && limited.is_empty() {
         return;
     }
     lines.push("ADMISSION".to_string());
@@ -306,6 +307,14 @@ fn admission_section(prev: &Snapshot, cur: &Snapshot, lines: &mut Vec<String>) {
             "  pool {}  in use {}/{}  queued {}/{}  codel drops {}",
             p.name, p.in_use, p.max_concurrent, p.queued, p.queue, p.codel_drops
         ));
+    }
+    for r in &limited {
+        let limits: Vec<String> = r
+            .limits
+            .iter()
+            .map(|l| format!("{} {} ({} keys)", l.name, l.rate.join("+"), l.keys))
+            .collect();
+        lines.push(format!("  limits {}  {}", r.route, limits.join(", ")));
     }
     for (rate, route, reason, class) in &refused {
         lines.push(format!("  refused {route} {reason} {class}  {}/s", format_rate(*rate)));
@@ -479,6 +488,10 @@ mod tests {
                 "listeners": [{{"listener": "public", "bbr": {{"cpu": 0.5, "dropping": true,
                                  "in_flight": 12, "max_in_flight": 10}}}}],
                 "routes": [{{"route": "api", "bbr": null, "bulkhead": null,
+                  "limits": [{{"name": "per-ip", "algorithm": "token_bucket", "key": "client_ip",
+                    "keys": 3, "quota": 100, "rate": ["100/s"]}},
+                    {{"name": "client_ip", "algorithm": "sliding_window", "key": "client_ip",
+                    "keys": 2, "quota": 10, "rate": ["10/1m", "100/1h"]}}],
                   "rejections": [{{"reason": "rate_limited", "criticality": "SHEDDABLE", "count": {refused}}}],
                   "retries": {{"settings": {{}}, "state": {{"retries": {retries}, "budget_exhausted": 0,
                     "budget_balance": 12.0, "hedges_won": {won}, "hedges_lost": 0}}}}}}]}},
@@ -516,6 +529,7 @@ mod tests {
             "10.0.1.1:5432 unhealthy",
             "bbr listener:public  in flight 12 / max 10  SHEDDING",
             "pool level:L0  in use 7/100  queued 2/10  codel drops 0",
+            "limits api  per-ip 100/s (3 keys), client_ip 10/1m+100/1h (2 keys)",
             "refused api rate_limited SHEDDABLE  20.0/s",
             "api  retries 5.0/s  budget exhausted 0.0/s  budget left 12  hedges won 2.0/s lost 0.0/s",
             "api  /users/7 42.0/s",

@@ -94,10 +94,24 @@ pub struct RoutePolicy {
     pub bbr: Option<Bbr>,
     /// The route's own bulkhead.
     pub bulkhead: Option<Pool>,
+    /// Its local rate limits.
+    pub limits: Vec<Limit>,
     /// Refusals so far by reason and criticality.
     pub rejections: Vec<Rejection>,
     /// Retry settings and counters.
     pub retries: Option<Retries>,
+}
+
+/// A local rate limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Limit {
+    /// Its name (the key when not named).
+    pub name: String,
+    /// Its rates (`100/s`; a sliding window may have several).
+    pub rate: Vec<String>,
+    /// Keys it tracks now.
+    pub keys: u64,
 }
 
 /// Refusals of one reason and criticality.
