@@ -249,6 +249,36 @@ return {
 """
 
 
+# Known inputs for the page's own functions (window.spillwayDashboard): quantiles of a
+# histogram, and rates between two snapshots 2 s apart, including a counter that went back.
+MATHS = """
+const d = window.spillwayDashboard;
+const bounds = [0.001, 0.01, 0.1];
+const snap = (ms, ok, err, back, rl, ov, buckets) => ({
+  unix_ms: ms, cpu: 0, latency_bucket_bounds_s: bounds,
+  routes: [
+    { route: 'a', answers: { '2xx': ok, '3xx': 0, '4xx': 0, '5xx': err }, latency_buckets: buckets },
+    { route: 'b', answers: { '2xx': back, '3xx': 0, '4xx': 0, '5xx': 0 }, latency_buckets: [0, 0, 0, 0] },
+  ],
+  policies: { routes: [{ route: 'a', rejections: [
+    { reason: 'rate_limited', criticality: 'CRITICAL', count: rl },
+    { reason: 'overloaded', criticality: 'SHEDDABLE', count: ov }] }] },
+  clusters: [], failback: [],
+});
+const s = d.derive(snap(1000, 100, 10, 500, 4, 0, [5, 5, 5, 0]),
+                   snap(3000, 190, 20, 100, 10, 2, [5, 5, 105, 0]));
+const get = (metric, name) => { const m = s.m.get(metric); return m && m.has(name) ? m.get(name) : undefined; };
+return {
+  p50: d.quantile(0.5, bounds, [0, 10, 0, 0]),
+  p99: d.quantile(0.99, bounds, [0, 10, 0, 0]),
+  inf: d.quantile(0.5, bounds, [0, 0, 0, 3]),
+  empty: d.quantile(0.5, bounds, [0, 0, 0, 0]),
+  rps: get('rps', 'a'), eps: get('eps', 'a'), reset: get('rps', 'b'),
+  rejected: Object.fromEntries(s.m.get('rej_reason')),
+  p99route: get('p99', 'a'),
+};
+"""
+
 def run(binary, artifacts, chromium, chromedriver):
     os.makedirs(artifacts, exist_ok=True)
     work = tempfile.mkdtemp(prefix="spillway-dashboard-")
@@ -323,6 +353,15 @@ def run(binary, artifacts, chromium, chromedriver):
         print(f"  live: {peak['snapshots']} snapshots, requests/s {steady:.0f} steady, "
               f"{float(peak['rps']):.0f} with the burst; chart points "
               f"{first['requestsPoints']} -> {peak['requestsPoints']}")
+
+        # The arithmetic behind the figures, on known numbers.
+        maths = driver.js(MATHS)
+        check(abs(maths["p50"] - 0.0055) < 1e-12 and abs(maths["p99"] - 0.00991) < 1e-12,
+              f"quantiles interpolate inside the bucket: {maths}")
+        check(maths["inf"] == 0.1 and maths["empty"] is None, f"quantile edges: {maths}")
+        check(maths["rps"] == 50 and maths["eps"] == 5 and maths["reset"] is None, f"rates: {maths}")
+        check(maths["rejected"] == {"rate_limited": 3, "overloaded": 1}, f"rejections: {maths}")
+        check(abs(maths["p99route"] - 99.1) < 1e-9, f"p99 from the histogram's deltas, in ms: {maths}")
 
         # 3. The plan's button switches the gateway's behaviour.
         check(s["plan"] == "off" and not plan_active(admin, "drill"), "the plan starts off")

@@ -823,8 +823,9 @@
     connect();
   }
 
-  // For measurements and tests: feed a snapshot as if it came from the stream, draw at once.
-  window.spillwayDashboard = { ingest: onSnapshot, render };
+  // For measurements and tests: feed a snapshot as if it came from the stream, draw at once,
+  // and the pure functions behind the figures.
+  window.spillwayDashboard = { ingest: onSnapshot, render, quantile, derive };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
   else start();
