@@ -10,6 +10,7 @@ pub mod admin;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod failback;
 pub mod gateway;
 pub mod listen;

@@ -7,6 +7,7 @@
 //! one that `run` accepts.
 
 pub mod duration;
+pub mod edge;
 mod env;
 mod inspect;
 pub mod locate;
@@ -162,6 +163,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// BBR for every request through this listener (`overload.bbr`).
     pub bbr: Option<BbrSettings>,
+    /// Clients let in (`ip:`), before any route is chosen.
+    pub ip: Option<edge::IpRules>,
     /// Position in the config's `listeners` (indexes per-listener policy state).
     pub index: usize,
 }
@@ -463,6 +466,8 @@ pub struct RouteConfig {
     pub record: Option<spillway_record::RecordConfig>,
     /// Admission policy (limits, overload, criticality, deadline, budget, bulkheads).
     pub policy: RoutePolicyConfig,
+    /// Edge checks before admission (IP lists, CORS, request limits).
+    pub edge: edge::RouteEdge,
 }
 
 impl Config {

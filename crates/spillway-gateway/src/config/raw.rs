@@ -72,6 +72,40 @@ pub struct RawListener {
     pub timeouts: Option<RawListenerTimeouts>,
     pub limits: Option<RawLimits>,
     pub overload: Option<RawOverload>,
+    pub ip: Option<RawIpRules>,
+}
+
+/// `ip: { allow, deny }` on a listener or a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpRules {
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+}
+
+/// A route's `cors:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    #[serde(default)]
+    pub origins: Vec<String>,
+    pub methods: Option<Vec<String>>,
+    pub headers: Option<Vec<String>>,
+    pub expose: Option<Vec<String>>,
+    pub credentials: Option<bool>,
+    pub max_age: Option<ConfigDuration>,
+}
+
+/// A route's `request_limits:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestLimits {
+    pub max_body: Option<RawSize>,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub max_headers: Option<usize>,
+    pub max_header_bytes: Option<RawSize>,
+    #[serde(default, deserialize_with = "super::env::number")]
+    pub max_uri: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +312,9 @@ pub struct RawRoute {
     pub stale_on_error: Option<RawStaleOnError>,
     pub hot_keys: Option<RawHotKeys>,
     pub cache: Option<RawCache>,
+    pub ip: Option<RawIpRules>,
+    pub cors: Option<RawCors>,
+    pub request_limits: Option<RawRequestLimits>,
 }
 
 /// A route's `cache:` (the micro-cache).

@@ -760,3 +760,25 @@ fn a_hot_only_cache_needs_hot_keys_on_its_route() {
     let config = parse(&with_keys).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.routes[0].policy.cache.as_ref().is_some_and(|c| c.hot_only));
 }
+
+#[test]
+fn edge_mistakes_are_refused_at_their_key_and_line() {
+    let route = |extra: &str| {
+        format!("listeners: [{{ name: l, address: 127.0.0.1:0 }}]\nclusters: [{{ name: c, endpoints: [{{ address: 127.0.0.1:9 }}] }}]\nroutes:\n  - name: r\n    cluster: c\n{extra}")
+    };
+    let text = route("    ip: { deny: [10.0.0.0/40] }\n");
+    refused(&text, "routes[0].ip.deny[0]", "ip:", "prefix length must be 0 to 32");
+    let text = route("    cors: { origins: [\"*\"], credentials: true }\n");
+    refused(&text, "routes[0].cors.credentials", "cors:", "list the origins");
+    let text = route("    cors: { origins: [\"https://app.example/path\"] }\n");
+    refused(&text, "routes[0].cors.origins[0]", "cors:", "without a path");
+    let text = route("    request_limits: { max_uri: 0 }\n");
+    refused(&text, "routes[0].request_limits.max_uri", "request_limits", "at least 1");
+    let text = "listeners: [{ name: l, address: 127.0.0.1:0, ip: {} }]\nroutes: []\n";
+    refused(text, "listeners[0].ip", "ip:", "names no network");
+    let ok = route("    ip: { allow: [10.0.0.0/8], deny: [10.9.0.0/16] }\n    cors: { origins: [\"https://*.example.com\"] }\n    request_limits: { max_body: 1MiB }\n");
+    let config = parse(&ok).unwrap_or_else(|e| panic!("{e}"));
+    let edge = &config.routes[0].edge;
+    assert!(edge.ip.as_ref().is_some_and(|r| !r.admits([10, 9, 1, 1].into())));
+    assert_eq!(edge.request_limits.as_ref().and_then(|l| l.max_body), Some(1 << 20));
+}

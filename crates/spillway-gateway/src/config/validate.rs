@@ -289,6 +289,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 max_body_bytes: limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
                 max_connections,
                 bbr,
+                ip: l.ip.and_then(|raw| super::edge::ip_rules(&mut c, &at(&p, &[key("ip")]), raw)),
                 index: listeners.len(),
             });
         }
@@ -670,7 +671,14 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         let is_proxy = matches!(action, RouteAction::Cluster { .. });
         let policy =
             route_policy(&mut c, &p, &levels, route_timeout, is_proxy, base, &mut r_policy);
-        routes.push(RouteConfig { name: r.name, matcher, action, record, policy });
+        let edge = super::edge::RouteEdge {
+            ip: r.ip.and_then(|raw| super::edge::ip_rules(&mut c, &at(&p, &[key("ip")]), raw)),
+            cors: r.cors.and_then(|raw| super::edge::cors(&mut c, &at(&p, &[key("cors")]), raw)),
+            request_limits: r.request_limits.and_then(|raw| {
+                super::edge::request_limits(&mut c, &at(&p, &[key("request_limits")]), raw)
+            }),
+        };
+        routes.push(RouteConfig { name: r.name, matcher, action, record, policy, edge });
     }
 
     // A mirror's shadow cluster exists and is not the route's own.

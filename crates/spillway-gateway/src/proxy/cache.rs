@@ -250,7 +250,12 @@ mod tests {
 
     #[test]
     fn credentials_and_revalidation_keep_answers_out() {
-        let s = CacheSettings { ttl: Duration::from_secs(1), max_bytes: 1024, authorized: false, hot_only: false };
+        let s = CacheSettings {
+            ttl: Duration::from_secs(1),
+            max_bytes: 1024,
+            authorized: false,
+            hot_only: false,
+        };
         let mut h = HeaderMap::new();
         assert!(request_cacheable(&h, &s));
         h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));

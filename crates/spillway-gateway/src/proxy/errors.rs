@@ -24,3 +24,11 @@ pub const FAILBACK_FULL: &str = "{\"error\":\"failback_full\"}\n";
 pub const FAILBACK_UNAVAILABLE: &str = "{\"error\":\"failback_unavailable\"}\n";
 /// A broadcast route needs a body it can copy: of known length, at most 64 KiB.
 pub const BROADCAST_BODY: &str = "{\"error\":\"broadcast_body_too_large\"}\n";
+/// The client's address is not let in by the listener's or the route's `ip:` lists (403).
+pub const IP_DENIED: &str = "{\"error\":\"ip_denied\"}\n";
+/// The request target is longer than the route's `request_limits.max_uri` (414).
+pub const URI_TOO_LONG: &str = "{\"error\":\"uri_too_long\"}\n";
+/// The request head has more fields or bytes than the route's `request_limits` allow (431).
+pub const HEADERS_TOO_LARGE: &str = "{\"error\":\"headers_too_large\"}\n";
+/// A CORS preflight from an origin, or for a method or header, the route does not allow (403).
+pub const CORS_REFUSED: &str = "{\"error\":\"cors_refused\"}\n";

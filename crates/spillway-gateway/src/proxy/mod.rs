@@ -90,8 +90,44 @@ pub async fn handle(
     let host = route::request_host(req.uri(), req.headers());
     let route = snap.router.route(req.method(), host, req.uri().path(), req.headers());
     let log = worker.shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
-    let (resp, route_name, cluster_name, upstream) = match route {
-        None => {
+    // Phase edge: the listener's IP lists, then the route's (IP lists, request limits, CORS).
+    let listener_ip = snap.config.listeners.get(conn.listener).and_then(|l| l.ip.as_ref());
+    let edge = route.and_then(|r| snap.config.routes.get(r.index)).map(|c| &c.edge);
+    let mut decoration = Vec::new();
+    let refused_at_edge = if listener_ip.is_none() && edge.is_none_or(|e| e.is_empty()) {
+        None
+    } else {
+        let view = HyperView { req: &req, peer: conn.peer };
+        let trusted = &snap.config.trusted_proxies;
+        if !crate::edge::listener_admits(listener_ip, trusted, &view) {
+            Some(crate::edge::ip_denied())
+        } else {
+            match edge {
+                Some(edge) if !edge.is_empty() => {
+                    match crate::edge::check(edge, trusted, &view, head_size(&req)) {
+                        Ok(fields) => {
+                            decoration = fields;
+                            None
+                        }
+                        Err(answer) => Some(answer),
+                    }
+                }
+                _ => None,
+            }
+        }
+    };
+    let (resp, route_name, cluster_name, upstream) = match (refused_at_edge, route) {
+        (Some(answer), route) => {
+            let status = answer.status;
+            let resp = edge_response(answer);
+            let elapsed = worker.shared.now().saturating_duration_since(start);
+            match route {
+                Some(route) => route.stats.record(worker.id, status, elapsed),
+                None => snap.no_route.record(worker.id, status, elapsed),
+            }
+            (resp, route.map_or("", |r| r.name.as_str()), "", None)
+        }
+        (None, None) => {
             let resp = canned(StatusCode::NOT_FOUND, errors::NO_ROUTE);
             snap.no_route.record(
                 worker.id,
@@ -100,7 +136,7 @@ pub async fn handle(
             );
             (resp, "", "", None)
         }
-        Some(route) => {
+        (None, Some(route)) => {
             let (resp, upstream) = match &route.action {
                 Action::Direct { status, body, headers } => {
                     let mut resp = Response::new(ResponseBody::full(body.clone()));
@@ -126,6 +162,10 @@ pub async fn handle(
             (resp, route.name.as_str(), cluster_name, upstream)
         }
     };
+    let mut resp = resp;
+    for (name, value) in decoration {
+        resp.headers_mut().append(name, value);
+    }
     if let (Some(sink), Some((method, uri))) = (&worker.shared.access_log, log) {
         let uri = uri.to_string();
         log_access(
@@ -145,6 +185,33 @@ pub async fn handle(
         );
     }
     Ok(resp.map(|b| b.tracked(active)))
+}
+
+/// The sizes of a request's head for the edge's request limits (as HTTP/1.1 would spell it).
+fn head_size(req: &Request<Incoming>) -> crate::edge::HeadSize<'_> {
+    let target_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let fields: usize =
+        req.headers().iter().map(|(n, v)| n.as_str().len() + v.as_bytes().len() + 4).sum();
+    crate::edge::HeadSize {
+        method: req.method().as_str(),
+        target_len,
+        fields: req.headers().len(),
+        head_bytes: req.method().as_str().len() + target_len + 11 + fields,
+    }
+}
+
+/// The gateway's own answer at the edge (a refusal, or a CORS preflight's 204).
+fn edge_response(answer: crate::edge::EdgeAnswer) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(Bytes::from_static(answer.body.as_bytes())));
+    *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::FORBIDDEN);
+    if !answer.body.is_empty() {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    for (name, value) in answer.headers {
+        resp.headers_mut().append(name, value);
+    }
+    resp
 }
 
 /// Decrements an endpoint's in-flight count when the upstream exchange ends.
@@ -192,9 +259,15 @@ async fn proxy(
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         StaleKey::for_request(req.method(), host, target)
     });
+    // The listener's body limit, or the route's when lower.
+    let max_body = snap
+        .config
+        .routes
+        .get(route.index)
+        .map_or(conn.max_body, |r| crate::edge::max_body(conn.max_body, &r.edge));
     // hyper has parsed `Content-Length` already: its exact size hint saves a header lookup.
     if let Some(len) = http_body::Body::size_hint(req.body()).exact() {
-        if len > conn.max_body {
+        if len > max_body {
             return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE), None);
         }
     }
@@ -443,7 +516,7 @@ async fn proxy(
                 (retry, failback, mirror) = (None, None, None);
                 let read: u64 =
                     frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
-                ProxyBody::Prefixed { frames, inner, remaining: conn.max_body.saturating_sub(read) }
+                ProxyBody::Prefixed { frames, inner, remaining: max_body.saturating_sub(read) }
             }
             Err(status) => {
                 drop(admitted);
@@ -459,7 +532,7 @@ async fn proxy(
         // Kept for replay: read in full (its size is known and small), within the request's
         // time. A client that cannot send it in time gets 408.
         use http_body_util::BodyExt;
-        let limited = http_body_util::Limited::new(body, conn.max_body as usize);
+        let limited = http_body_util::Limited::new(body, max_body as usize);
         match tokio::time::timeout(remaining(start), limited.collect()).await {
             Ok(Ok(collected)) => ProxyBody::Buffered(Some(collected.to_bytes())),
             Ok(Err(_)) => {
@@ -472,7 +545,7 @@ async fn proxy(
             }
         }
     } else {
-        ProxyBody::Incoming { inner: body, remaining: conn.max_body }
+        ProxyBody::Incoming { inner: body, remaining: max_body }
     };
     let body = match capture {
         Some(capture) => body.teed(capture),

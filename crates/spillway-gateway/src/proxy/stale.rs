@@ -265,7 +265,12 @@ impl StaleCache {
     /// entry) and serving copies up to `max_age` old. One entry may use at most an eighth of
     /// the budget, so that one large answer cannot flush the others.
     pub fn new(max_bytes: u64, max_age: Duration) -> StaleCache {
-        StaleCache { max_bytes, max_age, honours_freshness: false, inner: Mutex::new(Inner::default()) }
+        StaleCache {
+            max_bytes,
+            max_age,
+            honours_freshness: false,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     /// Like [`new`](Self::new), but a copy is served no longer than its answer says it stays

@@ -454,7 +454,11 @@ impl Conn<'_> {
             {
                 return Step::Handoff;
             }
-            if head.content_length > listener.max_body_bytes {
+            let max_body =
+                snap.config.routes.get(proxied.index).map_or(listener.max_body_bytes, |r| {
+                    crate::edge::max_body(listener.max_body_bytes, &r.edge)
+                });
+            if head.content_length > max_body {
                 self.local_error(
                     out,
                     413,
@@ -488,6 +492,61 @@ impl Conn<'_> {
         }
         let request = &buf.filled()[..total];
         let close = head.connection.close || self.worker.lean.idle.closing();
+        // Phase edge, as on the hyper path: the listener's IP lists, then the route's.
+        let listener_ip = snap.config.listeners.get(listener.index).and_then(|l| l.ip.as_ref());
+        let edge = route.and_then(|r| snap.config.routes.get(r.index)).map(|c| &c.edge);
+        let mut decoration = Vec::new();
+        if listener_ip.is_some() || edge.is_some_and(|e| !e.is_empty()) {
+            let view = LeanView { head: &head, request, fields, peer: self.client.addr };
+            let trusted = &snap.config.trusted_proxies;
+            let verdict = if !crate::edge::listener_admits(listener_ip, trusted, &view) {
+                Err(crate::edge::ip_denied())
+            } else {
+                match edge {
+                    Some(edge) if !edge.is_empty() => {
+                        let size = crate::edge::HeadSize {
+                            method: head.method.as_str(),
+                            target_len: head.target.len(),
+                            fields: fields.len(),
+                            head_bytes: head.len,
+                        };
+                        crate::edge::check(edge, trusted, &view, size)
+                    }
+                    _ => Ok(Vec::new()),
+                }
+            };
+            match verdict {
+                Ok(fields) => decoration = fields,
+                Err(answer) => {
+                    let date = self.worker.lean.date();
+                    let json = (!answer.body.is_empty())
+                        .then_some((&b"content-type"[..], &b"application/json"[..]));
+                    let fields = json.into_iter().chain(
+                        answer.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                    );
+                    out.clear();
+                    rewrite::write_local_response(
+                        out,
+                        answer.status,
+                        answer.reason(),
+                        fields,
+                        answer.body.as_bytes(),
+                        &date,
+                        head.method == Method::HEAD,
+                        close,
+                    );
+                    let flow = self.write_client(timer, out).await;
+                    let elapsed = self.worker.shared.now().saturating_duration_since(start);
+                    match route {
+                        Some(r) => r.stats.record(self.worker.id, answer.status, elapsed),
+                        None => snap.no_route.record(self.worker.id, answer.status, elapsed),
+                    }
+                    self.log(request, &head, answer.status, route, None, elapsed, None, None);
+                    buf.consume(total);
+                    return flow.after(close);
+                }
+            }
+        }
         let step = match route {
             None => {
                 self.local_error(out, 404, "Not Found", errors::NO_ROUTE, &head, close);
@@ -501,7 +560,10 @@ impl Conn<'_> {
                 Action::Direct { status, body, headers } => {
                     let date = self.worker.lean.date();
                     let reason = status.canonical_reason().unwrap_or("");
-                    let fields = headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+                    let fields = headers
+                        .iter()
+                        .chain(&decoration)
+                        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
                     rewrite::write_local_response(
                         out,
                         status.as_u16(),
@@ -537,6 +599,7 @@ impl Conn<'_> {
                         fields,
                         start,
                         close,
+                        decoration: &decoration,
                     };
                     self.proxy(exchange, timer, out).await
                 }
@@ -1039,6 +1102,7 @@ impl Conn<'_> {
                     Some(request_id),
                     date.as_ref().map(|d| &d[..]),
                     close,
+                    ex.decoration,
                 );
                 ubuf.consume(response.len);
                 // Without retries the body has what is left of the try's time (as before);
@@ -1200,6 +1264,7 @@ impl Conn<'_> {
                             None,
                             None,
                             false,
+                            &[],
                         );
                         ubuf.consume(head.len);
                         let mut client_due = Due::after(self.listener.idle_timeout);
@@ -1349,6 +1414,8 @@ struct Exchange<'a> {
     fields: &'a [Field],
     start: spillway_core::Instant,
     close: bool,
+    /// Fields the edge adds to the answer (CORS).
+    decoration: &'a [(http::HeaderName, http::HeaderValue)],
 }
 
 /// What one upstream exchange needs.

@@ -594,7 +594,7 @@ mod properties {
             if let Ok(ResponseParse::Complete(head)) = parse_response(&bytes, false, &mut fields) {
                 prop_assert!(head.len <= bytes.len());
                 let mut out = Vec::new();
-                write_response_head(&mut out, &bytes, &head, &fields, Some(b"id"), None, true);
+                write_response_head(&mut out, &bytes, &head, &fields, Some(b"id"), None, true, &[]);
                 prop_assert!(out.ends_with(b"\r\n\r\n"));
             }
         }

@@ -150,7 +150,8 @@ pub fn write_request_head(
 /// hop-by-hop fields dropped (framing kept: the body passes through unchanged),
 /// `x-request-id` added when missing, `date` when given (the caller passes it only when the
 /// upstream sent none), and `connection: close` when the gateway closes the connection after
-/// this response.
+/// this response. `extra` fields (the route's CORS fields) follow the upstream's.
+#[allow(clippy::too_many_arguments)]
 pub fn write_response_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -159,6 +160,7 @@ pub fn write_response_head(
     request_id: Option<&[u8]>,
     date: Option<&[u8]>,
     close: bool,
+    extra: &[(http::HeaderName, http::HeaderValue)],
 ) {
     status_line(out, head.status, head.reason.of(buf));
     for f in fields {
@@ -166,6 +168,9 @@ pub fn write_response_head(
             continue;
         }
         copy_field(out, buf, f);
+    }
+    for (name, value) in extra {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !head.has_request_id {
         if let Some(id) = request_id {
@@ -345,7 +350,16 @@ mod tests {
         };
         let mut out = Vec::new();
         let date = (!head.has_date).then_some(&b"D"[..]);
-        write_response_head(&mut out, text.as_bytes(), &head, &fields, Some(b"id1"), date, close);
+        write_response_head(
+            &mut out,
+            text.as_bytes(),
+            &head,
+            &fields,
+            Some(b"id1"),
+            date,
+            close,
+            &[],
+        );
         String::from_utf8(out).unwrap()
     }
 
