@@ -33,7 +33,15 @@ fn check_exits_0_1_or_2() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("bad.yaml:2:") && text.contains("did you mean `status`"), "{text}");
 
-    let risky = temp("risky.yaml", &format!("{GOOD}admin: {{ address: \"0.0.0.0:0\" }}\n"));
+    let public_admin = temp("public.yaml", &format!("{GOOD}admin: {{ address: \"0.0.0.0:0\" }}\n"));
+    let out = bin().arg("check").arg(&public_admin).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a public admin API without a token is refused");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no `token`"));
+
+    let risky = temp(
+        "risky.yaml",
+        "listeners: [{ name: public, address: \"127.0.0.1:0\" }]\nclusters: [{ name: c, endpoints: [{ address: \"127.0.0.1:9\" }], timeouts: { connect: 90s } }]\nroutes: [{ name: a, cluster: c }]\n",
+    );
     let out = bin().arg("check").arg(&risky).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "warnings alone pass");
     assert!(String::from_utf8_lossy(&out.stdout).contains("warning:"));

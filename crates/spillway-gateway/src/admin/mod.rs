@@ -84,6 +84,22 @@ fn token_matches(given: &str, token: &str) -> bool {
     given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
+/// Whether a request was sent by a page of another site: `Sec-Fetch-Site` says so, or its
+/// `Origin` names another host than its `Host` (browsers send both on cross-site calls).
+fn is_cross_site(headers: &http::HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return false };
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes).unwrap_or_default();
+    let origin_host = origin
+        .as_bytes()
+        .splitn(2, |b| *b == b':')
+        .nth(1)
+        .map(|rest| rest.strip_prefix(b"//").unwrap_or(rest));
+    origin_host.is_none_or(|o| !o.eq_ignore_ascii_case(host))
+}
+
 async fn handle<C: AdminControl>(
     control: Arc<C>,
     req: Request<Incoming>,
@@ -104,6 +120,12 @@ async fn handle<C: AdminControl>(
                 ));
             }
         }
+    }
+    // A web page on another site must not switch plans or reload through the operator's
+    // browser (the admin API may have no token on loopback): mutating calls from a browser
+    // must come from the admin listener's own pages.
+    if req.method() != Method::GET && is_cross_site(req.headers()) {
+        return Ok(json(StatusCode::FORBIDDEN, &serde_json::json!({"error": "cross_site"})));
     }
     let resp = match (req.method(), path) {
         (&Method::GET, "/metrics") => {
@@ -307,5 +329,30 @@ fn switch_plan(shared: &Shared, path: &str) -> Response<AdminBody> {
                 &serde_json::json!({"plan": name, "active": on, "persisted": false, "error": e.to_string()}),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_site_calls_are_told_apart_from_the_dashboards_own() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = http::HeaderMap::new();
+            for (n, v) in pairs {
+                m.insert(*n, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(!is_cross_site(&h(&[("host", "127.0.0.1:9901")])), "curl sends no Origin");
+        let same = h(&[("host", "127.0.0.1:9901"), ("origin", "http://127.0.0.1:9901")]);
+        assert!(!is_cross_site(&same));
+        let evil = h(&[("host", "127.0.0.1:9901"), ("origin", "https://evil.example")]);
+        assert!(is_cross_site(&evil));
+        assert!(is_cross_site(&h(&[("host", "127.0.0.1:9901"), ("origin", "null")])));
+        assert!(is_cross_site(&h(&[("host", "x"), ("sec-fetch-site", "cross-site")])));
+        assert!(is_cross_site(&h(&[("host", "x"), ("sec-fetch-site", "same-site")])));
+        assert!(!is_cross_site(&h(&[("host", "x"), ("sec-fetch-site", "same-origin")])));
     }
 }

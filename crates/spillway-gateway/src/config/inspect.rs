@@ -105,19 +105,6 @@ pub fn inspect(config: &Config, source: &str) -> Vec<Problem> {
                       `state_dir` to keep them in STATE_DIR/plans.json)";
         warn(&mut out, source, &[key("plans")], reason.to_string());
     }
-    if let Some(admin) = &config.admin {
-        if !admin.address.ip().is_loopback() && admin.token.is_none() {
-            warn(
-                &mut out,
-                source,
-                &[key("admin"), key("address")],
-                format!(
-                    "admin listener on {} is reachable from other hosts and has no `token`",
-                    admin.address
-                ),
-            );
-        }
-    }
     out
 }
 

@@ -312,6 +312,16 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             );
         }
         let token = a.token.filter(|t| !t.is_empty());
+        // Reload and plan switches must not be open to the network.
+        if !address.ip().is_loopback() && token.is_none() {
+            c.error(
+                &[key("admin"), key("address")],
+                format!(
+                    "{address} is reachable from other hosts and the admin API has no `token`: \
+                     set `token: ${{SPILLWAY_ADMIN_TOKEN}}` or bind it to 127.0.0.1"
+                ),
+            );
+        }
         Some(AdminConfig { address, token })
     });
 
