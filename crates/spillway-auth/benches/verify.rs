@@ -27,7 +27,10 @@ fn data(name: &str) -> PathBuf {
 
 fn api_keys(c: &mut Criterion) {
     let keys = (0..10)
-        .map(|i| ApiKeyEntry { id: format!("client-{i}"), sha256: hash_api_key(&format!("key-{i}")) })
+        .map(|i| ApiKeyEntry {
+            id: format!("client-{i}"),
+            sha256: hash_api_key(&format!("key-{i}")),
+        })
         .collect();
     let auth = ApiKeyAuth::from_config(&ApiKeysConfig {
         header: "x-api-key".into(),
@@ -129,9 +132,7 @@ fn basic(c: &mut Criterion) {
     group.finish();
     let credentials = cached.parse_credentials(&header("alice", "wonderland")).unwrap();
     assert!(cached.verify_basic(&credentials, NOW).is_authenticated());
-    c.bench_function("basic/cache_hit", |b| {
-        b.iter(|| black_box(cached.cached(&credentials, NOW)))
-    });
+    c.bench_function("basic/cache_hit", |b| b.iter(|| black_box(cached.cached(&credentials, NOW))));
 }
 
 criterion_group!(benches, api_keys, jwt, basic);

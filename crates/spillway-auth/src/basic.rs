@@ -105,9 +105,11 @@ impl StoredHash {
                 .map_err(|error| bad(format!("is not a valid PHC string: {error}")))?;
             match hash.algorithm.as_str() {
                 "argon2id" | "argon2i" => {}
-                other => return Err(bad(format!(
+                other => {
+                    return Err(bad(format!(
                     "uses `{other}`; use argon2id (or argon2i): argon2d is not meant for passwords"
-                ))),
+                )))
+                }
             }
             if hash.salt.is_none() || hash.hash.is_none() {
                 return Err(bad("has no salt or no hash part".to_owned()));

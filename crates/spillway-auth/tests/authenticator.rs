@@ -81,3 +81,11 @@ fn authenticate_parts_reads_the_request_headers() {
     let (parts, ()) = request.into_parts();
     assert_eq!(auth.authenticate_parts(&parts, NOW).identity(), Some("web"));
 }
+
+#[test]
+fn authenticators_and_credentials_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Authenticator>();
+    shareable::<spillway_auth::BasicCredentials>();
+    shareable::<AuthOutcome>();
+}

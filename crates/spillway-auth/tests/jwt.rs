@@ -396,6 +396,10 @@ fn changed_jwks_file_is_picked_up_at_most_once_a_second() {
     // `authenticate` looks at the file itself.
     let old = rs256(Some("rsa-a"), &claims());
     assert_eq!(refusal(&check(&auth, &old, NOW + 2)), Some(AuthFailure::NoMatchingKey));
+
+    // A wall clock stepped back by more than a second does not postpone the next look.
+    write_jwks(&fixture.jwks_path, &[jwk("rsa_a"), jwk("rsa_b"), jwk("ec_p256")]);
+    assert_eq!(source.refresh_if_due(NOW - 60).unwrap().unwrap(), 3);
 }
 
 #[test]

@@ -394,7 +394,10 @@ impl JwksSource {
     /// fails to parse is not retried until it changes again.
     pub fn refresh_if_due(&self, now_unix_secs: u64) -> Option<Result<usize, JwksError>> {
         let due = self.next_check_secs.load(Ordering::Relaxed);
-        if now_unix_secs < due
+        // Not due: within the second after the last look. A wall clock that stepped back by
+        // more than that makes the look due at once instead of waiting for it to catch up.
+        let looked_this_second = now_unix_secs < due && due - now_unix_secs <= 1;
+        if looked_this_second
             || self
                 .next_check_secs
                 .compare_exchange(
@@ -408,7 +411,9 @@ impl JwksSource {
             return None;
         }
         let current = Fingerprint::of(&self.path);
-        let mut state = self.state.lock();
+        // A reload in progress (the file watcher's) is reading the file already: a request
+        // never waits for it.
+        let mut state = self.state.try_lock()?;
         match current {
             Ok(fingerprint) if state.fingerprint == Some(fingerprint) => None,
             Ok(fingerprint) => {
