@@ -89,6 +89,15 @@ pub enum ConfigError {
         /// The header name.
         value: String,
     },
+    /// An output header that frames, routes or authenticates the request (`host`,
+    /// `content-length`, `transfer-encoding`, `connection`, `authorization`, `cookie`).
+    #[error("auth.{key}: `{value}` cannot carry an identity or claim (reserved header)")]
+    ReservedHeader {
+        /// The config key.
+        key: String,
+        /// The header name.
+        value: String,
+    },
     /// A realm that cannot sit in a quoted-string.
     #[error("auth.{key}: realm `{value}` {reason}")]
     BadRealm {

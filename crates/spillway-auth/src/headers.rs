@@ -24,7 +24,10 @@ pub(crate) fn output_header_name(
     taken: &mut Vec<HeaderName>,
 ) -> Result<HeaderName, ConfigError> {
     let name = header_name(key, value)?;
-    if RESERVED_OUTPUT_HEADERS.contains(&name.as_str()) || taken.contains(&name) {
+    if RESERVED_OUTPUT_HEADERS.contains(&name.as_str()) {
+        return Err(ConfigError::ReservedHeader { key: key.to_owned(), value: value.to_owned() });
+    }
+    if taken.contains(&name) {
         return Err(ConfigError::DuplicateHeader { key: key.to_owned(), value: value.to_owned() });
     }
     taken.push(name.clone());
@@ -146,7 +149,7 @@ mod tests {
         ));
         assert!(matches!(
             output_header_name("forward", "Host", &mut taken),
-            Err(ConfigError::DuplicateHeader { .. })
+            Err(ConfigError::ReservedHeader { .. })
         ));
         assert!(matches!(
             output_header_name("forward", "bad header", &mut taken),
