@@ -18,7 +18,7 @@
 //! HMAC-SHA-256(per-process random key, user, password) — never the password, and not a plain
 //! hash that could be brute-forced offline from a memory dump without the key.
 
-use crate::config::{BasicConfig, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL_SECS};
+use crate::config::{whole_seconds, BasicConfig, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL_SECS};
 use crate::error::ConfigError;
 use crate::headers::{authorization_credentials, output_header_name, realm};
 use crate::outcome::{basic_challenge, AuthFailure, AuthOutcome};
@@ -30,7 +30,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use sha2::Sha256;
-use spillway_core::deadline::{parse_duration, BareNumber};
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use zeroize::Zeroizing;
@@ -166,15 +165,8 @@ impl BasicAuth {
             users.insert(user.clone(), StoredHash::parse(user, hash)?);
         }
         let stand_in = users.values().next().cloned().ok_or(ConfigError::NoUsers)?;
-        let ttl_secs = match &config.cache_ttl {
-            None => DEFAULT_CACHE_TTL_SECS,
-            Some(text) => parse_duration(text.as_bytes(), BareNumber::Refused)
-                .map_err(|kind| ConfigError::BadDuration {
-                    key: "basic.cache_ttl".to_owned(),
-                    reason: format!("`{text}` is not a duration ({kind}): write e.g. `60s`"),
-                })?
-                .as_secs(),
-        };
+        let ttl_secs =
+            whole_seconds("basic.cache_ttl", config.cache_ttl.as_deref(), DEFAULT_CACHE_TTL_SECS)?;
         let capacity = config.cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES);
         let cache =
             match (ttl_secs, capacity) {

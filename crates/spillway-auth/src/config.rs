@@ -14,7 +14,9 @@
 //!   # or: basic: { users: { alice: "$argon2id$…" }, realm: spillway, forward: x-user }
 //! ```
 
+use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
+use spillway_core::deadline::{parse_duration, BareNumber};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -150,3 +152,22 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 60;
 /// The default Basic cache size: 1024 credentials (about 100 KiB), enough for the active
 /// users of an internal tool; beyond it the entry closest to expiry is dropped.
 pub const DEFAULT_CACHE_ENTRIES: usize = 1024;
+
+/// A configured duration in whole seconds (the workspace's one duration syntax, unit
+/// required: `30s`, `1m`), or `default` when the key is absent. Fractions of a second are
+/// dropped: token times and cache expiries are whole seconds.
+pub(crate) fn whole_seconds(
+    key: &str,
+    value: Option<&str>,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    parse_duration(text.as_bytes(), BareNumber::Refused).map(|duration| duration.as_secs()).map_err(
+        |kind| ConfigError::BadDuration {
+            key: key.to_owned(),
+            reason: format!("`{text}` is not a duration ({kind}): write e.g. `30s` or `1m`"),
+        },
+    )
+}

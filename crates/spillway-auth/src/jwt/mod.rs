@@ -13,7 +13,7 @@
 
 pub mod jwks;
 
-use crate::config::{JwtConfig, DEFAULT_LEEWAY_SECS};
+use crate::config::{whole_seconds, JwtConfig, DEFAULT_LEEWAY_SECS};
 use crate::error::ConfigError;
 use crate::headers::{authorization_credentials, output_header_name, realm};
 use crate::outcome::{bearer_challenge, AuthFailure, AuthOutcome, BearerError, Denial};
@@ -24,7 +24,6 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 pub use jwks::{JwksSource, JwtKey, KeySet, KeyType};
 use serde_json::{Map, Value};
-use spillway_core::deadline::{parse_duration, BareNumber};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -90,15 +89,8 @@ impl JwtAuth {
                 algorithms: config.algorithms.join(", "),
             });
         }
-        let leeway_secs = match &config.leeway {
-            None => DEFAULT_LEEWAY_SECS,
-            Some(text) => parse_duration(text.as_bytes(), BareNumber::Refused)
-                .map_err(|kind| ConfigError::BadDuration {
-                    key: "jwt.leeway".to_owned(),
-                    reason: format!("`{text}` is not a duration ({kind}): write e.g. `30s`"),
-                })?
-                .as_secs(),
-        };
+        let leeway_secs =
+            whole_seconds("jwt.leeway", config.leeway.as_deref(), DEFAULT_LEEWAY_SECS)?;
         let mut taken = vec![http::header::AUTHORIZATION];
         if config.forward.len() > 1 {
             return Err(ConfigError::ForwardNotOneClaim { count: config.forward.len() });
