@@ -196,3 +196,122 @@ async fn cors_preflights_are_answered_at_the_gateway_and_answers_decorated() {
     assert_eq!(gw.backend.hits() - hits, 4, "preflights never reach the backend");
     gw.stop().await;
 }
+
+/// A test CA and certificates it signs.
+struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        Pki { ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap() }
+    }
+
+    /// A certificate for `sans` with common name `cn`, and its key.
+    fn issue(&self, cn: &str, sans: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.signed_by(&key, &self.ca).unwrap(), key)
+    }
+}
+
+/// One HTTP/1.1 GET of `/headers` over TLS, with `client` as the client certificate; the
+/// echoed request headers, or the error (a refused handshake).
+async fn tls_get(
+    addr: SocketAddr,
+    server_ca: &rcgen::Certificate,
+    client: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
+    extra: &[(&str, &str)],
+) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_ca.der().clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let key = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+            builder.with_client_auth_cert(vec![cert.der().clone()], key).unwrap()
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls =
+        connector.connect("localhost".try_into().unwrap(), tcp).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::get("/headers").header("host", "localhost");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = sender.send_request(req.body(body("")).unwrap()).await.map_err(|e| e.to_string())?;
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_listeners_verify_client_certificates_and_forward_their_names() {
+    let (b, _) = backend("b").await;
+    let server_pki = Pki::new("server ca");
+    let (server_cert, server_key) = server_pki.issue("localhost", &["localhost"]);
+    let clients = Pki::new("clients ca");
+    let (alice, alice_key) = clients.issue("alice", &["alice.clients.test"]);
+    let strangers = Pki::new("strangers ca");
+    let (mallory, mallory_key) = strangers.issue("mallory", &["mallory.test"]);
+    let file = |name: &str, text: String| {
+        let path = temp_path(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let cert = file("mtls-cert.pem", server_cert.pem());
+    let key = file("mtls-key.pem", server_key.serialize_pem());
+    let ca = file("mtls-clients.pem", clients.ca.pem());
+    let yaml = format!(
+        r#"
+workers: 1
+listeners:
+  - {{ name: required, address: "127.0.0.1:0", tls: {{ cert: "{cert}", key: "{key}", client_ca: "{ca}", client_auth: required, forward: {{ subject: x-client-subject, san: x-client-san }} }} }}
+  - {{ name: optional, address: "127.0.0.1:0", tls: {{ cert: "{cert}", key: "{key}", client_ca: "{ca}" }} }}
+clusters: [{{ name: app, endpoints: [{{ address: "{b}" }}] }}]
+routes: [{{ name: all, cluster: app }}]
+"#
+    );
+    let gw = gateway(&yaml);
+    let required = gw.listener_address("required").unwrap();
+    let optional = gw.listener_address("optional").unwrap();
+    let server_ca = server_pki.ca.as_ref();
+
+    let seen = tls_get(required, server_ca, Some((&alice, &alice_key)), &[]).await.unwrap();
+    assert!(seen.contains("x-client-subject: CN=alice"), "{seen}");
+    assert!(seen.contains("x-client-san: alice.clients.test"), "{seen}");
+    assert!(tls_get(required, server_ca, None, &[]).await.is_err(), "no certificate: refused");
+    let stranger = tls_get(required, server_ca, Some((&mallory, &mallory_key)), &[]).await;
+    assert!(stranger.is_err(), "a certificate from another CA is refused: {stranger:?}");
+
+    // Optional: served without a certificate, and a forged subject header never passes.
+    let forged = [("x-client-cert-subject", "CN=admin")];
+    let seen = tls_get(optional, server_ca, None, &forged).await.unwrap();
+    assert!(!seen.contains("CN=admin"), "{seen}");
+    let seen = tls_get(optional, server_ca, Some((&alice, &alice_key)), &forged).await.unwrap();
+    assert!(seen.contains("x-client-cert-subject: CN=alice"), "{seen}");
+    assert!(!seen.contains("CN=admin"), "{seen}");
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}

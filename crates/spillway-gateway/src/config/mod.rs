@@ -176,6 +176,21 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Private key.
     pub key: PathBuf,
+    /// Client certificates (mTLS), when the listener asks for them.
+    pub client: Option<ClientCertConfig>,
+}
+
+/// A TLS listener's client certificates (`client_ca`, `client_auth`, `forward`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientCertConfig {
+    /// The CA bundle client certificates must chain to.
+    pub ca: PathBuf,
+    /// Whether a client without a certificate is refused at the handshake.
+    pub required: bool,
+    /// The header carrying the certificate's subject upstream (lower case).
+    pub forward_subject: Option<String>,
+    /// The header carrying its first subject alternative name upstream (lower case).
+    pub forward_san: Option<String>,
 }
 
 /// The admin listener.

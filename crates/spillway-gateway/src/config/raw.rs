@@ -113,6 +113,17 @@ pub struct RawRequestLimits {
 pub struct RawTls {
     pub cert: String,
     pub key: String,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub forward: Option<RawClientCertForward>,
+}
+
+/// `tls.forward`: which headers carry the client certificate's names upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientCertForward {
+    pub subject: Option<String>,
+    pub san: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

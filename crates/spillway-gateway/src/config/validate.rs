@@ -246,7 +246,57 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                     );
                 }
             }
-            TlsConfig { cert, key: key_path }
+            let client = t.client_ca.as_ref().map(|ca| {
+                let ca = base.join(ca);
+                if !ca.is_file() {
+                    c.error(
+                        &at(&p, &[key("tls"), key("client_ca")]),
+                        format!("{} is not a readable file", ca.display()),
+                    );
+                }
+                let required = match t.client_auth.as_deref() {
+                    None | Some("optional") => false,
+                    Some("required") => true,
+                    Some(other) => {
+                        c.error(
+                            &at(&p, &[key("tls"), key("client_auth")]),
+                            format!("`{other}`: expected optional or required"),
+                        );
+                        false
+                    }
+                };
+                let forward = t.forward.as_ref();
+                let mut header = |name: &str, given: Option<&String>, default: Option<&str>| {
+                    let value = given.map(|s| s.to_ascii_lowercase()).or(default.map(String::from));
+                    if let Some(v) = &value {
+                        if http::HeaderName::from_bytes(v.as_bytes()).is_err() {
+                            c.error(
+                                &at(&p, &[key("tls"), key("forward"), key(name)]),
+                                format!("`{v}` is not a header name"),
+                            );
+                        }
+                    }
+                    value
+                };
+                ClientCertConfig {
+                    ca,
+                    required,
+                    forward_subject: header(
+                        "subject",
+                        forward.and_then(|f| f.subject.as_ref()),
+                        Some("x-client-cert-subject"),
+                    ),
+                    forward_san: header("san", forward.and_then(|f| f.san.as_ref()), None),
+                }
+            });
+            if t.client_ca.is_none() && (t.client_auth.is_some() || t.forward.is_some()) {
+                c.error(
+                    &at(&p, &[key("tls")]),
+                    "`client_auth` and `forward` need `client_ca` (the CA client certificates \
+                     chain to)",
+                );
+            }
+            TlsConfig { cert, key: key_path, client }
         });
         let timeouts = l.timeouts.unwrap_or(RawListenerTimeouts { header_read: None, idle: None });
         let header_read_timeout = positive(

@@ -259,6 +259,7 @@ fn conn_info(
         activity: proxy::conn_info::Activity::new(clock),
         peer: peer.ip(),
         listener: config.index,
+        client_cert: std::cell::OnceCell::new(),
     })
 }
 
@@ -376,6 +377,10 @@ async fn serve_tls<S>(
     else {
         return;
     };
+    if let Some(client) = config.tls.as_ref().and_then(|t| t.client.as_ref()) {
+        let certs = tls_stream.get_ref().1.peer_certificates();
+        let _ = activity.client_cert.set(crate::listen::tls::client_cert_fields(client, certs));
+    }
     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
     if h2 {
         Box::pin(serve_h2(config, TokioIo::new(tls_stream), svc, graceful, activity)).await;

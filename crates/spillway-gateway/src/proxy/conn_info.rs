@@ -4,8 +4,8 @@
 //! Shared by both data paths: the hyper path keeps one per connection for every request on
 //! it, and the idle timeout reads its activity.
 
-use http::HeaderValue;
-use std::cell::Cell;
+use http::{HeaderName, HeaderValue};
+use std::cell::{Cell, OnceCell};
 use std::time::Duration;
 
 /// Per-connection values, rendered once at accept.
@@ -25,6 +25,18 @@ pub struct ConnInfo {
     pub peer: std::net::IpAddr,
     /// The listener's index in the config (its BBR).
     pub listener: usize,
+    /// On a listener with client certificates: what the upstream is told of the client's
+    /// (set once, after the TLS handshake).
+    pub client_cert: OnceCell<ClientCertFields>,
+}
+
+/// The client-certificate headers of a connection (see `listen::tls::client_cert_fields`).
+#[derive(Debug, Default)]
+pub struct ClientCertFields {
+    /// Headers removed from every request (what the client may have sent itself).
+    pub names: Vec<HeaderName>,
+    /// Headers set from the verified certificate.
+    pub values: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Whether a downstream connection is busy, and since when it is idle.

@@ -421,6 +421,14 @@ async fn proxy(
         }
     }
     parts.headers.insert(&X_FORWARDED_PROTO, conn.proto.clone());
+    if let Some(cert) = conn.client_cert.get() {
+        for name in &cert.names {
+            parts.headers.remove(name);
+        }
+        for (name, value) in &cert.values {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+    }
     let authority_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let downstream_host = original_host.or(authority_host);
     if let Some(h) = &downstream_host {
