@@ -315,3 +315,137 @@ routes: [{{ name: all, cluster: app }}]
     })
     .await;
 }
+
+/// An HS256 JWK set holding `secrets` as `(kid, secret)`.
+fn hmac_jwks(secrets: &[(&str, &[u8])]) -> String {
+    use base64::Engine;
+    let keys: Vec<serde_json::Value> = secrets
+        .iter()
+        .map(|(kid, secret)| {
+            let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+            serde_json::json!({ "kty": "oct", "kid": kid, "alg": "HS256", "k": k })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+/// An HS256 token signed with `secret` under `kid`, for `sub`, expiring `exp_in` seconds from
+/// now (negative: already expired).
+fn hs256(kid: &str, secret: &[u8], sub: &str, tier: &str, exp_in: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let claims = serde_json::json!({
+        "sub": sub, "tier": tier, "iss": "https://id.test", "aud": "api",
+        "exp": now.as_secs() as i64 + exp_in,
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_string());
+    let key = jsonwebtoken::EncodingKey::from_secret(secret).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_routes_forward_the_verified_identity_and_refuse_the_rest() {
+    let jwks = temp_path("edge-jwks.json");
+    let old_secret: &[u8] = b"0123456789abcdef0123456789abcdef";
+    let new_secret: &[u8] = b"fedcba9876543210fedcba9876543210";
+    std::fs::write(&jwks, hmac_jwks(&[("k1", old_secret)])).unwrap();
+    let routes = format!(
+        "  - name: api\n    cluster: app\n    auth:\n      jwt: {{ jwks_file: \"{}\", issuer: https://id.test, audience: api, algorithms: [HS256], forward: {{ sub: x-user-id }}, claim_headers: {{ tier: x-tier }} }}\n    limits:\n      - {{ key: header:x-user-id, algorithm: token_bucket, rate: 1/h, burst: 3 }}\n",
+        jwks.display()
+    );
+    let gw = Gw::start("", "", &routes).await;
+    let bearer = |t: &str| format!("Bearer {t}");
+    let alice = bearer(&hs256("k1", old_secret, "alice", "gold", 300));
+    let mut seen = String::new();
+    for via in BOTH {
+        // A spoofed identity header never reaches the backend.
+        let headers = [("authorization", alice.as_str()), ("x-user-id", "root")];
+        let (status, _, body) = gw.send(via, Method::GET, "/headers", &headers, b"").await;
+        assert_eq!(status, StatusCode::OK, "{via:?}: {body}");
+        assert!(body.contains("x-user-id: alice") && !body.contains("root"), "{body}");
+        assert!(body.contains("x-tier: gold"), "{body}");
+        seen = body;
+    }
+    assert!(seen.contains("authorization: Bearer"), "the token goes on upstream: {seen}");
+    // The limit counts the verified identity: alice has used 2 of her 3; a forged
+    // `x-user-id` cannot move her to another key.
+    let headers = [("authorization", alice.as_str()), ("x-user-id", "someone-else")];
+    assert_eq!(gw.send(Via::Lean, Method::GET, "/x", &headers, b"").await.0, StatusCode::OK);
+    let (status, _, _) = gw.send(Via::Hyper, Method::GET, "/x", &headers, b"").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    let expired = bearer(&hs256("k1", old_secret, "bob", "gold", -3600));
+    // One signature character changed (well inside it: the last one carries padding bits).
+    let mut tampered = hs256("k1", old_secret, "bob", "gold", 300).into_bytes();
+    let at = tampered.len() - 10;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let rotated = bearer(&hs256("k2", new_secret, "carol", "silver", 300));
+    for (why, value) in [
+        ("no token", String::new()),
+        ("expired", expired),
+        ("tampered", bearer(&tampered)),
+        ("unknown key", rotated.clone()),
+    ] {
+        let headers = [("authorization", value.as_str())];
+        let headers = if value.is_empty() { &[][..] } else { &headers[..] };
+        for via in BOTH {
+            let (status, h, body) = gw.send(via, Method::GET, "/x", headers, b"").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{why} via {via:?}: {body}");
+            let challenge = h["www-authenticate"].to_str().unwrap();
+            assert!(challenge.starts_with("Bearer"), "{why}: {challenge}");
+        }
+    }
+    // The JWK set is rotated: the new key's tokens pass (the file is looked at once a second).
+    std::fs::write(&jwks, hmac_jwks(&[("k2", new_secret)])).unwrap();
+    let headers = [("authorization", rotated.as_str())];
+    let start = std::time::Instant::now();
+    loop {
+        let (status, _, body) = gw.send(Via::Hyper, Method::GET, "/headers", &headers, b"").await;
+        if status == StatusCode::OK {
+            assert!(body.contains("x-user-id: carol"), "{body}");
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "rotation not seen");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_and_basic_users_are_checked_and_named_upstream() {
+    // sha256("mobile-secret")
+    let hash = "07a75a970cad37a5589d001f907ac28a8743c409c5f02ad26932c51cf03b9e2d";
+    let bcrypt_hash = bcrypt::hash("open sesame", 4).unwrap();
+    let routes = format!(
+        "  - name: keys\n    match: {{ path_prefix: /keys/ }}\n    rewrite: {{ path_prefix: / }}\n    cluster: app\n    auth: {{ api_keys: {{ header: x-api-key, keys: [ {{ id: mobile, sha256: \"{hash}\" }} ], forward: x-api-key-id }} }}\n  - name: basic\n    match: {{ path_prefix: /basic/ }}\n    rewrite: {{ path_prefix: / }}\n    cluster: app\n    auth: {{ basic: {{ users: {{ alice: \"{bcrypt_hash}\" }}, forward: x-user }} }}\n"
+    );
+    let gw = Gw::start("", "", &routes).await;
+    for via in BOTH {
+        let good = [("x-api-key", "mobile-secret"), ("x-api-key-id", "admin")];
+        let (status, _, body) = gw.send(via, Method::GET, "/keys/headers", &good, b"").await;
+        assert_eq!(status, StatusCode::OK, "{via:?}");
+        assert!(body.contains("x-api-key-id: mobile") && !body.contains("admin"), "{body}");
+        let bad = [("x-api-key", "guess")];
+        let (status, h, _) = gw.send(via, Method::GET, "/keys/x", &bad, b"").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(h["www-authenticate"].to_str().unwrap().starts_with("ApiKey"));
+
+        use base64::Engine;
+        let basic = |pair: &str| {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+        };
+        let right = basic("alice:open sesame");
+        let (status, _, body) =
+            gw.send(via, Method::GET, "/basic/headers", &[("authorization", &right)], b"").await;
+        assert_eq!(status, StatusCode::OK, "{via:?}");
+        assert!(body.contains("x-user: alice"), "{body}");
+        for wrong in [basic("alice:guess"), basic("mallory:open sesame")] {
+            let (status, h, _) =
+                gw.send(via, Method::GET, "/basic/x", &[("authorization", &wrong)], b"").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert!(h["www-authenticate"].to_str().unwrap().starts_with("Basic realm="));
+        }
+    }
+    gw.stop().await;
+}

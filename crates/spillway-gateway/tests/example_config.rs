@@ -25,11 +25,15 @@ const COMMENTED_OUT: &[(&str, &str)] = &[
     ("listeners[]", "tls"),
     ("clusters[].discovery", "file"),
     ("clusters[].discovery", "etcd"),
-    ("routes[].cache", "hot_only"),
+    ("routes[].auth", "api_keys"),
+    ("routes[].auth", "basic"),
 ];
 /// Mappings whose keys are free-form (names chosen by the user), so there is nothing to cover.
 const FREE_FORM: &[&str] = &[
     "levels",
+    "routes[].auth.jwt.claim_headers",
+    "routes[].auth.jwt.forward",
+    "routes[].auth.jwt.require",
     "routes[].budget.grant.by_header",
     "routes[].budget.grant.by_header.x-role",
     "routes[].direct_response.headers",

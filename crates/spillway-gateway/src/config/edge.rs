@@ -131,9 +131,35 @@ pub struct RequestLimits {
     pub max_uri: Option<usize>,
 }
 
+/// A route's `auth:`, validated and built: the settings as written (compared across reloads,
+/// shown by `/admin/config`) and the authenticator made from them (its JWKS read, its
+/// password hashes parsed) — built once by validation, so a route whose auth cannot be
+/// built never serves.
+#[derive(Debug, Clone)]
+pub struct RouteAuth {
+    /// The settings, with `jwks_file` resolved against the config file's directory.
+    pub config: spillway_auth::AuthConfig,
+    /// The authenticator.
+    pub authenticator: std::sync::Arc<spillway_auth::Authenticator>,
+}
+
+impl PartialEq for RouteAuth {
+    fn eq(&self, other: &RouteAuth) -> bool {
+        self.config == other.config
+    }
+}
+
+impl Serialize for RouteAuth {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.config.serialize(s)
+    }
+}
+
 /// What a route checks at the edge, before admission.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RouteEdge {
+    /// Who may call it (`auth:`): API keys, JWTs or Basic.
+    pub auth: Option<RouteAuth>,
     /// The route's own IP lists (after the listener's).
     pub ip: Option<IpRules>,
     /// Its cross-origin policy.
@@ -145,7 +171,10 @@ pub struct RouteEdge {
 impl RouteEdge {
     /// Whether the route checks nothing at the edge.
     pub fn is_empty(&self) -> bool {
-        self.ip.is_none() && self.cors.is_none() && self.request_limits.is_none()
+        self.ip.is_none()
+            && self.cors.is_none()
+            && self.request_limits.is_none()
+            && self.auth.is_none()
     }
 }
 
@@ -261,4 +290,25 @@ pub(super) fn request_limits(
         return None;
     }
     Some(limits)
+}
+
+/// Checks a route's `auth:` and builds its authenticator (reading the JWKS file).
+pub(super) fn auth(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    mut raw: spillway_auth::AuthConfig,
+    base: &std::path::Path,
+) -> Option<RouteAuth> {
+    if let Some(jwt) = &mut raw.jwt {
+        jwt.jwks_file = base.join(&jwt.jwks_file);
+    }
+    match spillway_auth::Authenticator::from_config(&raw, base) {
+        Ok(authenticator) => {
+            Some(RouteAuth { config: raw, authenticator: std::sync::Arc::new(authenticator) })
+        }
+        Err(e) => {
+            c.error(p, e.to_string());
+            None
+        }
+    }
 }

@@ -324,6 +324,7 @@ pub struct RawRoute {
     pub hot_keys: Option<RawHotKeys>,
     pub cache: Option<RawCache>,
     pub ip: Option<RawIpRules>,
+    pub auth: Option<spillway_auth::AuthConfig>,
     pub cors: Option<RawCors>,
     pub request_limits: Option<RawRequestLimits>,
 }

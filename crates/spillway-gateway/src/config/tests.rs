@@ -778,6 +778,11 @@ fn edge_mistakes_are_refused_at_their_key_and_line() {
     refused(&text, "routes[0].cors.credentials", "cors:", "list the origins");
     let text = route("    cors: { origins: [\"https://app.example/path\"] }\n");
     refused(&text, "routes[0].cors.origins[0]", "cors:", "without a path");
+    let text =
+        route("    auth: { api_keys: { header: x-key, keys: [ { id: k, sha256: \"abc\" } ] } }\n");
+    refused(&text, "routes[0].auth", "auth:", "sha256");
+    let text = route("    auth: { jwt: { jwks_file: missing.json, algorithms: [HS256] } }\n");
+    refused(&text, "routes[0].auth", "auth:", "missing.json");
     let text = route("    request_limits: { max_uri: 0 }\n");
     refused(&text, "routes[0].request_limits.max_uri", "request_limits", "at least 1");
     let text = "listeners: [{ name: l, address: 127.0.0.1:0, ip: {} }]\nroutes: []\n";

@@ -732,6 +732,9 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         let policy =
             route_policy(&mut c, &p, &levels, route_timeout, is_proxy, base, &mut r_policy);
         let edge = super::edge::RouteEdge {
+            auth: r
+                .auth
+                .and_then(|raw| super::edge::auth(&mut c, &at(&p, &[key("auth")]), raw, base)),
             ip: r.ip.and_then(|raw| super::edge::ip_rules(&mut c, &at(&p, &[key("ip")]), raw)),
             cors: r.cors.and_then(|raw| super::edge::cors(&mut c, &at(&p, &[key("cors")]), raw)),
             request_limits: r.request_limits.and_then(|raw| {

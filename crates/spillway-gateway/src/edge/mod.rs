@@ -6,6 +6,7 @@
 //! request is judged the same whichever path serves it. A route without edge settings costs
 //! one branch ([`RouteEdge::is_empty`]).
 
+pub mod auth;
 pub mod cors;
 
 use crate::config::edge::{IpRules, RouteEdge};

@@ -201,7 +201,7 @@ pub struct Policies {
     /// Each cluster's gutter (by cluster index), and requests sent there instead.
     pub gutters: Vec<Option<(usize, Arc<AtomicU64>)>>,
     /// Routes only the hyper path serves (hedging, failback, mirror, broadcast, stale copies,
-    /// micro-cache), by route index: one lookup for the lean path's hand-over decision.
+    /// micro-cache, authentication), by route index: one lookup for the lean path's hand-over decision.
     pub hyper_only: Vec<bool>,
     /// Micro-caches by route index (`cache`).
     pub caches: Vec<Option<Arc<crate::proxy::cache::RouteCache>>>,
@@ -536,6 +536,8 @@ impl Policies {
                         || p.stale_on_error.is_some()
                         || p.cache.is_some()
                         || p.strategy == crate::config::Strategy::Broadcast
+                        // Identity headers are set before admission reads the request.
+                        || r.edge.auth.is_some()
                 })
                 .collect(),
             caches: config

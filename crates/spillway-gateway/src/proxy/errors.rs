@@ -32,3 +32,9 @@ pub const URI_TOO_LONG: &str = "{\"error\":\"uri_too_long\"}\n";
 pub const HEADERS_TOO_LARGE: &str = "{\"error\":\"headers_too_large\"}\n";
 /// A CORS preflight from an origin, or for a method or header, the route does not allow (403).
 pub const CORS_REFUSED: &str = "{\"error\":\"cors_refused\"}\n";
+/// No valid credentials for a route with `auth:` (401, with `WWW-Authenticate`).
+pub const UNAUTHENTICATED: &str = "{\"error\":\"unauthenticated\"}\n";
+/// Valid credentials without access to the route (403).
+pub const FORBIDDEN: &str = "{\"error\":\"forbidden\"}\n";
+/// The credentials could not be checked (the gateway is shutting down) (503).
+pub const AUTH_UNAVAILABLE: &str = "{\"error\":\"auth_unavailable\"}\n";

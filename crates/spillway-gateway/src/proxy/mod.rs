@@ -116,6 +116,22 @@ pub async fn handle(
             }
         }
     };
+    // Authentication last (a refused client or a preflight never costs a verification).
+    let mut req = req;
+    let auth = edge.and_then(|e| e.auth.as_ref());
+    let refused_at_edge = match (refused_at_edge, auth) {
+        (None, Some(auth)) => {
+            let now = crate::edge::auth::now_unix_secs();
+            match crate::edge::auth::authenticate(auth, req.headers(), now).await {
+                Ok(claims) => {
+                    crate::edge::auth::forward(auth, req.headers_mut(), claims);
+                    None
+                }
+                Err(answer) => Some(answer),
+            }
+        }
+        (refused, _) => refused,
+    };
     let (resp, route_name, cluster_name, upstream) = match (refused_at_edge, route) {
         (Some(answer), route) => {
             let status = answer.status;
