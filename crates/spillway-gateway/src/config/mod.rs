@@ -15,6 +15,7 @@ pub mod policy;
 mod raw;
 pub mod record;
 pub mod retry;
+pub mod upstream_tls;
 mod validate;
 
 use serde::Serialize;
@@ -33,6 +34,7 @@ pub use retry::{
     FailbackSettings, HedgeAfter, HedgeSettings, MirrorSettings, RetryBudgetSettings, RetryOn,
     RetrySettings, StaleSettings, Strategy,
 };
+pub use upstream_tls::UpstreamTlsConfig;
 pub use validate::BALANCE_NAMES;
 
 /// One problem found in a config file: where, which key, and why.
@@ -266,6 +268,8 @@ pub struct ClusterConfig {
     pub breaker_failure_statuses: Option<Vec<u16>>,
     /// Where the endpoints come from besides `endpoints` (which are then the starting set).
     pub discovery: Option<Discovery>,
+    /// TLS towards the endpoints (`None`: plain TCP).
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 /// `quota_store:`: the shared state of global limits.

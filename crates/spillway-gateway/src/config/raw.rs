@@ -179,6 +179,17 @@ pub struct RawCluster {
     pub breaker: Option<RawBreaker>,
     pub gutter: Option<String>,
     pub discovery: Option<RawDiscovery>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// A cluster's `tls:` (checked in `config::upstream_tls`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub ca: String,
+    pub sni: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// A cluster's `discovery:` (`{ file: PATH }` or `{ dns: { name, port, refresh } }`).

@@ -581,6 +581,13 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 .and_then(|raw| policy::breaker(&mut c, &at(&p, &[key("breaker")]), raw)),
             gutter: rc.gutter,
             breaker_failure_statuses,
+            tls: rc.tls.take().and_then(|raw| {
+                let dns = match &discovery {
+                    Some(Discovery::Dns { name, .. }) => Some(name.as_str()),
+                    _ => None,
+                };
+                upstream_tls::check(&mut c, &at(&p, &[key("tls")]), raw, base, protocol, dns)
+            }),
             discovery,
         });
     }

@@ -726,19 +726,21 @@ async fn proxy(
             endpoint.in_flight.fetch_add(1, Relaxed);
             let in_flight = InFlight(endpoint);
             let protocol = cluster.config.protocol;
+            let tls = cluster.tls.as_deref();
             let upgrading = upgrade.is_some();
             let one_try = async move {
                 let _in_flight = in_flight;
                 let exchange = async {
                     match (protocol, upgrading) {
                         (UpstreamProtocol::Http1, false) => {
-                            let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
+                            let mut c = pool.checkout_h1(addr, tls, t.connect, t.idle).await?;
                             let resp =
                                 c.send(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
                             Ok((resp, Some(c)))
                         }
                         (UpstreamProtocol::Http1, true) => {
-                            let mut sender = pool::connect_h1_upgradable(addr, t.connect).await?;
+                            let mut sender =
+                                pool::connect_h1_upgradable(addr, tls, t.connect).await?;
                             let resp = sender
                                 .send_request(up_req)
                                 .await
@@ -746,7 +748,7 @@ async fn proxy(
                             Ok((resp, None))
                         }
                         (UpstreamProtocol::Http2, _) => {
-                            let mut sender = pool.checkout_h2(addr, t.connect).await?;
+                            let mut sender = pool.checkout_h2(addr, tls, t.connect).await?;
                             let resp = sender
                                 .send_request(up_req)
                                 .await
@@ -1234,6 +1236,7 @@ async fn broadcast_all(
     let t = cluster.config.timeouts;
     let pool = &worker.pool;
     let protocol = cluster.config.protocol;
+    let tls = cluster.tls.as_deref();
     let mut sends: Vec<BroadcastSend<'_>> = eligible
         .iter()
         .map(|&i| {
@@ -1251,13 +1254,13 @@ async fn broadcast_all(
                 let exchange = async {
                     match protocol {
                         UpstreamProtocol::Http1 => {
-                            let mut c = pool.checkout_h1(addr, t.connect, t.idle).await?;
+                            let mut c = pool.checkout_h1(addr, tls, t.connect, t.idle).await?;
                             let resp =
                                 c.send(copy).await.map_err(|e| UpstreamError::Http(addr, e))?;
                             Ok((resp, Some(c)))
                         }
                         UpstreamProtocol::Http2 => {
-                            let mut sender = pool.checkout_h2(addr, t.connect).await?;
+                            let mut sender = pool.checkout_h2(addr, tls, t.connect).await?;
                             let resp = sender
                                 .send_request(copy)
                                 .await
@@ -1407,10 +1410,11 @@ fn send_mirror(
             *copy.version_mut() = Version::HTTP_11;
         }
         let pool = worker.pool.clone();
+        let tls = cluster.tls.as_deref();
         let exchange = async {
             let status = match protocol {
                 UpstreamProtocol::Http1 => {
-                    let mut c = pool.checkout_h1(addr, t.connect, t.idle).await.ok()?;
+                    let mut c = pool.checkout_h1(addr, tls, t.connect, t.idle).await.ok()?;
                     let resp = c.send(copy).await.ok()?;
                     let status = resp.status();
                     // Read the answer through so the connection can serve again.
@@ -1419,7 +1423,7 @@ fn send_mirror(
                     status
                 }
                 UpstreamProtocol::Http2 => {
-                    let mut sender = pool.checkout_h2(addr, t.connect).await.ok()?;
+                    let mut sender = pool.checkout_h2(addr, tls, t.connect).await.ok()?;
                     sender.send_request(copy).await.ok()?.status()
                 }
             };

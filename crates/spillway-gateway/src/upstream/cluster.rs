@@ -6,6 +6,7 @@
 //! an ejection nor marks a sick endpoint healthy.
 
 use crate::config::{ClusterConfig, OutlierConfig};
+use crate::upstream::tls::UpstreamTls;
 use serde::Serialize;
 use spillway_core::Instant;
 use std::net::SocketAddr;
@@ -86,10 +87,13 @@ pub struct ClusterState {
     pub config: ClusterConfig,
     /// Endpoints, in config order.
     pub endpoints: Vec<Arc<EndpointState>>,
+    /// The TLS connector when the cluster has `tls:` (`None`: plain TCP).
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl ClusterState {
-    /// Builds the run-time cluster, reusing endpoint state from `previous` by address.
+    /// Builds the run-time cluster, reusing endpoint state from `previous` by address (and its
+    /// TLS connector, with its pooled connections, when the TLS settings did not change).
     pub fn new(config: ClusterConfig, previous: Option<&ClusterState>) -> ClusterState {
         let endpoints = config
             .endpoints
@@ -105,7 +109,10 @@ impl ClusterState {
                     })
             })
             .collect();
-        ClusterState { config, endpoints }
+        let tls = config.tls.as_ref().map(|t| {
+            UpstreamTls::new(t, config.protocol, previous.and_then(|p| p.tls.as_ref()))
+        });
+        ClusterState { config, endpoints, tls }
     }
 
     /// Writes the indices of the endpoints available at `now` into `out`; returns how many.

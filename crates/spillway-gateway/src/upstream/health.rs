@@ -4,35 +4,63 @@
 //!
 //! Checks run on the control thread, not on the workers, so probes never compete with
 //! requests for a worker's event loop.
+//!
+//! A cluster with `tls:` is probed over TLS with its own connector (CA, SNI, client
+//! certificate), speaking what ALPN offers: HTTP/2 for `protocol: http2`, else HTTP/1.1.
 
-use crate::config::HealthCheckConfig;
+use crate::config::{HealthCheckConfig, UpstreamProtocol};
 use crate::upstream::cluster::ClusterState;
+use crate::upstream::pool;
+use crate::upstream::tls::UpstreamTls;
 use bytes::Bytes;
 use http::{header, Request};
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One probe: a fresh connection, `GET path`, success on 2xx within `timeout`.
-pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
+/// One probe: a fresh connection (through `tls` when given), `GET path`, success on 2xx
+/// within `timeout`. Over TLS the `Host` is the server name, as the certificate is.
+pub async fn probe(
+    addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
+    path: &str,
+    timeout: Duration,
+) -> bool {
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                .await
-                .ok()?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = Request::get(path)
-            .header(header::HOST, addr.to_string())
+        let stream = pool::connect(addr, tls, timeout).await.ok()?;
+        let host = tls.map_or_else(|| addr.to_string(), |t| t.sni().to_string());
+        let http2 = tls.is_some_and(|t| t.protocol() == UpstreamProtocol::Http2);
+        let mut req = Request::get(path)
             .header(header::USER_AGENT, "spillway-health")
-            .body(Empty::new())
+            .body(Empty::<Bytes>::new())
             .ok()?;
-        let resp = sender.send_request(req).await.ok()?;
+        let resp = if http2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .ok()?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            *req.uri_mut() = http::Uri::builder()
+                .scheme("https")
+                .authority(host)
+                .path_and_query(path)
+                .build()
+                .ok()?;
+            sender.send_request(req).await.ok()?
+        } else {
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            req.headers_mut().insert(header::HOST, http::HeaderValue::try_from(host).ok()?);
+            sender.send_request(req).await.ok()?
+        };
         Some(resp.status().is_success())
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
@@ -51,7 +79,8 @@ pub async fn run(cluster: Arc<ClusterState>, hc: HealthCheckConfig, alive: impl 
         if !alive() {
             return;
         }
-        let probes = cluster.endpoints.iter().map(|e| probe(e.address, &hc.path, hc.timeout));
+        let tls = cluster.tls.as_deref();
+        let probes = cluster.endpoints.iter().map(|e| probe(e.address, tls, &hc.path, hc.timeout));
         let results = futures_join_all(probes).await;
         for (i, ok) in results.into_iter().enumerate() {
             let e = &cluster.endpoints[i];

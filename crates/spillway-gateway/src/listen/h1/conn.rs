@@ -450,7 +450,19 @@ impl Conn<'_> {
             // Hedging, failback, mirrors, broadcast, stale copies and the micro-cache are
             // served by hyper's path (one precomputed flag per route: `Policies::hyper_only`).
             let hyper_only = snap.policies.hyper_only(proxied.index);
-            if proxied.recorder.is_some() || protocol != Some(UpstreamProtocol::Http1) || hyper_only
+            // Upstream TLS (the cluster's or its gutter's) is spoken by hyper's path only.
+            let tls = snap.clusters.get(*cluster).is_some_and(|c| {
+                c.tls.is_some()
+                    || c.config
+                        .gutter
+                        .as_deref()
+                        .and_then(|g| snap.config.cluster(g))
+                        .is_some_and(|g| g.tls.is_some())
+            });
+            if proxied.recorder.is_some()
+                || protocol != Some(UpstreamProtocol::Http1)
+                || hyper_only
+                || tls
             {
                 return Step::Handoff;
             }

@@ -1,0 +1,204 @@
+//! A cluster's `tls:` block checked: the CA bundle, client certificate and key read and parsed,
+//! the server name (SNI) settled, and the rustls client built — all while the config is
+//! validated, so an unreadable file, a certificate without its key or a bad server name is an
+//! error at its key and line, and a reload with a bad file keeps the running config.
+//!
+//! The rustls building itself is `upstream::tls::client_config` (the upstream side owns how
+//! the gateway speaks TLS to backends); this module only reads, checks and reports.
+
+use super::locate::Seg;
+use super::raw::RawUpstreamTls;
+use super::validate::{at, key, Checker};
+use super::UpstreamProtocol;
+use crate::upstream::tls::{client_config, ClientIdentity, TlsSetupError};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A cluster's upstream TLS, checked.
+#[derive(Clone, Serialize)]
+pub struct UpstreamTlsConfig {
+    /// The CA bundle the upstream's certificate must chain to.
+    pub ca: PathBuf,
+    /// The server name sent (SNI) and verified against the certificate; an IP address is
+    /// verified against the certificate's IP addresses and sends no SNI.
+    pub sni: String,
+    /// The client certificate chain presented when the upstream asks for one.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<PathBuf>,
+    /// The rustls client built from the files (ALPN set for the cluster's protocol).
+    #[serde(skip)]
+    pub client_config: Arc<rustls::ClientConfig>,
+    /// `sni`, parsed.
+    #[serde(skip)]
+    pub server_name: ServerName<'static>,
+    /// The files' contents as read, to tell whether a reload changed anything.
+    #[serde(skip)]
+    contents: Arc<[Vec<u8>; 3]>,
+}
+
+impl std::fmt::Debug for UpstreamTlsConfig {
+    /// Paths and name only: the contents hold a private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTlsConfig")
+            .field("ca", &self.ca)
+            .field("sni", &self.sni)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamTlsConfig {
+    /// Whether `other` would build the same client: same name, same files, same contents.
+    pub fn same_as(&self, other: &UpstreamTlsConfig) -> bool {
+        self.sni == other.sni
+            && self.ca == other.ca
+            && self.cert == other.cert
+            && self.key == other.key
+            && self.contents == other.contents
+    }
+}
+
+/// Checks a cluster's `tls:` at `p` (the `tls` key). Relative paths resolve against `base`;
+/// `sni` defaults to `dns_name`, the host name endpoints are discovered from, if any (the
+/// endpoints themselves are IP addresses). Reports every problem it finds; `None` if any.
+pub(super) fn check(
+    c: &mut Checker<'_>,
+    p: &[Seg],
+    raw: RawUpstreamTls,
+    base: &Path,
+    protocol: UpstreamProtocol,
+    dns_name: Option<&str>,
+) -> Option<UpstreamTlsConfig> {
+    let before = c.problem_count();
+    let ca = base.join(&raw.ca);
+    let ca_pem = read(c, &at(p, &[key("ca")]), &ca);
+    let roots = ca_pem.as_deref().and_then(|pem| certificates(c, &at(p, &[key("ca")]), &ca, pem));
+
+    let (cert, key_path) = (raw.cert.map(|f| base.join(f)), raw.key.map(|f| base.join(f)));
+    let mut identity = None;
+    let mut cert_pem = Vec::new();
+    let mut key_pem = Vec::new();
+    match (&cert, &key_path) {
+        (Some(cert), Some(key_file)) => {
+            let chain = read(c, &at(p, &[key("cert")]), cert).and_then(|pem| {
+                let chain = certificates(c, &at(p, &[key("cert")]), cert, &pem);
+                cert_pem = pem;
+                chain
+            });
+            let private = read(c, &at(p, &[key("key")]), key_file).and_then(|pem| {
+                let private = PrivateKeyDer::from_pem_slice(&pem)
+                    .map_err(|e| {
+                        c.error(
+                            &at(p, &[key("key")]),
+                            format!("{}: no usable private key: {e}", key_file.display()),
+                        )
+                    })
+                    .ok();
+                key_pem = pem;
+                private
+            });
+            if let (Some(chain), Some(key)) = (chain, private) {
+                identity = Some(ClientIdentity { chain, key });
+            }
+        }
+        (Some(_), None) => c.error(
+            &at(p, &[key("cert")]),
+            "a client certificate needs its private key: add `key`",
+        ),
+        (None, Some(_)) => c.error(
+            &at(p, &[key("key")]),
+            "a private key needs its client certificate: add `cert`",
+        ),
+        (None, None) => {}
+    }
+
+    let sni = match (raw.sni, dns_name) {
+        (Some(s), _) => Some((s, at(p, &[key("sni")]))),
+        (None, Some(name)) => Some((name.to_string(), p.to_vec())),
+        (None, None) => {
+            c.error(
+                p,
+                "`sni` is required: the endpoints are IP addresses, so name the server the \
+                 upstream's certificate is issued to (e.g. `sni: payments.internal`)",
+            );
+            None
+        }
+    };
+    let server_name = sni.as_ref().and_then(|(name, path)| {
+        ServerName::try_from(name.clone())
+            .map_err(|_| {
+                c.error(
+                    path,
+                    format!(
+                        "`{name}` is not a server name: a DNS name such as payments.internal, or \
+                         an IP address"
+                    ),
+                )
+            })
+            .ok()
+    });
+
+    if c.problem_count() != before {
+        return None;
+    }
+    let (roots, server_name, (sni, _)) = (roots?, server_name?, sni?);
+    let client_config = match client_config(&roots, identity, protocol) {
+        Ok(config) => config,
+        Err(e) => {
+            let which = match &e {
+                TlsSetupError::Anchor { .. } => at(p, &[key("ca")]),
+                TlsSetupError::ClientCert(_) => at(p, &[key("key")]),
+                TlsSetupError::Protocol(_) => p.to_vec(),
+            };
+            c.error(&which, e.to_string());
+            return None;
+        }
+    };
+    Some(UpstreamTlsConfig {
+        ca,
+        sni,
+        cert,
+        key: key_path,
+        client_config: Arc::new(client_config),
+        server_name,
+        contents: Arc::new([ca_pem.unwrap_or_default(), cert_pem, key_pem]),
+    })
+}
+
+/// The bytes of `file`, or an error at `path`.
+fn read(c: &mut Checker<'_>, path: &[Seg], file: &Path) -> Option<Vec<u8>> {
+    std::fs::read(file)
+        .map_err(|e| c.error(path, format!("{} cannot be read: {e}", file.display())))
+        .ok()
+}
+
+/// The PEM certificates in `pem` (read from `file`), or an error at `path` when there are none
+/// or one is malformed.
+fn certificates(
+    c: &mut Checker<'_>,
+    path: &[Seg],
+    file: &Path,
+    pem: &[u8],
+) -> Option<Vec<CertificateDer<'static>>> {
+    let certs: Result<Vec<CertificateDer<'static>>, _> =
+        CertificateDer::pem_slice_iter(pem).collect();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Some(certs),
+        Ok(_) => {
+            c.error(
+                path,
+                format!("{}: no PEM certificate (`-----BEGIN CERTIFICATE-----`)", file.display()),
+            );
+            None
+        }
+        Err(e) => {
+            c.error(path, format!("{}: {e}", file.display()));
+            None
+        }
+    }
+}
