@@ -449,3 +449,61 @@ async fn api_keys_and_basic_users_are_checked_and_named_upstream() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_routes_body_timeout_gets_408_on_both_paths() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (b, backend) = backend("app").await;
+    let yaml = format!(
+        r#"
+workers: 1
+listeners:
+  - {{ name: lean, address: "127.0.0.1:0", protocol: http1 }}
+  - {{ name: hyper, address: "127.0.0.1:0", protocol: auto }}
+clusters: [{{ name: app, endpoints: [{{ address: "{b}" }}] }}]
+routes:
+  - name: upload
+    cluster: app
+    request_limits: {{ body_timeout: 300ms }}
+"#
+    );
+    let gw = gateway(&yaml);
+    for name in ["lean", "hyper"] {
+        let addr = gw.listener_address(name).unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = "POST /grpc HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n0123456789";
+        s.write_all(head.as_bytes()).await.unwrap();
+        // The other 90 bytes never come (the backend reads the whole body before answering):
+        // the gateway answers 408 within about the body timeout.
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let mut chunk = [0u8; 1024];
+            loop {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        answer.extend_from_slice(&chunk[..n]);
+                        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "{name}: no answer");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{name}: {text}");
+    }
+    let hits = backend.hits();
+    // A body sent in time passes.
+    let lean = gw.listener_address("lean").unwrap();
+    let req = Request::post("/up").header("host", "t").body(body(&b"x"[..])).unwrap();
+    assert_eq!(h1(lean, req).await.0, StatusCode::OK);
+    assert_eq!(backend.hits(), hits + 1);
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}

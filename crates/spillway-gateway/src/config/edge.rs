@@ -129,6 +129,16 @@ pub struct RequestLimits {
     pub max_header_bytes: Option<usize>,
     /// Longest request target, path and query (414).
     pub max_uri: Option<usize>,
+    /// Longest time the whole body may take to arrive, from the request's start (408).
+    #[serde(serialize_with = "ser_optional_duration")]
+    pub body_timeout: Option<Duration>,
+}
+
+fn ser_optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => super::ser_duration(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A route's `auth:`, validated and built: the settings as written (compared across reloads,
@@ -276,16 +286,22 @@ pub(super) fn request_limits(
             return None;
         }
     }
+    let body_timeout = raw.body_timeout.map(|d| d.0);
+    if body_timeout.is_some_and(|d| d.is_zero()) {
+        c.error(&at(p, &[key("body_timeout")]), "must be longer than zero");
+        return None;
+    }
     let limits = RequestLimits {
         max_body,
         max_headers: raw.max_headers,
         max_header_bytes,
         max_uri: raw.max_uri,
+        body_timeout,
     };
     if limits == RequestLimits::default() {
         c.error(
             p,
-            "sets no limit: give `max_body`, `max_headers`, `max_header_bytes` or `max_uri`",
+            "sets no limit: give `max_body`, `max_headers`, `max_header_bytes`, `max_uri` or `body_timeout`",
         );
         return None;
     }

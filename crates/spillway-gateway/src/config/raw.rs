@@ -106,6 +106,7 @@ pub struct RawRequestLimits {
     pub max_header_bytes: Option<RawSize>,
     #[serde(default, deserialize_with = "super::env::number")]
     pub max_uri: Option<usize>,
+    pub body_timeout: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Deserialize)]

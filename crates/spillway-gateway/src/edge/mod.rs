@@ -181,6 +181,7 @@ mod tests {
             max_headers: Some(5),
             max_header_bytes: Some(200),
             max_uri: Some(20),
+            body_timeout: None,
         };
         let edge = RouteEdge { request_limits: Some(limits), ..RouteEdge::default() };
         let v = view("127.0.0.1", &[]);

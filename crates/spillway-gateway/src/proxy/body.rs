@@ -32,6 +32,9 @@ pub enum ProxyBody {
     },
     /// A body teed to a traffic recorder as it streams (see `crate::record`).
     Recorded(Box<TeeBody>),
+    /// A streamed body that must have arrived whole by a deadline (`request_limits.
+    /// body_timeout`): past it, the body ends with [`BodyTimedOut`].
+    Deadline(Box<DeadlineBody>),
     /// A body read in full and kept, so that a retry can send it again (`None` once sent).
     Buffered(Option<Bytes>),
     /// The frames already read from a body of unknown length, then the rest of it (cut off
@@ -45,6 +48,18 @@ pub enum ProxyBody {
         remaining: u64,
     },
 }
+
+/// A streamed request body with its deadline.
+#[derive(Debug)]
+pub struct DeadlineBody {
+    inner: ProxyBody,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The client did not send the whole body within the route's `request_limits.body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within the route's body timeout")]
+pub struct BodyTimedOut;
 
 /// The body would exceed the listener's `max_body_bytes`.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +93,13 @@ impl Body for ProxyBody {
                 }
             }
             ProxyBody::Recorded(tee) => Pin::new(&mut **tee).poll_frame(cx),
+            ProxyBody::Deadline(timed) => {
+                if let Poll::Ready(frame) = Pin::new(&mut timed.inner).poll_frame(cx) {
+                    return Poll::Ready(frame);
+                }
+                ready!(timed.deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
+            }
             ProxyBody::Buffered(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Prefixed { frames, inner, remaining } => {
                 if let Some(frame) = frames.pop_front() {
@@ -106,6 +128,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Incoming { inner, .. } => inner.is_end_stream(),
             ProxyBody::Recorded(tee) => tee.is_end_stream(),
+            ProxyBody::Deadline(timed) => timed.inner.is_end_stream(),
             ProxyBody::Buffered(data) => data.is_none(),
             ProxyBody::Prefixed { frames, inner, .. } => frames.is_empty() && inner.is_end_stream(),
         }
@@ -116,6 +139,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Incoming { inner, .. } => inner.size_hint(),
             ProxyBody::Recorded(tee) => tee.size_hint(),
+            ProxyBody::Deadline(timed) => timed.inner.size_hint(),
             ProxyBody::Buffered(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -131,6 +155,18 @@ impl ProxyBody {
             ProxyBody::Empty
         } else {
             ProxyBody::Buffered(Some(bytes))
+        }
+    }
+
+    /// The body, cut off with [`BodyTimedOut`] if it has not ended within `timeout` from now
+    /// (a body already in memory, or none, needs no deadline).
+    pub fn within(self, timeout: Option<std::time::Duration>) -> ProxyBody {
+        match (self, timeout) {
+            (body @ (ProxyBody::Empty | ProxyBody::Buffered(_)), _) | (body, None) => body,
+            (inner, Some(timeout)) => ProxyBody::Deadline(Box::new(DeadlineBody {
+                inner,
+                deadline: Box::pin(tokio::time::sleep(timeout)),
+            })),
         }
     }
 

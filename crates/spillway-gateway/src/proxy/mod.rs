@@ -275,12 +275,14 @@ async fn proxy(
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         StaleKey::for_request(req.method(), host, target)
     });
-    // The listener's body limit, or the route's when lower.
-    let max_body = snap
-        .config
-        .routes
-        .get(route.index)
-        .map_or(conn.max_body, |r| crate::edge::max_body(conn.max_body, &r.edge));
+    // The listener's body limit, or the route's when lower; the route's body deadline.
+    let route_edge = snap.config.routes.get(route.index).map(|r| &r.edge);
+    let max_body = route_edge.map_or(conn.max_body, |e| crate::edge::max_body(conn.max_body, e));
+    let body_timeout =
+        route_edge.and_then(|e| e.request_limits.as_ref()).and_then(|l| l.body_timeout);
+    // How long a body read in full may take: what is left of the request, at most the route's
+    // `body_timeout`.
+    let body_wait = |left: Duration| body_timeout.map_or(left, |t| t.min(left));
     // hyper has parsed `Content-Length` already: its exact size hint saves a header lookup.
     if let Some(len) = http_body::Body::size_hint(req.body()).exact() {
         if len > max_body {
@@ -525,7 +527,7 @@ async fn proxy(
         .flatten()
         .max()
         .unwrap_or(0);
-        match read_prefix(body, limit, remaining(start)).await {
+        match read_prefix(body, limit, body_wait(remaining(start))).await {
             Ok(Prefix::Whole(data)) => {
                 let len = data.len() as u64;
                 retry = retry.filter(|r| len <= r.settings.max_body);
@@ -557,7 +559,7 @@ async fn proxy(
         // time. A client that cannot send it in time gets 408.
         use http_body_util::BodyExt;
         let limited = http_body_util::Limited::new(body, max_body as usize);
-        match tokio::time::timeout(remaining(start), limited.collect()).await {
+        match tokio::time::timeout(body_wait(remaining(start)), limited.collect()).await {
             Ok(Ok(collected)) => ProxyBody::Buffered(Some(collected.to_bytes())),
             Ok(Err(_)) => {
                 drop(admitted);
@@ -571,6 +573,8 @@ async fn proxy(
     } else {
         ProxyBody::Incoming { inner: body, remaining: max_body }
     };
+    // A streamed body must arrive whole within the route's `body_timeout` (408 otherwise).
+    let body = body.within(body_timeout);
     let body = match capture {
         Some(capture) => body.teed(capture),
         None => body,
@@ -803,7 +807,7 @@ async fn proxy(
         // Each try's outcome teaches outlier detection and the balancer (a body over the
         // client's limit is the client's fault: no outlier accounting).
         let try_result = match &done.result {
-            Err(UpstreamError::Http(_, e)) if client_body_too_large(e) => {
+            Err(UpstreamError::Http(_, e)) if client_body_fault(e).is_some() => {
                 worker.picked_done(snap.generation, cluster_index, done.picked, latency, true, now);
                 None
             }
@@ -909,7 +913,7 @@ async fn proxy(
     if let Some(queue) = failback {
         let (failure, status) = match &result {
             Ok((resp, _)) => (None, Some(resp.status().as_u16())),
-            Err(UpstreamError::Http(_, e)) if client_body_too_large(e) => (None, None),
+            Err(UpstreamError::Http(_, e)) if client_body_fault(e).is_some() => (None, None),
             Err(UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_)) => {
                 (Some(TryFailure::Connect), None)
             }
@@ -938,8 +942,10 @@ async fn proxy(
     }
     let (mut resp, conn_back) = match result {
         Ok(ok) => ok,
-        Err(UpstreamError::Http(_, e)) if client_body_too_large(&e) => {
-            return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE), Some(addr));
+        Err(UpstreamError::Http(_, e)) if client_body_fault(&e).is_some() => {
+            let (status, error) =
+                client_body_fault(&e).unwrap_or((StatusCode::BAD_REQUEST, errors::BAD_REQUEST_BODY));
+            return (canned(status, error), Some(addr));
         }
         Err(e) => {
             tracing::debug!(error = %e, cluster = %cluster.config.name, "upstream request failed");
@@ -1156,16 +1162,20 @@ async fn first_of<'a, T>(
     .await
 }
 
-/// Whether an upstream exchange failed because the client's body passed `max_body_bytes`.
-fn client_body_too_large(e: &hyper::Error) -> bool {
+/// Why an upstream exchange failed because of the client's body, if it did: the body passed
+/// the body limit (413), or did not arrive within the route's `body_timeout` (408).
+fn client_body_fault(e: &hyper::Error) -> Option<(StatusCode, &'static str)> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if s.is::<BodyTooLarge>() {
-            return true;
+            return Some((StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE));
+        }
+        if s.is::<crate::proxy::body::BodyTimedOut>() {
+            return Some((StatusCode::REQUEST_TIMEOUT, errors::REQUEST_BODY_TIMEOUT));
         }
         source = s.source();
     }
-    false
+    None
 }
 
 fn body_is_empty(body: &Incoming) -> bool {

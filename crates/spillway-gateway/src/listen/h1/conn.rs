@@ -494,10 +494,32 @@ impl Conn<'_> {
         let total = head.len + head.content_length as usize;
         if buf.len() < total {
             buf.reserve_total(total);
-            let mut due = Due::after(listener.idle_timeout);
+            // The route's `body_timeout` (408), else the idle timeout (closed without answer).
+            let body_timeout = route
+                .and_then(|r| snap.config.routes.get(r.index))
+                .and_then(|r| r.edge.request_limits.as_ref())
+                .and_then(|l| l.body_timeout)
+                .filter(|t| *t < listener.idle_timeout);
+            let mut due = Due::after(body_timeout.unwrap_or(listener.idle_timeout));
             while buf.len() < total {
                 match timed(timer, &mut due, read_into(self.stream, buf, total)).await {
                     Ok(Ok(n)) if n > 0 => {}
+                    Err(_) if body_timeout.is_some() => {
+                        self.local_error(
+                            out,
+                            408,
+                            "Request Timeout",
+                            errors::REQUEST_BODY_TIMEOUT,
+                            &head,
+                            true,
+                        );
+                        let _ = self.write_client(timer, out).await;
+                        if let Some(route) = route {
+                            let elapsed = self.worker.shared.now().saturating_duration_since(start);
+                            route.stats.record(self.worker.id, 408, elapsed);
+                        }
+                        return Step::Done { close: true };
+                    }
                     _ => return Step::Done { close: true },
                 }
             }
