@@ -507,3 +507,21 @@ routes:
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_on_a_cors_route_is_readable_by_the_allowed_page() {
+    let gw = Gw::start(
+        "",
+        "",
+        "  - name: api\n    cluster: app\n    cors: { origins: [\"https://app.example\"] }\n    limits:\n      - { key: route, algorithm: token_bucket, rate: 1/h, burst: 1 }\n",
+    )
+    .await;
+    let origin = [("origin", "https://app.example")];
+    assert_eq!(gw.send(Via::Lean, Method::GET, "/x", &origin, b"").await.0, StatusCode::OK);
+    for via in BOTH {
+        let (status, h, _) = gw.send(via, Method::GET, "/x", &origin, b"").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{via:?}");
+        assert_eq!(h["access-control-allow-origin"], "https://app.example", "{via:?}");
+    }
+    gw.stop().await;
+}

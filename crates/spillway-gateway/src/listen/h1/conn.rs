@@ -1194,7 +1194,12 @@ impl Conn<'_> {
             .and_then(|s| s.canonical_reason())
             .unwrap_or("");
         let date = self.worker.lean.date();
-        let fields = rendered.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        // The route's CORS fields too: a page may read why it was refused.
+        let fields = rendered
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .chain(ex.decoration.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())));
         out.clear();
         rewrite::write_local_response(
             out,
@@ -1230,7 +1235,20 @@ impl Conn<'_> {
         } else {
             reason
         };
-        self.local_error(out, status, reason, body, ex.head, ex.close);
+        let date = self.worker.lean.date();
+        let json = [(&b"content-type"[..], &b"application/json"[..])];
+        let cors = ex.decoration.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        out.clear();
+        rewrite::write_local_response(
+            out,
+            status,
+            reason,
+            json.into_iter().chain(cors),
+            body.as_bytes(),
+            &date,
+            ex.head.method == Method::HEAD,
+            ex.close,
+        );
         let flow = self.write_client(timer, out).await;
         let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
         ex.route.stats.record(self.worker.id, status, elapsed);
