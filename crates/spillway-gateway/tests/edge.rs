@@ -381,11 +381,34 @@ async fn jwt_routes_forward_the_verified_identity_and_refuse_the_rest() {
     tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
     let rotated = bearer(&hs256("k2", new_secret, "carol", "silver", 300));
+    // The right key, but an algorithm the route does not accept.
+    let wrong_alg = {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let claims = serde_json::json!({
+            "sub": "dave", "iss": "https://id.test", "aud": "api", "exp": now.as_secs() + 300,
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384);
+        header.kid = Some("k1".into());
+        let key = jsonwebtoken::EncodingKey::from_secret(old_secret).unwrap();
+        bearer(&jsonwebtoken::encode(&header, &claims, &key).unwrap())
+    };
+    // `alg: none`, unsigned.
+    let unsigned = {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let header = b64(serde_json::json!({ "alg": "none", "kid": "k1" }));
+        let claims = b64(serde_json::json!({ "sub": "eve", "aud": "api", "exp": u32::MAX }));
+        bearer(&format!("{header}.{claims}."))
+    };
     for (why, value) in [
         ("no token", String::new()),
         ("expired", expired),
         ("tampered", bearer(&tampered)),
         ("unknown key", rotated.clone()),
+        ("wrong algorithm", wrong_alg),
+        ("alg none", unsigned),
     ] {
         let headers = [("authorization", value.as_str())];
         let headers = if value.is_empty() { &[][..] } else { &headers[..] };
