@@ -106,14 +106,12 @@ pub(super) fn check(
                 identity = Some(ClientIdentity { chain, key });
             }
         }
-        (Some(_), None) => c.error(
-            &at(p, &[key("cert")]),
-            "a client certificate needs its private key: add `key`",
-        ),
-        (None, Some(_)) => c.error(
-            &at(p, &[key("key")]),
-            "a private key needs its client certificate: add `cert`",
-        ),
+        (Some(_), None) => {
+            c.error(&at(p, &[key("cert")]), "a client certificate needs its private key: add `key`")
+        }
+        (None, Some(_)) => {
+            c.error(&at(p, &[key("key")]), "a private key needs its client certificate: add `cert`")
+        }
         (None, None) => {}
     }
 

@@ -64,9 +64,7 @@ pub fn client_config(
 ) -> Result<rustls::ClientConfig, TlsSetupError> {
     let mut store = rustls::RootCertStore::empty();
     for (i, cert) in roots.iter().enumerate() {
-        store
-            .add(cert.clone())
-            .map_err(|source| TlsSetupError::Anchor { index: i + 1, source })?;
+        store.add(cert.clone()).map_err(|source| TlsSetupError::Anchor { index: i + 1, source })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
