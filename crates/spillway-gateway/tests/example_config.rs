@@ -23,6 +23,7 @@ const TOKEN_VAR: &str = "SPILLWAY_ADMIN_TOKEN";
 /// `dns`), and `cache.hot_only` is refused as not available yet.
 const COMMENTED_OUT: &[(&str, &str)] = &[
     ("listeners[]", "tls"),
+    ("clusters[]", "tls"),
     ("clusters[].discovery", "file"),
     ("clusters[].discovery", "etcd"),
     ("routes[].auth", "api_keys"),

@@ -3,14 +3,15 @@
 //! validated, so an unreadable file, a certificate without its key or a bad server name is an
 //! error at its key and line, and a reload with a bad file keeps the running config.
 //!
-//! The rustls building itself is `upstream::tls::client_config` (the upstream side owns how
-//! the gateway speaks TLS to backends); this module only reads, checks and reports.
+//! The rustls client is built here (ring provider, as the listeners; ALPN `h2` for http2,
+//! `http/1.1` for http1; the client certificate when given) because building is what can
+//! fail; `upstream::tls` wraps it in a connector and speaks it, keeping imports one-way
+//! (`upstream` imports `config`).
 
 use super::locate::Seg;
 use super::raw::RawUpstreamTls;
 use super::validate::{at, key, Checker};
 use super::UpstreamProtocol;
-use crate::upstream::tls::{client_config, ClientIdentity, TlsSetupError};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Serialize;
@@ -198,5 +199,72 @@ fn certificates(
             c.error(path, format!("{}: {e}", file.display()));
             None
         }
+    }
+}
+
+/// ALPN name of HTTP/2 (an http2 cluster's upstream must choose it: `upstream::tls`).
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN name of HTTP/1.1.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Why a cluster's TLS client could not be built from its files' contents.
+#[derive(Debug, thiserror::Error)]
+enum TlsSetupError {
+    /// A certificate of the CA bundle is not usable as a trust anchor.
+    #[error("certificate {index} of the CA bundle is not a usable CA certificate: {source}")]
+    Anchor {
+        /// Its position in the bundle, from 1.
+        index: usize,
+        /// What rustls said.
+        source: rustls::Error,
+    },
+    /// The client certificate chain and key were refused (unsupported key, or a key that does
+    /// not belong to the certificate).
+    #[error("the client certificate and key cannot be used together: {0}")]
+    ClientCert(rustls::Error),
+    /// The crypto provider refused the default protocol versions (not expected with `ring`).
+    #[error("{0}")]
+    Protocol(rustls::Error),
+}
+
+/// The client certificate a cluster presents: its chain (leaf first) and private key.
+struct ClientIdentity {
+    /// Certificate chain, leaf first.
+    chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    key: PrivateKeyDer<'static>,
+}
+
+/// Builds the rustls client configuration of one cluster: certificates verified against
+/// `roots` only (never the system's), ALPN for `protocol`, and `client` presented when the
+/// upstream asks for a certificate.
+fn client_config(
+    roots: &[CertificateDer<'static>],
+    client: Option<ClientIdentity>,
+    protocol: UpstreamProtocol,
+) -> Result<rustls::ClientConfig, TlsSetupError> {
+    let mut store = rustls::RootCertStore::empty();
+    for (i, cert) in roots.iter().enumerate() {
+        store.add(cert.clone()).map_err(|source| TlsSetupError::Anchor { index: i + 1, source })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsSetupError::Protocol)?
+        .with_root_certificates(store);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain, identity.key)
+            .map_err(TlsSetupError::ClientCert)?,
+    };
+    config.alpn_protocols = vec![alpn(protocol).to_vec()];
+    Ok(config)
+}
+
+fn alpn(protocol: UpstreamProtocol) -> &'static [u8] {
+    match protocol {
+        UpstreamProtocol::Http1 => ALPN_HTTP1,
+        UpstreamProtocol::Http2 => ALPN_H2,
     }
 }

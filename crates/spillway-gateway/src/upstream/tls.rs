@@ -2,15 +2,16 @@
 //! server name (SNI, and the name the certificate is verified against), optional client
 //! certificate, and ALPN offering `h2` for `protocol: http2` or `http/1.1` for `http1`.
 //!
-//! Split in two so that a bad file never replaces a good config: [`client_config`] is the
-//! fallible part (rustls with the `ring` provider, as the listeners use) and runs while the
-//! config is validated (`config::upstream_tls`), where an error can name its key and line;
-//! [`UpstreamTls`] wraps the result in a `TlsConnector` when the snapshot's clusters are
-//! built, which cannot fail. [`UpstreamStream`] is what the pool and the health checks speak
-//! HTTP over: plain TCP, or TLS on top of it.
+//! Split in two so that a bad file never replaces a good config: the fallible part (reading
+//! the files, building the rustls client with the `ring` provider, as the listeners use) runs
+//! while the config is validated (`config::upstream_tls`), where an error can name its key and
+//! line; [`UpstreamTls`] wraps the result in a `TlsConnector` when the snapshot's clusters are
+//! built, which cannot fail, and checks ALPN at each handshake. [`UpstreamStream`] is what the
+//! pool and the health checks speak HTTP over: plain TCP, or TLS on top of it.
 
+use crate::config::upstream_tls::ALPN_H2;
 use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -20,73 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-
-/// ALPN name of HTTP/2.
-const ALPN_H2: &[u8] = b"h2";
-/// ALPN name of HTTP/1.1.
-const ALPN_HTTP1: &[u8] = b"http/1.1";
-
-/// Why a cluster's TLS client could not be built from its files' contents.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    /// A certificate of the CA bundle is not usable as a trust anchor.
-    #[error("certificate {index} of the CA bundle is not a usable CA certificate: {source}")]
-    Anchor {
-        /// Its position in the bundle, from 1.
-        index: usize,
-        /// What rustls said.
-        source: rustls::Error,
-    },
-    /// The client certificate chain and key were refused (unsupported key, or a key that does
-    /// not belong to the certificate).
-    #[error("the client certificate and key cannot be used together: {0}")]
-    ClientCert(rustls::Error),
-    /// The crypto provider refused the default protocol versions (not expected with `ring`).
-    #[error("{0}")]
-    Protocol(rustls::Error),
-}
-
-/// The client certificate a cluster presents: its chain (leaf first) and private key.
-pub struct ClientIdentity {
-    /// Certificate chain, leaf first.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The leaf's private key.
-    pub key: PrivateKeyDer<'static>,
-}
-
-/// Builds the rustls client configuration of one cluster: certificates verified against
-/// `roots` only (never the system's), ALPN for `protocol`, and `client` presented when the
-/// upstream asks for a certificate.
-pub fn client_config(
-    roots: &[CertificateDer<'static>],
-    client: Option<ClientIdentity>,
-    protocol: UpstreamProtocol,
-) -> Result<rustls::ClientConfig, TlsSetupError> {
-    let mut store = rustls::RootCertStore::empty();
-    for (i, cert) in roots.iter().enumerate() {
-        store.add(cert.clone()).map_err(|source| TlsSetupError::Anchor { index: i + 1, source })?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(TlsSetupError::Protocol)?
-        .with_root_certificates(store);
-    let mut config = match client {
-        None => builder.with_no_client_auth(),
-        Some(identity) => builder
-            .with_client_auth_cert(identity.chain, identity.key)
-            .map_err(TlsSetupError::ClientCert)?,
-    };
-    config.alpn_protocols = vec![alpn(protocol).to_vec()];
-    Ok(config)
-}
-
-fn alpn(protocol: UpstreamProtocol) -> &'static [u8] {
-    match protocol {
-        UpstreamProtocol::Http1 => ALPN_HTTP1,
-        UpstreamProtocol::Http2 => ALPN_H2,
-    }
-}
 
 /// Source of connector ids: 0 means plain TCP in pool keys, so ids start at 1.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
