@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigError, FailbackSettings, Problem, UpstreamProt
 use crate::policy::retry::TryFailure;
 use crate::proxy::body::ProxyBody;
 use crate::state::Shared;
-use crate::upstream::pool::connect_tcp;
+use crate::upstream::pool::connect;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -442,7 +442,8 @@ async fn send(
     }
     req.headers_mut().insert("x-spillway-attempt", HeaderValue::from(attempts + 2));
     let exchange = async {
-        let stream = connect_tcp(addr, t.connect).await.map_err(|e| e.to_string())?;
+        let stream =
+            connect(addr, cluster.tls.as_deref(), t.connect).await.map_err(|e| e.to_string())?;
         let io = TokioIo::new(stream);
         let status = if http2 {
             let (mut sender, conn) =

@@ -89,6 +89,16 @@ impl TlsUpstream {
         key: &rcgen::KeyPair,
         client_ca: Option<&rcgen::Certificate>,
     ) -> TlsUpstream {
+        TlsUpstream::start_on("127.0.0.1:0".parse().unwrap(), cert, key, client_ca).await
+    }
+
+    /// [`TlsUpstream::start`] on `addr`.
+    async fn start_on(
+        addr: SocketAddr,
+        cert: &rcgen::Certificate,
+        key: &rcgen::KeyPair,
+        client_ca: Option<&rcgen::Certificate>,
+    ) -> TlsUpstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -113,7 +123,7 @@ impl TlsUpstream {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let upstream = TlsUpstream {
             addr: listener.local_addr().unwrap(),
             handshakes: Arc::default(),
@@ -443,6 +453,37 @@ async fn a_reload_with_an_unreadable_ca_keeps_serving_over_tls() {
     let err = gw.control().reload("test").unwrap_err();
     assert!(err.contains("clusters[0].tls.ca") && err.contains("cannot be read"), "{err}");
     assert_eq!(get(lean, "/b").await.0, StatusCode::OK, "the running config still serves");
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failback_delivers_queued_requests_to_a_tls_cluster_over_tls() {
+    let pki = Pki::new("upstream ca");
+    let (cert, key) = pki.issue("upstream", &["localhost"]);
+    let ca = pki.ca_file();
+    // Nothing listens there yet: the request is queued, then delivered once the upstream is up.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = temp_path("tls-failback");
+    let yaml = format!(
+        "{LISTENERS}clusters:\n{}routes:\n  - name: orders\n    cluster: orders\n    \
+         failback: {{ dir: \"{}\", backoff: {{ base: 100ms, max: 200ms }} }}\n",
+        tls_cluster("orders", "http1", addr, &format!("ca: \"{ca}\", sni: localhost")),
+        dir.display()
+    );
+    let gw = gateway(&yaml);
+    let lean = gw.listener_address("lean").unwrap();
+    let req = Request::post("/orders").header("host", "test.local").body(body("{}")).unwrap();
+    assert_eq!(h1(lean, req).await.0, StatusCode::ACCEPTED);
+    let up = TlsUpstream::start_on(addr, &cert, &key, None).await;
+    eventually(Duration::from_secs(10), "the queued request delivered over TLS", || {
+        up.requests().iter().any(|r| r.path == "/orders")
+    })
+    .await;
+    assert!(up.handshakes().iter().all(|h| h.sni.as_deref() == Some("localhost")));
     blocking(move || {
         gw.shutdown();
         gw.wait();
