@@ -430,7 +430,7 @@ async fn health_checks_probe_tls_clusters_over_tls_with_their_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_with_an_unreadable_ca_keeps_serving_over_tls() {
+async fn reloads_keep_an_unchanged_tls_connector_and_refuse_an_unreadable_ca() {
     let pki = Pki::new("upstream ca");
     let (cert, key) = pki.issue("upstream", &["localhost"]);
     let up = TlsUpstream::start(&cert, &key, None).await;
@@ -449,10 +449,21 @@ async fn a_reload_with_an_unreadable_ca_keeps_serving_over_tls() {
     let gw = gateway_from_file(&path);
     let lean = gw.listener_address("lean").unwrap();
     assert_eq!(get(lean, "/a").await.0, StatusCode::OK);
+    assert_eq!(up.handshakes().len(), 1);
+    // Nothing changed: the connector and its pooled connection are kept (one worker).
+    assert_eq!(gw.control().reload("test"), Ok(2));
+    assert_eq!(get(lean, "/b").await.0, StatusCode::OK);
+    assert_eq!(up.handshakes().len(), 1, "the pooled TLS connection served again");
+    // An unreadable CA bundle: refused, and the running config keeps serving.
     write("/nonexistent/ca.pem");
     let err = gw.control().reload("test").unwrap_err();
     assert!(err.contains("clusters[0].tls.ca") && err.contains("cannot be read"), "{err}");
-    assert_eq!(get(lean, "/b").await.0, StatusCode::OK, "the running config still serves");
+    assert_eq!(get(lean, "/c").await.0, StatusCode::OK, "the running config still serves");
+    // Other settings (the bundle from another file): a new connector, a new connection.
+    write(&pki.ca_file());
+    assert_eq!(gw.control().reload("test"), Ok(3));
+    assert_eq!(get(lean, "/d").await.0, StatusCode::OK);
+    assert_eq!(up.handshakes().len(), 2);
     blocking(move || {
         gw.shutdown();
         gw.wait();
