@@ -548,3 +548,31 @@ async fn a_refusal_on_a_cors_route_is_readable_by_the_allowed_page() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_identity_sets_the_class_a_plan_sheds_by() {
+    // sha256("gold-secret"), sha256("bronze-secret")
+    let gold = "1ada8a8b1137fbec532fa0d1c86a850b9c2ab5fdcf7b9ee1512f578cae4f5af4";
+    let bronze = "b1adfd58230a7bd095fc6e0cffcba4795621a6c6fa30d6fbdcb9755a6fd4f7c8";
+    let routes = format!(
+        "  - name: api\n    cluster: app\n    auth: {{ api_keys: {{ header: x-api-key, keys: [ {{ id: gold, sha256: \"{gold}\" }}, {{ id: bronze, sha256: \"{bronze}\" }} ], forward: x-api-key-id }} }}\n    criticality_by_header: {{ header: x-api-key-id, classes: {{ gold: CRITICAL_PLUS, bronze: SHEDDABLE }} }}\n"
+    );
+    let top = "admin: { address: \"127.0.0.1:0\" }\nplans:\n  - name: peak\n    actions:\n      - { shed_below: CRITICAL }";
+    let gw = Gw::start("", top, &routes).await;
+    let admin = gw.gw.as_ref().unwrap().admin_address().unwrap();
+    let activate =
+        Request::post("/admin/plans/peak/activate").header("host", "admin").body(body("")).unwrap();
+    assert_eq!(h1(admin, activate).await.0, StatusCode::OK);
+    for via in BOTH {
+        let gold = [("x-api-key", "gold-secret")];
+        assert_eq!(gw.send(via, Method::GET, "/x", &gold, b"").await.0, StatusCode::OK, "{via:?}");
+        // Bronze is SHEDDABLE: shed by the plan, even when it claims more for itself.
+        for claim in [None, Some("CRITICAL_PLUS")] {
+            let mut headers = vec![("x-api-key", "bronze-secret")];
+            headers.extend(claim.map(|c| ("x-spillway-criticality", c)));
+            let (status, _, body) = gw.send(via, Method::GET, "/x", &headers, b"").await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{via:?} {claim:?}: {body}");
+        }
+    }
+    gw.stop().await;
+}

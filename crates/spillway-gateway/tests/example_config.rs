@@ -37,6 +37,7 @@ const FREE_FORM: &[&str] = &[
     "routes[].auth.jwt.require",
     "routes[].budget.grant.by_header",
     "routes[].budget.grant.by_header.x-role",
+    "routes[].criticality_by_header.classes",
     "routes[].direct_response.headers",
     "routes[].limits[].overrides",
 ];

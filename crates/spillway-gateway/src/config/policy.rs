@@ -62,6 +62,8 @@ pub struct RoutePolicyConfig {
     /// The highest class a request may claim; a higher claim is lowered to it.
     #[serde(serialize_with = "ser_criticality")]
     pub max_criticality: Criticality,
+    /// A class per value of a header (say the verified `x-tier` an `auth:` block forwards).
+    pub criticality_by_header: Option<CriticalityByHeader>,
     /// Rate limits; all must admit.
     pub limits: Vec<LimitConfig>,
     /// Route-level BBR.
@@ -300,6 +302,33 @@ pub(super) fn fault(
     Some(FaultSettings { abort, delay, allow_header: raw.allow_header.unwrap_or(false) })
 }
 
+/// A route's `criticality_by_header`: the class of a request is its header's mapped class —
+/// its default and its ceiling (a client may still claim less with `x-spillway-criticality`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CriticalityByHeader {
+    /// The header (lower case).
+    pub header: String,
+    /// Value → class (values compared exactly).
+    #[serde(serialize_with = "ser_classes")]
+    pub classes: Vec<(String, Criticality)>,
+}
+
+fn ser_classes<S: Serializer>(classes: &[(String, Criticality)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(classes.len()))?;
+    for (value, class) in classes {
+        map.serialize_entry(value, class.as_str())?;
+    }
+    map.end()
+}
+
+impl CriticalityByHeader {
+    /// The class `value` maps to.
+    pub fn class_of(&self, value: &[u8]) -> Option<Criticality> {
+        self.classes.iter().find(|(v, _)| v.as_bytes() == value).map(|(_, c)| *c)
+    }
+}
+
 impl RoutePolicyConfig {
     /// Whether the route has any admission policy at all (a route without one pays a branch).
     /// A criticality or maximum other than the defaults is a policy: the class decides who a
@@ -307,6 +336,7 @@ impl RoutePolicyConfig {
     pub fn is_empty(&self) -> bool {
         self.criticality == Criticality::Critical
             && self.max_criticality == Criticality::CriticalPlus
+            && self.criticality_by_header.is_none()
             && self.level.is_none()
             && self.limits.is_empty()
             && self.bbr.is_none()

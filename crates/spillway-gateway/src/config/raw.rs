@@ -75,6 +75,14 @@ pub struct RawListener {
     pub ip: Option<RawIpRules>,
 }
 
+/// A route's `criticality_by_header: { header, classes }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCriticalityByHeader {
+    pub header: String,
+    pub classes: BTreeMap<String, String>,
+}
+
 /// `ip: { allow, deny }` on a listener or a route.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,6 +327,7 @@ pub struct RawRoute {
     pub level: Option<String>,
     pub criticality: Option<String>,
     pub max_criticality: Option<String>,
+    pub criticality_by_header: Option<RawCriticalityByHeader>,
     pub limits: Option<Vec<RawLimit>>,
     pub overload: Option<RawOverload>,
     pub deadline: Option<RawDeadline>,

@@ -783,6 +783,13 @@ fn edge_mistakes_are_refused_at_their_key_and_line() {
     refused(&text, "routes[0].auth", "auth:", "sha256");
     let text = route("    auth: { jwt: { jwks_file: missing.json, algorithms: [HS256] } }\n");
     refused(&text, "routes[0].auth", "auth:", "missing.json");
+    let text = route("    criticality_by_header: { header: x-tier, classes: { gold: GOLDEN } }\n");
+    refused(
+        &text,
+        "routes[0].criticality_by_header.classes.gold",
+        "criticality_by_header",
+        "not a criticality",
+    );
     let text = route("    request_limits: { max_uri: 0 }\n");
     refused(&text, "routes[0].request_limits.max_uri", "request_limits", "at least 1");
     let text = "listeners: [{ name: l, address: 127.0.0.1:0, ip: {} }]\nroutes: []\n";

@@ -628,6 +628,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             level: r.level.take(),
             criticality: r.criticality.take(),
             max_criticality: r.max_criticality.take(),
+            criticality_by_header: r.criticality_by_header.take(),
             limits: r.limits.take(),
             overload: r.overload.take(),
             deadline: r.deadline.take(),
@@ -861,6 +862,7 @@ struct RawRoutePolicy {
     level: Option<String>,
     criticality: Option<String>,
     max_criticality: Option<String>,
+    criticality_by_header: Option<RawCriticalityByHeader>,
     limits: Option<Vec<RawLimit>>,
     overload: Option<RawOverload>,
     deadline: Option<RawDeadline>,
@@ -892,6 +894,7 @@ fn route_policy(
         ("level", raw.level.is_some()),
         ("criticality", raw.criticality.is_some()),
         ("max_criticality", raw.max_criticality.is_some()),
+        ("criticality_by_header", raw.criticality_by_header.is_some()),
         ("limits", raw.limits.is_some()),
         ("overload", raw.overload.is_some()),
         ("deadline", raw.deadline.is_some()),
@@ -945,6 +948,24 @@ fn route_policy(
     if criticality > max_criticality {
         c.error(&at(p, &[key("criticality")]), "the default is above `max_criticality`");
     }
+    let criticality_by_header = raw.criticality_by_header.take().and_then(|by| {
+        let bp = at(p, &[key("criticality_by_header")]);
+        let header = by.header.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            c.error(&at(&bp, &[key("header")]), format!("`{}` is not a header name", by.header));
+            return None;
+        }
+        let mut classes = Vec::new();
+        for (value, class) in by.classes {
+            let cp = at(&bp, &[key("classes"), key(&value)]);
+            classes.push((value, policy::criticality(c, &cp, Some(class))?));
+        }
+        if classes.is_empty() {
+            c.error(&at(&bp, &[key("classes")]), "maps no value to a class");
+            return None;
+        }
+        Some(policy::CriticalityByHeader { header, classes })
+    });
     let (limits, global_limits) = raw
         .limits
         .take()
@@ -1115,6 +1136,7 @@ fn route_policy(
         level,
         criticality,
         max_criticality,
+        criticality_by_header,
         limits,
         bbr,
         deadline,

@@ -766,9 +766,17 @@ pub struct Classified {
 
 /// Reads criticality and the budget grant (phase *classify*).
 pub fn classify(policy: Option<&RoutePolicy>, view: &dyn RequestView) -> Classified {
-    let (default, max) = policy.map_or((Criticality::Critical, Criticality::CriticalPlus), |p| {
-        (p.config.criticality, p.config.max_criticality)
-    });
+    let (mut default, mut max) = policy
+        .map_or((Criticality::Critical, Criticality::CriticalPlus), |p| {
+            (p.config.criticality, p.config.max_criticality)
+        });
+    // A mapped header value sets the request's default and ceiling (never above the route's).
+    if let Some(by) = policy.and_then(|p| p.config.criticality_by_header.as_ref()) {
+        if let Some(class) = view.header(&by.header).and_then(|v| by.class_of(v)) {
+            max = max.min(class);
+            default = class.min(max);
+        }
+    }
     let (class, rewrite_class) = classify::criticality(view, default, max);
     // A client cannot raise its budget: a lower incoming value (an inner hop that already spent
     // some) is kept, a higher or malformed one is replaced by the grant.
