@@ -2,9 +2,10 @@
 //! ALPN) on loopback behind a real gateway, reached from both data paths. Pins that the
 //! configured SNI and ALPN reach the upstream, that a certificate from another CA or for
 //! another name is refused before any request is sent (502), that the client certificate is
-//! presented only when configured, that health checks speak TLS, and that a `tls:` block with a
-//! bad file, a certificate without its key or a bad server name is an error at its key and
-//! line (and a reload with one keeps the running config).
+//! presented only when configured, that health checks, WebSocket tunnels and failback
+//! deliveries speak TLS, that pooled TLS and plain connections never mix, that a reload keeps
+//! an unchanged connector, and that a `tls:` block with a bad file, a certificate without its
+//! key or a bad server name is an error at its key and line (a reload with one is refused).
 
 #![allow(clippy::unwrap_used)]
 
@@ -154,7 +155,7 @@ impl TlsUpstream {
                         alpn: conn.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned()),
                         client_cert: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
                     });
-                    let svc = hyper::service::service_fn(move |req: Request<_>| {
+                    let svc = hyper::service::service_fn(move |mut req: Request<_>| {
                         let requests = requests.clone();
                         async move {
                             let user_agent = req
@@ -168,6 +169,9 @@ impl TlsUpstream {
                                 path: req.uri().path().to_string(),
                                 user_agent,
                             });
+                            if req.uri().path() == "/ws" {
+                                return Ok(echo_upgrade(&mut req));
+                            }
                             let body = format!("over tls, {:?}", req.version());
                             Ok::<_, std::convert::Infallible>(Response::new(Full::new(
                                 Bytes::from(body),
@@ -175,7 +179,7 @@ impl TlsUpstream {
                         }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                         .await;
                 });
             }
@@ -190,6 +194,24 @@ impl TlsUpstream {
     fn handshakes(&self) -> Vec<Handshake> {
         self.handshakes.lock().unwrap().clone()
     }
+}
+
+/// Answers a WebSocket upgrade with 101, then echoes the tunnel's bytes.
+fn echo_upgrade(req: &mut Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            let mut io = TokioIo::new(upgraded);
+            let (mut r, mut w) = tokio::io::split(&mut io);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 /// A gateway with an HTTP/1.1 listener (the lean path) and an h2c one (hyper's path), one
@@ -293,6 +315,36 @@ async fn http1_and_http2_clusters_reach_a_tls_upstream_with_the_configured_sni_a
     // and worker would be needed, but a closed one may have been replaced.
     assert!(handshakes.iter().any(|h| h.alpn.as_deref() == Some("h2")));
     assert!(handshakes.iter().any(|h| h.alpn.as_deref() == Some("http/1.1")));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_tunnels_over_tls_to_the_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("upstream ca");
+    let (cert, key) = pki.issue("upstream", &["localhost"]);
+    let up = TlsUpstream::start(&cert, &key, None).await;
+    let ca = pki.ca_file();
+    let clusters = tls_cluster("ws", "http1", up.addr, &format!("ca: \"{ca}\", sni: localhost"));
+    let gw = Gw::start(&clusters, &[("/", "ws")]);
+    let mut s = tokio::net::TcpStream::connect(gw.lean).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    s.write_all(b"ping through tls").await.unwrap();
+    let mut echoed = vec![0u8; 16];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed)).await.unwrap().unwrap();
+    assert_eq!(&echoed, b"ping through tls");
+    assert_eq!(up.handshakes().len(), 1, "the tunnel is the TLS connection");
+    assert_eq!(up.handshakes()[0].alpn.as_deref(), Some("http/1.1"));
+    drop(s);
     gw.stop().await;
 }
 
