@@ -109,9 +109,10 @@ impl ClusterState {
                     })
             })
             .collect();
-        let tls = config.tls.as_ref().map(|t| {
-            UpstreamTls::new(t, config.protocol, previous.and_then(|p| p.tls.as_ref()))
-        });
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| UpstreamTls::new(t, config.protocol, previous.and_then(|p| p.tls.as_ref())));
         ClusterState { config, endpoints, tls }
     }
 
