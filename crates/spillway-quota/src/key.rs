@@ -3,7 +3,7 @@
 //!
 //! Layout: `{spillway:<limit>:<key>}:gcra` holds an exact limit's GCRA state (the theoretical
 //! arrival time, a string of microseconds since the Unix epoch, server time),
-//! `{spillway:<limit>:<key>}:counter` a counter-mode limit's count in the current window, and
+//! `{spillway:<limit>:<key>}:counter:<window>` a counter-mode limit's count in one window, and
 //! `{spillway:<limit>:<key>}:lease` holds a lease-mode limit's fleet (a hash of instance id →
 //! `"<demand per second> <lease expiry in ms>"`). The limit name and the key are escaped so
 //! that neither can end the hash tag early or collide with another pair: `%`, `{`, `}` and `:`
@@ -16,8 +16,8 @@ pub fn gcra_key(limit: &str, key: &str) -> String {
     store_key(limit, key, "gcra")
 }
 
-/// The store key of a counter-mode limit's count in the current window:
-/// `{spillway:<limit>:<key>}:counter`.
+/// The prefix of a counter-mode limit's window keys, `{spillway:<limit>:<key>}:counter`: the
+/// script counts in `<prefix>:<window index>`, on the same slot.
 pub fn counter_key(limit: &str, key: &str) -> String {
     store_key(limit, key, "counter")
 }

@@ -1,6 +1,6 @@
-//! Counter mode on a real Redis: a fixed-window limit holds exactly across instances, the key
-//! expires at its window's end, a refusal costs the key nothing, and refusals are then
-//! answered locally.
+//! Counter mode on a real Redis: a fixed-window limit holds exactly across instances, each
+//! window has a key of its own (expiring after it), a refusal costs the window nothing,
+//! refusals are then answered locally, and a new window starts from zero at its edge.
 
 #![allow(clippy::unwrap_used)] // tests: a failed set-up step should panic
 
@@ -19,6 +19,7 @@ use std::time::Duration;
 async fn instance(server: &RedisServer, config: CounterLimitConfig) -> Arc<CounterLimiter> {
     let store: Arc<dyn QuotaStore> =
         Arc::new(RedisStore::connect(&RedisStoreConfig::single(server.url())).await.unwrap());
+    let config = CounterLimitConfig { store_timeout: Duration::from_secs(2), ..config };
     Arc::new(CounterLimiter::try_new(config, store).unwrap())
 }
 
@@ -69,11 +70,14 @@ async fn counter_limit_of_100_per_day_holds_across_three_instances() {
     assert!(delta("evalsha") >= 100, "{calls:?}");
 
     let mut c = server.connection().unwrap();
-    let key = "{spillway:daily:alice}:counter";
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("{spillway:daily:alice}:counter:*").query(&mut c).unwrap();
+    assert_eq!(keys.len(), 1, "one key for the window: {keys:?}");
+    let key = &keys[0];
     let count: u64 = redis::cmd("GET").arg(key).query(&mut c).unwrap();
     assert_eq!(count, 100, "refusals took their permits back");
     let ttl_ms: i64 = redis::cmd("PTTL").arg(key).query(&mut c).unwrap();
-    assert!(ttl_ms > 0 && ttl_ms <= 86_400_000, "expires at the window's end: {ttl_ms}");
+    assert!(ttl_ms > 0 && ttl_ms <= 86_401_000, "expires after the window's end: {ttl_ms}");
 
     // Every instance now refuses alice locally, at no store cost.
     let before = server.command_calls().get("evalsha").copied().unwrap_or(0);
@@ -109,4 +113,39 @@ async fn a_short_window_resets_on_the_servers_clock() {
         (2..=3).contains(&admitted),
         "2 per window (3 if the burst crossed an edge): {admitted}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_window_admits_its_limit_however_close_to_the_edge_requests_come() {
+    // Back-to-back requests for 600 ms over 20 ms windows: many land in a window's first
+    // millisecond. Each window must admit its 3 (a stale count read at the edge would refuse a
+    // whole window, and the over-limit cache would then keep refusing it).
+    let server = RedisServer::start();
+    let limiter =
+        instance(&server, CounterLimitConfig::new("edge", 3, Duration::from_millis(20))).await;
+    let clock = SystemClock::new();
+    let started = std::time::Instant::now();
+    let mut admitted = 0;
+    while started.elapsed() < Duration::from_millis(600) {
+        admitted +=
+            u32::from(limiter.check("k", 1, Criticality::Critical, clock.now()).await.admitted);
+    }
+    // Each window's key holds what that window admitted (keys live 1 s past their window).
+    let mut c = server.connection().unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("{spillway:edge:k}:counter:*").query(&mut c).unwrap();
+    let mut windows: Vec<(u64, u32)> = keys
+        .iter()
+        .map(|k| {
+            let index = k.rsplit(':').next().unwrap().parse().unwrap();
+            (index, redis::cmd("GET").arg(k).query(&mut c).unwrap())
+        })
+        .collect();
+    windows.sort_unstable();
+    assert_eq!(windows.iter().map(|w| w.1).sum::<u32>(), admitted, "{windows:?}");
+    let (first, last) = (windows[0].0, windows[windows.len() - 1].0);
+    assert_eq!(last - first + 1, windows.len() as u64, "no window admitted nothing: {windows:?}");
+    let inner = &windows[1..windows.len() - 1]; // the first and last are cut by the loop
+    assert!(inner.len() >= 20, "{windows:?}");
+    assert!(inner.iter().all(|w| w.1 == 3), "every window admits exactly 3: {windows:?}");
 }
