@@ -100,6 +100,18 @@ impl TlsUpstream {
         key: &rcgen::KeyPair,
         client_ca: Option<&rcgen::Certificate>,
     ) -> TlsUpstream {
+        TlsUpstream::serve(addr, cert, key, client_ca, &[b"h2", b"http/1.1"]).await
+    }
+
+    /// A TLS upstream on `addr` whose ALPN accepts only `alpn` (none: no ALPN; it then serves
+    /// HTTP/1.1 or HTTP/2 by what the client sends).
+    async fn serve(
+        addr: SocketAddr,
+        cert: &rcgen::Certificate,
+        key: &rcgen::KeyPair,
+        client_ca: Option<&rcgen::Certificate>,
+        alpn: &[&[u8]],
+    ) -> TlsUpstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -121,7 +133,7 @@ impl TlsUpstream {
         let key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
         let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone()];
         let mut config = builder.with_single_cert(chain, key).unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -345,6 +357,25 @@ async fn a_websocket_upgrade_tunnels_over_tls_to_the_upstream() {
     assert_eq!(up.handshakes().len(), 1, "the tunnel is the TLS connection");
     assert_eq!(up.handshakes()[0].alpn.as_deref(), Some("http/1.1"));
     drop(s);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_cluster_refuses_an_upstream_that_does_not_choose_h2_by_alpn() {
+    let pki = Pki::new("upstream ca");
+    let (cert, key) = pki.issue("upstream", &["localhost"]);
+    let addr = "127.0.0.1:0".parse().unwrap();
+    // No ALPN at all (an upstream offering only http/1.1 is refused by rustls itself).
+    let up = TlsUpstream::serve(addr, &cert, &key, None, &[]).await;
+    let ca = pki.ca_file();
+    let tls = format!("ca: \"{ca}\", sni: localhost");
+    let clusters = tls_cluster("two", "http2", up.addr, &tls);
+    let gw = Gw::start(&clusters, &[("/", "two")]);
+    for lean in [true, false] {
+        let (status, body) = gw.get(lean, "/x").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "lean={lean}: {body}");
+    }
+    assert!(up.requests().is_empty(), "nothing was sent: {:?}", up.requests());
     gw.stop().await;
 }
 
