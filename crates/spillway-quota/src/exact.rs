@@ -14,7 +14,7 @@
 use crate::decision::{LimitMode, QuotaDecision};
 use crate::error::ConfigError;
 use crate::fallback::StoreFailurePolicy;
-use crate::guard::{GuardSettings, StoreGuard, Verdict};
+use crate::guard::{reserve_units, GuardSettings, StoreGuard, Verdict};
 use crate::key::gcra_key;
 use crate::store::{GcraReply, GcraRequest, QuotaStore};
 use crate::view::ExactView;
@@ -39,6 +39,10 @@ pub struct ExactLimitConfig {
     /// Permits a key may take at once (default: `limit`, so a fresh key may spend its whole
     /// period's allowance at once and then earns one permit every `period / limit`).
     pub burst: u64,
+    /// Per-class reserve of the burst (default [`CriticalityReserve::default`]: `SHEDDABLE`
+    /// leaves the last 25 %, `SHEDDABLE_PLUS` the last 10 %, `CRITICAL` and `CRITICAL_PLUS`
+    /// nothing, so default traffic sees plain GCRA). See [`crate::gcra_step`].
+    pub reserve: CriticalityReserve,
     /// Longest a request waits for the store (default 20 ms).
     pub store_timeout: Duration,
     /// What to do while the store is unreachable (default `last_lease`, which exact mode
@@ -59,6 +63,7 @@ impl ExactLimitConfig {
             limit,
             period,
             burst: limit,
+            reserve: CriticalityReserve::default(),
             store_timeout: Duration::from_millis(20),
             on_store_failure: StoreFailurePolicy::default(),
             fleet_size_hint: 1,
@@ -95,7 +100,7 @@ pub(crate) fn local_share(
 ///
 /// ```
 /// use spillway_quota::{ExactLimitConfig, ExactLimiter, MemoryStore};
-/// use spillway_core::{Clock, SystemClock};
+/// use spillway_core::{Clock, Criticality, SystemClock};
 /// use std::sync::Arc;
 /// use std::time::Duration;
 ///
@@ -104,7 +109,7 @@ pub(crate) fn local_share(
 /// let config = ExactLimitConfig::new("per-user", 100, Duration::from_secs(3600));
 /// let limiter = ExactLimiter::try_new(config, store)?;
 /// let clock = SystemClock::new();
-/// let decision = limiter.check("alice", 1, clock.now()).await;
+/// let decision = limiter.check("alice", 1, Criticality::Critical, clock.now()).await;
 /// assert!(decision.admitted);
 /// assert_eq!((decision.limit, decision.remaining), (100, Some(99)));
 /// # Ok::<(), spillway_quota::ConfigError>(())
@@ -114,6 +119,8 @@ pub(crate) fn local_share(
 pub struct ExactLimiter {
     config: ExactLimitConfig,
     interval_us: u64,
+    /// Whole permits of the burst each class (by index) must leave.
+    reserves: [u64; 4],
     guard: StoreGuard,
 }
 
@@ -154,7 +161,7 @@ impl ExactLimiter {
             config.period,
             config.burst,
             config.fleet_size_hint,
-            CriticalityReserve::NONE,
+            config.reserve,
             config.cache_max_keys,
         )?;
         // Rounded up: the store never runs faster than configured.
@@ -169,7 +176,8 @@ impl ExactLimiter {
         };
         let guard = StoreGuard::new(settings, store, local)
             .ok_or_else(|| ConfigError::new(&config.name, "store_timeout", "no usable backoff"))?;
-        Ok(ExactLimiter { config, interval_us, guard })
+        let reserves = reserve_units(config.reserve, config.burst);
+        Ok(ExactLimiter { config, interval_us, reserves, guard })
     }
 
     /// The configuration.
@@ -177,10 +185,18 @@ impl ExactLimiter {
         &self.config
     }
 
-    /// Judges `permits` permits (at least 1) for `key` at `now` (the gateway's monotonic
-    /// clock; used for the over-limit cache and the fallback). Waits at most the store
-    /// timeout, and never fails: a store problem is answered by the store-failure policy.
-    pub async fn check(&self, key: &str, permits: u32, now: Instant) -> QuotaDecision {
+    /// Judges `permits` permits (at least 1) of class `class` for `key` at `now` (the
+    /// gateway's monotonic clock; used for the over-limit cache and the fallback). The class
+    /// must leave its reserve of the burst ([`ExactLimitConfig::reserve`]). Waits at most the
+    /// store timeout, and never fails: a store problem is answered by the store-failure
+    /// policy.
+    pub async fn check(
+        &self,
+        key: &str,
+        permits: u32,
+        class: Criticality,
+        now: Instant,
+    ) -> QuotaDecision {
         let permits = permits.max(1);
         let store_key = gcra_key(&self.config.name, key);
         let request = GcraRequest {
@@ -188,18 +204,41 @@ impl ExactLimiter {
             interval_us: self.interval_us,
             burst: self.config.burst,
             cost: u64::from(permits),
+            reserve: self.reserves[class.index()],
         };
-        let class = Criticality::Critical;
         let ask = || self.guard.store().gcra(request);
-        self.guard
-            .check(key, permits, class, now, ask, |reply: GcraReply| Verdict {
-                admitted: reply.admitted,
-                remaining: reply.remaining,
-                retry_after: reply.retry_after,
-                reset_after: reply.reset_after,
-                blocked_for: [reply.blocked_for; 4],
+        let verdict = |reply: GcraReply| self.verdict(reply, class);
+        self.guard.check(key, permits, class, now, ask, verdict).await
+    }
+
+    /// The store's reply as a verdict. A refusal that blocks `class` for a single permit
+    /// gives the key's TAT, hence how long every other class is blocked: each permit of
+    /// reserve is one interval more (or less).
+    fn verdict(&self, reply: GcraReply, class: Criticality) -> Verdict {
+        let interval = Duration::from_micros(self.interval_us);
+        let mine = self.reserves[class.index()];
+        let blocked_for = if reply.blocked_for.is_zero() {
+            [Duration::ZERO; 4]
+        } else {
+            self.reserves.map(|r| {
+                if r >= mine {
+                    reply.blocked_for.saturating_add(
+                        interval.saturating_mul(u32::try_from(r - mine).unwrap_or(u32::MAX)),
+                    )
+                } else {
+                    reply.blocked_for.saturating_sub(
+                        interval.saturating_mul(u32::try_from(mine - r).unwrap_or(u32::MAX)),
+                    )
+                }
             })
-            .await
+        };
+        Verdict {
+            admitted: reply.admitted,
+            remaining: reply.remaining,
+            retry_after: reply.retry_after,
+            reset_after: reply.reset_after,
+            blocked_for,
+        }
     }
 
     /// The last store call succeeded (or none has failed yet): `spillway_quota_store_up`.
@@ -245,31 +284,78 @@ mod tests {
         let clock = ManualClock::new();
         let l = limiter(&clock, ExactLimitConfig::new("u", 3, Duration::from_secs(3)));
         for left in [2, 1, 0] {
-            let d = l.check("k", 1, clock.now()).await;
+            let d = l.check("k", 1, Criticality::Critical, clock.now()).await;
             assert!(d.admitted);
             assert_eq!(d.remaining, Some(left));
         }
-        let refused = l.check("k", 1, clock.now()).await;
+        let refused = l.check("k", 1, Criticality::Critical, clock.now()).await;
         assert_eq!((refused.admitted, refused.source), (false, DecisionSource::Store));
         assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
         assert_eq!(refused.reset_after, Some(Duration::from_secs(3)));
         clock.advance_ms(400);
-        let cached = l.check("k", 1, clock.now()).await;
+        let cached = l.check("k", 1, Criticality::Critical, clock.now()).await;
         assert_eq!((cached.admitted, cached.source), (false, DecisionSource::OverLimitCache));
         assert_eq!(cached.retry_after, Some(Duration::from_millis(600)));
         assert_eq!(l.cache_hits(), 1);
         clock.advance_ms(600);
-        assert!(l.check("k", 1, clock.now()).await.admitted, "one permit back after 1 s");
-        assert!(l.check("other", 1, clock.now()).await.admitted, "keys are independent");
+        assert!(
+            l.check("k", 1, Criticality::Critical, clock.now()).await.admitted,
+            "one permit back after 1 s"
+        );
+        assert!(
+            l.check("other", 1, Criticality::Critical, clock.now()).await.admitted,
+            "keys are independent"
+        );
     }
 
     #[tokio::test]
     async fn a_refused_large_request_does_not_block_small_ones() {
         let clock = ManualClock::new();
         let l = limiter(&clock, ExactLimitConfig::new("u", 5, Duration::from_secs(5)));
-        assert!(l.check("k", 3, clock.now()).await.admitted);
-        assert!(!l.check("k", 3, clock.now()).await.admitted);
-        assert!(l.check("k", 2, clock.now()).await.admitted, "not cached: 2 were left");
+        assert!(l.check("k", 3, Criticality::Critical, clock.now()).await.admitted);
+        assert!(!l.check("k", 3, Criticality::Critical, clock.now()).await.admitted);
+        assert!(
+            l.check("k", 2, Criticality::Critical, clock.now()).await.admitted,
+            "not cached: 2 were left"
+        );
+    }
+
+    #[tokio::test]
+    async fn sheddable_is_refused_first_and_critical_plus_has_first_claim() {
+        let clock = ManualClock::new();
+        // 20 per 20 s: SHEDDABLE leaves 5 permits, SHEDDABLE_PLUS 2, the others none.
+        let l = limiter(&clock, ExactLimitConfig::new("u", 20, Duration::from_secs(20)));
+        let mut sheddable = 0;
+        for _ in 0..30 {
+            sheddable +=
+                u32::from(l.check("k", 1, Criticality::Sheddable, clock.now()).await.admitted);
+        }
+        assert_eq!(sheddable, 15);
+        // The refusal is cached for SHEDDABLE only: the others still reach the store.
+        let cached = l.check("k", 1, Criticality::Sheddable, clock.now()).await;
+        assert_eq!((cached.admitted, cached.source), (false, DecisionSource::OverLimitCache));
+        assert_eq!(cached.retry_after, Some(Duration::from_secs(1)));
+        let plus = l.check("k", 1, Criticality::SheddablePlus, clock.now()).await;
+        assert_eq!(
+            (plus.admitted, plus.source, plus.remaining),
+            (true, DecisionSource::Store, Some(2))
+        );
+        let mut critical = 0;
+        for _ in 0..10 {
+            critical +=
+                u32::from(l.check("k", 1, Criticality::Critical, clock.now()).await.admitted);
+        }
+        assert_eq!(critical, 4, "the rest of the burst");
+        // Now empty: one permit back per second goes to the critical classes; SHEDDABLE_PLUS
+        // is cached as blocked for 3 s (its 2 of reserve plus the next permit).
+        let plus = l.check("k", 1, Criticality::SheddablePlus, clock.now()).await;
+        assert_eq!((plus.admitted, plus.retry_after), (false, Some(Duration::from_secs(3))));
+        clock.advance_ms(1_000);
+        let top = l.check("k", 1, Criticality::CriticalPlus, clock.now()).await;
+        assert!(top.admitted, "CRITICAL_PLUS gets the refilled permit");
+        let shed = l.check("k", 1, Criticality::Sheddable, clock.now()).await;
+        assert_eq!(shed.source, DecisionSource::OverLimitCache);
+        assert!(!shed.admitted);
     }
 
     #[derive(Debug)]
@@ -303,14 +389,14 @@ mod tests {
         config.fleet_size_hint = 2; // 5 per second per instance while the store is down
         let l = ExactLimiter::try_new(config, Arc::new(HungStore)).unwrap();
         let started = tokio::time::Instant::now();
-        let d = l.check("k", 1, clock.now()).await;
+        let d = l.check("k", 1, Criticality::Critical, clock.now()).await;
         assert_eq!(started.elapsed(), Duration::from_millis(20), "waited the store timeout");
         assert_eq!(d.source, DecisionSource::Fallback(StoreFailurePolicy::LastLease));
         assert!(d.admitted);
         let admitted = {
             let mut n = 1;
             for _ in 0..20 {
-                n += u32::from(l.check("k", 1, clock.now()).await.admitted);
+                n += u32::from(l.check("k", 1, Criticality::Critical, clock.now()).await.admitted);
             }
             n
         };

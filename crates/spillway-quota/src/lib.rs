@@ -29,13 +29,20 @@
 //! **Counter** ([`CounterLimiter`]) — the baseline of envoy's ratelimit service, kept to
 //! measure the others against: one `INCRBY` per request on a counter per key and fixed window
 //! ([`COUNTER_SCRIPT`], twin [`counter_step`]), windows of `period` aligned on the epoch of the
-//! store's clock, the key expiring at its window's end. At most `limit` per window, but up to
+//! store's clock, one key per window (so a window starts from zero exactly at its edge). At most `limit` per window, but up to
 //! `2 × limit` across a window edge. Same timeout, over-limit cache and store-failure handling
 //! as exact mode.
 //!
-//! **Criticality** (lease mode): the local bucket keeps a [`CriticalityReserve`] per class, so
-//! within the instance's grant `CRITICAL_PLUS` and `CRITICAL` have first claim and
-//! `SHEDDABLE` is refused first. The fleet-wide split itself is by demand, not by class.
+//! **Criticality**: every mode keeps a [`CriticalityReserve`] per class (default: `SHEDDABLE`
+//! leaves the last 25 % of the bucket, `SHEDDABLE_PLUS` the last 10 %, `CRITICAL` and
+//! `CRITICAL_PLUS` nothing — default traffic sees the plain algorithm), so as a key nears its
+//! limit `SHEDDABLE` is refused first and `CRITICAL_PLUS` has first claim. Exact mode applies
+//! it in the script, fleet-wide: class `c` is admitted only if at least `reserve(c)` whole
+//! permits of the burst remain after the take (the request carries its class's reserve;
+//! [`gcra_step`]), and the over-limit cache remembers, per class, how long each is blocked.
+//! Counter mode lets class `c` count only up to `limit − reserve(c)` per window. Lease mode
+//! applies it in the local bucket, within the instance's grant; the fleet-wide split itself
+//! is by demand, not by class.
 //!
 //! # Redis key layout
 //!
@@ -45,7 +52,7 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `{spillway:<limit>:<key>}:gcra` | string | the GCRA theoretical arrival time, µs since the epoch (Redis `TIME`); `PX` until the bucket is full again |
-//! | `{spillway:<limit>:<key>}:counter` | string | the permits counted in the current window; `PEXPIREAT` the window's end |
+//! | `{spillway:<limit>:<key>}:counter:<window>` | string | the permits counted in window number `<window>` (ms since the epoch / window); `PEXPIREAT` 1 s after the window's end |
 //! | `{spillway:<limit>:<key>}:lease` | hash | instance id → `"<demand/s> <lease expiry ms>"`; `PEXPIRE` = lease TTL, refreshed on every report |
 //!
 //! `%`, `{`, `}` and `:` inside a limit name or key are escaped (`%25`, `%7B`, `%7D`, `%3A`).
@@ -55,12 +62,14 @@
 //! All are sent with `EVALSHA` and reloaded on `NOSCRIPT` (`redis::Script::invoke_async`),
 //! take exactly one key, and read the server's clock (`TIME`), so instances with skewed
 //! clocks agree.
-//! - [`GCRA_SCRIPT`]: `ARGV = interval_us, burst, cost` → `{admitted 0|1, remaining,
-//!   retry_after_us (−1: never), reset_after_us, blocked_us}`. Writes only when admitting.
+//! - [`GCRA_SCRIPT`]: `ARGV = interval_us, burst, cost, reserve` → `{admitted 0|1, remaining,
+//!   retry_after_us (−1: never), reset_after_us, blocked_us}` (for the request's class). Writes only when admitting.
 //!   Its Rust twin is [`gcra_step`] (the in-memory store runs it; tests compare the two).
 //! - [`COUNTER_SCRIPT`]: `ARGV = limit, window_ms, cost, reserve` → `{admitted 0|1, count,
-//!   retry_after_ms (−1: never), reset_after_ms}`. `INCRBY`, `PEXPIREAT` when it created the
-//!   key, and `DECRBY` when refusing (a refusal counts nothing). Its twin is [`counter_step`].
+//!   retry_after_ms (−1: never), reset_after_ms}`. `INCRBY` on `KEYS[1]:<window>` (a key it
+//!   names from `TIME`, in `KEYS[1]`'s hash tag and so on its slot: the one undeclared key),
+//!   `PEXPIREAT` when it created it, and `DECRBY` when refusing (a refusal counts nothing).
+//!   Its twin is [`counter_step`].
 //! - [`LEASE_SCRIPT`]: `ARGV = instance, demand/s, capacity/s, ttl_ms` → `{grant (string),
 //!   live instances, total demand (string)}`. Drops expired entries, records this instance's
 //!   demand and expiry, and computes [`lease_grants`] over the live demands (tests compare
@@ -91,7 +100,7 @@
 //! # What is exact and what is approximate
 //!
 //! - Exact mode is exact: the bound above holds across the fleet, on the store's clock, as
-//!   long as the store answers. Requests judged by the fallback are not (each instance then
+//!   long as the store answers (a class with a reserve gets less, never more). Requests judged by the fallback are not (each instance then
 //!   applies its local share). The over-limit cache only ever refuses what the store would.
 //! - Lease mode is approximate: the grants always sum to the capacity, so with steady demand
 //!   the fleet admits the capacity (plus at most one local burst per instance); but a grant

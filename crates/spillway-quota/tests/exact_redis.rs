@@ -6,7 +6,7 @@
 mod common;
 
 use common::RedisServer;
-use spillway_core::{Clock, SystemClock};
+use spillway_core::{Clock, Criticality, SystemClock};
 use spillway_quota::{
     DecisionSource, ExactLimitConfig, ExactLimiter, QuotaStore, RedisStore, RedisStoreConfig,
     StoreFailurePolicy,
@@ -37,7 +37,7 @@ async fn exact_limit_of_100_per_hour_holds_across_three_instances() {
             let (limiter, clock, admitted) = (limiter.clone(), clock.clone(), admitted.clone());
             tokio::spawn(async move {
                 for _ in 0..200 {
-                    let d = limiter.check("alice", 1, clock.now()).await;
+                    let d = limiter.check("alice", 1, Criticality::Critical, clock.now()).await;
                     assert_eq!(d.limit, 100);
                     if d.admitted {
                         admitted.fetch_add(1, Ordering::Relaxed);
@@ -61,7 +61,7 @@ async fn exact_limit_of_100_per_hour_holds_across_three_instances() {
     let before = server.command_calls().get("evalsha").copied().unwrap_or(0);
     for limiter in &limiters {
         for _ in 0..100 {
-            let d = limiter.check("alice", 1, clock.now()).await;
+            let d = limiter.check("alice", 1, Criticality::Critical, clock.now()).await;
             assert!(!d.admitted);
             assert_eq!(d.source, DecisionSource::OverLimitCache);
         }
@@ -77,7 +77,7 @@ async fn exact_limit_of_100_per_hour_holds_across_three_instances() {
     // Another key is independent, and a flushed script cache is reloaded (NOSCRIPT).
     let mut c = server.connection().unwrap();
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
-    assert!(limiters[0].check("bob", 1, clock.now()).await.admitted);
+    assert!(limiters[0].check("bob", 1, Criticality::Critical, clock.now()).await.admitted);
     let bob: String = redis::cmd("GET").arg("{spillway:per-user:bob}:gcra").query(&mut c).unwrap();
     assert!(bob.parse::<u64>().is_ok(), "the TAT is integer microseconds: {bob}");
 }
@@ -89,11 +89,14 @@ async fn a_hung_redis_costs_a_request_at_most_the_store_timeout() {
     config.on_store_failure = StoreFailurePolicy::Open;
     let limiter = instance(&server, config).await;
     let clock = SystemClock::new();
-    assert_eq!(limiter.check("k", 1, clock.now()).await.source, DecisionSource::Store);
+    assert_eq!(
+        limiter.check("k", 1, Criticality::Critical, clock.now()).await.source,
+        DecisionSource::Store
+    );
 
     server.freeze(true);
     let started = Instant::now();
-    let d = limiter.check("k", 1, clock.now()).await;
+    let d = limiter.check("k", 1, Criticality::Critical, clock.now()).await;
     let waited = started.elapsed();
     assert!(d.admitted, "fail open");
     assert_eq!(d.source, DecisionSource::Fallback(StoreFailurePolicy::Open));
@@ -103,7 +106,7 @@ async fn a_hung_redis_costs_a_request_at_most_the_store_timeout() {
     // Within the probe backoff, requests do not even try the store.
     let started = Instant::now();
     for _ in 0..100 {
-        limiter.check("k", 1, clock.now()).await;
+        limiter.check("k", 1, Criticality::Critical, clock.now()).await;
     }
     assert!(started.elapsed() < Duration::from_millis(20), "{:?}", started.elapsed());
     server.freeze(false);
@@ -112,7 +115,9 @@ async fn a_hung_redis_costs_a_request_at_most_the_store_timeout() {
     // Recovery is automatic: a probe after the backoff finds the store again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if limiter.check("k", 1, clock.now()).await.source == DecisionSource::Store {
+        if limiter.check("k", 1, Criticality::Critical, clock.now()).await.source
+            == DecisionSource::Store
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the store was not probed again");

@@ -93,14 +93,21 @@ async fn lua_gcra_equals_the_rust_step_on_random_sequences() {
         let now = 1_000_000_000;
         for step in 0..30 {
             let cost = 1 + rng.below(burst + 2);
-            let request = GcraRequest { key: &key, interval_us, burst, cost };
+            // A class reserve, sometimes out of range (both sides cap it at burst − 1).
+            let reserve = match rng.below(3) {
+                0 => 0,
+                1 => rng.below(burst),
+                _ => rng.below(burst + 3),
+            };
+            let request = GcraRequest { key: &key, interval_us, burst, cost, reserve };
             let lua = store.gcra(request).await.unwrap();
-            let (rust, next) = gcra_step(tat, now, interval_us, burst, cost);
+            let (rust, next) = gcra_step(tat, now, interval_us, burst, cost, reserve);
             if next.is_some() {
                 tat = next;
             }
             let what = format!(
-                "case {case} step {step}: interval {interval_us} burst {burst} cost {cost}"
+                "case {case} step {step}: interval {interval_us} burst {burst} cost {cost} \
+                 reserve {reserve}"
             );
             assert_eq!(lua.admitted, rust.admitted, "{what}");
             assert_eq!(lua.remaining, rust.remaining, "{what}");

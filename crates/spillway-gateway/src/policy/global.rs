@@ -140,7 +140,11 @@ impl QuotaStore for LazyRedis {
     }
 
     fn kind(&self) -> spillway_quota::StoreKind {
-        spillway_quota::StoreKind::Redis
+        if self.config.cluster {
+            spillway_quota::StoreKind::RedisCluster
+        } else {
+            spillway_quota::StoreKind::Redis
+        }
     }
 }
 
@@ -265,7 +269,7 @@ impl GlobalLimit {
         now: Instant,
     ) -> Option<QuotaDecision> {
         match &self.kind {
-            Kind::Exact(l) => Some(l.check(key, 1, now).await),
+            Kind::Exact(l) => Some(l.check(key, 1, class, now).await),
             Kind::Counter(l) => Some(l.check(key, 1, class, now).await),
             Kind::Lease(..) => None,
         }

@@ -78,7 +78,8 @@ impl MemoryStore {
         let now = self.now_us();
         let mut table = self.gcra.lock();
         let tat = table.tats.get(request.key).copied();
-        let (outcome, next) = gcra_step(tat, now, request.interval_us, request.burst, request.cost);
+        let (outcome, next) =
+            gcra_step(tat, now, request.interval_us, request.burst, request.cost, request.reserve);
         if let Some(next) = next {
             match table.tats.get_mut(request.key) {
                 Some(slot) => *slot = next,
@@ -235,7 +236,7 @@ mod tests {
     #[tokio::test]
     async fn gcra_keys_share_one_bucket_across_callers() {
         let store = MemoryStore::with_clock(Arc::new(ManualClock::new()));
-        let req = GcraRequest { key: "g", interval_us: 1_000_000, burst: 3, cost: 1 };
+        let req = GcraRequest { key: "g", interval_us: 1_000_000, burst: 3, cost: 1, reserve: 0 };
         let mut admitted = 0;
         for _ in 0..10 {
             if store.gcra(req).await.unwrap().admitted {

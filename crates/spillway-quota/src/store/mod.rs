@@ -35,6 +35,9 @@ pub struct GcraRequest<'a> {
     pub burst: u64,
     /// Permits this request takes (at least 1).
     pub cost: u64,
+    /// Whole permits the request's class must leave of a full bucket (at most `burst − 1`;
+    /// see [`crate::gcra_step`]).
+    pub reserve: u64,
 }
 
 /// The store's answer to a [`GcraRequest`] (see [`crate::GcraOutcome`], whose fields it carries

@@ -149,6 +149,7 @@ impl QuotaStore for RedisStore {
                 request.interval_us.max(1).to_string(),
                 request.burst.max(1).to_string(),
                 request.cost.max(1).to_string(),
+                request.reserve.to_string(),
             ];
             let reply: Vec<i64> = self.invoke(&self.gcra, request.key, &args).await?;
             let [admitted, remaining, retry, reset, blocked] = reply[..] else {
