@@ -53,6 +53,110 @@ impl Drop for Redis {
     }
 }
 
+/// A real 3-master Redis Cluster (`redis-server --cluster-enabled yes` ×3 in temporary
+/// directories, joined by `redis-cli --cluster create`), every node killed (by PID) and its
+/// directory removed when dropped — also when the test panics.
+struct RedisCluster {
+    ports: Vec<u16>,
+    children: Vec<std::process::Child>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    fn start() -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "spillway-quota-cluster-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = RedisCluster { ports: Vec::new(), children: Vec::new(), dir };
+        // Ports whose cluster-bus port (+10 000) is free too, distinct per process.
+        let mut candidate = 21_000 + (std::process::id() % 500) as u16 * 16;
+        while cluster.ports.len() < 3 {
+            candidate += 1;
+            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if !free(candidate) || !free(candidate + 10_000) {
+                continue;
+            }
+            let node_dir = cluster.dir.join(candidate.to_string());
+            std::fs::create_dir(&node_dir).unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &candidate.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (Debian package redis-server)");
+            cluster.children.push(child);
+            cluster.ports.push(candidate);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let cli = |port: u16, command: &[&str]| {
+            std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string()])
+                .args(command)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        while !cluster.ports.iter().all(|&p| cli(p, &["ping"]).contains("PONG")) {
+            assert!(Instant::now() < deadline, "cluster nodes did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut create = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-cli (Debian package redis-tools)");
+        loop {
+            if let Some(status) = create.try_wait().unwrap() {
+                assert!(status.success(), "redis-cli --cluster create failed");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = create.kill();
+                let _ = create.wait();
+                panic!("redis-cli --cluster create did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ok = |p: u16| {
+            let i = cli(p, &["cluster", "info"]);
+            i.contains("cluster_state:ok") && i.contains("cluster_known_nodes:3")
+        };
+        while !cluster.ports.iter().all(|&p| ok(p)) {
+            assert!(Instant::now() < deadline, "the cluster did not reach cluster_state:ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    fn dbsize(&self, i: usize) -> u64 {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.ports[i].to_string(), "dbsize"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn fleet_config(backend: SocketAddr, store: &str, limit: &str) -> String {
     format!(
         r#"
@@ -247,4 +351,69 @@ fn counter_mode_mistakes_are_refused_with_their_key() {
     )
     .unwrap();
     assert_eq!(ok.routes[0].policy.global_limits.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_global_limit_holds_across_two_gateways_on_a_redis_cluster() {
+    let cluster = blocking(RedisCluster::start).await;
+    let (backend, _) = backend("app").await;
+    let urls: Vec<String> =
+        cluster.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+    let store =
+        format!("quota_store: {{ redis: [{}], cluster: true, timeout: 500ms }}", urls.join(", "));
+    let limit = "{ key: header:x-user, global: true, mode: exact, rate: 6/1h }";
+    let gws: Vec<_> = (0..2).map(|_| gateway(&fleet_config(backend, &store, limit))).collect();
+    // Eight users (their keys spread over the masters' slots), 5 requests per gateway each.
+    for u in 0..8 {
+        let user = format!("user-{u}");
+        let mut admitted = 0;
+        for gw in &gws {
+            admitted += statuses(gw.listener_address("public").unwrap(), 5, &user).await.0;
+        }
+        assert_eq!(admitted, 6, "{user}: 10 asked, 6 allowed per hour across the fleet");
+    }
+    let spread = (0..3).filter(|&i| cluster.dbsize(i) > 0).count();
+    assert!(spread >= 2, "the users' keys live on several masters");
+    let (_, _, view) = get(gws[0].admin_address().unwrap(), "/admin/quotas").await;
+    let view: serde_json::Value = serde_json::from_slice(&view).unwrap();
+    assert_eq!(view["limits"][0]["store_up"], true, "{view}");
+    assert_eq!(view["limits"][0]["state"]["state"]["store"], "redis_cluster", "{view}");
+    for gw in gws {
+        blocking(move || {
+            gw.shutdown();
+            gw.wait();
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_global_limit_refuses_sheddable_requests_first() {
+    let (backend, _) = backend("app").await;
+    // 8 per hour: SHEDDABLE must leave 2 (25 %), CRITICAL may use all 8.
+    let limit = "{ key: header:x-user, global: true, mode: exact, rate: 8/1h }";
+    let gw = gateway(&fleet_config(backend, "", limit));
+    let addr = gw.listener_address("public").unwrap();
+    let send = |class: &'static str| async move {
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .header("x-user", "erin")
+            .header("x-spillway-criticality", class)
+            .body(body(""))
+            .unwrap();
+        h1(addr, req).await.0
+    };
+    let mut sheddable = 0;
+    for _ in 0..10 {
+        sheddable += usize::from(send("SHEDDABLE").await == StatusCode::OK);
+    }
+    assert_eq!(sheddable, 6, "the last 2 of 8 are kept from SHEDDABLE");
+    assert_eq!(send("CRITICAL").await, StatusCode::OK);
+    assert_eq!(send("CRITICAL_PLUS").await, StatusCode::OK);
+    assert_eq!(send("CRITICAL_PLUS").await, StatusCode::TOO_MANY_REQUESTS);
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
 }
