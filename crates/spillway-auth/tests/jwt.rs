@@ -274,6 +274,18 @@ fn expired_token_is_refused_after_the_leeway() {
 }
 
 #[test]
+fn an_exp_beyond_i128_is_far_future_not_an_overflow() {
+    // Found by fuzz/jwt: `exp: 1e300` floors to `i128::MAX`, and adding the leeway overflowed
+    // (a panic with overflow checks on, "expired" by wrap-around without them).
+    let fixture = Fixture::new(&[jwk("rsa_a")]);
+    let auth = fixture.auth(config(&["RS256"]));
+    let token = rs256(Some("rsa-a"), &with(claims(), "exp", json!(1e300)));
+    assert!(check(&auth, &token, NOW).is_authenticated());
+    let token = rs256(Some("rsa-a"), &with(claims(), "exp", json!(-1e300)));
+    assert_eq!(refusal(&check(&auth, &token, NOW)), Some(AuthFailure::Expired));
+}
+
+#[test]
 fn token_without_exp_is_refused() {
     let fixture = Fixture::new(&[jwk("rsa_a")]);
     let auth = fixture.auth(config(&["RS256"]));

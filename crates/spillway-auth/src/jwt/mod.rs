@@ -259,7 +259,8 @@ impl JwtAuth {
         let leeway = i128::from(self.leeway_secs);
         let exp = claims.get("exp").ok_or(AuthFailure::MissingExpiry)?;
         let exp = numeric_date(exp).ok_or(AuthFailure::MissingExpiry)?;
-        if now >= exp + leeway {
+        // Saturating: a float `exp` such as 1e300 floors to `i128::MAX` (found by fuzz/jwt).
+        if now >= exp.saturating_add(leeway) {
             return Err(AuthFailure::Expired);
         }
         if let Some(nbf) = claims.get("nbf") {
