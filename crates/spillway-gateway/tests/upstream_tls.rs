@@ -70,6 +70,8 @@ struct Handshake {
 #[derive(Debug, Clone)]
 struct Seen {
     version: Version,
+    /// The request's scheme as the upstream received it (HTTP/2's `:scheme`).
+    scheme: Option<String>,
     path: String,
     user_agent: String,
 }
@@ -178,6 +180,7 @@ impl TlsUpstream {
                                 .to_string();
                             requests.lock().unwrap().push(Seen {
                                 version: req.version(),
+                                scheme: req.uri().scheme_str().map(str::to_string),
                                 path: req.uri().path().to_string(),
                                 user_agent,
                             });
@@ -312,6 +315,9 @@ async fn http1_and_http2_clusters_reach_a_tls_upstream_with_the_configured_sni_a
     for r in &requests {
         let expected = if r.path == "/one" { Version::HTTP_11 } else { Version::HTTP_2 };
         assert_eq!(r.version, expected, "{r:?}");
+        if r.version == Version::HTTP_2 {
+            assert_eq!(r.scheme.as_deref(), Some("https"), "HTTP/2 over TLS says so: {r:?}");
+        }
     }
     let handshakes = up.handshakes();
     assert!(!handshakes.is_empty());

@@ -499,7 +499,7 @@ async fn proxy(
         UpstreamProtocol::Http2 => {
             // Without a host the authority is the endpoint's address, set per try below.
             let mut up = http::uri::Parts::default();
-            up.scheme = Some(http::uri::Scheme::HTTP);
+            up.scheme = Some(upstream_scheme(cluster));
             up.authority =
                 host.as_ref().and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
             up.path_and_query =
@@ -710,7 +710,7 @@ async fn proxy(
                 parts.headers.insert(&X_SPILLWAY_ATTEMPT, HeaderValue::from(started));
             }
             if cluster.config.protocol == UpstreamProtocol::Http2 {
-                fill_authority(&mut parts.uri, addr);
+                fill_authority(&mut parts.uri, addr, upstream_scheme(cluster));
             }
             // The first try takes the body itself; a later one a copy of the kept body.
             let try_body = match body.take() {
@@ -1254,7 +1254,7 @@ async fn broadcast_all(
             let addr = endpoint.address;
             let mut copy = copy_request(parts, ProxyBody::kept(body.clone()));
             if protocol == UpstreamProtocol::Http2 {
-                fill_authority(copy.uri_mut(), addr);
+                fill_authority(copy.uri_mut(), addr, upstream_scheme(cluster));
             }
             endpoint.in_flight.fetch_add(1, Relaxed);
             let in_flight = InFlight(endpoint);
@@ -1364,19 +1364,28 @@ fn copy_request(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyB
     copy
 }
 
-/// Gives a URI without an authority the endpoint's address as one (and `http` as its scheme,
+/// Gives a URI without an authority the endpoint's address as one (and `scheme` as its scheme,
 /// `/` as its path where missing): an HTTP/2 request needs `:scheme` and `:authority`. A URI
 /// that cannot take them is left as it was.
-fn fill_authority(uri: &mut Uri, addr: std::net::SocketAddr) {
+fn fill_authority(uri: &mut Uri, addr: std::net::SocketAddr, scheme: http::uri::Scheme) {
     if uri.authority().is_some() {
         return;
     }
     let mut up = uri.clone().into_parts();
-    up.scheme.get_or_insert(http::uri::Scheme::HTTP);
+    up.scheme.get_or_insert(scheme);
     up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
     up.path_and_query.get_or_insert(http::uri::PathAndQuery::from_static("/"));
     if let Ok(filled) = Uri::from_parts(up) {
         *uri = filled;
+    }
+}
+
+/// The `:scheme` of requests to `cluster`: `https` over TLS.
+fn upstream_scheme(cluster: &ClusterState) -> http::uri::Scheme {
+    if cluster.config.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
     }
 }
 
@@ -1415,7 +1424,7 @@ fn send_mirror(
         if protocol == UpstreamProtocol::Http2 {
             copy.headers_mut().remove(header::HOST);
             *copy.version_mut() = Version::HTTP_2;
-            fill_authority(copy.uri_mut(), addr);
+            fill_authority(copy.uri_mut(), addr, upstream_scheme(cluster));
         } else {
             *copy.version_mut() = Version::HTTP_11;
         }
@@ -1494,11 +1503,11 @@ mod tests {
     fn an_origin_form_uri_gets_the_endpoint_as_authority_and_keeps_its_path() {
         let addr = "127.0.0.1:9000".parse().unwrap();
         let mut uri: Uri = "/users/7?full=1".parse().unwrap();
-        fill_authority(&mut uri, addr);
+        fill_authority(&mut uri, addr, http::uri::Scheme::HTTP);
         assert_eq!(uri, "http://127.0.0.1:9000/users/7?full=1");
         // A URI with an authority (the client's host) is left alone.
         let mut uri: Uri = "http://api.example/x".parse().unwrap();
-        fill_authority(&mut uri, addr);
+        fill_authority(&mut uri, addr, http::uri::Scheme::HTTP);
         assert_eq!(uri, "http://api.example/x");
     }
 }
