@@ -291,14 +291,19 @@ fn inspect_global_limits(
             );
         }
         let per_second = g.permits as f64 / g.period.as_secs_f64();
-        if matches!(g.mode, GlobalMode::Exact { .. }) && per_second > 1000.0 {
+        let per_request = match g.mode {
+            GlobalMode::Exact { .. } => Some("exact"),
+            GlobalMode::Counter => Some("counter"),
+            _ => None,
+        };
+        if let Some(mode) = per_request.filter(|_| per_second > 1000.0) {
             warn(
                 out,
                 source,
                 &entry,
                 format!(
-                    "global limit `{}` is exact at {per_second:.0}/s: one store call per request; \
-                     `mode: lease` enforces high rates without a call per request",
+                    "global limit `{}` is {mode} at {per_second:.0}/s: one store call per \
+                     request; `mode: lease` enforces high rates without a call per request",
                     g.name
                 ),
             );

@@ -756,6 +756,10 @@ fn global_limits_without_redis_or_exact_at_high_rates_are_warned_about() {
     assert!(reasons.iter().any(|r| r.contains("in-process store")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("mode: lease")), "{reasons:?}");
     assert!(config.warnings.iter().all(|w| w.key == "routes[0].limits"), "{:?}", config.warnings);
+    // Counter mode calls the store per request too.
+    let counter = parse(&text.replace("mode: exact", "mode: counter")).unwrap();
+    let reasons: Vec<&str> = counter.warnings.iter().map(|w| w.reason.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("is counter at 5000/s")), "{reasons:?}");
 }
 
 #[test]
