@@ -117,8 +117,11 @@ impl Route {
         let host_ok = match &self.host {
             None => true,
             Some(HostMatch::Exact(h)) => h.eq_ignore_ascii_case(host),
+            // Compared as bytes: the host is the client's text, and a cut inside a multi-byte
+            // character would panic (found by fuzz/router).
             Some(HostMatch::Suffix(s)) => {
-                host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+                host.len() > s.len()
+                    && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
             }
         };
         let path_ok = match &self.path {
@@ -355,6 +358,30 @@ routes:
         assert_eq!(pick(&r, Method::GET, "a", "/items/42", &[]).as_deref(), Some("regex"));
         assert_eq!(pick(&r, Method::GET, "a", "/items/42/x", &[]), None);
         assert_eq!(pick(&r, Method::GET, "a", "/other", &[]), None);
+    }
+
+    #[test]
+    fn a_host_with_multi_byte_characters_is_matched_without_panicking() {
+        // Found by fuzz/router: `Host: éexample.com` (obs-text reaches the lean path as UTF-8)
+        // against `*.example.com` cut the host inside `é`.
+        let r = router();
+        assert_eq!(
+            pick(&r, Method::GET, "éexample.com", "/users/1", &[]).as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(
+            pick(&r, Method::GET, "é.example.com", "/users/1", &[]).as_deref(),
+            Some("wildcard-host")
+        );
+        let head = "GET /users/1 HTTP/1.1\r\nHost: éexample.com\r\n\r\n";
+        let mut fields = Vec::new();
+        let crate::listen::h1::head::RequestParse::Complete(parsed) =
+            crate::listen::h1::head::parse_request(head.as_bytes(), &mut fields)
+        else {
+            panic!("the lean path takes obs-text in Host");
+        };
+        let host = crate::listen::h1::rewrite::text(head.as_bytes(), parsed.host.unwrap());
+        assert_eq!(host, "éexample.com");
     }
 
     #[test]
