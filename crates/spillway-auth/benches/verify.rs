@@ -66,8 +66,13 @@ fn jwt(c: &mut Criterion) {
         claim_headers: BTreeMap::from([("tier".into(), "x-tier".into())]),
         require: BTreeMap::new(),
         realm: None,
+        // The signature is checked on every call: what a token's first request costs.
+        verified_tokens: Some(0),
     };
     let auth = JwtAuth::from_config(&config, dir.path()).unwrap();
+    // With the default memory of verified tokens: what a token sent again costs.
+    let remembering =
+        JwtAuth::from_config(&JwtConfig { verified_tokens: None, ..config }, dir.path()).unwrap();
     let claims = json!({ "sub": "user-1", "iss": "https://id.example", "aud": "api",
                          "exp": NOW + 300, "iat": NOW, "tier": "gold" });
     let pem = |name: &str| std::fs::read(data(name)).unwrap();
@@ -85,6 +90,10 @@ fn jwt(c: &mut Criterion) {
         assert!(auth.verify_token(token.as_bytes(), NOW).is_authenticated(), "{name}");
         c.bench_function(&format!("jwt/{name}"), |b| {
             b.iter(|| black_box(auth.verify_token(black_box(token.as_bytes()), NOW)))
+        });
+        assert!(remembering.verify_token(token.as_bytes(), NOW).is_authenticated(), "{name}");
+        c.bench_function(&format!("jwt/{name}/again"), |b| {
+            b.iter(|| black_box(remembering.verify_token(black_box(token.as_bytes()), NOW)))
         });
     }
 }

@@ -71,6 +71,11 @@ pub struct JwtConfig {
     /// The `realm` of the `Bearer` challenge. Default [`DEFAULT_REALM`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// How many tokens whose signature verified are remembered, so that a token sent again
+    /// skips the signature check (its claims are checked every time); 0 turns this off.
+    /// Default [`crate::jwt::verified::VERIFIED_TOKENS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_tokens: Option<usize>,
 }
 
 /// The default `leeway`: 30 seconds of clock skew between the issuer and the gateway.

@@ -71,6 +71,7 @@ fn config(algorithms: &[&str]) -> JwtConfig {
         ]),
         require: BTreeMap::new(),
         realm: None,
+        verified_tokens: None,
     }
 }
 

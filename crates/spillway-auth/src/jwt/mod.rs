@@ -12,6 +12,7 @@
 //! gateway passes its wall clock once per request.
 
 pub mod jwks;
+pub mod verified;
 
 use crate::config::{whole_seconds, JwtConfig, DEFAULT_LEEWAY_SECS};
 use crate::error::ConfigError;
@@ -66,6 +67,8 @@ pub struct JwtAuth {
     require: Vec<(String, Vec<String>)>,
     leeway_secs: u64,
     realm: String,
+    /// Tokens whose signature verified recently (claims are still checked every time).
+    verified: verified::VerifiedTokens,
 }
 
 impl JwtAuth {
@@ -132,6 +135,9 @@ impl JwtAuth {
             require,
             leeway_secs,
             realm: realm("jwt.realm", config.realm.as_deref())?,
+            verified: verified::VerifiedTokens::new(
+                config.verified_tokens.unwrap_or(verified::VERIFIED_TOKENS),
+            ),
         })
     }
 
@@ -152,10 +158,24 @@ impl JwtAuth {
 
     /// Verifies one token (the part after `Bearer `) at `now_unix_secs`, without touching the
     /// JWKS file.
+    /// A token verified recently with the current key set skips the signature check (see
+    /// [`verified`]); its claims are checked every time.
     pub fn verify_token(&self, token: &[u8], now_unix_secs: u64) -> AuthOutcome {
-        let claims = match self.verified_claims(token) {
-            Ok(claims) => claims,
-            Err(reason) => return self.refuse(reason),
+        if token.len() > MAX_TOKEN_BYTES {
+            return self.refuse(AuthFailure::MalformedToken);
+        }
+        let key_set = self.jwks.keys();
+        let digest = verified::digest(token);
+        let claims = match self.verified.get(&digest, &key_set) {
+            Some(claims) => claims,
+            None => match self.verified_claims(token, &key_set) {
+                Ok(claims) => {
+                    let claims = Arc::new(claims);
+                    self.verified.insert(digest, key_set, Arc::clone(&claims));
+                    claims
+                }
+                Err(reason) => return self.refuse(reason),
+            },
         };
         match self.check_claims(&claims, now_unix_secs) {
             Ok(Ok(outcome)) => outcome,
@@ -197,7 +217,11 @@ impl JwtAuth {
     }
 
     /// Header checks, key choice and signature; the claims of a token that verified.
-    fn verified_claims(&self, token: &[u8]) -> Result<Map<String, Value>, AuthFailure> {
+    fn verified_claims(
+        &self,
+        token: &[u8],
+        key_set: &KeySet,
+    ) -> Result<Map<String, Value>, AuthFailure> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthFailure::MalformedToken);
         }
@@ -211,7 +235,6 @@ impl JwtAuth {
             .iter()
             .find(|(configured, _)| *configured == alg)
             .ok_or(AuthFailure::AlgorithmNotAllowed)?;
-        let key_set = self.jwks.keys();
         let keys = key_set.keys();
         // By `kid` when the token names one and the set has it; otherwise (no `kid`, or a
         // `kid` the set does not know) only keys without a `kid` are tried, so a token of a
