@@ -23,7 +23,8 @@
 #   --ab BIN     also run BIN as `spillway-b` (same config, own ports) and print B/A ratios
 #   --perf SECS  after the rounds, `perf record -g` Spillway for SECS under the same load and
 #                print the top symbols (self time) to $OUT/perf-top.txt
-# SPILLWAY_BIN=PATH overrides the binary. Needs: nginx, haproxy, h2load, openssl, python3
+# SPILLWAY_BIN=PATH overrides the binary; PERF_CALL_GRAPH=dwarf gives --perf user-space stacks.
+# Needs: nginx, haproxy, h2load, openssl, python3
 # (apt-get install -y nginx haproxy nghttp2-client openssl python3; perf for --perf).
 set -euo pipefail
 
@@ -319,7 +320,7 @@ if [ "$PERF" != 0 ] && has_target spillway; then
     timeout $((PERF + 30)) h2load $(h2load_args $((PERF + 2)) "$SPILLWAY_PORT" "") >"$OUT/h2load-perf.txt" 2>&1 &
     loadpid=$!
     sleep 1
-    timeout $((PERF + 30)) perf record -g -F 999 -p "$PID_spillway" -o "$OUT/perf.data" -- sleep "$PERF" \
+    timeout $((PERF + 30)) perf record --call-graph "${PERF_CALL_GRAPH:-fp}" -F 999 -p "$PID_spillway" -o "$OUT/perf.data" -- sleep "$PERF" \
         >"$OUT/perf-record.log" 2>&1 || log "perf record failed: $(tail -2 "$OUT/perf-record.log")"
     wait "$loadpid" || true
     perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
