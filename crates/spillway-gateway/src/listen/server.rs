@@ -302,12 +302,7 @@ fn hyper_service(
     let info = conn_info(peer, tls.is_some(), config, worker.shared.clock.clone());
     let activity = info.clone();
     let worker = worker.clone();
-    // The request's future is boxed: it is large (the whole proxy path's state), and HTTP/2
-    // moves it three times while spawning each stream's task (hyper's `H2Stream`, the task
-    // cell). Measured with `perf` under `bench/h2.sh`, those copies were ~5 % of the h2c path's
-    // CPU; one allocation per request costs less (BENCHMARKS.md, issue 15).
-    let svc = service_fn(move |req| Box::pin(proxy::handle(worker.clone(), info.clone(), req)));
-    (svc, activity)
+    (service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req)), activity)
 }
 
 async fn serve_lean(local: Rc<WorkerLocal>, conn: Conn) {
@@ -372,10 +367,7 @@ async fn serve_tls<S>(
     graceful: &Drain,
     activity: &ConnInfo,
 ) where
-    S: hyper::service::HttpService<hyper::body::Incoming> + 'static,
-    S::Future: 'static,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ProxyService,
 {
     let Ok(Ok(tls_stream)) =
         tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await
@@ -446,17 +438,43 @@ async fn serve_h2<I, S>(
     activity: &ConnInfo,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming> + 'static,
-    S::Future: 'static,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ProxyService,
 {
+    // Each request's future is boxed here: it is large (the whole proxy path's state), and
+    // hyper moves it three times while spawning the stream's task (its `H2Stream`, then the
+    // task cell). Measured with `perf` under `bench/h2.sh`, those copies were ~5 % of the h2c
+    // path's CPU; one allocation per request costs less (BENCHMARKS.md, issue 15). HTTP/1.1
+    // keeps the future in its connection instead, so it is not boxed there.
+    let svc = service_fn(move |req| Box::pin(svc.call(req)));
     let conn = hyper::server::conn::http2::Builder::new(LocalExec)
         .timer(TokioTimer::new())
         .max_header_list_size(config.max_header_bytes as u32)
         .keep_alive_interval(Some(config.idle_timeout))
         .serve_connection(io, svc);
     graceful.watch_idle(conn, Some((&activity.activity, config.idle_timeout))).await;
+}
+
+/// The per-request service of [`hyper_service`], as the HTTP/2 and TLS paths take it.
+trait ProxyService:
+    hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<crate::proxy::body::ResponseBody>,
+        Error = std::convert::Infallible,
+        Future: 'static,
+    > + Clone
+    + 'static
+{
+}
+
+impl<S> ProxyService for S where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::proxy::body::ResponseBody>,
+            Error = std::convert::Infallible,
+            Future: 'static,
+        > + Clone
+        + 'static
+{
 }
 
 /// A connection that can be asked to finish its in-flight requests and close.
