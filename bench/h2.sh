@@ -19,7 +19,7 @@
 #                    [--ab BIN] [--perf SECS] [--out DIR]
 #   --tls        TLS listeners (a throw-away CA and certificate made with openssl in --out)
 #   --h1         with --tls: h2load asks for http/1.1 by ALPN (one request at a time per
-#                connection: --streams is ignored)
+#                connection: --streams is ignored; --clients 64 keeps the proxies busy)
 #   --ab BIN     also run BIN as `spillway-b` (same config, own ports) and print B/A ratios
 #   --perf SECS  after the rounds, `perf record -g` Spillway for SECS under the same load and
 #                print the top symbols (self time) to $OUT/perf-top.txt
