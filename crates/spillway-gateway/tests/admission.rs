@@ -1204,9 +1204,7 @@ async fn a_hot_only_cache_keeps_the_hot_keys_answers_and_passes_the_others_throu
         &api("    hot_keys: { key: query:item, top: 1, min_rate: 0 }\n    cache: { ttl: 10s, max_bytes: 1MB, hot_only: true }\n"),
     )
     .await;
-    let how = |r: &Resp| {
-        r.headers.get("x-spillway-cache").map(|v| v.to_str().unwrap().to_string())
-    };
+    let how = |r: &Resp| r.headers.get("x-spillway-cache").map(|v| v.to_str().unwrap().to_string());
     let hits_before = gw.backend.hits();
     // `a` becomes the one hot key: its first answer is fetched and kept, the rest are hits.
     let mut seen = Vec::new();

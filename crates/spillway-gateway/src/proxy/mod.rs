@@ -943,8 +943,8 @@ async fn proxy(
     let (mut resp, conn_back) = match result {
         Ok(ok) => ok,
         Err(UpstreamError::Http(_, e)) if client_body_fault(&e).is_some() => {
-            let (status, error) =
-                client_body_fault(&e).unwrap_or((StatusCode::BAD_REQUEST, errors::BAD_REQUEST_BODY));
+            let (status, error) = client_body_fault(&e)
+                .unwrap_or((StatusCode::BAD_REQUEST, errors::BAD_REQUEST_BODY));
             return (canned(status, error), Some(addr));
         }
         Err(e) => {
