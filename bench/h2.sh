@@ -16,13 +16,16 @@
 #
 # Usage: bench/h2.sh [--tls] [--h1] [--rounds N] [--duration SECS] [--warmup SECS]
 #                    [--clients N] [--streams N] [--targets "haproxy nginx spillway"]
-#                    [--ab BIN] [--perf SECS] [--out DIR]
+#                    [--ab BIN] [--perf SECS] [--idle N] [--out DIR]
 #   --tls        TLS listeners (a throw-away CA and certificate made with openssl in --out)
 #   --h1         with --tls: h2load asks for http/1.1 by ALPN (one request at a time per
 #                connection: --streams is ignored; --clients 64 keeps the proxies busy)
 #   --ab BIN     also run BIN as `spillway-b` (same config, own ports) and print B/A ratios
 #   --perf SECS  after the rounds, `perf record -g` Spillway for SECS under the same load and
 #                print the top symbols (self time) to $OUT/perf-top.txt
+#   --idle N     instead of the load: memory per idle HTTP/2 connection — per target, the RSS
+#                of its processes before and after bench/hold_h2.py opens N connections (one
+#                request each) and holds them idle, divided by N
 # SPILLWAY_BIN=PATH overrides the binary; PERF_CALL_GRAPH=dwarf gives --perf user-space stacks.
 # Needs: nginx, haproxy, h2load, openssl, python3
 # (apt-get install -y nginx haproxy nghttp2-client openssl python3; perf for --perf).
@@ -41,6 +44,7 @@ STREAMS=16
 TLS=0
 H1=0
 PERF=0
+IDLE=0
 TARGETS_ARG="haproxy nginx spillway"
 OUT=""
 
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
         --targets) TARGETS_ARG=$2; shift ;;
         --ab) BIN_B=$2; shift ;;
         --perf) PERF=$2; shift ;;
+        --idle) IDLE=$2; shift ;;
         --out) OUT=$2; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
@@ -303,6 +308,44 @@ start_spillway() { # name bin port admin
 }
 has_target spillway && start_spillway spillway "$BIN" "$SPILLWAY_PORT" "$ADMIN_PORT"
 [ -n "$BIN_B" ] && start_spillway spillway-b "$BIN_B" "$SPILLWAY_B_PORT" "$ADMIN_B_PORT"
+
+# ---- idle memory (--idle N): RSS per held HTTP/2 connection, then stop ------------------------
+rss_kib() { # pids... -> VmRSS summed, KiB
+    local total=0 p v
+    for p in "$@"; do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+if [ "$IDLE" != 0 ]; then
+    tls_flag=(); [ "$TLS" = 1 ] && tls_flag=(--tls)
+    printf '
+Memory per idle HTTP/2 connection (%s, %s connections, one request each)
+' "$mode" "$IDLE"
+    printf '%-11s %12s %12s %10s %12s %8s
+' target "RSS before" "RSS held" "KiB/conn" "open/failed" closed
+    for t in "${TARGETS[@]}"; do
+        port=$(port_of "$t")
+        # shellcheck disable=SC2046
+        before=$(rss_kib $(pids_of "$t"))
+        holder_out=$OUT/hold-$t.txt
+        python3 "$BENCH/hold_h2.py" --port "$port" -n "$IDLE" --max-seconds 120 "${tls_flag[@]}" >"$holder_out" 2>&1 &
+        holder=$!
+        for _ in $(seq 600); do grep -q '^READY' "$holder_out" 2>/dev/null && break; sleep 0.1; done
+        sleep 2
+        # shellcheck disable=SC2046
+        held=$(rss_kib $(pids_of "$t"))
+        ready=$(grep '^READY' "$holder_out" | cut -d' ' -f2-3 | tr ' ' /)
+        kill -TERM "$holder" 2>/dev/null || true
+        wait "$holder" 2>/dev/null || true
+        closed=$(grep '^CLOSED_BY_PEER' "$holder_out" | cut -d' ' -f2)
+        printf '%-11s %9s KiB %9s KiB %10.1f %12s %8s\n' "$t" "$before" "$held" \
+            "$(echo "($held - $before) / $IDLE" | bc -l)" "${ready:-?}" "${closed:-?}"
+        sleep 1
+    done
+    exit 0
+fi
 
 # ---- load: warm-up, then alternating rounds (order reversed every other round) ----------------
 printf 'round\ttarget\trps\tp50_ms\tp99_ms\tproxy_cpu_us_per_req\tbackend_cpu_us_per_req\trequests\tfailed\tnon_2xx\n' >"$RESULTS"
