@@ -197,30 +197,6 @@ async fn cors_preflights_are_answered_at_the_gateway_and_answers_decorated() {
     gw.stop().await;
 }
 
-/// A test CA and certificates it signs.
-struct Pki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        Pki { ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap() }
-    }
-
-    /// A certificate for `sans` with common name `cn`, and its key.
-    fn issue(&self, cn: &str, sans: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        let key = rcgen::KeyPair::generate().unwrap();
-        (params.signed_by(&key, &self.ca).unwrap(), key)
-    }
-}
-
 /// One HTTP/1.1 GET of `/headers` over TLS, with `client` as the client certificate; the
 /// echoed request headers, or the error (a refused handshake).
 async fn tls_get(
@@ -272,14 +248,9 @@ async fn mtls_listeners_verify_client_certificates_and_forward_their_names() {
     let (alice, alice_key) = clients.issue("alice", &["alice.clients.test"]);
     let strangers = Pki::new("strangers ca");
     let (mallory, mallory_key) = strangers.issue("mallory", &["mallory.test"]);
-    let file = |name: &str, text: String| {
-        let path = temp_path(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let cert = file("mtls-cert.pem", server_cert.pem());
-    let key = file("mtls-key.pem", server_key.serialize_pem());
-    let ca = file("mtls-clients.pem", clients.ca.pem());
+    let cert = write_temp("mtls-cert.pem", &server_cert.pem());
+    let key = write_temp("mtls-key.pem", &server_key.serialize_pem());
+    let ca = write_temp("mtls-clients.pem", &clients.ca.pem());
     let yaml = format!(
         r#"
 workers: 1

@@ -23,41 +23,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A test CA and the certificates it signs.
-struct Pki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        Pki { ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap() }
-    }
-
-    /// A certificate for `sans` (DNS names or IP addresses) with common name `cn`, and its key.
-    fn issue(&self, cn: &str, sans: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        let key = rcgen::KeyPair::generate().unwrap();
-        (params.signed_by(&key, &self.ca).unwrap(), key)
-    }
-
-    /// The CA certificate written to a temp file; its path.
-    fn ca_file(&self) -> String {
-        write_temp("ca.pem", &self.ca.pem())
-    }
-}
-
-fn write_temp(name: &str, text: &str) -> String {
-    let path = temp_path(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 /// What a TLS upstream saw of one accepted handshake.
 #[derive(Debug, Clone)]
 struct Handshake {

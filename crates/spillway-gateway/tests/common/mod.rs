@@ -336,3 +336,39 @@ pub fn promtool_accepts(metrics: &str) {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool: {text}");
 }
+
+/// A test certificate authority and the certificates it signs (rcgen), for TLS tests.
+pub struct Pki {
+    pub ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        Pki { ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap() }
+    }
+
+    /// A certificate for `sans` (DNS names or IP addresses) with common name `cn`, and its key.
+    pub fn issue(&self, cn: &str, sans: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.signed_by(&key, &self.ca).unwrap(), key)
+    }
+
+    /// The CA certificate written to a temp file; its path.
+    pub fn ca_file(&self) -> String {
+        write_temp("ca.pem", &self.ca.pem())
+    }
+}
+
+/// `text` written to a fresh temp file named after `name`; its path.
+pub fn write_temp(name: &str, text: &str) -> String {
+    let path = temp_path(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
