@@ -116,6 +116,40 @@ pub struct CorsSettings {
     /// How long a browser may keep a preflight's answer.
     #[serde(serialize_with = "super::ser_duration")]
     pub max_age: Duration,
+    /// `methods` as an `Access-Control-Allow-Methods` value, rendered once.
+    #[serde(skip)]
+    pub allow_methods: Option<http::HeaderValue>,
+    /// `expose` as an `Access-Control-Expose-Headers` value (`None`: empty), rendered once.
+    #[serde(skip)]
+    pub expose_headers: Option<http::HeaderValue>,
+}
+
+impl CorsSettings {
+    /// Settings with their header values rendered.
+    pub fn new(
+        origins: Vec<OriginPattern>,
+        methods: Vec<String>,
+        headers: Vec<String>,
+        expose: Vec<String>,
+        credentials: bool,
+        max_age: Duration,
+    ) -> CorsSettings {
+        let list = |items: &[String]| {
+            (!items.is_empty())
+                .then(|| http::HeaderValue::from_str(&items.join(", ")).ok())
+                .flatten()
+        };
+        CorsSettings {
+            allow_methods: list(&methods),
+            expose_headers: list(&expose),
+            origins,
+            methods,
+            headers,
+            expose,
+            credentials,
+            max_age,
+        }
+    }
 }
 
 /// A route's request limits (`request_limits:`): beyond them the gateway answers itself.
@@ -151,6 +185,9 @@ pub struct RouteAuth {
     pub config: spillway_auth::AuthConfig,
     /// The authenticator.
     pub authenticator: std::sync::Arc<spillway_auth::Authenticator>,
+    /// The identity headers removed from every request on the route (listed once, here,
+    /// rather than per request).
+    pub strip: Vec<http::HeaderName>,
 }
 
 impl PartialEq for RouteAuth {
@@ -259,7 +296,7 @@ pub(super) fn cors(c: &mut Checker<'_>, p: &[Seg], raw: RawCors) -> Option<CorsS
     let headers = token_list(c, "headers", raw.headers);
     let expose = token_list(c, "expose", raw.expose);
     let max_age = raw.max_age.map_or(Duration::from_secs(600), |d| d.0);
-    Some(CorsSettings { origins, methods, headers, expose, credentials, max_age })
+    Some(CorsSettings::new(origins, methods, headers, expose, credentials, max_age))
 }
 
 /// Checks a route's `request_limits:`.
@@ -319,9 +356,11 @@ pub(super) fn auth(
         jwt.jwks_file = base.join(&jwt.jwks_file);
     }
     match spillway_auth::Authenticator::from_config(&raw, base) {
-        Ok(authenticator) => {
-            Some(RouteAuth { config: raw, authenticator: std::sync::Arc::new(authenticator) })
-        }
+        Ok(authenticator) => Some(RouteAuth {
+            config: raw,
+            strip: authenticator.strip_headers(),
+            authenticator: std::sync::Arc::new(authenticator),
+        }),
         Err(e) => {
             c.error(p, e.to_string());
             None

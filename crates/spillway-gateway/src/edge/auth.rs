@@ -77,8 +77,8 @@ fn unavailable() -> EdgeAnswer {
 /// Removes the route's identity headers from `headers` (what the client sent), then sets
 /// `claims` (what the authenticator vouches for).
 pub fn forward(auth: &RouteAuth, headers: &mut HeaderMap, claims: Vec<(HeaderName, HeaderValue)>) {
-    for name in auth.authenticator.strip_headers() {
-        headers.remove(&name);
+    for name in &auth.strip {
+        headers.remove(name);
     }
     for (name, value) in claims {
         headers.insert(name, value);

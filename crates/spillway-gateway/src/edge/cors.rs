@@ -44,10 +44,8 @@ pub fn apply(
         if settings.credentials {
             fields.push((ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true")));
         }
-        if !settings.expose.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&settings.expose.join(", ")) {
-                fields.push((ACCESS_CONTROL_EXPOSE_HEADERS, v));
-            }
+        if let Some(expose) = &settings.expose_headers {
+            fields.push((ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone()));
         }
     }
     Ok(fields)
@@ -87,8 +85,8 @@ fn preflight_answer(
         return refused;
     }
     let mut headers = vec![vary, (ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin)];
-    if let Ok(v) = HeaderValue::from_str(&settings.methods.join(", ")) {
-        headers.push((ACCESS_CONTROL_ALLOW_METHODS, v));
+    if let Some(methods) = &settings.allow_methods {
+        headers.push((ACCESS_CONTROL_ALLOW_METHODS, methods.clone()));
     }
     if !requested.is_empty() {
         let list = requested.join(b", ".as_slice());
@@ -133,14 +131,14 @@ mod tests {
     }
 
     fn settings(origins: &[OriginPattern], credentials: bool) -> CorsSettings {
-        CorsSettings {
-            origins: origins.to_vec(),
-            methods: vec!["GET".into(), "POST".into()],
-            headers: vec!["content-type".into(), "x-trace".into()],
-            expose: vec!["x-request-id".into()],
+        CorsSettings::new(
+            origins.to_vec(),
+            vec!["GET".into(), "POST".into()],
+            vec!["content-type".into(), "x-trace".into()],
+            vec!["x-request-id".into()],
             credentials,
-            max_age: Duration::from_secs(600),
-        }
+            Duration::from_secs(600),
+        )
     }
 
     fn app() -> OriginPattern {
