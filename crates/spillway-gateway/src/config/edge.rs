@@ -164,15 +164,8 @@ pub struct RequestLimits {
     /// Longest request target, path and query (414).
     pub max_uri: Option<usize>,
     /// Longest time the whole body may take to arrive, from the request's start (408).
-    #[serde(serialize_with = "ser_optional_duration")]
+    #[serde(serialize_with = "super::ser_opt_duration")]
     pub body_timeout: Option<Duration>,
-}
-
-fn ser_optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => super::ser_duration(d, s),
-        None => s.serialize_none(),
-    }
 }
 
 /// A route's `auth:`, validated and built: the settings as written (compared across reloads,

@@ -11,6 +11,7 @@ use super::locate::Seg;
 use super::raw::{
     RawBbr, RawBudget, RawBulkhead, RawConcurrency, RawLimit, RawOverload, RawRates, RawSlow,
 };
+use super::ser_duration;
 use super::validate::{at, byte_size, key, nearest, Checker};
 use serde::{Serialize, Serializer};
 use spillway_core::bulkhead::BulkheadConfig;
@@ -45,10 +46,6 @@ pub const DEFAULT_CONCURRENCY_MAX: u64 = 1000;
 
 fn ser_criticality<S: Serializer>(c: &Criticality, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(c.as_str())
-}
-
-fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&super::duration::format_duration(*d))
 }
 
 /// A route's admission policy as configured (validated; defaults applied).

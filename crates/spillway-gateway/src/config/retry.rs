@@ -9,6 +9,7 @@
 use super::locate::Seg;
 use super::raw::{RawRetries, RawRetryBudget, RawRetryOn, RawSize};
 use super::validate::{at, byte_size, key, nearest, Checker};
+use super::{ser_duration, ser_opt_duration};
 use serde::Serialize;
 use spillway_core::retry::{
     Backoff, Jitter, RetryBudget, RetryBudgetConfig, RetryConfigError, RetryRules,
@@ -340,17 +341,6 @@ impl RetrySettings {
     pub fn rules(&self) -> Result<RetryRules, RetryConfigError> {
         let backoff = Backoff::try_new(self.backoff_base, self.backoff_max, self.core_jitter())?;
         RetryRules::try_new(self.attempts, backoff, self.max_retry_after)
-    }
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&super::duration::format_duration(*d))
-}
-
-fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => ser_duration(d, s),
-        None => s.serialize_none(),
     }
 }
 
