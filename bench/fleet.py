@@ -26,8 +26,6 @@ redis-server (and redis-cli). Standard library only.
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,12 +55,6 @@ routes:
 """
 
 
-def commands(port):
-    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"],
-                         capture_output=True, text=True, check=True).stdout
-    return sum(int(m) for m in re.findall(r"calls=(\d+)", out))
-
-
 def max_min(capacity, demands):
     left, share = capacity, [0.0] * len(demands)
     todo = sorted(range(len(demands)), key=lambda i: demands[i])
@@ -90,16 +82,10 @@ def main():
     if args.build:
         lib.build()
     lib.check_binary()
-    for port in GWS + ADMINS + [BACKEND, REDIS]:
-        if not lib.port_free(port):
-            lib.die(f"port {port} is in use")
+    lib.require_free(GWS + ADMINS + [BACKEND, REDIS])
     out = args.out or tempfile.mkdtemp(prefix="spillway-fleet.")
     os.makedirs(out, exist_ok=True)
-    redis = subprocess.Popen(["redis-server", "--port", str(REDIS), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lib._started.append(redis)
-    time.sleep(0.5)
+    redis = lib.start_redis(REDIS)
     total = args.seconds + 25
     lib.start(["backend", "--concurrency", "200", "--service-time", "1ms", "--listen",
                f"127.0.0.1:{BACKEND}", "-d", f"{total + 30}s"], os.path.join(out, "backend.log"))
@@ -126,7 +112,7 @@ def main():
             "ok": [lib.metric_sum(a, "spillway_requests_total", {"code": "200"}) or 0 for a in ADMINS],
             "refused": [lib.metric_sum(a, "spillway_requests_total", {"code": "429"}) or 0 for a in ADMINS],
             "grant": [lib.metric_sum(a, "spillway_quota_grant", {"limit": "fleet"}) or 0 for a in ADMINS],
-            "redis": commands(REDIS),
+            "redis": sum(lib.redis_calls(REDIS).values()),
         }
 
     first = sample()
@@ -150,10 +136,7 @@ def main():
         if down_after is None and all(u == 0 for u in store_up()):
             down_after = time.time() - killed
         time.sleep(0.1)
-    redis2 = subprocess.Popen(["redis-server", "--port", str(REDIS), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lib._started.append(redis2)
+    lib.start_redis(REDIS, settle=0)  # recovery is timed from here
     restarted = time.time()
     up_after = None
     while time.time() - restarted < 10:

@@ -33,9 +33,7 @@ redis-server and redis-cli. Standard library only.
 import argparse
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -78,17 +76,6 @@ routes:
     limits:
       - {{ name: exact, key: route, global: true, mode: exact, rate: {capacity}/s }}
 """
-
-
-def redis_calls(port):
-    """Calls per command (INFO itself excluded)."""
-    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"],
-                         capture_output=True, text=True, check=True).stdout
-    calls = {}
-    for name, n in re.findall(r"cmdstat_([a-z|_]+):calls=(\d+)", out):
-        if name != "info":
-            calls[name] = int(n)
-    return calls
 
 
 def counts(route):
@@ -143,10 +130,10 @@ def accuracy_phase(out, mode, capacity, seconds):
     # seconds, so counter mode's 1 s windows (aligned on the epoch, and consumed in their
     # first two thirds at this load) are counted whole, not cut at an arbitrary point.
     sleep_to_phase(0.5)
-    t0, c0, r0 = time.time(), counts(mode), redis_calls(REDIS)
+    t0, c0, r0 = time.time(), counts(mode), lib.redis_calls(REDIS)
     time.sleep(seconds - 0.5)
     sleep_to_phase(0.5)
-    t1, c1, r1 = time.time(), counts(mode), redis_calls(REDIS)
+    t1, c1, r1 = time.time(), counts(mode), lib.redis_calls(REDIS)
     wait_loads(procs, files, total)
     secs = t1 - t0
     ok = [b - a for a, b in zip(c0[0], c1[0])]
@@ -203,16 +190,10 @@ def main():
     if args.build:
         lib.build()
     lib.check_binary()
-    for port in GWS + ADMINS + [BACKEND, REDIS]:
-        if not lib.port_free(port):
-            lib.die(f"port {port} is in use")
+    lib.require_free(GWS + ADMINS + [BACKEND, REDIS])
     out = args.out or tempfile.mkdtemp(prefix="spillway-fleet-modes.")
     os.makedirs(out, exist_ok=True)
-    redis = subprocess.Popen(["redis-server", "--port", str(REDIS), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lib._started.append(redis)
-    time.sleep(0.5)
+    redis = lib.start_redis(REDIS)
     budget = len(modes) * (WARM + args.seconds + 3 + 2 * args.rounds * args.lat + 20) + 60
     lib.start(["backend", "--concurrency", "200", "--service-time", "1ms", "--listen",
                f"127.0.0.1:{BACKEND}", "-d", f"{budget}s"], os.path.join(out, "backend.log"))

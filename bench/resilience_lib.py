@@ -8,6 +8,7 @@ exit (also on Ctrl-C).
 import atexit
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,6 +49,35 @@ def port_free(port):
             return True
         except OSError:
             return False
+
+
+def require_free(ports):
+    """Stops the script when one of `ports` is taken (another benchmark running?)."""
+    for port in ports:
+        if not port_free(port):
+            die(f"port {port} is in use")
+
+
+def start_redis(port, settle=0.5):
+    """Starts a throw-away redis-server on 127.0.0.1:`port` (no persistence), waits `settle`
+    seconds for it to listen; stopped at exit."""
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _started.append(p)
+    time.sleep(settle)
+    return p
+
+
+def redis_calls(port):
+    """Redis calls so far per command (`INFO commandstats`; INFO itself excluded)."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"],
+                         capture_output=True, text=True, check=True).stdout
+    calls = {}
+    for name, n in re.findall(r"cmdstat_([a-z|_]+):calls=(\d+)", out):
+        if name != "info":
+            calls[name] = int(n)
+    return calls
 
 
 def start(args, log_path):
