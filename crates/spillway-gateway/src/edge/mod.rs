@@ -66,6 +66,29 @@ pub fn ip_denied() -> EdgeAnswer {
     EdgeAnswer::refuse(403, errors::IP_DENIED)
 }
 
+/// Phase edge for one request, as both data paths run it: the listener's IP lists, then the
+/// route's edge settings (`head` is measured only when the route has some). `Err` is the
+/// answer to send instead of proxying; `Ok` the fields to add to the upstream's answer.
+pub fn screen<'h>(
+    listener_ip: Option<&IpRules>,
+    route: Option<&RouteEdge>,
+    trusted: &[IpNet],
+    view: &dyn RequestView,
+    head: impl FnOnce() -> HeadSize<'h>,
+) -> Result<Decoration, EdgeAnswer> {
+    let route = route.filter(|e| !e.is_empty());
+    if listener_ip.is_none() && route.is_none() {
+        return Ok(Vec::new());
+    }
+    if !listener_admits(listener_ip, trusted, view) {
+        return Err(ip_denied());
+    }
+    match route {
+        Some(edge) => check(edge, trusted, view, head()),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Checks a request against its route's edge settings: `Err` is the answer to send instead of
 /// proxying; `Ok` carries the fields to add to the upstream's answer.
 pub fn check(
@@ -172,6 +195,22 @@ mod tests {
         assert!(listener_admits(None, &trusted, &direct));
         let listener = IpRules { allow: nets(&["127.0.0.0/8"]), deny: Vec::new() };
         assert!(!listener_admits(Some(&listener), &trusted, &behind_proxy));
+    }
+
+    #[test]
+    fn screening_runs_the_listener_lists_first_and_measures_the_head_only_when_needed() {
+        let v = view("10.0.0.1", &[]);
+        let unmeasured =
+            || -> HeadSize<'static> { panic!("no route edge: the head is not measured") };
+        assert_eq!(screen(None, Some(&RouteEdge::default()), &[], &v, unmeasured), Ok(Vec::new()));
+        let listener = IpRules { allow: nets(&["192.0.2.0/24"]), deny: Vec::new() };
+        let limits = RequestLimits { max_uri: Some(1), ..RequestLimits::default() };
+        let edge = RouteEdge { request_limits: Some(limits), ..RouteEdge::default() };
+        // Refused by the listener before the route's limits are looked at.
+        let refused = screen(Some(&listener), Some(&edge), &[], &v, unmeasured);
+        assert_eq!(refused.map_err(|a| a.body), Err(errors::IP_DENIED));
+        let refused = screen(None, Some(&edge), &[], &v, || HEAD);
+        assert_eq!(refused.map_err(|a| a.status), Err(414));
     }
 
     #[test]

@@ -93,29 +93,13 @@ pub async fn handle(
     // Phase edge: the listener's IP lists, then the route's (IP lists, request limits, CORS).
     let listener_ip = snap.config.listeners.get(conn.listener).and_then(|l| l.ip.as_ref());
     let edge = route.and_then(|r| snap.config.routes.get(r.index)).map(|c| &c.edge);
-    let mut decoration = Vec::new();
-    let refused_at_edge = if listener_ip.is_none() && edge.is_none_or(|e| e.is_empty()) {
-        None
-    } else {
-        let view = HyperView { req: &req, peer: conn.peer };
-        let trusted = &snap.config.trusted_proxies;
-        if !crate::edge::listener_admits(listener_ip, trusted, &view) {
-            Some(crate::edge::ip_denied())
-        } else {
-            match edge {
-                Some(edge) if !edge.is_empty() => {
-                    match crate::edge::check(edge, trusted, &view, head_size(&req)) {
-                        Ok(fields) => {
-                            decoration = fields;
-                            None
-                        }
-                        Err(answer) => Some(answer),
-                    }
-                }
-                _ => None,
-            }
-        }
-    };
+    let view = HyperView { req: &req, peer: conn.peer };
+    let trusted = &snap.config.trusted_proxies;
+    let (decoration, refused_at_edge) =
+        match crate::edge::screen(listener_ip, edge, trusted, &view, || head_size(&req)) {
+            Ok(decoration) => (decoration, None),
+            Err(answer) => (Vec::new(), Some(answer)),
+        };
     // Authentication last (a refused client or a preflight never costs a verification).
     let mut req = req;
     let auth = edge.and_then(|e| e.auth.as_ref());

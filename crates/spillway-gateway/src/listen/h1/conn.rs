@@ -529,58 +529,45 @@ impl Conn<'_> {
         // Phase edge, as on the hyper path: the listener's IP lists, then the route's.
         let listener_ip = snap.config.listeners.get(listener.index).and_then(|l| l.ip.as_ref());
         let edge = route.and_then(|r| snap.config.routes.get(r.index)).map(|c| &c.edge);
-        let mut decoration = Vec::new();
-        if listener_ip.is_some() || edge.is_some_and(|e| !e.is_empty()) {
-            let view = LeanView { head: &head, request, fields, peer: self.client.addr };
-            let trusted = &snap.config.trusted_proxies;
-            let verdict = if !crate::edge::listener_admits(listener_ip, trusted, &view) {
-                Err(crate::edge::ip_denied())
-            } else {
-                match edge {
-                    Some(edge) if !edge.is_empty() => {
-                        let size = crate::edge::HeadSize {
-                            method: head.method.as_str(),
-                            target_len: head.target.len(),
-                            fields: fields.len(),
-                            head_bytes: head.len,
-                        };
-                        crate::edge::check(edge, trusted, &view, size)
-                    }
-                    _ => Ok(Vec::new()),
+        let view = LeanView { head: &head, request, fields, peer: self.client.addr };
+        let size = || crate::edge::HeadSize {
+            method: head.method.as_str(),
+            target_len: head.target.len(),
+            fields: fields.len(),
+            head_bytes: head.len,
+        };
+        let trusted = &snap.config.trusted_proxies;
+        let decoration = match crate::edge::screen(listener_ip, edge, trusted, &view, size) {
+            Ok(decoration) => decoration,
+            Err(answer) => {
+                let date = self.worker.lean.date();
+                let json = (!answer.body.is_empty())
+                    .then_some((&b"content-type"[..], &b"application/json"[..]));
+                let fields = json.into_iter().chain(
+                    answer.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                );
+                out.clear();
+                rewrite::write_local_response(
+                    out,
+                    answer.status,
+                    answer.reason(),
+                    fields,
+                    answer.body.as_bytes(),
+                    &date,
+                    head.method == Method::HEAD,
+                    close,
+                );
+                let flow = self.write_client(timer, out).await;
+                let elapsed = self.worker.shared.now().saturating_duration_since(start);
+                match route {
+                    Some(r) => r.stats.record(self.worker.id, answer.status, elapsed),
+                    None => snap.no_route.record(self.worker.id, answer.status, elapsed),
                 }
-            };
-            match verdict {
-                Ok(fields) => decoration = fields,
-                Err(answer) => {
-                    let date = self.worker.lean.date();
-                    let json = (!answer.body.is_empty())
-                        .then_some((&b"content-type"[..], &b"application/json"[..]));
-                    let fields = json.into_iter().chain(
-                        answer.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
-                    );
-                    out.clear();
-                    rewrite::write_local_response(
-                        out,
-                        answer.status,
-                        answer.reason(),
-                        fields,
-                        answer.body.as_bytes(),
-                        &date,
-                        head.method == Method::HEAD,
-                        close,
-                    );
-                    let flow = self.write_client(timer, out).await;
-                    let elapsed = self.worker.shared.now().saturating_duration_since(start);
-                    match route {
-                        Some(r) => r.stats.record(self.worker.id, answer.status, elapsed),
-                        None => snap.no_route.record(self.worker.id, answer.status, elapsed),
-                    }
-                    self.log(request, &head, answer.status, route, None, elapsed, None, None);
-                    buf.consume(total);
-                    return flow.after(close);
-                }
+                self.log(request, &head, answer.status, route, None, elapsed, None, None);
+                buf.consume(total);
+                return flow.after(close);
             }
-        }
+        };
         let step = match route {
             None => {
                 self.local_error(out, 404, "Not Found", errors::NO_ROUTE, &head, close);
