@@ -1,0 +1,2 @@
+//! Criterion benches of the HTTP/2 codec (placeholder until the connection exists).
+fn main() {}
