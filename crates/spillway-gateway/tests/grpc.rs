@@ -1,5 +1,8 @@
 //! gRPC end to end through the gateway: a tonic client, an h2c listener, an HTTP/2 cluster and
 //! a tonic server. Message types are written by hand (prost derive), so no protoc is needed.
+//! Unary calls and statuses, retries, and the three streaming kinds (server, client and
+//! bidirectional), paced by the test so that each message must cross the gateway while the
+//! call is still open (a gateway that buffered a whole stream would hang them).
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +12,10 @@ use common::*;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct EchoRequest {
@@ -39,8 +45,197 @@ impl tonic::server::UnaryService<EchoRequest> for Say {
     }
 }
 
-#[derive(Clone)]
-struct EchoServer;
+/// Lets a test pace the streaming services and see what reached them.
+struct Gates {
+    /// `Count` sends each of its messages only after taking a permit here.
+    count_next: tokio::sync::Semaphore,
+    /// The messages `Join` has read so far, in order.
+    joined: std::sync::Mutex<Vec<String>>,
+}
+
+impl Default for Gates {
+    fn default() -> Gates {
+        Gates { count_next: tokio::sync::Semaphore::new(0), joined: Default::default() }
+    }
+}
+
+type ReplyStream = ReceiverStream<Result<EchoReply, tonic::Status>>;
+
+/// Server streaming: `"N"` answers `"1"` … `"N"` then OK; `"N then fail"` answers the same
+/// messages then the status RESOURCE_EXHAUSTED. Each message waits for a `count_next` permit.
+struct Count(Arc<Gates>);
+
+impl tower::Service<tonic::Request<EchoRequest>> for Count {
+    type Response = tonic::Response<ReplyStream>;
+    type Error = tonic::Status;
+    type Future = std::future::Ready<Result<Self::Response, tonic::Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::Request<EchoRequest>) -> Self::Future {
+        let text = req.into_inner().message;
+        let (count, fail) = match text.strip_suffix(" then fail") {
+            Some(count) => (count.to_string(), true),
+            None => (text, false),
+        };
+        let Ok(count) = count.parse::<u32>() else {
+            return std::future::ready(Err(tonic::Status::invalid_argument("not a count")));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let gates = self.0.clone();
+        tokio::spawn(async move {
+            for i in 1..=count {
+                gates.count_next.acquire().await.unwrap().forget();
+                if tx.send(Ok(EchoReply { message: i.to_string() })).await.is_err() {
+                    return;
+                }
+            }
+            if fail {
+                let status = tonic::Status::resource_exhausted(format!("quota gone after {count}"));
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        std::future::ready(Ok(tonic::Response::new(ReceiverStream::new(rx))))
+    }
+}
+
+/// Client streaming: records each message in `joined` as it arrives, answers them joined
+/// with `+` once the client ends its stream.
+struct Join(Arc<Gates>);
+
+impl tower::Service<tonic::Request<tonic::Streaming<EchoRequest>>> for Join {
+    type Response = tonic::Response<EchoReply>;
+    type Error = tonic::Status;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, tonic::Status>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::Request<tonic::Streaming<EchoRequest>>) -> Self::Future {
+        let gates = self.0.clone();
+        Box::pin(async move {
+            let mut stream = req.into_inner();
+            let mut all = Vec::new();
+            while let Some(m) = stream.message().await? {
+                gates.joined.lock().unwrap().push(m.message.clone());
+                all.push(m.message);
+            }
+            Ok(tonic::Response::new(EchoReply { message: all.join("+") }))
+        })
+    }
+}
+
+/// Bidirectional: answers each message `m` with `"echo: m"` as it arrives; the message
+/// `"fail"` ends the call with INVALID_ARGUMENT; the end of the client's stream ends it OK.
+struct Chat;
+
+impl tower::Service<tonic::Request<tonic::Streaming<EchoRequest>>> for Chat {
+    type Response = tonic::Response<ReplyStream>;
+    type Error = tonic::Status;
+    type Future = std::future::Ready<Result<Self::Response, tonic::Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::Request<tonic::Streaming<EchoRequest>>) -> Self::Future {
+        let mut incoming = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                let reply = match incoming.message().await {
+                    Ok(Some(m)) if m.message == "fail" => {
+                        Err(tonic::Status::invalid_argument("cannot echo fail"))
+                    }
+                    Ok(Some(m)) => Ok(EchoReply { message: format!("echo: {}", m.message) }),
+                    Ok(None) => return,
+                    Err(status) => Err(status),
+                };
+                let last = reply.is_err();
+                if tx.send(reply).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        std::future::ready(Ok(tonic::Response::new(ReceiverStream::new(rx))))
+    }
+}
+
+/// Serves `server` over h2c (hyper) on a fresh loopback port; its address.
+async fn serve(server: EchoServer) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let svc = tower::ServiceExt::map_request(
+                server.clone(),
+                |r: http::Request<hyper::body::Incoming>| r.map(tonic::body::Body::new),
+            );
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    addr
+}
+
+/// A gateway with an h2c listener and an HTTP/2 cluster on `backend`, and a tonic client
+/// connected to it.
+async fn through_gateway(
+    backend: std::net::SocketAddr,
+) -> (spillway_gateway::Gateway, tonic::client::Grpc<tonic::transport::Channel>) {
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c }}]
+clusters: [{{ name: echo, protocol: http2, endpoints: [{{ address: "{backend}" }}], timeouts: {{ request: 10s }} }}]
+routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
+"#
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (gw, tonic::client::Grpc::new(channel))
+}
+
+fn codec() -> tonic_prost::ProstCodec<EchoRequest, EchoReply> {
+    tonic_prost::ProstCodec::default()
+}
+
+fn request(message: &str) -> EchoRequest {
+    EchoRequest { message: message.to_string() }
+}
+
+/// The next message of a response stream, within 5 s.
+async fn next(stream: &mut tonic::Streaming<EchoReply>) -> Result<Option<String>, tonic::Status> {
+    let message = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the next message or the end of the stream within 5 s")?;
+    Ok(message.map(|m| m.message))
+}
+
+async fn stop(gw: spillway_gateway::Gateway) {
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
+
+/// The test service: `Say` (unary), `Count` (server streaming), `Join` (client streaming) and
+/// `Chat` (bidirectional), sharing the test's [`Gates`].
+#[derive(Clone, Default)]
+struct EchoServer(Arc<Gates>);
 
 impl tonic::server::NamedService for EchoServer {
     const NAME: &'static str = "test.Echo";
@@ -56,33 +251,25 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let gates = self.0.clone();
         Box::pin(async move {
             let codec = tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default();
             let mut grpc = tonic::server::Grpc::new(codec);
-            Ok(grpc.unary(Say, req).await)
+            let path = req.uri().path().to_string();
+            let response = match path.as_str() {
+                "/test.Echo/Count" => grpc.server_streaming(Count(gates), req).await,
+                "/test.Echo/Join" => grpc.client_streaming(Join(gates), req).await,
+                "/test.Echo/Chat" => grpc.streaming(Chat, req).await,
+                _ => grpc.unary(Say, req).await,
+            };
+            Ok(response)
         })
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_calls_and_statuses_pass_through() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    // The tonic service, served over h2c by hyper.
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let svc = tower::ServiceExt::map_request(
-                EchoServer,
-                |r: http::Request<hyper::body::Incoming>| r.map(tonic::body::Body::new),
-            );
-            let svc = hyper_util::service::TowerToHyperService::new(svc);
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
-            );
-        }
-    });
+    let backend = serve(EchoServer::default()).await;
     let yaml = format!(
         r#"
 workers: 2
@@ -127,22 +314,7 @@ routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
 async fn grpc_calls_are_retried_on_another_endpoint_when_one_refuses_connections() {
     // gRPC bodies have no declared length: the gateway reads the (small) message to keep it
     // for the retry.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let svc = tower::ServiceExt::map_request(
-                EchoServer,
-                |r: http::Request<hyper::body::Incoming>| r.map(tonic::body::Body::new),
-            );
-            let svc = hyper_util::service::TowerToHyperService::new(svc);
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
-            );
-        }
-    });
+    let backend = serve(EchoServer::default()).await;
     let refused = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -194,4 +366,117 @@ routes:
         gw.wait();
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_streaming_messages_cross_one_by_one_and_a_status_ends_the_call() {
+    let server = EchoServer::default();
+    let gates = server.0.clone();
+    let (gw, mut client) = through_gateway(serve(server).await).await;
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Count");
+    client.ready().await.unwrap();
+    let mut stream = client
+        .server_streaming(tonic::Request::new(request("3")), path.clone(), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    // The server sends message n only after the test has read message n-1 through the
+    // gateway: each one crosses while the call is open.
+    for i in 1..=3 {
+        gates.count_next.add_permits(1);
+        assert_eq!(next(&mut stream).await.unwrap().as_deref(), Some(i.to_string().as_str()));
+    }
+    assert_eq!(next(&mut stream).await.unwrap(), None, "grpc-status 0 in the trailers ends it");
+
+    // An error status after some messages: the messages, then the server's code and message.
+    gates.count_next.add_permits(2);
+    client.ready().await.unwrap();
+    let mut stream = client
+        .server_streaming(tonic::Request::new(request("2 then fail")), path, codec())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut stream).await.unwrap().as_deref(), Some("1"));
+    assert_eq!(next(&mut stream).await.unwrap().as_deref(), Some("2"));
+    let status = next(&mut stream).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.message(), "quota gone after 2");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_streaming_messages_reach_the_server_before_the_stream_ends() {
+    let server = EchoServer::default();
+    let gates = server.0.clone();
+    let (gw, mut client) = through_gateway(serve(server).await).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    client.ready().await.unwrap();
+    let call = tokio::spawn(async move {
+        let path = http::uri::PathAndQuery::from_static("/test.Echo/Join");
+        client.client_streaming(tonic::Request::new(ReceiverStream::new(rx)), path, codec()).await
+    });
+    let mut sent = Vec::new();
+    for word in ["alpha", "beta", "gamma"] {
+        tx.send(request(word)).await.unwrap();
+        sent.push(word.to_string());
+        let gates = gates.clone();
+        let expected = sent.clone();
+        eventually(
+            Duration::from_secs(5),
+            &format!("the server has read {expected:?}"),
+            move || *gates.joined.lock().unwrap() == expected,
+        )
+        .await;
+    }
+    drop(tx);
+    let reply = tokio::time::timeout(Duration::from_secs(5), call).await.unwrap().unwrap();
+    assert_eq!(reply.unwrap().into_inner().message, "alpha+beta+gamma");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidirectional_streaming_ping_pong_and_an_error_status_mid_call() {
+    let (gw, mut client) = through_gateway(serve(EchoServer::default()).await).await;
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Chat");
+    // Ping-pong: message n+1 is sent only after reply n came back through the gateway, so
+    // neither direction can be buffered until the end of the call.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request("ping 0")).await.unwrap();
+    client.ready().await.unwrap();
+    let mut replies = client
+        .streaming(tonic::Request::new(ReceiverStream::new(rx)), path.clone(), codec())
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..20 {
+        assert_eq!(next(&mut replies).await.unwrap(), Some(format!("echo: ping {i}")));
+        if i < 19 {
+            tx.send(request(&format!("ping {}", i + 1))).await.unwrap();
+        }
+    }
+    drop(tx);
+    assert_eq!(next(&mut replies).await.unwrap(), None, "ends OK when the client ends");
+
+    // The server ends a call with an error while the client's stream is still open.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request("one")).await.unwrap();
+    client.ready().await.unwrap();
+    let mut replies = client
+        .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, codec())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut replies).await.unwrap().as_deref(), Some("echo: one"));
+    tx.send(request("fail")).await.unwrap();
+    let status = next(&mut replies).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "cannot echo fail");
+    drop(tx);
+
+    // The connection keeps serving calls afterwards.
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Say");
+    let reply = client.unary(tonic::Request::new(request("after")), path, codec()).await;
+    assert_eq!(reply.unwrap().into_inner().message, "echo: after");
+    stop(gw).await;
 }
