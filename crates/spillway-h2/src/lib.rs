@@ -12,8 +12,14 @@
 //! its HPACK tables only as entries arrive.
 #![forbid(unsafe_code)]
 
+pub mod connection;
 pub mod error;
+pub mod flow;
 pub mod frame;
+pub mod head;
 pub mod hpack;
+pub mod stream;
 
+pub use connection::{Connection, Event, SendError, ServerSettings, PREFACE};
 pub use error::{ErrorCode, H2Error, Scope};
+pub use head::{Fields, RequestHead};
