@@ -871,6 +871,20 @@ impl Connection {
         if self.streams.is_empty() && self.streams.capacity() > 0 {
             self.streams = Vec::new();
         }
+        if self.streams.is_empty() {
+            self.decoder.release_scratch();
+        }
+    }
+
+    /// Heap bytes this connection holds (buffers at their capacity, HPACK tables), as far as
+    /// it can count them; the memory test checks the figure with a counting allocator.
+    pub fn heap_bytes(&self) -> usize {
+        self.out.capacity()
+            + self.events.capacity() * std::mem::size_of::<Event>()
+            + self.streams.capacity() * std::mem::size_of::<Stream>()
+            + self.decoder.heap_bytes()
+            + self.encoder.heap_bytes()
+            + self.partial.as_ref().map_or(0, |p| std::mem::size_of::<PartialBlock>() + p.block.capacity())
     }
 
     /// Number of live streams.

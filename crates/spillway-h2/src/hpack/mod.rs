@@ -128,6 +128,11 @@ impl Decoder {
         self.table.heap_bytes() + self.scratch.capacity()
     }
 
+    /// Frees the Huffman scratch buffer (for an idle connection).
+    pub fn release_scratch(&mut self) {
+        self.scratch = Vec::new();
+    }
+
     /// Decodes one complete field block, calling `field(name, value)` for each field in order.
     /// Any HPACK violation is a COMPRESSION_ERROR for the connection.
     pub fn decode(&mut self, block: &[u8], mut field: impl FnMut(&[u8], &[u8])) -> Result<Decoded, H2Error> {
@@ -274,6 +279,11 @@ impl Encoder {
     /// The dynamic table (for tests and memory accounting).
     pub fn table(&self) -> &DynamicTable {
         &self.table
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.heap_bytes()
     }
 
     /// Starts a field block: emits the pending table size updates (§4.2).
