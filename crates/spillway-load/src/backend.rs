@@ -531,7 +531,7 @@ pub fn serve(
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C only off Unix). If a handler cannot be installed, that
 /// signal is simply not awaited.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -17,6 +17,8 @@ pub mod capacity;
 #[cfg(feature = "tools")]
 pub mod cli;
 pub mod engine;
+#[cfg(feature = "tools")]
+pub mod grpc;
 pub mod histogram;
 pub mod mix;
 #[cfg(feature = "tools")]

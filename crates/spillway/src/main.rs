@@ -1,7 +1,7 @@
 //! The `spillway` binary: parses arguments and hands each subcommand to its library crate.
 //!
 //! Gateway commands (`run`, `check`, `demo`) live in `spillway-gateway`; tools (`load`,
-//! `capacity`, `replay`, `backend`) in `spillway-load`. This file only dispatches.
+//! `capacity`, `replay`, `backend`, `grpc`) in `spillway-load`. This file only dispatches.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +35,9 @@ enum Command {
     /// A test backend with fixed capacity: N slots × a fixed service time, FIFO queue; failures,
     /// a slow tail and hard-down, switchable at run time with POST /control.
     Backend(cmd::backend::BackendArgs),
+    /// gRPC benchmark tools: an h2c echo server (`echo`) and a load of open bidirectional calls
+    /// counting messages per second (`stream`).
+    Grpc(cmd::grpc::GrpcArgs),
     /// Register a service instance in etcd under a lease and keep it alive until SIGTERM (a
     /// sidecar for gateway clusters with `discovery: { etcd: ... }`).
     Register(cmd::register::RegisterArgs),
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Capacity(args) => cmd::capacity::main(args),
         Command::Replay(args) => cmd::replay::main(args),
         Command::Backend(args) => cmd::backend::main(args),
+        Command::Grpc(args) => cmd::grpc::main(args),
         Command::Register(args) => cmd::register::main(args),
         Command::Top(args) => cmd::top::main(args),
     };

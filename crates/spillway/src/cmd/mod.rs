@@ -4,6 +4,7 @@ pub mod backend;
 pub mod capacity;
 pub mod check;
 pub mod demo;
+pub mod grpc;
 pub mod load;
 pub mod logging;
 pub mod register;
