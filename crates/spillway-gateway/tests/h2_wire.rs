@@ -30,7 +30,8 @@ struct UpstreamState {
     accepted: AtomicUsize,
     /// Connections closed (after a GOAWAY or by the peer).
     closed: AtomicUsize,
-    /// Raised to make every connection accepted before it send GOAWAY and close gracefully.
+    /// Incremented to make every connection accepted before then send GOAWAY and close once
+    /// its streams have finished.
     goaway: tokio::sync::watch::Sender<u64>,
     /// Bytes of `/sink` request bodies read so far.
     sink_bytes: AtomicU64,
