@@ -425,7 +425,7 @@ impl Connection {
             return Err(conn_err(ErrorCode::FLOW_CONTROL_ERROR, "DATA beyond the connection window"));
         }
         let Some(i) = self.index(stream) else {
-            if self.is_idle(stream) || stream % 2 == 0 {
+            if self.is_idle(stream) || stream.is_multiple_of(2) {
                 return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "DATA on an idle stream"));
             }
             self.release_connection(flow);
@@ -486,7 +486,7 @@ impl Connection {
             self.remove_if_closed(stream);
             return Ok(());
         }
-        if stream % 2 == 0 {
+        if stream.is_multiple_of(2) {
             return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "client opened an even stream"));
         }
         let mut builder = HeadBuilder::request();

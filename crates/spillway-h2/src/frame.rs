@@ -330,7 +330,7 @@ impl<'a> Frame<'a> {
                 if ack && !payload.is_empty() {
                     return Err(conn(ErrorCode::FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"));
                 }
-                if payload.len() % 6 != 0 {
+                if !payload.len().is_multiple_of(6) {
                     return Err(conn(ErrorCode::FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6"));
                 }
                 for (id, value) in settings_params(payload) {

@@ -12,11 +12,14 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Owned header fields.
+type FieldList = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What the application still has to send on a stream.
 #[derive(Default)]
 struct Pending {
     body: VecDeque<u8>,
-    trailers: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    trailers: Option<FieldList>,
     /// The response head is out and the body is being sent.
     sending: bool,
 }
@@ -31,7 +34,7 @@ struct App {
 
 fn respond(conn: &mut Connection, stream: u32, app: &mut App) {
     let path = app.path.clone();
-    let (body, trailers): (Vec<u8>, Option<Vec<(Vec<u8>, Vec<u8>)>>) = if path == b"/echo" {
+    let (body, trailers): (Vec<u8>, Option<FieldList>) = if path == b"/echo" {
         let len = app.body.len().to_string().into_bytes();
         (std::mem::take(&mut app.body), Some(vec![(b"x-body-len".to_vec(), len)]))
     } else if let Some(n) = path.strip_prefix(b"/big?n=") {
