@@ -282,6 +282,17 @@ impl Connection {
     /// rest and call again with more). A connection error queues GOAWAY and is returned; the
     /// connection is closed from then on.
     pub fn recv(&mut self, input: &[u8], now: Instant) -> Result<usize, H2Error> {
+        self.recv_from(input, None, now)
+    }
+
+    /// [`Connection::recv`] without copying DATA payloads: each [`Event::Data`] is a slice of
+    /// `input` (sharing its allocation). For a driver that reads into a `BytesMut` and
+    /// freezes what it read; it keeps the unconsumed tail, which is at most one frame.
+    pub fn recv_bytes(&mut self, input: &Bytes, now: Instant) -> Result<usize, H2Error> {
+        self.recv_from(input, Some(input), now)
+    }
+
+    fn recv_from(&mut self, input: &[u8], src: Option<&Bytes>, now: Instant) -> Result<usize, H2Error> {
         let mut used = 0;
         if let State::Preface(matched) = self.state {
             let want = &PREFACE[matched..];
@@ -316,7 +327,7 @@ impl Connection {
             };
             let (frame, n) = parsed;
             used += n;
-            if let Err(e) = self.on_frame(frame, now) {
+            if let Err(e) = self.on_frame(frame, src, now) {
                 if e.is_connection_error() {
                     return Err(self.fail(e));
                 }
@@ -329,7 +340,7 @@ impl Connection {
         Ok(used)
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, now: Instant) -> Result<(), H2Error> {
+    fn on_frame(&mut self, frame: Frame<'_>, src: Option<&Bytes>, now: Instant) -> Result<(), H2Error> {
         if self.state == State::FirstSettings {
             if !matches!(frame, Frame::Settings { ack: false, .. }) {
                 return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "first frame is not SETTINGS"));
@@ -345,7 +356,7 @@ impl Connection {
         match frame {
             Frame::Data { stream, end_stream, data, padding } => {
                 let flow = data.len() as u32 + padding.map_or(0, |p| p as u32 + 1);
-                self.on_data(stream, data, flow, end_stream)
+                self.on_data(stream, data, src, flow, end_stream)
             }
             Frame::Headers { stream, end_stream, end_headers, priority, block, .. } => {
                 if priority.is_some_and(|p| p.dependency == stream) {
@@ -420,7 +431,7 @@ impl Connection {
         self.streams.iter().position(|s| s.id == stream)
     }
 
-    fn on_data(&mut self, stream: u32, data: &[u8], flow: u32, end_stream: bool) -> Result<(), H2Error> {
+    fn on_data(&mut self, stream: u32, data: &[u8], src: Option<&Bytes>, flow: u32, end_stream: bool) -> Result<(), H2Error> {
         if !self.conn_recv.receive(flow) {
             return Err(conn_err(ErrorCode::FLOW_CONTROL_ERROR, "DATA beyond the connection window"));
         }
@@ -456,7 +467,11 @@ impl Connection {
             self.release_capacity(stream, padding as usize);
         }
         if !data.is_empty() || end_stream {
-            self.events.push_back(Event::Data { stream, data: Bytes::copy_from_slice(data), end_stream });
+            let data = match src {
+                Some(b) if !data.is_empty() => b.slice_ref(data),
+                _ => Bytes::copy_from_slice(data),
+            };
+            self.events.push_back(Event::Data { stream, data, end_stream });
         }
         self.remove_if_closed(stream);
         Ok(())
@@ -511,6 +526,7 @@ impl Connection {
             s.recv_closed = end_stream;
             self.streams.push(s);
             self.write_head(stream, Some(431), &[], true).map_err(|_| conn_err(ErrorCode::INTERNAL_ERROR, "431"))?;
+            // Still receiving a body: stop it (RFC 9113 §8.1, a complete response first).
             if let Some(i) = self.index(stream) {
                 self.streams.swap_remove(i);
                 self.recent.push(stream, Closed::ResetByUs);
@@ -568,23 +584,26 @@ impl Connection {
     }
 
     fn apply_settings(&mut self, params: &[u8]) -> Result<(), H2Error> {
+        let old_window = self.peer.initial_window;
         for (id, value) in frame::settings_params(params) {
             match id {
                 setting::HEADER_TABLE_SIZE => self.encoder.set_peer_table_size(value as usize),
-                setting::INITIAL_WINDOW_SIZE => {
-                    let delta = value as i64 - self.peer.initial_window as i64;
-                    self.peer.initial_window = value;
-                    for s in &mut self.streams {
-                        if !s.send.shift(delta) {
-                            return Err(conn_err(ErrorCode::FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE overflows a window"));
-                        }
-                        if delta > 0 && !s.send_closed {
-                            self.events.push_back(Event::WindowUpdate { stream: s.id });
-                        }
-                    }
-                }
+                setting::INITIAL_WINDOW_SIZE => self.peer.initial_window = value,
                 setting::MAX_FRAME_SIZE => self.peer.max_frame_size = value,
                 _ => {} // ENABLE_PUSH, MAX_CONCURRENT_STREAMS: we never push; others: unknown.
+            }
+        }
+        // Windows move by the frame's net change, once (§6.9.2): a frame repeating the
+        // parameter costs one pass over the streams, not one per repetition.
+        let delta = self.peer.initial_window as i64 - old_window as i64;
+        if delta != 0 {
+            for s in &mut self.streams {
+                if !s.send.shift(delta) {
+                    return Err(conn_err(ErrorCode::FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE overflows a window"));
+                }
+                if delta > 0 && !s.send_closed {
+                    self.events.push_back(Event::WindowUpdate { stream: s.id });
+                }
             }
         }
         Ok(())

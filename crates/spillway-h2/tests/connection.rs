@@ -467,3 +467,36 @@ fn partial_frames_are_left_for_the_next_call() {
     assert_eq!(n, 24 + 9, "preface and SETTINGS, not the cut PING");
     assert_eq!(conn.recv(&bytes[n..], now).unwrap(), 17);
 }
+
+#[test]
+fn recv_bytes_hands_out_data_without_copying() {
+    let mut c = Client::connected(settings());
+    c.headers(1, &post("/"), false).unwrap();
+    c.events();
+    let mut wire = Vec::new();
+    Frame::Data { stream: 1, end_stream: true, data: b"zero-copy body", padding: None }.encode(&mut wire);
+    let wire = bytes::Bytes::from(wire);
+    assert_eq!(c.conn.recv_bytes(&wire, c.now).unwrap(), wire.len());
+    let ev = c.events();
+    let [Event::Data { stream: 1, data, end_stream: true }] = &ev[..] else { panic!("{ev:?}") };
+    assert_eq!(&data[..], b"zero-copy body");
+    assert_eq!(data.as_ptr(), wire[9..].as_ptr(), "a slice of the input, not a copy");
+}
+
+#[test]
+fn repeated_initial_window_settings_move_windows_once() {
+    let mut c = Client::connected(settings());
+    c.headers(1, &get("/"), true).unwrap();
+    c.conn.send_response(1, 200, &[], false).unwrap();
+    c.events();
+    let mut params = Vec::new();
+    for v in [1000u32, 70_000, 5, 100_000] {
+        params.extend_from_slice(&setting::INITIAL_WINDOW_SIZE.to_be_bytes());
+        params.extend_from_slice(&v.to_be_bytes());
+    }
+    c.frame(Frame::Settings { ack: false, params: &params }).unwrap();
+    assert_eq!(c.conn.send_capacity(1), 65_535, "the connection window still limits");
+    assert_eq!(c.events().len(), 1, "one WindowUpdate event for the stream");
+    c.frame(Frame::WindowUpdate { stream: 0, increment: 100_000 }).unwrap();
+    assert_eq!(c.conn.send_capacity(1), 100_000);
+}

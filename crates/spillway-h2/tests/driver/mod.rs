@@ -5,12 +5,16 @@
 //! with its path as the body.
 #![allow(dead_code)]
 
+use bytes::BytesMut;
 use spillway_h2::{Connection, Event, ServerSettings};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// Bytes asked of each socket read.
+const READ_SIZE: usize = 32 * 1024;
 
 /// Owned header fields.
 type FieldList = Vec<(Vec<u8>, Vec<u8>)>;
@@ -90,10 +94,11 @@ pub async fn serve(socket: TcpStream) {
     socket.set_nodelay(true).ok();
     let (mut rd, mut wr) = socket.into_split();
     let mut conn = Connection::new(ServerSettings::default());
-    let mut rbuf: Vec<u8> = Vec::with_capacity(32 * 1024);
+    let mut rbuf = BytesMut::new();
     let mut wbuf: Vec<u8> = Vec::new();
     let mut apps: HashMap<u32, App> = HashMap::new();
     let mut read_closed = false;
+    rbuf.reserve(READ_SIZE);
     loop {
         wbuf.extend_from_slice(conn.output());
         let n = conn.output().len();
@@ -106,13 +111,17 @@ pub async fn serve(socket: TcpStream) {
                 match r {
                     Ok(0) | Err(_) => read_closed = true,
                     Ok(_) => {
-                        match conn.recv(&rbuf, Instant::now()) {
-                            Ok(used) => { rbuf.drain(..used); }
+                        // Zero-copy: DATA events are slices of what was read; only the
+                        // unconsumed tail (at most one partial frame) is copied back.
+                        let frozen = rbuf.split().freeze();
+                        match conn.recv_bytes(&frozen, Instant::now()) {
+                            Ok(used) => rbuf.extend_from_slice(&frozen[used..]),
                             Err(e) => {
                                 if std::env::var_os("H2_DEBUG").is_some() { eprintln!("connection error: {e}"); }
                                 read_closed = true;
                             }
                         }
+                        rbuf.reserve(READ_SIZE);
                     }
                 }
             }
