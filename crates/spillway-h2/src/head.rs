@@ -163,7 +163,8 @@ impl HeadBuilder {
     fn new(trailers: bool) -> HeadBuilder {
         HeadBuilder {
             trailers,
-            fields: Fields::new(),
+            // A usual request head in one allocation each (no regrowth while decoding).
+            fields: Fields { buf: Vec::with_capacity(if trailers { 64 } else { 512 }), spans: Vec::with_capacity(if trailers { 2 } else { 16 }) },
             method: None,
             scheme: None,
             path: None,

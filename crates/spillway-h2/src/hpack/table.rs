@@ -84,20 +84,74 @@ pub enum StaticMatch {
     Name(usize),
 }
 
+/// The static-table index range `(first, count)` of the entries named `name`.
+fn static_range(name: &[u8]) -> Option<(usize, usize)> {
+    Some(match name {
+        b":authority" => (1, 1),
+        b":method" => (2, 2),
+        b":path" => (4, 2),
+        b":scheme" => (6, 2),
+        b":status" => (8, 7),
+        b"accept-charset" => (15, 1),
+        b"accept-encoding" => (16, 1),
+        b"accept-language" => (17, 1),
+        b"accept-ranges" => (18, 1),
+        b"accept" => (19, 1),
+        b"access-control-allow-origin" => (20, 1),
+        b"age" => (21, 1),
+        b"allow" => (22, 1),
+        b"authorization" => (23, 1),
+        b"cache-control" => (24, 1),
+        b"content-disposition" => (25, 1),
+        b"content-encoding" => (26, 1),
+        b"content-language" => (27, 1),
+        b"content-length" => (28, 1),
+        b"content-location" => (29, 1),
+        b"content-range" => (30, 1),
+        b"content-type" => (31, 1),
+        b"cookie" => (32, 1),
+        b"date" => (33, 1),
+        b"etag" => (34, 1),
+        b"expect" => (35, 1),
+        b"expires" => (36, 1),
+        b"from" => (37, 1),
+        b"host" => (38, 1),
+        b"if-match" => (39, 1),
+        b"if-modified-since" => (40, 1),
+        b"if-none-match" => (41, 1),
+        b"if-range" => (42, 1),
+        b"if-unmodified-since" => (43, 1),
+        b"last-modified" => (44, 1),
+        b"link" => (45, 1),
+        b"location" => (46, 1),
+        b"max-forwards" => (47, 1),
+        b"proxy-authenticate" => (48, 1),
+        b"proxy-authorization" => (49, 1),
+        b"range" => (50, 1),
+        b"referer" => (51, 1),
+        b"refresh" => (52, 1),
+        b"retry-after" => (53, 1),
+        b"server" => (54, 1),
+        b"set-cookie" => (55, 1),
+        b"strict-transport-security" => (56, 1),
+        b"transfer-encoding" => (57, 1),
+        b"user-agent" => (58, 1),
+        b"vary" => (59, 1),
+        b"via" => (60, 1),
+        b"www-authenticate" => (61, 1),
+        _ => return None,
+    })
+}
+
 /// Looks a field up in the static table.
 pub fn find_static(name: &[u8], value: &[u8]) -> Option<StaticMatch> {
-    let mut name_index = None;
-    for (i, (n, v)) in STATIC.iter().enumerate() {
-        if *n == name {
-            if *v == value {
-                return Some(StaticMatch::Full(i + 1));
-            }
-            name_index.get_or_insert(i + 1);
-        } else if name_index.is_some() {
-            break; // entries of one name are adjacent
+    let (first, count) = static_range(name)?;
+    for index in first..first + count {
+        if STATIC[index - 1].1 == value {
+            return Some(StaticMatch::Full(index));
         }
     }
-    name_index.map(StaticMatch::Name)
+    Some(StaticMatch::Name(first))
 }
 
 #[derive(Debug)]
@@ -224,6 +278,15 @@ impl DynamicTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_ranges_cover_the_table_in_order() {
+        for (i, (name, value)) in STATIC.iter().enumerate() {
+            let (first, count) = static_range(name).expect("every static name is known");
+            assert!((first..first + count).contains(&(i + 1)), "{}", String::from_utf8_lossy(name));
+            assert_eq!(find_static(name, value), Some(StaticMatch::Full(i + 1)));
+        }
+    }
 
     #[test]
     fn static_lookup_full_and_name_matches() {
