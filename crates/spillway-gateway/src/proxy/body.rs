@@ -7,6 +7,7 @@
 //! and hands it back to the pool when the body ends, which is when HTTP/1.1 can reuse it.
 
 use crate::record::Capture;
+use crate::upstream::h1_client::{ExchangeError, ResponseBodyStream};
 use crate::upstream::pool::PooledH1;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -247,7 +248,7 @@ impl Drop for ActiveGuard {
 enum Kind {
     Full(Option<Bytes>),
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         conn: Option<PooledH1>,
         /// The request's deadline: the whole response, body included, must be through by then.
         deadline: tokio::time::Instant,
@@ -258,12 +259,54 @@ enum Kind {
     Captured(Box<super::stale::CaptureBody<ResponseBody>>),
 }
 
+/// An upstream's response body, from hyper's client or from the HTTP/1.1 client over the
+/// lean path's pooled sockets.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// Through hyper (HTTP/2 and TLS upstreams, upgrades, streamed request bodies).
+    Hyper(Incoming),
+    /// Read straight from a pooled plain socket.
+    Pooled(ResponseBodyStream),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = ResponseBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(ResponseBodyError::from),
+            UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(ResponseBodyError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Pooled(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Pooled(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Why a response body stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum ResponseBodyError {
-    /// The upstream body broke.
+    /// The upstream body broke (hyper's client).
     #[error(transparent)]
     Upstream(#[from] hyper::Error),
+    /// The upstream body broke (the HTTP/1.1 client over pooled sockets).
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
     /// The request's timeout passed while the body was still streaming; the response is cut
     /// (HTTP/1.1: the connection closes; HTTP/2: the stream is reset).
     #[error("the request timeout passed while the response body was streaming")]
@@ -291,7 +334,7 @@ impl ResponseBody {
     /// An upstream body; `conn` goes back to its pool once the body has been read to the end.
     /// The body must end by `deadline` (the request's timeout covers the whole response).
     pub fn upstream(
-        inner: Incoming,
+        inner: UpstreamBody,
         conn: Option<PooledH1>,
         deadline: tokio::time::Instant,
     ) -> ResponseBody {
@@ -351,7 +394,6 @@ impl Body for ResponseBody {
                         return Poll::Ready(Some(Err(ResponseBodyError::Timeout)));
                     }
                 };
-                let frame = frame.map(|f| f.map_err(ResponseBodyError::from));
                 match &frame {
                     None => {
                         if let Some(c) = conn.take() {

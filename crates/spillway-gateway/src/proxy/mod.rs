@@ -28,12 +28,13 @@ pub use worker::Worker;
 use crate::config::{Balance, UpstreamProtocol};
 use crate::policy::retry::{TryFailure, TryResult};
 use crate::proxy::access_log::{log_access, AccessEntry};
-use crate::proxy::body::{ActiveGuard, BodyTooLarge, ProxyBody, ResponseBody};
+use crate::proxy::body::{ActiveGuard, BodyTooLarge, ProxyBody, ResponseBody, UpstreamBody};
 use crate::proxy::headers::{strip_hop_by_hop, ConnectionOptions};
 use crate::proxy::stale::StaleKey;
 use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
 use crate::upstream::cluster::{ClusterState, EndpointState, Outcome};
+use crate::upstream::h1_client;
 use crate::upstream::pool::{self, UpstreamError};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -720,11 +721,20 @@ async fn proxy(
                 let _in_flight = in_flight;
                 let exchange = async {
                     match (protocol, upgrading) {
+                        // Plain HTTP/1.1 with the body in hand: straight on a pooled socket.
+                        (UpstreamProtocol::Http1, false)
+                            if tls.is_none() && h1_client::carries(&up_req) =>
+                        {
+                            let sockets = &worker.sockets;
+                            let resp =
+                                h1_client::send(sockets, addr, t.connect, t.idle, up_req).await?;
+                            Ok((resp.map(UpstreamBody::Pooled), None))
+                        }
                         (UpstreamProtocol::Http1, false) => {
                             let mut c = pool.checkout_h1(addr, tls, t.connect, t.idle).await?;
                             let resp =
                                 c.send(up_req).await.map_err(|e| UpstreamError::Http(addr, e))?;
-                            Ok((resp, Some(c)))
+                            Ok((resp.map(UpstreamBody::Hyper), Some(c)))
                         }
                         (UpstreamProtocol::Http1, true) => {
                             let mut sender =
@@ -733,7 +743,7 @@ async fn proxy(
                                 .send_request(up_req)
                                 .await
                                 .map_err(|e| UpstreamError::Http(addr, e))?;
-                            Ok((resp, None))
+                            Ok((resp.map(UpstreamBody::Hyper), None))
                         }
                         (UpstreamProtocol::Http2, _) => {
                             let mut sender = pool.checkout_h2(addr, tls, t.connect).await?;
@@ -741,7 +751,7 @@ async fn proxy(
                                 .send_request(up_req)
                                 .await
                                 .map_err(|e| UpstreamError::Http(addr, e))?;
-                            Ok((resp, None))
+                            Ok((resp.map(UpstreamBody::Hyper), None))
                         }
                     }
                 };
@@ -813,7 +823,7 @@ async fn proxy(
                         TryFailure::Connect
                     }
                     UpstreamError::Timeout(_) => TryFailure::Timeout,
-                    UpstreamError::Http(..) => TryFailure::Reset,
+                    UpstreamError::Http(..) | UpstreamError::Exchange(..) => TryFailure::Reset,
                 }))
             }
             Ok((resp, _)) => {
@@ -902,7 +912,9 @@ async fn proxy(
                 (Some(TryFailure::Connect), None)
             }
             Err(UpstreamError::Timeout(_)) => (Some(TryFailure::Timeout), None),
-            Err(UpstreamError::Http(..)) => (Some(TryFailure::Reset), None),
+            Err(UpstreamError::Http(..) | UpstreamError::Exchange(..)) => {
+                (Some(TryFailure::Reset), None)
+            }
         };
         if queue.queues_on(failure, status) {
             drop(result);
@@ -1112,7 +1124,7 @@ struct TryDone {
     try_timeout: Duration,
     /// Whether it was a hedge (sent while another try was still running).
     hedge: bool,
-    result: Result<(Response<Incoming>, Option<pool::PooledH1>), UpstreamError>,
+    result: Result<(Response<UpstreamBody>, Option<pool::PooledH1>), UpstreamError>,
 }
 
 /// What ended a wait in the try loop.
@@ -1251,7 +1263,7 @@ async fn broadcast_all(
                             let mut c = pool.checkout_h1(addr, tls, t.connect, t.idle).await?;
                             let resp =
                                 c.send(copy).await.map_err(|e| UpstreamError::Http(addr, e))?;
-                            Ok((resp, Some(c)))
+                            Ok((resp.map(UpstreamBody::Hyper), Some(c)))
                         }
                         UpstreamProtocol::Http2 => {
                             let mut sender = pool.checkout_h2(addr, tls, t.connect).await?;
@@ -1259,7 +1271,7 @@ async fn broadcast_all(
                                 .send_request(copy)
                                 .await
                                 .map_err(|e| UpstreamError::Http(addr, e))?;
-                            Ok((resp, None))
+                            Ok((resp.map(UpstreamBody::Hyper), None))
                         }
                     }
                 };
@@ -1378,7 +1390,7 @@ type BroadcastSend<'a> = Pin<Box<dyn Future<Output = (usize, BroadcastResult)> +
 
 /// One endpoint's answer to a broadcast, and how long it took.
 type BroadcastResult =
-    (Result<(Response<Incoming>, Option<pool::PooledH1>), UpstreamError>, Duration);
+    (Result<(Response<UpstreamBody>, Option<pool::PooledH1>), UpstreamError>, Duration);
 
 /// Sends a copy of the request to the mirror's shadow cluster on this worker's runtime and
 /// forgets it: its outcome and latency never reach the client (a hung shadow only holds one of

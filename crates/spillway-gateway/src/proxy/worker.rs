@@ -5,6 +5,7 @@
 //! no lock and shares nothing mutable between workers.
 
 use crate::state::{Shared, Snapshot};
+use crate::upstream::h1_client::SocketHome;
 use crate::upstream::pool::Pool;
 use arc_swap::Cache;
 use http::HeaderValue;
@@ -28,6 +29,8 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     /// This worker's upstream connections.
     pub pool: Rc<Pool>,
+    /// The lean path's idle upstream sockets, as the hyper path's HTTP/1.1 client takes them.
+    pub sockets: SocketHome,
     /// Resources of the lean HTTP/1.1 path.
     pub lean: crate::listen::h1::LeanLocal,
     cache: RefCell<(SnapshotCache, Rc<Arc<Snapshot>>)>,
@@ -53,11 +56,14 @@ impl Worker {
             .map_or(0, |d| d.as_nanos() as u64);
         let id_prefix = splitmix64(seed ^ ((id as u64) << 56) ^ u64::from(std::process::id()));
         let pool = Rc::new(Pool::with_clock(shared.clock.clone()));
+        let lean = crate::listen::h1::LeanLocal::default();
+        let sockets = SocketHome { pool: lean.upstreams.clone(), clock: shared.clock.clone() };
         Worker {
             id,
             shared,
             pool,
-            lean: crate::listen::h1::LeanLocal::default(),
+            sockets,
+            lean,
             cache: RefCell::new((cache, current)),
             request_ids: Cell::new(0),
             id_prefix,

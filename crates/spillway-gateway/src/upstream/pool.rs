@@ -52,6 +52,9 @@ pub enum UpstreamError {
     /// HTTP handshake or exchange failed.
     #[error("upstream {0}: {1}")]
     Http(SocketAddr, hyper::Error),
+    /// The exchange over a pooled socket (the hyper path's HTTP/1.1 client) failed.
+    #[error("upstream {0}: {1}")]
+    Exchange(SocketAddr, crate::upstream::h1_client::ExchangeError),
     /// No response head within the request (or per-try) timeout.
     #[error("upstream {0} timed out")]
     Timeout(SocketAddr),

@@ -168,7 +168,18 @@ impl ChunkedScanner {
     ///
     /// Once the body is complete, further calls return `consumed: 0, done: true`. Once it has
     /// failed, further calls return the same error.
+    #[inline]
     pub fn scan(&mut self, input: &[u8]) -> Result<Scanned, ChunkedError> {
+        self.scan_data(input, |_| {})
+    }
+
+    /// As [`scan`](Self::scan), also handing `on_data` the range of `input` of each piece of
+    /// chunk data found, in order: what decoding the body (rather than passing it on) keeps.
+    pub fn scan_data(
+        &mut self,
+        input: &[u8],
+        mut on_data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<Scanned, ChunkedError> {
         if let State::Failed(error) = &self.state {
             return Err(error.clone());
         }
@@ -179,6 +190,7 @@ impl ChunkedScanner {
                 State::Data { remaining } => {
                     let available = input.len() - pos;
                     let skip = usize::try_from(remaining).map_or(available, |r| r.min(available));
+                    on_data(pos..pos + skip);
                     pos += skip;
                     let left = remaining.saturating_sub(skip as u64);
                     self.state =
@@ -983,6 +995,23 @@ mod tests {
                 consumed += scanned.consumed;
             }
             prop_assert_eq!(consumed, encoded.len());
+            prop_assert!(scanner.is_done());
+        }
+
+        #[test]
+        fn the_data_ranges_of_a_body_split_anywhere_are_its_chunks_data(
+            body in body(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let encoded = body.encode();
+            let mut scanner = ChunkedScanner::new();
+            let mut decoded = Vec::new();
+            for range in pieces(&encoded, &cuts) {
+                let piece = &encoded[range];
+                scanner.scan_data(piece, |data| decoded.extend_from_slice(&piece[data])).unwrap();
+            }
+            let expected: Vec<u8> = body.chunks.iter().flat_map(|c| c.data.clone()).collect();
+            prop_assert_eq!(decoded, expected);
             prop_assert!(scanner.is_done());
         }
 

@@ -27,8 +27,8 @@ pub struct LeanLocal {
     fields: RefCell<Vec<Vec<Field>>>,
     outs: RefCell<Vec<Vec<u8>>>,
     timers: RefCell<Vec<Pin<Box<Sleep>>>>,
-    /// Idle upstream sockets.
-    pub upstreams: UpstreamPool,
+    /// Idle upstream sockets (shared with the hyper path's HTTP/1.1 client).
+    pub upstreams: std::rc::Rc<UpstreamPool>,
     /// Idle downstream connections.
     pub idle: IdleSet,
     date: Cell<(u64, [u8; 29])>,
