@@ -13,10 +13,11 @@
 //! [`Event::Reset`] if the application knew the stream), a connection error with GOAWAY and
 //! an `Err` from `recv`, after which the driver flushes the output and closes.
 //!
-//! Protections: client resets are counted per time window (rapid reset, CVE-2023-44487)
-//! and too many end the connection with ENHANCE_YOUR_CALM; a header block is capped in bytes
-//! and in CONTINUATION frames (CONTINUATION flood); SETTINGS and PING ACKs waiting in an
-//! undrained output are capped (ACK flood).
+//! Protections: client resets, and our resets of streams the client broke, are counted per
+//! time window (rapid reset, CVE-2023-44487; reset flood, CVE-2019-9514) and too many end the
+//! connection with ENHANCE_YOUR_CALM; a header block is capped in bytes and in CONTINUATION
+//! frames (CONTINUATION flood); SETTINGS and PING ACKs waiting in an undrained output are
+//! capped (ACK flood, CVE-2019-9512/9515); empty DATA frames in a row are capped (CVE-2019-9518).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -65,12 +66,16 @@ pub struct ServerSettings {
     pub max_continuation_frames: u32,
     /// Cap on SETTINGS/PING ACKs queued in an undrained output. Default 64.
     pub max_queued_acks: u32,
-    /// Client resets allowed per [`ServerSettings::reset_window`] before GOAWAY
-    /// ENHANCE_YOUR_CALM. Default 200 per 10 s: a browser cancelling navigations stays far
+    /// Stream resets allowed per [`ServerSettings::reset_window`] before GOAWAY
+    /// ENHANCE_YOUR_CALM, counting client resets of live streams and our resets of streams
+    /// the client broke. Default 200 per 10 s: a browser cancelling navigations stays far
     /// below, a rapid-reset attacker hits it in milliseconds.
     pub max_resets_per_window: u32,
     /// The window for counting client resets. Default 10 s.
     pub reset_window: Duration,
+    /// Empty DATA frames (no payload, no END_STREAM) allowed in a row before GOAWAY
+    /// ENHANCE_YOUR_CALM. Default 64: no client needs more than a few.
+    pub max_empty_data_frames: u32,
 }
 
 impl Default for ServerSettings {
@@ -88,6 +93,7 @@ impl Default for ServerSettings {
             max_queued_acks: 64,
             max_resets_per_window: 200,
             reset_window: Duration::from_secs(10),
+            max_empty_data_frames: 64,
         }
     }
 }
@@ -219,6 +225,8 @@ pub struct Connection {
     goaway_received: bool,
     reset_window_start: Option<Instant>,
     resets_in_window: u32,
+    /// Empty DATA frames without END_STREAM since the last non-empty one.
+    empty_data_frames: u32,
 }
 
 fn conn_err(code: ErrorCode, reason: &'static str) -> H2Error {
@@ -255,6 +263,7 @@ impl Connection {
             goaway_received: false,
             reset_window_start: None,
             resets_in_window: 0,
+            empty_data_frames: 0,
             settings,
         };
         let s = &conn.settings;
@@ -322,6 +331,9 @@ impl Connection {
                     let len = FrameHeader::parse(rest).map_or(0, |h| h.len as usize);
                     used += HEADER_LEN + len;
                     self.stream_error(e);
+                    if let Err(e) = self.count_reset(now) {
+                        return Err(self.fail(e));
+                    }
                     continue;
                 }
             };
@@ -332,6 +344,9 @@ impl Connection {
                     return Err(self.fail(e));
                 }
                 self.stream_error(e);
+                if let Err(e) = self.count_reset(now) {
+                    return Err(self.fail(e));
+                }
             }
             if self.queued_acks > self.settings.max_queued_acks {
                 return Err(self.fail(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "too many SETTINGS/PING ACKs queued")));
@@ -432,6 +447,15 @@ impl Connection {
     }
 
     fn on_data(&mut self, stream: u32, data: &[u8], src: Option<&Bytes>, flow: u32, end_stream: bool) -> Result<(), H2Error> {
+        if data.is_empty() && !end_stream {
+            // Empty frames cost us work and the peer nothing (CVE-2019-9518).
+            self.empty_data_frames += 1;
+            if self.empty_data_frames > self.settings.max_empty_data_frames {
+                return Err(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "too many empty DATA frames"));
+            }
+        } else {
+            self.empty_data_frames = 0;
+        }
         if !self.conn_recv.receive(flow) {
             return Err(conn_err(ErrorCode::FLOW_CONTROL_ERROR, "DATA beyond the connection window"));
         }
@@ -570,15 +594,23 @@ impl Connection {
         }
         // Rapid reset: count resets of streams we were still answering.
         if !s.send_closed {
-            let start = *self.reset_window_start.get_or_insert(now);
-            if now.saturating_duration_since(start) > self.settings.reset_window {
-                self.reset_window_start = Some(now);
-                self.resets_in_window = 0;
-            }
-            self.resets_in_window += 1;
-            if self.resets_in_window > self.settings.max_resets_per_window {
-                return Err(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "too many client resets (rapid reset)"));
-            }
+            self.count_reset(now)?;
+        }
+        Ok(())
+    }
+
+    /// Counts one reset against the window: client resets of live streams (rapid reset,
+    /// CVE-2023-44487) and our resets answering client stream errors (reset flood,
+    /// CVE-2019-9514) share the budget.
+    fn count_reset(&mut self, now: Instant) -> Result<(), H2Error> {
+        let start = *self.reset_window_start.get_or_insert(now);
+        if now.saturating_duration_since(start) > self.settings.reset_window {
+            self.reset_window_start = Some(now);
+            self.resets_in_window = 0;
+        }
+        self.resets_in_window += 1;
+        if self.resets_in_window > self.settings.max_resets_per_window {
+            return Err(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "too many stream resets (rapid reset / reset flood)"));
         }
         Ok(())
     }

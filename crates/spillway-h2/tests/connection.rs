@@ -500,3 +500,30 @@ fn repeated_initial_window_settings_move_windows_once() {
     c.frame(Frame::WindowUpdate { stream: 0, increment: 100_000 }).unwrap();
     assert_eq!(c.conn.send_capacity(1), 100_000);
 }
+
+#[test]
+fn stream_errors_provoked_by_the_client_count_as_resets() {
+    let s = ServerSettings { max_resets_per_window: 5, ..settings() };
+    let mut c = Client::connected(s);
+    let mut bad = get("/");
+    bad.push(("connection".into(), "close".into()));
+    let mut result = Ok(());
+    for i in 0..6 {
+        result = c.headers(1 + 2 * i, &bad, true);
+    }
+    assert_eq!(result.unwrap_err().code, ErrorCode::ENHANCE_YOUR_CALM);
+}
+
+#[test]
+fn empty_data_frame_flood_is_cut_off() {
+    let mut c = Client::connected(ServerSettings { max_empty_data_frames: 10, ..settings() });
+    c.headers(1, &post("/"), false).unwrap();
+    for _ in 0..10 {
+        c.data(1, b"", false).unwrap();
+    }
+    c.data(1, b"x", false).unwrap(); // a real frame resets the count
+    for _ in 0..10 {
+        c.data(1, b"", false).unwrap();
+    }
+    assert_eq!(c.data(1, b"", false).unwrap_err().code, ErrorCode::ENHANCE_YOUR_CALM);
+}
