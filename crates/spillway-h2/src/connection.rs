@@ -199,6 +199,7 @@ struct PeerSettings {
 struct PartialBlock {
     stream: u32,
     end_stream: bool,
+    self_dependent: bool,
     block: Vec<u8>,
     frames: u32,
 }
@@ -321,38 +322,40 @@ impl Connection {
         }
         loop {
             let rest = &input[used..];
-            let parsed = match Frame::parse(rest, self.settings.max_frame_size) {
-                Ok(Some(p)) => p,
+            let result = match Frame::parse(rest, self.settings.max_frame_size) {
+                Ok(Some((frame, n))) => {
+                    used += n;
+                    self.on_frame(frame, src, now)
+                }
                 Ok(None) => break,
-                Err(e) if e.is_connection_error() => return Err(self.fail(e)),
                 Err(e) => {
-                    // A stream-scoped framing error (bad PRIORITY size, zero WINDOW_UPDATE):
-                    // skip the frame and reset the stream.
-                    let len = FrameHeader::parse(rest).map_or(0, |h| h.len as usize);
-                    used += HEADER_LEN + len;
-                    self.stream_error(e);
-                    if let Err(e) = self.count_reset(now) {
-                        return Err(self.fail(e));
-                    }
-                    continue;
+                    // A frame-level error scoped to a stream (bad PRIORITY size, zero
+                    // WINDOW_UPDATE): the frame is complete, skip it.
+                    used += HEADER_LEN + FrameHeader::parse(rest).map_or(0, |h| h.len as usize);
+                    Err(e)
                 }
             };
-            let (frame, n) = parsed;
-            used += n;
-            if let Err(e) = self.on_frame(frame, src, now) {
-                if e.is_connection_error() {
-                    return Err(self.fail(e));
-                }
-                self.stream_error(e);
-                if let Err(e) = self.count_reset(now) {
-                    return Err(self.fail(e));
-                }
+            if let Err(e) = result {
+                self.answer(e, now).map_err(|e| self.fail(e))?;
             }
             if self.queued_acks > self.settings.max_queued_acks {
                 return Err(self.fail(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "too many SETTINGS/PING ACKs queued")));
             }
         }
         Ok(used)
+    }
+
+    /// Answers a protocol error: a stream error with RST_STREAM (counted against the reset
+    /// budget), unless it has to end the connection — a connection error, an error in the
+    /// middle of a header block or before the first SETTINGS, or one on an idle stream (which
+    /// must not see RST_STREAM, §5.1).
+    fn answer(&mut self, e: H2Error, now: Instant) -> Result<(), H2Error> {
+        let Scope::Stream(stream) = e.scope else { return Err(e) };
+        if self.partial.is_some() || self.state == State::FirstSettings || self.is_idle(stream) {
+            return Err(conn_err(e.code, e.reason));
+        }
+        self.stream_error(e);
+        self.count_reset(now)
     }
 
     fn on_frame(&mut self, frame: Frame<'_>, src: Option<&Bytes>, now: Instant) -> Result<(), H2Error> {
@@ -374,16 +377,17 @@ impl Connection {
                 self.on_data(stream, data, src, flow, end_stream)
             }
             Frame::Headers { stream, end_stream, end_headers, priority, block, .. } => {
-                if priority.is_some_and(|p| p.dependency == stream) {
-                    return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "stream depends on itself"));
-                }
+                // A stream depending on itself is refused, after its block is decoded (the
+                // HPACK state must stay in step).
+                let self_dependent = priority.is_some_and(|p| p.dependency == stream);
                 if end_headers {
-                    self.on_header_block(stream, end_stream, block)
+                    self.on_header_block(stream, end_stream, block, self_dependent)
                 } else {
                     if block.len() > self.settings.max_header_block_bytes as usize {
                         return Err(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "header block too large"));
                     }
-                    self.partial = Some(Box::new(PartialBlock { stream, end_stream, block: block.to_vec(), frames: 0 }));
+                    let block = block.to_vec();
+                    self.partial = Some(Box::new(PartialBlock { stream, end_stream, self_dependent, block, frames: 0 }));
                     Ok(())
                 }
             }
@@ -400,7 +404,7 @@ impl Connection {
                 partial.block.extend_from_slice(block);
                 if end_headers {
                     let done = self.partial.take().expect("checked just above");
-                    self.on_header_block(stream, done.end_stream, &done.block)
+                    self.on_header_block(stream, done.end_stream, &done.block, done.self_dependent)
                 } else {
                     Ok(())
                 }
@@ -501,11 +505,14 @@ impl Connection {
         Ok(())
     }
 
-    fn on_header_block(&mut self, stream: u32, end_stream: bool, block: &[u8]) -> Result<(), H2Error> {
+    fn on_header_block(&mut self, stream: u32, end_stream: bool, block: &[u8], self_dependent: bool) -> Result<(), H2Error> {
         if let Some(i) = self.index(stream) {
             // Trailers on a live stream.
             let mut builder = HeadBuilder::trailers();
             let decoded = self.decoder.decode(block, |n, v| builder.field(n, v))?;
+            if self_dependent {
+                return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "stream depends on itself"));
+            }
             let s = &mut self.streams[i];
             if s.recv_closed {
                 return Err(H2Error::stream(stream, ErrorCode::STREAM_CLOSED, "HEADERS after END_STREAM"));
@@ -538,6 +545,9 @@ impl Connection {
             };
         }
         self.last_stream = stream;
+        if self_dependent {
+            return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "stream depends on itself"));
+        }
         if self.goaway_sent.is_some_and(|last| stream > last) || self.state == State::Closed {
             return self.refuse(stream, ErrorCode::REFUSED_STREAM);
         }

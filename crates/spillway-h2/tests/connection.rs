@@ -389,10 +389,39 @@ fn idle_and_closed_stream_rules() {
 }
 
 #[test]
-fn priority_on_itself_is_a_stream_error() {
+fn priority_on_itself_is_a_stream_error_or_on_an_idle_stream_a_connection_error() {
     let mut c = Client::connected(settings());
+    c.headers(1, &post("/"), false).unwrap();
     c.frame(Frame::Priority { stream: 1, priority: Priority { dependency: 1, exclusive: false, weight: 0 } }).unwrap();
     assert_eq!(rst(&c.take_output(), 1), Some(ErrorCode::PROTOCOL_ERROR));
+    // No RST_STREAM may go to an idle stream: the connection ends instead.
+    let err = c.frame(Frame::Priority { stream: 9, priority: Priority { dependency: 9, exclusive: false, weight: 0 } }).unwrap_err();
+    assert_eq!(err.code, ErrorCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn self_dependent_headers_are_refused_but_their_block_is_decoded() {
+    let mut c = Client::connected(settings());
+    let block = c.block(&get("/first"));
+    let priority = Some(Priority { dependency: 1, exclusive: false, weight: 0 });
+    c.frame(Frame::Headers { stream: 1, end_stream: true, end_headers: true, priority, block: &block, padding: None }).unwrap();
+    assert_eq!(rst(&c.take_output(), 1), Some(ErrorCode::PROTOCOL_ERROR));
+    // The next block refers to entries the refused one added: HPACK stayed in step.
+    c.headers(3, &get("/first"), true).unwrap();
+    let ev = c.events();
+    assert!(matches!(&ev[..], [Event::Request { stream: 3, head, .. }] if head.path() == Some(&b"/first"[..])), "{ev:?}");
+}
+
+#[test]
+fn stream_scoped_frame_errors_inside_a_header_block_end_the_connection() {
+    let mut c = Client::connected(settings());
+    c.headers(1, &post("/"), false).unwrap();
+    let block = c.block(&get("/"));
+    c.frame(Frame::Headers { stream: 3, end_stream: true, end_headers: false, priority: None, block: &block, padding: None }).unwrap();
+    let mut bad = Vec::new();
+    FrameHeader { len: 4, kind: 0x2, flags: 0, stream: 1 }.write(&mut bad); // PRIORITY of 4 bytes
+    bad.extend_from_slice(&[0; 4]);
+    assert_eq!(c.feed(&bad).unwrap_err().code, ErrorCode::FRAME_SIZE_ERROR);
 }
 
 #[test]
