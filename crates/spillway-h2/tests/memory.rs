@@ -68,6 +68,11 @@ fn idle_connection_after_a_few_requests_fits_in_4_kib() {
     let heap = held - net(&region);
     let size = std::mem::size_of::<Connection>();
     println!("size_of::<Connection>() = {size} B, heap freed on drop = {heap} B (own estimate {estimate} B), total = {} B", size as isize + heap);
+    println!(
+        "size_of::<Event>() = {} B, size_of::<Stream>() = {} B",
+        std::mem::size_of::<Event>(),
+        std::mem::size_of::<spillway_h2::stream::Stream>()
+    );
     assert!(size as isize + heap <= 4096, "idle connection holds {} B", size as isize + heap);
 }
 
