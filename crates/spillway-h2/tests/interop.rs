@@ -196,3 +196,42 @@ async fn h2load_many_streams() {
     println!("{text}");
     assert!(text.contains("20000 succeeded, 0 failed, 0 errored"), "{text}");
 }
+
+#[tokio::test]
+async fn graceful_goaway_lets_in_flight_streams_finish() {
+    let addr = start_server().await;
+    let client = h2_client(addr).await;
+    let mut client = client.ready().await.expect("ready");
+    // Stream 1: an upload still in flight when the server starts going away.
+    let (upload, mut tx) = client.send_request(request("POST", addr, "/echo"), false).expect("send");
+    tx.send_data(Bytes::from_static(b"first half, "), false).expect("data");
+    client = client.ready().await.expect("ready");
+    let (resp, _) = client.send_request(request("GET", addr, "/shutdown"), true).expect("send");
+    let mut rx = resp.await.expect("response").into_body();
+    assert_eq!(read_body(&mut rx).await, b"/shutdown");
+    // The in-flight upload completes after the GOAWAY.
+    tx.send_data(Bytes::from_static(b"second half"), true).expect("data");
+    let mut rx = upload.await.expect("upload response").into_body();
+    assert_eq!(read_body(&mut rx).await, b"first half, second half");
+    // No new stream is accepted any more.
+    let refused = match client.ready().await {
+        Err(_) => true,
+        Ok(mut c) => match c.send_request(request("GET", addr, "/late"), true) {
+            Err(_) => true,
+            Ok((resp, _)) => resp.await.is_err(),
+        },
+    };
+    assert!(refused, "a stream opened after GOAWAY must not be served");
+}
+
+#[tokio::test]
+async fn h2_client_accepts_a_response_head_split_into_continuations() {
+    let addr = start_server().await;
+    let client = h2_client(addr).await;
+    let mut client = client.ready().await.expect("ready");
+    let (resp, _) = client.send_request(request("GET", addr, "/bigheader"), true).expect("send");
+    let resp = resp.await.expect("response");
+    assert_eq!(resp.headers().get("x-big").expect("x-big").len(), 40_000);
+    let mut rx = resp.into_body();
+    assert_eq!(read_body(&mut rx).await, b"/bigheader");
+}

@@ -2,7 +2,8 @@
 //! `h2c_server` example: reads the socket into the connection, writes its output, and runs
 //! a test application — `/echo` answers with the request body (and an `x-body-len` trailer),
 //! `/big?n=N` with N bytes, `/trailers` with a body and `grpc-status` trailers, anything else
-//! with its path as the body.
+//! with its path as the body; `/shutdown` also starts a graceful GOAWAY, `/bigheader` adds a
+//! 40 KB response field.
 #![allow(dead_code)]
 
 use bytes::BytesMut;
@@ -46,11 +47,20 @@ fn respond(conn: &mut Connection, stream: u32, app: &mut App) {
         ((0..n).map(|i| (i % 251) as u8).collect(), None)
     } else if path == b"/trailers" {
         (b"ok".to_vec(), Some(vec![(b"grpc-status".to_vec(), b"0".to_vec())]))
+    } else if path == b"/shutdown" {
+        conn.go_away(spillway_h2::ErrorCode::NO_ERROR);
+        (path, None)
     } else {
         (path, None)
     };
     let end_now = body.is_empty() && trailers.is_none();
-    if conn.send_response(stream, 200, &[(b"content-type", b"application/octet-stream"), (b"server", b"spillway-h2-test")], end_now).is_err() {
+    // `/bigheader` gets a 40 KB field: the head leaves in HEADERS + CONTINUATION frames.
+    let big = vec![b'h'; if app.path == b"/bigheader" { 40_000 } else { 0 }];
+    let mut fields: Vec<(&[u8], &[u8])> = vec![(b"content-type", b"application/octet-stream"), (b"server", b"spillway-h2-test")];
+    if !big.is_empty() {
+        fields.push((b"x-big", &big));
+    }
+    if conn.send_response(stream, 200, &fields, end_now).is_err() {
         return;
     }
     app.out = Pending { body: body.into(), trailers, sending: !end_now };
