@@ -5,11 +5,11 @@
 //! `cargo bench -p spillway-h2 --bench h2_codec`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use std::hint::black_box;
 use spillway_h2::frame::Frame;
 use spillway_h2::head::HeadBuilder;
 use spillway_h2::hpack::{Decoder, Encoder, Indexing};
 use spillway_h2::{Connection, Event, ServerSettings, PREFACE};
+use std::hint::black_box;
 use std::time::Instant;
 
 const BROWSER: [(&str, &str); 12] = [
@@ -95,7 +95,10 @@ fn hpack(c: &mut Criterion) {
 fn round_trip(c: &mut Criterion) {
     // One connection, each iteration: a GET arrives, the application answers with a head and a
     // 5-byte body, the driver drains the output.
-    let mut conn = Connection::new(ServerSettings { max_resets_per_window: u32::MAX, ..ServerSettings::default() });
+    let mut conn = Connection::new(ServerSettings {
+        max_resets_per_window: u32::MAX,
+        ..ServerSettings::default()
+    });
     let mut hello = PREFACE.to_vec();
     Frame::Settings { ack: false, params: &[] }.encode(&mut hello);
     let now = Instant::now();
@@ -114,10 +117,24 @@ fn round_trip(c: &mut Criterion) {
         }
         if !last {
             let mut frame = Vec::new();
-            Frame::Headers { stream, end_stream: true, end_headers: true, priority: None, block: &block, padding: None }.encode(&mut frame);
+            Frame::Headers {
+                stream,
+                end_stream: true,
+                end_headers: true,
+                priority: None,
+                block: &block,
+                padding: None,
+            }
+            .encode(&mut frame);
             conn.recv(&frame, now).expect("warm-up request");
             while conn.poll_event().is_some() {}
-            conn.send_response(stream, 200, &[(b"content-type", b"text/plain"), (b"server", b"spillway")], true).expect("head");
+            conn.send_response(
+                stream,
+                200,
+                &[(b"content-type", b"text/plain"), (b"server", b"spillway")],
+                true,
+            )
+            .expect("head");
             let n = conn.output().len();
             conn.consumed(n);
         }
@@ -127,11 +144,25 @@ fn round_trip(c: &mut Criterion) {
     c.bench_function("request_response_round", |b| {
         b.iter(|| {
             frame.clear();
-            Frame::Headers { stream, end_stream: true, end_headers: true, priority: None, block: &block, padding: None }.encode(&mut frame);
+            Frame::Headers {
+                stream,
+                end_stream: true,
+                end_headers: true,
+                priority: None,
+                block: &block,
+                padding: None,
+            }
+            .encode(&mut frame);
             conn.recv(&frame, now).expect("request");
             while let Some(ev) = conn.poll_event() {
                 if let Event::Request { stream, .. } = ev {
-                    conn.send_response(stream, 200, &[(b"content-type", b"text/plain"), (b"server", b"spillway")], false).expect("head");
+                    conn.send_response(
+                        stream,
+                        200,
+                        &[(b"content-type", b"text/plain"), (b"server", b"spillway")],
+                        false,
+                    )
+                    .expect("head");
                     conn.send_data(stream, b"hello", true).expect("body");
                 }
             }

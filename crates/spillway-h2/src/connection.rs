@@ -26,7 +26,9 @@ use bytes::Bytes;
 
 use crate::error::{ErrorCode, H2Error, Scope};
 use crate::flow::{RecvWindow, SendWindow};
-use crate::frame::{self, flag, kind, setting, Frame, FrameHeader, DEFAULT_MAX_FRAME_SIZE, HEADER_LEN, MAX_WINDOW};
+use crate::frame::{
+    self, flag, kind, setting, Frame, FrameHeader, DEFAULT_MAX_FRAME_SIZE, HEADER_LEN, MAX_WINDOW,
+};
 use crate::head::{connection_specific, name_ok, Fields, HeadBuilder, RequestHead};
 use crate::hpack;
 use crate::stream::{Closed, RecentlyClosed, Stream};
@@ -238,24 +240,36 @@ impl Connection {
     /// A connection that has queued its SETTINGS (and the connection window increase) for
     /// the driver to send.
     pub fn new(settings: ServerSettings) -> Connection {
-        let max_frame_size = settings.max_frame_size.clamp(DEFAULT_MAX_FRAME_SIZE, frame::MAX_MAX_FRAME_SIZE);
+        let max_frame_size =
+            settings.max_frame_size.clamp(DEFAULT_MAX_FRAME_SIZE, frame::MAX_MAX_FRAME_SIZE);
         let settings = ServerSettings {
             max_frame_size,
             initial_window_size: settings.initial_window_size.min(MAX_WINDOW),
-            connection_window_size: settings.connection_window_size.clamp(DEFAULT_WINDOW, MAX_WINDOW),
+            connection_window_size: settings
+                .connection_window_size
+                .clamp(DEFAULT_WINDOW, MAX_WINDOW),
             ..settings
         };
         let mut conn = Connection {
-            decoder: hpack::Decoder::new(settings.header_table_size as usize, settings.max_header_list_size as usize),
+            decoder: hpack::Decoder::new(
+                settings.header_table_size as usize,
+                settings.max_header_list_size as usize,
+            ),
             encoder: hpack::Encoder::new(settings.encoder_table_size as usize),
             state: State::Preface(0),
-            peer: PeerSettings { initial_window: DEFAULT_WINDOW, max_frame_size: DEFAULT_MAX_FRAME_SIZE },
+            peer: PeerSettings {
+                initial_window: DEFAULT_WINDOW,
+                max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            },
             streams: Vec::new(),
             recent: RecentlyClosed::default(),
             last_stream: 0,
             partial: None,
             conn_send: SendWindow::new(DEFAULT_WINDOW),
-            conn_recv: RecvWindow::new(settings.connection_window_size, settings.connection_window_size),
+            conn_recv: RecvWindow::new(
+                settings.connection_window_size,
+                settings.connection_window_size,
+            ),
             out: Vec::new(),
             out_pos: 0,
             events: VecDeque::new(),
@@ -302,13 +316,20 @@ impl Connection {
         self.recv_from(input, Some(input), now)
     }
 
-    fn recv_from(&mut self, input: &[u8], src: Option<&Bytes>, now: Instant) -> Result<usize, H2Error> {
+    fn recv_from(
+        &mut self,
+        input: &[u8],
+        src: Option<&Bytes>,
+        now: Instant,
+    ) -> Result<usize, H2Error> {
         let mut used = 0;
         if let State::Preface(matched) = self.state {
             let want = &PREFACE[matched..];
             let n = want.len().min(input.len());
             if input[..n] != want[..n] {
-                return Err(self.fail(conn_err(ErrorCode::PROTOCOL_ERROR, "invalid connection preface")));
+                return Err(
+                    self.fail(conn_err(ErrorCode::PROTOCOL_ERROR, "invalid connection preface"))
+                );
             }
             used = n;
             if n < want.len() {
@@ -339,7 +360,10 @@ impl Connection {
                 self.answer(e, now).map_err(|e| self.fail(e))?;
             }
             if self.queued_acks > self.settings.max_queued_acks {
-                return Err(self.fail(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "too many SETTINGS/PING ACKs queued")));
+                return Err(self.fail(conn_err(
+                    ErrorCode::ENHANCE_YOUR_CALM,
+                    "too many SETTINGS/PING ACKs queued",
+                )));
             }
         }
         Ok(used)
@@ -358,7 +382,12 @@ impl Connection {
         self.count_reset(now)
     }
 
-    fn on_frame(&mut self, frame: Frame<'_>, src: Option<&Bytes>, now: Instant) -> Result<(), H2Error> {
+    fn on_frame(
+        &mut self,
+        frame: Frame<'_>,
+        src: Option<&Bytes>,
+        now: Instant,
+    ) -> Result<(), H2Error> {
         if self.state == State::FirstSettings {
             if !matches!(frame, Frame::Settings { ack: false, .. }) {
                 return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "first frame is not SETTINGS"));
@@ -384,22 +413,37 @@ impl Connection {
                     self.on_header_block(stream, end_stream, block, self_dependent)
                 } else {
                     if block.len() > self.settings.max_header_block_bytes as usize {
-                        return Err(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "header block too large"));
+                        return Err(conn_err(
+                            ErrorCode::ENHANCE_YOUR_CALM,
+                            "header block too large",
+                        ));
                     }
                     let block = block.to_vec();
-                    self.partial = Some(Box::new(PartialBlock { stream, end_stream, self_dependent, block, frames: 0 }));
+                    self.partial = Some(Box::new(PartialBlock {
+                        stream,
+                        end_stream,
+                        self_dependent,
+                        block,
+                        frames: 0,
+                    }));
                     Ok(())
                 }
             }
             Frame::Continuation { stream, end_headers, block } => {
                 let Some(partial) = self.partial.as_mut() else {
-                    return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "CONTINUATION without HEADERS"));
+                    return Err(conn_err(
+                        ErrorCode::PROTOCOL_ERROR,
+                        "CONTINUATION without HEADERS",
+                    ));
                 };
                 partial.frames += 1;
                 if partial.block.len() + block.len() > self.settings.max_header_block_bytes as usize
                     || partial.frames > self.settings.max_continuation_frames
                 {
-                    return Err(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "header block too large (CONTINUATION flood)"));
+                    return Err(conn_err(
+                        ErrorCode::ENHANCE_YOUR_CALM,
+                        "header block too large (CONTINUATION flood)",
+                    ));
                 }
                 partial.block.extend_from_slice(block);
                 if end_headers {
@@ -411,7 +455,11 @@ impl Connection {
             }
             Frame::Priority { stream, priority } => {
                 if priority.dependency == stream {
-                    return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "stream depends on itself"));
+                    return Err(H2Error::stream(
+                        stream,
+                        ErrorCode::PROTOCOL_ERROR,
+                        "stream depends on itself",
+                    ));
                 }
                 Ok(())
             }
@@ -419,12 +467,20 @@ impl Connection {
             Frame::Settings { ack, params } => {
                 if !ack {
                     self.apply_settings(params)?;
-                    frame::FrameHeader { len: 0, kind: kind::SETTINGS, flags: flag::ACK, stream: 0 }.write(&mut self.out);
+                    frame::FrameHeader {
+                        len: 0,
+                        kind: kind::SETTINGS,
+                        flags: flag::ACK,
+                        stream: 0,
+                    }
+                    .write(&mut self.out);
                     self.queued_acks += 1;
                 }
                 Ok(())
             }
-            Frame::PushPromise { .. } => Err(conn_err(ErrorCode::PROTOCOL_ERROR, "PUSH_PROMISE sent to a server")),
+            Frame::PushPromise { .. } => {
+                Err(conn_err(ErrorCode::PROTOCOL_ERROR, "PUSH_PROMISE sent to a server"))
+            }
             Frame::Ping { ack, payload } => {
                 if !ack {
                     Frame::Ping { ack: true, payload }.encode(&mut self.out);
@@ -450,7 +506,14 @@ impl Connection {
         self.streams.iter().position(|s| s.id == stream)
     }
 
-    fn on_data(&mut self, stream: u32, data: &[u8], src: Option<&Bytes>, flow: u32, end_stream: bool) -> Result<(), H2Error> {
+    fn on_data(
+        &mut self,
+        stream: u32,
+        data: &[u8],
+        src: Option<&Bytes>,
+        flow: u32,
+        end_stream: bool,
+    ) -> Result<(), H2Error> {
         if data.is_empty() && !end_stream {
             // Empty frames cost us work and the peer nothing (CVE-2019-9518).
             self.empty_data_frames += 1;
@@ -461,7 +524,10 @@ impl Connection {
             self.empty_data_frames = 0;
         }
         if !self.conn_recv.receive(flow) {
-            return Err(conn_err(ErrorCode::FLOW_CONTROL_ERROR, "DATA beyond the connection window"));
+            return Err(conn_err(
+                ErrorCode::FLOW_CONTROL_ERROR,
+                "DATA beyond the connection window",
+            ));
         }
         let Some(i) = self.index(stream) else {
             if self.is_idle(stream) || stream.is_multiple_of(2) {
@@ -471,7 +537,11 @@ impl Connection {
             if self.recent.get(stream) == Some(Closed::ResetByUs) {
                 return Ok(());
             }
-            return Err(H2Error::stream(stream, ErrorCode::STREAM_CLOSED, "DATA on a closed stream"));
+            return Err(H2Error::stream(
+                stream,
+                ErrorCode::STREAM_CLOSED,
+                "DATA on a closed stream",
+            ));
         };
         let s = &mut self.streams[i];
         if s.recv_closed {
@@ -480,13 +550,21 @@ impl Connection {
         }
         if !s.recv.receive(flow) {
             self.release_connection(flow);
-            return Err(H2Error::stream(stream, ErrorCode::FLOW_CONTROL_ERROR, "DATA beyond the stream window"));
+            return Err(H2Error::stream(
+                stream,
+                ErrorCode::FLOW_CONTROL_ERROR,
+                "DATA beyond the stream window",
+            ));
         }
         s.received += data.len() as u64;
         if let Some(cl) = s.content_length {
             if s.received > cl || (end_stream && s.received != cl) {
                 self.release_connection(flow);
-                return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "DATA disagrees with content-length"));
+                return Err(H2Error::stream(
+                    stream,
+                    ErrorCode::PROTOCOL_ERROR,
+                    "DATA disagrees with content-length",
+                ));
             }
         }
         s.recv_closed = end_stream;
@@ -505,28 +583,56 @@ impl Connection {
         Ok(())
     }
 
-    fn on_header_block(&mut self, stream: u32, end_stream: bool, block: &[u8], self_dependent: bool) -> Result<(), H2Error> {
+    fn on_header_block(
+        &mut self,
+        stream: u32,
+        end_stream: bool,
+        block: &[u8],
+        self_dependent: bool,
+    ) -> Result<(), H2Error> {
         if let Some(i) = self.index(stream) {
             // Trailers on a live stream.
             let mut builder = HeadBuilder::trailers();
             let decoded = self.decoder.decode(block, |n, v| builder.field(n, v))?;
             if self_dependent {
-                return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "stream depends on itself"));
+                return Err(H2Error::stream(
+                    stream,
+                    ErrorCode::PROTOCOL_ERROR,
+                    "stream depends on itself",
+                ));
             }
             let s = &mut self.streams[i];
             if s.recv_closed {
-                return Err(H2Error::stream(stream, ErrorCode::STREAM_CLOSED, "HEADERS after END_STREAM"));
+                return Err(H2Error::stream(
+                    stream,
+                    ErrorCode::STREAM_CLOSED,
+                    "HEADERS after END_STREAM",
+                ));
             }
             if !end_stream {
-                return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "trailers without END_STREAM"));
+                return Err(H2Error::stream(
+                    stream,
+                    ErrorCode::PROTOCOL_ERROR,
+                    "trailers without END_STREAM",
+                ));
             }
             if decoded.too_large {
-                return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "trailers over the header list size"));
+                return Err(H2Error::stream(
+                    stream,
+                    ErrorCode::PROTOCOL_ERROR,
+                    "trailers over the header list size",
+                ));
             }
             if s.content_length.is_some_and(|cl| cl != s.received) {
-                return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "body shorter than content-length"));
+                return Err(H2Error::stream(
+                    stream,
+                    ErrorCode::PROTOCOL_ERROR,
+                    "body shorter than content-length",
+                ));
             }
-            let trailers = builder.finish_trailers().map_err(|why| H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, why))?;
+            let trailers = builder
+                .finish_trailers()
+                .map_err(|why| H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, why))?;
             s.recv_closed = true;
             self.events.push_back(Event::Trailers { stream, trailers });
             self.remove_if_closed(stream);
@@ -540,13 +646,21 @@ impl Connection {
         if !self.is_idle(stream) {
             return match self.recent.get(stream) {
                 Some(Closed::ResetByUs) => Ok(()),
-                Some(Closed::Other) => Err(conn_err(ErrorCode::STREAM_CLOSED, "HEADERS on a closed stream")),
-                None => Err(conn_err(ErrorCode::PROTOCOL_ERROR, "stream id lower than a previous one")),
+                Some(Closed::Other) => {
+                    Err(conn_err(ErrorCode::STREAM_CLOSED, "HEADERS on a closed stream"))
+                }
+                None => {
+                    Err(conn_err(ErrorCode::PROTOCOL_ERROR, "stream id lower than a previous one"))
+                }
             };
         }
         self.last_stream = stream;
         if self_dependent {
-            return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "stream depends on itself"));
+            return Err(H2Error::stream(
+                stream,
+                ErrorCode::PROTOCOL_ERROR,
+                "stream depends on itself",
+            ));
         }
         if self.goaway_sent.is_some_and(|last| stream > last) || self.state == State::Closed {
             return self.refuse(stream, ErrorCode::REFUSED_STREAM);
@@ -559,7 +673,8 @@ impl Connection {
             let mut s = Stream::new(stream, 0, self.peer.initial_window);
             s.recv_closed = end_stream;
             self.streams.push(s);
-            self.write_head(stream, Some(431), &[], true).map_err(|_| conn_err(ErrorCode::INTERNAL_ERROR, "431"))?;
+            self.write_head(stream, Some(431), &[], true)
+                .map_err(|_| conn_err(ErrorCode::INTERNAL_ERROR, "431"))?;
             // Still receiving a body: stop it (RFC 9113 §8.1, a complete response first).
             if let Some(i) = self.index(stream) {
                 self.streams.swap_remove(i);
@@ -573,9 +688,14 @@ impl Connection {
             Err(why) => return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, why)),
         };
         if end_stream && head.content_length().is_some_and(|cl| cl != 0) {
-            return Err(H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, "no body but content-length > 0"));
+            return Err(H2Error::stream(
+                stream,
+                ErrorCode::PROTOCOL_ERROR,
+                "no body but content-length > 0",
+            ));
         }
-        let mut s = Stream::new(stream, self.settings.initial_window_size, self.peer.initial_window);
+        let mut s =
+            Stream::new(stream, self.settings.initial_window_size, self.peer.initial_window);
         s.recv_closed = end_stream;
         s.content_length = head.content_length();
         s.delivered = true;
@@ -620,7 +740,10 @@ impl Connection {
         }
         self.resets_in_window += 1;
         if self.resets_in_window > self.settings.max_resets_per_window {
-            return Err(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "too many stream resets (rapid reset / reset flood)"));
+            return Err(conn_err(
+                ErrorCode::ENHANCE_YOUR_CALM,
+                "too many stream resets (rapid reset / reset flood)",
+            ));
         }
         Ok(())
     }
@@ -641,7 +764,10 @@ impl Connection {
         if delta != 0 {
             for s in &mut self.streams {
                 if !s.send.shift(delta) {
-                    return Err(conn_err(ErrorCode::FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE overflows a window"));
+                    return Err(conn_err(
+                        ErrorCode::FLOW_CONTROL_ERROR,
+                        "SETTINGS_INITIAL_WINDOW_SIZE overflows a window",
+                    ));
                 }
                 if delta > 0 && !s.send_closed {
                     self.events.push_back(Event::WindowUpdate { stream: s.id });
@@ -654,7 +780,10 @@ impl Connection {
     fn on_window_update(&mut self, stream: u32, increment: u32) -> Result<(), H2Error> {
         if stream == 0 {
             if !self.conn_send.grow(increment) {
-                return Err(conn_err(ErrorCode::FLOW_CONTROL_ERROR, "connection window above 2^31-1"));
+                return Err(conn_err(
+                    ErrorCode::FLOW_CONTROL_ERROR,
+                    "connection window above 2^31-1",
+                ));
             }
             self.events.push_back(Event::WindowUpdate { stream: 0 });
             return Ok(());
@@ -662,14 +791,20 @@ impl Connection {
         match self.index(stream) {
             Some(i) => {
                 if !self.streams[i].send.grow(increment) {
-                    return Err(H2Error::stream(stream, ErrorCode::FLOW_CONTROL_ERROR, "stream window above 2^31-1"));
+                    return Err(H2Error::stream(
+                        stream,
+                        ErrorCode::FLOW_CONTROL_ERROR,
+                        "stream window above 2^31-1",
+                    ));
                 }
                 if !self.streams[i].send_closed {
                     self.events.push_back(Event::WindowUpdate { stream });
                 }
                 Ok(())
             }
-            None if self.is_idle(stream) => Err(conn_err(ErrorCode::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")),
+            None if self.is_idle(stream) => {
+                Err(conn_err(ErrorCode::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"))
+            }
             None => Ok(()),
         }
     }
@@ -691,7 +826,8 @@ impl Connection {
     fn fail(&mut self, e: H2Error) -> H2Error {
         if self.state != State::Closed {
             let last = self.last_stream;
-            Frame::GoAway { last_stream: last, code: e.code, debug: e.reason.as_bytes() }.encode(&mut self.out);
+            Frame::GoAway { last_stream: last, code: e.code, debug: e.reason.as_bytes() }
+                .encode(&mut self.out);
             self.goaway_sent = Some(last);
             self.state = State::Closed;
         }
@@ -745,12 +881,16 @@ impl Connection {
 
     /// Bytes `send_data` would take now on `stream` (0 if blocked or unknown).
     pub fn send_capacity(&self, stream: u32) -> usize {
-        self.index(stream).map_or(0, |i| self.streams[i].send.available().min(self.conn_send.available()))
+        self.index(stream)
+            .map_or(0, |i| self.streams[i].send.available().min(self.conn_send.available()))
     }
 
     fn check_fields(fields: &[(&[u8], &[u8])]) -> Result<(), SendError> {
         for (n, v) in fields {
-            if !name_ok(n) || connection_specific(n) || v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
+            if !name_ok(n)
+                || connection_specific(n)
+                || v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+            {
                 return Err(SendError::InvalidField);
             }
         }
@@ -759,7 +899,13 @@ impl Connection {
 
     /// Sends the response head (`status` 100..=999; a 1xx is informational and may be
     /// followed by the final head). `end_stream` ends the response without a body.
-    pub fn send_response(&mut self, stream: u32, status: u16, fields: &[(&[u8], &[u8])], end_stream: bool) -> Result<(), SendError> {
+    pub fn send_response(
+        &mut self,
+        stream: u32,
+        status: u16,
+        fields: &[(&[u8], &[u8])],
+        end_stream: bool,
+    ) -> Result<(), SendError> {
         if !(100..=999).contains(&status) {
             return Err(SendError::InvalidField);
         }
@@ -776,7 +922,11 @@ impl Connection {
     }
 
     /// Sends response trailers, ending the stream.
-    pub fn send_trailers(&mut self, stream: u32, fields: &[(&[u8], &[u8])]) -> Result<(), SendError> {
+    pub fn send_trailers(
+        &mut self,
+        stream: u32,
+        fields: &[(&[u8], &[u8])],
+    ) -> Result<(), SendError> {
         Self::check_fields(fields)?;
         if !self.live(stream)?.response_started {
             return Err(SendError::WrongState);
@@ -796,7 +946,13 @@ impl Connection {
     }
 
     /// Writes HEADERS (+ CONTINUATION) for a response head (`status`) or trailers (`None`).
-    fn write_head(&mut self, stream: u32, status: Option<u16>, fields: &[(&[u8], &[u8])], end_stream: bool) -> Result<(), SendError> {
+    fn write_head(
+        &mut self,
+        stream: u32,
+        status: Option<u16>,
+        fields: &[(&[u8], &[u8])],
+        end_stream: bool,
+    ) -> Result<(), SendError> {
         let start = self.out.len();
         FrameHeader { len: 0, kind: kind::HEADERS, flags: 0, stream }.write(&mut self.out);
         self.encoder.begin_block(&mut self.out);
@@ -819,9 +975,11 @@ impl Connection {
             let mut first = true;
             while let Some(chunk) = chunks.next() {
                 let last = chunks.peek().is_none();
-                let (k, flags) = if first { (kind::HEADERS, end_flag) } else { (kind::CONTINUATION, 0) };
+                let (k, flags) =
+                    if first { (kind::HEADERS, end_flag) } else { (kind::CONTINUATION, 0) };
                 let flags = flags | if last { flag::END_HEADERS } else { 0 };
-                FrameHeader { len: chunk.len() as u32, kind: k, flags, stream }.write(&mut self.out);
+                FrameHeader { len: chunk.len() as u32, kind: k, flags, stream }
+                    .write(&mut self.out);
                 self.out.extend_from_slice(chunk);
                 first = false;
             }
@@ -844,7 +1002,12 @@ impl Connection {
     /// `end_stream` ends the stream only if all of `data` was taken (an empty `data` with
     /// `end_stream` sends an empty DATA frame with END_STREAM). Call again with the rest
     /// after an [`Event::WindowUpdate`].
-    pub fn send_data(&mut self, stream: u32, data: &[u8], end_stream: bool) -> Result<usize, SendError> {
+    pub fn send_data(
+        &mut self,
+        stream: u32,
+        data: &[u8],
+        end_stream: bool,
+    ) -> Result<usize, SendError> {
         let s = self.live(stream)?;
         if !s.response_started {
             return Err(SendError::WrongState);
@@ -923,7 +1086,10 @@ impl Connection {
 
     /// Frees buffers that an idle connection does not need.
     fn release_idle_memory(&mut self) {
-        if self.out.is_empty() && self.out.capacity() > 0 && (self.streams.is_empty() || self.out.capacity() > 64 * 1024) {
+        if self.out.is_empty()
+            && self.out.capacity() > 0
+            && (self.streams.is_empty() || self.out.capacity() > 64 * 1024)
+        {
             self.out = Vec::new();
         }
         if self.events.is_empty() && self.events.capacity() > 0 && self.streams.is_empty() {
@@ -945,7 +1111,10 @@ impl Connection {
             + self.streams.capacity() * std::mem::size_of::<Stream>()
             + self.decoder.heap_bytes()
             + self.encoder.heap_bytes()
-            + self.partial.as_ref().map_or(0, |p| std::mem::size_of::<PartialBlock>() + p.block.capacity())
+            + self
+                .partial
+                .as_ref()
+                .map_or(0, |p| std::mem::size_of::<PartialBlock>() + p.block.capacity())
     }
 
     /// Number of live streams.
@@ -961,6 +1130,7 @@ impl Connection {
     /// Whether the driver may close the socket once the output is written: closed, or a
     /// GOAWAY went either way and no stream is live.
     pub fn wants_close(&self) -> bool {
-        self.is_closed() || ((self.goaway_sent.is_some() || self.goaway_received) && self.streams.is_empty())
+        self.is_closed()
+            || ((self.goaway_sent.is_some() || self.goaway_received) && self.streams.is_empty())
     }
 }

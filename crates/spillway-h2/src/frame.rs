@@ -257,10 +257,16 @@ impl<'a> Frame<'a> {
     /// Parses one frame from the front of `input`. Returns `Ok(None)` while the frame is not
     /// complete, else the frame and the bytes it took. A frame longer than `max_frame_size`
     /// is a FRAME_SIZE_ERROR as soon as its header is in.
-    pub fn parse(input: &'a [u8], max_frame_size: u32) -> Result<Option<(Frame<'a>, usize)>, H2Error> {
+    pub fn parse(
+        input: &'a [u8],
+        max_frame_size: u32,
+    ) -> Result<Option<(Frame<'a>, usize)>, H2Error> {
         let Some(head) = FrameHeader::parse(input) else { return Ok(None) };
         if head.len > max_frame_size {
-            return Err(conn(ErrorCode::FRAME_SIZE_ERROR, "frame longer than SETTINGS_MAX_FRAME_SIZE"));
+            return Err(conn(
+                ErrorCode::FRAME_SIZE_ERROR,
+                "frame longer than SETTINGS_MAX_FRAME_SIZE",
+            ));
         }
         let total = HEADER_LEN + head.len as usize;
         let Some(payload) = input.get(HEADER_LEN..total) else { return Ok(None) };
@@ -295,7 +301,10 @@ impl<'a> Frame<'a> {
                 let (rest, padding) = unpad(payload, head.has(flag::PADDED))?;
                 let (priority, block) = if head.has(flag::PRIORITY) {
                     if rest.len() < 5 {
-                        return Err(conn(ErrorCode::FRAME_SIZE_ERROR, "HEADERS too short for its priority"));
+                        return Err(conn(
+                            ErrorCode::FRAME_SIZE_ERROR,
+                            "HEADERS too short for its priority",
+                        ));
                     }
                     (Some(Priority::parse(rest)), &rest[5..])
                 } else {
@@ -313,7 +322,11 @@ impl<'a> Frame<'a> {
             kind::PRIORITY => {
                 need_stream("PRIORITY on stream 0")?;
                 if payload.len() != 5 {
-                    return Err(H2Error::stream(stream, ErrorCode::FRAME_SIZE_ERROR, "PRIORITY not 5 bytes"));
+                    return Err(H2Error::stream(
+                        stream,
+                        ErrorCode::FRAME_SIZE_ERROR,
+                        "PRIORITY not 5 bytes",
+                    ));
                 }
                 Frame::Priority { stream, priority: Priority::parse(payload) }
             }
@@ -331,7 +344,10 @@ impl<'a> Frame<'a> {
                     return Err(conn(ErrorCode::FRAME_SIZE_ERROR, "SETTINGS ACK with a payload"));
                 }
                 if !payload.len().is_multiple_of(6) {
-                    return Err(conn(ErrorCode::FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6"));
+                    return Err(conn(
+                        ErrorCode::FRAME_SIZE_ERROR,
+                        "SETTINGS length not a multiple of 6",
+                    ));
                 }
                 for (id, value) in settings_params(payload) {
                     check_setting(id, value)?;
@@ -349,8 +365,9 @@ impl<'a> Frame<'a> {
             }
             kind::PING => {
                 need_zero("PING on a stream")?;
-                let payload: [u8; 8] =
-                    payload.try_into().map_err(|_| conn(ErrorCode::FRAME_SIZE_ERROR, "PING not 8 bytes"))?;
+                let payload: [u8; 8] = payload
+                    .try_into()
+                    .map_err(|_| conn(ErrorCode::FRAME_SIZE_ERROR, "PING not 8 bytes"))?;
                 Frame::Ping { ack: head.has(flag::ACK), payload }
             }
             kind::GOAWAY => {
@@ -360,7 +377,11 @@ impl<'a> Frame<'a> {
                 }
                 let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
                 let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
-                Frame::GoAway { last_stream: last & MAX_WINDOW, code: ErrorCode(code), debug: &payload[8..] }
+                Frame::GoAway {
+                    last_stream: last & MAX_WINDOW,
+                    code: ErrorCode(code),
+                    debug: &payload[8..],
+                }
             }
             kind::WINDOW_UPDATE => {
                 let inc: [u8; 4] = payload
@@ -378,7 +399,11 @@ impl<'a> Frame<'a> {
             }
             kind::CONTINUATION => {
                 need_stream("CONTINUATION on stream 0")?;
-                Frame::Continuation { stream, end_headers: head.has(flag::END_HEADERS), block: payload }
+                Frame::Continuation {
+                    stream,
+                    end_headers: head.has(flag::END_HEADERS),
+                    block: payload,
+                }
             }
             other => Frame::Unknown { kind: other, stream },
         })
@@ -392,7 +417,8 @@ impl<'a> Frame<'a> {
         };
         match *self {
             Frame::Data { stream, end_stream, data, padding } => {
-                let flags = flag_if(end_stream, flag::END_STREAM) | flag_if(padding.is_some(), flag::PADDED);
+                let flags = flag_if(end_stream, flag::END_STREAM)
+                    | flag_if(padding.is_some(), flag::PADDED);
                 header(kind::DATA, flags, stream, out);
                 write_padded(out, padding, |out| out.extend_from_slice(data));
             }
@@ -477,17 +503,23 @@ pub fn patch_len(out: &mut [u8], start: usize) {
 /// Iterates SETTINGS parameters as `(identifier, value)`; a trailing partial entry is skipped
 /// (the parser rejects such frames before).
 pub fn settings_params(params: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
-    params.chunks_exact(6).map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+    params
+        .chunks_exact(6)
+        .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
 }
 
 /// Checks one SETTINGS value against RFC 9113 §6.5.2 (unknown identifiers are fine).
 fn check_setting(id: u16, value: u32) -> Result<(), H2Error> {
     match id {
-        setting::ENABLE_PUSH if value > 1 => Err(conn(ErrorCode::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")),
+        setting::ENABLE_PUSH if value > 1 => {
+            Err(conn(ErrorCode::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1"))
+        }
         setting::INITIAL_WINDOW_SIZE if value > MAX_WINDOW => {
             Err(conn(ErrorCode::FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1"))
         }
-        setting::MAX_FRAME_SIZE if !(DEFAULT_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE).contains(&value) => {
+        setting::MAX_FRAME_SIZE
+            if !(DEFAULT_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE).contains(&value) =>
+        {
             Err(conn(ErrorCode::PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range"))
         }
         setting::ENABLE_CONNECT_PROTOCOL if value > 1 => {
@@ -510,7 +542,8 @@ pub fn write_settings(out: &mut Vec<u8>, params: &[(u16, u32)]) {
 
 /// Appends the header of a DATA frame of `len` bytes; the caller appends the payload.
 pub fn write_data_header(out: &mut Vec<u8>, stream: u32, len: u32, end_stream: bool) {
-    FrameHeader { len, kind: kind::DATA, flags: flag_if(end_stream, flag::END_STREAM), stream }.write(out);
+    FrameHeader { len, kind: kind::DATA, flags: flag_if(end_stream, flag::END_STREAM), stream }
+        .write(out);
 }
 
 #[cfg(test)]
@@ -563,14 +596,17 @@ mod tests {
     #[test]
     fn frame_above_max_frame_size_is_frame_size_error_from_its_header() {
         let mut bytes = Vec::new();
-        FrameHeader { len: DEFAULT_MAX_FRAME_SIZE + 1, kind: kind::DATA, flags: 0, stream: 1 }.write(&mut bytes);
+        FrameHeader { len: DEFAULT_MAX_FRAME_SIZE + 1, kind: kind::DATA, flags: 0, stream: 1 }
+            .write(&mut bytes);
         assert_eq!(parse(&bytes).unwrap_err().code, ErrorCode::FRAME_SIZE_ERROR);
         assert!(Frame::parse(&bytes, DEFAULT_MAX_FRAME_SIZE * 2).unwrap().is_none());
     }
 
     #[test]
     fn fixed_size_frames_of_wrong_size_are_frame_size_errors() {
-        for (k, len) in [(kind::PING, 7), (kind::RST_STREAM, 5), (kind::WINDOW_UPDATE, 3), (kind::GOAWAY, 7)] {
+        for (k, len) in
+            [(kind::PING, 7), (kind::RST_STREAM, 5), (kind::WINDOW_UPDATE, 3), (kind::GOAWAY, 7)]
+        {
             let stream = if k == kind::RST_STREAM { 1 } else { 0 };
             let err = parse(&raw(k, 0, stream, &vec![0; len])).unwrap_err();
             assert_eq!(err.code, ErrorCode::FRAME_SIZE_ERROR, "type {k}");
@@ -592,11 +628,23 @@ mod tests {
                 kind::RST_STREAM => 4,
                 _ => 0,
             };
-            assert_eq!(parse(&raw(k, 0, 0, &vec![0; len])).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
+            assert_eq!(
+                parse(&raw(k, 0, 0, &vec![0; len])).unwrap_err().code,
+                ErrorCode::PROTOCOL_ERROR
+            );
         }
-        assert_eq!(parse(&raw(kind::PING, 0, 1, &[0; 8])).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
-        assert_eq!(parse(&raw(kind::SETTINGS, 0, 1, &[])).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
-        assert_eq!(parse(&raw(kind::GOAWAY, 0, 1, &[0; 8])).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
+        assert_eq!(
+            parse(&raw(kind::PING, 0, 1, &[0; 8])).unwrap_err().code,
+            ErrorCode::PROTOCOL_ERROR
+        );
+        assert_eq!(
+            parse(&raw(kind::SETTINGS, 0, 1, &[])).unwrap_err().code,
+            ErrorCode::PROTOCOL_ERROR
+        );
+        assert_eq!(
+            parse(&raw(kind::GOAWAY, 0, 1, &[0; 8])).unwrap_err().code,
+            ErrorCode::PROTOCOL_ERROR
+        );
     }
 
     #[test]
@@ -606,10 +654,22 @@ mod tests {
             p.extend_from_slice(&v.to_be_bytes());
             raw(kind::SETTINGS, 0, 0, &p)
         };
-        assert_eq!(parse(&param(setting::ENABLE_PUSH, 2)).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
-        assert_eq!(parse(&param(setting::INITIAL_WINDOW_SIZE, 1 << 31)).unwrap_err().code, ErrorCode::FLOW_CONTROL_ERROR);
-        assert_eq!(parse(&param(setting::MAX_FRAME_SIZE, 16_383)).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
-        assert_eq!(parse(&param(setting::MAX_FRAME_SIZE, 1 << 24)).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
+        assert_eq!(
+            parse(&param(setting::ENABLE_PUSH, 2)).unwrap_err().code,
+            ErrorCode::PROTOCOL_ERROR
+        );
+        assert_eq!(
+            parse(&param(setting::INITIAL_WINDOW_SIZE, 1 << 31)).unwrap_err().code,
+            ErrorCode::FLOW_CONTROL_ERROR
+        );
+        assert_eq!(
+            parse(&param(setting::MAX_FRAME_SIZE, 16_383)).unwrap_err().code,
+            ErrorCode::PROTOCOL_ERROR
+        );
+        assert_eq!(
+            parse(&param(setting::MAX_FRAME_SIZE, 1 << 24)).unwrap_err().code,
+            ErrorCode::PROTOCOL_ERROR
+        );
         let ok = param(0xabcd, 7);
         let Some((Frame::Settings { params, .. }, _)) = parse(&ok).unwrap() else { panic!() };
         assert_eq!(settings_params(params).collect::<Vec<_>>(), vec![(0xabcd, 7)]);
@@ -626,7 +686,10 @@ mod tests {
     #[test]
     fn unknown_types_parse_as_unknown_and_reserved_bit_is_cleared() {
         let bytes = raw(0xfa, 0xff, 0x8000_0007, b"whatever");
-        assert_eq!(parse(&bytes).unwrap(), Some((Frame::Unknown { kind: 0xfa, stream: 7 }, bytes.len())));
+        assert_eq!(
+            parse(&bytes).unwrap(),
+            Some((Frame::Unknown { kind: 0xfa, stream: 7 }, bytes.len()))
+        );
     }
 
     #[test]
@@ -636,7 +699,8 @@ mod tests {
         payload.push(15);
         payload.extend_from_slice(b"blk");
         payload.push(0);
-        let bytes = raw(kind::HEADERS, flag::PADDED | flag::PRIORITY | flag::END_HEADERS, 5, &payload);
+        let bytes =
+            raw(kind::HEADERS, flag::PADDED | flag::PRIORITY | flag::END_HEADERS, 5, &payload);
         let (frame, _) = parse(&bytes).unwrap().unwrap();
         assert_eq!(
             frame,

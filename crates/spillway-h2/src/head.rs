@@ -41,7 +41,9 @@ impl Fields {
 
     /// The fields in order, as `(name, value)`.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans.iter().map(|&(a, b, c)| (&self.buf[a as usize..b as usize], &self.buf[b as usize..c as usize]))
+        self.spans.iter().map(|&(a, b, c)| {
+            (&self.buf[a as usize..b as usize], &self.buf[b as usize..c as usize])
+        })
     }
 
     /// The first value of `name` (lowercase).
@@ -129,7 +131,9 @@ fn name_byte_ok(b: u8) -> bool {
 /// Checks a field value per RFC 9113 §8.2.1: no NUL, CR or LF, no surrounding whitespace.
 pub fn value_ok(v: &[u8]) -> bool {
     let edge_ok = |b: Option<&u8>| !matches!(b, Some(b' ') | Some(b'\t'));
-    edge_ok(v.first()) && edge_ok(v.last()) && !v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+    edge_ok(v.first())
+        && edge_ok(v.last())
+        && !v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
 }
 
 /// Whether a field name is valid as HTTP/2 sends it (non-empty, lowercase token).
@@ -139,7 +143,10 @@ pub fn name_ok(n: &[u8]) -> bool {
 
 /// Connection-specific fields HTTP/2 forbids (§8.2.2).
 pub fn connection_specific(name: &[u8]) -> bool {
-    matches!(name, b"connection" | b"proxy-connection" | b"keep-alive" | b"transfer-encoding" | b"upgrade")
+    matches!(
+        name,
+        b"connection" | b"proxy-connection" | b"keep-alive" | b"transfer-encoding" | b"upgrade"
+    )
 }
 
 fn parse_content_length(v: &[u8]) -> Option<u64> {
@@ -164,7 +171,10 @@ impl HeadBuilder {
         HeadBuilder {
             trailers,
             // A usual request head in one allocation each (no regrowth while decoding).
-            fields: Fields { buf: Vec::with_capacity(if trailers { 64 } else { 512 }), spans: Vec::with_capacity(if trailers { 2 } else { 16 }) },
+            fields: Fields {
+                buf: Vec::with_capacity(if trailers { 64 } else { 512 }),
+                spans: Vec::with_capacity(if trailers { 2 } else { 16 }),
+            },
             method: None,
             scheme: None,
             path: None,
@@ -228,7 +238,9 @@ impl HeadBuilder {
         match name {
             b"te" if value != b"trailers" => return self.fail("te other than trailers"),
             b"content-length" => match parse_content_length(value) {
-                Some(n) if self.content_length.is_none_or(|m| m == n) => self.content_length = Some(n),
+                Some(n) if self.content_length.is_none_or(|m| m == n) => {
+                    self.content_length = Some(n)
+                }
                 _ => return self.fail("invalid or conflicting content-length"),
             },
             _ => {}
@@ -247,7 +259,9 @@ impl HeadBuilder {
         }
         let method = self.method.ok_or("missing :method")?;
         let m = self.fields.range(method);
-        if m.is_empty() || !m.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        if m.is_empty()
+            || !m.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
             return Err("invalid :method");
         }
         if m == b"CONNECT" {
@@ -264,7 +278,9 @@ impl HeadBuilder {
                 return Err("empty :path");
             }
             let s = self.fields.range(scheme);
-            if (s == b"http" || s == b"https") && !(path[0] == b'/' || (path == b"*" && m == b"OPTIONS")) {
+            if (s == b"http" || s == b"https")
+                && !(path[0] == b'/' || (path == b"*" && m == b"OPTIONS"))
+            {
                 return Err(":path not origin-form or asterisk-form");
             }
         }
@@ -305,7 +321,8 @@ mod tests {
         b.finish_request()
     }
 
-    const GET: [(&str, &str); 4] = [(":method", "GET"), (":scheme", "https"), (":path", "/a?b"), (":authority", "x.test")];
+    const GET: [(&str, &str); 4] =
+        [(":method", "GET"), (":scheme", "https"), (":path", "/a?b"), (":authority", "x.test")];
 
     #[test]
     fn valid_get_exposes_pseudo_and_regular_fields() {
@@ -342,7 +359,8 @@ mod tests {
         assert!(build(&[(":method", "GET"), (":scheme", "https"), (":path", "")]).is_err());
         assert!(build(&[(":method", "GET"), (":scheme", "https"), (":path", "x")]).is_err());
         assert!(build(&[(":method", "OPTIONS"), (":scheme", "https"), (":path", "*")]).is_ok());
-        assert!(build(&[(":method", "GET"), (":scheme", "https"), (":path", "/"), (":foo", "x")]).is_err());
+        assert!(build(&[(":method", "GET"), (":scheme", "https"), (":path", "/"), (":foo", "x")])
+            .is_err());
     }
 
     #[test]
@@ -350,7 +368,13 @@ mod tests {
         assert!(build(&[(":method", "CONNECT"), (":authority", "h:443")]).is_ok());
         assert!(build(&[(":method", "CONNECT"), (":authority", "h:443"), (":path", "/")]).is_err());
         assert!(build(&[(":method", "CONNECT")]).is_err());
-        let ext = build(&[(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"), (":path", "/"), (":authority", "h")]);
+        let ext = build(&[
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "https"),
+            (":path", "/"),
+            (":authority", "h"),
+        ]);
         assert_eq!(ext.unwrap_err(), "extended CONNECT (:protocol) is not enabled");
     }
 

@@ -52,7 +52,10 @@ fn bad_preface_and_non_settings_first_frame_are_protocol_errors() {
 
     let mut c = Client::raw(settings());
     c.feed(PREFACE).unwrap();
-    assert_eq!(c.frame(Frame::Ping { ack: false, payload: [0; 8] }).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
+    assert_eq!(
+        c.frame(Frame::Ping { ack: false, payload: [0; 8] }).unwrap_err().code,
+        ErrorCode::PROTOCOL_ERROR
+    );
 }
 
 #[test]
@@ -68,12 +71,16 @@ fn get_request_becomes_an_event_and_the_response_leaves_in_frames() {
     let mut c = Client::connected(settings());
     c.headers(1, &get("/hello?x=1"), true).unwrap();
     let events = c.events();
-    let [Event::Request { stream: 1, head, end_stream: true }] = &events[..] else { panic!("{events:?}") };
+    let [Event::Request { stream: 1, head, end_stream: true }] = &events[..] else {
+        panic!("{events:?}")
+    };
     assert_eq!(head.method(), b"GET");
     assert_eq!(head.path(), Some(&b"/hello?x=1"[..]));
     assert_eq!(head.authority(), Some(&b"example.test"[..]));
 
-    c.conn.send_response(1, 200, &[(b"content-type", b"text/plain"), (b"server", b"spillway")], false).unwrap();
+    c.conn
+        .send_response(1, 200, &[(b"content-type", b"text/plain"), (b"server", b"spillway")], false)
+        .unwrap();
     assert_eq!(c.conn.send_data(1, b"hello", true).unwrap(), 5);
     let out = c.take_output();
     assert_eq!(
@@ -82,7 +89,11 @@ fn get_request_becomes_an_event_and_the_response_leaves_in_frames() {
             Out::Headers {
                 stream: 1,
                 end_stream: false,
-                fields: vec![(":status".into(), "200".into()), ("content-type".into(), "text/plain".into()), ("server".into(), "spillway".into())],
+                fields: vec![
+                    (":status".into(), "200".into()),
+                    ("content-type".into(), "text/plain".into()),
+                    ("server".into(), "spillway".into())
+                ],
             },
             Out::Data { stream: 1, end_stream: true, data: b"hello".to_vec() },
         ]
@@ -97,7 +108,14 @@ fn repeated_response_fields_are_indexed_once() {
     let mut sizes = Vec::new();
     for stream in [1, 3] {
         c.headers(stream, &get("/"), true).unwrap();
-        c.conn.send_response(stream, 200, &[(b"server", b"spillway"), (b"content-type", b"application/grpc")], true).unwrap();
+        c.conn
+            .send_response(
+                stream,
+                200,
+                &[(b"server", b"spillway"), (b"content-type", b"application/grpc")],
+                true,
+            )
+            .unwrap();
         sizes.push(c.conn.output().len());
         c.take_output();
     }
@@ -106,13 +124,16 @@ fn repeated_response_fields_are_indexed_once() {
 
 #[test]
 fn request_body_windows_are_returned_in_batches_as_the_application_releases() {
-    let s = ServerSettings { initial_window_size: 1000, connection_window_size: 65_535, ..settings() };
+    let s =
+        ServerSettings { initial_window_size: 1000, connection_window_size: 65_535, ..settings() };
     let mut c = Client::connected(s);
     c.headers(1, &post("/up"), false).unwrap();
     c.data(1, &[7; 300], false).unwrap();
     c.data(1, &[7; 300], false).unwrap();
     let events = c.events();
-    assert!(matches!(events[1], Event::Data { stream: 1, ref data, end_stream: false } if data.len() == 300));
+    assert!(
+        matches!(events[1], Event::Data { stream: 1, ref data, end_stream: false } if data.len() == 300)
+    );
     c.conn.release_capacity(1, 300);
     assert_eq!(c.take_output(), vec![], "less than half the window released: no update yet");
     c.conn.release_capacity(1, 300);
@@ -122,12 +143,19 @@ fn request_body_windows_are_returned_in_batches_as_the_application_releases() {
     c.data(1, &[7; 1], false).unwrap();
     let out = c.take_output();
     assert_eq!(rst(&out, 1), Some(ErrorCode::FLOW_CONTROL_ERROR));
-    assert!(c.events().iter().any(|e| matches!(e, Event::Reset { stream: 1, code: ErrorCode::FLOW_CONTROL_ERROR })));
+    assert!(c
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Reset { stream: 1, code: ErrorCode::FLOW_CONTROL_ERROR })));
 }
 
 #[test]
 fn connection_window_overrun_is_a_connection_error() {
-    let s = ServerSettings { initial_window_size: 100_000, connection_window_size: 65_535, ..settings() };
+    let s = ServerSettings {
+        initial_window_size: 100_000,
+        connection_window_size: 65_535,
+        ..settings()
+    };
     let mut c = Client::connected(s);
     c.headers(1, &post("/"), false).unwrap();
     for _ in 0..3 {
@@ -141,7 +169,8 @@ fn connection_window_overrun_is_a_connection_error() {
 
 #[test]
 fn padding_counts_against_the_window_and_is_returned_by_the_server() {
-    let s = ServerSettings { initial_window_size: 100, connection_window_size: 65_535, ..settings() };
+    let s =
+        ServerSettings { initial_window_size: 100, connection_window_size: 65_535, ..settings() };
     let mut c = Client::connected(s);
     c.headers(1, &post("/"), false).unwrap();
     c.frame(Frame::Data { stream: 1, end_stream: false, data: b"ab", padding: Some(60) }).unwrap();
@@ -203,7 +232,11 @@ fn streams_beyond_max_concurrent_are_refused() {
 
 #[test]
 fn rapid_reset_ends_the_connection_with_enhance_your_calm() {
-    let s = ServerSettings { max_resets_per_window: 10, reset_window: Duration::from_secs(1), ..settings() };
+    let s = ServerSettings {
+        max_resets_per_window: 10,
+        reset_window: Duration::from_secs(1),
+        ..settings()
+    };
     let mut c = Client::connected(s);
     let mut id = 1;
     // Ten resets per second, spread out: fine.
@@ -231,7 +264,10 @@ fn client_reset_is_reported_and_later_frames_on_it_are_tolerated() {
     c.headers(1, &post("/"), false).unwrap();
     c.frame(Frame::RstStream { stream: 1, code: ErrorCode::CANCEL }).unwrap();
     let ev = c.events();
-    assert!(matches!(ev[..], [Event::Request { .. }, Event::Reset { stream: 1, code: ErrorCode::CANCEL }]));
+    assert!(matches!(
+        ev[..],
+        [Event::Request { .. }, Event::Reset { stream: 1, code: ErrorCode::CANCEL }]
+    ));
     assert_eq!(c.conn.send_response(1, 200, &[], true), Err(SendError::UnknownStream));
     c.frame(Frame::WindowUpdate { stream: 1, increment: 5 }).unwrap();
     c.frame(Frame::RstStream { stream: 1, code: ErrorCode::CANCEL }).unwrap();
@@ -244,31 +280,58 @@ fn header_block_split_over_continuations_is_assembled() {
     let block = c.block(&get("/split"));
     let (a, rest) = block.split_at(3);
     let (b, d) = rest.split_at(4);
-    c.frame(Frame::Headers { stream: 1, end_stream: true, end_headers: false, priority: None, block: a, padding: None }).unwrap();
+    c.frame(Frame::Headers {
+        stream: 1,
+        end_stream: true,
+        end_headers: false,
+        priority: None,
+        block: a,
+        padding: None,
+    })
+    .unwrap();
     c.frame(Frame::Continuation { stream: 1, end_headers: false, block: b }).unwrap();
     assert!(c.events().is_empty());
     c.frame(Frame::Continuation { stream: 1, end_headers: true, block: d }).unwrap();
     let ev = c.events();
-    assert!(matches!(&ev[..], [Event::Request { stream: 1, head, .. }] if head.path() == Some(&b"/split"[..])));
+    assert!(
+        matches!(&ev[..], [Event::Request { stream: 1, head, .. }] if head.path() == Some(&b"/split"[..]))
+    );
 }
 
 #[test]
 fn only_continuation_may_follow_an_unfinished_header_block() {
     let mut c = Client::connected(settings());
     let block = c.block(&get("/"));
-    c.frame(Frame::Headers { stream: 1, end_stream: true, end_headers: false, priority: None, block: &block, padding: None }).unwrap();
+    c.frame(Frame::Headers {
+        stream: 1,
+        end_stream: true,
+        end_headers: false,
+        priority: None,
+        block: &block,
+        padding: None,
+    })
+    .unwrap();
     let err = c.frame(Frame::Ping { ack: false, payload: [0; 8] }).unwrap_err();
     assert_eq!(err.code, ErrorCode::PROTOCOL_ERROR);
 
     let mut c = Client::connected(settings());
-    let err = c.frame(Frame::Continuation { stream: 1, end_headers: true, block: &[] }).unwrap_err();
+    let err =
+        c.frame(Frame::Continuation { stream: 1, end_headers: true, block: &[] }).unwrap_err();
     assert_eq!(err.code, ErrorCode::PROTOCOL_ERROR);
 }
 
 #[test]
 fn continuation_flood_is_cut_off() {
     let mut c = Client::connected(ServerSettings { max_continuation_frames: 8, ..settings() });
-    c.frame(Frame::Headers { stream: 1, end_stream: true, end_headers: false, priority: None, block: &[0x82], padding: None }).unwrap();
+    c.frame(Frame::Headers {
+        stream: 1,
+        end_stream: true,
+        end_headers: false,
+        priority: None,
+        block: &[0x82],
+        padding: None,
+    })
+    .unwrap();
     let mut result = Ok(());
     for _ in 0..9 {
         result = c.frame(Frame::Continuation { stream: 1, end_headers: false, block: &[] });
@@ -276,8 +339,18 @@ fn continuation_flood_is_cut_off() {
     assert_eq!(result.unwrap_err().code, ErrorCode::ENHANCE_YOUR_CALM);
 
     let mut c = Client::connected(ServerSettings { max_header_block_bytes: 1000, ..settings() });
-    c.frame(Frame::Headers { stream: 1, end_stream: true, end_headers: false, priority: None, block: &[0x82], padding: None }).unwrap();
-    let err = c.frame(Frame::Continuation { stream: 1, end_headers: false, block: &[0x82; 1000] }).unwrap_err();
+    c.frame(Frame::Headers {
+        stream: 1,
+        end_stream: true,
+        end_headers: false,
+        priority: None,
+        block: &[0x82],
+        padding: None,
+    })
+    .unwrap();
+    let err = c
+        .frame(Frame::Continuation { stream: 1, end_headers: false, block: &[0x82; 1000] })
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::ENHANCE_YOUR_CALM);
 }
 
@@ -310,7 +383,10 @@ fn malformed_requests_are_reset_without_an_event() {
     assert_eq!(rst(&out, 1), Some(ErrorCode::PROTOCOL_ERROR));
     assert_eq!(rst(&out, 3), Some(ErrorCode::PROTOCOL_ERROR), "extended CONNECT refused");
     let ev = c.events();
-    assert!(matches!(ev[..], [Event::Request { stream: 5, .. }]), "the HPACK state survived: {ev:?}");
+    assert!(
+        matches!(ev[..], [Event::Request { stream: 5, .. }]),
+        "the HPACK state survived: {ev:?}"
+    );
 }
 
 #[test]
@@ -322,12 +398,23 @@ fn trailers_both_ways() {
     let ev = c.events();
     let Event::Trailers { stream: 1, trailers } = &ev[2] else { panic!("{ev:?}") };
     assert_eq!(trailers.get(b"x-checksum"), Some(&b"abc"[..]));
-    assert_eq!(c.conn.send_trailers(1, &[(b"grpc-status", b"0")]), Err(SendError::WrongState), "no head yet");
+    assert_eq!(
+        c.conn.send_trailers(1, &[(b"grpc-status", b"0")]),
+        Err(SendError::WrongState),
+        "no head yet"
+    );
     c.conn.send_response(1, 200, &[(b"content-type", b"application/grpc")], false).unwrap();
     c.conn.send_data(1, b"reply", false).unwrap();
     c.conn.send_trailers(1, &[(b"grpc-status", b"0")]).unwrap();
     let out = c.take_output();
-    assert_eq!(out[2], Out::Headers { stream: 1, end_stream: true, fields: vec![("grpc-status".into(), "0".into())] });
+    assert_eq!(
+        out[2],
+        Out::Headers {
+            stream: 1,
+            end_stream: true,
+            fields: vec![("grpc-status".into(), "0".into())]
+        }
+    );
     assert_eq!(c.conn.active_streams(), 0);
 }
 
@@ -365,12 +452,22 @@ fn idle_and_closed_stream_rules() {
     assert_eq!(c.data(1, b"x", false).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
     // WINDOW_UPDATE and RST_STREAM on idle streams.
     let mut c = Client::connected(settings());
-    assert_eq!(c.frame(Frame::WindowUpdate { stream: 9, increment: 1 }).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
+    assert_eq!(
+        c.frame(Frame::WindowUpdate { stream: 9, increment: 1 }).unwrap_err().code,
+        ErrorCode::PROTOCOL_ERROR
+    );
     let mut c = Client::connected(settings());
-    assert_eq!(c.frame(Frame::RstStream { stream: 9, code: ErrorCode::CANCEL }).unwrap_err().code, ErrorCode::PROTOCOL_ERROR);
+    assert_eq!(
+        c.frame(Frame::RstStream { stream: 9, code: ErrorCode::CANCEL }).unwrap_err().code,
+        ErrorCode::PROTOCOL_ERROR
+    );
     // PRIORITY on an idle stream is fine and does not open it.
     let mut c = Client::connected(settings());
-    c.frame(Frame::Priority { stream: 9, priority: Priority { dependency: 0, exclusive: false, weight: 0 } }).unwrap();
+    c.frame(Frame::Priority {
+        stream: 9,
+        priority: Priority { dependency: 0, exclusive: false, weight: 0 },
+    })
+    .unwrap();
     c.headers(3, &get("/"), true).unwrap();
     assert_eq!(c.events().len(), 1);
     // Even stream ids and decreasing ids.
@@ -392,10 +489,19 @@ fn idle_and_closed_stream_rules() {
 fn priority_on_itself_is_a_stream_error_or_on_an_idle_stream_a_connection_error() {
     let mut c = Client::connected(settings());
     c.headers(1, &post("/"), false).unwrap();
-    c.frame(Frame::Priority { stream: 1, priority: Priority { dependency: 1, exclusive: false, weight: 0 } }).unwrap();
+    c.frame(Frame::Priority {
+        stream: 1,
+        priority: Priority { dependency: 1, exclusive: false, weight: 0 },
+    })
+    .unwrap();
     assert_eq!(rst(&c.take_output(), 1), Some(ErrorCode::PROTOCOL_ERROR));
     // No RST_STREAM may go to an idle stream: the connection ends instead.
-    let err = c.frame(Frame::Priority { stream: 9, priority: Priority { dependency: 9, exclusive: false, weight: 0 } }).unwrap_err();
+    let err = c
+        .frame(Frame::Priority {
+            stream: 9,
+            priority: Priority { dependency: 9, exclusive: false, weight: 0 },
+        })
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::PROTOCOL_ERROR);
 }
 
@@ -404,12 +510,23 @@ fn self_dependent_headers_are_refused_but_their_block_is_decoded() {
     let mut c = Client::connected(settings());
     let block = c.block(&get("/first"));
     let priority = Some(Priority { dependency: 1, exclusive: false, weight: 0 });
-    c.frame(Frame::Headers { stream: 1, end_stream: true, end_headers: true, priority, block: &block, padding: None }).unwrap();
+    c.frame(Frame::Headers {
+        stream: 1,
+        end_stream: true,
+        end_headers: true,
+        priority,
+        block: &block,
+        padding: None,
+    })
+    .unwrap();
     assert_eq!(rst(&c.take_output(), 1), Some(ErrorCode::PROTOCOL_ERROR));
     // The next block refers to entries the refused one added: HPACK stayed in step.
     c.headers(3, &get("/first"), true).unwrap();
     let ev = c.events();
-    assert!(matches!(&ev[..], [Event::Request { stream: 3, head, .. }] if head.path() == Some(&b"/first"[..])), "{ev:?}");
+    assert!(
+        matches!(&ev[..], [Event::Request { stream: 3, head, .. }] if head.path() == Some(&b"/first"[..])),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -417,7 +534,15 @@ fn stream_scoped_frame_errors_inside_a_header_block_end_the_connection() {
     let mut c = Client::connected(settings());
     c.headers(1, &post("/"), false).unwrap();
     let block = c.block(&get("/"));
-    c.frame(Frame::Headers { stream: 3, end_stream: true, end_headers: false, priority: None, block: &block, padding: None }).unwrap();
+    c.frame(Frame::Headers {
+        stream: 3,
+        end_stream: true,
+        end_headers: false,
+        priority: None,
+        block: &block,
+        padding: None,
+    })
+    .unwrap();
     let mut bad = Vec::new();
     FrameHeader { len: 4, kind: 0x2, flags: 0, stream: 1 }.write(&mut bad); // PRIORITY of 4 bytes
     bad.extend_from_slice(&[0; 4]);
@@ -441,7 +566,10 @@ fn graceful_goaway_finishes_live_streams_and_refuses_newer() {
 fn goaway_from_the_client_is_an_event() {
     let mut c = Client::connected(settings());
     c.frame(Frame::GoAway { last_stream: 0, code: ErrorCode::NO_ERROR, debug: b"bye" }).unwrap();
-    assert!(matches!(c.events()[..], [Event::GoAway { last_stream: 0, code: ErrorCode::NO_ERROR }]));
+    assert!(matches!(
+        c.events()[..],
+        [Event::GoAway { last_stream: 0, code: ErrorCode::NO_ERROR }]
+    ));
     assert!(c.conn.wants_close());
 }
 
@@ -452,7 +580,10 @@ fn oversized_header_list_gets_431() {
     head.push(("x-big".into(), "v".repeat(400)));
     c.headers(1, &head, true).unwrap();
     let out = c.take_output();
-    assert!(matches!(&out[0], Out::Headers { stream: 1, end_stream: true, fields } if fields[0].1 == "431"), "{out:?}");
+    assert!(
+        matches!(&out[0], Out::Headers { stream: 1, end_stream: true, fields } if fields[0].1 == "431"),
+        "{out:?}"
+    );
     assert!(c.events().is_empty());
     c.headers(3, &get("/"), true).unwrap();
     assert_eq!(c.events().len(), 1);
@@ -471,16 +602,29 @@ fn large_response_head_is_split_into_continuation_frames() {
         kinds.push((h.kind, h.flags));
         rest = &rest[9 + h.len as usize..];
     }
-    assert_eq!(kinds, vec![(1, 0x1), (9, 0), (9, 0x4)], "HEADERS(END_STREAM) + CONTINUATION + CONTINUATION(END_HEADERS)");
+    assert_eq!(
+        kinds,
+        vec![(1, 0x1), (9, 0), (9, 0x4)],
+        "HEADERS(END_STREAM) + CONTINUATION + CONTINUATION(END_HEADERS)"
+    );
 }
 
 #[test]
 fn response_fields_are_checked() {
     let mut c = Client::connected(settings());
     c.headers(1, &get("/"), true).unwrap();
-    assert_eq!(c.conn.send_response(1, 200, &[(b"Content-Type", b"x")], true), Err(SendError::InvalidField));
-    assert_eq!(c.conn.send_response(1, 200, &[(b"connection", b"close")], true), Err(SendError::InvalidField));
-    assert_eq!(c.conn.send_response(1, 200, &[(b"x", b"a\nb")], true), Err(SendError::InvalidField));
+    assert_eq!(
+        c.conn.send_response(1, 200, &[(b"Content-Type", b"x")], true),
+        Err(SendError::InvalidField)
+    );
+    assert_eq!(
+        c.conn.send_response(1, 200, &[(b"connection", b"close")], true),
+        Err(SendError::InvalidField)
+    );
+    assert_eq!(
+        c.conn.send_response(1, 200, &[(b"x", b"a\nb")], true),
+        Err(SendError::InvalidField)
+    );
     c.conn.send_response(1, 100, &[], false).unwrap();
     c.conn.send_response(1, 200, &[], true).unwrap();
 }
@@ -503,7 +647,8 @@ fn recv_bytes_hands_out_data_without_copying() {
     c.headers(1, &post("/"), false).unwrap();
     c.events();
     let mut wire = Vec::new();
-    Frame::Data { stream: 1, end_stream: true, data: b"zero-copy body", padding: None }.encode(&mut wire);
+    Frame::Data { stream: 1, end_stream: true, data: b"zero-copy body", padding: None }
+        .encode(&mut wire);
     let wire = bytes::Bytes::from(wire);
     assert_eq!(c.conn.recv_bytes(&wire, c.now).unwrap(), wire.len());
     let ev = c.events();

@@ -25,10 +25,26 @@ fn stream() -> impl Strategy<Value = u32> {
 fn spec() -> impl Strategy<Value = Spec> {
     let bytes = || proptest::collection::vec(any::<u8>(), 0..300);
     prop_oneof![
-        (stream(), any::<bool>(), bytes(), any::<Option<u8>>()).prop_map(|(s, e, d, p)| Spec::Data(s, e, d, p)),
-        (stream(), any::<bool>(), any::<bool>(), any::<Option<(u32, bool, u8)>>(), bytes(), any::<Option<u8>>())
-            .prop_map(|(s, e, h, pr, b, p)| Spec::Headers(s, e, h, pr.map(|(d, x, w)| (d & 0x7fff_ffff, x, w)), b, p)),
-        (stream(), 0u32..=0x7fff_ffff, any::<bool>(), any::<u8>()).prop_map(|(s, d, x, w)| Spec::Priority(s, d, x, w)),
+        (stream(), any::<bool>(), bytes(), any::<Option<u8>>())
+            .prop_map(|(s, e, d, p)| Spec::Data(s, e, d, p)),
+        (
+            stream(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<Option<(u32, bool, u8)>>(),
+            bytes(),
+            any::<Option<u8>>()
+        )
+            .prop_map(|(s, e, h, pr, b, p)| Spec::Headers(
+                s,
+                e,
+                h,
+                pr.map(|(d, x, w)| (d & 0x7fff_ffff, x, w)),
+                b,
+                p
+            )),
+        (stream(), 0u32..=0x7fff_ffff, any::<bool>(), any::<u8>())
+            .prop_map(|(s, d, x, w)| Spec::Priority(s, d, x, w)),
         (stream(), any::<u32>()).prop_map(|(s, c)| Spec::Rst(s, c)),
         (any::<bool>(), proptest::collection::vec((9u16.., 0u32..), 0..8))
             .prop_map(|(ack, p)| Spec::Settings(ack, if ack { Vec::new() } else { p })),

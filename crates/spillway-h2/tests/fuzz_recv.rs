@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 /// Frame-shaped chunks: a plausible header (known types, small lengths, low stream ids) and a
 /// random payload, so the fuzzing reaches past the frame parser into the state machine.
 fn chunk() -> impl Strategy<Value = Vec<u8>> {
-    (0u8..12, any::<u8>(), 0u32..8, proptest::collection::vec(any::<u8>(), 0..40), any::<bool>()).prop_map(
-        |(kind, flags, stream, payload, raw)| {
+    (0u8..12, any::<u8>(), 0u32..8, proptest::collection::vec(any::<u8>(), 0..40), any::<bool>())
+        .prop_map(|(kind, flags, stream, payload, raw)| {
             if raw {
                 return payload;
             }
@@ -20,8 +20,7 @@ fn chunk() -> impl Strategy<Value = Vec<u8>> {
             out.extend_from_slice(&stream.to_be_bytes());
             out.extend_from_slice(&payload);
             out
-        },
-    )
+        })
 }
 
 fn drive(conn: &mut Connection, input: &[u8], now: Instant) {

@@ -21,7 +21,12 @@ fn field() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
 }
 
 fn indexing() -> impl Strategy<Value = Option<Indexing>> {
-    prop_oneof![Just(None), Just(Some(Indexing::Incremental)), Just(Some(Indexing::Without)), Just(Some(Indexing::Never))]
+    prop_oneof![
+        Just(None),
+        Just(Some(Indexing::Incremental)),
+        Just(Some(Indexing::Without)),
+        Just(Some(Indexing::Never))
+    ]
 }
 
 proptest! {

@@ -27,7 +27,11 @@ async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
 }
 
 fn request(method: &str, addr: SocketAddr, path: &str) -> http::Request<()> {
-    http::Request::builder().method(method).uri(format!("http://{addr}{path}")).body(()).expect("request")
+    http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .body(())
+        .expect("request")
 }
 
 async fn read_body(body: &mut h2::RecvStream) -> Vec<u8> {
@@ -44,7 +48,10 @@ async fn read_body(body: &mut h2::RecvStream) -> Vec<u8> {
 async fn send_body(tx: &mut h2::SendStream<Bytes>, mut data: Bytes) {
     while !data.is_empty() {
         tx.reserve_capacity(data.len());
-        let cap = std::future::poll_fn(|cx| tx.poll_capacity(cx)).await.expect("capacity").expect("capacity ok");
+        let cap = std::future::poll_fn(|cx| tx.poll_capacity(cx))
+            .await
+            .expect("capacity")
+            .expect("capacity ok");
         let chunk = data.split_to(cap.min(data.len()));
         tx.send_data(chunk, false).expect("send");
     }
@@ -56,7 +63,13 @@ async fn h2_client_many_concurrent_streams() {
     let client = h2_client(addr).await;
     // One request first: until the server's SETTINGS arrive the client assumes no stream
     // limit and would open all 300 at once (the server rightly refuses those beyond 100).
-    let (resp, _) = client.clone().ready().await.expect("ready").send_request(request("GET", addr, "/first"), true).expect("send");
+    let (resp, _) = client
+        .clone()
+        .ready()
+        .await
+        .expect("ready")
+        .send_request(request("GET", addr, "/first"), true)
+        .expect("send");
     assert_eq!(resp.await.expect("response").status(), 200);
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -85,8 +98,10 @@ async fn h2_client_large_bodies_both_ways_with_trailers() {
         tasks.push(tokio::spawn(async move {
             let mut client = client.ready().await.expect("ready");
             // 3 MiB up: more than the server's stream (256 KiB) and connection (1 MiB) windows.
-            let body: Bytes = (0..3 * 1024 * 1024 + k).map(|i| (i % 253) as u8).collect::<Vec<u8>>().into();
-            let (resp, mut tx) = client.send_request(request("POST", addr, "/echo"), false).expect("send");
+            let body: Bytes =
+                (0..3 * 1024 * 1024 + k).map(|i| (i % 253) as u8).collect::<Vec<u8>>().into();
+            let (resp, mut tx) =
+                client.send_request(request("POST", addr, "/echo"), false).expect("send");
             send_body(&mut tx, body.clone()).await;
             let mut trailers = http::HeaderMap::new();
             trailers.insert("x-client", "done".parse().expect("value"));
@@ -97,9 +112,13 @@ async fn h2_client_large_bodies_both_ways_with_trailers() {
             assert_eq!(echoed.len(), body.len());
             assert!(echoed == body, "echo matches");
             let t = rx.trailers().await.expect("trailers").expect("some trailers");
-            assert_eq!(t.get("x-body-len").expect("len").to_str().expect("str"), body.len().to_string());
+            assert_eq!(
+                t.get("x-body-len").expect("len").to_str().expect("str"),
+                body.len().to_string()
+            );
             // 8 MiB down: the server must wait for the client's WINDOW_UPDATEs.
-            let (resp, _) = client.send_request(request("GET", addr, "/big?n=8388608"), true).expect("send");
+            let (resp, _) =
+                client.send_request(request("GET", addr, "/big?n=8388608"), true).expect("send");
             let mut rx = resp.await.expect("response").into_body();
             let big = read_body(&mut rx).await;
             assert_eq!(big.len(), 8 * 1024 * 1024);
@@ -124,10 +143,12 @@ async fn h2_client_trailers_and_resets_do_not_disturb_other_streams() {
 
     // Client resets mid-upload and mid-download.
     for _ in 0..50 {
-        let (_resp, mut tx) = client.send_request(request("POST", addr, "/echo"), false).expect("send");
+        let (_resp, mut tx) =
+            client.send_request(request("POST", addr, "/echo"), false).expect("send");
         tx.send_data(Bytes::from_static(b"partial"), false).expect("data");
         tx.send_reset(h2::Reason::CANCEL);
-        let (resp, _) = client.send_request(request("GET", addr, "/big?n=2000000"), true).expect("send");
+        let (resp, _) =
+            client.send_request(request("GET", addr, "/big?n=2000000"), true).expect("send");
         let mut rx = resp.await.expect("response").into_body();
         let first = rx.data().await.expect("some data").expect("ok");
         assert!(!first.is_empty());
@@ -141,7 +162,12 @@ async fn h2_client_trailers_and_resets_do_not_disturb_other_streams() {
 }
 
 fn installed(tool: &str) -> bool {
-    std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false)
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +229,8 @@ async fn graceful_goaway_lets_in_flight_streams_finish() {
     let client = h2_client(addr).await;
     let mut client = client.ready().await.expect("ready");
     // Stream 1: an upload still in flight when the server starts going away.
-    let (upload, mut tx) = client.send_request(request("POST", addr, "/echo"), false).expect("send");
+    let (upload, mut tx) =
+        client.send_request(request("POST", addr, "/echo"), false).expect("send");
     tx.send_data(Bytes::from_static(b"first half, "), false).expect("data");
     client = client.ready().await.expect("ready");
     let (resp, _) = client.send_request(request("GET", addr, "/shutdown"), true).expect("send");

@@ -27,14 +27,30 @@ fn client_bytes(n: u32) -> Vec<u8> {
             (":scheme", "https"),
             (":authority", "www.example.test"),
             (":path", path.as_str()),
-            ("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            ),
             ("accept", "*/*"),
             ("accept-language", "en-US,en;q=0.5"),
             ("accept-encoding", "gzip, deflate, br"),
         ] {
-            enc.encode_field_as(name.as_bytes(), value.as_bytes(), Indexing::Incremental, &mut block);
+            enc.encode_field_as(
+                name.as_bytes(),
+                value.as_bytes(),
+                Indexing::Incremental,
+                &mut block,
+            );
         }
-        Frame::Headers { stream: 1 + 2 * i, end_stream: true, end_headers: true, priority: None, block: &block, padding: None }.encode(&mut out);
+        Frame::Headers {
+            stream: 1 + 2 * i,
+            end_stream: true,
+            end_headers: true,
+            priority: None,
+            block: &block,
+            padding: None,
+        }
+        .encode(&mut out);
     }
     out
 }
@@ -54,7 +70,17 @@ fn idle_connection_after_a_few_requests_fits_in_4_kib() {
     }
     assert_eq!(streams.len(), 5);
     for s in streams {
-        conn.send_response(s, 200, &[(b"content-type", b"text/javascript"), (b"server", b"spillway"), (b"content-length", b"5")], false).unwrap();
+        conn.send_response(
+            s,
+            200,
+            &[
+                (b"content-type", b"text/javascript"),
+                (b"server", b"spillway"),
+                (b"content-length", b"5"),
+            ],
+            false,
+        )
+        .unwrap();
         conn.send_data(s, b"x();\n", true).unwrap();
     }
     let written = conn.output().len();

@@ -115,7 +115,12 @@ impl Decoder {
     /// A decoder allowing a table of `table_size` bytes and header lists of `max_list_size`
     /// (counted as the RFC does: name + value + 32 per field).
     pub fn new(table_size: usize, max_list_size: usize) -> Decoder {
-        Decoder { table: DynamicTable::new(table_size), settings_max: table_size, max_list_size, scratch: Vec::new() }
+        Decoder {
+            table: DynamicTable::new(table_size),
+            settings_max: table_size,
+            max_list_size,
+            scratch: Vec::new(),
+        }
     }
 
     /// The dynamic table (for tests and memory accounting).
@@ -135,7 +140,11 @@ impl Decoder {
 
     /// Decodes one complete field block, calling `field(name, value)` for each field in order.
     /// Any HPACK violation is a COMPRESSION_ERROR for the connection.
-    pub fn decode(&mut self, block: &[u8], mut field: impl FnMut(&[u8], &[u8])) -> Result<Decoded, H2Error> {
+    pub fn decode(
+        &mut self,
+        block: &[u8],
+        mut field: impl FnMut(&[u8], &[u8]),
+    ) -> Result<Decoded, H2Error> {
         self.scratch.clear();
         let mut pos = 0;
         let mut list_size = 0usize;
@@ -215,7 +224,10 @@ impl Decoder {
         let huffman = *block.get(*pos).ok_or(error("string truncated"))? & 0x80 != 0;
         let (len, used) = decode_int(&block[*pos..], 7)?;
         let start = *pos + used;
-        let end = start.checked_add(len).filter(|&e| e <= block.len()).ok_or(error("string truncated"))?;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= block.len())
+            .ok_or(error("string truncated"))?;
         *pos = end;
         if !huffman {
             return Ok(Src::Block(start, end));
@@ -241,9 +253,9 @@ pub enum Indexing {
 pub fn indexing_for(name: &[u8]) -> Indexing {
     match name {
         b"authorization" | b"proxy-authorization" | b"set-cookie" | b"cookie" => Indexing::Never,
-        b"date" | b"content-length" | b"etag" | b"last-modified" | b"location" | b"expires" | b"age"
-        | b"content-range" | b"x-request-id" | b"x-trace-id" | b"traceparent" | b"grpc-message"
-        | b"retry-after" | b":path" => Indexing::Without,
+        b"date" | b"content-length" | b"etag" | b"last-modified" | b"location" | b"expires"
+        | b"age" | b"content-range" | b"x-request-id" | b"x-trace-id" | b"traceparent"
+        | b"grpc-message" | b"retry-after" | b":path" => Indexing::Without,
         _ => Indexing::Incremental,
     }
 }
@@ -272,7 +284,8 @@ impl Encoder {
         if size == self.table.max_size() && self.pending_min.is_none() {
             return;
         }
-        self.pending_min = Some(self.pending_min.map_or(size, |m| m.min(size)).min(self.table.max_size()));
+        self.pending_min =
+            Some(self.pending_min.map_or(size, |m| m.min(size)).min(self.table.max_size()));
         self.table.set_max_size(size);
     }
 
@@ -325,14 +338,22 @@ impl Encoder {
     pub fn encode_field(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
         let mut indexing = indexing_for(name);
         // Index only entries that leave room for others: at most a quarter of the table.
-        if indexing == Indexing::Incremental && name.len() + value.len() + ENTRY_OVERHEAD > self.table.max_size() / 4 {
+        if indexing == Indexing::Incremental
+            && name.len() + value.len() + ENTRY_OVERHEAD > self.table.max_size() / 4
+        {
             indexing = Indexing::Without;
         }
         self.encode_field_as(name, value, indexing, out);
     }
 
     /// Appends one field with an explicit indexing choice.
-    pub fn encode_field_as(&mut self, name: &[u8], value: &[u8], indexing: Indexing, out: &mut Vec<u8>) {
+    pub fn encode_field_as(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        indexing: Indexing,
+        out: &mut Vec<u8>,
+    ) {
         let stat = find_static(name, value);
         if indexing != Indexing::Never {
             if let Some(StaticMatch::Full(i)) = stat {

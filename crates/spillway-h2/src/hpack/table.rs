@@ -242,7 +242,10 @@ impl DynamicTable {
             return;
         }
         self.evict_to(self.max_size - size);
-        self.entries.push_front(Entry { bytes: bytes.into_boxed_slice(), name_len: name_len.min(size - ENTRY_OVERHEAD) });
+        self.entries.push_front(Entry {
+            bytes: bytes.into_boxed_slice(),
+            name_len: name_len.min(size - ENTRY_OVERHEAD),
+        });
         self.size += size;
     }
 
@@ -271,7 +274,8 @@ impl DynamicTable {
 
     /// Heap bytes held by the table (entries and the ring), for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>() + self.entries.iter().map(|e| e.bytes.len()).sum::<usize>()
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.entries.iter().map(|e| e.bytes.len()).sum::<usize>()
     }
 }
 

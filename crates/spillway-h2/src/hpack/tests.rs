@@ -13,7 +13,12 @@ type Fields = Vec<(&'static str, &'static str)>;
 fn decode_all(dec: &mut Decoder, block: &[u8]) -> Vec<(String, String)> {
     let mut got = Vec::new();
     let out = dec
-        .decode(block, |n, v| got.push((String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned())))
+        .decode(block, |n, v| {
+            got.push((
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            ))
+        })
         .expect("decodes");
     assert!(!out.too_large);
     got
@@ -50,7 +55,12 @@ fn c1_integer_examples() {
 #[test]
 fn c2_literal_and_indexed_field_examples() {
     let cases: [(&str, (&str, &str), Indexing, usize); 3] = [
-        ("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572", ("custom-key", "custom-header"), Indexing::Incremental, 55),
+        (
+            "400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572",
+            ("custom-key", "custom-header"),
+            Indexing::Incremental,
+            55,
+        ),
         ("040c 2f73 616d 706c 652f 7061 7468", (":path", "/sample/path"), Indexing::Without, 0),
         ("1008 7061 7373 776f 7264 0673 6563 7265 74", ("password", "secret"), Indexing::Never, 0),
     ];
@@ -101,16 +111,33 @@ fn run_sequence(table_size: usize, steps: &[Step], encode_too: bool) {
 fn requests(blocks: [&'static str; 3]) -> Vec<Step> {
     let auth = (":authority", "www.example.com");
     vec![
-        Step { block: blocks[0], fields: vec![(":method", "GET"), (":scheme", "http"), (":path", "/"), auth], table: vec![auth], size: 57 },
+        Step {
+            block: blocks[0],
+            fields: vec![(":method", "GET"), (":scheme", "http"), (":path", "/"), auth],
+            table: vec![auth],
+            size: 57,
+        },
         Step {
             block: blocks[1],
-            fields: vec![(":method", "GET"), (":scheme", "http"), (":path", "/"), auth, ("cache-control", "no-cache")],
+            fields: vec![
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                auth,
+                ("cache-control", "no-cache"),
+            ],
             table: vec![("cache-control", "no-cache"), auth],
             size: 110,
         },
         Step {
             block: blocks[2],
-            fields: vec![(":method", "GET"), (":scheme", "https"), (":path", "/index.html"), auth, ("custom-key", "custom-value")],
+            fields: vec![
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/index.html"),
+                auth,
+                ("custom-key", "custom-value"),
+            ],
             table: vec![("custom-key", "custom-value"), ("cache-control", "no-cache"), auth],
             size: 164,
         },
@@ -144,8 +171,18 @@ fn responses(blocks: [&'static str; 3]) -> Vec<Step> {
     let loc = ("location", "https://www.example.com");
     let cookie = ("set-cookie", "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1");
     vec![
-        Step { block: blocks[0], fields: vec![(":status", "302"), cc, date1, loc], table: vec![loc, date1, cc, (":status", "302")], size: 222 },
-        Step { block: blocks[1], fields: vec![(":status", "307"), cc, date1, loc], table: vec![(":status", "307"), loc, date1, cc], size: 222 },
+        Step {
+            block: blocks[0],
+            fields: vec![(":status", "302"), cc, date1, loc],
+            table: vec![loc, date1, cc, (":status", "302")],
+            size: 222,
+        },
+        Step {
+            block: blocks[1],
+            fields: vec![(":status", "307"), cc, date1, loc],
+            table: vec![(":status", "307"), loc, date1, cc],
+            size: 222,
+        },
         Step {
             block: blocks[2],
             fields: vec![(":status", "200"), cc, date2, loc, ("content-encoding", "gzip"), cookie],
@@ -180,12 +217,16 @@ fn table_size_update_rules() {
     let mut dec = Decoder::new(4096, 1 << 16);
     // 0x3f 0xe1 0x1f = update to 4096: allowed; 4097 is above our SETTINGS.
     assert!(dec.decode(&hex("3fe11f 82"), |_, _| {}).is_ok());
-    assert_eq!(dec.decode(&hex("3fe21f"), |_, _| {}).unwrap_err().code, ErrorCode::COMPRESSION_ERROR);
+    assert_eq!(
+        dec.decode(&hex("3fe21f"), |_, _| {}).unwrap_err().code,
+        ErrorCode::COMPRESSION_ERROR
+    );
     // An update after a field is an error.
     assert!(dec.decode(&hex("82 20"), |_, _| {}).is_err());
     // Update to 0 empties the table.
     let mut dec = Decoder::new(4096, 1 << 16);
-    dec.decode(&hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572"), |_, _| {}).unwrap();
+    dec.decode(&hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572"), |_, _| {})
+        .unwrap();
     assert_eq!(dec.table().len(), 1);
     dec.decode(&hex("20"), |_, _| {}).unwrap();
     assert_eq!(dec.table().len(), 0);

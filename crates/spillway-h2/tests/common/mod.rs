@@ -56,7 +56,13 @@ impl Client {
     }
 
     pub fn raw(settings: ServerSettings) -> Client {
-        Client { conn: Connection::new(settings), enc: Encoder::new(4096), dec: Decoder::new(4096, usize::MAX), now: Instant::now(), pending: Vec::new() }
+        Client {
+            conn: Connection::new(settings),
+            enc: Encoder::new(4096),
+            dec: Decoder::new(4096, usize::MAX),
+            now: Instant::now(),
+            pending: Vec::new(),
+        }
     }
 
     /// Feeds bytes; asserts the connection consumed everything complete.
@@ -81,12 +87,29 @@ impl Client {
         block
     }
 
-    pub fn headers(&mut self, stream: u32, fields: &[(String, String)], end_stream: bool) -> Result<(), spillway_h2::H2Error> {
+    pub fn headers(
+        &mut self,
+        stream: u32,
+        fields: &[(String, String)],
+        end_stream: bool,
+    ) -> Result<(), spillway_h2::H2Error> {
         let block = self.block(fields);
-        self.frame(Frame::Headers { stream, end_stream, end_headers: true, priority: None, block: &block, padding: None })
+        self.frame(Frame::Headers {
+            stream,
+            end_stream,
+            end_headers: true,
+            priority: None,
+            block: &block,
+            padding: None,
+        })
     }
 
-    pub fn data(&mut self, stream: u32, data: &[u8], end_stream: bool) -> Result<(), spillway_h2::H2Error> {
+    pub fn data(
+        &mut self,
+        stream: u32,
+        data: &[u8],
+        end_stream: bool,
+    ) -> Result<(), spillway_h2::H2Error> {
         self.frame(Frame::Data { stream, end_stream, data, padding: None })
     }
 
@@ -100,18 +123,30 @@ impl Client {
         self.conn.consumed(bytes.len());
         let mut rest = &bytes[..];
         let mut out = Vec::new();
-        while let Some((f, n)) = Frame::parse(rest, MAX_MAX_FRAME_SIZE).expect("server frames are valid") {
+        while let Some((f, n)) =
+            Frame::parse(rest, MAX_MAX_FRAME_SIZE).expect("server frames are valid")
+        {
             rest = &rest[n..];
             out.push(match f {
-                Frame::Settings { ack, params } => Out::Settings { ack, params: spillway_h2::frame::settings_params(params).collect() },
+                Frame::Settings { ack, params } => Out::Settings {
+                    ack,
+                    params: spillway_h2::frame::settings_params(params).collect(),
+                },
                 Frame::Headers { stream, end_stream, block, .. } => {
                     let mut fields = Vec::new();
                     self.dec
-                        .decode(block, |n, v| fields.push((String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned())))
+                        .decode(block, |n, v| {
+                            fields.push((
+                                String::from_utf8_lossy(n).into_owned(),
+                                String::from_utf8_lossy(v).into_owned(),
+                            ))
+                        })
                         .expect("server HPACK is valid");
                     Out::Headers { stream, end_stream, fields }
                 }
-                Frame::Data { stream, end_stream, data, .. } => Out::Data { stream, end_stream, data: data.to_vec() },
+                Frame::Data { stream, end_stream, data, .. } => {
+                    Out::Data { stream, end_stream, data: data.to_vec() }
+                }
                 Frame::RstStream { stream, code } => Out::Rst { stream, code },
                 Frame::Ping { ack, payload } => Out::Ping { ack, payload },
                 Frame::GoAway { last_stream, code, .. } => Out::GoAway { last_stream, code },

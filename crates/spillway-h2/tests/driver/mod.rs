@@ -56,7 +56,8 @@ fn respond(conn: &mut Connection, stream: u32, app: &mut App) {
     let end_now = body.is_empty() && trailers.is_none();
     // `/bigheader` gets a 40 KB field: the head leaves in HEADERS + CONTINUATION frames.
     let big = vec![b'h'; if app.path == b"/bigheader" { 40_000 } else { 0 }];
-    let mut fields: Vec<(&[u8], &[u8])> = vec![(b"content-type", b"application/octet-stream"), (b"server", b"spillway-h2-test")];
+    let mut fields: Vec<(&[u8], &[u8])> =
+        vec![(b"content-type", b"application/octet-stream"), (b"server", b"spillway-h2-test")];
     if !big.is_empty() {
         fields.push((b"x-big", &big));
     }
@@ -145,7 +146,8 @@ pub async fn serve(socket: TcpStream) {
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Request { stream, head, end_stream } => {
-                    let mut app = App { path: head.path().unwrap_or(b"/").to_vec(), ..App::default() };
+                    let mut app =
+                        App { path: head.path().unwrap_or(b"/").to_vec(), ..App::default() };
                     if end_stream {
                         respond(&mut conn, stream, &mut app);
                     }
@@ -186,4 +188,3 @@ pub async fn start_server() -> SocketAddr {
     });
     addr
 }
-
