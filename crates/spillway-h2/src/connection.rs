@@ -568,9 +568,10 @@ impl Connection {
             }
         }
         s.recv_closed = end_stream;
+        s.unreleased += data.len() as u32;
         let padding = flow - data.len() as u32;
         if padding > 0 {
-            self.release_capacity(stream, padding as usize);
+            self.release_window(stream, padding);
         }
         if !data.is_empty() || end_stream {
             let data = match src {
@@ -677,7 +678,7 @@ impl Connection {
                 .map_err(|_| conn_err(ErrorCode::INTERNAL_ERROR, "431"))?;
             // Still receiving a body: stop it (RFC 9113 §8.1, a complete response first).
             if let Some(i) = self.index(stream) {
-                self.streams.swap_remove(i);
+                self.remove_stream(i);
                 self.recent.push(stream, Closed::ResetByUs);
                 Frame::RstStream { stream, code: ErrorCode::NO_ERROR }.encode(&mut self.out);
             }
@@ -717,7 +718,7 @@ impl Connection {
             }
             return Ok(());
         };
-        let s = self.streams.swap_remove(i);
+        let s = self.remove_stream(i);
         self.recent.push(stream, Closed::Other);
         if s.delivered {
             self.events.push_back(Event::Reset { stream, code });
@@ -814,7 +815,7 @@ impl Connection {
         let Scope::Stream(stream) = e.scope else { return };
         Frame::RstStream { stream, code: e.code }.encode(&mut self.out);
         if let Some(i) = self.index(stream) {
-            let s = self.streams.swap_remove(i);
+            let s = self.remove_stream(i);
             if s.delivered {
                 self.events.push_back(Event::Reset { stream, code: e.code });
             }
@@ -837,7 +838,7 @@ impl Connection {
     fn remove_if_closed(&mut self, stream: u32) {
         if let Some(i) = self.index(stream) {
             if self.streams[i].is_closed() {
-                self.streams.swap_remove(i);
+                self.remove_stream(i);
                 self.recent.push(stream, Closed::Other);
             }
         }
@@ -861,10 +862,21 @@ impl Connection {
     }
 
     /// Returns `n` consumed request-body bytes of `stream` to the flow-control windows,
-    /// queueing WINDOW_UPDATEs once half a window is consumed. Works after the stream ended
-    /// too (only the connection window then matters).
+    /// queueing WINDOW_UPDATEs once half a window is consumed. Once a stream is gone (ended
+    /// both ways or reset), whatever the application had not released yet is returned to the
+    /// connection window automatically, and releasing for it does nothing: a dropped body
+    /// cannot leak connection window.
     pub fn release_capacity(&mut self, stream: u32, n: usize) {
-        let n = n.min(MAX_WINDOW as usize) as u32;
+        let Some(i) = self.index(stream) else { return };
+        let s = &mut self.streams[i];
+        let n = (n.min(u32::MAX as usize) as u32).min(s.unreleased);
+        s.unreleased -= n;
+        self.release_window(stream, n);
+    }
+
+    /// Returns `n` received bytes to the connection window and, while the client may still
+    /// send, to the stream's.
+    fn release_window(&mut self, stream: u32, n: u32) {
         if n == 0 {
             return;
         }
@@ -877,6 +889,13 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Forgets a live stream, returning its unreleased bytes to the connection window.
+    fn remove_stream(&mut self, i: usize) -> Stream {
+        let s = self.streams.swap_remove(i);
+        self.release_connection(s.unreleased);
+        s
     }
 
     /// Bytes `send_data` would take now on `stream` (0 if blocked or unknown).
@@ -1001,7 +1020,9 @@ impl Connection {
     /// of at most the peer's SETTINGS_MAX_FRAME_SIZE, and returns how much it took.
     /// `end_stream` ends the stream only if all of `data` was taken (an empty `data` with
     /// `end_stream` sends an empty DATA frame with END_STREAM). Call again with the rest
-    /// after an [`Event::WindowUpdate`].
+    /// after an [`Event::WindowUpdate`]. The peer's windows bound what is in flight, not what
+    /// waits in [`Connection::output`]: a driver stops feeding streams while the output holds
+    /// more than it means to buffer for a slow reader.
     pub fn send_data(
         &mut self,
         stream: u32,
@@ -1043,7 +1064,7 @@ impl Connection {
     /// Resets `stream` with `code` (no event is raised for it). Unknown streams are ignored.
     pub fn reset(&mut self, stream: u32, code: ErrorCode) {
         if let Some(i) = self.index(stream) {
-            self.streams.swap_remove(i);
+            self.remove_stream(i);
             Frame::RstStream { stream, code }.encode(&mut self.out);
             self.recent.push(stream, Closed::ResetByUs);
         }

@@ -30,6 +30,8 @@ pub struct Stream {
     pub content_length: Option<u64>,
     /// DATA payload bytes received.
     pub received: u64,
+    /// DATA payload bytes handed to the application and not released yet.
+    pub unreleased: u32,
 }
 
 impl Stream {
@@ -45,6 +47,7 @@ impl Stream {
             send: SendWindow::new(send_window),
             content_length: None,
             received: 0,
+            unreleased: 0,
         }
     }
 

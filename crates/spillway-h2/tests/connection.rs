@@ -701,3 +701,23 @@ fn empty_data_frame_flood_is_cut_off() {
     }
     assert_eq!(c.data(1, b"", false).unwrap_err().code, ErrorCode::ENHANCE_YOUR_CALM);
 }
+
+#[test]
+fn unreleased_body_of_a_reset_stream_returns_to_the_connection_window() {
+    let s = ServerSettings {
+        initial_window_size: 65_535,
+        connection_window_size: 65_535,
+        ..settings()
+    };
+    let mut c = Client::connected(s);
+    c.headers(1, &post("/"), false).unwrap();
+    c.data(1, &[1; 16_384], false).unwrap();
+    c.data(1, &[1; 16_384], false).unwrap();
+    c.data(1, &[1; 7_232], false).unwrap();
+    assert_eq!(c.take_output(), vec![], "the application released nothing");
+    c.frame(Frame::RstStream { stream: 1, code: ErrorCode::CANCEL }).unwrap();
+    assert_eq!(c.take_output(), vec![Out::Window { stream: 0, increment: 40_000 }]);
+    // A late release by the application does not count twice.
+    c.conn.release_capacity(1, 40_000);
+    assert_eq!(c.take_output(), vec![]);
+}
