@@ -236,7 +236,9 @@ impl HeadBuilder {
             return self.fail("field value with NUL, CR, LF or surrounding whitespace");
         }
         match name {
-            b"te" if value != b"trailers" => return self.fail("te other than trailers"),
+            b"te" if !value.eq_ignore_ascii_case(b"trailers") => {
+                return self.fail("te other than trailers")
+            }
             b"content-length" => match parse_content_length(value) {
                 Some(n) if self.content_length.is_none_or(|m| m == n) => {
                     self.content_length = Some(n)
@@ -285,7 +287,7 @@ impl HeadBuilder {
             }
         }
         if let (Some(a), Some(h)) = (self.authority, self.host) {
-            if self.fields.range(a) != self.fields.range(h) {
+            if !self.fields.range(a).eq_ignore_ascii_case(self.fields.range(h)) {
                 return Err(":authority and host differ");
             }
         }
@@ -354,6 +356,8 @@ mod tests {
         assert!(with((":path", "/again")).is_err(), "duplicate and after regular");
         assert!(with(("host", "other.test")).is_err(), "host differs from :authority");
         assert!(with(("host", "x.test")).is_ok());
+        assert!(with(("host", "X.Test")).is_ok(), "host names compare case-insensitively");
+        assert!(with(("te", "Trailers")).is_ok());
         assert!(with(("content-length", "12a")).is_err());
         assert!(build(&[(":method", "GET"), (":path", "/")]).is_err(), "no :scheme");
         assert!(build(&[(":method", "GET"), (":scheme", "https"), (":path", "")]).is_err());
