@@ -8,6 +8,7 @@
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::listen::h1::conn::Served;
 use crate::listen::h1::dormant::{Dormant, OpenCount, Sleeper, DORMANT_AFTER};
+use crate::proxy::body::RequestBody;
 use crate::proxy::{self, ConnInfo, Worker};
 use crate::state::ListenerStats;
 use crate::state::Shared;
@@ -302,7 +303,10 @@ fn hyper_service(
     let info = conn_info(peer, tls.is_some(), config, worker.shared.clock.clone());
     let activity = info.clone();
     let worker = worker.clone();
-    (service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req)), activity)
+    let handle = move |req: http::Request<hyper::body::Incoming>| {
+        proxy::handle(worker.clone(), info.clone(), req.map(RequestBody::Hyper))
+    };
+    (service_fn(handle), activity)
 }
 
 async fn serve_lean(local: Rc<WorkerLocal>, conn: Conn) {

@@ -19,6 +19,39 @@ use std::task::{ready, Context, Poll};
 /// Error of a body in transit.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A request body as a server hands it to the proxy.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// From hyper's servers (HTTP/1.1 off the lean path, HTTP/2, TLS).
+    Hyper(Incoming),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The request body sent upstream.
 #[derive(Debug)]
 pub enum ProxyBody {
@@ -27,7 +60,7 @@ pub enum ProxyBody {
     /// A downstream body streamed through, cut off with an error past `remaining` bytes.
     Incoming {
         /// The downstream body.
-        inner: Incoming,
+        inner: RequestBody,
         /// Bytes still allowed (the listener's `max_body_bytes`).
         remaining: u64,
     },
@@ -44,7 +77,7 @@ pub enum ProxyBody {
         /// Frames read ahead.
         frames: std::collections::VecDeque<Frame<Bytes>>,
         /// The rest of the downstream body.
-        inner: Incoming,
+        inner: RequestBody,
         /// Bytes still allowed after the frames.
         remaining: u64,
     },
@@ -89,7 +122,7 @@ impl Body for ProxyBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => Poll::Ready(None),
                 }
             }
@@ -117,7 +150,7 @@ impl Body for ProxyBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => Poll::Ready(None),
                 }
             }

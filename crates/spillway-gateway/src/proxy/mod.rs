@@ -28,7 +28,9 @@ pub use worker::Worker;
 use crate::config::{Balance, UpstreamProtocol};
 use crate::policy::retry::{TryFailure, TryResult};
 use crate::proxy::access_log::{log_access, AccessEntry};
-use crate::proxy::body::{ActiveGuard, BodyTooLarge, ProxyBody, ResponseBody, UpstreamBody};
+use crate::proxy::body::{
+    ActiveGuard, BodyTooLarge, ProxyBody, RequestBody, ResponseBody, UpstreamBody,
+};
 use crate::proxy::headers::{strip_hop_by_hop, ConnectionOptions};
 use crate::proxy::stale::StaleKey;
 use crate::route::{self, Action, Route};
@@ -39,7 +41,6 @@ use crate::upstream::pool::{self, UpstreamError};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use spillway_core::balance::hash_bytes;
 use spillway_core::deadline::{format_grpc_timeout, format_request_timeout, IncomingTimeouts};
 use spillway_core::retry::{Attempts, RetryDecision};
@@ -67,7 +68,7 @@ fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
     resp
 }
 
-fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn wants_upgrade(req: &Request<RequestBody>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
@@ -83,7 +84,7 @@ fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
 pub async fn handle(
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = worker.shared.now();
     let active = ActiveGuard::new(conn.clone());
@@ -189,7 +190,7 @@ pub async fn handle(
 }
 
 /// The sizes of a request's head for the edge's request limits (as HTTP/1.1 would spell it).
-fn head_size(req: &Request<Incoming>) -> crate::edge::HeadSize<'_> {
+fn head_size(req: &Request<RequestBody>) -> crate::edge::HeadSize<'_> {
     let target_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     let fields: usize =
         req.headers().iter().map(|(n, v)| n.as_str().len() + v.as_bytes().len() + 4).sum();
@@ -230,7 +231,7 @@ async fn proxy(
     snap: &Snapshot,
     route: &Route,
     cluster_index: usize,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     start: spillway_core::Instant,
 ) -> (Response<ResponseBody>, Option<std::net::SocketAddr>) {
     let cluster: &ClusterState = &snap.clusters[cluster_index];
@@ -1082,12 +1083,16 @@ enum Prefix {
     /// It ended within the limit (no trailers).
     Whole(Bytes),
     /// It goes on (or has trailers): the frames read, then the rest of the body.
-    Partial(std::collections::VecDeque<http_body::Frame<Bytes>>, Incoming),
+    Partial(std::collections::VecDeque<http_body::Frame<Bytes>>, RequestBody),
 }
 
 /// Reads `body` until it ends or passes `limit` bytes, within `time`; `Err` is the status to
 /// answer (408 when the client is too slow, 400 when its body breaks off).
-async fn read_prefix(mut body: Incoming, limit: u64, time: Duration) -> Result<Prefix, StatusCode> {
+async fn read_prefix(
+    mut body: RequestBody,
+    limit: u64,
+    time: Duration,
+) -> Result<Prefix, StatusCode> {
     use http_body_util::BodyExt;
     let read = async {
         let mut frames = std::collections::VecDeque::new();
@@ -1174,14 +1179,14 @@ fn client_body_fault(e: &hyper::Error) -> Option<(StatusCode, &'static str)> {
     None
 }
 
-fn body_is_empty(body: &Incoming) -> bool {
+fn body_is_empty(body: &RequestBody) -> bool {
     use http_body::Body;
     body.is_end_stream()
 }
 
 /// The request as admission reads it on the hyper path.
 struct HyperView<'a> {
-    req: &'a Request<Incoming>,
+    req: &'a Request<RequestBody>,
     peer: std::net::IpAddr,
 }
 
