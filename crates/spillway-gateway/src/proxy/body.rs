@@ -278,6 +278,8 @@ impl Drop for ActiveGuard {
     }
 }
 
+// As `UpstreamBody`: the upstream variant is the common one; boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Full(Option<Bytes>),
     Upstream {
@@ -294,6 +296,8 @@ enum Kind {
 
 /// An upstream's response body, from hyper's client or from the HTTP/1.1 client over the
 /// lean path's pooled sockets.
+// Not boxed: the pooled variant is the common one, and boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum UpstreamBody {
     /// Through hyper (HTTP/2 and TLS upstreams, upgrades, streamed request bodies).
