@@ -472,9 +472,6 @@ async fn graceful_shutdown_finishes_in_flight_h2_streams_and_refuses_new_ones() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gateway bug: after an HTTP/2 upstream's GOAWAY, new requests keep going to that \
-            connection while its streams are in flight and each fails at once with 502 \
-            upstream_unavailable (upstream::pool::checkout_h2 reuses it: is_closed() stays false)"]
 async fn an_upstream_goaway_lets_in_flight_streams_finish_and_later_requests_use_a_new_connection()
 {
     let (up, state) = upstream().await;

@@ -747,11 +747,31 @@ async fn proxy(
                             Ok((resp.map(UpstreamBody::Hyper), None))
                         }
                         (UpstreamProtocol::Http2, _) => {
+                            // A request whose body is in hand is sent once more, on a new
+                            // connection, when a connection going away refused it unprocessed.
+                            let again = match up_req.body() {
+                                ProxyBody::Empty | ProxyBody::Buffered(None) => {
+                                    Some(copy_of(&up_req, ProxyBody::Empty))
+                                }
+                                ProxyBody::Buffered(Some(data)) => {
+                                    let body = ProxyBody::Buffered(Some(data.clone()));
+                                    Some(copy_of(&up_req, body))
+                                }
+                                _ => None,
+                            };
                             let mut sender = pool.checkout_h2(addr, tls, t.connect).await?;
-                            let resp = sender
-                                .send_request(up_req)
-                                .await
-                                .map_err(|e| UpstreamError::Http(addr, e))?;
+                            let resp = match sender.send_request(up_req).await {
+                                Err(e) if pool::refused_unprocessed(&e) => {
+                                    pool.evict_h2(addr, tls);
+                                    let Some(again) = again else {
+                                        return Err(UpstreamError::Http(addr, e));
+                                    };
+                                    let mut sender = pool.checkout_h2(addr, tls, t.connect).await?;
+                                    sender.send_request(again).await
+                                }
+                                sent => sent,
+                            };
+                            let resp = resp.map_err(|e| UpstreamError::Http(addr, e))?;
                             Ok((resp.map(UpstreamBody::Hyper), None))
                         }
                     }
@@ -1362,6 +1382,16 @@ fn copy_request(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyB
     *copy.uri_mut() = parts.uri.clone();
     *copy.version_mut() = parts.version;
     *copy.headers_mut() = parts.headers.clone();
+    copy
+}
+
+/// A copy of `req` (method, URI, version, headers) with `body`.
+fn copy_of(req: &Request<ProxyBody>, body: ProxyBody) -> Request<ProxyBody> {
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
     copy
 }
 

@@ -60,6 +60,25 @@ pub enum UpstreamError {
     Timeout(SocketAddr),
 }
 
+/// Whether an HTTP/2 upstream refused a request without processing any of it: its connection
+/// had closed before the request went out (hyper cancels it; after a GOAWAY hyper still
+/// hands out the connection while its last streams finish), was going away (GOAWAY) or it
+/// refused the stream (REFUSED_STREAM). Such a request may be sent again on another
+/// connection whatever its method (RFC 9113 §8.7).
+pub fn refused_unprocessed(e: &hyper::Error) -> bool {
+    if e.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(e) = s.downcast_ref::<h2::Error>() {
+            return e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// A fast, non-cryptographic hasher for socket-address keys (the pool is looked up twice per
 /// request; SipHash's DoS resistance buys nothing for keys that come from the config).
 #[derive(Default, Clone, Copy)]
@@ -270,6 +289,13 @@ impl Pool {
         });
         self.h2.borrow_mut().insert(key, (sender.clone(), self.clock.now()));
         Ok(sender)
+    }
+
+    /// Forgets the shared HTTP/2 connection to `addr` (through `tls`), so the next checkout
+    /// opens a new one: it refused a stream because it is going away. Its streams in flight
+    /// finish on it (each holds a sender).
+    pub fn evict_h2(&self, addr: SocketAddr, tls: Option<&UpstreamTls>) {
+        self.h2.borrow_mut().remove(&PoolKey::new(addr, tls));
     }
 
     /// Drops connections unused for longer than `idle` and closed ones. An HTTP/2 connection
