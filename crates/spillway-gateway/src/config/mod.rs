@@ -140,6 +140,16 @@ pub enum ListenerProtocol {
     Auto,
 }
 
+/// Which server speaks HTTP/2 to clients (h2c and TLS with ALPN `h2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Http2Server {
+    /// The lean path (`listen::h2`): one task per connection, no buffers while idle.
+    Lean,
+    /// hyper's HTTP/2 server (a task per stream): the way back if the lean one misbehaves.
+    Hyper,
+}
+
 /// A downstream listener.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListenerConfig {
@@ -149,6 +159,8 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// Protocol on a plain listener (ignored with TLS, where ALPN decides).
     pub protocol: ListenerProtocol,
+    /// The HTTP/2 server (`http2_server`, default lean).
+    pub http2_server: Http2Server,
     /// TLS certificate and key, if the listener terminates TLS.
     pub tls: Option<TlsConfig>,
     /// Longest time a client may take to send the request head (slowloris guard).

@@ -68,6 +68,7 @@ pub struct RawListener {
     pub name: String,
     pub address: String,
     pub protocol: Option<String>,
+    pub http2_server: Option<String>,
     pub tls: Option<RawTls>,
     pub timeouts: Option<RawListenerTimeouts>,
     pub limits: Option<RawLimits>,

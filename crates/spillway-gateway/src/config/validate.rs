@@ -235,6 +235,17 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 ListenerProtocol::Http1
             }
         };
+        let http2_server = match l.http2_server.as_deref() {
+            None | Some("lean") => Http2Server::Lean,
+            Some("hyper") => Http2Server::Hyper,
+            Some(other) => {
+                c.error(
+                    &at(&p, &[key("http2_server")]),
+                    format!("`{other}`: expected lean or hyper"),
+                );
+                Http2Server::Lean
+            }
+        };
         let tls = l.tls.map(|t| {
             let cert = base.join(&t.cert);
             let key_path = base.join(&t.key);
@@ -332,6 +343,7 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 name: l.name,
                 address,
                 protocol,
+                http2_server,
                 tls,
                 header_read_timeout,
                 idle_timeout,

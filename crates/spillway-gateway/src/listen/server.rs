@@ -5,7 +5,7 @@
 //! req/s (no cross-thread wake-ups, no shared pool). The kernel spreads new connections over
 //! the workers' sockets; a connection then lives on one thread for its whole life.
 
-use crate::config::{ListenerConfig, ListenerProtocol};
+use crate::config::{Http2Server, ListenerConfig, ListenerProtocol};
 use crate::listen::h1::conn::Served;
 use crate::listen::h1::dormant::{Dormant, OpenCount, Sleeper, DORMANT_AFTER};
 use crate::proxy::body::RequestBody;
@@ -265,7 +265,8 @@ fn conn_info(
 }
 
 /// Starts the task serving an accepted (or woken dormant) connection: the lean HTTP/1.1 path
-/// for plain HTTP/1.1 listeners, hyper for the rest. Two task types, so that the lean one —
+/// for plain HTTP/1.1 listeners, the other task type for the rest (TLS, HTTP/2 on the lean
+/// path or hyper's, hyper's HTTP/1.1). Two task types, so that the lean one —
 /// the one many idle keep-alive connections sit in — carries none of hyper's state.
 fn spawn_conn(local: Rc<WorkerLocal>, conn: Conn) {
     let lean = conn.listener.1.is_none() && conn.listener.0.protocol == ListenerProtocol::Http1;
@@ -342,15 +343,23 @@ async fn serve_hyper(local: Rc<WorkerLocal>, conn: Conn) {
     let graceful = &local.graceful;
     let (config, tls, _) = &*listener;
     let (svc, activity) = hyper_service(&local, &listener, peer);
+    let lean_h2 = config.http2_server == Http2Server::Lean;
     match (tls, config.protocol) {
         (Some(acceptor), _) => {
-            Box::pin(serve_tls(config, acceptor, stream, svc, graceful, &activity)).await;
+            Box::pin(serve_tls(&local, config, acceptor, stream, svc, &activity)).await;
+        }
+        (None, ListenerProtocol::H2c) if lean_h2 => {
+            Box::pin(serve_lean_h2(&local, config, stream, activity)).await
         }
         (None, ListenerProtocol::H2c) => {
             Box::pin(serve_h2(config, TokioIo::new(stream), svc, graceful, &activity)).await
         }
         (None, ListenerProtocol::Auto) => {
-            Box::pin(serve_auto(config, stream, svc, graceful)).await;
+            if lean_h2 && starts_with_h2_preface(&stream, config.header_read_timeout).await {
+                Box::pin(serve_lean_h2(&local, config, stream, activity)).await
+            } else {
+                Box::pin(serve_auto(config, stream, svc, graceful)).await;
+            }
         }
         // Plain HTTP/1.1 listeners take the lean path (`spawn_conn`).
         (None, ListenerProtocol::Http1) => {
@@ -360,19 +369,59 @@ async fn serve_hyper(local: Rc<WorkerLocal>, conn: Conn) {
     }
 }
 
+/// Whether the client's first bytes are the HTTP/2 connection preface (peeked, not read:
+/// hyper's auto server reads them again otherwise). Waits for up to `limit` for enough bytes
+/// to tell.
+async fn starts_with_h2_preface(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let preface = spillway_h2::PREFACE;
+    let look = async {
+        let mut buf = [0u8; 24];
+        loop {
+            if stream.readable().await.is_err() {
+                return false;
+            }
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if buf[..n] != preface[..n] {
+                return false;
+            }
+            if n == preface.len() {
+                return true;
+            }
+            // A preface split across segments: look again once more has arrived.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(limit, look).await.unwrap_or(false)
+}
+
+/// An HTTP/2 connection on the lean path (`listen::h2`), counted by the worker's [`Drain`]
+/// (the driver watches the shutdown signal and idle timeout itself).
+async fn serve_lean_h2<I>(local: &WorkerLocal, config: &ListenerConfig, io: I, info: Rc<ConnInfo>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _open = local.graceful.enter();
+    let shutdown = local.graceful.shutdown.clone();
+    crate::listen::h2::conn::serve(local.worker.clone(), config, io, info, shutdown).await;
+}
+
 /// A TLS connection: handshake within the header read timeout, then HTTP/2 or HTTP/1.1 as
 /// ALPN chose. (Its own function: the TLS state is large, and would otherwise be part of
 /// every connection's task.)
 async fn serve_tls<S>(
+    local: &WorkerLocal,
     config: &ListenerConfig,
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     svc: S,
-    graceful: &Drain,
-    activity: &ConnInfo,
+    activity: &Rc<ConnInfo>,
 ) where
     S: ProxyService,
 {
+    let graceful = &local.graceful;
     let Ok(Ok(tls_stream)) =
         tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await
     else {
@@ -383,7 +432,9 @@ async fn serve_tls<S>(
         let _ = activity.client_cert.set(crate::listen::tls::client_cert_fields(client, certs));
     }
     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    if h2 {
+    if h2 && config.http2_server == Http2Server::Lean {
+        Box::pin(serve_lean_h2(local, config, tls_stream, activity.clone())).await;
+    } else if h2 {
         Box::pin(serve_h2(config, TokioIo::new(tls_stream), svc, graceful, activity)).await;
     } else {
         Box::pin(serve_h1(config, TokioIo::new(tls_stream), svc, graceful)).await;

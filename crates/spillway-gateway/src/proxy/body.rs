@@ -22,8 +22,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body as a server hands it to the proxy.
 #[derive(Debug)]
 pub enum RequestBody {
-    /// From hyper's servers (HTTP/1.1 off the lean path, HTTP/2, TLS).
+    /// From hyper's servers (HTTP/1.1 off the lean path, HTTP/2 with `http2_server: hyper`).
     Hyper(Incoming),
+    /// A stream of the lean HTTP/2 server (`listen::h2`).
+    H2(crate::listen::h2::body::H2Body),
 }
 
 impl Body for RequestBody {
@@ -36,18 +38,21 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            RequestBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::H2(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::H2(b) => b.size_hint(),
         }
     }
 }

@@ -1,0 +1,357 @@
+//! The driver of one HTTP/2 connection: one task runs the sans-IO `spillway_h2::Connection`,
+//! the socket, and every stream's future.
+//!
+//! Each turn: read what the socket has into a buffer from the worker's pool (given back as
+//! soon as nothing is pending, so an idle connection holds none), feed it to the connection,
+//! dispatch its events (new requests become stream futures, DATA and trailers go to the
+//! streams' inboxes, resets drop streams, window updates wake blocked senders), poll the
+//! stream futures, and write the connection's output — the frames of every stream, in one
+//! write. The connection ends when it is closed or went away with no stream left, when the
+//! client closes, or on a write error; idle past the listener's `idle_timeout`, or asked to
+//! drain, it sends GOAWAY (NO_ERROR) and finishes the streams in flight first.
+
+use super::body::H2Body;
+use super::shared::{ConnShared, StreamShared, OUTPUT_HIGH_WATER};
+use super::stream::{self, Cancellable};
+use crate::config::ListenerConfig;
+use crate::proxy::body::RequestBody;
+use crate::proxy::{ConnInfo, Worker};
+use bytes::BytesMut;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use spillway_h2::{Connection, ErrorCode, Event, ServerSettings};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Bytes asked of each socket read: a full frame at the default SETTINGS_MAX_FRAME_SIZE
+/// (16 KiB + 9) fits, so the connection's unconsumed tail always fits a fresh buffer.
+const READ_SIZE: usize = 32 * 1024;
+
+/// Free read buffers kept per worker thread.
+const MAX_FREE_BUFS: usize = 64;
+
+/// Turns a connection runs before yielding to the worker's other tasks.
+const TURNS_PER_POLL: usize = 16;
+
+/// Most concurrent streams per connection (what hyper's HTTP/2 server announced).
+pub const MAX_CONCURRENT_STREAMS: u32 = 200;
+
+thread_local! {
+    /// Each worker thread's free read buffers.
+    static FREE_BUFS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> BytesMut {
+    FREE_BUFS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
+}
+
+fn give_buf(buf: BytesMut) {
+    if buf.is_empty() && buf.capacity() >= READ_SIZE {
+        FREE_BUFS.with(|f| {
+            let mut free = f.borrow_mut();
+            if free.len() < MAX_FREE_BUFS {
+                free.push(buf);
+            }
+        });
+    }
+}
+
+/// The settings a listener's HTTP/2 connections announce and enforce.
+pub fn settings(config: &ListenerConfig) -> ServerSettings {
+    ServerSettings {
+        max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+        max_header_list_size: config.max_header_bytes.min(u32::MAX as usize) as u32,
+        ..ServerSettings::default()
+    }
+}
+
+/// What ended a connection (for tests and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Closed cleanly: went away (GOAWAY either way) with nothing in flight, or the client
+    /// closed.
+    Closed,
+    /// A connection error (GOAWAY with an error code was sent).
+    ProtocolError,
+    /// The socket failed.
+    Io,
+}
+
+/// Serves one HTTP/2 connection on `io` until it ends. `shutdown` turning true starts a
+/// graceful close.
+pub async fn serve<I>(
+    worker: Rc<Worker>,
+    config: &ListenerConfig,
+    io: I,
+    info: Rc<ConnInfo>,
+    shutdown: watch::Receiver<bool>,
+) -> Ended
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let shared = Rc::new(ConnShared::new(Connection::new(settings(config))));
+    let mut driver = Driver {
+        worker,
+        info,
+        shared,
+        io,
+        rbuf: BytesMut::new(),
+        read_closed: false,
+        protocol_error: false,
+        going_away: false,
+        flushed: true,
+        idle_timeout: config.idle_timeout,
+        ended: None,
+    };
+    let mut streams = FuturesUnordered::new();
+    let probe = shutdown.clone();
+    let mut shutdown = shutdown;
+    let mut shutdown_signal = pin!(shutdown.wait_for(|s| *s));
+    let mut shutdown_registered = false;
+    let mut idle = pin!(tokio::time::sleep(config.idle_timeout));
+    let ended = std::future::poll_fn(|cx| {
+        driver.shared.signal.driver.register(cx.waker());
+        if !driver.going_away {
+            if !shutdown_registered || probe.has_changed().unwrap_or(true) {
+                shutdown_registered = true;
+                if shutdown_signal.as_mut().poll(cx).is_ready() {
+                    driver.go_away();
+                }
+            }
+            if idle.as_mut().poll(cx).is_ready() {
+                let idle_for = driver.info.activity.idle_for();
+                if idle_for >= driver.idle_timeout {
+                    driver.go_away();
+                } else {
+                    let rest = driver.idle_timeout - idle_for;
+                    idle.as_mut().reset(tokio::time::Instant::now() + rest);
+                    let _ = idle.as_mut().poll(cx);
+                }
+            }
+        }
+        for _ in 0..TURNS_PER_POLL {
+            let read = driver.poll_read(cx, &mut streams);
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            let wrote = driver.poll_write(cx);
+            if let Some(ended) = driver.ended {
+                return Poll::Ready(ended);
+            }
+            if !read && !wrote {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    // Streams still in flight are dropped here (a closed connection cancels them), before the
+    // connection they borrow from is.
+    drop(streams);
+    let _ = driver.io.shutdown().await;
+    give_buf(std::mem::take(&mut driver.rbuf));
+    ended
+}
+
+
+/// A connection's I/O side and flags.
+struct Driver<I> {
+    worker: Rc<Worker>,
+    info: Rc<ConnInfo>,
+    shared: Rc<ConnShared>,
+    io: I,
+    rbuf: BytesMut,
+    read_closed: bool,
+    /// `recv` returned a connection error (GOAWAY queued).
+    protocol_error: bool,
+    going_away: bool,
+    /// Everything written was flushed too (TLS keeps records until flushed).
+    flushed: bool,
+    idle_timeout: Duration,
+    ended: Option<Ended>,
+}
+
+/// A stream's future as the connection runs it.
+type StreamFuture = Cancellable<Pin<Box<dyn Future<Output = ()>>>>;
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
+    fn go_away(&mut self) {
+        self.going_away = true;
+        self.shared.conn.borrow_mut().go_away(ErrorCode::NO_ERROR);
+    }
+
+    /// One read, fed to the connection and its events dispatched; true if it made progress.
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        streams: &mut FuturesUnordered<StreamFuture>,
+    ) -> bool {
+        if self.read_closed || self.shared.conn.borrow().is_closed() {
+            return false;
+        }
+        // A client that does not read its responses is not read from either.
+        if self.shared.conn.borrow().output().len() >= OUTPUT_HIGH_WATER {
+            return false;
+        }
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = take_buf();
+        } else if self.rbuf.capacity() - self.rbuf.len() < READ_SIZE / 2 {
+            self.rbuf.reserve(READ_SIZE);
+        }
+        let polled = pin!(self.io.read_buf(&mut self.rbuf)).poll(cx);
+        match polled {
+            Poll::Pending => {
+                if self.rbuf.is_empty() {
+                    give_buf(std::mem::take(&mut self.rbuf));
+                }
+                false
+            }
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                // The client is gone: what is in flight is dropped once the output is out.
+                self.read_closed = true;
+                true
+            }
+            Poll::Ready(Ok(_)) => {
+                self.feed(streams);
+                true
+            }
+        }
+    }
+
+    /// Feeds what was read to the connection (DATA payloads stay slices of the read buffer)
+    /// and dispatches the events.
+    fn feed(&mut self, streams: &mut FuturesUnordered<StreamFuture>) {
+        let input = self.rbuf.split().freeze();
+        let result = self.shared.conn.borrow_mut().recv_bytes(&input, Instant::now());
+        match result {
+            Ok(used) => {
+                if used < input.len() {
+                    self.rbuf.extend_from_slice(&input[used..]);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "HTTP/2 connection error");
+                self.protocol_error = true;
+            }
+        }
+        self.dispatch(streams);
+    }
+
+    /// Hands the connection's events to the streams.
+    fn dispatch(&mut self, streams: &mut FuturesUnordered<StreamFuture>) {
+        loop {
+            let event = self.shared.conn.borrow_mut().poll_event();
+            let Some(event) = event else { return };
+            match event {
+                Event::Request { stream: id, head, end_stream } => {
+                    let st = Rc::new(StreamShared::new(id, end_stream));
+                    let body = H2Body::new(
+                        id,
+                        st.inbox.clone(),
+                        self.shared.signal.clone(),
+                        head.content_length(),
+                    );
+                    let Ok(req) = stream::request(&head, RequestBody::H2(body)) else {
+                        self.shared.conn.borrow_mut().reset(id, ErrorCode::PROTOCOL_ERROR);
+                        continue;
+                    };
+                    self.shared.streams.borrow_mut().push(st.clone());
+                    let serve: Pin<Box<dyn Future<Output = ()>>> = Box::pin(stream::serve(
+                        self.worker.clone(),
+                        self.info.clone(),
+                        self.shared.clone(),
+                        id,
+                        req,
+                    ));
+                    streams.push(Cancellable::new(st, self.shared.clone(), serve));
+                }
+                Event::Data { stream: id, data, end_stream } => {
+                    if let Some(st) = self.shared.stream(id) {
+                        let mut inbox = st.inbox.lock();
+                        if !inbox.dropped {
+                            inbox.push(data, end_stream);
+                            continue;
+                        }
+                        inbox.ended |= end_stream;
+                    }
+                    // Nobody reads this body any more: its window goes back at once.
+                    self.shared.conn.borrow_mut().release_capacity(id, data.len());
+                }
+                Event::Trailers { stream: id, trailers } => {
+                    if let Some(st) = self.shared.stream(id) {
+                        let mut inbox = st.inbox.lock();
+                        if !inbox.dropped {
+                            inbox.trailers = Some(stream::trailers(&trailers));
+                        }
+                        inbox.ended = true;
+                        inbox.wake();
+                    }
+                }
+                Event::Reset { stream: id, code } => {
+                    if let Some(st) = self.shared.remove_stream(id) {
+                        st.on_reset(code);
+                    }
+                }
+                Event::WindowUpdate { .. } => self.shared.wake_senders(),
+                Event::GoAway { .. } => {}
+            }
+        }
+    }
+
+    /// Writes (and flushes) the connection's output; true if some was written. Decides when
+    /// the connection has ended.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        self.shared.apply_releases();
+        let mut wrote = false;
+        loop {
+            let conn = self.shared.conn.borrow();
+            let out = conn.output();
+            if out.is_empty() {
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, out) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    drop(conn);
+                    self.shared.conn.borrow_mut().consumed(n);
+                    self.flushed = false;
+                    wrote = true;
+                }
+                Poll::Ready(_) => {
+                    self.ended = Some(Ended::Io);
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if !self.flushed {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.flushed = true,
+                Poll::Ready(Err(_)) => {
+                    self.ended = Some(Ended::Io);
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        let conn = self.shared.conn.borrow();
+        let pending = conn.output().len();
+        if wrote && pending < OUTPUT_HIGH_WATER && self.shared.has_send_waiters() {
+            drop(conn);
+            self.shared.wake_senders();
+        } else if pending == 0 && self.flushed {
+            if conn.wants_close() {
+                self.ended =
+                    Some(if self.protocol_error { Ended::ProtocolError } else { Ended::Closed });
+            } else if self.read_closed {
+                self.ended = Some(Ended::Closed);
+            }
+        }
+        wrote
+    }
+}
