@@ -674,7 +674,7 @@ impl Connection {
             let mut s = Stream::new(stream, 0, self.peer.initial_window);
             s.recv_closed = end_stream;
             self.streams.push(s);
-            self.write_head(stream, Some(431), &[], true)
+            self.write_head(stream, Some(431), std::iter::empty(), true)
                 .map_err(|_| conn_err(ErrorCode::INTERNAL_ERROR, "431"))?;
             // Still receiving a body: stop it (RFC 9113 §8.1, a complete response first).
             if let Some(i) = self.index(stream) {
@@ -904,7 +904,9 @@ impl Connection {
             .map_or(0, |i| self.streams[i].send.available().min(self.conn_send.available()))
     }
 
-    fn check_fields(fields: &[(&[u8], &[u8])]) -> Result<(), SendError> {
+    fn check_fields<'f>(
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
+    ) -> Result<(), SendError> {
         for (n, v) in fields {
             if !name_ok(n)
                 || connection_specific(n)
@@ -925,10 +927,25 @@ impl Connection {
         fields: &[(&[u8], &[u8])],
         end_stream: bool,
     ) -> Result<(), SendError> {
+        self.send_response_fields(stream, status, fields.iter().copied(), end_stream)
+    }
+
+    /// [`Connection::send_response`] with the fields from an iterator (walked twice: checked,
+    /// then encoded), so that a driver need not collect them first.
+    pub fn send_response_fields<'f, F>(
+        &mut self,
+        stream: u32,
+        status: u16,
+        fields: F,
+        end_stream: bool,
+    ) -> Result<(), SendError>
+    where
+        F: IntoIterator<Item = (&'f [u8], &'f [u8])> + Clone,
+    {
         if !(100..=999).contains(&status) {
             return Err(SendError::InvalidField);
         }
-        Self::check_fields(fields)?;
+        Self::check_fields(fields.clone())?;
         let s = self.live(stream)?;
         if s.response_started {
             return Err(SendError::WrongState);
@@ -946,7 +963,15 @@ impl Connection {
         stream: u32,
         fields: &[(&[u8], &[u8])],
     ) -> Result<(), SendError> {
-        Self::check_fields(fields)?;
+        self.send_trailers_fields(stream, fields.iter().copied())
+    }
+
+    /// [`Connection::send_trailers`] with the fields from an iterator (walked twice).
+    pub fn send_trailers_fields<'f, F>(&mut self, stream: u32, fields: F) -> Result<(), SendError>
+    where
+        F: IntoIterator<Item = (&'f [u8], &'f [u8])> + Clone,
+    {
+        Self::check_fields(fields.clone())?;
         if !self.live(stream)?.response_started {
             return Err(SendError::WrongState);
         }
@@ -965,11 +990,11 @@ impl Connection {
     }
 
     /// Writes HEADERS (+ CONTINUATION) for a response head (`status`) or trailers (`None`).
-    fn write_head(
+    fn write_head<'f>(
         &mut self,
         stream: u32,
         status: Option<u16>,
-        fields: &[(&[u8], &[u8])],
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
         end_stream: bool,
     ) -> Result<(), SendError> {
         let start = self.out.len();

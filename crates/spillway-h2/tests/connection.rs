@@ -103,6 +103,40 @@ fn get_request_becomes_an_event_and_the_response_leaves_in_frames() {
 }
 
 #[test]
+fn fields_from_an_iterator_leave_as_the_slice_forms_do_and_are_checked_alike() {
+    let mut c = Client::connected(settings());
+    c.headers(1, &get("/"), true).unwrap();
+    let names: [&[u8]; 2] = [b"content-type", b"x-n"];
+    let values: [&[u8]; 2] = [b"text/plain", b"7"];
+    let fields = names.iter().copied().zip(values.iter().copied());
+    c.conn.send_response_fields(1, 200, fields, false).unwrap();
+    c.conn.send_trailers_fields(1, [(&b"grpc-status"[..], &b"0"[..])]).unwrap();
+    assert_eq!(
+        c.take_output(),
+        vec![
+            Out::Headers {
+                stream: 1,
+                end_stream: false,
+                fields: vec![
+                    (":status".into(), "200".into()),
+                    ("content-type".into(), "text/plain".into()),
+                    ("x-n".into(), "7".into())
+                ],
+            },
+            Out::Headers {
+                stream: 1,
+                end_stream: true,
+                fields: vec![("grpc-status".into(), "0".into())],
+            },
+        ]
+    );
+    c.headers(3, &get("/"), true).unwrap();
+    let bad = [(&b"connection"[..], &b"close"[..])];
+    assert_eq!(c.conn.send_response_fields(3, 200, bad, true), Err(SendError::InvalidField));
+    assert!(c.take_output().is_empty(), "nothing is written for a refused head");
+}
+
+#[test]
 fn repeated_response_fields_are_indexed_once() {
     let mut c = Client::connected(settings());
     let mut sizes = Vec::new();

@@ -38,6 +38,9 @@ const MAX_FREE_BUFS: usize = 64;
 /// Turns a connection runs before yielding to the worker's other tasks.
 const TURNS_PER_POLL: usize = 16;
 
+/// How long closing the socket (TLS close_notify) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Most concurrent streams per connection (what hyper's HTTP/2 server announced).
 pub const MAX_CONCURRENT_STREAMS: u32 = 200;
 
@@ -154,7 +157,10 @@ where
     // Streams still in flight are dropped here (a closed connection cancels them), before the
     // connection they borrow from is.
     drop(streams);
-    let _ = driver.io.shutdown().await;
+    if ended != Ended::Io {
+        // TLS sends close_notify here: bounded, for a client that stopped reading.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.io.shutdown()).await;
+    }
     give_buf(std::mem::take(&mut driver.rbuf));
     ended
 }
@@ -201,13 +207,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         }
         if self.rbuf.capacity() == 0 {
             self.rbuf = take_buf();
-        } else if self.rbuf.capacity() - self.rbuf.len() < READ_SIZE / 2 {
+        } else if self.rbuf.capacity() - self.rbuf.len() < READ_SIZE / 2
+            && !self.rbuf.try_reclaim(READ_SIZE / 2)
+        {
+            // The start of the buffer is still referenced (request body bytes being read).
             self.rbuf.reserve(READ_SIZE);
         }
         let polled = pin!(self.io.read_buf(&mut self.rbuf)).poll(cx);
         match polled {
             Poll::Pending => {
                 if self.rbuf.is_empty() {
+                    // Nothing pending: the buffer goes back to the pool, whole again if what
+                    // was read from it is no longer referenced.
+                    let _ = self.rbuf.try_reclaim(READ_SIZE);
                     give_buf(std::mem::take(&mut self.rbuf));
                 }
                 false

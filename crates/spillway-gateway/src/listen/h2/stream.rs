@@ -74,12 +74,65 @@ fn hop_by_hop(name: &header::HeaderName) -> bool {
     spillway_h2::head::connection_specific(name.as_str().as_bytes()) || name == header::TE
 }
 
-/// `map`'s fields as the codec takes them, connection-specific ones left out.
-fn fields(map: &HeaderMap) -> Vec<(&[u8], &[u8])> {
-    map.iter()
-        .filter(|(n, _)| !hop_by_hop(n))
-        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
-        .collect()
+/// A field as the codec takes it.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
+/// A header map's fields as the codec takes them, connection-specific ones left out, then up
+/// to two more; walked twice by the codec (checked, then encoded) without being collected.
+#[derive(Clone, Copy)]
+struct HeadFields<'a> {
+    map: &'a HeaderMap,
+    extra: [Option<Field<'a>>; 2],
+}
+
+impl<'a> HeadFields<'a> {
+    fn new(map: &'a HeaderMap) -> HeadFields<'a> {
+        HeadFields { map, extra: [None, None] }
+    }
+}
+
+fn sendable(field: &(&header::HeaderName, &HeaderValue)) -> bool {
+    !hop_by_hop(field.0)
+}
+
+fn as_field<'a>(field: (&'a header::HeaderName, &'a HeaderValue)) -> Field<'a> {
+    (field.0.as_str().as_bytes(), field.1.as_bytes())
+}
+
+/// The iterator of [`HeadFields`].
+type HeadIter<'a> = std::iter::Chain<
+    std::iter::Map<
+        std::iter::Filter<
+            header::Iter<'a, HeaderValue>,
+            for<'b> fn(&'b (&'a header::HeaderName, &'a HeaderValue)) -> bool,
+        >,
+        fn((&'a header::HeaderName, &'a HeaderValue)) -> Field<'a>,
+    >,
+    std::iter::Flatten<std::array::IntoIter<Option<Field<'a>>, 2>>,
+>;
+
+impl<'a> IntoIterator for HeadFields<'a> {
+    type Item = Field<'a>;
+    type IntoIter = HeadIter<'a>;
+
+    fn into_iter(self) -> HeadIter<'a> {
+        let keep: for<'b> fn(&'b (&'a header::HeaderName, &'a HeaderValue)) -> bool = sendable;
+        let map: fn((&'a header::HeaderName, &'a HeaderValue)) -> Field<'a> = as_field;
+        self.map.iter().filter(keep).map(map).chain(self.extra.into_iter().flatten())
+    }
+}
+
+/// `n` in decimal, in `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 /// Serves one stream: the proxy's answer written into the connection.
@@ -91,22 +144,25 @@ pub async fn serve(
     req: Request<RequestBody>,
 ) {
     let Ok(resp) = proxy::handle(worker.clone(), info, req).await;
-    let (mut parts, mut body) = resp.into_parts();
-    if !parts.headers.contains_key(header::DATE) {
-        if let Ok(date) = HeaderValue::from_bytes(&worker.lean.date()) {
-            parts.headers.insert(header::DATE, date);
-        }
-    }
+    let (parts, mut body) = resp.into_parts();
+    // As hyper's HTTP/2 server: a `date`, and a `content-length` when the body's size is known.
+    let date = worker.lean.date();
+    let date = (!parts.headers.contains_key(header::DATE)).then_some((&b"date"[..], &date[..]));
     let status = parts.status.as_u16();
-    if !parts.headers.contains_key(header::CONTENT_LENGTH) && status != 204 && status != 304 {
-        if let Some(len) = body.size_hint().exact() {
-            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let mut digits = [0u8; 20];
+    let length = match body.size_hint().exact() {
+        Some(len)
+            if status != 204 && status != 304 && !parts.headers.contains_key(header::CONTENT_LENGTH) =>
+        {
+            Some((&b"content-length"[..], decimal(len, &mut digits)))
         }
-    }
+        _ => None,
+    };
     let end = body.is_end_stream();
     {
+        let fields = HeadFields { map: &parts.headers, extra: [date, length] };
         let mut conn = shared.conn.borrow_mut();
-        if conn.send_response(id, status, &fields(&parts.headers), end).is_err() {
+        if conn.send_response_fields(id, status, fields, end).is_err() {
             // Gone (reset, connection closed) or an unsendable field: nothing more to do.
             conn.reset(id, ErrorCode::INTERNAL_ERROR);
             return;
@@ -136,7 +192,7 @@ pub async fn serve(
                 }
                 Err(frame) => {
                     let trailers = frame.into_trailers().unwrap_or_default();
-                    let _ = shared.conn.borrow_mut().send_trailers(id, &fields(&trailers));
+                    let _ = shared.conn.borrow_mut().send_trailers_fields(id, HeadFields::new(&trailers));
                     return;
                 }
             },
