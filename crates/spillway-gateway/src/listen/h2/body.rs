@@ -22,7 +22,8 @@ pub struct StreamReset(pub spillway_h2::ErrorCode);
 /// One stream's request body (see the module doc).
 pub struct H2Body {
     stream: u32,
-    inbox: SharedInbox,
+    /// `None`: the request has no body.
+    inbox: Option<SharedInbox>,
     signal: Arc<Signal>,
     /// Bytes the declared content-length still expects (`None` if none was declared).
     remaining: Option<u64>,
@@ -38,7 +39,7 @@ impl H2Body {
     /// The body of `stream`, with the request's declared content-length.
     pub fn new(
         stream: u32,
-        inbox: SharedInbox,
+        inbox: Option<SharedInbox>,
         signal: Arc<Signal>,
         content_length: Option<u64>,
     ) -> H2Body {
@@ -55,7 +56,8 @@ impl Body for H2Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, StreamReset>>> {
         let this = self.get_mut();
-        let mut inbox = this.inbox.lock();
+        let Some(inbox) = &this.inbox else { return Poll::Ready(None) };
+        let mut inbox = inbox.lock();
         if let Some(code) = inbox.reset {
             return Poll::Ready(Some(Err(StreamReset(code))));
         }
@@ -80,7 +82,8 @@ impl Body for H2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        let inbox = self.inbox.lock();
+        let Some(inbox) = &self.inbox else { return true };
+        let inbox = inbox.lock();
         inbox.reset.is_none() && inbox.ended && inbox.data.is_empty() && inbox.trailers.is_none()
     }
 
@@ -95,7 +98,8 @@ impl Body for H2Body {
 
 impl Drop for H2Body {
     fn drop(&mut self) {
-        let mut inbox = self.inbox.lock();
+        let Some(inbox) = &self.inbox else { return };
+        let mut inbox = inbox.lock();
         inbox.dropped = true;
         inbox.reader = None;
         let unread: usize = inbox.data.drain(..).map(|d| d.len()).sum();

@@ -284,8 +284,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                     streams.push(Cancellable::new(st, self.shared.clone(), serve));
                 }
                 Event::Data { stream: id, data, end_stream } => {
-                    if let Some(st) = self.shared.stream(id) {
-                        let mut inbox = st.inbox.lock();
+                    if let Some(inbox) = self.shared.stream(id).and_then(|s| s.inbox.clone()) {
+                        let mut inbox = inbox.lock();
                         if !inbox.dropped {
                             inbox.push(data, end_stream);
                             continue;
@@ -296,8 +296,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                     self.shared.conn.borrow_mut().release_capacity(id, data.len());
                 }
                 Event::Trailers { stream: id, trailers } => {
-                    if let Some(st) = self.shared.stream(id) {
-                        let mut inbox = st.inbox.lock();
+                    if let Some(inbox) = self.shared.stream(id).and_then(|s| s.inbox.clone()) {
+                        let mut inbox = inbox.lock();
                         if !inbox.dropped {
                             inbox.trailers = Some(stream::trailers(&trailers));
                         }

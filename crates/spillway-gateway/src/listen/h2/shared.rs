@@ -118,8 +118,8 @@ pub type SharedInbox = Arc<Mutex<Inbox>>;
 pub struct StreamShared {
     /// Stream identifier.
     pub id: u32,
-    /// The request body's inbox.
-    pub inbox: SharedInbox,
+    /// The request body's inbox (`None` for a request without a body: nothing to share).
+    pub inbox: Option<SharedInbox>,
     /// The client reset the stream: its future is to be dropped.
     pub reset: Cell<bool>,
     /// The stream future's waker (woken to drop it after a reset).
@@ -131,7 +131,7 @@ impl StreamShared {
     pub fn new(id: u32, ended: bool) -> StreamShared {
         StreamShared {
             id,
-            inbox: Arc::new(Mutex::new(Inbox { ended, ..Inbox::default() })),
+            inbox: (!ended).then(SharedInbox::default),
             reset: Cell::new(false),
             task: RefCell::new(None),
         }
@@ -140,13 +140,12 @@ impl StreamShared {
     /// The client reset the stream: the body ends with an error and the future is dropped.
     pub fn on_reset(&self, code: ErrorCode) {
         self.reset.set(true);
-        let mut inbox = self.inbox.lock();
-        inbox.reset = Some(code);
-        inbox.data.clear();
-        if let Some(w) = inbox.reader.take() {
-            w.wake();
+        if let Some(inbox) = &self.inbox {
+            let mut inbox = inbox.lock();
+            inbox.reset = Some(code);
+            inbox.data.clear();
+            inbox.wake();
         }
-        drop(inbox);
         if let Some(w) = self.task.borrow_mut().take() {
             w.wake();
         }

@@ -262,10 +262,10 @@ impl<F: Future<Output = ()> + Unpin> Future for Cancellable<F> {
                 return Poll::Pending;
             }
             // Answered: a request body the client is still sending is not needed any more.
-            let unfinished = {
-                let inbox = this.stream.inbox.lock();
+            let unfinished = this.stream.inbox.as_ref().is_some_and(|inbox| {
+                let inbox = inbox.lock();
                 !inbox.ended && inbox.reset.is_none()
-            };
+            });
             if unfinished {
                 this.shared.conn.borrow_mut().reset(this.stream.id, ErrorCode::NO_ERROR);
             }
