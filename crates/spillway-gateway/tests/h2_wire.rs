@@ -2,8 +2,9 @@
 //! (one stream and several at once on one connection, byte-exact), resets in both directions
 //! (the client's RST_STREAM cancels the upstream request; an upstream's reset becomes a 502 or
 //! a reset for that stream only), GOAWAY during in-flight streams (the gateway's graceful
-//! shutdown and an upstream's), and ALPN on a TLS listener. Real hyper clients and servers on
-//! loopback; the upstream here is an h2c server the test controls.
+//! shutdown and an upstream's), and ALPN on a TLS listener. Each test runs against both of the
+//! listener's HTTP/2 servers (`http2_server: lean` and `hyper`). Real hyper clients and
+//! servers on loopback; the upstream here is an h2c server the test controls.
 
 #![allow(clippy::unwrap_used)]
 
@@ -160,14 +161,17 @@ async fn upstream() -> (SocketAddr, Arc<UpstreamState>) {
     (addr, state)
 }
 
-/// A gateway with an h2c listener (bodies up to 100 MB) routing everything to an HTTP/2
-/// cluster on `upstream`.
-fn h2_gateway(upstream: SocketAddr) -> spillway_gateway::Gateway {
+/// The listener's HTTP/2 servers (`http2_server`): every test runs against each.
+const SERVERS: [&str; 2] = ["lean", "hyper"];
+
+/// A gateway with an h2c listener served by `server` (bodies up to 100 MB) routing everything
+/// to an HTTP/2 cluster on `upstream`.
+fn h2_gateway(upstream: SocketAddr, server: &str) -> spillway_gateway::Gateway {
     gateway(&format!(
         r#"
 workers: 1
 listeners:
-  - {{ name: public, address: "127.0.0.1:0", protocol: h2c, limits: {{ max_body_bytes: 100000000 }} }}
+  - {{ name: public, address: "127.0.0.1:0", protocol: h2c, http2_server: {server}, limits: {{ max_body_bytes: 100000000 }} }}
 clusters:
   - {{ name: up, protocol: http2, endpoints: [{{ address: "{upstream}" }}], timeouts: {{ request: 30s }} }}
 routes: [{{ name: all, cluster: up }}]
@@ -267,12 +271,14 @@ async fn check_pattern(seed: u64, mut body: Incoming) -> u64 {
     offset
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_bodies_cross_h2_both_ways_byte_exact_on_one_and_on_concurrent_streams() {
+async fn large_bodies_cross_h2_both_ways_byte_exact_on_one_and_on_concurrent_streams_on(
+    server: &'static str,
+) {
+    eprintln!("http2_server: {server}");
     // The common backend's `/echo` streams the request body back as it arrives, so upload and
     // download run at once and both directions' flow-control windows fill and reopen many times.
     let (b, _) = backend("b").await;
-    let gw = h2_gateway(b);
+    let gw = h2_gateway(b, server);
     let addr = gw.listener_address("public").unwrap();
     let (mut sender, _conn) = connect(addr).await;
 
@@ -301,10 +307,12 @@ async fn large_bodies_cross_h2_both_ways_byte_exact_on_one_and_on_concurrent_str
     stop(gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_reset_mid_upload_cancels_the_upstream_request_and_the_connection_serves_on() {
+async fn a_client_reset_mid_upload_cancels_the_upstream_request_and_the_connection_serves_on_on(
+    server: &'static str,
+) {
+    eprintln!("http2_server: {server}");
     let (up, state) = upstream().await;
-    let gw = h2_gateway(up);
+    let gw = h2_gateway(up, server);
     let addr = gw.listener_address("public").unwrap();
     let (mut sender, _conn) = connect(addr).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -336,10 +344,12 @@ async fn a_client_reset_mid_upload_cancels_the_upstream_request_and_the_connecti
     stop(gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_reset_mid_download_cancels_the_upstream_response_and_the_connection_serves_on() {
+async fn a_client_reset_mid_download_cancels_the_upstream_response_and_the_connection_serves_on_on(
+    server: &'static str,
+) {
+    eprintln!("http2_server: {server}");
     let (up, state) = upstream().await;
-    let gw = h2_gateway(up);
+    let gw = h2_gateway(up, server);
     let addr = gw.listener_address("public").unwrap();
     let (mut sender, _conn) = connect(addr).await;
     let resp = send(&mut sender, request(addr, "GET", "/firehose", body(""))).await.unwrap();
@@ -366,10 +376,10 @@ async fn a_client_reset_mid_download_cancels_the_upstream_response_and_the_conne
     stop(gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_reset_fails_only_its_own_stream() {
+async fn an_upstream_reset_fails_only_its_own_stream_on(server: &'static str) {
+    eprintln!("http2_server: {server}");
     let (up, state) = upstream().await;
-    let gw = h2_gateway(up);
+    let gw = h2_gateway(up, server);
     let addr = gw.listener_address("public").unwrap();
     let (mut sender, _conn) = connect(addr).await;
     // A stream in flight on the same connection (and the same upstream connection) throughout.
@@ -411,10 +421,12 @@ async fn an_upstream_reset_fails_only_its_own_stream() {
     stop(gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_finishes_in_flight_h2_streams_and_refuses_new_ones() {
+async fn graceful_shutdown_finishes_in_flight_h2_streams_and_refuses_new_ones_on(
+    server: &'static str,
+) {
+    eprintln!("http2_server: {server}");
     let (up, state) = upstream().await;
-    let gw = h2_gateway(up);
+    let gw = h2_gateway(up, server);
     let addr = gw.listener_address("public").unwrap();
     let (mut sender, _conn) = connect(addr).await;
     let mut held = Vec::new();
@@ -471,11 +483,12 @@ async fn graceful_shutdown_finishes_in_flight_h2_streams_and_refuses_new_ones() 
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_goaway_lets_in_flight_streams_finish_and_later_requests_use_a_new_connection()
-{
+async fn an_upstream_goaway_lets_in_flight_streams_finish_and_later_requests_use_a_new_connection_on(
+    server: &'static str,
+) {
+    eprintln!("http2_server: {server}");
     let (up, state) = upstream().await;
-    let gw = h2_gateway(up);
+    let gw = h2_gateway(up, server);
     let addr = gw.listener_address("public").unwrap();
     let (mut sender, _conn) = connect(addr).await;
     let mut held = Vec::new();
@@ -520,8 +533,8 @@ async fn an_upstream_goaway_lets_in_flight_streams_finish_and_later_requests_use
     stop(gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_listener_chooses_h2_when_offered_and_http1_otherwise() {
+async fn a_tls_listener_chooses_h2_when_offered_and_http1_otherwise_on(server: &'static str) {
+    eprintln!("http2_server: {server}");
     let (b, _) = backend("b").await;
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = write_temp("cert.pem", &certified.cert.pem());
@@ -529,7 +542,7 @@ async fn a_tls_listener_chooses_h2_when_offered_and_http1_otherwise() {
     let gw = gateway(&format!(
         r#"
 workers: 1
-listeners: [{{ name: tls, address: "127.0.0.1:0", tls: {{ cert: "{cert}", key: "{key}" }} }}]
+listeners: [{{ name: tls, address: "127.0.0.1:0", http2_server: {server}, tls: {{ cert: "{cert}", key: "{key}" }} }}]
 clusters: [{{ name: app, endpoints: [{{ address: "{b}" }}], timeouts: {{ request: 5s }} }}]
 routes: [{{ name: all, cluster: app }}]
 "#
@@ -585,4 +598,61 @@ routes: [{{ name: all, cluster: app }}]
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "b");
     }
     stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_cross_h2_both_ways_byte_exact_on_one_and_on_concurrent_streams() {
+    for server in SERVERS {
+        large_bodies_cross_h2_both_ways_byte_exact_on_one_and_on_concurrent_streams_on(server)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_mid_upload_cancels_the_upstream_request_and_the_connection_serves_on() {
+    for server in SERVERS {
+        a_client_reset_mid_upload_cancels_the_upstream_request_and_the_connection_serves_on_on(
+            server,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_mid_download_cancels_the_upstream_response_and_the_connection_serves_on() {
+    for server in SERVERS {
+        a_client_reset_mid_download_cancels_the_upstream_response_and_the_connection_serves_on_on(
+            server,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_reset_fails_only_its_own_stream() {
+    for server in SERVERS {
+        an_upstream_reset_fails_only_its_own_stream_on(server).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_h2_streams_and_refuses_new_ones() {
+    for server in SERVERS {
+        graceful_shutdown_finishes_in_flight_h2_streams_and_refuses_new_ones_on(server).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_chooses_h2_when_offered_and_http1_otherwise() {
+    for server in SERVERS {
+        a_tls_listener_chooses_h2_when_offered_and_http1_otherwise_on(server).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_goaway_lets_in_flight_streams_finish_and_later_requests_use_a_new_connection()
+{
+    for server in SERVERS {
+        an_upstream_goaway_lets_in_flight_streams_finish_and_later_requests_use_a_new_connection_on(server).await;
+    }
 }
