@@ -185,15 +185,19 @@ async fn serve(server: EchoServer) -> std::net::SocketAddr {
     addr
 }
 
-/// A gateway with an h2c listener and an HTTP/2 cluster on `backend`, and a tonic client
-/// connected to it.
+/// The listener's HTTP/2 servers (`http2_server`): every streaming test runs against each.
+const SERVERS: [&str; 2] = ["lean", "hyper"];
+
+/// A gateway with an h2c listener served by `server` and an HTTP/2 cluster on `backend`, and a
+/// tonic client connected to it.
 async fn through_gateway(
     backend: std::net::SocketAddr,
+    server: &str,
 ) -> (spillway_gateway::Gateway, tonic::client::Grpc<tonic::transport::Channel>) {
     let yaml = format!(
         r#"
 workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c }}]
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c, http2_server: {server} }}]
 clusters: [{{ name: echo, protocol: http2, endpoints: [{{ address: "{backend}" }}], timeouts: {{ request: 10s }} }}]
 routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
 "#
@@ -368,11 +372,13 @@ routes:
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_streaming_messages_cross_one_by_one_and_a_status_ends_the_call() {
-    let server = EchoServer::default();
-    let gates = server.0.clone();
-    let (gw, mut client) = through_gateway(serve(server).await).await;
+async fn server_streaming_messages_cross_one_by_one_and_a_status_ends_the_call_on(
+    server: &'static str,
+) {
+    eprintln!("http2_server: {server}");
+    let echo = EchoServer::default();
+    let gates = echo.0.clone();
+    let (gw, mut client) = through_gateway(serve(echo).await, server).await;
     let path = http::uri::PathAndQuery::from_static("/test.Echo/Count");
     client.ready().await.unwrap();
     let mut stream = client
@@ -404,11 +410,13 @@ async fn server_streaming_messages_cross_one_by_one_and_a_status_ends_the_call()
     stop(gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_streaming_messages_reach_the_server_before_the_stream_ends() {
-    let server = EchoServer::default();
-    let gates = server.0.clone();
-    let (gw, mut client) = through_gateway(serve(server).await).await;
+async fn client_streaming_messages_reach_the_server_before_the_stream_ends_on(
+    server: &'static str,
+) {
+    eprintln!("http2_server: {server}");
+    let echo = EchoServer::default();
+    let gates = echo.0.clone();
+    let (gw, mut client) = through_gateway(serve(echo).await, server).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     client.ready().await.unwrap();
     let call = tokio::spawn(async move {
@@ -434,9 +442,9 @@ async fn client_streaming_messages_reach_the_server_before_the_stream_ends() {
     stop(gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bidirectional_streaming_ping_pong_and_an_error_status_mid_call() {
-    let (gw, mut client) = through_gateway(serve(EchoServer::default()).await).await;
+async fn bidirectional_streaming_ping_pong_and_an_error_status_mid_call_on(server: &'static str) {
+    eprintln!("http2_server: {server}");
+    let (gw, mut client) = through_gateway(serve(EchoServer::default()).await, server).await;
     let path = http::uri::PathAndQuery::from_static("/test.Echo/Chat");
     // Ping-pong: message n+1 is sent only after reply n came back through the gateway, so
     // neither direction can be buffered until the end of the call.
@@ -479,4 +487,25 @@ async fn bidirectional_streaming_ping_pong_and_an_error_status_mid_call() {
     let reply = client.unary(tonic::Request::new(request("after")), path, codec()).await;
     assert_eq!(reply.unwrap().into_inner().message, "echo: after");
     stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_streaming_messages_cross_one_by_one_and_a_status_ends_the_call() {
+    for server in SERVERS {
+        server_streaming_messages_cross_one_by_one_and_a_status_ends_the_call_on(server).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_streaming_messages_reach_the_server_before_the_stream_ends() {
+    for server in SERVERS {
+        client_streaming_messages_reach_the_server_before_the_stream_ends_on(server).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidirectional_streaming_ping_pong_and_an_error_status_mid_call() {
+    for server in SERVERS {
+        bidirectional_streaming_ping_pong_and_an_error_status_mid_call_on(server).await;
+    }
 }
