@@ -16,11 +16,16 @@
 #   spillway   target/release/spillway          127.0.0.1:18290  (bench/grpc-spillway.yaml)
 #   nginx      http2 listener, grpc_pass        127.0.0.1:18292  (bench/grpc-nginx.conf)
 #   haproxy    bind … proto h2, server … h2    127.0.0.1:18294  (bench/grpc-haproxy.cfg)
-#   spillway-b a second binary (--ab BIN)       127.0.0.1:18296  (A/B of a change, same run)
+#   spillway-b a second binary (--ab BIN) or     127.0.0.1:18296  (A/B of a change or of the
+#              http2_server (--b-http2-server)                    listener's HTTP/2 server)
 #
 # Usage: bench/grpc.sh [--mode unary|stream|both] [--rounds N] [--duration SECS]
 #                      [--warmup SECS] [--clients N] [--streams N] [--message-size BYTES]
 #                      [--targets "haproxy nginx spillway"] [--ab BIN] [--out DIR]
+#                      [--http2-server lean|hyper] [--b-http2-server lean|hyper]
+#   --http2-server NAME    Spillway's listener `http2_server` (default: the binary's default)
+#   --b-http2-server NAME  run spillway-b with this `http2_server` (same binary unless --ab):
+#                          the two listener HTTP/2 servers compared in one run
 # SPILLWAY_BIN=PATH overrides the binary (it is also the upstream and the streaming client).
 # Needs: nginx, haproxy, h2load, curl, python3
 # (apt-get install -y nginx haproxy nghttp2-client curl python3).
@@ -30,6 +35,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
 BIN=${SPILLWAY_BIN:-$ROOT/target/release/spillway}
 BIN_B=""
+HTTP2_SERVER=""
+B_HTTP2_SERVER=""
 
 MODE=both
 ROUNDS=5
@@ -63,6 +70,8 @@ while [ $# -gt 0 ]; do
         --message-size) MESSAGE_SIZE=$2; shift ;;
         --targets) TARGETS_ARG=$2; shift ;;
         --ab) BIN_B=$2; shift ;;
+        --http2-server) HTTP2_SERVER=$2; shift ;;
+        --b-http2-server) B_HTTP2_SERVER=$2; shift ;;
         --out) OUT=$2; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
@@ -75,6 +84,7 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
 case "$MODE" in unary) MODES=(unary) ;; stream) MODES=(stream) ;; both) MODES=(unary stream) ;;
     *) die "--mode is unary, stream or both" ;; esac
+[ -n "$B_HTTP2_SERVER" ] && [ -z "$BIN_B" ] && BIN_B=$BIN
 read -r -a TARGETS <<<"$TARGETS_ARG"
 [ -n "$BIN_B" ] && TARGETS+=(spillway-b)
 for t in "${TARGETS[@]}"; do
@@ -148,8 +158,11 @@ wait_ready() { # port: until a unary call through it comes back echoed with grpc
     die "no gRPC echo through 127.0.0.1:$1 (see $head); logs in $OUT"
 }
 
-render() { # template out: fill the placeholders
+render() { # template out: fill the placeholders (H2SERVER: Spillway's http2_server, if set)
+    local h2server="# http2_server: the binary's default"
+    [ -n "${H2SERVER:-}" ] && h2server="http2_server: $H2SERVER"
     sed -e "s|@NOFILE@|$NOFILE|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" \
+        -e "s|@HTTP2_SERVER@|$h2server|g" \
         -e "s|@PORT@|$PORT|g" -e "s|@ADMIN_PORT@|${ADMIN:-0}|g" "$1" >"$2"
 }
 
@@ -272,17 +285,17 @@ if has_target haproxy; then
     STARTED+=("$PID_haproxy")
     wait_ready "$HAPROXY_PORT"
 fi
-start_spillway() { # name bin port admin
+start_spillway() { # name bin port admin http2_server
     local cfg=$OUT/$1.yaml
-    PORT=$3 ADMIN=$4 render "$BENCH/grpc-spillway.yaml" "$cfg"
+    PORT=$3 ADMIN=$4 H2SERVER=$5 render "$BENCH/grpc-spillway.yaml" "$cfg"
     "$2" run --config "$cfg" >"$OUT/$1.log" 2>&1 &
     local pid=$!
     STARTED+=("$pid")
     printf -v "PID_${1//-/_}" '%s' "$pid"
     wait_ready "$3"
 }
-has_target spillway && start_spillway spillway "$BIN" "$SPILLWAY_PORT" "$ADMIN_PORT"
-[ -n "$BIN_B" ] && start_spillway spillway-b "$BIN_B" "$SPILLWAY_B_PORT" "$ADMIN_B_PORT"
+has_target spillway && start_spillway spillway "$BIN" "$SPILLWAY_PORT" "$ADMIN_PORT" "$HTTP2_SERVER"
+[ -n "$BIN_B" ] && start_spillway spillway-b "$BIN_B" "$SPILLWAY_B_PORT" "$ADMIN_B_PORT" "$B_HTTP2_SERVER"
 
 # ---- load: per mode, warm-up, then alternating rounds (order reversed every other round) -------
 for mode in "${MODES[@]}"; do
@@ -335,7 +348,8 @@ def ratios(a, b, title):
 ratios("spillway", "haproxy", f"Spillway / HAProxy, {mode} (goal: rate >= 1.1x, CPU <= 0.9x, p99 <= 1.0x):")
 ratios("nginx", "haproxy", f"nginx / HAProxy, {mode}:")
 ratios("spillway", "nginx", f"Spillway / nginx, {mode}:")
-ratios("spillway-b", "spillway", f"B / A (spillway-b against spillway, same config), {mode}:")
+ratios("spillway-b", "spillway", f"B / A (spillway-b against spillway), {mode}:")
+ratios("spillway-b", "haproxy", f"Spillway B / HAProxy, {mode}:")
 PY
 done
 log "raw data: $OUT/rounds-*.tsv, load outputs in $OUT"
