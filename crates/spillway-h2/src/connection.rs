@@ -36,6 +36,9 @@ use crate::stream::{Closed, RecentlyClosed, Stream};
 /// The client connection preface (§3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Bytes reserved at once when a response head is written into an empty, released output.
+const OUT_INITIAL: usize = 4096;
+
 /// The initial window of every stream and of the connection (§6.9.2).
 pub const DEFAULT_WINDOW: u32 = 65_535;
 
@@ -997,6 +1000,11 @@ impl Connection {
         fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
         end_stream: bool,
     ) -> Result<(), SendError> {
+        if self.out.capacity() == 0 {
+            // The output was released while idle: one allocation for a typical turn's frames
+            // instead of growing from a few bytes field by field.
+            self.out.reserve(OUT_INITIAL);
+        }
         let start = self.out.len();
         FrameHeader { len: 0, kind: kind::HEADERS, flags: 0, stream }.write(&mut self.out);
         self.encoder.begin_block(&mut self.out);
