@@ -95,20 +95,34 @@ pub fn encoded_len(input: &[u8]) -> usize {
 
 /// Appends `input` Huffman-encoded to `out`, padded with the most significant bits of EOS.
 pub fn encode(input: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + encoded_len(input), 0);
+    encode_into(input, &mut out[start..]);
+}
+
+/// Writes `input` Huffman-encoded into `out`, which must be exactly [`encoded_len`] long
+/// (no capacity check or growth per byte, unlike pushing).
+pub fn encode_into(input: &[u8], out: &mut [u8]) {
     let mut acc: u64 = 0;
     let mut bits: u32 = 0;
+    let mut at = 0;
     for &b in input {
         let len = LENGTHS[b as usize] as u32;
         acc = (acc << len) | CODE.codes[b as usize] as u64;
         bits += len;
         while bits >= 8 {
             bits -= 8;
-            out.push((acc >> bits) as u8);
+            if let Some(slot) = out.get_mut(at) {
+                *slot = (acc >> bits) as u8;
+            }
+            at += 1;
         }
     }
     if bits > 0 {
         let pad = 8 - bits;
-        out.push(((acc << pad) | ((1 << pad) - 1)) as u8);
+        if let Some(slot) = out.get_mut(at) {
+            *slot = ((acc << pad) | ((1 << pad) - 1)) as u8;
+        }
     }
 }
 

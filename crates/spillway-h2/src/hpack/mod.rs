@@ -76,7 +76,9 @@ pub fn encode_string(s: &[u8], out: &mut Vec<u8>) {
     let huff_len = huffman::encoded_len(s);
     if huff_len <= s.len() {
         encode_int(huff_len, 7, 0x80, out);
-        huffman::encode(s, out);
+        let start = out.len();
+        out.resize(start + huff_len, 0);
+        huffman::encode_into(s, &mut out[start..]);
     } else {
         encode_int(s.len(), 7, 0, out);
         out.extend_from_slice(s);
