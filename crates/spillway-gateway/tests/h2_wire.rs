@@ -161,6 +161,9 @@ async fn upstream() -> (SocketAddr, Arc<UpstreamState>) {
     (addr, state)
 }
 
+/// Protocols offered by ALPN, in the client's order of preference.
+type AlpnList = &'static [&'static [u8]];
+
 /// The listener's HTTP/2 servers (`http2_server`): every test runs against each.
 const SERVERS: [&str; 2] = ["lean", "hyper"];
 
@@ -551,7 +554,7 @@ routes: [{{ name: all, cluster: app }}]
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();
     // (offered, in the client's order of preference) -> chosen.
-    let cases: [(&[&[u8]], Option<&[u8]>); 4] = [
+    let cases: [(AlpnList, Option<&[u8]>); 4] = [
         (&[b"h2", b"http/1.1"], Some(b"h2")),
         (&[b"http/1.1", b"h2"], Some(b"h2")),
         (&[b"http/1.1"], Some(b"http/1.1")),
