@@ -7,6 +7,9 @@
 //! [`Connection::poll_event`], answers through `send_*`, and writes [`Connection::output`].
 //! Time enters only as `now` arguments.
 //!
+//! [`client::ClientConnection`] is the other side, for HTTP/2 upstreams (gRPC): the same
+//! codec, HPACK, windows and flood limits, with requests going out and responses coming in.
+//!
 //! ```
 //! use spillway_h2::{frame::Frame, hpack::Encoder, Connection, Event, ServerSettings, PREFACE};
 //! use std::time::Instant;
@@ -40,6 +43,7 @@
 //! its HPACK tables only as entries arrive.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod connection;
 pub mod error;
 pub mod flow;
@@ -48,6 +52,9 @@ pub mod head;
 pub mod hpack;
 pub mod stream;
 
+pub use client::{
+    ClientConnection, ClientEvent, ClientSettings, RequestError, RequestLine, ResponseHead,
+};
 pub use connection::{Connection, Event, SendError, ServerSettings, PREFACE};
 pub use error::{ErrorCode, H2Error, Scope};
 pub use head::{Fields, RequestHead};
