@@ -1262,6 +1262,20 @@ impl ClientConnection {
         self.state == State::Open
     }
 
+    /// Heap bytes this connection holds (buffers at their capacity, HPACK tables), as far as
+    /// it can count them.
+    pub fn heap_bytes(&self) -> usize {
+        self.out.capacity()
+            + self.events.capacity() * std::mem::size_of::<ClientEvent>()
+            + self.streams.capacity() * std::mem::size_of::<ClientStream>()
+            + self.decoder.heap_bytes()
+            + self.encoder.heap_bytes()
+            + self
+                .partial
+                .as_ref()
+                .map_or(0, |p| std::mem::size_of::<PartialBlock>() + p.block.capacity())
+    }
+
     /// Number of live streams.
     pub fn active_streams(&self) -> usize {
         self.streams.len()

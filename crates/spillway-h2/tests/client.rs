@@ -593,3 +593,25 @@ fn request_trailers_end_the_stream_and_our_goaway_stops_new_streams() {
     s.conn.go_away(ErrorCode::NO_ERROR);
     assert_eq!(s.conn.send_request(GET, NO_FIELDS, true), Err(RequestError::GoingAway));
 }
+
+#[test]
+fn an_idle_connection_keeps_only_its_hpack_tables() {
+    let mut s = default_server();
+    for _ in 0..20 {
+        let id = s.conn.send_request(POST, [(&b"x-a"[..], &b"1"[..])], false).unwrap();
+        assert_eq!(s.conn.send_data(id, &[1u8; 10_000], true).unwrap(), 10_000);
+        s.frame(Frame::WindowUpdate { stream: 0, increment: 10_000 }).unwrap();
+        s.headers(id, &[(":status", "200"), ("x-b", "2")], false).unwrap();
+        s.data(id, &[2u8; 10_000], true);
+        for ev in s.events() {
+            if let ClientEvent::Data { stream, data, .. } = ev {
+                s.conn.release_capacity(stream, data.len());
+            }
+        }
+        s.output();
+    }
+    assert_eq!(s.conn.active_streams(), 0);
+    assert!(s.conn.poll_event().is_none());
+    let tables = 2 * 4096;
+    assert!(s.conn.heap_bytes() <= tables, "idle client holds {} bytes", s.conn.heap_bytes());
+}

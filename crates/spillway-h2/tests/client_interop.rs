@@ -353,3 +353,58 @@ async fn nginx_h2c_get_and_post() {
     assert_eq!(resps[2].body, b"hello from nginx");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn nghttpd_h2c_files_and_upload() {
+    if !installed("nghttpd") {
+        eprintln!("nghttpd not installed (Debian package nghttp2-server): skipped");
+        return;
+    }
+    let dir =
+        std::env::temp_dir().join(format!("spillway-h2-client-nghttpd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("big"), &big).unwrap();
+    std::fs::write(dir.join("small"), b"small file").unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new("nghttpd")
+        .args(["--no-tls", "-a", "127.0.0.1", "-d"])
+        .arg(&dir)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("nghttpd");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "nghttpd listening");
+    let reqs = vec![
+        req("GET", "/big", vec![]),
+        req("GET", "/missing", vec![]),
+        req("POST", "/small", vec![9; 500_000]),
+        req("GET", "/small", vec![]),
+    ];
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        exchange(addr, ClientSettings::default(), reqs),
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (resps, _) = result.expect("in time");
+    assert_eq!(resps[0].status, 200);
+    assert!(resps[0].body == big, "3 MB file intact");
+    assert_eq!(resps[1].status, 404);
+    assert_eq!(resps[2].status, 200, "{:?}", resps[2].reset);
+    assert_eq!(resps[3].body, b"small file");
+}
