@@ -267,7 +267,10 @@ async fn graceful_shutdown_finishes_the_stream_in_flight_then_closes() {
     let (status, text) = tokio::time::timeout(Duration::from_secs(5), call).await.unwrap().unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&text).contains("x-tag: inflight\n"));
-    tokio::time::timeout(Duration::from_secs(5), conn).await.expect("the connection closes").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the connection closes")
+        .unwrap();
     blocking(move || stopping.wait()).await;
 }
 
@@ -359,9 +362,8 @@ fn http2_server_accepts_lean_or_hyper_only() {
              routes: [{{ name: all, cluster: up }}]\n"
         )
     };
-    let parse = |v: &str| {
-        spillway_gateway::Config::parse(&yaml(v), "test.yaml", &std::env::temp_dir())
-    };
+    let parse =
+        |v: &str| spillway_gateway::Config::parse(&yaml(v), "test.yaml", &std::env::temp_dir());
     assert!(parse("lean").is_ok());
     assert!(parse("hyper").is_ok());
     let err = parse("tokio").unwrap_err().to_string();

@@ -50,9 +50,7 @@ thread_local! {
 }
 
 fn take_buf() -> BytesMut {
-    FREE_BUFS
-        .with(|f| f.borrow_mut().pop())
-        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
+    FREE_BUFS.with(|f| f.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
 }
 
 fn give_buf(buf: BytesMut) {
@@ -164,7 +162,6 @@ where
     give_buf(std::mem::take(&mut driver.rbuf));
     ended
 }
-
 
 /// A connection's I/O side and flags.
 struct Driver<I> {

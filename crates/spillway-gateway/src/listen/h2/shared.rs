@@ -10,9 +10,9 @@
 //! flow-control windows on its next turn.
 
 use bytes::Bytes;
-use spillway_h2::{Connection, ErrorCode};
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
+use spillway_h2::{Connection, ErrorCode};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;

@@ -152,7 +152,9 @@ pub async fn serve(
     let mut digits = [0u8; 20];
     let length = match body.size_hint().exact() {
         Some(len)
-            if status != 204 && status != 304 && !parts.headers.contains_key(header::CONTENT_LENGTH) =>
+            if status != 204
+                && status != 304
+                && !parts.headers.contains_key(header::CONTENT_LENGTH) =>
         {
             Some((&b"content-length"[..], decimal(len, &mut digits)))
         }
@@ -192,7 +194,10 @@ pub async fn serve(
                 }
                 Err(frame) => {
                     let trailers = frame.into_trailers().unwrap_or_default();
-                    let _ = shared.conn.borrow_mut().send_trailers_fields(id, HeadFields::new(&trailers));
+                    let _ = shared
+                        .conn
+                        .borrow_mut()
+                        .send_trailers_fields(id, HeadFields::new(&trailers));
                     return;
                 }
             },
