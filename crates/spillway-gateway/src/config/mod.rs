@@ -150,6 +150,18 @@ pub enum Http2Server {
     Hyper,
 }
 
+/// Which client speaks HTTP/2 to a cluster's endpoints (`protocol: http2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Http2Client {
+    /// The lean client (`upstream::h2_client`): one task per connection, request bodies
+    /// pumped in it, no channel per request.
+    Lean,
+    /// hyper's HTTP/2 client (a task per connection and per request body): the way back if
+    /// the lean one misbehaves.
+    Hyper,
+}
+
 /// A downstream listener.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListenerConfig {
@@ -263,6 +275,8 @@ pub struct ClusterConfig {
     pub hash_header: Option<String>,
     /// Upstream protocol.
     pub protocol: UpstreamProtocol,
+    /// The HTTP/2 client for `protocol: http2` (`http2_client`).
+    pub http2_client: Http2Client,
     /// Timeouts.
     pub timeouts: ClusterTimeouts,
     /// Active health checking, if configured.

@@ -181,6 +181,7 @@ pub struct RawCluster {
     pub endpoints: Vec<RawEndpoint>,
     pub balance: Option<String>,
     pub protocol: Option<String>,
+    pub http2_client: Option<String>,
     pub timeouts: Option<RawClusterTimeouts>,
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,

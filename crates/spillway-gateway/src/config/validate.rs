@@ -576,12 +576,24 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
                 }
             }
         }
+        let http2_client = match rc.http2_client.as_deref() {
+            Some("hyper") => Http2Client::Hyper,
+            None | Some("lean") => Http2Client::Lean,
+            Some(other) => {
+                c.error(
+                    &at(&p, &[key("http2_client")]),
+                    format!("`{other}`: expected lean or hyper"),
+                );
+                Http2Client::Hyper
+            }
+        };
         clusters.push(ClusterConfig {
             name: rc.name,
             endpoints,
             balance,
             hash_header: rc.hash_header.map(|h| h.to_ascii_lowercase()),
             protocol,
+            http2_client,
             timeouts,
             health_check,
             outlier,

@@ -309,6 +309,8 @@ pub enum UpstreamBody {
     Hyper(Incoming),
     /// Read straight from a pooled plain socket.
     Pooled(ResponseBodyStream),
+    /// From the lean HTTP/2 client (`upstream::h2_client`).
+    H2(crate::upstream::h2_client::H2ResponseBody),
 }
 
 impl Body for UpstreamBody {
@@ -322,6 +324,7 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(ResponseBodyError::from),
             UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(ResponseBodyError::from),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(ResponseBodyError::from),
         }
     }
 
@@ -329,6 +332,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Hyper(b) => b.is_end_stream(),
             UpstreamBody::Pooled(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
         }
     }
 
@@ -336,6 +340,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Hyper(b) => b.size_hint(),
             UpstreamBody::Pooled(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
         }
     }
 }
@@ -349,6 +354,9 @@ pub enum ResponseBodyError {
     /// The upstream body broke (the HTTP/1.1 client over pooled sockets).
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
+    /// The upstream stream broke (the lean HTTP/2 client).
+    #[error(transparent)]
+    H2(#[from] crate::upstream::h2_client::H2ClientError),
     /// The request's timeout passed while the body was still streaming; the response is cut
     /// (HTTP/1.1: the connection closes; HTTP/2: the stream is reset).
     #[error("the request timeout passed while the response body was streaming")]

@@ -37,6 +37,7 @@ use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
 use crate::upstream::cluster::{ClusterState, EndpointState, Outcome};
 use crate::upstream::h1_client;
+use crate::upstream::h2_client::H2ClientError;
 use crate::upstream::pool::{self, UpstreamError};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -717,6 +718,8 @@ async fn proxy(
             let in_flight = InFlight(endpoint);
             let protocol = cluster.config.protocol;
             let tls = cluster.tls.as_deref();
+            let tls_arc = cluster.tls.as_ref();
+            let lean_h2 = cluster.config.http2_client == crate::config::Http2Client::Lean;
             let upgrading = upgrade.is_some();
             let one_try = async move {
                 let _in_flight = in_flight;
@@ -745,6 +748,34 @@ async fn proxy(
                                 .await
                                 .map_err(|e| UpstreamError::Http(addr, e))?;
                             Ok((resp.map(UpstreamBody::Hyper), None))
+                        }
+                        (UpstreamProtocol::Http2, _) if lean_h2 => {
+                            // A request whose body is in hand is sent once more, on a new
+                            // connection, when a connection going away refused it unprocessed.
+                            let again = match up_req.body() {
+                                ProxyBody::Empty | ProxyBody::Buffered(None) => {
+                                    Some(copy_of(&up_req, ProxyBody::Empty))
+                                }
+                                ProxyBody::Buffered(Some(data)) => {
+                                    let body = ProxyBody::Buffered(Some(data.clone()));
+                                    Some(copy_of(&up_req, body))
+                                }
+                                _ => None,
+                            };
+                            let conn = pool.checkout_h2_lean(addr, tls_arc, t.connect, false);
+                            let resp = match conn.send(up_req).await {
+                                Err(H2ClientError::Refused | H2ClientError::NoCapacity) => {
+                                    let Some(again) = again else {
+                                        return Err(H2ClientError::Refused.into_upstream(addr));
+                                    };
+                                    let conn =
+                                        pool.checkout_h2_lean(addr, tls_arc, t.connect, true);
+                                    conn.send(again).await
+                                }
+                                sent => sent,
+                            };
+                            let resp = resp.map_err(|e| e.into_upstream(addr))?;
+                            Ok((resp, None))
                         }
                         (UpstreamProtocol::Http2, _) => {
                             // A request whose body is in hand is sent once more, on a new
@@ -824,7 +855,7 @@ async fn proxy(
         // Each try's outcome teaches outlier detection and the balancer (a body over the
         // client's limit is the client's fault: no outlier accounting).
         let try_result = match &done.result {
-            Err(UpstreamError::Http(_, e)) if client_body_fault(e).is_some() => {
+            Err(e) if upstream_body_fault(e).is_some() => {
                 worker.picked_done(snap.generation, cluster_index, done.picked, latency, true, now);
                 None
             }
@@ -846,7 +877,9 @@ async fn proxy(
                         TryFailure::Connect
                     }
                     UpstreamError::Timeout(_) => TryFailure::Timeout,
-                    UpstreamError::Http(..) | UpstreamError::Exchange(..) => TryFailure::Reset,
+                    UpstreamError::Http(..)
+                    | UpstreamError::Exchange(..)
+                    | UpstreamError::H2(..) => TryFailure::Reset,
                 }))
             }
             Ok((resp, _)) => {
@@ -930,12 +963,12 @@ async fn proxy(
     if let Some(queue) = failback {
         let (failure, status) = match &result {
             Ok((resp, _)) => (None, Some(resp.status().as_u16())),
-            Err(UpstreamError::Http(_, e)) if client_body_fault(e).is_some() => (None, None),
+            Err(e) if upstream_body_fault(e).is_some() => (None, None),
             Err(UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_)) => {
                 (Some(TryFailure::Connect), None)
             }
             Err(UpstreamError::Timeout(_)) => (Some(TryFailure::Timeout), None),
-            Err(UpstreamError::Http(..) | UpstreamError::Exchange(..)) => {
+            Err(UpstreamError::Http(..) | UpstreamError::Exchange(..) | UpstreamError::H2(..)) => {
                 (Some(TryFailure::Reset), None)
             }
         };
@@ -961,8 +994,8 @@ async fn proxy(
     }
     let (mut resp, conn_back) = match result {
         Ok(ok) => ok,
-        Err(UpstreamError::Http(_, e)) if client_body_fault(&e).is_some() => {
-            let (status, error) = client_body_fault(&e)
+        Err(e) if upstream_body_fault(&e).is_some() => {
+            let (status, error) = upstream_body_fault(&e)
                 .unwrap_or((StatusCode::BAD_REQUEST, errors::BAD_REQUEST_BODY));
             return (canned(status, error), Some(addr));
         }
@@ -1187,8 +1220,22 @@ async fn first_of<'a, T>(
 
 /// Why an upstream exchange failed because of the client's body, if it did: the body passed
 /// the body limit (413), or did not arrive within the route's `body_timeout` (408).
+/// [`client_body_fault`] for any upstream failure (hyper's clients and the lean HTTP/2 one).
+fn upstream_body_fault(e: &UpstreamError) -> Option<(StatusCode, &'static str)> {
+    match e {
+        UpstreamError::Http(_, e) => client_body_fault(e),
+        UpstreamError::H2(_, e) => e.request_body_error().and_then(body_fault_in),
+        _ => None,
+    }
+}
+
 fn client_body_fault(e: &hyper::Error) -> Option<(StatusCode, &'static str)> {
-    let mut source = std::error::Error::source(e);
+    std::error::Error::source(e).and_then(body_fault_in)
+}
+
+/// Whether `e` or one of its sources is the request body's own failure.
+fn body_fault_in(e: &(dyn std::error::Error + 'static)) -> Option<(StatusCode, &'static str)> {
+    let mut source = Some(e);
     while let Some(s) = source {
         if s.is::<BodyTooLarge>() {
             return Some((StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE));

@@ -11,6 +11,7 @@
 //! connection never serves a TLS cluster (or one cluster's TLS another's with other settings).
 
 use crate::proxy::body::ProxyBody;
+use crate::upstream::h2_client::H2Connection;
 use crate::upstream::tls::{UpstreamStream, UpstreamTls};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,6 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -58,6 +60,9 @@ pub enum UpstreamError {
     /// No response head within the request (or per-try) timeout.
     #[error("upstream {0} timed out")]
     Timeout(SocketAddr),
+    /// The exchange on the lean HTTP/2 client failed.
+    #[error("upstream {0}: {1}")]
+    H2(SocketAddr, crate::upstream::h2_client::H2ClientError),
 }
 
 /// Whether an HTTP/2 upstream refused a request without processing any of it: its connection
@@ -125,10 +130,16 @@ struct Idle {
     since: Instant,
 }
 
+/// A lean HTTP/2 connection in the pool, with its last use.
+type LeanH2 = (Rc<H2Connection>, Instant);
+
 /// One worker's connections to every upstream endpoint.
 pub struct Pool {
     h1: RefCell<PoolMap<Vec<Idle>>>,
     h2: RefCell<PoolMap<(http2::SendRequest<ProxyBody>, Instant)>>,
+    /// The lean HTTP/2 client's connections (`http2_client: lean`): usually one per endpoint,
+    /// more while the server's stream limit is reached; each with its last use.
+    h2_lean: RefCell<PoolMap<Vec<LeanH2>>>,
     /// Idle ages are read on this clock (the gateway's TSC clock: cheaper than
     /// `std::time::Instant`, and read twice per request).
     clock: SystemClock,
@@ -225,7 +236,7 @@ pub async fn connect_h1_upgradable(
 impl Pool {
     /// An empty pool timing idle connections on `clock`.
     pub fn with_clock(clock: SystemClock) -> Pool {
-        Pool { h1: RefCell::default(), h2: RefCell::default(), clock }
+        Pool { h1: RefCell::default(), h2: RefCell::default(), h2_lean: RefCell::default(), clock }
     }
 
     /// An idle HTTP/1.1 connection to `addr` (through `tls`) younger than `idle`, or a new one.
@@ -298,6 +309,33 @@ impl Pool {
         self.h2.borrow_mut().remove(&PoolKey::new(addr, tls));
     }
 
+    /// A lean HTTP/2 connection to `addr` (through `tls`) that takes a new stream now: a
+    /// pooled one, or a new one (its task connects; requests queue in it meanwhile, so a
+    /// burst of requests opens one connection, not one each). A connection that was refused
+    /// a stream (`fresh`) is skipped: the retry goes on a new connection.
+    pub fn checkout_h2_lean(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&Arc<UpstreamTls>>,
+        connect_timeout: Duration,
+        fresh: bool,
+    ) -> Rc<H2Connection> {
+        let key = PoolKey::new(addr, tls.map(|t| &**t));
+        let now = self.clock.now();
+        let mut map = self.h2_lean.borrow_mut();
+        let conns = map.entry(key).or_default();
+        conns.retain(|(c, _)| !c.is_done());
+        if !fresh {
+            if let Some((c, used)) = conns.iter_mut().find(|(c, _)| c.can_open()) {
+                *used = now;
+                return c.clone();
+            }
+        }
+        let c = Rc::new(H2Connection::start(addr, tls.cloned(), connect_timeout));
+        conns.push((c.clone(), now));
+        c
+    }
+
     /// Drops connections unused for longer than `idle` and closed ones. An HTTP/2 connection
     /// closes once its last sender is gone and its streams have finished.
     pub fn sweep(&self, idle: Duration) {
@@ -310,11 +348,19 @@ impl Pool {
         self.h2
             .borrow_mut()
             .retain(|_, (s, used)| !s.is_closed() && now.saturating_duration_since(*used) <= idle);
+        for conns in self.h2_lean.borrow_mut().values_mut() {
+            conns.retain(|(c, used)| {
+                !c.is_done()
+                    && (c.active_streams() > 0 || now.saturating_duration_since(*used) <= idle)
+            });
+        }
     }
 
     /// Idle HTTP/1.1 connections and HTTP/2 connections currently held.
     pub fn len(&self) -> usize {
-        self.h1.borrow().values().map(Vec::len).sum::<usize>() + self.h2.borrow().len()
+        self.h1.borrow().values().map(Vec::len).sum::<usize>()
+            + self.h2.borrow().len()
+            + self.h2_lean.borrow().values().map(Vec::len).sum::<usize>()
     }
 
     /// Whether the pool holds no connection.
