@@ -369,3 +369,52 @@ fn http2_server_accepts_lean_or_hyper_only() {
     let err = parse("tokio").unwrap_err().to_string();
     assert!(err.contains("http2_server") && err.contains("expected lean or hyper"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_silent_with_a_request_in_flight_is_pinged_then_dropped() {
+    use spillway_h2::frame::Frame;
+    let (b, state) = backend("b").await;
+    let gw = gateway_to(b, "protocol: h2c, timeouts: { idle: 300ms }");
+    let addr = gw.listener_address("public").unwrap();
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = spillway_h2::PREFACE.to_vec();
+    Frame::Settings { ack: false, params: &[] }.encode(&mut out);
+    let mut block = Vec::new();
+    let mut encoder = spillway_h2::hpack::Encoder::new(4096);
+    let authority = addr.to_string();
+    for (n, v) in [(":method", "GET"), (":scheme", "http"), (":path", "/hold")] {
+        encoder.encode_field(n.as_bytes(), v.as_bytes(), &mut block);
+    }
+    encoder.encode_field(b":authority", authority.as_bytes(), &mut block);
+    Frame::Headers {
+        stream: 1,
+        end_stream: true,
+        end_headers: true,
+        priority: None,
+        block: &block,
+        padding: None,
+    }
+    .encode(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let seen = state.clone();
+    eventually(Duration::from_secs(5), "the request is held", move || seen.arrived().len() == 1)
+        .await;
+    // From now on the client reads but never answers: a PING comes, then the close.
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut got))
+        .await
+        .expect("the gateway drops the silent client")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300), "not before a PING went unanswered");
+    let mut at = 0;
+    let mut pinged = false;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        pinged |= got[at + 3] == 0x6 && got[at + 4] & 0x1 == 0;
+        at += 9 + len;
+    }
+    assert!(pinged, "the gateway probed with a PING first");
+    state.held.open();
+    stop(gw).await;
+}

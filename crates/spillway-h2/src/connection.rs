@@ -1103,6 +1103,16 @@ impl Connection {
         }
     }
 
+    /// Sends a PING (not an ACK) with `payload`: a liveness probe. The peer's ACK, like any
+    /// frame it sends, arrives through [`Connection::recv`]; a driver that hears nothing back
+    /// in time closes the connection.
+    pub fn ping(&mut self, payload: [u8; 8]) {
+        if self.state == State::Closed {
+            return;
+        }
+        Frame::Ping { ack: false, payload }.encode(&mut self.out);
+    }
+
     /// Sends GOAWAY with the last stream we accepted. With `NO_ERROR` this is graceful: live
     /// streams go on, newer ones are refused; with an error code the connection is closed.
     pub fn go_away(&mut self, code: ErrorCode) {

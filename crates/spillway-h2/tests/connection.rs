@@ -67,6 +67,16 @@ fn ping_is_acked_with_the_same_payload() {
 }
 
 #[test]
+fn ping_sends_a_probe_and_its_ack_is_taken_quietly() {
+    let mut c = Client::connected(settings());
+    c.conn.ping(*b"probe-01");
+    assert_eq!(c.take_output(), vec![Out::Ping { ack: false, payload: *b"probe-01" }]);
+    c.frame(Frame::Ping { ack: true, payload: *b"probe-01" }).unwrap();
+    assert!(c.take_output().is_empty(), "an ACK is not answered");
+    assert!(c.events().is_empty());
+}
+
+#[test]
 fn get_request_becomes_an_event_and_the_response_leaves_in_frames() {
     let mut c = Client::connected(settings());
     c.headers(1, &get("/hello?x=1"), true).unwrap();

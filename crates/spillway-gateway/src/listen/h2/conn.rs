@@ -83,6 +83,9 @@ pub enum Ended {
     ProtocolError,
     /// The socket failed.
     Io,
+    /// Streams were in flight, and the client answered neither a PING nor anything else for
+    /// two idle timeouts (a dead peer).
+    Unresponsive,
 }
 
 /// Serves one HTTP/2 connection on `io` until it ends. `shutdown` turning true starts a
@@ -109,6 +112,8 @@ where
         going_away: false,
         flushed: true,
         idle_timeout: config.idle_timeout,
+        last_read: Instant::now(),
+        probe_at: None,
         ended: None,
     };
     let mut streams = FuturesUnordered::new();
@@ -131,6 +136,11 @@ where
                 if idle_for >= driver.idle_timeout {
                     driver.go_away();
                 } else {
+                    // Busy: the timer fires every `idle_timeout` while requests are in flight.
+                    driver.keepalive();
+                    if let Some(ended) = driver.ended {
+                        return Poll::Ready(ended);
+                    }
                     let rest = driver.idle_timeout - idle_for;
                     idle.as_mut().reset(tokio::time::Instant::now() + rest);
                     let _ = idle.as_mut().poll(cx);
@@ -155,7 +165,7 @@ where
     // Streams still in flight are dropped here (a closed connection cancels them), before the
     // connection they borrow from is.
     drop(streams);
-    if ended != Ended::Io {
+    if ended != Ended::Io && ended != Ended::Unresponsive {
         // TLS sends close_notify here: bounded, for a client that stopped reading.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.io.shutdown()).await;
     }
@@ -177,6 +187,10 @@ struct Driver<I> {
     /// Everything written was flushed too (TLS keeps records until flushed).
     flushed: bool,
     idle_timeout: Duration,
+    /// When the client last sent anything.
+    last_read: Instant,
+    /// When a liveness PING was sent that nothing has answered yet.
+    probe_at: Option<Instant>,
     ended: Option<Ended>,
 }
 
@@ -184,6 +198,24 @@ struct Driver<I> {
 type StreamFuture = Cancellable<Pin<Box<dyn Future<Output = ()>>>>;
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
+    /// With requests in flight (hyper's HTTP/2 keep-alive, as this path had it): a client
+    /// silent for an idle timeout gets a PING; still silent one idle timeout later, the
+    /// connection is dropped with what was in flight.
+    fn keepalive(&mut self) {
+        if let Some(sent) = self.probe_at {
+            if self.last_read <= sent {
+                self.ended = Some(Ended::Unresponsive);
+            }
+            self.probe_at = None;
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_read) >= self.idle_timeout {
+            self.shared.conn.borrow_mut().ping(*b"spillway");
+            self.probe_at = Some(now);
+        }
+    }
+
     fn go_away(&mut self) {
         self.going_away = true;
         self.shared.conn.borrow_mut().go_away(ErrorCode::NO_ERROR);
@@ -237,7 +269,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
     /// and dispatches the events.
     fn feed(&mut self, streams: &mut FuturesUnordered<StreamFuture>) {
         let input = self.rbuf.split().freeze();
-        let result = self.shared.conn.borrow_mut().recv_bytes(&input, Instant::now());
+        self.last_read = Instant::now();
+        let result = self.shared.conn.borrow_mut().recv_bytes(&input, self.last_read);
         match result {
             Ok(used) => {
                 if used < input.len() {
