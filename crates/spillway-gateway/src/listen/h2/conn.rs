@@ -8,7 +8,9 @@
 //! stream futures, and write the connection's output — the frames of every stream, in one
 //! write. The connection ends when it is closed or went away with no stream left, when the
 //! client closes, or on a write error; idle past the listener's `idle_timeout`, or asked to
-//! drain, it sends GOAWAY (NO_ERROR) and finishes the streams in flight first.
+//! drain, it sends GOAWAY (NO_ERROR) and finishes the streams in flight first. With requests
+//! in flight, a client silent for an idle timeout is sent a PING, and dropped if it is still
+//! silent one idle timeout later (what hyper's `keep_alive_interval` did on this path).
 
 use super::body::H2Body;
 use super::shared::{ConnShared, StreamShared, OUTPUT_HIGH_WATER};
