@@ -762,14 +762,18 @@ async fn proxy(
                                 }
                                 _ => None,
                             };
-                            let conn = pool.checkout_h2_lean(addr, tls_arc, t.connect, false);
+                            let conn = pool.checkout_h2_lean(addr, tls_arc, t.connect, None);
                             let resp = match conn.send(up_req).await {
                                 Err(H2ClientError::Refused | H2ClientError::NoCapacity) => {
                                     let Some(again) = again else {
                                         return Err(H2ClientError::Refused.into_upstream(addr));
                                     };
-                                    let conn =
-                                        pool.checkout_h2_lean(addr, tls_arc, t.connect, true);
+                                    let conn = pool.checkout_h2_lean(
+                                        addr,
+                                        tls_arc,
+                                        t.connect,
+                                        Some(&conn),
+                                    );
                                     conn.send(again).await
                                 }
                                 sent => sent,

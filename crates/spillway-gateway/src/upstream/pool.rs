@@ -311,25 +311,25 @@ impl Pool {
 
     /// A lean HTTP/2 connection to `addr` (through `tls`) that takes a new stream now: a
     /// pooled one, or a new one (its task connects; requests queue in it meanwhile, so a
-    /// burst of requests opens one connection, not one each). A connection that was refused
-    /// a stream (`fresh`) is skipped: the retry goes on a new connection.
+    /// burst of requests opens one connection, not one each). `avoid` (the connection that
+    /// refused a stream) is skipped: the retry goes on another one.
     pub fn checkout_h2_lean(
         &self,
         addr: SocketAddr,
         tls: Option<&Arc<UpstreamTls>>,
         connect_timeout: Duration,
-        fresh: bool,
+        avoid: Option<&Rc<H2Connection>>,
     ) -> Rc<H2Connection> {
         let key = PoolKey::new(addr, tls.map(|t| &**t));
         let now = self.clock.now();
         let mut map = self.h2_lean.borrow_mut();
         let conns = map.entry(key).or_default();
         conns.retain(|(c, _)| !c.is_done());
-        if !fresh {
-            if let Some((c, used)) = conns.iter_mut().find(|(c, _)| c.can_open()) {
-                *used = now;
-                return c.clone();
-            }
+        let usable =
+            |c: &Rc<H2Connection>| c.can_open() && !avoid.is_some_and(|a| Rc::ptr_eq(a, c));
+        if let Some((c, used)) = conns.iter_mut().find(|(c, _)| usable(c)) {
+            *used = now;
+            return c.clone();
         }
         let c = Rc::new(H2Connection::start(addr, tls.cloned(), connect_timeout));
         conns.push((c.clone(), now));
