@@ -7,6 +7,10 @@
 
 mod cmd;
 
+/// mimalloc instead of the system allocator: see `Cargo.toml`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
