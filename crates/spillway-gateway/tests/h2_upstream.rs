@@ -243,6 +243,8 @@ async fn die_handle(
         if let Some(d) = die.lock().unwrap().take() {
             let _ = d.send(());
         }
+        // The body never ends by itself: only the lost connection cuts it.
+        tokio::time::sleep(Duration::from_secs(30)).await;
         drop(tx);
     });
     let frames = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
