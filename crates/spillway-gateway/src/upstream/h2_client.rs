@@ -42,10 +42,6 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 /// Read buffer size of a connection.
 const READ_SIZE: usize = 32 * 1024;
 
-/// Released response bytes that wake the connection task (below it, they wait for its next
-/// turn): far below the 1 MiB stream window and 4 MiB connection window, so it never stalls.
-const WAKE_FOR_RELEASES: usize = 32 * 1024;
-
 /// Request bodies are not pumped while the unwritten output holds more than this.
 const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 
@@ -158,8 +154,6 @@ struct ConnState {
     cancelled: RefCell<Vec<u32>>,
     /// Response bytes the downstream took: returned to the windows.
     released: RefCell<Vec<(u32, usize)>>,
-    /// Bytes in `released` since the task was last woken for them.
-    released_bytes: Cell<usize>,
     /// The task has ended (connection closed or failed).
     dead: Cell<bool>,
     /// The pool dropped the connection: close once no stream is live.
@@ -201,7 +195,6 @@ impl H2Connection {
             task: RefCell::new(None),
             cancelled: RefCell::new(Vec::new()),
             released: RefCell::new(Vec::new()),
-            released_bytes: Cell::new(0),
             dead: Cell::new(false),
             retired: Cell::new(false),
         });
@@ -361,17 +354,8 @@ impl Body for H2ResponseBody {
         let mut ex = this.exchange.borrow_mut();
         if let Some(data) = ex.data.pop_front() {
             drop(ex);
-            // The task applies releases on its next turn; it is woken for them only once they
-            // add up (a WINDOW_UPDATE is due at half a window anyway), so a small response
-            // costs no extra turn of the connection task.
-            let pending = this.state.released_bytes.get() + data.len();
             this.state.released.borrow_mut().push((this.id, data.len()));
-            if pending >= WAKE_FOR_RELEASES {
-                this.state.released_bytes.set(0);
-                this.state.wake_task();
-            } else {
-                this.state.released_bytes.set(pending);
-            }
+            this.state.wake_task();
             if let Some(n) = this.content_length.as_mut() {
                 *n = n.saturating_sub(data.len() as u64);
             }
@@ -521,7 +505,6 @@ impl Driver {
     fn apply_cancels_and_releases(&mut self) {
         let cancelled = std::mem::take(&mut *self.state.cancelled.borrow_mut());
         let released = std::mem::take(&mut *self.state.released.borrow_mut());
-        self.state.released_bytes.set(0);
         let mut conn = self.state.conn.borrow_mut();
         for (id, n) in released {
             conn.release_capacity(id, n);
