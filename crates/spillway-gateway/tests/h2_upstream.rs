@@ -96,7 +96,7 @@ async fn upstream(max_streams: u32) -> (SocketAddr, Arc<Seen>) {
 }
 
 /// A gateway with an h2c listener to an HTTP/2 cluster on `upstream`; `client` is the
-/// cluster's `http2_client` (or none: the default).
+/// cluster's `http2_client` (or none: the default, hyper).
 fn gateway_to(upstream: SocketAddr, client: Option<&str>) -> spillway_gateway::Gateway {
     let client = client.map_or(String::new(), |c| format!("http2_client: {c}, "));
     gateway(&format!(
@@ -173,7 +173,7 @@ async fn held_calls(addr: SocketAddr, seen: &Arc<Seen>, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_share_one_upstream_connection() {
     let (up, seen) = upstream(1000).await;
-    let gw = gateway_to(up, None);
+    let gw = gateway_to(up, Some("lean"));
     let addr = gw.listener_address("public").unwrap();
     held_calls(addr, &seen, 80).await;
     assert_eq!(seen.accepted.load(Ordering::SeqCst), 1, "80 calls multiplexed on one connection");
@@ -183,7 +183,7 @@ async fn many_concurrent_calls_share_one_upstream_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_servers_stream_limit_opens_more_connections_and_every_call_is_answered() {
     let (up, seen) = upstream(4).await;
-    let gw = gateway_to(up, None);
+    let gw = gateway_to(up, Some("lean"));
     let addr = gw.listener_address("public").unwrap();
     // A first call opens the connection and learns the limit.
     assert_eq!(text(connect(addr).await, get(addr, "/", "warm")).await.0, StatusCode::OK);
@@ -196,7 +196,7 @@ async fn the_servers_stream_limit_opens_more_connections_and_every_call_is_answe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_holds_the_upstream_and_dropping_the_body_resets_its_stream() {
     let (up, seen) = upstream(100).await;
-    let gw = gateway_to(up, None);
+    let gw = gateway_to(up, Some("lean"));
     let addr = gw.listener_address("public").unwrap();
     let mut sender = connect(addr).await;
     sender.ready().await.unwrap();
@@ -276,7 +276,7 @@ async fn an_upstream_connection_lost_mid_body_fails_that_response_and_the_next_c
             });
         }
     });
-    let gw = gateway_to(up, None);
+    let gw = gateway_to(up, Some("lean"));
     let addr = gw.listener_address("public").unwrap();
     let mut sender = connect(addr).await;
     sender.ready().await.unwrap();
