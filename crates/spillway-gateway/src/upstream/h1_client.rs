@@ -54,7 +54,7 @@ pub enum ExchangeError {
     /// The response head could not be proxied.
     #[error("bad response head: {0}")]
     Head(#[from] ResponseError),
-    /// The response head was larger than [`MAX_RESPONSE_HEAD`].
+    /// The response head was larger than 64 KiB (`MAX_RESPONSE_HEAD`).
     #[error("response head larger than 64 KiB")]
     HeadTooLarge,
     /// The chunked response body was malformed.

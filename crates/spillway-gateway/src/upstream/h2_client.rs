@@ -7,7 +7,7 @@
 //! await) and wakes the connection task; that task owns the socket (plain TCP or TLS), reads
 //! and feeds the connection, pumps every request's [`ProxyBody`] itself within the send
 //! windows, and writes all streams' frames once per turn. The response head goes to the
-//! waiting request future through the stream's [`Exchange`]; the body and trailers are queued
+//! waiting request future through the stream's `Exchange`; the body and trailers are queued
 //! there too and read by [`H2ResponseBody`] (the `UpstreamBody::H2` variant), which returns
 //! the window to the connection as the downstream takes the bytes — a slow downstream holds
 //! the upstream stream by flow control, with at most one stream window queued.
