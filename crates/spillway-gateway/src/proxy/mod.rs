@@ -752,16 +752,7 @@ async fn proxy(
                         (UpstreamProtocol::Http2, _) if lean_h2 => {
                             // A request whose body is in hand is sent once more, on a new
                             // connection, when a connection going away refused it unprocessed.
-                            let again = match up_req.body() {
-                                ProxyBody::Empty | ProxyBody::Buffered(None) => {
-                                    Some(copy_of(&up_req, ProxyBody::Empty))
-                                }
-                                ProxyBody::Buffered(Some(data)) => {
-                                    let body = ProxyBody::Buffered(Some(data.clone()));
-                                    Some(copy_of(&up_req, body))
-                                }
-                                _ => None,
-                            };
+                            let again = replay_copy(&up_req);
                             let conn = pool.checkout_h2_lean(addr, tls_arc, t.connect, None);
                             let resp = match conn.send(up_req).await {
                                 Err(H2ClientError::Refused | H2ClientError::NoCapacity) => {
@@ -784,16 +775,7 @@ async fn proxy(
                         (UpstreamProtocol::Http2, _) => {
                             // A request whose body is in hand is sent once more, on a new
                             // connection, when a connection going away refused it unprocessed.
-                            let again = match up_req.body() {
-                                ProxyBody::Empty | ProxyBody::Buffered(None) => {
-                                    Some(copy_of(&up_req, ProxyBody::Empty))
-                                }
-                                ProxyBody::Buffered(Some(data)) => {
-                                    let body = ProxyBody::Buffered(Some(data.clone()));
-                                    Some(copy_of(&up_req, body))
-                                }
-                                _ => None,
-                            };
+                            let again = replay_copy(&up_req);
                             let mut sender = pool.checkout_h2(addr, tls, t.connect).await?;
                             let resp = match sender.send_request(up_req).await {
                                 Err(e) if pool::refused_unprocessed(&e) => {
@@ -1438,14 +1420,22 @@ fn copy_request(parts: &http::request::Parts, body: ProxyBody) -> Request<ProxyB
     copy
 }
 
-/// A copy of `req` (method, URI, version, headers) with `body`.
-fn copy_of(req: &Request<ProxyBody>, body: ProxyBody) -> Request<ProxyBody> {
+/// A copy of `req` to send again, when its body is in hand (none or kept); `None` for a
+/// streamed body, which cannot be replayed. Costs a header map clone, so it is made only for
+/// HTTP/2 upstreams, whose refusals (`pool::refused_unprocessed`) hyper reports without
+/// handing the request back.
+fn replay_copy(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    let body = match req.body() {
+        ProxyBody::Empty | ProxyBody::Buffered(None) => ProxyBody::Empty,
+        ProxyBody::Buffered(Some(data)) => ProxyBody::Buffered(Some(data.clone())),
+        _ => return None,
+    };
     let mut copy = Request::new(body);
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    copy
+    Some(copy)
 }
 
 /// Gives a URI without an authority the endpoint's address as one (and `scheme` as its scheme,

@@ -15,6 +15,7 @@
 //! trailers of a chunked response are dropped (as hyper's HTTP/1.1 client does).
 
 use crate::listen::h1::chunked::{ChunkedError, ChunkedScanner};
+use crate::listen::h1::conn::MAX_RESPONSE_HEAD;
 use crate::listen::h1::head::{parse_response, ResponseError, ResponseFraming, ResponseParse};
 use crate::listen::h1::upstream::UpstreamPool;
 use crate::upstream::pool::{connect_tcp, UpstreamError};
@@ -29,9 +30,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Largest response head accepted (as on the lean path).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// First read size for a response; doubled while reads fill it, up to [`MAX_READ`].
 const FIRST_READ: usize = 4 * 1024;
@@ -103,7 +101,7 @@ pub async fn send(
         head.extend_from_slice(&body);
     }
     let head_request = parts.method == Method::HEAD;
-    let may_retry = is_idempotent(&parts.method);
+    let may_retry = spillway_core::retry::is_idempotent_method(parts.method.as_str());
     let mut retried = false;
     loop {
         let pooled = home.pool.checkout(addr, home.clock.now(), max_idle);
@@ -138,14 +136,6 @@ pub async fn send(
             }
         }
     }
-}
-
-/// Whether a request may be sent again after its connection failed without an answer.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
 }
 
 /// The request line and fields, with the body's framing: `Content-Length` of the kept body

@@ -59,7 +59,7 @@ const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 1 << 20;
 
 /// Largest upstream response head accepted (502 beyond).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Responses up to this many body bytes already read go out in the same write as the head.
 const COALESCE_BODY: usize = 16 * 1024;
