@@ -45,6 +45,7 @@
 
 pub mod client;
 pub mod connection;
+mod endpoint;
 pub mod error;
 pub mod flow;
 pub mod frame;

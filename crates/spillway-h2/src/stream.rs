@@ -1,4 +1,5 @@
-//! Per-stream state (RFC 9113 §5.1) for a server: only client-initiated streams exist.
+//! Per-stream state (RFC 9113 §5.1), for the server and the client alike: only
+//! client-initiated (odd) streams exist, as neither side pushes.
 //!
 //! A live [`Stream`] is open or half-closed in either direction; it is dropped once both
 //! directions are closed or it is reset. Closed streams leave only a trace in
@@ -14,14 +15,22 @@ use crate::flow::{RecvWindow, SendWindow};
 pub struct Stream {
     /// Stream identifier (odd).
     pub id: u32,
-    /// The client sent END_STREAM (half-closed remote).
+    /// The peer sent END_STREAM (half-closed remote).
     pub recv_closed: bool,
     /// We sent END_STREAM (half-closed local).
     pub send_closed: bool,
-    /// We sent the final (non-1xx) response head.
-    pub response_started: bool,
-    /// The request was handed to the application (so a reset must be reported to it).
+    /// We sent our head: a server its final (non-1xx) response head; a client's request head
+    /// opens the stream.
+    pub head_sent: bool,
+    /// The peer's head arrived: a client's request opens the stream on a server; a client
+    /// waits for the final (non-1xx) response head. Later header blocks are trailers.
+    pub head_received: bool,
+    /// The application knows the stream (so a reset must be reported to it).
     pub delivered: bool,
+    /// A client's request was HEAD: a content-length in the response describes no body.
+    pub head_request: bool,
+    /// Interim (1xx) response heads a client received on the stream.
+    pub interim_heads: u8,
     /// Our receive window.
     pub recv: RecvWindow,
     /// The peer's window for us.
@@ -35,14 +44,18 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// A stream just opened by a request head.
+    /// A stream just opened by a request head, with no head sent or received yet as far as
+    /// the flags say (the caller sets them).
     pub fn new(id: u32, recv_window: u32, send_window: u32) -> Stream {
         Stream {
             id,
             recv_closed: false,
             send_closed: false,
-            response_started: false,
+            head_sent: false,
+            head_received: false,
             delivered: false,
+            head_request: false,
+            interim_heads: 0,
             recv: RecvWindow::new(recv_window, recv_window),
             send: SendWindow::new(send_window),
             content_length: None,
