@@ -27,20 +27,18 @@
 //! capped, empty DATA frames in a row are capped, interim heads per stream are capped, and
 //! PUSH_PROMISE is refused (we announce SETTINGS_ENABLE_PUSH = 0).
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::connection::{DEFAULT_WINDOW, PREFACE};
-use crate::error::{ErrorCode, H2Error, Scope};
-use crate::flow::{RecvWindow, SendWindow};
-use crate::frame::{
-    self, flag, kind, setting, Frame, FrameHeader, DEFAULT_MAX_FRAME_SIZE, HEADER_LEN, MAX_WINDOW,
+use crate::endpoint::{
+    self, conn_err, stream_err, Endpoint, Limits, Role, RoleFrame, Side, State, StreamEvent,
 };
-use crate::head::{connection_specific, name_ok, value_ok, Fields, HeadBuilder};
+use crate::error::{ErrorCode, H2Error};
+use crate::frame::DEFAULT_MAX_FRAME_SIZE;
+use crate::head::{connection_specific, name_ok, value_ok, Fields};
 use crate::hpack;
-use crate::stream::{Closed, RecentlyClosed};
+use crate::stream::{Closed, Stream};
 
 /// Largest stream id (§5.1.1).
 const MAX_STREAM_ID: u32 = (1 << 31) - 1;
@@ -215,89 +213,14 @@ pub struct RequestLine<'a> {
     pub path: &'a [u8],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Preface sent; the server's first frame must be SETTINGS.
-    AwaitSettings,
-    Open,
-    Closed,
-}
-
-/// The server's settings that shape what we send.
-#[derive(Debug, Clone, Copy)]
-struct PeerSettings {
-    initial_window: u32,
-    max_frame_size: u32,
-    max_concurrent_streams: u32,
-    max_header_list_size: u32,
-}
-
-/// One live stream.
-#[derive(Debug)]
-struct ClientStream {
-    id: u32,
-    /// The server ended the response.
-    recv_closed: bool,
-    /// We ended the request.
-    send_closed: bool,
-    /// The final (non-1xx) response head arrived.
-    head_received: bool,
-    /// The request was HEAD: a content-length in the response describes no body.
-    head_request: bool,
-    interim_heads: u8,
-    recv: RecvWindow,
-    send: SendWindow,
-    content_length: Option<u64>,
-    received: u64,
-    /// DATA bytes handed out and not released yet.
-    unreleased: u32,
-}
-
-impl ClientStream {
-    fn is_closed(&self) -> bool {
-        self.recv_closed && self.send_closed
-    }
-}
-
-/// A header block in progress across CONTINUATION frames.
-#[derive(Debug)]
-struct PartialBlock {
-    stream: u32,
-    end_stream: bool,
-    block: Vec<u8>,
-    frames: u32,
-}
-
 /// The client side of one HTTP/2 connection. See the module doc.
 #[derive(Debug)]
 pub struct ClientConnection {
-    settings: ClientSettings,
-    state: State,
-    peer: PeerSettings,
-    decoder: hpack::Decoder,
-    encoder: hpack::Encoder,
-    streams: Vec<ClientStream>,
-    recent: RecentlyClosed,
+    /// What both ends do alike: frames, SETTINGS, windows, streams, output.
+    ep: Endpoint<ClientEvent>,
     /// Id of the next stream we open.
     next_stream: u32,
-    partial: Option<Box<PartialBlock>>,
-    conn_send: SendWindow,
-    conn_recv: RecvWindow,
-    out: Vec<u8>,
-    out_pos: usize,
-    events: VecDeque<ClientEvent>,
-    queued_acks: u32,
-    goaway_sent: bool,
-    goaway_received: Option<u32>,
-    empty_data_frames: u32,
-}
-
-fn conn_err(code: ErrorCode, reason: &'static str) -> H2Error {
-    H2Error::connection(code, reason)
-}
-
-fn stream_err(stream: u32, reason: &'static str) -> H2Error {
-    H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, reason)
+    max_interim_heads: u8,
 }
 
 /// Parses a content-length value (digits only, no overflow).
@@ -388,106 +311,55 @@ impl ResponseBuilder {
     }
 }
 
-/// Appends HEADERS (+ CONTINUATION frames when the block is larger than `max_frame`) for a
-/// block that `encode` appends to `out`.
-fn write_header_block(
-    out: &mut Vec<u8>,
-    stream: u32,
-    max_frame: usize,
-    end_stream: bool,
-    encode: impl FnOnce(&mut Vec<u8>),
-) {
-    let start = out.len();
-    FrameHeader { len: 0, kind: kind::HEADERS, flags: 0, stream }.write(out);
-    encode(out);
-    let block_len = out.len() - start - HEADER_LEN;
-    let end_flag = if end_stream { flag::END_STREAM } else { 0 };
-    if block_len <= max_frame {
-        frame::patch_len(out, start);
-        out[start + 4] = flag::END_HEADERS | end_flag;
-        return;
-    }
-    let block = out.split_off(start + HEADER_LEN);
-    out.truncate(start);
-    let mut chunks = block.chunks(max_frame).peekable();
-    let mut first = true;
-    while let Some(chunk) = chunks.next() {
-        let last = chunks.peek().is_none();
-        let (k, flags) = if first { (kind::HEADERS, end_flag) } else { (kind::CONTINUATION, 0) };
-        let flags = flags | if last { flag::END_HEADERS } else { 0 };
-        FrameHeader { len: chunk.len() as u32, kind: k, flags, stream }.write(out);
-        out.extend_from_slice(chunk);
-        first = false;
-    }
-}
-
 /// Size of a field as SETTINGS_MAX_HEADER_LIST_SIZE counts it.
 fn list_size(name: &[u8], value: &[u8]) -> usize {
     name.len() + value.len() + 32
+}
+
+impl StreamEvent for ClientEvent {
+    fn data(stream: u32, data: Bytes, end_stream: bool) -> ClientEvent {
+        ClientEvent::Data { stream, data, end_stream }
+    }
+
+    fn trailers(stream: u32, trailers: Fields) -> ClientEvent {
+        ClientEvent::Trailers { stream, trailers }
+    }
+
+    fn reset(stream: u32, code: ErrorCode) -> ClientEvent {
+        ClientEvent::Reset { stream, code }
+    }
+
+    fn window_update(stream: u32) -> ClientEvent {
+        ClientEvent::WindowUpdate { stream }
+    }
 }
 
 impl ClientConnection {
     /// A connection that has queued the preface, its SETTINGS and the connection window
     /// increase for the driver to send.
     pub fn new(settings: ClientSettings) -> ClientConnection {
-        let settings = ClientSettings {
-            max_frame_size: settings
-                .max_frame_size
-                .clamp(DEFAULT_MAX_FRAME_SIZE, frame::MAX_MAX_FRAME_SIZE),
-            initial_window_size: settings.initial_window_size.min(MAX_WINDOW),
-            connection_window_size: settings
-                .connection_window_size
-                .clamp(DEFAULT_WINDOW, MAX_WINDOW),
-            ..settings
+        let limits = Limits {
+            max_frame_size: settings.max_frame_size,
+            initial_window_size: settings.initial_window_size,
+            connection_window_size: settings.connection_window_size,
+            header_table_size: settings.header_table_size,
+            encoder_table_size: settings.encoder_table_size,
+            max_header_list_size: settings.max_header_list_size,
+            max_header_block_bytes: settings.max_header_block_bytes,
+            max_continuation_frames: settings.max_continuation_frames,
+            max_queued_acks: settings.max_queued_acks,
+            max_empty_data_frames: settings.max_empty_data_frames,
         };
-        let mut conn = ClientConnection {
-            decoder: hpack::Decoder::new(
-                settings.header_table_size as usize,
-                settings.max_header_list_size as usize,
+        ClientConnection {
+            ep: Endpoint::new(
+                Role::Client,
+                limits,
+                None,
+                settings.assumed_max_concurrent_streams,
             ),
-            encoder: hpack::Encoder::new(settings.encoder_table_size as usize),
-            state: State::AwaitSettings,
-            peer: PeerSettings {
-                initial_window: DEFAULT_WINDOW,
-                max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-                max_concurrent_streams: settings.assumed_max_concurrent_streams,
-                max_header_list_size: u32::MAX,
-            },
-            streams: Vec::new(),
-            recent: RecentlyClosed::default(),
             next_stream: 1,
-            partial: None,
-            conn_send: SendWindow::new(DEFAULT_WINDOW),
-            conn_recv: RecvWindow::new(
-                settings.connection_window_size,
-                settings.connection_window_size,
-            ),
-            out: Vec::with_capacity(128),
-            out_pos: 0,
-            events: VecDeque::new(),
-            queued_acks: 0,
-            goaway_sent: false,
-            goaway_received: None,
-            empty_data_frames: 0,
-            settings,
-        };
-        conn.out.extend_from_slice(PREFACE);
-        let s = &conn.settings;
-        frame::write_settings(
-            &mut conn.out,
-            &[
-                (setting::HEADER_TABLE_SIZE, s.header_table_size),
-                (setting::ENABLE_PUSH, 0),
-                (setting::INITIAL_WINDOW_SIZE, s.initial_window_size),
-                (setting::MAX_FRAME_SIZE, s.max_frame_size),
-                (setting::MAX_HEADER_LIST_SIZE, s.max_header_list_size),
-            ],
-        );
-        let extra = s.connection_window_size - DEFAULT_WINDOW;
-        if extra > 0 {
-            Frame::WindowUpdate { stream: 0, increment: extra }.encode(&mut conn.out);
+            max_interim_heads: settings.max_interim_heads,
         }
-        conn
     }
 
     // ----- input -------------------------------------------------------------------------
@@ -496,273 +368,50 @@ impl ClientConnection {
     /// rest and call again with more). A connection error queues GOAWAY and is returned; the
     /// connection is closed from then on.
     pub fn recv(&mut self, input: &[u8], now: Instant) -> Result<usize, H2Error> {
-        self.recv_from(input, None, now)
+        endpoint::recv(self, input, None, now)
     }
 
     /// [`ClientConnection::recv`] without copying DATA payloads: each [`ClientEvent::Data`]
     /// is a slice of `input` (sharing its allocation).
     pub fn recv_bytes(&mut self, input: &Bytes, now: Instant) -> Result<usize, H2Error> {
-        self.recv_from(input, Some(input), now)
-    }
-
-    fn recv_from(
-        &mut self,
-        input: &[u8],
-        src: Option<&Bytes>,
-        _now: Instant,
-    ) -> Result<usize, H2Error> {
-        if self.state == State::Closed {
-            return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "connection closed"));
-        }
-        let mut used = 0;
-        loop {
-            let rest = &input[used..];
-            let result = match Frame::parse(rest, self.settings.max_frame_size) {
-                Ok(Some((frame, n))) => {
-                    used += n;
-                    self.on_frame(frame, src)
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    used += HEADER_LEN + FrameHeader::parse(rest).map_or(0, |h| h.len as usize);
-                    Err(e)
-                }
-            };
-            if let Err(e) = result {
-                self.answer(e).map_err(|e| self.fail(e))?;
-            }
-            if self.queued_acks > self.settings.max_queued_acks {
-                return Err(self.fail(conn_err(
-                    ErrorCode::ENHANCE_YOUR_CALM,
-                    "too many SETTINGS/PING ACKs queued",
-                )));
-            }
-            if self.state == State::Closed {
-                break;
-            }
-        }
-        Ok(used)
-    }
-
-    /// Answers a protocol error: a stream error with RST_STREAM, unless it has to end the
-    /// connection (a connection error, an error inside a header block or before the server's
-    /// SETTINGS, or one on a stream we never opened).
-    fn answer(&mut self, e: H2Error) -> Result<(), H2Error> {
-        let Scope::Stream(stream) = e.scope else { return Err(e) };
-        if self.partial.is_some() || self.state == State::AwaitSettings || self.is_idle(stream) {
-            return Err(conn_err(e.code, e.reason));
-        }
-        self.stream_error(e);
-        Ok(())
-    }
-
-    fn on_frame(&mut self, frame: Frame<'_>, src: Option<&Bytes>) -> Result<(), H2Error> {
-        if self.state == State::AwaitSettings {
-            if !matches!(frame, Frame::Settings { ack: false, .. }) {
-                return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "first frame is not SETTINGS"));
-            }
-            self.state = State::Open;
-        }
-        if let Some(partial) = &self.partial {
-            match frame {
-                Frame::Continuation { stream, .. } if stream == partial.stream => {}
-                _ => return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "expected CONTINUATION")),
-            }
-        }
-        match frame {
-            Frame::Data { stream, end_stream, data, padding } => {
-                let flow = data.len() as u32 + padding.map_or(0, |p| p as u32 + 1);
-                self.on_data(stream, data, src, flow, end_stream)
-            }
-            Frame::Headers { stream, end_stream, end_headers, block, .. } => {
-                if end_headers {
-                    self.on_header_block(stream, end_stream, block)
-                } else {
-                    if block.len() > self.settings.max_header_block_bytes as usize {
-                        return Err(conn_err(
-                            ErrorCode::ENHANCE_YOUR_CALM,
-                            "header block too large",
-                        ));
-                    }
-                    self.partial = Some(Box::new(PartialBlock {
-                        stream,
-                        end_stream,
-                        block: block.to_vec(),
-                        frames: 0,
-                    }));
-                    Ok(())
-                }
-            }
-            Frame::Continuation { stream, end_headers, block } => {
-                let Some(partial) = self.partial.as_mut() else {
-                    return Err(conn_err(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "CONTINUATION without HEADERS",
-                    ));
-                };
-                partial.frames += 1;
-                if partial.block.len() + block.len() > self.settings.max_header_block_bytes as usize
-                    || partial.frames > self.settings.max_continuation_frames
-                {
-                    return Err(conn_err(
-                        ErrorCode::ENHANCE_YOUR_CALM,
-                        "header block too large (CONTINUATION flood)",
-                    ));
-                }
-                partial.block.extend_from_slice(block);
-                if end_headers {
-                    let done = self.partial.take().expect("checked just above");
-                    self.on_header_block(stream, done.end_stream, &done.block)
-                } else {
-                    Ok(())
-                }
-            }
-            Frame::Priority { .. } => Ok(()),
-            Frame::RstStream { stream, code } => self.on_rst(stream, code),
-            Frame::Settings { ack, params } => {
-                if !ack {
-                    self.apply_settings(params)?;
-                    FrameHeader { len: 0, kind: kind::SETTINGS, flags: flag::ACK, stream: 0 }
-                        .write(&mut self.out);
-                    self.queued_acks += 1;
-                }
-                Ok(())
-            }
-            Frame::PushPromise { .. } => {
-                Err(conn_err(ErrorCode::PROTOCOL_ERROR, "PUSH_PROMISE with push disabled"))
-            }
-            Frame::Ping { ack, payload } => {
-                if !ack {
-                    Frame::Ping { ack: true, payload }.encode(&mut self.out);
-                    self.queued_acks += 1;
-                }
-                Ok(())
-            }
-            Frame::GoAway { last_stream, code, .. } => {
-                self.on_goaway(last_stream, code);
-                Ok(())
-            }
-            Frame::WindowUpdate { stream, increment } => self.on_window_update(stream, increment),
-            Frame::Unknown { .. } => Ok(()),
-        }
-    }
-
-    /// Whether `stream` was never opened by us (even ids are never ours: push is disabled).
-    fn is_idle(&self, stream: u32) -> bool {
-        stream.is_multiple_of(2) || stream >= self.next_stream
-    }
-
-    fn index(&self, stream: u32) -> Option<usize> {
-        self.streams.iter().position(|s| s.id == stream)
+        endpoint::recv(self, input, Some(input), now)
     }
 
     fn on_goaway(&mut self, last_stream: u32, code: ErrorCode) {
-        let last = self.goaway_received.map_or(last_stream, |l| l.min(last_stream));
-        self.goaway_received = Some(last);
+        let ep = &mut self.ep;
+        let last = ep.goaway_received.map_or(last_stream, |l| l.min(last_stream));
+        ep.goaway_received = Some(last);
         let mut i = 0;
-        while i < self.streams.len() {
-            if self.streams[i].id > last {
-                let s = self.remove_stream(i);
-                self.recent.push(s.id, Closed::ResetByUs);
-                self.events.push_back(ClientEvent::Refused { stream: s.id });
+        while i < ep.streams.len() {
+            if ep.streams[i].id > last {
+                let s = ep.remove_stream(i);
+                ep.recent.push(s.id, Closed::ResetByUs);
+                ep.events.push_back(ClientEvent::Refused { stream: s.id });
             } else {
                 i += 1;
             }
         }
-        self.events.push_back(ClientEvent::GoAway { last_stream, code });
+        ep.events.push_back(ClientEvent::GoAway { last_stream, code });
     }
 
-    fn on_data(
-        &mut self,
-        stream: u32,
-        data: &[u8],
-        src: Option<&Bytes>,
-        flow: u32,
-        end_stream: bool,
-    ) -> Result<(), H2Error> {
-        if data.is_empty() && !end_stream {
-            self.empty_data_frames += 1;
-            if self.empty_data_frames > self.settings.max_empty_data_frames {
-                return Err(conn_err(ErrorCode::ENHANCE_YOUR_CALM, "too many empty DATA frames"));
-            }
-        } else {
-            self.empty_data_frames = 0;
-        }
-        if !self.conn_recv.receive(flow) {
-            return Err(conn_err(
-                ErrorCode::FLOW_CONTROL_ERROR,
-                "DATA beyond the connection window",
-            ));
-        }
-        let Some(i) = self.index(stream) else {
-            if self.is_idle(stream) {
-                return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "DATA on an idle stream"));
-            }
-            // A stream we reset or that ended: late frames are dropped, their window returned.
-            self.release_connection(flow);
-            if self.recent.get(stream) == Some(Closed::Other) {
-                return Err(H2Error::stream(
-                    stream,
-                    ErrorCode::STREAM_CLOSED,
-                    "DATA on a closed stream",
-                ));
-            }
-            return Ok(());
-        };
-        let s = &mut self.streams[i];
-        if s.recv_closed {
-            self.release_connection(flow);
-            return Err(H2Error::stream(stream, ErrorCode::STREAM_CLOSED, "DATA after END_STREAM"));
-        }
-        if !s.head_received {
-            self.release_connection(flow);
-            return Err(stream_err(stream, "DATA before the response head"));
-        }
-        if !s.recv.receive(flow) {
-            self.release_connection(flow);
-            return Err(H2Error::stream(
-                stream,
-                ErrorCode::FLOW_CONTROL_ERROR,
-                "DATA beyond the stream window",
-            ));
-        }
-        s.received += data.len() as u64;
-        if let Some(cl) = s.content_length {
-            if s.received > cl || (end_stream && s.received != cl) {
-                self.release_connection(flow);
-                return Err(stream_err(stream, "DATA disagrees with content-length"));
-            }
-        }
-        s.recv_closed = end_stream;
-        s.unreleased += data.len() as u32;
-        let padding = flow - data.len() as u32;
-        if padding > 0 {
-            self.release_window(stream, padding);
-        }
-        if !data.is_empty() || end_stream {
-            let data = match src {
-                Some(b) if !data.is_empty() => b.slice_ref(data),
-                _ => Bytes::copy_from_slice(data),
-            };
-            self.events.push_back(ClientEvent::Data { stream, data, end_stream });
-        }
-        self.remove_if_closed(stream);
-        Ok(())
-    }
-
+    /// A response head (or an interim one) on the live stream `i`, or a header block on a
+    /// stream that is gone (`None`).
     fn on_header_block(
         &mut self,
         stream: u32,
+        live: Option<usize>,
         end_stream: bool,
+        self_dependent: bool,
         block: &[u8],
     ) -> Result<(), H2Error> {
-        let Some(i) = self.index(stream) else {
+        let ep = &mut self.ep;
+        let Some(i) = live else {
             // Decode anyway: the HPACK state must stay in step.
-            self.decoder.decode(block, |_, _| {})?;
-            if self.is_idle(stream) {
+            ep.decoder.decode(block, |_, _| {})?;
+            if ep.is_idle(stream) {
                 return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "HEADERS on an idle stream"));
             }
-            if self.recent.get(stream) == Some(Closed::Other) {
+            if ep.recent.get(stream) == Some(Closed::Other) {
                 return Err(H2Error::stream(
                     stream,
                     ErrorCode::STREAM_CLOSED,
@@ -771,46 +420,22 @@ impl ClientConnection {
             }
             return Ok(());
         };
-        if self.streams[i].head_received {
-            // Trailers.
-            let mut builder = HeadBuilder::trailers();
-            let decoded = self.decoder.decode(block, |n, v| builder.field(n, v))?;
-            let s = &mut self.streams[i];
-            if s.recv_closed {
-                return Err(H2Error::stream(
-                    stream,
-                    ErrorCode::STREAM_CLOSED,
-                    "HEADERS after END_STREAM",
-                ));
-            }
-            if !end_stream {
-                return Err(stream_err(stream, "trailers without END_STREAM"));
-            }
-            if decoded.too_large {
-                return Err(stream_err(stream, "trailers over the header list size"));
-            }
-            if s.content_length.is_some_and(|cl| cl != s.received) {
-                return Err(stream_err(stream, "body shorter than content-length"));
-            }
-            let trailers = builder.finish_trailers().map_err(|why| stream_err(stream, why))?;
-            s.recv_closed = true;
-            self.events.push_back(ClientEvent::Trailers { stream, trailers });
-            self.remove_if_closed(stream);
-            return Ok(());
-        }
         let mut builder = ResponseBuilder::new();
-        let decoded = self.decoder.decode(block, |n, v| builder.field(n, v))?;
+        let decoded = ep.decoder.decode(block, |n, v| builder.field(n, v))?;
+        if self_dependent {
+            return Err(stream_err(stream, "stream depends on itself"));
+        }
         if decoded.too_large {
             return Err(stream_err(stream, "response head over the header list size"));
         }
         let head = builder.finish().map_err(|why| stream_err(stream, why))?;
-        let s = &mut self.streams[i];
+        let s = &mut ep.streams[i];
         if head.status < 200 {
             if end_stream {
                 return Err(stream_err(stream, "interim response with END_STREAM"));
             }
             s.interim_heads += 1;
-            if s.interim_heads > self.settings.max_interim_heads {
+            if s.interim_heads > self.max_interim_heads {
                 return Err(stream_err(stream, "too many interim responses"));
             }
             return Ok(());
@@ -824,165 +449,16 @@ impl ClientConnection {
         }
         s.head_received = true;
         s.recv_closed = end_stream;
-        self.events.push_back(ClientEvent::Response { stream, head, end_stream });
-        self.remove_if_closed(stream);
+        ep.events.push_back(ClientEvent::Response { stream, head, end_stream });
+        ep.remove_if_closed(stream);
         Ok(())
-    }
-
-    fn on_rst(&mut self, stream: u32, code: ErrorCode) -> Result<(), H2Error> {
-        let Some(i) = self.index(stream) else {
-            if self.is_idle(stream) {
-                return Err(conn_err(ErrorCode::PROTOCOL_ERROR, "RST_STREAM on an idle stream"));
-            }
-            return Ok(());
-        };
-        let s = self.remove_stream(i);
-        self.recent.push(stream, Closed::Other);
-        if code == ErrorCode::REFUSED_STREAM && !s.head_received {
-            self.events.push_back(ClientEvent::Refused { stream });
-        } else {
-            self.events.push_back(ClientEvent::Reset { stream, code });
-        }
-        Ok(())
-    }
-
-    fn apply_settings(&mut self, params: &[u8]) -> Result<(), H2Error> {
-        let old_window = self.peer.initial_window;
-        for (id, value) in frame::settings_params(params) {
-            match id {
-                setting::HEADER_TABLE_SIZE => self.encoder.set_peer_table_size(value as usize),
-                setting::ENABLE_PUSH if value != 0 => {
-                    return Err(conn_err(
-                        ErrorCode::PROTOCOL_ERROR,
-                        "server sent SETTINGS_ENABLE_PUSH = 1",
-                    ))
-                }
-                setting::MAX_CONCURRENT_STREAMS => self.peer.max_concurrent_streams = value,
-                setting::INITIAL_WINDOW_SIZE => self.peer.initial_window = value,
-                setting::MAX_FRAME_SIZE => self.peer.max_frame_size = value,
-                setting::MAX_HEADER_LIST_SIZE => self.peer.max_header_list_size = value,
-                _ => {}
-            }
-        }
-        let delta = self.peer.initial_window as i64 - old_window as i64;
-        if delta != 0 {
-            for s in &mut self.streams {
-                if !s.send.shift(delta) {
-                    return Err(conn_err(
-                        ErrorCode::FLOW_CONTROL_ERROR,
-                        "SETTINGS_INITIAL_WINDOW_SIZE overflows a window",
-                    ));
-                }
-                if delta > 0 && !s.send_closed {
-                    self.events.push_back(ClientEvent::WindowUpdate { stream: s.id });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn on_window_update(&mut self, stream: u32, increment: u32) -> Result<(), H2Error> {
-        if stream == 0 {
-            if !self.conn_send.grow(increment) {
-                return Err(conn_err(
-                    ErrorCode::FLOW_CONTROL_ERROR,
-                    "connection window above 2^31-1",
-                ));
-            }
-            self.events.push_back(ClientEvent::WindowUpdate { stream: 0 });
-            return Ok(());
-        }
-        match self.index(stream) {
-            Some(i) => {
-                if !self.streams[i].send.grow(increment) {
-                    return Err(H2Error::stream(
-                        stream,
-                        ErrorCode::FLOW_CONTROL_ERROR,
-                        "stream window above 2^31-1",
-                    ));
-                }
-                if !self.streams[i].send_closed {
-                    self.events.push_back(ClientEvent::WindowUpdate { stream });
-                }
-                Ok(())
-            }
-            None if self.is_idle(stream) => {
-                Err(conn_err(ErrorCode::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"))
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Answers a stream error: RST_STREAM, forget the stream, tell the application.
-    fn stream_error(&mut self, e: H2Error) {
-        let Scope::Stream(stream) = e.scope else { return };
-        Frame::RstStream { stream, code: e.code }.encode(&mut self.out);
-        if let Some(i) = self.index(stream) {
-            self.remove_stream(i);
-            self.events.push_back(ClientEvent::Reset { stream, code: e.code });
-        }
-        self.recent.push(stream, Closed::ResetByUs);
-    }
-
-    /// Answers a connection error: GOAWAY, closed.
-    fn fail(&mut self, e: H2Error) -> H2Error {
-        if self.state != State::Closed {
-            Frame::GoAway { last_stream: 0, code: e.code, debug: e.reason.as_bytes() }
-                .encode(&mut self.out);
-            self.goaway_sent = true;
-            self.state = State::Closed;
-        }
-        e
-    }
-
-    fn remove_if_closed(&mut self, stream: u32) {
-        if let Some(i) = self.index(stream) {
-            if self.streams[i].is_closed() {
-                self.remove_stream(i);
-                self.recent.push(stream, Closed::Other);
-            }
-        }
-    }
-
-    fn release_connection(&mut self, n: u32) {
-        if let Some(inc) = self.conn_recv.release(n) {
-            Frame::WindowUpdate { stream: 0, increment: inc }.encode(&mut self.out);
-        }
-    }
-
-    /// Returns `n` received bytes to the connection window and, while the server may still
-    /// send, to the stream's.
-    fn release_window(&mut self, stream: u32, n: u32) {
-        if n == 0 {
-            return;
-        }
-        self.release_connection(n);
-        if let Some(i) = self.index(stream) {
-            let s = &mut self.streams[i];
-            if !s.recv_closed {
-                if let Some(inc) = s.recv.release(n) {
-                    Frame::WindowUpdate { stream, increment: inc }.encode(&mut self.out);
-                }
-            }
-        }
-    }
-
-    /// Forgets a live stream, returning its unreleased bytes to the connection window.
-    fn remove_stream(&mut self, i: usize) -> ClientStream {
-        let s = self.streams.swap_remove(i);
-        self.release_connection(s.unreleased);
-        s
     }
 
     // ----- application side --------------------------------------------------------------
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        let e = self.events.pop_front();
-        if e.is_none() {
-            self.release_idle_memory();
-        }
-        e
+        self.ep.poll_event()
     }
 
     /// Whether [`ClientConnection::send_request`] would open a stream now.
@@ -991,13 +467,16 @@ impl ClientConnection {
     }
 
     fn open_check(&self) -> Result<(), RequestError> {
-        if self.state == State::Closed {
+        if self.ep.is_closed() {
             return Err(RequestError::ConnectionClosed);
         }
-        if self.goaway_received.is_some() || self.goaway_sent || self.next_stream > MAX_STREAM_ID {
+        if self.ep.goaway_received.is_some()
+            || self.ep.goaway_sent.is_some()
+            || self.next_stream > MAX_STREAM_ID
+        {
             return Err(RequestError::GoingAway);
         }
-        if self.streams.len() >= self.peer.max_concurrent_streams as usize {
+        if self.ep.streams.len() >= self.ep.remote.max_concurrent_streams as usize {
             return Err(RequestError::NoCapacity);
         }
         Ok(())
@@ -1040,72 +519,38 @@ impl ClientConnection {
             }
             size += list_size(n, v);
         }
-        if size > self.peer.max_header_list_size as usize {
+        if size > self.ep.remote.max_header_list_size as usize {
             return Err(RequestError::HeadTooLarge);
         }
         let stream = self.next_stream;
         self.next_stream += 2;
-        let encoder = &mut self.encoder;
-        write_header_block(
-            &mut self.out,
-            stream,
-            self.peer.max_frame_size as usize,
-            end_stream,
-            |out| {
-                encoder.begin_block(out);
-                encoder.encode_field(b":method", line.method, out);
-                if !connect {
-                    encoder.encode_field(b":scheme", line.scheme, out);
-                }
-                if !line.authority.is_empty() {
-                    encoder.encode_field(b":authority", line.authority, out);
-                }
-                if !connect {
-                    encoder.encode_field(b":path", line.path, out);
-                }
-                for (n, v) in fields {
-                    encoder.encode_field(n, v, out);
-                }
-            },
-        );
-        self.streams.push(ClientStream {
-            id: stream,
-            recv_closed: false,
-            send_closed: end_stream,
-            head_received: false,
-            head_request: line.method == b"HEAD",
-            interim_heads: 0,
-            recv: RecvWindow::new(
-                self.settings.initial_window_size,
-                self.settings.initial_window_size,
-            ),
-            send: SendWindow::new(self.peer.initial_window),
-            content_length: None,
-            received: 0,
-            unreleased: 0,
+        let ep = &mut self.ep;
+        ep.last_stream = stream;
+        let mut s = Stream::new(stream, ep.limits.initial_window_size, ep.remote.initial_window);
+        s.delivered = true;
+        s.head_request = line.method == b"HEAD";
+        ep.streams.push(s);
+        ep.send_head(stream, true, end_stream, |encoder, out| {
+            encoder.encode_field(b":method", line.method, out);
+            if !connect {
+                encoder.encode_field(b":scheme", line.scheme, out);
+            }
+            if !line.authority.is_empty() {
+                encoder.encode_field(b":authority", line.authority, out);
+            }
+            if !connect {
+                encoder.encode_field(b":path", line.path, out);
+            }
+            for (n, v) in fields {
+                encoder.encode_field(n, v, out);
+            }
         });
         Ok(stream)
     }
 
-    fn live(&self, stream: u32) -> Result<usize, SendError> {
-        if self.state == State::Closed {
-            return Err(SendError::ConnectionClosed);
-        }
-        let i = self.index(stream).ok_or(SendError::UnknownStream)?;
-        if self.streams[i].send_closed {
-            return Err(SendError::StreamEnded);
-        }
-        Ok(i)
-    }
-
     /// Bytes `send_data` would take now on `stream` (0 if blocked, ended or unknown).
     pub fn send_capacity(&self, stream: u32) -> usize {
-        match self.index(stream) {
-            Some(i) if !self.streams[i].send_closed => {
-                self.streams[i].send.available().min(self.conn_send.available())
-            }
-            _ => 0,
-        }
+        self.ep.send_capacity(stream)
     }
 
     /// Sends as much of `data` as the connection and stream windows allow, in DATA frames of
@@ -1119,32 +564,7 @@ impl ClientConnection {
         data: &[u8],
         end_stream: bool,
     ) -> Result<usize, SendError> {
-        let i = self.live(stream)?;
-        let take = data.len().min(self.streams[i].send.available()).min(self.conn_send.available());
-        if take == 0 && !(data.is_empty() && end_stream) {
-            return Ok(0);
-        }
-        let ends = end_stream && take == data.len();
-        let max = self.peer.max_frame_size as usize;
-        let mut sent = 0;
-        loop {
-            let n = (take - sent).min(max);
-            let last = sent + n == take;
-            frame::write_data_header(&mut self.out, stream, n as u32, last && ends);
-            self.out.extend_from_slice(&data[sent..sent + n]);
-            sent += n;
-            if last {
-                break;
-            }
-        }
-        self.conn_send.spend(take);
-        let s = &mut self.streams[i];
-        s.send.spend(take);
-        if ends {
-            s.send_closed = true;
-            self.remove_if_closed(stream);
-        }
-        Ok(take)
+        self.ep.send_data(stream, data, end_stream)
     }
 
     /// Sends request trailers, ending the request.
@@ -1152,161 +572,146 @@ impl ClientConnection {
     where
         F: IntoIterator<Item = (&'f [u8], &'f [u8])> + Clone,
     {
-        for (n, v) in fields.clone() {
-            if !name_ok(n)
-                || connection_specific(n)
-                || v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
-            {
-                return Err(SendError::InvalidField);
-            }
-        }
-        let i = self.live(stream)?;
-        let encoder = &mut self.encoder;
-        write_header_block(&mut self.out, stream, self.peer.max_frame_size as usize, true, |out| {
-            encoder.begin_block(out);
-            for (n, v) in fields {
-                encoder.encode_field(n, v, out);
-            }
-        });
-        self.streams[i].send_closed = true;
-        self.remove_if_closed(stream);
-        Ok(())
+        self.ep.send_trailers(stream, fields)
     }
 
     /// Returns `n` consumed response-body bytes of `stream` to the flow-control windows,
     /// queueing WINDOW_UPDATEs once half a window is consumed. Once a stream is gone, what
     /// was not released yet went back to the connection window already.
     pub fn release_capacity(&mut self, stream: u32, n: usize) {
-        let Some(i) = self.index(stream) else { return };
-        let s = &mut self.streams[i];
-        let n = (n.min(u32::MAX as usize) as u32).min(s.unreleased);
-        s.unreleased -= n;
-        self.release_window(stream, n);
+        self.ep.release_capacity(stream, n);
     }
 
     /// Resets `stream` with `code` (CANCEL when the downstream went away); no event is raised
     /// for it. Unknown streams are ignored.
     pub fn reset(&mut self, stream: u32, code: ErrorCode) {
-        if self.state == State::Closed {
-            return;
-        }
-        if let Some(i) = self.index(stream) {
-            self.remove_stream(i);
-            Frame::RstStream { stream, code }.encode(&mut self.out);
-            self.recent.push(stream, Closed::ResetByUs);
-        }
+        self.ep.reset(stream, code);
     }
 
     /// Sends a PING (for liveness checks); the ACK is not reported.
     pub fn ping(&mut self, payload: [u8; 8]) {
-        if self.state != State::Closed {
-            Frame::Ping { ack: false, payload }.encode(&mut self.out);
-        }
+        self.ep.ping(payload);
     }
 
     /// Sends GOAWAY: no new streams. With `NO_ERROR` the live streams go on; with an error
     /// code the connection is closed.
     pub fn go_away(&mut self, code: ErrorCode) {
-        if self.state == State::Closed {
-            return;
-        }
-        Frame::GoAway { last_stream: 0, code, debug: b"" }.encode(&mut self.out);
-        self.goaway_sent = true;
-        if code != ErrorCode::NO_ERROR {
-            self.state = State::Closed;
-        }
+        self.ep.go_away(code);
+    }
+
+    // ----- SETTINGS acknowledgement --------------------------------------------------------
+
+    /// Sets when our SETTINGS (queued by [`ClientConnection::new`]) are overdue if the
+    /// server has not acknowledged them by then (RFC 9113 §6.5.3). The driver calls this
+    /// once, with the time it wrote them plus its timeout, and asks
+    /// [`ClientConnection::settings_overdue`] when its timer fires; without a deadline they
+    /// are never overdue.
+    pub fn set_settings_deadline(&mut self, deadline: Instant) {
+        self.ep.set_settings_deadline(deadline);
+    }
+
+    /// The deadline set by [`ClientConnection::set_settings_deadline`] while the server's
+    /// ACK is awaited (`None` once it arrived or the connection closed): when to arm a timer.
+    pub fn settings_deadline(&self) -> Option<Instant> {
+        self.ep.settings_deadline()
+    }
+
+    /// Whether the server has acknowledged our SETTINGS.
+    pub fn settings_acked(&self) -> bool {
+        self.ep.settings_acked()
+    }
+
+    /// Whether our SETTINGS are still unacknowledged at `now`, at or past the deadline: the
+    /// driver then sends `go_away(ErrorCode::SETTINGS_TIMEOUT)`, writes the output and
+    /// closes.
+    pub fn settings_overdue(&self, now: Instant) -> bool {
+        self.ep.settings_overdue(now)
     }
 
     // ----- output and lifecycle -----------------------------------------------------------
 
     /// Bytes to write to the server.
     pub fn output(&self) -> &[u8] {
-        &self.out[self.out_pos..]
+        self.ep.output()
     }
 
     /// Marks `n` bytes of [`ClientConnection::output`] as written.
     pub fn consumed(&mut self, n: usize) {
-        self.out_pos = (self.out_pos + n).min(self.out.len());
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-            self.queued_acks = 0;
-            self.release_idle_memory();
-        } else if self.out_pos > 64 * 1024 && self.out_pos * 2 > self.out.len() {
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
-    }
-
-    fn release_idle_memory(&mut self) {
-        if self.out.is_empty()
-            && self.out.capacity() > 0
-            && (self.streams.is_empty() || self.out.capacity() > 64 * 1024)
-        {
-            self.out = Vec::new();
-        }
-        if self.events.is_empty() && self.events.capacity() > 0 && self.streams.is_empty() {
-            self.events = VecDeque::new();
-        }
-        if self.streams.is_empty() && self.streams.capacity() > 0 {
-            self.streams = Vec::new();
-        }
-        if self.streams.is_empty() {
-            self.decoder.release_scratch();
-        }
+        self.ep.consumed(n);
     }
 
     /// Whether the server's SETTINGS arrived (its stream limit is known from then on; a
     /// driver that opens many streams at once on a new connection waits for this).
     pub fn settings_received(&self) -> bool {
-        self.state == State::Open
+        self.ep.state == State::Open
     }
 
     /// Heap bytes this connection holds (buffers at their capacity, HPACK tables), as far as
     /// it can count them.
     pub fn heap_bytes(&self) -> usize {
-        self.out.capacity()
-            + self.events.capacity() * std::mem::size_of::<ClientEvent>()
-            + self.streams.capacity() * std::mem::size_of::<ClientStream>()
-            + self.decoder.heap_bytes()
-            + self.encoder.heap_bytes()
-            + self
-                .partial
-                .as_ref()
-                .map_or(0, |p| std::mem::size_of::<PartialBlock>() + p.block.capacity())
+        self.ep.heap_bytes()
     }
 
     /// Number of live streams.
     pub fn active_streams(&self) -> usize {
-        self.streams.len()
+        self.ep.streams.len()
     }
 
     /// Whether `stream` is live (either direction still open).
     pub fn is_live(&self, stream: u32) -> bool {
-        self.index(stream).is_some()
+        self.ep.index(stream).is_some()
     }
 
     /// The server's SETTINGS_MAX_CONCURRENT_STREAMS (or the assumed value before its
     /// SETTINGS arrived).
     pub fn max_concurrent_streams(&self) -> u32 {
-        self.peer.max_concurrent_streams
+        self.ep.remote.max_concurrent_streams
     }
 
     /// Whether the connection is closed (after a connection error or an error GOAWAY).
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+        self.ep.is_closed()
     }
 
     /// Whether the server sent GOAWAY (no new streams here).
     pub fn goaway_received(&self) -> bool {
-        self.goaway_received.is_some()
+        self.ep.goaway_received.is_some()
     }
 
     /// Whether the driver may close the socket once the output is written: closed, or a
     /// GOAWAY went either way and no stream is live.
     pub fn wants_close(&self) -> bool {
-        self.is_closed()
-            || ((self.goaway_sent || self.goaway_received.is_some()) && self.streams.is_empty())
+        self.ep.wants_close()
+    }
+}
+
+impl Side for ClientConnection {
+    type Event = ClientEvent;
+
+    fn endpoint(&mut self) -> &mut Endpoint<ClientEvent> {
+        &mut self.ep
+    }
+
+    fn on_role_frame(&mut self, frame: RoleFrame<'_>, _now: Instant) -> Result<(), H2Error> {
+        match frame {
+            RoleFrame::HeaderBlock { stream, live, end_stream, self_dependent, block } => {
+                self.on_header_block(stream, live, end_stream, self_dependent, &block)
+            }
+            RoleFrame::Reset { code, stream: s } => {
+                let stream = s.id;
+                let event = if code == ErrorCode::REFUSED_STREAM && !s.head_received {
+                    ClientEvent::Refused { stream }
+                } else {
+                    ClientEvent::Reset { stream, code }
+                };
+                self.ep.events.push_back(event);
+                Ok(())
+            }
+            RoleFrame::GoAway { last_stream, code } => {
+                self.on_goaway(last_stream, code);
+                Ok(())
+            }
+        }
     }
 }
 
