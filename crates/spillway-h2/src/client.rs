@@ -351,12 +351,7 @@ impl ClientConnection {
             max_empty_data_frames: settings.max_empty_data_frames,
         };
         ClientConnection {
-            ep: Endpoint::new(
-                Role::Client,
-                limits,
-                None,
-                settings.assumed_max_concurrent_streams,
-            ),
+            ep: Endpoint::new(Role::Client, limits, None, settings.assumed_max_concurrent_streams),
             next_stream: 1,
             max_interim_heads: settings.max_interim_heads,
         }
@@ -614,11 +609,6 @@ impl ClientConnection {
     /// ACK is awaited (`None` once it arrived or the connection closed): when to arm a timer.
     pub fn settings_deadline(&self) -> Option<Instant> {
         self.ep.settings_deadline()
-    }
-
-    /// Whether the server has acknowledged our SETTINGS.
-    pub fn settings_acked(&self) -> bool {
-        self.ep.settings_acked()
     }
 
     /// Whether our SETTINGS are still unacknowledged at `now`, at or past the deadline: the

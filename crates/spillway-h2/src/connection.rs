@@ -478,11 +478,6 @@ impl Connection {
         self.ep.settings_deadline()
     }
 
-    /// Whether the client has acknowledged our SETTINGS.
-    pub fn settings_acked(&self) -> bool {
-        self.ep.settings_acked()
-    }
-
     /// Whether our SETTINGS are still unacknowledged at `now`, at or past the deadline: the
     /// driver then sends `go_away(ErrorCode::SETTINGS_TIMEOUT)`, writes the output and
     /// closes.

@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::connection::{DEFAULT_WINDOW, PREFACE};
 use crate::connection::SendError;
+use crate::connection::{DEFAULT_WINDOW, PREFACE};
 use crate::error::{ErrorCode, H2Error, Scope};
 use crate::flow::{RecvWindow, SendWindow};
 use crate::frame::{
@@ -243,7 +243,10 @@ impl<E: StreamEvent> Endpoint<E> {
             last_stream: 0,
             partial: None,
             conn_send: SendWindow::new(DEFAULT_WINDOW),
-            conn_recv: RecvWindow::new(limits.connection_window_size, limits.connection_window_size),
+            conn_recv: RecvWindow::new(
+                limits.connection_window_size,
+                limits.connection_window_size,
+            ),
             out: Vec::with_capacity(128),
             out_pos: 0,
             events: VecDeque::new(),
@@ -929,11 +932,6 @@ impl<E: StreamEvent> Endpoint<E> {
         self.settings_deadline.filter(|_| self.settings_unacked > 0 && self.state != State::Closed)
     }
 
-    /// Whether the peer has acknowledged every SETTINGS frame we sent.
-    pub fn settings_acked(&self) -> bool {
-        self.settings_unacked == 0
-    }
-
     /// Whether our SETTINGS are still unacknowledged at `now`, past the deadline.
     pub fn settings_overdue(&self, now: Instant) -> bool {
         self.settings_deadline().is_some_and(|deadline| now >= deadline)
@@ -1084,4 +1082,124 @@ fn answer<S: Side>(side: &mut S, e: H2Error, now: Instant) -> Result<(), H2Error
     }
     ep.stream_error(stream, e.code);
     side.after_stream_error(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Events reduced to what the tests look at.
+    #[derive(Debug, PartialEq)]
+    enum Ev {
+        Other,
+        Window(u32),
+    }
+
+    impl StreamEvent for Ev {
+        fn data(_: u32, _: Bytes, _: bool) -> Ev {
+            Ev::Other
+        }
+        fn trailers(_: u32, _: Fields) -> Ev {
+            Ev::Other
+        }
+        fn reset(_: u32, _: ErrorCode) -> Ev {
+            Ev::Other
+        }
+        fn window_update(stream: u32) -> Ev {
+            Ev::Window(stream)
+        }
+    }
+
+    fn client() -> Endpoint<Ev> {
+        let limits = Limits {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            initial_window_size: DEFAULT_WINDOW,
+            connection_window_size: DEFAULT_WINDOW,
+            header_table_size: 4096,
+            encoder_table_size: 4096,
+            max_header_list_size: 16 * 1024,
+            max_header_block_bytes: 64 * 1024,
+            max_continuation_frames: 32,
+            max_queued_acks: 64,
+            max_empty_data_frames: 64,
+        };
+        Endpoint::new(Role::Client, limits, None, 100)
+    }
+
+    fn settings(params: &[(u16, u32)]) -> Vec<u8> {
+        params
+            .iter()
+            .flat_map(|(id, v)| [&id.to_be_bytes()[..], &v.to_be_bytes()].concat())
+            .collect()
+    }
+
+    #[test]
+    fn settings_are_overdue_from_the_deadline_until_the_peer_acks_them() {
+        let t0 = Instant::now();
+        let secs = |s| t0 + Duration::from_secs(s);
+        let mut ep = client();
+        assert!(!ep.settings_overdue(secs(3600)), "without a deadline, never overdue");
+        ep.set_settings_deadline(secs(5));
+        assert_eq!(ep.settings_deadline(), Some(secs(5)));
+        assert!(!ep.settings_overdue(t0 + Duration::from_millis(4_999)));
+        assert!(ep.settings_overdue(secs(5)));
+        ep.on_frame(Frame::Settings { ack: false, params: &[] }, None).unwrap();
+        assert!(ep.settings_overdue(secs(6)), "the peer's own SETTINGS are no ACK");
+        ep.on_frame(Frame::Settings { ack: true, params: &[] }, None).unwrap();
+        assert!(!ep.settings_overdue(secs(6)));
+        assert_eq!(ep.settings_deadline(), None, "no timer to arm any more");
+    }
+
+    #[test]
+    fn a_closed_connection_has_no_settings_deadline() {
+        let t0 = Instant::now();
+        let mut ep = client();
+        ep.set_settings_deadline(t0);
+        assert!(ep.settings_overdue(t0));
+        ep.go_away(ErrorCode::SETTINGS_TIMEOUT);
+        assert!(!ep.settings_overdue(t0), "the driver answered it already");
+    }
+
+    #[test]
+    fn initial_window_values_apply_in_order_and_a_passing_overflow_is_an_error() {
+        let mut ep = client();
+        ep.on_frame(Frame::Settings { ack: false, params: &[] }, None).unwrap();
+        let mut s = Stream::new(1, DEFAULT_WINDOW, DEFAULT_WINDOW);
+        assert!(s.send.grow(1_000));
+        ep.streams.push(s);
+        ep.last_stream = 1;
+        // 65_535 -> 65_536 -> 65_535: windows end where they were; one step up on the way.
+        let p = settings(&[
+            (setting::INITIAL_WINDOW_SIZE, 65_536),
+            (setting::INITIAL_WINDOW_SIZE, 65_535),
+        ]);
+        ep.on_frame(Frame::Settings { ack: false, params: &p }, None).unwrap();
+        assert_eq!(ep.streams[0].send.available(), 66_535);
+        assert!(ep.events.is_empty(), "no window grew");
+        // 65_535 -> 2^31-1 takes the stream window past 2^31-1 before the value comes back.
+        let p = settings(&[
+            (setting::INITIAL_WINDOW_SIZE, MAX_WINDOW),
+            (setting::INITIAL_WINDOW_SIZE, 65_535),
+        ]);
+        let err = ep.on_frame(Frame::Settings { ack: false, params: &p }, None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::FLOW_CONTROL_ERROR);
+    }
+
+    #[test]
+    fn initial_window_values_move_windows_to_the_last_one() {
+        let mut ep = client();
+        ep.on_frame(Frame::Settings { ack: false, params: &[] }, None).unwrap();
+        ep.streams.push(Stream::new(1, DEFAULT_WINDOW, DEFAULT_WINDOW));
+        ep.last_stream = 1;
+        let p = settings(&[
+            (setting::INITIAL_WINDOW_SIZE, 10),
+            (setting::INITIAL_WINDOW_SIZE, 1_000_000),
+            (setting::INITIAL_WINDOW_SIZE, 100_000),
+        ]);
+        ep.on_frame(Frame::Settings { ack: false, params: &p }, None).unwrap();
+        assert_eq!(ep.streams[0].send.available(), 100_000);
+        assert_eq!(ep.events, [Ev::Window(1)]);
+        assert_eq!(ep.remote.initial_window, 100_000, "new streams start from the last value");
+    }
 }

@@ -615,3 +615,37 @@ fn an_idle_connection_keeps_only_its_hpack_tables() {
     let tables = 2 * 4096;
     assert!(s.conn.heap_bytes() <= tables, "idle client holds {} bytes", s.conn.heap_bytes());
 }
+
+#[test]
+fn initial_window_values_apply_in_order_so_a_passing_overflow_is_a_connection_error() {
+    let mut s = default_server();
+    let id = s.conn.send_request(POST, NO_FIELDS, false).unwrap();
+    s.frame(Frame::WindowUpdate { stream: id, increment: 1_000 }).unwrap();
+    // 65_535 -> 2^31-1 -> 65_535: the first step takes the stream's 66_535 past 2^31-1.
+    let mut b = Vec::new();
+    frame_settings(
+        &[(setting::INITIAL_WINDOW_SIZE, 0x7fff_ffff), (setting::INITIAL_WINDOW_SIZE, 65_535)],
+        &mut b,
+    );
+    assert_eq!(s.feed(&b).unwrap_err().code, ErrorCode::FLOW_CONTROL_ERROR);
+    assert!(s.conn.is_closed());
+}
+
+#[test]
+fn settings_the_server_has_not_acked_by_the_deadline_are_overdue() {
+    let t0 = Instant::now();
+    let secs = |n| t0 + std::time::Duration::from_secs(n);
+    let mut s = default_server();
+    s.conn.set_settings_deadline(secs(10));
+    assert!(!s.conn.settings_overdue(secs(9)));
+    assert!(s.conn.settings_overdue(secs(10)), "the server's SETTINGS are no ACK of ours");
+    s.conn.go_away(ErrorCode::SETTINGS_TIMEOUT);
+    assert_eq!(s.output(), vec![Out::GoAway { code: ErrorCode::SETTINGS_TIMEOUT }]);
+    assert!(!s.conn.settings_overdue(secs(11)), "closed: nothing left to time out");
+
+    let mut s = default_server();
+    s.conn.set_settings_deadline(secs(10));
+    s.frame(Frame::Settings { ack: true, params: &[] }).unwrap();
+    assert!(!s.conn.settings_overdue(secs(10)));
+    assert_eq!(s.conn.settings_deadline(), None);
+}

@@ -765,3 +765,35 @@ fn unreleased_body_of_a_reset_stream_returns_to_the_connection_window() {
     c.conn.release_capacity(1, 40_000);
     assert_eq!(c.take_output(), vec![]);
 }
+
+#[test]
+fn initial_window_values_apply_in_order_so_a_passing_overflow_is_a_connection_error() {
+    let mut c = Client::connected(settings());
+    c.headers(1, &get("/"), true).unwrap();
+    c.conn.send_response(1, 200, &[], false).unwrap();
+    c.frame(Frame::WindowUpdate { stream: 1, increment: 1_000 }).unwrap();
+    // 65_535 -> 2^31-1 takes the stream's 66_535 past 2^31-1 (§6.9.2), although the next
+    // value brings the net change back to zero.
+    let mut params = Vec::new();
+    for v in [0x7fff_ffffu32, 65_535] {
+        params.extend_from_slice(&setting::INITIAL_WINDOW_SIZE.to_be_bytes());
+        params.extend_from_slice(&v.to_be_bytes());
+    }
+    let err = c.frame(Frame::Settings { ack: false, params: &params }).unwrap_err();
+    assert_eq!(err.code, ErrorCode::FLOW_CONTROL_ERROR);
+    assert_eq!(conn_error(&c.take_output()), Some(ErrorCode::FLOW_CONTROL_ERROR));
+}
+
+#[test]
+fn settings_the_client_has_not_acked_by_the_deadline_are_overdue() {
+    let mut c = Client::connected(settings());
+    let t0 = c.now;
+    assert!(!c.conn.settings_overdue(t0 + Duration::from_secs(3600)), "no deadline set");
+    c.conn.set_settings_deadline(t0 + Duration::from_secs(10));
+    assert_eq!(c.conn.settings_deadline(), Some(t0 + Duration::from_secs(10)));
+    assert!(!c.conn.settings_overdue(t0 + Duration::from_secs(9)));
+    assert!(c.conn.settings_overdue(t0 + Duration::from_secs(10)));
+    c.frame(Frame::Settings { ack: true, params: &[] }).unwrap();
+    assert!(!c.conn.settings_overdue(t0 + Duration::from_secs(11)));
+    assert_eq!(c.conn.settings_deadline(), None);
+}
