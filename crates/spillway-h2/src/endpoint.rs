@@ -135,9 +135,22 @@ pub(crate) enum RoleFrame<'a> {
         block: Cow<'a, [u8]>,
     },
     /// The peer reset a live stream, already forgotten here.
-    Reset { code: ErrorCode, stream: Stream },
+    Reset { code: ErrorCode, stream: ResetStream },
     /// The peer is going away.
     GoAway { last_stream: u32, code: ErrorCode },
+}
+
+/// What the role needs to know of a stream the peer reset (small, so that every frame's
+/// [`RoleFrame`] stays small).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResetStream {
+    pub id: u32,
+    /// The application knew the stream.
+    pub delivered: bool,
+    /// We had ended our side.
+    pub send_closed: bool,
+    /// The peer's head had arrived.
+    pub head_received: bool,
 }
 
 /// What a role adds to its [`Endpoint`], for the receive loop.
@@ -563,8 +576,14 @@ impl<E: StreamEvent> Endpoint<E> {
             }
             return Ok(None);
         };
-        let stream = self.remove_stream(i);
-        self.recent.push(stream.id, Closed::Other);
+        let s = self.remove_stream(i);
+        self.recent.push(stream, Closed::Other);
+        let stream = ResetStream {
+            id: stream,
+            delivered: s.delivered,
+            send_closed: s.send_closed,
+            head_received: s.head_received,
+        };
         Ok(Some(RoleFrame::Reset { code, stream }))
     }
 
@@ -1063,9 +1082,6 @@ pub(crate) fn recv<S: Side>(
                 ErrorCode::ENHANCE_YOUR_CALM,
                 "too many SETTINGS/PING ACKs queued",
             )));
-        }
-        if ep.state == State::Closed {
-            break;
         }
     }
     Ok(used)
