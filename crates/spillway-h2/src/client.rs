@@ -10,6 +10,8 @@
 //! answers [`RequestError::NoCapacity`] so that the caller waits or opens another connection),
 //! then [`ClientConnection::send_data`] within the send windows and
 //! [`ClientConnection::send_trailers`]; [`ClientConnection::reset`] cancels a stream.
+//! What the server side does alike (frames, SETTINGS, windows, streams, output) lives in the
+//! crate's shared endpoint module; this one adds what a client does.
 //!
 //! The response side is validated as the server validates requests: one `:status` (three
 //! digits, not 101), no other pseudo-header, lowercase names, no connection-specific fields,

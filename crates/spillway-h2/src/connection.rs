@@ -393,7 +393,7 @@ impl Connection {
         if !(100..=999).contains(&status) {
             return Err(SendError::InvalidField);
         }
-        Endpoint::<Event>::check_fields(fields.clone())?;
+        endpoint::check_fields(fields.clone())?;
         let i = self.ep.live(stream)?;
         if self.ep.streams[i].head_sent {
             return Err(SendError::WrongState);

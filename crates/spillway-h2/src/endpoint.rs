@@ -181,6 +181,22 @@ struct PartialBlock {
     frames: u32,
 }
 
+/// Checks fields we are asked to send: lowercase token names, neither pseudo-headers nor
+/// connection-specific, values without NUL, CR or LF.
+pub(crate) fn check_fields<'f>(
+    fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
+) -> Result<(), SendError> {
+    for (n, v) in fields {
+        if !name_ok(n)
+            || connection_specific(n)
+            || v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+        {
+            return Err(SendError::InvalidField);
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn conn_err(code: ErrorCode, reason: &'static str) -> H2Error {
     H2Error::connection(code, reason)
 }
@@ -773,22 +789,6 @@ impl<E: StreamEvent> Endpoint<E> {
         }
     }
 
-    /// Checks fields we are asked to send: lowercase token names, neither pseudo-headers
-    /// nor connection-specific, values without NUL, CR or LF.
-    pub fn check_fields<'f>(
-        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
-    ) -> Result<(), SendError> {
-        for (n, v) in fields {
-            if !name_ok(n)
-                || connection_specific(n)
-                || v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
-            {
-                return Err(SendError::InvalidField);
-            }
-        }
-        Ok(())
-    }
-
     /// Index of the live `stream` we may still send on.
     pub fn live(&self, stream: u32) -> Result<usize, SendError> {
         if self.state == State::Closed {
@@ -894,7 +894,7 @@ impl<E: StreamEvent> Endpoint<E> {
     where
         F: IntoIterator<Item = (&'f [u8], &'f [u8])> + Clone,
     {
-        Self::check_fields(fields.clone())?;
+        check_fields(fields.clone())?;
         let i = self.live(stream)?;
         if !self.streams[i].head_sent {
             return Err(SendError::WrongState);
