@@ -5,12 +5,16 @@
 //! channel, and pipes each request body in a task of its own. Here the request's own future
 //! writes the request head straight into the connection (a `RefCell`, never borrowed across an
 //! await) and wakes the connection task; that task owns the socket (plain TCP or TLS), reads
-//! and feeds the connection, pumps every request's [`ProxyBody`] itself within the send
-//! windows, and writes all streams' frames once per turn. The response head goes to the
+//! and feeds the connection, pumps the request bodies ([`ProxyBody`]) itself within the send
+//! windows, and writes all streams' frames once per turn. Streams are kept by id (a hash map,
+//! no scans), and a turn pumps only the bodies that have news: a new request, a body whose own
+//! waker fired (each body is polled with a waker naming its stream, made on its first
+//! `Pending`), or a window or the output that opened again. The response head goes to the
 //! waiting request future through the stream's `Exchange`; the body and trailers are queued
 //! there too and read by [`H2ResponseBody`] (the `UpstreamBody::H2` variant), which returns
-//! the window to the connection as the downstream takes the bytes — a slow downstream holds
-//! the upstream stream by flow control, with at most one stream window queued.
+//! the window to the connection as the downstream takes the bytes (waking the connection task
+//! only when that queued a WINDOW_UPDATE) — a slow downstream holds the upstream stream by
+//! flow control, with at most one stream window queued.
 //!
 //! Cancellation: a request future dropped before its head, or a response body dropped before
 //! its end, resets the upstream stream with CANCEL. A stream the server refused unprocessed
@@ -28,13 +32,15 @@ use spillway_h2::{
     RequestLine,
 };
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWrite};
@@ -134,7 +140,6 @@ impl Exchange {
 
 /// A stream the connection task pumps.
 struct Slot {
-    id: u32,
     exchange: Rc<RefCell<Exchange>>,
     /// The request body still to send (`None` once ended).
     body: Option<ProxyBody>,
@@ -142,17 +147,79 @@ struct Slot {
     chunk: Bytes,
     /// Trailers polled from the body, sent after `chunk`.
     trailers: Option<HeaderMap>,
+    /// The waker the body is polled with once it was pending (names this stream).
+    body_waker: Option<(Arc<BodyWake>, Waker)>,
+}
+
+/// Hashes stream ids (odd and sequential) with one multiplication: the slot map's hasher.
+#[derive(Default, Clone, Copy)]
+struct StreamIdHasher(u64);
+
+impl Hasher for StreamIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type SlotMap = HashMap<u32, Slot, BuildHasherDefault<StreamIdHasher>>;
+
+/// Request bodies that woke, by stream (shared with their wakers, which must be `Send`).
+#[derive(Default)]
+struct BodyWakes {
+    streams: Mutex<Vec<u32>>,
+    /// The connection task's waker.
+    task: Mutex<Option<Waker>>,
+}
+
+/// The waker of one stream's request body: queues the stream once and wakes the task.
+struct BodyWake {
+    stream: u32,
+    queued: AtomicBool,
+    wakes: Arc<BodyWakes>,
+}
+
+impl Wake for BodyWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(mut streams) = self.wakes.streams.lock() {
+            streams.push(self.stream);
+        }
+        if let Some(task) = self.wakes.task.lock().ok().as_ref().and_then(|t| t.as_ref()) {
+            task.wake_by_ref();
+        }
+    }
 }
 
 /// One upstream HTTP/2 connection's shared state.
 struct ConnState {
     conn: RefCell<ClientConnection>,
-    slots: RefCell<Vec<Slot>>,
+    slots: RefCell<SlotMap>,
+    /// Streams whose request body may move on: new requests, windows that grew, output
+    /// drained (bodies that woke come through `body_wakes`).
+    runnable: RefCell<Vec<u32>>,
+    body_wakes: Arc<BodyWakes>,
     /// The connection task's waker.
     task: RefCell<Option<Waker>>,
     /// Streams whose request future or response body went away: reset with CANCEL.
     cancelled: RefCell<Vec<u32>>,
-    /// Response bytes the downstream took: returned to the windows.
+    /// Response bytes the downstream took while the connection was borrowed: returned to the
+    /// windows by the task.
     released: RefCell<Vec<(u32, usize)>>,
     /// The task has ended (connection closed or failed).
     dead: Cell<bool>,
@@ -164,6 +231,26 @@ impl ConnState {
     fn wake_task(&self) {
         if let Some(w) = self.task.borrow().as_ref() {
             w.wake_by_ref();
+        }
+    }
+
+    /// Returns `n` response bytes of `stream` the downstream took to the windows; wakes the
+    /// task only if that queued a frame to write.
+    fn release(&self, stream: u32, n: usize) {
+        match self.conn.try_borrow_mut() {
+            Ok(mut conn) => {
+                let before = conn.output().len();
+                conn.release_capacity(stream, n);
+                let grew = conn.output().len() > before;
+                drop(conn);
+                if grew {
+                    self.wake_task();
+                }
+            }
+            Err(_) => {
+                self.released.borrow_mut().push((stream, n));
+                self.wake_task();
+            }
         }
     }
 }
@@ -191,7 +278,9 @@ impl H2Connection {
     ) -> H2Connection {
         let state = Rc::new(ConnState {
             conn: RefCell::new(ClientConnection::new(ClientSettings::default())),
-            slots: RefCell::new(Vec::new()),
+            slots: RefCell::new(SlotMap::default()),
+            runnable: RefCell::new(Vec::new()),
+            body_wakes: Arc::new(BodyWakes::default()),
             task: RefCell::new(None),
             cancelled: RefCell::new(Vec::new()),
             released: RefCell::new(Vec::new()),
@@ -208,6 +297,8 @@ impl H2Connection {
                         rbuf: BytesMut::new(),
                         read_closed: false,
                         flushed: true,
+                        window_blocked: Vec::new(),
+                        output_blocked: Vec::new(),
                     };
                     driver.run().await;
                 }
@@ -279,13 +370,19 @@ impl H2Connection {
             }
         };
         let exchange = Rc::new(RefCell::new(Exchange::default()));
-        state.slots.borrow_mut().push(Slot {
+        state.slots.borrow_mut().insert(
             id,
-            exchange: exchange.clone(),
-            body: (!end_stream).then_some(body),
-            chunk: Bytes::new(),
-            trailers: None,
-        });
+            Slot {
+                exchange: exchange.clone(),
+                body: (!end_stream).then_some(body),
+                chunk: Bytes::new(),
+                trailers: None,
+                body_waker: None,
+            },
+        );
+        if !end_stream {
+            state.runnable.borrow_mut().push(id);
+        }
         state.wake_task();
         // Dropped before the head: the stream is reset.
         let mut guard = CancelGuard { state: state.clone(), id, armed: true };
@@ -354,8 +451,7 @@ impl Body for H2ResponseBody {
         let mut ex = this.exchange.borrow_mut();
         if let Some(data) = ex.data.pop_front() {
             drop(ex);
-            this.state.released.borrow_mut().push((this.id, data.len()));
-            this.state.wake_task();
+            this.state.release(this.id, data.len());
             if let Some(n) = this.content_length.as_mut() {
                 *n = n.saturating_sub(data.len() as u64);
             }
@@ -453,11 +549,28 @@ struct Driver {
     rbuf: BytesMut,
     read_closed: bool,
     flushed: bool,
+    /// Streams with request bytes waiting for a send window (pumped again on WINDOW_UPDATE).
+    window_blocked: Vec<u32>,
+    /// Streams that stopped while the output was above `OUTPUT_HIGH_WATER`.
+    output_blocked: Vec<u32>,
+}
+
+/// Where pumping one request body stopped.
+enum Pumped {
+    /// Waiting for its body (its waker), or done.
+    Waiting,
+    /// Bytes in hand, no send window.
+    WindowBlocked,
+    /// The connection's output is full.
+    OutputBlocked,
+    /// The body failed: the stream was reset.
+    Failed(H2ClientError),
 }
 
 impl Driver {
     async fn run(mut self) {
-        poll_fn(|cx| self.poll_turn(cx)).await;
+        let mut scratch = Vec::new();
+        poll_fn(|cx| self.poll_turn(cx, &mut scratch)).await;
         self.state.dead.set(true);
         let why = if self.state.conn.borrow().is_closed() {
             "protocol error"
@@ -467,26 +580,31 @@ impl Driver {
         self.fail_all(why);
     }
 
-    /// One turn: cancellations and releases, reads, request bodies, one write.
-    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// One turn: cancellations and releases, reads, request bodies with news, one write.
+    /// `scratch` is the stream list being pumped (kept to reuse its allocation).
+    fn poll_turn(&mut self, cx: &mut Context<'_>, scratch: &mut Vec<u32>) -> Poll<()> {
         {
             let mut task = self.state.task.borrow_mut();
             if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *task = Some(cx.waker().clone());
+                if let Ok(mut t) = self.state.body_wakes.task.lock() {
+                    *t = Some(cx.waker().clone());
+                }
             }
         }
         loop {
             self.apply_cancels_and_releases();
             let read = self.poll_read(cx);
-            let pumped = self.pump_bodies(cx);
+            let pumped = self.pump_bodies(scratch);
             let wrote = match self.poll_write(cx) {
                 Some(w) => w,
                 None => return Poll::Ready(()),
             };
+            let unblocked = self.unblock_output();
             if self.finished() {
                 return Poll::Ready(());
             }
-            if !read && !pumped && !wrote {
+            if !read && !pumped && !wrote && !unblocked && self.state.runnable.borrow().is_empty() {
                 return Poll::Pending;
             }
         }
@@ -503,16 +621,23 @@ impl Driver {
     }
 
     fn apply_cancels_and_releases(&mut self) {
-        let cancelled = std::mem::take(&mut *self.state.cancelled.borrow_mut());
-        let released = std::mem::take(&mut *self.state.released.borrow_mut());
+        if !self.state.released.borrow().is_empty() {
+            let released = std::mem::take(&mut *self.state.released.borrow_mut());
+            let mut conn = self.state.conn.borrow_mut();
+            for (id, n) in released {
+                conn.release_capacity(id, n);
+            }
+        }
+        if !self.state.cancelled.borrow().is_empty() {
+            let cancelled = std::mem::take(&mut *self.state.cancelled.borrow_mut());
+            let mut conn = self.state.conn.borrow_mut();
+            let mut slots = self.state.slots.borrow_mut();
+            for id in cancelled {
+                conn.reset(id, ErrorCode::CANCEL);
+                slots.remove(&id);
+            }
+        }
         let mut conn = self.state.conn.borrow_mut();
-        for (id, n) in released {
-            conn.release_capacity(id, n);
-        }
-        for id in cancelled {
-            conn.reset(id, ErrorCode::CANCEL);
-            self.state.slots.borrow_mut().retain(|s| s.id != id);
-        }
         if self.state.retired.get() && conn.active_streams() == 0 && !conn.is_closed() {
             conn.go_away(ErrorCode::NO_ERROR);
         }
@@ -558,11 +683,11 @@ impl Driver {
     }
 
     fn slot_exchange(&self, id: u32) -> Option<Rc<RefCell<Exchange>>> {
-        self.state.slots.borrow().iter().find(|s| s.id == id).map(|s| s.exchange.clone())
+        self.state.slots.borrow().get(&id).map(|s| s.exchange.clone())
     }
 
     fn remove_slot(&self, id: u32) {
-        self.state.slots.borrow_mut().retain(|s| s.id != id);
+        self.state.slots.borrow_mut().remove(&id);
     }
 
     /// Hands the connection's events to the exchanges.
@@ -588,10 +713,10 @@ impl Driver {
                         }
                         Err(e) => {
                             ex.error = Some(e);
+                            ex.wake();
                             drop(ex);
                             self.state.conn.borrow_mut().reset(stream, ErrorCode::PROTOCOL_ERROR);
                             self.remove_slot(stream);
-                            self.wake(stream);
                             continue;
                         }
                     }
@@ -630,9 +755,10 @@ impl Driver {
                     self.finish_recv(stream);
                 }
                 ClientEvent::Reset { stream, code } => {
-                    let Some(ex) = self.slot_exchange(stream) else { continue };
-                    self.remove_slot(stream);
-                    let mut ex = ex.borrow_mut();
+                    let Some(slot) = self.state.slots.borrow_mut().remove(&stream) else {
+                        continue;
+                    };
+                    let mut ex = slot.exchange.borrow_mut();
                     // After a complete response a reset only stops the request body.
                     if !(ex.ended && code == ErrorCode::NO_ERROR) {
                         ex.error = Some(H2ClientError::Reset(code));
@@ -640,13 +766,19 @@ impl Driver {
                     ex.wake();
                 }
                 ClientEvent::Refused { stream } => {
-                    let Some(ex) = self.slot_exchange(stream) else { continue };
-                    self.remove_slot(stream);
-                    let mut ex = ex.borrow_mut();
+                    let Some(slot) = self.state.slots.borrow_mut().remove(&stream) else {
+                        continue;
+                    };
+                    let mut ex = slot.exchange.borrow_mut();
                     ex.error = Some(H2ClientError::Refused);
                     ex.wake();
                 }
-                ClientEvent::WindowUpdate { .. } | ClientEvent::GoAway { .. } => {}
+                ClientEvent::WindowUpdate { .. } => {
+                    if !self.window_blocked.is_empty() {
+                        self.state.runnable.borrow_mut().append(&mut self.window_blocked);
+                    }
+                }
+                ClientEvent::GoAway { .. } => {}
             }
         }
     }
@@ -658,102 +790,52 @@ impl Driver {
         }
     }
 
-    fn wake(&self, stream: u32) {
-        if let Some(ex) = self.slot_exchange(stream) {
-            ex.borrow_mut().wake();
+    /// Pumps the request bodies with news (new, woken, or unblocked) and sends what the
+    /// windows allow; true if something was sent.
+    fn pump_bodies(&mut self, scratch: &mut Vec<u32>) -> bool {
+        std::mem::swap(scratch, &mut *self.state.runnable.borrow_mut());
+        if let Ok(mut woken) = self.state.body_wakes.streams.lock() {
+            scratch.append(&mut woken);
         }
-    }
-
-    /// Polls request bodies and sends what the windows allow; true if something was sent.
-    fn pump_bodies(&mut self, cx: &mut Context<'_>) -> bool {
+        if scratch.is_empty() {
+            return false;
+        }
         let mut progress = false;
         let mut slots = self.state.slots.borrow_mut();
         let mut conn = self.state.conn.borrow_mut();
-        let mut failed: Vec<(u32, H2ClientError)> = Vec::new();
-        for slot in slots.iter_mut() {
-            loop {
-                if conn.output().len() >= OUTPUT_HIGH_WATER {
-                    break;
-                }
-                if !slot.chunk.is_empty() {
-                    let last = slot.body.is_none() && slot.trailers.is_none();
-                    match conn.send_data(slot.id, &slot.chunk, last) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            let _ = slot.chunk.split_to(n);
-                            progress = true;
-                            if !slot.chunk.is_empty() {
-                                break;
-                            }
-                            if last {
-                                break;
-                            }
-                        }
-                        Err(_) => {
-                            slot.body = None;
-                            slot.chunk = Bytes::new();
-                            slot.trailers = None;
-                            break;
-                        }
+        for &id in scratch.iter() {
+            let Some(slot) = slots.get_mut(&id) else { continue };
+            match pump(&mut conn, id, slot, &self.state.body_wakes, &mut progress) {
+                Pumped::Waiting => {}
+                Pumped::WindowBlocked => self.window_blocked.push(id),
+                Pumped::OutputBlocked => self.output_blocked.push(id),
+                Pumped::Failed(e) => {
+                    if let Some(slot) = slots.remove(&id) {
+                        let mut ex = slot.exchange.borrow_mut();
+                        ex.error = Some(e);
+                        ex.wake();
                     }
                     continue;
                 }
-                if let Some(t) = slot.trailers.take() {
-                    let _ = conn.send_trailers(slot.id, HeaderFields(&t));
-                    progress = true;
-                    break;
-                }
-                let Some(body) = slot.body.as_mut() else { break };
-                if conn.send_capacity(slot.id) == 0 {
-                    break;
-                }
-                match Pin::new(body).poll_frame(cx) {
-                    Poll::Pending => break,
-                    Poll::Ready(None) => {
-                        slot.body = None;
-                        let _ = conn.send_data(slot.id, &[], true);
-                        progress = true;
-                        break;
-                    }
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => {
-                            if slot.body.as_ref().is_some_and(|b| b.is_end_stream()) {
-                                slot.body = None;
-                                if data.is_empty() {
-                                    let _ = conn.send_data(slot.id, &[], true);
-                                    progress = true;
-                                    break;
-                                }
-                            }
-                            slot.chunk = data;
-                        }
-                        Err(frame) => {
-                            slot.body = None;
-                            slot.trailers = Some(frame.into_trailers().unwrap_or_default());
-                        }
-                    },
-                    Poll::Ready(Some(Err(e))) => {
-                        slot.body = None;
-                        conn.reset(slot.id, ErrorCode::CANCEL);
-                        failed.push((slot.id, H2ClientError::RequestBody(e)));
-                        break;
-                    }
-                }
+            }
+            // A stream gone both ways is done.
+            if !conn.is_live(id) {
+                slots.remove(&id);
             }
         }
-        drop(conn);
-        for (id, e) in failed {
-            if let Some(i) = slots.iter().position(|s| s.id == id) {
-                let slot = slots.swap_remove(i);
-                let mut ex = slot.exchange.borrow_mut();
-                ex.error = Some(e);
-                ex.wake();
-            }
-        }
-        // Slots whose stream is gone both ways are done.
-        let conn = self.state.conn.borrow();
-        slots.retain(|s| conn.is_live(s.id));
+        scratch.clear();
         progress
+    }
+
+    /// Streams that stopped on a full output go on once it drained; true if there were any.
+    fn unblock_output(&mut self) -> bool {
+        if self.output_blocked.is_empty()
+            || self.state.conn.borrow().output().len() >= OUTPUT_HIGH_WATER
+        {
+            return false;
+        }
+        self.state.runnable.borrow_mut().append(&mut self.output_blocked);
+        true
     }
 
     /// Writes (and flushes) the connection's output: `Some(wrote)`, or `None` on an I/O error.
@@ -795,10 +877,114 @@ impl Driver {
     }
 }
 
+/// Moves one stream's request body into the connection as far as the windows and the output
+/// allow (`progress` is set if something was sent).
+fn pump(
+    conn: &mut ClientConnection,
+    id: u32,
+    slot: &mut Slot,
+    wakes: &Arc<BodyWakes>,
+    progress: &mut bool,
+) -> Pumped {
+    if let Some((wake, _)) = &slot.body_waker {
+        wake.queued.store(false, Ordering::Release);
+    }
+    loop {
+        if slot.chunk.is_empty() && slot.trailers.is_none() && slot.body.is_none() {
+            return Pumped::Waiting;
+        }
+        if conn.output().len() >= OUTPUT_HIGH_WATER {
+            return Pumped::OutputBlocked;
+        }
+        if !slot.chunk.is_empty() {
+            let last = slot.body.is_none() && slot.trailers.is_none();
+            match conn.send_data(id, &slot.chunk, last) {
+                Ok(0) => return Pumped::WindowBlocked,
+                Ok(n) => {
+                    let _ = slot.chunk.split_to(n);
+                    *progress = true;
+                    if !slot.chunk.is_empty() {
+                        return Pumped::WindowBlocked;
+                    }
+                }
+                Err(_) => {
+                    slot.body = None;
+                    slot.chunk = Bytes::new();
+                    slot.trailers = None;
+                    return Pumped::Waiting;
+                }
+            }
+            continue;
+        }
+        if let Some(t) = slot.trailers.take() {
+            let _ = conn.send_trailers(id, HeaderFields(&t));
+            *progress = true;
+            return Pumped::Waiting;
+        }
+        let Some(body) = slot.body.as_mut() else { return Pumped::Waiting };
+        if conn.send_capacity(id) == 0 {
+            return Pumped::WindowBlocked;
+        }
+        let polled = match &slot.body_waker {
+            Some((_, waker)) => Pin::new(body).poll_frame(&mut Context::from_waker(waker)),
+            None => {
+                // A body that has its bytes in hand (a unary call's) needs no waker of its
+                // own: one is made the first time the body is pending, and it is polled again
+                // with it.
+                let first = Pin::new(&mut *body).poll_frame(&mut Context::from_waker(Waker::noop()));
+                if first.is_pending() {
+                    let wake = Arc::new(BodyWake {
+                        stream: id,
+                        queued: AtomicBool::new(false),
+                        wakes: wakes.clone(),
+                    });
+                    let waker = Waker::from(wake.clone());
+                    let again = Pin::new(body).poll_frame(&mut Context::from_waker(&waker));
+                    slot.body_waker = Some((wake, waker));
+                    again
+                } else {
+                    first
+                }
+            }
+        };
+        match polled {
+            Poll::Pending => return Pumped::Waiting,
+            Poll::Ready(None) => {
+                slot.body = None;
+                let _ = conn.send_data(id, &[], true);
+                *progress = true;
+                return Pumped::Waiting;
+            }
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    if slot.body.as_ref().is_some_and(|b| b.is_end_stream()) {
+                        slot.body = None;
+                        if data.is_empty() {
+                            let _ = conn.send_data(id, &[], true);
+                            *progress = true;
+                            return Pumped::Waiting;
+                        }
+                    }
+                    slot.chunk = data;
+                }
+                Err(frame) => {
+                    slot.body = None;
+                    slot.trailers = Some(frame.into_trailers().unwrap_or_default());
+                }
+            },
+            Poll::Ready(Some(Err(e))) => {
+                slot.body = None;
+                conn.reset(id, ErrorCode::CANCEL);
+                return Pumped::Failed(H2ClientError::RequestBody(e));
+            }
+        }
+    }
+}
+
 /// Fails every exchange still waiting on a connection.
 fn fail_all(state: &ConnState, error: impl Fn() -> H2ClientError) {
     let slots = std::mem::take(&mut *state.slots.borrow_mut());
-    for slot in slots {
+    for (_, slot) in slots {
         let mut ex = slot.exchange.borrow_mut();
         if !ex.ended {
             ex.error = Some(error());
