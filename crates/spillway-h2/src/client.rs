@@ -38,7 +38,7 @@ use crate::endpoint::{
 };
 use crate::error::{ErrorCode, H2Error};
 use crate::frame::DEFAULT_MAX_FRAME_SIZE;
-use crate::head::{connection_specific, name_ok, value_ok, Fields};
+use crate::head::{check_regular, connection_specific, content_length, name_ok, Fields};
 use crate::hpack;
 use crate::stream::{Closed, Stream};
 
@@ -225,14 +225,6 @@ pub struct ClientConnection {
     max_interim_heads: u8,
 }
 
-/// Parses a content-length value (digits only, no overflow).
-fn parse_content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add((d - b'0') as u64))
-}
-
 /// Collects and checks the fields of one response head (RFC 9113 §8.3.2).
 struct ResponseBuilder {
     fields: Fields,
@@ -281,21 +273,13 @@ impl ResponseBuilder {
             return self.fail("pseudo-header other than :status in a response");
         }
         self.seen_regular = true;
-        if !name_ok(name) {
-            return self.fail("field name not a lowercase token");
-        }
-        if connection_specific(name) {
-            return self.fail("connection-specific field");
-        }
-        if !value_ok(value) {
-            return self.fail("field value with NUL, CR, LF or surrounding whitespace");
+        if let Err(why) = check_regular(name, value) {
+            return self.fail(why);
         }
         if name == b"content-length" {
-            match parse_content_length(value) {
-                Some(n) if self.content_length.is_none_or(|m| m == n) => {
-                    self.content_length = Some(n)
-                }
-                _ => return self.fail("invalid or conflicting content-length"),
+            match content_length(self.content_length, value) {
+                Ok(n) => self.content_length = Some(n),
+                Err(why) => return self.fail(why),
             }
         }
         self.fields.push(name, value);

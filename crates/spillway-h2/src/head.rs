@@ -149,11 +149,38 @@ pub fn connection_specific(name: &[u8]) -> bool {
     )
 }
 
+/// Parses a content-length value (digits only, no overflow).
 fn parse_content_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
     v.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add((d - b'0') as u64))
+}
+
+/// Checks a regular (non-pseudo) field of a request or a response head (§8.2.1, §8.2.2):
+/// a lowercase token name, not connection-specific, a value without NUL, CR, LF or
+/// surrounding whitespace. Inlined: it is on every field's path (callgrind counts it).
+#[inline]
+pub(crate) fn check_regular(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
+    if !name_ok(name) {
+        return Err("field name not a lowercase token");
+    }
+    if connection_specific(name) {
+        return Err("connection-specific field");
+    }
+    if !value_ok(value) {
+        return Err("field value with NUL, CR, LF or surrounding whitespace");
+    }
+    Ok(())
+}
+
+/// Takes a `content-length` value into the one a head declared so far: repeated values must
+/// agree (§8.1.1).
+pub(crate) fn content_length(seen: Option<u64>, value: &[u8]) -> Result<u64, Malformed> {
+    match parse_content_length(value) {
+        Some(n) if seen.is_none_or(|m| m == n) => Ok(n),
+        _ => Err("invalid or conflicting content-length"),
+    }
 }
 
 impl HeadBuilder {
@@ -226,24 +253,16 @@ impl HeadBuilder {
             return;
         }
         self.seen_regular = true;
-        if !name_ok(name) {
-            return self.fail("field name not a lowercase token");
-        }
-        if connection_specific(name) {
-            return self.fail("connection-specific field");
-        }
-        if !value_ok(value) {
-            return self.fail("field value with NUL, CR, LF or surrounding whitespace");
+        if let Err(why) = check_regular(name, value) {
+            return self.fail(why);
         }
         match name {
             b"te" if !value.eq_ignore_ascii_case(b"trailers") => {
                 return self.fail("te other than trailers")
             }
-            b"content-length" => match parse_content_length(value) {
-                Some(n) if self.content_length.is_none_or(|m| m == n) => {
-                    self.content_length = Some(n)
-                }
-                _ => return self.fail("invalid or conflicting content-length"),
+            b"content-length" => match content_length(self.content_length, value) {
+                Ok(n) => self.content_length = Some(n),
+                Err(why) => return self.fail(why),
             },
             _ => {}
         }
