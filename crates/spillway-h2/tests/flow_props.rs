@@ -1,13 +1,15 @@
 //! Property test of receive-side flow control: a client that sends only what the server's
 //! SETTINGS and WINDOW_UPDATEs allow never trips a FLOW_CONTROL_ERROR, however the
 //! application interleaves its releases, and never stalls while the application keeps
-//! releasing what it was given.
+//! releasing what it was given. And send-side: SETTINGS_INITIAL_WINDOW_SIZE values apply in
+//! order, one frame of them doing what the same values do one frame each.
 
 mod common;
 
-use common::{post, Client, Out};
+use common::{get, post, Client, Out};
 use proptest::prelude::*;
-use spillway_h2::{Event, ServerSettings};
+use spillway_h2::frame::{setting, Frame, MAX_WINDOW};
+use spillway_h2::{ErrorCode, Event, ServerSettings};
 use std::collections::HashMap;
 
 proptest! {
@@ -73,5 +75,62 @@ proptest! {
         for id in ids {
             prop_assert!(win[&id] >= stream_window as i64 / 2, "stream {} window stalled at {}", id, win[&id]);
         }
+    }
+}
+
+/// A server past one GET on stream 1 whose response head went out, with the client's stream
+/// window raised by `extra` and the connection window at its largest (so that
+/// `send_capacity(1)` is the stream window).
+fn answering(extra: u32) -> Client {
+    let mut c = Client::connected(ServerSettings::default());
+    c.headers(1, &get("/"), true).unwrap();
+    c.conn.send_response(1, 200, &[], false).unwrap();
+    c.frame(Frame::WindowUpdate { stream: 0, increment: MAX_WINDOW - 65_535 }).unwrap();
+    if extra > 0 {
+        c.frame(Frame::WindowUpdate { stream: 1, increment: extra }).unwrap();
+    }
+    c
+}
+
+fn initial_window_params(values: &[u32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| [&setting::INITIAL_WINDOW_SIZE.to_be_bytes()[..], &v.to_be_bytes()].concat())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// RFC 9113 §6.5.3: the values of one SETTINGS frame are processed in order, so a frame of
+    /// INITIAL_WINDOW_SIZE values must do what the same values do one frame each — the same
+    /// windows, or the same FLOW_CONTROL_ERROR when a step passes 2^31-1.
+    #[test]
+    fn initial_window_values_in_one_frame_act_as_one_frame_each(
+        extra in prop_oneof![Just(0u32), 0..1_000_000u32, (MAX_WINDOW - 1_000_000)..=(MAX_WINDOW - 65_535)],
+        values in proptest::collection::vec(
+            prop_oneof![0..200_000u32, (MAX_WINDOW - 2_000_000)..=MAX_WINDOW],
+            1..6,
+        ),
+    ) {
+        let mut together = answering(extra);
+        let one_frame = together
+            .frame(Frame::Settings { ack: false, params: &initial_window_params(&values) })
+            .map_err(|e| e.code);
+        let mut apart = answering(extra);
+        let mut one_each = Ok(());
+        for v in &values {
+            one_each = apart
+                .frame(Frame::Settings { ack: false, params: &initial_window_params(&[*v]) })
+                .map_err(|e| e.code);
+            if one_each.is_err() {
+                break;
+            }
+        }
+        prop_assert_eq!(one_frame, one_each);
+        if one_frame.is_ok() {
+            prop_assert_eq!(together.conn.send_capacity(1), apart.conn.send_capacity(1));
+        }
+        prop_assert!(one_frame.is_ok() || one_frame == Err(ErrorCode::FLOW_CONTROL_ERROR));
     }
 }
