@@ -22,8 +22,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::connection::SendError;
-use crate::connection::{DEFAULT_WINDOW, PREFACE};
+use crate::connection::{SendError, DEFAULT_WINDOW, PREFACE};
 use crate::error::{ErrorCode, H2Error, Scope};
 use crate::flow::{RecvWindow, SendWindow};
 use crate::frame::{
