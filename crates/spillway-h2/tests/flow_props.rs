@@ -83,11 +83,13 @@ proptest! {
 /// `send_capacity(1)` is the stream window).
 fn answering(extra: u32) -> Client {
     let mut c = Client::connected(ServerSettings::default());
-    c.headers(1, &get("/"), true).unwrap();
-    c.conn.send_response(1, 200, &[], false).unwrap();
-    c.frame(Frame::WindowUpdate { stream: 0, increment: MAX_WINDOW - 65_535 }).unwrap();
+    c.headers(1, &get("/"), true).expect("a GET");
+    c.conn.send_response(1, 200, &[], false).expect("its response head");
+    c.frame(Frame::WindowUpdate { stream: 0, increment: MAX_WINDOW - 65_535 })
+        .expect("connection window to 2^31-1");
     if extra > 0 {
-        c.frame(Frame::WindowUpdate { stream: 1, increment: extra }).unwrap();
+        c.frame(Frame::WindowUpdate { stream: 1, increment: extra })
+            .expect("stream window at most 2^31-1");
     }
     c
 }
