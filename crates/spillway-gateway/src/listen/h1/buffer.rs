@@ -30,6 +30,12 @@ impl Buf {
         &self.data[self.start..self.end]
     }
 
+    /// The filled bytes, to edit in place.
+    #[inline]
+    pub fn filled_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
     /// Number of filled bytes.
     #[inline]
     pub fn len(&self) -> usize {

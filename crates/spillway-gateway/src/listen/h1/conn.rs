@@ -77,20 +77,20 @@ pub enum Served {
 }
 
 /// The client's address as text (for `X-Forwarded-For` and the access log), rendered once.
-struct ClientAddr {
+pub(crate) struct ClientAddr {
     text: [u8; 45],
     len: usize,
     addr: std::net::IpAddr,
 }
 
 impl ClientAddr {
-    fn new(peer: SocketAddr) -> ClientAddr {
+    pub(crate) fn new(peer: std::net::IpAddr) -> ClientAddr {
         use std::io::Write;
         let mut text = [0u8; 45];
         let mut rest = &mut text[..];
-        let _ = write!(rest, "{}", peer.ip());
+        let _ = write!(rest, "{peer}");
         let len = 45 - rest.len();
-        ClientAddr { text, len, addr: peer.ip() }
+        ClientAddr { text, len, addr: peer }
     }
 
     fn ip(&self) -> &[u8] {
@@ -123,7 +123,7 @@ pub async fn serve(
     peer: SocketAddr,
     dormant_after: Option<Duration>,
 ) -> Served {
-    let client = ClientAddr::new(peer);
+    let client = ClientAddr::new(peer.ip());
     let slot = IdleSlot { worker, index: worker.lean.idle.register() };
     let mut carry: Option<Buf> = None;
     loop {
@@ -143,8 +143,8 @@ pub async fn serve(
                 Err(IdleEnd::TimedOut | IdleEnd::Closing) => return Served::Closed,
             }
         }
-        let conn =
-            Conn { worker, slot: slot.index, listener, client: &client, stream: &mut stream };
+        let down = H1Client { stream: &mut stream, idle_timeout: listener.idle_timeout };
+        let conn = Conn { worker, slot: slot.index, listener, client: &client, down };
         // Boxed: a request's state is large, and an idle connection should not carry it.
         match Box::pin(conn.next_request(carry.take())).await {
             Next::KeepAlive(rest) => carry = rest,
@@ -194,20 +194,20 @@ enum Next {
 
 /// A deadline passed.
 #[derive(Debug)]
-struct Elapsed;
+pub(crate) struct Elapsed;
 
 /// A deadline `after` from the moment it is first needed: most I/O completes at once, and a
 /// clock read for a timer that is never armed is wasted work. Once fixed, it stays fixed, so
 /// the steps of one exchange share it.
 #[derive(Debug, Clone, Copy)]
-struct Due {
+pub(crate) struct Due {
     after: Duration,
     at: Option<TimerInstant>,
     at_ns: Option<u64>,
 }
 
 impl Due {
-    fn after(after: Duration) -> Due {
+    pub(crate) fn after(after: Duration) -> Due {
         Due { after, at: None, at_ns: None }
     }
 
@@ -245,14 +245,14 @@ const COARSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How a request's waits are bounded: a runtime timer for short timeouts, the connection's
 /// sweep slot for long ones.
-struct Timer<'w> {
-    sleep: Pin<Box<Sleep>>,
-    worker: &'w Worker,
-    slot: usize,
+pub(crate) struct Timer<'w> {
+    pub(crate) sleep: Pin<Box<Sleep>>,
+    pub(crate) worker: &'w Worker,
+    pub(crate) slot: usize,
 }
 
 /// Runs `fut` until `due`, arming `timer` only if `fut` does not finish at once.
-async fn timed<F: Future>(
+pub(crate) async fn timed<F: Future>(
     timer: &mut Timer<'_>,
     due: &mut Due,
     fut: F,
@@ -352,17 +352,25 @@ enum Failure {
     ClientGone,
 }
 
-/// The per-request view of a connection.
-struct Conn<'a> {
-    worker: &'a Worker,
-    /// The connection's sweep slot (idle timeout, dormancy, long timeouts).
-    slot: usize,
-    listener: &'a ListenerConfig,
-    client: &'a ClientAddr,
-    stream: &'a mut TcpStream,
+/// The per-request view of a connection: what the exchange needs of it, and where the
+/// answer goes (`down`).
+pub(crate) struct Conn<'a, D> {
+    pub(crate) worker: &'a Worker,
+    /// The sweep slot bounding the request's long waits (the connection's, on HTTP/1.1).
+    pub(crate) slot: usize,
+    pub(crate) listener: &'a ListenerConfig,
+    pub(crate) client: &'a ClientAddr,
+    pub(crate) down: D,
 }
 
-impl Conn<'_> {
+/// The client side of an HTTP/1.1 connection: its socket.
+pub(crate) struct H1Client<'a> {
+    stream: &'a mut TcpStream,
+    /// The listener's idle timeout, bounding each write.
+    idle_timeout: Duration,
+}
+
+impl Conn<'_, H1Client<'_>> {
     /// Serves the request whose first bytes are in `carry` (or are ready to be read).
     async fn next_request(self, carry: Option<Buf>) -> Next {
         let lean = &self.worker.lean;
@@ -416,7 +424,7 @@ impl Conn<'_> {
                 RequestParse::Unusual(_) if preface::is_h2_preface(buf.filled()) => {
                     preface::warn_once(&listener.name);
                     preface::goaway(out);
-                    let _ = self.write_client(timer, out).await;
+                    let _ = self.down.write(timer, out).await;
                     return Step::Done { close: true };
                 }
                 // hyper answers it: 400, 431, or the exchange the lean path does not do.
@@ -427,7 +435,8 @@ impl Conn<'_> {
                     }
 
                     let limit = listener.max_header_bytes;
-                    match timed(timer, &mut head_due, read_into(self.stream, buf, limit)).await {
+                    match timed(timer, &mut head_due, read_into(self.down.stream, buf, limit)).await
+                    {
                         Ok(Ok(n)) if n > 0 => {}
                         // EOF, error or slowloris: close without a response, as hyper does.
                         _ => return Step::Done { close: true },
@@ -437,49 +446,20 @@ impl Conn<'_> {
         };
         let start = self.worker.shared.now();
         let snap = self.worker.snapshot();
-        let route = {
-            let head_bytes = &buf.filled()[..head.len];
-            let host =
-                head.host.map_or("", |h| route::host_without_port(rewrite::text(head_bytes, h)));
-            let path = rewrite::text(head_bytes, head.path);
-            let fields = HeadFields { buf: head_bytes, fields };
-            snap.router.route(&head.method, host, path, &fields)
-        };
-        if let Some(proxied @ Route { action: Action::Proxy { cluster, .. }, .. }) = route {
-            let protocol = snap.clusters.get(*cluster).map(|c| c.config.protocol);
-            // Hedging, failback, mirrors, broadcast, stale copies and the micro-cache are
-            // served by hyper's path (one precomputed flag per route: `Policies::hyper_only`).
-            let hyper_only = snap.policies.hyper_only(proxied.index);
-            // Upstream TLS (the cluster's or its gutter's) is spoken by hyper's path only.
-            let tls = snap.clusters.get(*cluster).is_some_and(|c| {
-                c.tls.is_some()
-                    || c.config
-                        .gutter
-                        .as_deref()
-                        .and_then(|g| snap.config.cluster(g))
-                        .is_some_and(|g| g.tls.is_some())
-            });
-            if proxied.recorder.is_some()
-                || protocol != Some(UpstreamProtocol::Http1)
-                || hyper_only
-                || tls
-            {
-                return Step::Handoff;
-            }
+        let route = route_of(&snap, &buf.filled()[..head.len], &head, fields);
+        if route.is_some_and(|r| !lean_serves(&snap, r)) {
+            return Step::Handoff;
+        }
+        if let Some(proxied @ Route { action: Action::Proxy { .. }, .. }) = route {
             let max_body =
                 snap.config.routes.get(proxied.index).map_or(listener.max_body_bytes, |r| {
                     crate::edge::max_body(listener.max_body_bytes, &r.edge)
                 });
             if head.content_length > max_body {
-                self.local_error(
-                    out,
-                    413,
-                    "Payload Too Large",
-                    errors::BODY_TOO_LARGE,
-                    &head,
-                    true,
-                );
-                let sent = self.write_client(timer, out).await;
+                let (status, reason) = (413, "Payload Too Large");
+                let body = errors::BODY_TOO_LARGE;
+                let sent =
+                    self.reply_json(timer, out, status, reason, body, &head, true, &[]).await;
                 let elapsed = self.worker.shared.now().saturating_duration_since(start);
                 proxied.stats.record(self.worker.id, 413, elapsed);
                 if matches!(sent, Flow::Sent) {
@@ -502,18 +482,14 @@ impl Conn<'_> {
                 .filter(|t| *t < listener.idle_timeout);
             let mut due = Due::after(body_timeout.unwrap_or(listener.idle_timeout));
             while buf.len() < total {
-                match timed(timer, &mut due, read_into(self.stream, buf, total)).await {
+                match timed(timer, &mut due, read_into(self.down.stream, buf, total)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     Err(_) if body_timeout.is_some() => {
-                        self.local_error(
-                            out,
-                            408,
-                            "Request Timeout",
-                            errors::REQUEST_BODY_TIMEOUT,
-                            &head,
-                            true,
-                        );
-                        let _ = self.write_client(timer, out).await;
+                        let (status, reason) = (408, "Request Timeout");
+                        let body = errors::REQUEST_BODY_TIMEOUT;
+                        let _ = self
+                            .reply_json(timer, out, status, reason, body, &head, true, &[])
+                            .await;
                         if let Some(route) = route {
                             let elapsed = self.worker.shared.now().saturating_duration_since(start);
                             route.stats.record(self.worker.id, 408, elapsed);
@@ -526,10 +502,45 @@ impl Conn<'_> {
         }
         let request = &buf.filled()[..total];
         let close = head.connection.close || self.worker.lean.idle.closing();
+        let read = ReadRequest { snap: &snap, route, request, head: &head, fields, start, close };
+        let step = self.serve_read(read, timer, out).await;
+        buf.consume(total);
+        step
+    }
+
+    /// Half-closes after a response sent while the client may still be sending a body, then
+    /// reads and drops what arrives for a moment: closing a socket with unread bytes resets
+    /// the connection, and a reset can destroy the response before the client reads it.
+    async fn linger(&mut self, buf: &mut Buf, timer: &mut Timer<'_>) {
+        let _ = self.down.stream.shutdown().await;
+        let mut due = Due::after(LINGER);
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            buf.consume(usize::MAX);
+            match timed(timer, &mut due, read_into(self.down.stream, buf, BUF_SIZE)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+        buf.consume(usize::MAX);
+    }
+}
+
+impl<D: Downstream> Conn<'_, D> {
+    /// Serves a request read whole (head and body bytes in `read.request`): the edge's
+    /// screening, then the route's answer.
+    pub(crate) async fn serve_read(
+        &mut self,
+        read: ReadRequest<'_>,
+        timer: &mut Timer<'_>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let ReadRequest { snap, route, request, head, fields, start, close } = read;
         // Phase edge, as on the hyper path: the listener's IP lists, then the route's.
-        let listener_ip = snap.config.listeners.get(listener.index).and_then(|l| l.ip.as_ref());
+        let listener_ip =
+            snap.config.listeners.get(self.listener.index).and_then(|l| l.ip.as_ref());
         let edge = route.and_then(|r| snap.config.routes.get(r.index)).map(|c| &c.edge);
-        let view = LeanView { head: &head, request, fields, peer: self.client.addr };
+        let view = LeanView { head, request, fields, peer: self.client.addr };
         let size = || crate::edge::HeadSize {
             method: head.method.as_str(),
             target_len: head.target.len(),
@@ -540,83 +551,57 @@ impl Conn<'_> {
         let decoration = match crate::edge::screen(listener_ip, edge, trusted, &view, size) {
             Ok(decoration) => decoration,
             Err(answer) => {
-                let date = self.worker.lean.date();
                 let json = (!answer.body.is_empty())
                     .then_some((&b"content-type"[..], &b"application/json"[..]));
                 let fields = json.into_iter().chain(
                     answer.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
                 );
-                out.clear();
-                rewrite::write_local_response(
-                    out,
-                    answer.status,
-                    answer.reason(),
-                    fields,
-                    answer.body.as_bytes(),
-                    &date,
-                    head.method == Method::HEAD,
-                    close,
-                );
-                let flow = self.write_client(timer, out).await;
+                let (status, reason) = (answer.status, answer.reason());
+                let body = answer.body.as_bytes();
+                let flow =
+                    self.reply_local(timer, out, status, reason, fields, body, head, close).await;
                 let elapsed = self.worker.shared.now().saturating_duration_since(start);
                 match route {
                     Some(r) => r.stats.record(self.worker.id, answer.status, elapsed),
                     None => snap.no_route.record(self.worker.id, answer.status, elapsed),
                 }
-                self.log(request, &head, answer.status, route, None, elapsed, None, None);
-                buf.consume(total);
+                self.log(request, head, answer.status, route, None, elapsed, None, None);
                 return flow.after(close);
             }
         };
-        let step = match route {
+        match route {
             None => {
-                self.local_error(out, 404, "Not Found", errors::NO_ROUTE, &head, close);
-                let flow = self.write_client(timer, out).await;
+                let flow = self
+                    .reply_json(timer, out, 404, "Not Found", errors::NO_ROUTE, head, close, &[])
+                    .await;
                 let elapsed = self.worker.shared.now().saturating_duration_since(start);
                 snap.no_route.record(self.worker.id, 404, elapsed);
-                self.log(request, &head, 404, None, None, elapsed, None, None);
+                self.log(request, head, 404, None, None, elapsed, None, None);
                 flow.after(close)
             }
             Some(route) => match &route.action {
                 Action::Direct { status, body, headers } => {
-                    let date = self.worker.lean.date();
                     let reason = status.canonical_reason().unwrap_or("");
                     let fields = headers
                         .iter()
                         .chain(&decoration)
                         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-                    rewrite::write_local_response(
-                        out,
-                        status.as_u16(),
-                        reason,
-                        fields,
-                        body,
-                        &date,
-                        head.method == Method::HEAD,
-                        close,
-                    );
-                    let flow = self.write_client(timer, out).await;
+                    let status = status.as_u16();
+                    let flow = self
+                        .reply_local(timer, out, status, reason, fields, body, head, close)
+                        .await;
                     let elapsed = self.worker.shared.now().saturating_duration_since(start);
-                    route.stats.record(self.worker.id, status.as_u16(), elapsed);
-                    self.log(
-                        request,
-                        &head,
-                        status.as_u16(),
-                        Some(route),
-                        None,
-                        elapsed,
-                        None,
-                        None,
-                    );
+                    route.stats.record(self.worker.id, status, elapsed);
+                    self.log(request, head, status, Some(route), None, elapsed, None, None);
                     flow.after(close)
                 }
                 Action::Proxy { cluster, .. } => {
                     let exchange = Exchange {
-                        snap: &snap,
+                        snap,
                         route,
                         cluster_index: *cluster,
                         request,
-                        head: &head,
+                        head,
                         fields,
                         start,
                         close,
@@ -625,59 +610,52 @@ impl Conn<'_> {
                     self.proxy(exchange, timer, out).await
                 }
             },
-        };
-        buf.consume(total);
-        step
-    }
-
-    /// Half-closes after a response sent while the client may still be sending a body, then
-    /// reads and drops what arrives for a moment: closing a socket with unread bytes resets
-    /// the connection, and a reset can destroy the response before the client reads it.
-    async fn linger(&mut self, buf: &mut Buf, timer: &mut Timer<'_>) {
-        let _ = self.stream.shutdown().await;
-        let mut due = Due::after(LINGER);
-        let mut drained = 0;
-        while drained < LINGER_BYTES {
-            buf.consume(usize::MAX);
-            match timed(timer, &mut due, read_into(self.stream, buf, BUF_SIZE)).await {
-                Ok(Ok(n)) if n > 0 => drained += n,
-                _ => break,
-            }
         }
-        buf.consume(usize::MAX);
     }
 
-    /// Writes a gateway error response into `out`.
-    fn local_error(
-        &self,
+    /// Sends a response made here: `fields`, then the framing and `date`, then `body` (left
+    /// out for a `HEAD` request).
+    #[allow(clippy::too_many_arguments)]
+    async fn reply_local<'f>(
+        &mut self,
+        timer: &mut Timer<'_>,
+        out: &mut Vec<u8>,
+        status: u16,
+        reason: &str,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8]), IntoIter: Clone>,
+        body: &[u8],
+        head: &RequestHead,
+        close: bool,
+    ) -> Flow {
+        let date = self.worker.lean.date();
+        let local = LocalResponse {
+            status,
+            reason,
+            body,
+            date: &date,
+            head_request: head.method == Method::HEAD,
+            close,
+        };
+        self.down.respond_local(timer, out, &local, fields).await
+    }
+
+    /// Sends a gateway error (a JSON body), with the route's `decoration` fields.
+    #[allow(clippy::too_many_arguments)]
+    async fn reply_json(
+        &mut self,
+        timer: &mut Timer<'_>,
         out: &mut Vec<u8>,
         status: u16,
         reason: &str,
         body: &str,
         head: &RequestHead,
         close: bool,
-    ) {
-        let date = self.worker.lean.date();
-        out.clear();
-        rewrite::write_local_response(
-            out,
-            status,
-            reason,
-            [(&b"content-type"[..], &b"application/json"[..])],
-            body.as_bytes(),
-            &date,
-            head.method == Method::HEAD,
-            close,
-        );
-    }
-
-    /// Writes `out` to the client within the idle timeout.
-    async fn write_client(&mut self, timer: &mut Timer<'_>, out: &[u8]) -> Flow {
-        let mut due = Due::after(self.listener.idle_timeout);
-        match send(self.stream, out, timer, &mut due).await {
-            Ok(()) => Flow::Sent,
-            Err(()) => Flow::Broken,
-        }
+        decoration: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Flow {
+        let json = [(&b"content-type"[..], &b"application/json"[..])];
+        let cors = decoration.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        let fields = json.into_iter().chain(cors);
+        self.reply_local(timer, out, status, reason, fields, body.as_bytes(), head, close).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -927,7 +905,7 @@ impl Conn<'_> {
                     target: target.as_deref().map(str::as_bytes),
                     host: rewrite_host.as_ref().map(|h| h.as_bytes()),
                     client_ip: self.client.ip(),
-                    proto: b"http",
+                    proto: self.down.proto(),
                     new_request_id: new_id,
                     grpc_timeout: grpc_value.as_ref().map(|v| v.as_str().as_bytes()),
                     request_timeout: request_value.as_ref().map(|v| v.as_str().as_bytes()),
@@ -1067,8 +1045,9 @@ impl Conn<'_> {
                 } else if let Some(fallback) = fallback {
                     self.reply_rendered(ex, timer, out, fallback, None).await
                 } else {
-                    self.local_error(out, status, reason, body, ex.head, ex.close);
-                    let flow = self.write_client(timer, out).await;
+                    let flow = self
+                        .reply_json(timer, out, status, reason, body, ex.head, ex.close, &[])
+                        .await;
                     ex.route.stats.record(worker.id, status, latency);
                     let cluster_name = Some(cluster.config.name.as_str());
                     self.log(
@@ -1113,18 +1092,25 @@ impl Conn<'_> {
                 let close = ex.close
                     || response.framing == ResponseFraming::UntilClose
                     || lean.idle.closing();
-                out.clear();
                 let date = (!response.has_date).then(|| lean.date());
-                rewrite::write_response_head(
-                    out,
-                    ubuf.filled(),
-                    &response,
-                    &ufields,
-                    Some(request_id),
-                    date.as_ref().map(|d| &d[..]),
+                if D::LOWER_CASE_NAMES {
+                    let bytes = ubuf.filled_mut();
+                    for f in ufields.iter() {
+                        if let Some(name) = bytes.get_mut(f.name.start()..f.name.end()) {
+                            name.make_ascii_lowercase();
+                        }
+                    }
+                }
+                let answer = ResponseStart {
+                    buf: ubuf.filled(),
+                    head: &response,
+                    fields: &ufields,
+                    request_id: Some(request_id),
+                    date: date.as_ref().map(|d| &d[..]),
                     close,
-                    ex.decoration,
-                );
+                    decoration: ex.decoration,
+                };
+                let started = self.down.start_response(out, &answer);
                 ubuf.consume(response.len);
                 // Without retries the body has what is left of the try's time (as before);
                 // with them, what is left of the request's.
@@ -1133,7 +1119,14 @@ impl Conn<'_> {
                     None => try_timeout,
                 };
                 let until = try_start.as_nanos().saturating_add(duration_nanos(body_time));
-                let body = self.pass_body(upstream, &response, &mut ubuf, out, timer, until).await;
+                let body = match started {
+                    Ok(()) => {
+                        self.pass_body(upstream, &response, &mut ubuf, out, timer, until).await
+                    }
+                    // The client cannot take this answer (its stream is gone): the upstream
+                    // socket goes with the unread body.
+                    Err(()) => None,
+                };
                 match body {
                     Some(upstream) => {
                         if response.reusable() && ubuf.is_empty() {
@@ -1180,25 +1173,15 @@ impl Conn<'_> {
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("");
-        let date = self.worker.lean.date();
         // The route's CORS fields too: a page may read why it was refused.
         let fields = rendered
             .headers
             .iter()
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .chain(ex.decoration.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())));
-        out.clear();
-        rewrite::write_local_response(
-            out,
-            status,
-            reason,
-            fields,
-            rendered.body.as_bytes(),
-            &date,
-            ex.head.method == Method::HEAD,
-            ex.close,
-        );
-        let flow = self.write_client(timer, out).await;
+        let body = rendered.body.as_bytes();
+        let flow =
+            self.reply_local(timer, out, status, reason, fields, body, ex.head, ex.close).await;
         let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
         ex.route.stats.record(self.worker.id, status, elapsed);
         let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
@@ -1222,21 +1205,9 @@ impl Conn<'_> {
         } else {
             reason
         };
-        let date = self.worker.lean.date();
-        let json = [(&b"content-type"[..], &b"application/json"[..])];
-        let cors = ex.decoration.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-        out.clear();
-        rewrite::write_local_response(
-            out,
-            status,
-            reason,
-            json.into_iter().chain(cors),
-            body.as_bytes(),
-            &date,
-            ex.head.method == Method::HEAD,
-            ex.close,
-        );
-        let flow = self.write_client(timer, out).await;
+        let flow = self
+            .reply_json(timer, out, status, reason, body, ex.head, ex.close, ex.decoration)
+            .await;
         let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
         ex.route.stats.record(self.worker.id, status, elapsed);
         let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
@@ -1293,21 +1264,9 @@ impl Conn<'_> {
                 };
                 match parsed {
                     Ok(ResponseParse::Complete(head)) if head.is_interim() => {
-                        let mut interim = Vec::with_capacity(head.len + 64);
-                        let bytes = ubuf.filled();
-                        rewrite::write_response_head(
-                            &mut interim,
-                            bytes,
-                            &head,
-                            ufields,
-                            None,
-                            None,
-                            false,
-                            &[],
-                        );
+                        let sent = self.down.interim(timer, ubuf.filled(), &head, ufields).await;
                         ubuf.consume(head.len);
-                        let mut client_due = Due::after(self.listener.idle_timeout);
-                        if send(self.stream, &interim, timer, &mut client_due).await.is_err() {
+                        if sent.is_err() {
                             return Err(Failure::ClientGone);
                         }
                     }
@@ -1341,8 +1300,9 @@ impl Conn<'_> {
         }
     }
 
-    /// Passes the response head in `out` and the body on to the client. Gives the upstream
-    /// socket back when the body ended cleanly (`None` when either side broke).
+    /// Passes the response body on to the client, after the head `start_response` left in
+    /// `out` (if any). Gives the upstream socket back when the body ended cleanly (`None`
+    /// when either side broke).
     async fn pass_body(
         &mut self,
         mut upstream: TcpStream,
@@ -1358,38 +1318,51 @@ impl Conn<'_> {
             _ => 0,
         };
         let mut chunks = ChunkedScanner::new();
+        // Where the chunk data lies in what was read, when the client takes it decoded.
+        let mut pieces: Vec<std::ops::Range<usize>> = Vec::new();
+        let decode = response.framing == ResponseFraming::Chunked && D::DECODES_CHUNKS;
         let mut head_pending = true;
         loop {
             let available = ubuf.filled();
-            let (take, done) = match response.framing {
-                ResponseFraming::Empty => (0, true),
+            let scanned = match response.framing {
+                ResponseFraming::Empty => Ok((0, true)),
                 ResponseFraming::Length(_) => {
                     let take = (available.len() as u64).min(remaining) as usize;
                     remaining -= take as u64;
-                    (take, remaining == 0)
+                    Ok((take, remaining == 0))
                 }
-                ResponseFraming::Chunked => match chunks.scan(available) {
-                    Ok(s) => (s.consumed, s.done),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "upstream sent a malformed chunked body");
-                        return None;
-                    }
-                },
-                ResponseFraming::UntilClose => (available.len(), false),
+                ResponseFraming::Chunked if decode => {
+                    pieces.clear();
+                    chunks.scan_data(available, |r| pieces.push(r)).map(|s| (s.consumed, s.done))
+                }
+                ResponseFraming::Chunked => chunks.scan(available).map(|s| (s.consumed, s.done)),
+                ResponseFraming::UntilClose => Ok((available.len(), false)),
             };
-            let mut due = Due::after(idle);
-            let written = if head_pending && take <= COALESCE_BODY {
-                out.extend_from_slice(&available[..take]);
-                send(self.stream, out, timer, &mut due).await
-            } else if head_pending {
-                match send(self.stream, out, timer, &mut due).await {
-                    Ok(()) => send(self.stream, &available[..take], timer, &mut due).await,
-                    Err(()) => Err(()),
+            let (take, done) = match scanned {
+                Ok(scanned) => scanned,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upstream sent a malformed chunked body");
+                    return None;
                 }
-            } else if take > 0 {
-                send(self.stream, &available[..take], timer, &mut due).await
+            };
+            let written = if decode {
+                let last = pieces.len().saturating_sub(1);
+                let mut written = Ok(());
+                for (i, piece) in pieces.iter().enumerate() {
+                    let bytes = &available[piece.clone()];
+                    let end = done && i == last;
+                    written = self.down.send_body(timer, out, head_pending, bytes, end).await;
+                    head_pending = false;
+                    if written.is_err() {
+                        break;
+                    }
+                }
+                if written.is_ok() && (head_pending || (done && pieces.is_empty())) {
+                    written = self.down.send_body(timer, out, head_pending, &[], done).await;
+                }
+                written
             } else {
-                Ok(())
+                self.down.send_body(timer, out, head_pending, &available[..take], done).await
             };
             head_pending = false;
             if written.is_err() {
@@ -1411,7 +1384,10 @@ impl Conn<'_> {
                 // A close-delimited body ends here; any other body was cut short, and closing
                 // the client connection is how the client learns that.
                 Ok(Ok(_)) if response.framing == ResponseFraming::UntilClose => {
-                    return Some(upstream)
+                    return match self.down.send_body(timer, out, false, &[], true).await {
+                        Ok(()) => Some(upstream),
+                        Err(()) => None,
+                    };
                 }
                 _ => return None,
             }
@@ -1419,8 +1395,223 @@ impl Conn<'_> {
     }
 }
 
+/// The route of a request whose head was parsed from `head_bytes`.
+pub(crate) fn route_of<'s>(
+    snap: &'s Snapshot,
+    head_bytes: &[u8],
+    head: &RequestHead,
+    fields: &[Field],
+) -> Option<&'s Route> {
+    let host = head.host.map_or("", |h| route::host_without_port(rewrite::text(head_bytes, h)));
+    let path = rewrite::text(head_bytes, head.path);
+    let fields = HeadFields { buf: head_bytes, fields };
+    snap.router.route(&head.method, host, path, &fields)
+}
+
+/// Whether the lean exchange serves `route`. Authentication, hedging, failback, mirrors,
+/// broadcast, stale copies and the micro-cache are served by hyper's path (one precomputed
+/// flag per route: `Policies::hyper_only`), and so are recorded routes and clusters spoken
+/// to in HTTP/2 or over TLS (the cluster's or its gutter's).
+pub(crate) fn lean_serves(snap: &Snapshot, route: &Route) -> bool {
+    if snap.policies.hyper_only(route.index) {
+        return false;
+    }
+    let Action::Proxy { cluster, .. } = &route.action else { return true };
+    let Some(cluster) = snap.clusters.get(*cluster) else { return false };
+    let tls = cluster.tls.is_some()
+        || cluster
+            .config
+            .gutter
+            .as_deref()
+            .and_then(|g| snap.config.cluster(g))
+            .is_some_and(|g| g.tls.is_some());
+    route.recorder.is_none() && cluster.config.protocol == UpstreamProtocol::Http1 && !tls
+}
+
+/// Where a lean exchange's answer goes: an HTTP/1.1 client socket ([`H1Client`]), or one
+/// stream of an HTTP/2 connection (`listen::h2::fast`). The exchange itself — edge, routing,
+/// admission, retries, the upstream socket — is the same for both.
+pub(crate) trait Downstream {
+    /// Whether chunked upstream bodies reach [`send_body`](Self::send_body) decoded (HTTP/2
+    /// frames bodies itself) rather than as they came.
+    const DECODES_CHUNKS: bool;
+
+    /// Whether response field names reach [`start_response`](Self::start_response) in lower
+    /// case (as HTTP/2 requires) rather than as the upstream spelled them.
+    const LOWER_CASE_NAMES: bool;
+
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    fn proto(&self) -> &'static [u8];
+
+    /// Sends a whole response made by the gateway: `fields`, then `content-length` and
+    /// `date`, then the body (none for a `HEAD` request). `out` is scratch space.
+    async fn respond_local<'f>(
+        &mut self,
+        timer: &mut Timer<'_>,
+        out: &mut Vec<u8>,
+        local: &LocalResponse<'_>,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8]), IntoIter: Clone>,
+    ) -> Flow;
+
+    /// Passes on an interim (1xx) upstream response; `Err` when the client is gone.
+    async fn interim(
+        &mut self,
+        timer: &mut Timer<'_>,
+        buf: &[u8],
+        head: &ResponseHead,
+        fields: &[Field],
+    ) -> Result<(), ()>;
+
+    /// Starts the upstream's final response: its head as the client gets it, written to `out`
+    /// to go with the first body bytes, or queued. `Err` when the client cannot take it.
+    fn start_response(&mut self, out: &mut Vec<u8>, start: &ResponseStart<'_>) -> Result<(), ()>;
+
+    /// Sends body bytes (after the head left in `out` while `head_pending`); `end` with the
+    /// last of them. `Err` when the client is gone or too slow.
+    async fn send_body(
+        &mut self,
+        timer: &mut Timer<'_>,
+        out: &mut Vec<u8>,
+        head_pending: bool,
+        bytes: &[u8],
+        end: bool,
+    ) -> Result<(), ()>;
+}
+
+/// A response the gateway makes itself, but for its fields.
+pub(crate) struct LocalResponse<'a> {
+    pub(crate) status: u16,
+    pub(crate) reason: &'a str,
+    pub(crate) body: &'a [u8],
+    pub(crate) date: &'a [u8],
+    pub(crate) head_request: bool,
+    /// The client connection closes after it (HTTP/1.1 only).
+    pub(crate) close: bool,
+}
+
+/// An upstream's final response head, parsed from `buf`, and what the gateway adds to it.
+pub(crate) struct ResponseStart<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) head: &'a ResponseHead,
+    pub(crate) fields: &'a [Field],
+    /// Added as `x-request-id` when the upstream sent none.
+    pub(crate) request_id: Option<&'a [u8]>,
+    /// Added as `date` (given only when the upstream sent none).
+    pub(crate) date: Option<&'a [u8]>,
+    /// The client connection closes after it (HTTP/1.1 only).
+    pub(crate) close: bool,
+    /// The route's CORS fields.
+    pub(crate) decoration: &'a [(http::HeaderName, http::HeaderValue)],
+}
+
+/// A request read whole, routed, ready to be served.
+pub(crate) struct ReadRequest<'a> {
+    pub(crate) snap: &'a Snapshot,
+    pub(crate) route: Option<&'a Route>,
+    /// Head and body bytes, as HTTP/1.1.
+    pub(crate) request: &'a [u8],
+    pub(crate) head: &'a RequestHead,
+    pub(crate) fields: &'a [Field],
+    pub(crate) start: spillway_core::Instant,
+    /// The client connection closes after the answer (HTTP/1.1 only).
+    pub(crate) close: bool,
+}
+
+impl H1Client<'_> {
+    /// Writes `bytes` to the client within the idle timeout.
+    async fn write(&mut self, timer: &mut Timer<'_>, bytes: &[u8]) -> Flow {
+        let mut due = Due::after(self.idle_timeout);
+        match send(self.stream, bytes, timer, &mut due).await {
+            Ok(()) => Flow::Sent,
+            Err(()) => Flow::Broken,
+        }
+    }
+}
+
+impl Downstream for H1Client<'_> {
+    const DECODES_CHUNKS: bool = false;
+    const LOWER_CASE_NAMES: bool = false;
+
+    fn proto(&self) -> &'static [u8] {
+        b"http"
+    }
+
+    async fn respond_local<'f>(
+        &mut self,
+        timer: &mut Timer<'_>,
+        out: &mut Vec<u8>,
+        local: &LocalResponse<'_>,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8]), IntoIter: Clone>,
+    ) -> Flow {
+        out.clear();
+        rewrite::write_local_response(
+            out,
+            local.status,
+            local.reason,
+            fields,
+            local.body,
+            local.date,
+            local.head_request,
+            local.close,
+        );
+        self.write(timer, out).await
+    }
+
+    async fn interim(
+        &mut self,
+        timer: &mut Timer<'_>,
+        buf: &[u8],
+        head: &ResponseHead,
+        fields: &[Field],
+    ) -> Result<(), ()> {
+        let mut interim = Vec::with_capacity(head.len + 64);
+        rewrite::write_response_head(&mut interim, buf, head, fields, None, None, false, &[]);
+        match self.write(timer, &interim).await {
+            Flow::Sent => Ok(()),
+            Flow::Broken => Err(()),
+        }
+    }
+
+    fn start_response(&mut self, out: &mut Vec<u8>, start: &ResponseStart<'_>) -> Result<(), ()> {
+        out.clear();
+        rewrite::write_response_head(
+            out,
+            start.buf,
+            start.head,
+            start.fields,
+            start.request_id,
+            start.date,
+            start.close,
+            start.decoration,
+        );
+        Ok(())
+    }
+
+    async fn send_body(
+        &mut self,
+        timer: &mut Timer<'_>,
+        out: &mut Vec<u8>,
+        head_pending: bool,
+        bytes: &[u8],
+        _end: bool,
+    ) -> Result<(), ()> {
+        let mut due = Due::after(self.idle_timeout);
+        if head_pending && bytes.len() <= COALESCE_BODY {
+            out.extend_from_slice(bytes);
+            send(self.stream, out, timer, &mut due).await
+        } else if head_pending {
+            send(self.stream, out, timer, &mut due).await?;
+            send(self.stream, bytes, timer, &mut due).await
+        } else if !bytes.is_empty() {
+            send(self.stream, bytes, timer, &mut due).await
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// The outcome of a request on the connection.
-enum Step {
+pub(crate) enum Step {
     /// Answered; close the connection afterwards when `close`.
     Done { close: bool },
     /// Leave the connection to hyper.
@@ -1428,7 +1619,7 @@ enum Step {
 }
 
 /// Whether a response reached the client.
-enum Flow {
+pub(crate) enum Flow {
     Sent,
     Broken,
 }

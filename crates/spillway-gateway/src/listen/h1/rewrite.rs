@@ -31,7 +31,7 @@ pub struct RequestEdits<'a> {
 }
 
 /// Whether the field named `name` is one that a `Connection` field asks to drop at this hop.
-fn named_by_connection(buf: &[u8], fields: &[Field], name: &[u8]) -> bool {
+pub(crate) fn named_by_connection(buf: &[u8], fields: &[Field], name: &[u8]) -> bool {
     fields.iter().filter(|f| f.kind == FieldKind::Connection).any(|c| {
         c.value.of(buf).split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
     })

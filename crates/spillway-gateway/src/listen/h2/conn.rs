@@ -13,9 +13,11 @@
 //! silent one idle timeout later (what hyper's `keep_alive_interval` did on this path).
 
 use super::body::H2Body;
+use super::fast;
 use super::shared::{ConnShared, StreamShared, OUTPUT_HIGH_WATER};
 use super::stream::{self, Cancellable};
 use crate::config::ListenerConfig;
+use crate::listen::h1::conn::ClientAddr;
 use crate::proxy::body::RequestBody;
 use crate::proxy::{ConnInfo, Worker};
 use bytes::BytesMut;
@@ -103,9 +105,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let shared = Rc::new(ConnShared::new(Connection::new(settings(config))));
+    let client = Rc::new(ClientAddr::new(info.peer));
     let mut driver = Driver {
         worker,
         info,
+        client,
         shared,
         io,
         rbuf: BytesMut::new(),
@@ -179,6 +183,8 @@ where
 struct Driver<I> {
     worker: Rc<Worker>,
     info: Rc<ConnInfo>,
+    /// The client's address as the lean exchange logs it.
+    client: Rc<ClientAddr>,
     shared: Rc<ConnShared>,
     io: I,
     rbuf: BytesMut,
@@ -293,6 +299,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             let event = self.shared.conn.borrow_mut().poll_event();
             let Some(event) = event else { return };
             match event {
+                // Complete with its head: the lean exchange serves it if it can.
+                Event::Request { stream: id, head, end_stream: true } => {
+                    let st = Rc::new(StreamShared::new(id, true));
+                    self.shared.streams.borrow_mut().push(st.clone());
+                    let serve: Pin<Box<dyn Future<Output = ()>>> = Box::pin(fast::serve(
+                        self.worker.clone(),
+                        self.info.clone(),
+                        self.client.clone(),
+                        self.shared.clone(),
+                        id,
+                        head,
+                    ));
+                    streams.push(Cancellable::new(st, self.shared.clone(), serve));
+                }
                 Event::Request { stream: id, head, end_stream } => {
                     let st = Rc::new(StreamShared::new(id, end_stream));
                     let body = H2Body::new(

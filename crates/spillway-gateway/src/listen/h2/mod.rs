@@ -18,5 +18,6 @@
 
 pub mod body;
 pub mod conn;
+pub mod fast;
 pub mod shared;
 pub mod stream;

@@ -1,0 +1,355 @@
+//! The common HTTP/2 request — complete with its head (no body), to a route the lean path
+//! serves — proxied by the lean exchange of [`crate::listen::h1::conn`], as an HTTP/1.1
+//! request would be: no `http::Request`, no `HeaderMap`, no boxed proxy future.
+//!
+//! The decoded head is spelled once as an HTTP/1.1 head into a worker buffer and parsed in
+//! place; from there routing, the edge, admission, deadlines, retries, the pooled upstream
+//! socket, metrics and the access log are the lean path's own code. Only the answer differs:
+//! [`H2Stream`] turns the upstream's head into HEADERS and its body (chunked framing decoded)
+//! into DATA within the stream's send window. Anything else — a request with a body, a route
+//! the lean path hands to hyper, a head the HTTP/1.1 parser would not take, a listener with
+//! client certificates — takes the general path ([`super::stream::serve`]).
+
+use super::body::H2Body;
+use super::shared::{ConnShared, OUTPUT_HIGH_WATER};
+use super::stream;
+use crate::listen::h1::buffer::Buf;
+use crate::listen::h1::conn::{
+    lean_serves, route_of, timed, ClientAddr, Conn, Downstream, Due, Flow, LocalResponse,
+    ReadRequest, ResponseStart, Timer,
+};
+use crate::listen::h1::head::{parse_request, Field, RequestParse, ResponseFraming, ResponseHead};
+use crate::listen::h1::rewrite;
+use crate::proxy::body::{ActiveGuard, RequestBody};
+use crate::proxy::{ConnInfo, Worker};
+use spillway_h2::{ErrorCode, RequestHead};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+/// Serves stream `id`, whose request `head` came with END_STREAM: on the lean exchange when it
+/// can, else on the general path.
+pub(crate) async fn serve(
+    worker: Rc<Worker>,
+    info: Rc<ConnInfo>,
+    client: Rc<ClientAddr>,
+    shared: Rc<ConnShared>,
+    id: u32,
+    head: RequestHead,
+) {
+    if serve_lean(&worker, &info, &client, &shared, id, &head).await {
+        return;
+    }
+    let body = H2Body::new(id, None, shared.signal.clone(), head.content_length());
+    match stream::request(&head, RequestBody::H2(body)) {
+        Ok(req) => stream::serve(worker, info, shared, id, req).await,
+        Err(_) => shared.conn.borrow_mut().reset(id, ErrorCode::PROTOCOL_ERROR),
+    }
+}
+
+/// Serves the request on the lean exchange; false (having sent nothing) when it is not one
+/// the lean exchange takes.
+async fn serve_lean(
+    worker: &Worker,
+    info: &Rc<ConnInfo>,
+    client: &ClientAddr,
+    shared: &Rc<ConnShared>,
+    id: u32,
+    head: &RequestHead,
+) -> bool {
+    // Client certificates are turned into request fields on the general path only.
+    if info.client_cert.get().is_some() {
+        return false;
+    }
+    let start = worker.shared.now();
+    let snap = worker.snapshot();
+    let Some(listener) = snap.config.listeners.get(info.listener) else { return false };
+    let lean = &worker.lean;
+    let mut buf = lean.take_buf();
+    let mut fields = lean.take_fields();
+    let parsed = if write_h1_head(&mut buf, head) {
+        parse_request(buf.filled(), &mut fields)
+    } else {
+        RequestParse::Partial
+    };
+    let h1 = match parsed {
+        RequestParse::Complete(h1) if h1.len == buf.len() && h1.content_length == 0 => Some(h1),
+        _ => None,
+    };
+    let route = h1.as_ref().and_then(|h1| route_of(&snap, buf.filled(), h1, &fields));
+    let Some(h1) = h1.filter(|_| route.is_none_or(|r| lean_serves(&snap, r))) else {
+        lean.give_buf(buf);
+        lean.give_fields(fields);
+        return false;
+    };
+    // In progress until answered (the connection's idle timeout and keep-alive probe).
+    let _active = ActiveGuard::new(info.clone());
+    let slot = lean.idle.register();
+    let mut timer = Timer { sleep: lean.take_timer(), worker, slot };
+    let mut out = lean.take_out();
+    let proto: &'static [u8] = if info.proto.as_bytes() == b"https" { b"https" } else { b"http" };
+    let down = H2Stream {
+        shared: shared.clone(),
+        id,
+        proto,
+        idle_timeout: listener.idle_timeout,
+        ended: false,
+    };
+    let mut conn = Conn { worker, slot, listener, client, down };
+    let read = ReadRequest {
+        snap: &snap,
+        route,
+        request: buf.filled(),
+        head: &h1,
+        fields: &fields,
+        start,
+        close: false,
+    };
+    conn.serve_read(read, &mut timer, &mut out).await;
+    if !conn.down.ended {
+        // The answer was cut short (the upstream broke mid-body, or the time ran out): the
+        // client learns it from the reset, as from a closed connection on HTTP/1.1.
+        shared.conn.borrow_mut().reset(id, ErrorCode::INTERNAL_ERROR);
+    }
+    lean.idle.release(slot);
+    lean.give_timer(timer.sleep);
+    lean.give_out(out);
+    lean.give_buf(buf);
+    lean.give_fields(fields);
+    true
+}
+
+/// Spells `head` as an HTTP/1.1 request head into `buf`: request line from `:method` and
+/// `:path`, `host` from `:authority` unless a `host` field came, the fields as they came with
+/// the `cookie` crumbs joined into one field (RFC 9113 §8.2.3). False when it has no `:path`
+/// (CONNECT).
+fn write_h1_head(buf: &mut Buf, head: &RequestHead) -> bool {
+    let Some(path) = head.path() else { return false };
+    let mut out = Spelled { buf };
+    out.put(head.method());
+    out.put(b" ");
+    out.put(path);
+    out.put(b" HTTP/1.1\r\n");
+    let has_host = head.fields().get(b"host").is_some();
+    if let (false, Some(authority)) = (has_host, head.authority()) {
+        out.field(b"host", authority);
+    }
+    let mut cookies = 0;
+    for (name, value) in head.fields().iter() {
+        if name == b"cookie" {
+            cookies += 1;
+        } else {
+            out.field(name, value);
+        }
+    }
+    if cookies > 0 {
+        out.put(b"cookie: ");
+        let crumbs = head.fields().iter().filter(|(n, _)| *n == b"cookie");
+        for (i, (_, value)) in crumbs.enumerate() {
+            if i > 0 {
+                out.put(b"; ");
+            }
+            out.put(value);
+        }
+        out.put(b"\r\n");
+    }
+    out.put(b"\r\n");
+    true
+}
+
+/// Appends to a [`Buf`], growing it as needed.
+struct Spelled<'a> {
+    buf: &'a mut Buf,
+}
+
+impl Spelled<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.buf.spare().len() < bytes.len() {
+            let want = (self.buf.len() + bytes.len()).max(self.buf.capacity() * 2);
+            self.buf.reserve_total(want);
+        }
+        self.buf.spare()[..bytes.len()].copy_from_slice(bytes);
+        self.buf.advance(bytes.len());
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.put(name);
+        self.put(b": ");
+        self.put(value);
+        self.put(b"\r\n");
+    }
+}
+
+/// One HTTP/2 stream as the lean exchange's client side.
+struct H2Stream {
+    shared: Rc<ConnShared>,
+    id: u32,
+    proto: &'static [u8],
+    /// Bounds each wait for send window (a client that stops reading).
+    idle_timeout: Duration,
+    /// END_STREAM was sent: the answer is complete.
+    ended: bool,
+}
+
+/// Whether an upstream response field stays out of an HTTP/2 response: connection-specific
+/// (RFC 9113 §8.2.2) or named in the upstream's `Connection` field.
+fn not_forwarded(buf: &[u8], fields: &[Field], field: &Field, head: &ResponseHead) -> bool {
+    let name = field.name.of(buf);
+    if field.kind.is_hop_by_hop() || spillway_h2::head::connection_specific(name) {
+        return true;
+    }
+    head.connection.names_fields && rewrite::named_by_connection(buf, fields, name)
+}
+
+impl H2Stream {
+    /// Sends `bytes` as DATA (END_STREAM with the last when `end`), waiting for window and
+    /// output room, each wait within the idle timeout.
+    async fn send(&mut self, timer: &mut Timer<'_>, mut bytes: &[u8], end: bool) -> Result<(), ()> {
+        loop {
+            let mut due = Due::after(self.idle_timeout);
+            let shared = &self.shared;
+            let id = self.id;
+            let room = poll_fn(|cx| {
+                let conn = shared.conn.borrow();
+                if conn.is_closed() {
+                    return Poll::Ready(false);
+                }
+                if conn.output().len() < OUTPUT_HIGH_WATER
+                    && (conn.send_capacity(id) > 0 || (bytes.is_empty() && end))
+                {
+                    return Poll::Ready(true);
+                }
+                drop(conn);
+                shared.wait_send(cx.waker());
+                Poll::Pending
+            });
+            match timed(timer, &mut due, room).await {
+                Ok(true) => {}
+                _ => return Err(()),
+            }
+            let sent = self.shared.conn.borrow_mut().send_data(id, bytes, end).map_err(|_| ())?;
+            bytes = &bytes[sent..];
+            if bytes.is_empty() {
+                self.ended |= end;
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Downstream for H2Stream {
+    const DECODES_CHUNKS: bool = true;
+    const LOWER_CASE_NAMES: bool = true;
+
+    fn proto(&self) -> &'static [u8] {
+        self.proto
+    }
+
+    async fn respond_local<'f>(
+        &mut self,
+        timer: &mut Timer<'_>,
+        _out: &mut Vec<u8>,
+        local: &LocalResponse<'_>,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8]), IntoIter: Clone>,
+    ) -> Flow {
+        let mut digits = [0u8; 20];
+        let length = stream::decimal(local.body.len() as u64, &mut digits);
+        let framing = [(&b"content-length"[..], length), (&b"date"[..], local.date)];
+        let fields = ThenFields { first: fields.into_iter(), then: framing };
+        let body_follows = !local.head_request && !local.body.is_empty();
+        let sent = self.shared.conn.borrow_mut().send_response_fields(
+            self.id,
+            local.status,
+            fields,
+            !body_follows,
+        );
+        if sent.is_err() {
+            return Flow::Broken;
+        }
+        if !body_follows {
+            self.ended = true;
+            return Flow::Sent;
+        }
+        match self.send(timer, local.body, true).await {
+            Ok(()) => Flow::Sent,
+            Err(()) => Flow::Broken,
+        }
+    }
+
+    async fn interim(
+        &mut self,
+        _timer: &mut Timer<'_>,
+        _buf: &[u8],
+        _head: &ResponseHead,
+        _fields: &[Field],
+    ) -> Result<(), ()> {
+        // Interim answers are not passed on over HTTP/2 (as on the general path).
+        Ok(())
+    }
+
+    fn start_response(&mut self, _out: &mut Vec<u8>, start: &ResponseStart<'_>) -> Result<(), ()> {
+        let (buf, head) = (start.buf, start.head);
+        let kept = start
+            .fields
+            .iter()
+            .filter(|f| !not_forwarded(buf, start.fields, f, head))
+            .map(|f| (f.name.of(buf), f.value.of(buf)));
+        let decoration =
+            start.decoration.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        let request_id = start.request_id.filter(|_| !head.has_request_id);
+        let added = [
+            request_id.map(|id| (&b"x-request-id"[..], id)),
+            start.date.map(|date| (&b"date"[..], date)),
+        ];
+        let fields = kept.chain(decoration).chain(added.into_iter().flatten());
+        let empty = matches!(head.framing, ResponseFraming::Empty | ResponseFraming::Length(0));
+        let sent =
+            self.shared.conn.borrow_mut().send_response_fields(self.id, head.status, fields, empty);
+        self.ended = empty && sent.is_ok();
+        sent.map(|_| ()).map_err(|_| ())
+    }
+
+    async fn send_body(
+        &mut self,
+        timer: &mut Timer<'_>,
+        _out: &mut Vec<u8>,
+        _head_pending: bool,
+        bytes: &[u8],
+        end: bool,
+    ) -> Result<(), ()> {
+        if self.ended || (bytes.is_empty() && !end) {
+            return Ok(());
+        }
+        self.send(timer, bytes, end).await
+    }
+}
+
+/// A field as the codec takes it.
+type FieldPair<'a> = (&'a [u8], &'a [u8]);
+
+/// Lends a field for a shorter time.
+type Shorten<'f, 'a> = fn(FieldPair<'f>) -> FieldPair<'a>;
+
+/// `first`'s fields, then two more that live shorter (walked twice by the codec, so `Clone`).
+#[derive(Clone)]
+struct ThenFields<'a, I> {
+    first: I,
+    then: [FieldPair<'a>; 2],
+}
+
+impl<'a, 'f: 'a, I> IntoIterator for ThenFields<'a, I>
+where
+    I: Iterator<Item = FieldPair<'f>>,
+{
+    type Item = FieldPair<'a>;
+    type IntoIter = std::iter::Chain<
+        std::iter::Map<I, Shorten<'f, 'a>>,
+        std::array::IntoIter<FieldPair<'a>, 2>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let shorter: Shorten<'f, 'a> = |(n, v)| (n, v);
+        self.first.map(shorter).chain(self.then)
+    }
+}
