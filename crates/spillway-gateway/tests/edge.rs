@@ -445,6 +445,27 @@ async fn api_keys_and_basic_users_are_checked_and_named_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_response_behind_auth_is_not_served_without_credentials() {
+    // sha256("mobile-secret"). The lean paths once served direct responses without the
+    // route's authentication (only proxied routes were handed to the path that checks it).
+    let hash = "07a75a970cad37a5589d001f907ac28a8743c409c5f02ad26932c51cf03b9e2d";
+    let routes = format!(
+        "  - name: secret\n    match: {{ path_prefix: /secret }}\n    direct_response: {{ status: 200, body: classified }}\n    auth: {{ api_keys: {{ header: x-api-key, keys: [ {{ id: mobile, sha256: \"{hash}\" }} ] }} }}\n"
+    );
+    let gw = Gw::start("", "", &routes).await;
+    for via in BOTH {
+        let (status, _, body) = gw.send(via, Method::GET, "/secret", &[], b"").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{via:?}");
+        assert!(!body.contains("classified"), "{via:?}: {body}");
+        let key = [("x-api-key", "mobile-secret")];
+        let (status, _, body) = gw.send(via, Method::GET, "/secret", &key, b"").await;
+        assert_eq!(status, StatusCode::OK, "{via:?}");
+        assert_eq!(body, "classified");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_slower_than_the_routes_body_timeout_gets_408_on_both_paths() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (b, backend) = backend("app").await;

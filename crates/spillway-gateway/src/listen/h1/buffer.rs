@@ -56,7 +56,7 @@ impl Buf {
     /// Drops `n` bytes from the front of the filled window.
     #[inline]
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        self.start = self.start.saturating_add(n).min(self.end);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;

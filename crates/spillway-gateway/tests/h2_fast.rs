@@ -1,0 +1,246 @@
+//! HTTP/2 requests on the lean exchange (`listen::h2::fast`, issue 15): a request complete
+//! with its head, to an HTTP/1.1 cluster, is proxied by the lean HTTP/1.1 path's exchange and
+//! answered in HEADERS and DATA. What the translation must get right, on real sockets against
+//! a scripted HTTP/1.1 upstream: the request head the upstream sees (`:authority` as `host`,
+//! cookie crumbs joined, forwarding fields), response field names in lower case and
+//! connection-specific fields dropped, chunked and close-delimited bodies decoded into DATA,
+//! an upstream that breaks mid-body seen as a stream reset (not a hang or a short success),
+//! the policy stack (a rate limit's 429), and the general path for what the lean one does not
+//! take (a request with a body).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::raw::*;
+use common::{blocking, body, gateway, TestBody};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn gateway_to(upstream: SocketAddr, route_extra: &str) -> spillway_gateway::Gateway {
+    gateway(&format!(
+        r#"
+workers: 1
+listeners:
+  - {{ name: public, address: "127.0.0.1:0", protocol: h2c }}
+clusters:
+  - {{ name: up, endpoints: [{{ address: "{upstream}" }}], timeouts: {{ request: 5s }} }}
+routes: [{{ name: all, cluster: up {route_extra} }}]
+"#
+    ))
+}
+
+async fn stop(gw: spillway_gateway::Gateway) {
+    blocking(move || {
+        gw.shutdown();
+        gw.wait();
+    })
+    .await;
+}
+
+/// Sends `req` on a fresh h2c connection; the response head and the body, or the body's error.
+async fn send(
+    addr: SocketAddr,
+    req: Request<TestBody>,
+) -> (StatusCode, http::HeaderMap, Result<Bytes, String>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the body ends in time (complete or reset)")
+        .map(|b| b.to_bytes())
+        .map_err(|e| e.to_string());
+    (parts.status, parts.headers, body)
+}
+
+fn get(addr: SocketAddr, path: &str) -> http::request::Builder {
+    Request::get(format!("http://{addr}{path}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_an_http1_head_with_host_cookies_and_forwarding_fields() {
+    let up = raw_backend(echo_target).await;
+    let gw = gateway_to(up.addr, "");
+    let addr = gw.listener_address("public").unwrap();
+    let req = get(addr, "/a/b?x=1")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("x-custom", "v")
+        .body(body(""))
+        .unwrap();
+    let (status, _, got) = send(addr, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got.unwrap(), Bytes::from_static(b"GET /a/b?x=1"));
+    let seen = up.requests();
+    let head = &seen[0].head;
+    assert_eq!(head.start, "GET /a/b?x=1 HTTP/1.1");
+    assert_eq!(head.get("host"), Some(addr.to_string().as_str()), "{head:?}");
+    let cookies: Vec<_> = head.all("cookie");
+    assert_eq!(cookies, vec!["a=1; b=2"], "crumbs joined into one field (RFC 9113 §8.2.3)");
+    assert_eq!(head.get("x-custom"), Some("v"));
+    assert_eq!(head.get("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(head.get("x-forwarded-proto"), Some("http"));
+    assert!(head.get("x-request-id").is_some(), "{head:?}");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_names_come_in_lower_case_without_connection_fields() {
+    let up = raw_backend(|_| {
+        reply(
+            b"HTTP/1.1 203 Whatever\r\nContent-Length: 2\r\nX-Upper-Case: Yes\r\n\
+              Connection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: gone\r\n\
+              Server: raw\r\n\r\nok"
+                .to_vec(),
+        )
+    })
+    .await;
+    let gw = gateway_to(up.addr, "");
+    let addr = gw.listener_address("public").unwrap();
+    let (status, headers, got) = send(addr, get(addr, "/").body(body("")).unwrap()).await;
+    assert_eq!(status, StatusCode::NON_AUTHORITATIVE_INFORMATION);
+    assert_eq!(got.unwrap(), Bytes::from_static(b"ok"));
+    assert_eq!(headers.get("x-upper-case").unwrap(), "Yes");
+    assert_eq!(headers.get("server").unwrap(), "raw");
+    assert_eq!(headers.get("content-length").unwrap(), "2");
+    for gone in ["connection", "keep-alive", "x-hop"] {
+        assert!(headers.get(gone).is_none(), "{gone} is not forwarded: {headers:?}");
+    }
+    assert!(headers.get("date").is_some() && headers.get("x-request-id").is_some());
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_and_close_delimited_bodies_arrive_decoded() {
+    let up = raw_backend(|req| match req.target() {
+        "/chunked" => Reply {
+            delay: Duration::ZERO,
+            writes: vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
+                b"6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(),
+            ],
+            pause: Duration::from_millis(20),
+            after: AfterReply::KeepOpen,
+        },
+        "/big" => {
+            // 300 KiB in 7-byte chunks: more than the client's initial stream window.
+            let mut r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for i in 0..(300 * 1024 / 7) {
+                r.extend_from_slice(format!("7\r\n{:07}\r\n", i % 10_000_000).as_bytes());
+            }
+            r.extend_from_slice(b"0\r\n\r\n");
+            reply(r)
+        }
+        _ => Reply {
+            delay: Duration::ZERO,
+            writes: vec![
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ".to_vec(),
+                b"close".to_vec(),
+            ],
+            pause: Duration::from_millis(20),
+            after: AfterReply::Close,
+        },
+    })
+    .await;
+    let gw = gateway_to(up.addr, "");
+    let addr = gw.listener_address("public").unwrap();
+    let (status, headers, got) = send(addr, get(addr, "/chunked").body(body("")).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got.unwrap(), Bytes::from_static(b"hello world"));
+    assert!(headers.get("transfer-encoding").is_none());
+    let (_, _, got) = send(addr, get(addr, "/close").body(body("")).unwrap()).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"until close"));
+    let (_, _, got) = send(addr, get(addr, "/big").body(body("")).unwrap()).await;
+    let got = got.unwrap();
+    assert_eq!(got.len(), 300 * 1024 / 7 * 7);
+    assert!(got.chunks(7).enumerate().all(|(i, c)| c == format!("{:07}", i).as_bytes()));
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_breaks_mid_body_resets_the_stream() {
+    let up = raw_backend(|_| Reply {
+        delay: Duration::ZERO,
+        writes: vec![b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part".to_vec()],
+        pause: Duration::ZERO,
+        after: AfterReply::Close,
+    })
+    .await;
+    let gw = gateway_to(up.addr, "");
+    let addr = gw.listener_address("public").unwrap();
+    let (status, _, got) = send(addr, get(addr, "/").body(body("")).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    // hyper reports the stream's reset as a body error.
+    got.expect_err("a short body is not a success");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_answers_429_and_the_upstream_never_sees_the_refused_request() {
+    let up = raw_backend(echo_target).await;
+    let gw = gateway_to(
+        up.addr,
+        ", limits: [{ key: client_ip, algorithm: token_bucket, rate: 1/h, burst: 1 }]",
+    );
+    let addr = gw.listener_address("public").unwrap();
+    let (first, _, _) = send(addr, get(addr, "/").body(body("")).unwrap()).await;
+    let (second, headers, got) = send(addr, get(addr, "/").body(body("")).unwrap()).await;
+    assert_eq!(first, StatusCode::OK);
+    assert_eq!(second, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.get("retry-after").is_some(), "{headers:?}");
+    assert!(!got.unwrap().is_empty(), "the refusal says why");
+    assert_eq!(up.requests().len(), 1);
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_body_takes_the_general_path_and_arrives_whole() {
+    let up = raw_backend(|req| reply(ok(&req.body))).await;
+    let gw = gateway_to(up.addr, "");
+    let addr = gw.listener_address("public").unwrap();
+    let req = Request::post(format!("http://{addr}/post")).body(body("the body")).unwrap();
+    let (status, _, got) = send(addr, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got.unwrap(), Bytes::from_static(b"the body"));
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_and_head_requests_are_answered_on_the_lean_exchange() {
+    let up = raw_backend(|_| reply(ok(b"twelve bytes"))).await;
+    let gw = gateway(&format!(
+        r#"
+workers: 1
+listeners:
+  - {{ name: public, address: "127.0.0.1:0", protocol: h2c }}
+clusters:
+  - {{ name: up, endpoints: [{{ address: "{}" }}] }}
+routes: [{{ name: only, match: {{ path_prefix: /only }}, cluster: up }}]
+"#,
+        up.addr
+    ));
+    let addr = gw.listener_address("public").unwrap();
+    let (status, headers, got) = send(addr, get(addr, "/elsewhere").body(body("")).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers.get("content-type").unwrap(), "application/json");
+    assert!(!got.unwrap().is_empty());
+    let head = Request::head(format!("http://{addr}/only")).body(body("")).unwrap();
+    let (status, headers, got) = send(addr, head).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get("content-length").unwrap(), "12");
+    assert!(got.unwrap().is_empty(), "no body for HEAD");
+    stop(gw).await;
+}
