@@ -213,7 +213,8 @@ pub(crate) struct Endpoint<E> {
     pub remote: PeerSettings,
     pub decoder: hpack::Decoder,
     pub encoder: hpack::Encoder,
-    /// The live streams (open or half-closed).
+    /// The live streams (open or half-closed), in ascending id order: streams open with
+    /// ascending ids and leave by an order-keeping remove, so a lookup is a binary search.
     pub streams: Vec<Stream>,
     pub recent: RecentlyClosed,
     /// The highest stream id opened so far: by the client on a server, by us on a client.
@@ -441,7 +442,7 @@ impl<E: StreamEvent> Endpoint<E> {
 
     /// Index of the live `stream`.
     pub fn index(&self, stream: u32) -> Option<usize> {
-        self.streams.iter().position(|s| s.id == stream)
+        self.streams.binary_search_by_key(&stream, |s| s.id).ok()
     }
 
     fn on_data(
@@ -753,7 +754,7 @@ impl<E: StreamEvent> Endpoint<E> {
 
     /// Forgets a live stream, returning its unreleased bytes to the connection window.
     pub fn remove_stream(&mut self, i: usize) -> Stream {
-        let s = self.streams.swap_remove(i);
+        let s = self.streams.remove(i);
         self.release_connection(s.unreleased);
         s
     }
