@@ -386,7 +386,14 @@ impl Encoder {
                 encode_string(name, out);
             }
         }
-        encode_string(value, out);
+        if indexing == Indexing::Without {
+            // A value that changes per message is sent as it is: Huffman coding it would cost
+            // two passes over it on every message to save a few bytes (HAProxy does the same).
+            encode_int(value.len(), 7, 0, out);
+            out.extend_from_slice(value);
+        } else {
+            encode_string(value, out);
+        }
         if indexing == Indexing::Incremental {
             self.table.insert(name, value);
         }

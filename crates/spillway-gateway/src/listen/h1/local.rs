@@ -14,8 +14,9 @@ use std::pin::Pin;
 use tokio::time::Sleep;
 
 /// Most free items of each kind kept per worker (more are freed): enough for the requests in
-/// flight on a busy worker (two buffers each), few enough not to hold memory after a burst.
-const MAX_FREE: usize = 128;
+/// flight on a busy worker (two buffers each; HTTP/2 clients keep hundreds in flight on a few
+/// connections), few enough not to hold much memory after a burst (2 MiB of buffers).
+const MAX_FREE: usize = 512;
 
 /// Output vectors that grew past this are freed rather than kept.
 const MAX_KEPT_OUT: usize = 64 * 1024;
