@@ -296,7 +296,7 @@ impl Connection {
             let mut s = Stream::new(stream, 0, ep.remote.initial_window);
             s.head_received = true;
             s.recv_closed = end_stream;
-            ep.streams.push(s);
+            ep.streams.push_back(s);
             ep.send_head(stream, true, true, |encoder, out| encoder.encode_status(431, out));
             // Still receiving a body: stop it (RFC 9113 §8.1, a complete response first).
             if let Some(i) = ep.index(stream) {
@@ -315,7 +315,7 @@ impl Connection {
         s.recv_closed = end_stream;
         s.content_length = head.content_length();
         s.delivered = true;
-        ep.streams.push(s);
+        ep.streams.push_back(s);
         ep.events.push_back(Event::Request { stream, head, end_stream });
         Ok(())
     }

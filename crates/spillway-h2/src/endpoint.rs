@@ -215,7 +215,8 @@ pub(crate) struct Endpoint<E> {
     pub encoder: hpack::Encoder,
     /// The live streams (open or half-closed), in ascending id order: streams open with
     /// ascending ids and leave by an order-keeping remove, so a lookup is a binary search.
-    pub streams: Vec<Stream>,
+    /// A deque, because streams mostly end oldest first (a remove shifts the shorter side).
+    pub streams: VecDeque<Stream>,
     pub recent: RecentlyClosed,
     /// The highest stream id opened so far: by the client on a server, by us on a client.
     pub last_stream: u32,
@@ -267,7 +268,7 @@ impl<E: StreamEvent> Endpoint<E> {
                 max_concurrent_streams: peer_max_concurrent_streams,
                 max_header_list_size: u32::MAX,
             },
-            streams: Vec::new(),
+            streams: VecDeque::new(),
             recent: RecentlyClosed::default(),
             last_stream: 0,
             partial: None,
@@ -754,7 +755,7 @@ impl<E: StreamEvent> Endpoint<E> {
 
     /// Forgets a live stream, returning its unreleased bytes to the connection window.
     pub fn remove_stream(&mut self, i: usize) -> Stream {
-        let s = self.streams.remove(i);
+        let s = self.streams.remove(i).expect("called with the index of a live stream");
         self.release_connection(s.unreleased);
         s
     }
@@ -989,7 +990,7 @@ impl<E: StreamEvent> Endpoint<E> {
             self.events = VecDeque::new();
         }
         if self.streams.is_empty() && self.streams.capacity() > 0 {
-            self.streams = Vec::new();
+            self.streams = VecDeque::new();
         }
         if self.streams.is_empty() {
             self.decoder.release_scratch();
@@ -1183,7 +1184,7 @@ mod tests {
         ep.on_frame(Frame::Settings { ack: false, params: &[] }, None).unwrap();
         let mut s = Stream::new(1, DEFAULT_WINDOW, DEFAULT_WINDOW);
         assert!(s.send.grow(1_000));
-        ep.streams.push(s);
+        ep.streams.push_back(s);
         ep.last_stream = 1;
         // 65_535 -> 65_536 -> 65_535: windows end where they were; one step up on the way.
         let p = settings(&[
@@ -1206,7 +1207,7 @@ mod tests {
     fn initial_window_values_move_windows_to_the_last_one() {
         let mut ep = client();
         ep.on_frame(Frame::Settings { ack: false, params: &[] }, None).unwrap();
-        ep.streams.push(Stream::new(1, DEFAULT_WINDOW, DEFAULT_WINDOW));
+        ep.streams.push_back(Stream::new(1, DEFAULT_WINDOW, DEFAULT_WINDOW));
         ep.last_stream = 1;
         let p = settings(&[
             (setting::INITIAL_WINDOW_SIZE, 10),

@@ -262,6 +262,10 @@ pub fn indexing_for(name: &[u8]) -> Indexing {
     }
 }
 
+/// Longest value sent without indexing that goes out as a raw literal (dates, lengths, ids);
+/// longer ones are Huffman-coded, where the bytes saved are worth the passes.
+const RAW_VALUE_MAX: usize = 64;
+
 /// The HPACK encoder of one connection (encodes what we send).
 #[derive(Debug)]
 pub struct Encoder {
@@ -386,9 +390,9 @@ impl Encoder {
                 encode_string(name, out);
             }
         }
-        if indexing == Indexing::Without {
-            // A value that changes per message is sent as it is: Huffman coding it would cost
-            // two passes over it on every message to save a few bytes (HAProxy does the same).
+        if indexing == Indexing::Without && value.len() <= RAW_VALUE_MAX {
+            // A short value that changes per message is sent as it is: Huffman coding it would
+            // cost two passes over it on every message to save a few bytes.
             encode_int(value.len(), 7, 0, out);
             out.extend_from_slice(value);
         } else {

@@ -283,5 +283,8 @@ fn encoder_policy_indexes_repeats_and_never_indexes_secrets() {
     let mut out = Vec::new();
     enc.encode_field(b"date", b"Sun, 06 Dec 2026 19:40:00 GMT", &mut out);
     assert_eq!(out[0] & 0xf0, 0x00, "literal without indexing");
+    assert_eq!(&out[..2], [0x0f, 33 - 15], "name from the static table");
+    assert_eq!(out[2], 29, "a short changing value is a raw literal (no Huffman bit)");
+    assert_eq!(&out[3..], b"Sun, 06 Dec 2026 19:40:00 GMT");
     assert_eq!(enc.table().len(), 1);
 }
