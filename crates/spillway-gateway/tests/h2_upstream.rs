@@ -96,7 +96,7 @@ async fn upstream(max_streams: u32) -> (SocketAddr, Arc<Seen>) {
 }
 
 /// A gateway with an h2c listener to an HTTP/2 cluster on `upstream`; `client` is the
-/// cluster's `http2_client` (or none: the default, hyper).
+/// cluster's `http2_client` (or none: the default, lean).
 fn gateway_to(upstream: SocketAddr, client: Option<&str>) -> spillway_gateway::Gateway {
     let client = client.map_or(String::new(), |c| format!("http2_client: {c}, "));
     gateway(&format!(

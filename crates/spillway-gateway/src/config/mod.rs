@@ -155,10 +155,11 @@ pub enum Http2Server {
 #[serde(rename_all = "snake_case")]
 pub enum Http2Client {
     /// The lean client (`upstream::h2_client`): one task per connection, request bodies
-    /// pumped in it, no channel per request. Opt-in: it measured no cheaper than hyper's yet.
+    /// pumped in it, no channel per request. The default: fewer instructions than hyper's per
+    /// unary gRPC call and per streamed message (`bench/grpc-instructions.sh`).
     Lean,
-    /// hyper's HTTP/2 client (a task per connection and per request body): the default, the
-    /// proven one while the lean client costs the same.
+    /// hyper's HTTP/2 client (a task per connection and per request body): the way back if
+    /// the lean one misbehaves.
     Hyper,
 }
 

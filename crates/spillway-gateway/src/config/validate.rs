@@ -577,8 +577,8 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
             }
         }
         let http2_client = match rc.http2_client.as_deref() {
-            None | Some("hyper") => Http2Client::Hyper,
-            Some("lean") => Http2Client::Lean,
+            Some("hyper") => Http2Client::Hyper,
+            None | Some("lean") => Http2Client::Lean,
             Some(other) => {
                 c.error(
                     &at(&p, &[key("http2_client")]),
