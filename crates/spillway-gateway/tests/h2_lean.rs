@@ -418,3 +418,40 @@ async fn a_client_silent_with_a_request_in_flight_is_pinged_then_dropped() {
     state.held.open();
     stop(gw).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_acknowledges_our_settings_gets_goaway_settings_timeout() {
+    use spillway_h2::frame::Frame;
+    let (b, _) = backend("b").await;
+    let gw = gateway_to(b, "protocol: h2c, timeouts: { header_read: 300ms }");
+    let addr = gw.listener_address("public").unwrap();
+    // A client that acknowledges: served past the timeout.
+    let (mut sender, _task) = connect(addr).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let resp = sender.send_request(get_req(addr, "/", "acked")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // One that sends its preface and SETTINGS but never ACKs ours.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = spillway_h2::PREFACE.to_vec();
+    Frame::Settings { ack: false, params: &[] }.encode(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut got))
+        .await
+        .expect("the gateway closes the connection")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "not before the timeout");
+    let mut at = 0;
+    let mut goaway_code = None;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        if got[at + 3] == 0x7 && at + 9 + 8 <= got.len() {
+            let p = &got[at + 9..];
+            goaway_code = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        at += 9 + len;
+    }
+    assert_eq!(goaway_code, Some(0x4), "GOAWAY SETTINGS_TIMEOUT: {got:?}");
+    stop(gw).await;
+}

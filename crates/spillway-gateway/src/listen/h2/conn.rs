@@ -45,6 +45,11 @@ const TURNS_PER_POLL: usize = 16;
 /// How long closing the socket (TLS close_notify) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Longest a client has to acknowledge our SETTINGS (RFC 9113 §6.5.3) before the connection
+/// is closed with SETTINGS_TIMEOUT (a client that never does may be ignoring our limits); the
+/// listener's header read timeout when shorter.
+const SETTINGS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Most concurrent streams per connection (what hyper's HTTP/2 server announced).
 pub const MAX_CONCURRENT_STREAMS: u32 = 200;
 
@@ -128,6 +133,10 @@ where
     let mut shutdown_signal = pin!(shutdown.wait_for(|s| *s));
     let mut shutdown_registered = false;
     let mut idle = pin!(tokio::time::sleep(config.idle_timeout));
+    let settings_timeout = config.header_read_timeout.min(SETTINGS_TIMEOUT);
+    driver.shared.conn.borrow_mut().set_settings_deadline(Instant::now() + settings_timeout);
+    let mut settings_timer = pin!(tokio::time::sleep(settings_timeout));
+    let mut settings_pending = true;
     let ended = std::future::poll_fn(|cx| {
         driver.shared.signal.driver.register(cx.waker());
         if !driver.going_away {
@@ -135,6 +144,19 @@ where
                 shutdown_registered = true;
                 if shutdown_signal.as_mut().poll(cx).is_ready() {
                     driver.go_away();
+                }
+            }
+            if settings_pending {
+                let acked = driver.shared.conn.borrow().settings_deadline().is_none();
+                if acked {
+                    settings_pending = false;
+                } else if settings_timer.as_mut().poll(cx).is_ready() {
+                    settings_pending = false;
+                    let mut conn = driver.shared.conn.borrow_mut();
+                    if conn.settings_overdue(Instant::now()) {
+                        conn.go_away(ErrorCode::SETTINGS_TIMEOUT);
+                        driver.protocol_error = true;
+                    }
                 }
             }
             if idle.as_mut().poll(cx).is_ready() {
