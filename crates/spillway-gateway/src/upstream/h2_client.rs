@@ -121,13 +121,39 @@ struct Exchange {
     /// The failure, before or after the head.
     error: Option<H2ClientError>,
     /// Response body bytes not read yet.
-    data: VecDeque<Bytes>,
+    data: Chunks,
     /// Response trailers, once they came.
     trailers: Option<HeaderMap>,
     /// The response ended (END_STREAM or trailers).
     ended: bool,
     /// The request future or the response body waiting on this exchange.
     waiter: Option<Waker>,
+}
+
+/// Response body chunks not read yet: the first one inline (a unary call's response is one
+/// chunk: no allocation), later ones in a deque.
+#[derive(Default)]
+struct Chunks {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn push_back(&mut self, chunk: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
 }
 
 impl Exchange {
@@ -535,11 +561,35 @@ impl<'a> IntoIterator for HeaderFields<'a> {
 fn fields_to_headers(fields: &Fields) -> Result<HeaderMap, H2ClientError> {
     let mut map = HeaderMap::with_capacity(fields.len());
     for (n, v) in fields.iter() {
-        let name = HeaderName::from_bytes(n).map_err(|_| H2ClientError::BadResponseField)?;
-        let value = HeaderValue::from_bytes(v).map_err(|_| H2ClientError::BadResponseField)?;
-        map.append(name, value);
+        map.append(header_name(n)?, header_value(v)?);
     }
     Ok(map)
+}
+
+/// A response field name; gRPC's own names without an allocation (`http` copies a name that
+/// is not a standard header).
+fn header_name(name: &[u8]) -> Result<HeaderName, H2ClientError> {
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+    const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+    const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+    match name {
+        b"grpc-status" => Ok(GRPC_STATUS),
+        b"grpc-message" => Ok(GRPC_MESSAGE),
+        b"grpc-encoding" => Ok(GRPC_ENCODING),
+        b"grpc-accept-encoding" => Ok(GRPC_ACCEPT_ENCODING),
+        _ => HeaderName::from_bytes(name).map_err(|_| H2ClientError::BadResponseField),
+    }
+}
+
+/// A response field value; the values every gRPC response carries without an allocation.
+fn header_value(value: &[u8]) -> Result<HeaderValue, H2ClientError> {
+    match value {
+        b"0" => Ok(HeaderValue::from_static("0")),
+        b"application/grpc" => Ok(HeaderValue::from_static("application/grpc")),
+        b"application/grpc+proto" => Ok(HeaderValue::from_static("application/grpc+proto")),
+        _ => HeaderValue::from_bytes(value).map_err(|_| H2ClientError::BadResponseField),
+    }
 }
 
 /// The connection task.
@@ -990,5 +1040,46 @@ fn fail_all(state: &ConnState, error: impl Fn() -> H2ClientError) {
             ex.error = Some(error());
         }
         ex.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_come_out_in_the_order_they_went_in() {
+        let mut chunks = Chunks::default();
+        assert!(chunks.is_empty());
+        chunks.push_back(Bytes::from_static(b"a"));
+        chunks.push_back(Bytes::from_static(b"b"));
+        assert_eq!(chunks.pop_front().as_deref(), Some(&b"a"[..]));
+        // The inline slot is free again while "b" waits in the deque: "c" must queue after it.
+        chunks.push_back(Bytes::from_static(b"c"));
+        assert_eq!(chunks.pop_front().as_deref(), Some(&b"b"[..]));
+        assert!(!chunks.is_empty());
+        assert_eq!(chunks.pop_front().as_deref(), Some(&b"c"[..]));
+        assert!(chunks.is_empty());
+        assert_eq!(chunks.pop_front(), None);
+    }
+
+    #[test]
+    fn response_fields_become_a_header_map_and_bad_ones_are_refused() {
+        let mut fields = Fields::new();
+        fields.push(b"content-type", b"application/grpc");
+        fields.push(b"grpc-status", b"0");
+        fields.push(b"grpc-message", b"not found");
+        fields.push(b"x-custom", b"1");
+        fields.push(b"x-custom", b"2");
+        let map = fields_to_headers(&fields).unwrap();
+        assert_eq!(map["content-type"], "application/grpc");
+        assert_eq!(map["grpc-status"], "0");
+        assert_eq!(map["grpc-message"], "not found");
+        let custom: Vec<_> = map.get_all("x-custom").iter().collect();
+        assert_eq!(custom, ["1", "2"]);
+
+        let mut bad = Fields::new();
+        bad.push(b"x-bad", b"a\x01b");
+        assert!(matches!(fields_to_headers(&bad), Err(H2ClientError::BadResponseField)));
     }
 }
