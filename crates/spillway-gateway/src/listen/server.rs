@@ -409,7 +409,7 @@ where
 }
 
 /// A TLS connection: handshake within the header read timeout, then HTTP/2 or HTTP/1.1 as
-/// ALPN chose. (Its own function: the TLS state is large, and would otherwise be part of
+/// ALPN chose, each on its lean path unless configured otherwise. (Its own function: the TLS state is large, and would otherwise be part of
 /// every connection's task.)
 async fn serve_tls<S>(
     local: &WorkerLocal,
@@ -436,6 +436,18 @@ async fn serve_tls<S>(
         Box::pin(serve_lean_h2(local, config, tls_stream, activity.clone())).await;
     } else if h2 {
         Box::pin(serve_h2(config, TokioIo::new(tls_stream), svc, graceful, activity)).await;
+    } else if config.tls.as_ref().and_then(|t| t.client.as_ref()).is_none() {
+        // The lean HTTP/1.1 path, as on plain listeners (client certificates are turned into
+        // request fields on hyper's path only).
+        let open = graceful.enter();
+        let served =
+            crate::listen::h1::conn::serve_tls(&local.worker, config, tls_stream, activity.peer);
+        let served = Box::pin(served).await;
+        drop(open);
+        if let Err((stream, read)) = served {
+            let io = TokioIo::new(crate::listen::h1::rewind::Rewind::new(stream, read));
+            Box::pin(serve_h1(config, io, svc, graceful)).await;
+        }
     } else {
         Box::pin(serve_h1(config, TokioIo::new(tls_stream), svc, graceful)).await;
     }

@@ -159,6 +159,72 @@ pub async fn serve(
     Served::Closed
 }
 
+/// Serves one HTTP/1.1 connection over TLS (ALPN `http/1.1`, or none) until it closes; or
+/// gives it back, with the bytes already read, when it needs hyper. Between requests the
+/// connection waits in a read parked on its sweep slot (the TLS layer keeps state of its own,
+/// so there is no dormancy and the read buffer stays).
+pub async fn serve_tls(
+    worker: &Worker,
+    listener: &ListenerConfig,
+    mut stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: std::net::IpAddr,
+) -> Result<(), (tokio_rustls::server::TlsStream<TcpStream>, Buf)> {
+    let client = ClientAddr::new(peer);
+    let slot = IdleSlot { worker, index: worker.lean.idle.register() };
+    let mut carry: Option<Buf> = None;
+    loop {
+        if carry.is_none() {
+            let mut buf = worker.lean.take_buf();
+            let now = worker.shared.now().as_nanos();
+            let idle_until = now.saturating_add(duration_nanos(listener.idle_timeout));
+            match read_parked(worker, slot.index, &mut stream, &mut buf, idle_until).await {
+                Ok(n) if n > 0 => carry = Some(buf),
+                // The client closed, a read failed, the idle timeout passed, or shutdown.
+                _ => {
+                    worker.lean.give_buf(buf);
+                    break;
+                }
+            }
+        }
+        let down = H1Client { stream: &mut stream, idle_timeout: listener.idle_timeout };
+        let conn = Conn { worker, slot: slot.index, listener, client: &client, down };
+        match Box::pin(conn.next_request(carry.take())).await {
+            Next::KeepAlive(rest) => carry = rest,
+            Next::Close => break,
+            Next::Handoff(buf) => return Err((stream, buf)),
+        }
+        if worker.lean.idle.closing() {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
+    Ok(())
+}
+
+/// Reads what the client sends next into `buf`, parked on the sweep slot until `deadline_ns`
+/// (or shutdown).
+async fn read_parked<R: tokio::io::AsyncRead + Unpin>(
+    worker: &Worker,
+    slot: usize,
+    io: &mut R,
+    buf: &mut Buf,
+    deadline_ns: u64,
+) -> Result<usize, IdleEnd> {
+    let idle = &worker.lean.idle;
+    let mut read = pin!(read_into(io, buf, BUF_SIZE));
+    let result = poll_fn(|cx| match read.as_mut().poll(cx) {
+        Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+        Poll::Ready(Err(_)) => Poll::Ready(Ok(0)),
+        Poll::Pending => match idle.park(slot, cx.waker(), deadline_ns, 0) {
+            Some(end) => Poll::Ready(Err(end)),
+            None => Poll::Pending,
+        },
+    })
+    .await;
+    idle.unpark(slot);
+    result
+}
+
 /// Waits, parked, until the client sends something (or closes); or says why to stop.
 async fn wait_for_bytes(
     worker: &Worker,
@@ -292,7 +358,11 @@ pub(crate) async fn timed<F: Future>(
 /// Reads what is available into `buf`; 0 at EOF. A full buffer grows (doubling, up to `limit`
 /// bytes filled), and so does one that a read just filled to the brim: buffers start small and
 /// only the exchanges that move more bytes get larger ones.
-async fn read_into(io: &mut TcpStream, buf: &mut Buf, limit: usize) -> std::io::Result<usize> {
+async fn read_into<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Buf,
+    limit: usize,
+) -> std::io::Result<usize> {
     if buf.spare().is_empty() {
         let len = buf.len();
         if len >= limit {
@@ -363,14 +433,62 @@ pub(crate) struct Conn<'a, D> {
     pub(crate) down: D,
 }
 
-/// The client side of an HTTP/1.1 connection: its socket.
-pub(crate) struct H1Client<'a> {
-    stream: &'a mut TcpStream,
+/// The client side of an HTTP/1.1 connection: its socket (plain or TLS).
+pub(crate) struct H1Client<'a, S> {
+    stream: &'a mut S,
     /// The listener's idle timeout, bounding each write.
     idle_timeout: Duration,
 }
 
-impl Conn<'_, H1Client<'_>> {
+/// A client connection the lean HTTP/1.1 path reads and writes: a plain socket, or the TLS
+/// stream over one.
+pub(crate) trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    const PROTO: &'static [u8];
+
+    /// Writes all of `bytes` within `due` (and flushes them out of any TLS buffer).
+    async fn send_all(
+        &mut self,
+        bytes: &[u8],
+        timer: &mut Timer<'_>,
+        due: &mut Due,
+    ) -> Result<(), ()>;
+}
+
+impl ClientIo for TcpStream {
+    const PROTO: &'static [u8] = b"http";
+
+    async fn send_all(
+        &mut self,
+        bytes: &[u8],
+        timer: &mut Timer<'_>,
+        due: &mut Due,
+    ) -> Result<(), ()> {
+        send(self, bytes, timer, due).await
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
+    const PROTO: &'static [u8] = b"https";
+
+    async fn send_all(
+        &mut self,
+        bytes: &[u8],
+        timer: &mut Timer<'_>,
+        due: &mut Due,
+    ) -> Result<(), ()> {
+        let write = async {
+            self.write_all(bytes).await?;
+            self.flush().await
+        };
+        match timed(timer, due, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+impl<S: ClientIo> Conn<'_, H1Client<'_, S>> {
     /// Serves the request whose first bytes are in `carry` (or are ready to be read).
     async fn next_request(self, carry: Option<Buf>) -> Next {
         let lean = &self.worker.lean;
@@ -1517,23 +1635,23 @@ pub(crate) struct ReadRequest<'a> {
     pub(crate) close: bool,
 }
 
-impl H1Client<'_> {
+impl<S: ClientIo> H1Client<'_, S> {
     /// Writes `bytes` to the client within the idle timeout.
     async fn write(&mut self, timer: &mut Timer<'_>, bytes: &[u8]) -> Flow {
         let mut due = Due::after(self.idle_timeout);
-        match send(self.stream, bytes, timer, &mut due).await {
+        match self.stream.send_all(bytes, timer, &mut due).await {
             Ok(()) => Flow::Sent,
             Err(()) => Flow::Broken,
         }
     }
 }
 
-impl Downstream for H1Client<'_> {
+impl<S: ClientIo> Downstream for H1Client<'_, S> {
     const DECODES_CHUNKS: bool = false;
     const LOWER_CASE_NAMES: bool = false;
 
     fn proto(&self) -> &'static [u8] {
-        b"http"
+        S::PROTO
     }
 
     async fn respond_local<'f>(
@@ -1598,12 +1716,12 @@ impl Downstream for H1Client<'_> {
         let mut due = Due::after(self.idle_timeout);
         if head_pending && bytes.len() <= COALESCE_BODY {
             out.extend_from_slice(bytes);
-            send(self.stream, out, timer, &mut due).await
+            self.stream.send_all(out, timer, &mut due).await
         } else if head_pending {
-            send(self.stream, out, timer, &mut due).await?;
-            send(self.stream, bytes, timer, &mut due).await
+            self.stream.send_all(out, timer, &mut due).await?;
+            self.stream.send_all(bytes, timer, &mut due).await
         } else if !bytes.is_empty() {
-            send(self.stream, bytes, timer, &mut due).await
+            self.stream.send_all(bytes, timer, &mut due).await
         } else {
             Ok(())
         }
