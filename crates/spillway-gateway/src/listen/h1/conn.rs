@@ -102,10 +102,17 @@ impl ClientAddr {
     }
 }
 
-/// Frees a connection's idle slot when the connection ends.
-struct IdleSlot<'a> {
+/// Frees a sweep slot when its connection (or HTTP/2 exchange) ends, however it ends.
+pub(crate) struct IdleSlot<'a> {
     worker: &'a Worker,
-    index: usize,
+    pub(crate) index: usize,
+}
+
+impl<'a> IdleSlot<'a> {
+    /// A fresh slot of `worker`'s sweep.
+    pub(crate) fn register(worker: &'a Worker) -> IdleSlot<'a> {
+        IdleSlot { worker, index: worker.lean.idle.register() }
+    }
 }
 
 impl Drop for IdleSlot<'_> {
@@ -124,7 +131,7 @@ pub async fn serve(
     dormant_after: Option<Duration>,
 ) -> Served {
     let client = ClientAddr::new(peer.ip());
-    let slot = IdleSlot { worker, index: worker.lean.idle.register() };
+    let slot = IdleSlot::register(worker);
     let mut carry: Option<Buf> = None;
     loop {
         if carry.is_none() {
@@ -170,7 +177,7 @@ pub async fn serve_tls(
     peer: std::net::IpAddr,
 ) -> Result<(), (tokio_rustls::server::TlsStream<TcpStream>, Buf)> {
     let client = ClientAddr::new(peer);
-    let slot = IdleSlot { worker, index: worker.lean.idle.register() };
+    let slot = IdleSlot::register(worker);
     let mut carry: Option<Buf> = None;
     loop {
         if carry.is_none() {

@@ -15,7 +15,7 @@ use super::shared::{ConnShared, OUTPUT_HIGH_WATER};
 use super::stream;
 use crate::listen::h1::buffer::Buf;
 use crate::listen::h1::conn::{
-    lean_serves, route_of, timed, ClientAddr, Conn, Downstream, Due, Flow, LocalResponse,
+    lean_serves, route_of, timed, ClientAddr, Conn, Downstream, Due, Flow, IdleSlot, LocalResponse,
     ReadRequest, ResponseStart, Timer,
 };
 use crate::listen::h1::head::{parse_request, Field, RequestParse, ResponseFraming, ResponseHead};
@@ -85,8 +85,9 @@ async fn serve_lean(
     };
     // In progress until answered (the connection's idle timeout and keep-alive probe).
     let _active = ActiveGuard::new(info.clone());
-    let slot = lean.idle.register();
-    let mut timer = Timer { sleep: lean.take_timer(), worker, slot };
+    // Released however the exchange ends (a client reset drops this future at an await).
+    let slot = IdleSlot::register(worker);
+    let mut timer = Timer { sleep: lean.take_timer(), worker, slot: slot.index };
     let mut out = lean.take_out();
     let proto: &'static [u8] = if info.proto.as_bytes() == b"https" { b"https" } else { b"http" };
     let down = H2Stream {
@@ -96,7 +97,7 @@ async fn serve_lean(
         idle_timeout: listener.idle_timeout,
         ended: false,
     };
-    let mut conn = Conn { worker, slot, listener, client, down };
+    let mut conn = Conn { worker, slot: slot.index, listener, client, down };
     let read = ReadRequest {
         snap: &snap,
         route,
@@ -112,7 +113,6 @@ async fn serve_lean(
         // client learns it from the reset, as from a closed connection on HTTP/1.1.
         shared.conn.borrow_mut().reset(id, ErrorCode::INTERNAL_ERROR);
     }
-    lean.idle.release(slot);
     lean.give_timer(timer.sleep);
     lean.give_out(out);
     lean.give_buf(buf);
