@@ -217,6 +217,9 @@ pub(crate) struct Endpoint<E> {
     /// ascending ids and leave by an order-keeping remove, so a lookup is a binary search.
     /// A deque, because streams mostly end oldest first (a remove shifts the shorter side).
     pub streams: VecDeque<Stream>,
+    /// Where `index` last found a stream: frames, sends and releases of one stream come in
+    /// runs, and a hit skips the search (a stale hint is only a miss: the id is checked).
+    last_index: std::cell::Cell<usize>,
     pub recent: RecentlyClosed,
     /// The highest stream id opened so far: by the client on a server, by us on a client.
     pub last_stream: u32,
@@ -269,6 +272,7 @@ impl<E: StreamEvent> Endpoint<E> {
                 max_header_list_size: u32::MAX,
             },
             streams: VecDeque::new(),
+            last_index: std::cell::Cell::new(0),
             recent: RecentlyClosed::default(),
             last_stream: 0,
             partial: None,
@@ -443,7 +447,13 @@ impl<E: StreamEvent> Endpoint<E> {
 
     /// Index of the live `stream`.
     pub fn index(&self, stream: u32) -> Option<usize> {
-        self.streams.binary_search_by_key(&stream, |s| s.id).ok()
+        let hint = self.last_index.get();
+        if self.streams.get(hint).is_some_and(|s| s.id == stream) {
+            return Some(hint);
+        }
+        let i = self.streams.binary_search_by_key(&stream, |s| s.id).ok()?;
+        self.last_index.set(i);
+        Some(i)
     }
 
     fn on_data(
@@ -1201,6 +1211,25 @@ mod tests {
         ]);
         let err = ep.on_frame(Frame::Settings { ack: false, params: &p }, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::FLOW_CONTROL_ERROR);
+    }
+
+    #[test]
+    fn stream_lookup_stays_right_when_its_hint_goes_stale() {
+        let mut ep = client();
+        for id in [1, 3, 5, 7] {
+            ep.streams.push_back(Stream::new(id, DEFAULT_WINDOW, DEFAULT_WINDOW));
+        }
+        assert_eq!(ep.index(5), Some(2));
+        assert_eq!(ep.index(5), Some(2), "the hint hits");
+        ep.remove_stream(0);
+        // The hint still says 2, where 7 now is.
+        assert_eq!(ep.index(5), Some(1));
+        assert_eq!(ep.index(7), Some(2));
+        assert_eq!(ep.index(1), None);
+        assert_eq!(ep.index(9), None);
+        ep.remove_stream(2);
+        assert_eq!(ep.index(7), None, "a hint past the end is a miss");
+        assert_eq!(ep.index(3), Some(0));
     }
 
     #[test]
