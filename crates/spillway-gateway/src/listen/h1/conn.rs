@@ -1445,6 +1445,7 @@ impl<D: Downstream> Conn<'_, D> {
         let mut chunks = ChunkedScanner::new();
         // Where the chunk data lies in what was read, when the client takes it decoded.
         let mut pieces: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut decoded: Vec<u8> = Vec::new();
         let decode = response.framing == ResponseFraming::Chunked && D::DECODES_CHUNKS;
         let mut head_pending = true;
         loop {
@@ -1471,21 +1472,13 @@ impl<D: Downstream> Conn<'_, D> {
                 }
             };
             let written = if decode {
-                let last = pieces.len().saturating_sub(1);
-                let mut written = Ok(());
-                for (i, piece) in pieces.iter().enumerate() {
-                    let bytes = &available[piece.clone()];
-                    let end = done && i == last;
-                    written = self.down.send_body(timer, out, head_pending, bytes, end).await;
-                    head_pending = false;
-                    if written.is_err() {
-                        break;
-                    }
+                // The chunk data of this read in one piece (as many frames as chunks would
+                // be wasteful: chunks can be a few bytes each).
+                decoded.clear();
+                for piece in &pieces {
+                    decoded.extend_from_slice(&available[piece.clone()]);
                 }
-                if written.is_ok() && (head_pending || (done && pieces.is_empty())) {
-                    written = self.down.send_body(timer, out, head_pending, &[], done).await;
-                }
-                written
+                self.down.send_body(timer, out, head_pending, &decoded, done).await
             } else {
                 self.down.send_body(timer, out, head_pending, &available[..take], done).await
             };

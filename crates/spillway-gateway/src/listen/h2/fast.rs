@@ -43,7 +43,9 @@ pub(crate) async fn serve(
     }
     let body = H2Body::new(id, None, shared.signal.clone(), head.content_length());
     match stream::request(&head, RequestBody::H2(body)) {
-        Ok(req) => stream::serve(worker, info, shared, id, req).await,
+        // Boxed: the general path's future is several times the lean one's, and every
+        // stream's future would otherwise be that large.
+        Ok(req) => Box::pin(stream::serve(worker, info, shared, id, req)).await,
         Err(_) => shared.conn.borrow_mut().reset(id, ErrorCode::PROTOCOL_ERROR),
     }
 }
