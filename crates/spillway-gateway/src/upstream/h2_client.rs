@@ -981,7 +981,8 @@ fn pump(
                 // A body that has its bytes in hand (a unary call's) needs no waker of its
                 // own: one is made the first time the body is pending, and it is polled again
                 // with it.
-                let first = Pin::new(&mut *body).poll_frame(&mut Context::from_waker(Waker::noop()));
+                let first =
+                    Pin::new(&mut *body).poll_frame(&mut Context::from_waker(Waker::noop()));
                 if first.is_pending() {
                     let wake = Arc::new(BodyWake {
                         stream: id,
