@@ -5,7 +5,7 @@
 //! The decoded head is spelled once as an HTTP/1.1 head into a worker buffer and parsed in
 //! place; from there routing, the edge, admission, deadlines, retries, the pooled upstream
 //! socket, metrics and the access log are the lean path's own code. Only the answer differs:
-//! [`H2Stream`] turns the upstream's head into HEADERS and its body (chunked framing decoded)
+//! `H2Stream` turns the upstream's head into HEADERS and its body (chunked framing decoded)
 //! into DATA within the stream's send window. Anything else — a request with a body, a route
 //! the lean path hands to hyper, a head the HTTP/1.1 parser would not take, a listener with
 //! client certificates — takes the general path ([`super::stream::serve`]).
@@ -128,6 +128,10 @@ async fn serve_lean(
 /// (CONNECT).
 fn write_h1_head(buf: &mut Buf, head: &RequestHead) -> bool {
     let Some(path) = head.path() else { return false };
+    // An authority the general path would refuse (hyper's `Uri`) is left to it.
+    if head.authority().is_some_and(|a| !authority_ok(a)) {
+        return false;
+    }
     let mut out = Spelled { buf };
     out.put(head.method());
     out.put(b" ");
@@ -158,6 +162,38 @@ fn write_h1_head(buf: &mut Buf, head: &RequestHead) -> bool {
     }
     out.put(b"\r\n");
     true
+}
+
+/// Whether `authority` is made of the characters RFC 3986 §3.2 allows there (unreserved,
+/// percent-encoded, sub-delims, `:`, `@`, `[`, `]`): no whitespace, no controls, nothing that
+/// would make the `host` field mean something else.
+fn authority_ok(authority: &[u8]) -> bool {
+    !authority.is_empty()
+        && authority.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'@'
+                        | b'['
+                        | b']'
+                )
+        })
 }
 
 /// Appends to a [`Buf`], growing it as needed.
@@ -353,5 +389,20 @@ where
     fn into_iter(self) -> Self::IntoIter {
         let shorter: Shorten<'f, 'a> = |(n, v)| (n, v);
         self.first.map(shorter).chain(self.then)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_with_whitespace_or_controls_are_refused() {
+        for ok in [&b"example.com"[..], b"127.0.0.1:8080", b"[::1]:443", b"user@host", b"a-b_c~d"] {
+            assert!(authority_ok(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [&b""[..], b"a b", b"a\tb", b"host/path", b"a\x7fb", b"h\xc3\xa9"] {
+            assert!(!authority_ok(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }
