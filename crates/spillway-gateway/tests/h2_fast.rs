@@ -207,14 +207,112 @@ async fn a_rate_limit_answers_429_and_the_upstream_never_sees_the_refused_reques
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_with_a_body_takes_the_general_path_and_arrives_whole() {
-    let up = raw_backend(|req| reply(ok(&req.body))).await;
+async fn small_bodies_arrive_whole_and_many_at_once_do_not_starve_the_connection_window() {
+    let up = raw_backend(|req| {
+        let mut r =
+            ok(format!("{} {}", req.head.get("content-length").unwrap_or("-"), req.body.len())
+                .as_bytes());
+        r.extend_from_slice(b"");
+        reply(r)
+    })
+    .await;
     let gw = gateway_to(up.addr, "");
     let addr = gw.listener_address("public").unwrap();
     let req = Request::post(format!("http://{addr}/post")).body(body("the body")).unwrap();
     let (status, _, got) = send(addr, req).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(got.unwrap(), Bytes::from_static(b"the body"));
+    assert_eq!(got.unwrap(), Bytes::from_static(b"8 8"));
+    // 40 bodies of 60 KiB on one connection: 2.4 MiB against a 1 MiB connection window, so
+    // bodies held whole without giving their window back would stall every one of them.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let calls = (0..40).map(|i| {
+        let mut sender = sender.clone();
+        async move {
+            let payload = vec![b'a' + (i % 26) as u8; 60 * 1024];
+            let req = Request::post(format!("http://{addr}/many/{i}")).body(body(payload)).unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            let status = resp.status();
+            (status, resp.into_body().collect().await.unwrap().to_bytes())
+        }
+    });
+    let all = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(calls))
+        .await
+        .expect("every body gets through in time");
+    for (status, got) in all {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(got, Bytes::from(format!("{} {}", 60 * 1024, 60 * 1024)));
+    }
+    let bodies: Vec<_> =
+        up.requests().into_iter().filter(|r| r.target().starts_with("/many/")).collect();
+    assert_eq!(bodies.len(), 40);
+    assert!(bodies.iter().all(|r| r.body.iter().all(|b| *b == r.body[0])), "bodies not mixed up");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_whole_in_time_gets_408() {
+    use spillway_h2::frame::Frame;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = raw_backend(echo_target).await;
+    let gw = gateway_to(up.addr, ", request_limits: { body_timeout: 300ms }");
+    let addr = gw.listener_address("public").unwrap();
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = spillway_h2::PREFACE.to_vec();
+    Frame::Settings { ack: false, params: &[] }.encode(&mut out);
+    let mut block = Vec::new();
+    let mut encoder = spillway_h2::hpack::Encoder::new(4096);
+    let authority = addr.to_string();
+    for (n, v) in [(":method", "POST"), (":scheme", "http"), (":path", "/slow")] {
+        encoder.encode_field(n.as_bytes(), v.as_bytes(), &mut block);
+    }
+    encoder.encode_field(b":authority", authority.as_bytes(), &mut block);
+    encoder.encode_field(b"content-length", b"10", &mut block);
+    Frame::Headers {
+        stream: 1,
+        end_stream: false,
+        end_headers: true,
+        priority: None,
+        block: &block,
+        padding: None,
+    }
+    .encode(&mut out);
+    Frame::Data { stream: 1, end_stream: false, data: b"12345", padding: None }.encode(&mut out);
+    raw.write_all(&out).await.unwrap();
+    // The answer: the :status of the first HEADERS frame on stream 1.
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut decoder = spillway_h2::hpack::Decoder::new(4096, 1 << 16);
+    let mut status = None;
+    let mut at = 0;
+    while status.is_none() {
+        let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&chunk[..n]);
+        while let Ok(Some((frame, used))) = Frame::parse(&got[at..], 1 << 24) {
+            if let Frame::Headers { stream: 1, block, .. } = frame {
+                decoder
+                    .decode(block, |n, v| {
+                        if n == b":status" {
+                            status = Some(String::from_utf8_lossy(v).into_owned());
+                        }
+                    })
+                    .unwrap();
+            }
+            at += used;
+        }
+    }
+    assert_eq!(status.as_deref(), Some("408"));
+    assert!(started.elapsed() >= Duration::from_millis(250), "not before the body timeout");
+    assert!(up.requests().is_empty(), "nothing went upstream");
     stop(gw).await;
 }
 

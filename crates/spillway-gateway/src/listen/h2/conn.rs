@@ -17,7 +17,7 @@ use super::fast;
 use super::shared::{ConnShared, StreamShared, OUTPUT_HIGH_WATER};
 use super::stream::{self, Cancellable};
 use crate::config::ListenerConfig;
-use crate::listen::h1::conn::ClientAddr;
+use crate::listen::h1::conn::{ClientAddr, LEAN_BODY_LIMIT};
 use crate::proxy::body::RequestBody;
 use crate::proxy::{ConnInfo, Worker};
 use bytes::BytesMut;
@@ -321,9 +321,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             let event = self.shared.conn.borrow_mut().poll_event();
             let Some(event) = event else { return };
             match event {
-                // Complete with its head: the lean exchange serves it if it can.
-                Event::Request { stream: id, head, end_stream: true } => {
-                    let st = Rc::new(StreamShared::new(id, true));
+                // Complete with its head, or with a small declared body: the lean exchange
+                // serves it if it can.
+                Event::Request { stream: id, head, end_stream }
+                    if end_stream
+                        || head.content_length().is_some_and(|n| n <= LEAN_BODY_LIMIT) =>
+                {
+                    let st = Rc::new(StreamShared::new(id, end_stream));
                     self.shared.streams.borrow_mut().push(st.clone());
                     let serve: Pin<Box<dyn Future<Output = ()>>> = Box::pin(fast::serve(
                         self.worker.clone(),
@@ -332,6 +336,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                         self.shared.clone(),
                         id,
                         head,
+                        st.inbox.clone(),
                     ));
                     streams.push(Cancellable::new(st, self.shared.clone(), serve));
                 }

@@ -11,7 +11,7 @@
 //! client certificates — takes the general path ([`super::stream::serve`]).
 
 use super::body::H2Body;
-use super::shared::{ConnShared, OUTPUT_HIGH_WATER};
+use super::shared::{ConnShared, Inbox, SharedInbox, OUTPUT_HIGH_WATER};
 use super::stream;
 use crate::listen::h1::buffer::Buf;
 use crate::listen::h1::conn::{
@@ -28,8 +28,10 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-/// Serves stream `id`, whose request `head` came with END_STREAM: on the lean exchange when it
-/// can, else on the general path.
+/// Serves stream `id`: on the lean exchange when it can, else on the general path. `inbox` is
+/// the request body's (`None` when the head came with END_STREAM); the driver passes one only
+/// for a body declared at most [`LEAN_BODY_LIMIT`](crate::listen::h1::conn::LEAN_BODY_LIMIT)
+/// long, which the lean exchange takes whole before it starts, as on HTTP/1.1.
 pub(crate) async fn serve(
     worker: Rc<Worker>,
     info: Rc<ConnInfo>,
@@ -37,11 +39,13 @@ pub(crate) async fn serve(
     shared: Rc<ConnShared>,
     id: u32,
     head: RequestHead,
+    inbox: Option<SharedInbox>,
 ) {
-    if serve_lean(&worker, &info, &client, &shared, id, &head).await {
+    if serve_lean(&worker, &info, &client, &shared, id, &head, inbox.as_ref()).await {
         return;
     }
-    let body = H2Body::new(id, None, shared.signal.clone(), head.content_length());
+    // Nothing of the body was taken: the general path reads it from the inbox.
+    let body = H2Body::new(id, inbox, shared.signal.clone(), head.content_length());
     match stream::request(&head, RequestBody::H2(body)) {
         // Boxed: the general path's future is several times the lean one's, and every
         // stream's future would otherwise be that large.
@@ -50,8 +54,51 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves the request on the lean exchange; false (having sent nothing) when it is not one
-/// the lean exchange takes.
+/// Moves the request body from `inbox` into `buf` as it arrives, giving each piece's bytes
+/// back to the stream's window at once (bodies waiting whole must not starve the connection's
+/// window), until the client ends it. `None` if it did not end within `limit` (or was reset).
+/// Trailers are dropped: the body goes upstream with its declared length, as on hyper's path.
+async fn take_body(
+    inbox: &SharedInbox,
+    shared: &ConnShared,
+    id: u32,
+    buf: &mut Buf,
+    limit: Duration,
+) -> Option<()> {
+    let mut take = |inbox: &mut Inbox| -> Option<bool> {
+        if inbox.reset.is_some() {
+            return Some(false);
+        }
+        let mut taken = 0;
+        while let Some(piece) = inbox.data.pop_front() {
+            Spelled { buf: &mut *buf }.put(&piece);
+            taken += piece.len();
+        }
+        if taken > 0 {
+            shared.signal.release(id, taken);
+        }
+        inbox.ended.then_some(true)
+    };
+    if let Some(ended) = take(&mut inbox.lock()) {
+        return ended.then_some(());
+    }
+    let wait = poll_fn(|cx| {
+        let mut inbox = inbox.lock();
+        match take(&mut inbox) {
+            Some(ended) => Poll::Ready(ended),
+            None => {
+                inbox.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    });
+    let ended = tokio::time::timeout(limit, wait).await.unwrap_or(false);
+    inbox.lock().reader = None;
+    ended.then_some(())
+}
+
+/// Serves the request on the lean exchange; false (having sent nothing and taken nothing of
+/// the body) when it is not one the lean exchange takes.
 async fn serve_lean(
     worker: &Worker,
     info: &Rc<ConnInfo>,
@@ -59,6 +106,7 @@ async fn serve_lean(
     shared: &Rc<ConnShared>,
     id: u32,
     head: &RequestHead,
+    inbox: Option<&SharedInbox>,
 ) -> bool {
     // Client certificates are turned into request fields on the general path only.
     if info.client_cert.get().is_some() {
@@ -76,17 +124,54 @@ async fn serve_lean(
         RequestParse::Partial
     };
     let h1 = match parsed {
-        RequestParse::Complete(h1) if h1.len == buf.len() && h1.content_length == 0 => Some(h1),
+        // A body is declared (the driver checked) exactly when the inbox is there.
+        RequestParse::Complete(h1)
+            if h1.len == buf.len() && (h1.content_length > 0) == inbox.is_some() =>
+        {
+            Some(h1)
+        }
         _ => None,
     };
+    let body_len = h1.as_ref().map_or(0, |h1| h1.content_length);
     let route = h1.as_ref().and_then(|h1| route_of(&snap, buf.filled(), h1, &fields));
-    let Some(h1) = h1.filter(|_| route.is_none_or(|r| lean_serves(&snap, r))) else {
+    // A body over the route's limit gets its 413 from the general path.
+    let max_body = |r: &crate::route::Route| {
+        snap.config.routes.get(r.index).map_or(listener.max_body_bytes, |c| {
+            crate::edge::max_body(listener.max_body_bytes, &c.edge)
+        })
+    };
+    let served = |r: &crate::route::Route| lean_serves(&snap, r) && body_len <= max_body(r);
+    let Some(h1) = h1.filter(|_| route.is_none_or(served)) else {
         lean.give_buf(buf);
         lean.give_fields(fields);
         return false;
     };
     // In progress until answered (the connection's idle timeout and keep-alive probe).
     let _active = ActiveGuard::new(info.clone());
+    if let Some(inbox) = inbox {
+        // Within the route's body timeout, else the idle timeout; a body that does not come
+        // whole in time is answered 408 (the codec already holds it to its declared length).
+        let body_timeout = route
+            .and_then(|r| snap.config.routes.get(r.index))
+            .and_then(|r| r.edge.request_limits.as_ref())
+            .and_then(|l| l.body_timeout);
+        buf.reserve_total(buf.len() + body_len as usize);
+        let limit = body_timeout.unwrap_or(listener.idle_timeout);
+        if take_body(inbox, shared, id, &mut buf, limit).await.is_none() {
+            lean.give_buf(buf);
+            lean.give_fields(fields);
+            let mut conn = shared.conn.borrow_mut();
+            let json = [(&b"content-type"[..], &b"application/json"[..])];
+            let body = crate::proxy::errors::REQUEST_BODY_TIMEOUT.as_bytes();
+            let _ = conn.send_response_fields(id, 408, json, false);
+            let _ = conn.send_data(id, body, true);
+            if let Some(route) = route {
+                let elapsed = worker.shared.now().saturating_duration_since(start);
+                route.stats.record(worker.id, 408, elapsed);
+            }
+            return true;
+        }
+    }
     // Released however the exchange ends (a client reset drops this future at an await).
     let slot = IdleSlot::register(worker);
     let mut timer = Timer { sleep: lean.take_timer(), worker, slot: slot.index };
