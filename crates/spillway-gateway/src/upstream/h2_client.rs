@@ -21,6 +21,7 @@
 //! (GOAWAY below it, REFUSED_STREAM) fails with [`H2ClientError::Refused`], which the proxy
 //! sends once more on another connection.
 
+use super::h2_write::poll_write_output;
 use crate::proxy::body::ProxyBody;
 use crate::upstream::pool::{self, UpstreamError};
 use crate::upstream::tls::{UpstreamStream, UpstreamTls};
@@ -43,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 
 /// Read buffer size of a connection.
 const READ_SIZE: usize = 32 * 1024;
@@ -890,32 +891,7 @@ impl Driver {
 
     /// Writes (and flushes) the connection's output: `Some(wrote)`, or `None` on an I/O error.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<bool> {
-        let mut wrote = false;
-        loop {
-            let conn = self.state.conn.borrow();
-            let out = conn.output();
-            if out.is_empty() {
-                break;
-            }
-            match Pin::new(&mut self.io).poll_write(cx, out) {
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    drop(conn);
-                    self.state.conn.borrow_mut().consumed(n);
-                    self.flushed = false;
-                    wrote = true;
-                }
-                Poll::Ready(_) => return None,
-                Poll::Pending => break,
-            }
-        }
-        if !self.flushed {
-            match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.flushed = true,
-                Poll::Ready(Err(_)) => return None,
-                Poll::Pending => {}
-            }
-        }
-        Some(wrote)
+        poll_write_output(&self.state.conn, &mut self.io, cx, &mut self.flushed).ok()
     }
 
     fn fail_all(&self, why: &'static str) {

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod discovery;
 pub mod h1_client;
 pub mod h2_client;
+pub mod h2_write;
 pub mod health;
 pub mod pool;
 pub mod tls;

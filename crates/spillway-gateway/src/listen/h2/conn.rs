@@ -20,6 +20,7 @@ use crate::config::ListenerConfig;
 use crate::listen::h1::conn::{ClientAddr, LEAN_BODY_LIMIT};
 use crate::proxy::body::RequestBody;
 use crate::proxy::{ConnInfo, Worker};
+use crate::upstream::h2_write::poll_write_output;
 use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use spillway_h2::{Connection, ErrorCode, Event, ServerSettings};
@@ -399,37 +400,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
     /// the connection has ended.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
         self.shared.apply_releases();
-        let mut wrote = false;
-        loop {
-            let conn = self.shared.conn.borrow();
-            let out = conn.output();
-            if out.is_empty() {
-                break;
+        let wrote = match poll_write_output(&self.shared.conn, &mut self.io, cx, &mut self.flushed)
+        {
+            Ok(wrote) => wrote,
+            Err(_) => {
+                self.ended = Some(Ended::Io);
+                return true;
             }
-            match Pin::new(&mut self.io).poll_write(cx, out) {
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    drop(conn);
-                    self.shared.conn.borrow_mut().consumed(n);
-                    self.flushed = false;
-                    wrote = true;
-                }
-                Poll::Ready(_) => {
-                    self.ended = Some(Ended::Io);
-                    return true;
-                }
-                Poll::Pending => break,
-            }
-        }
-        if !self.flushed {
-            match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.flushed = true,
-                Poll::Ready(Err(_)) => {
-                    self.ended = Some(Ended::Io);
-                    return true;
-                }
-                Poll::Pending => {}
-            }
-        }
+        };
         let conn = self.shared.conn.borrow();
         let pending = conn.output().len();
         if wrote && pending < OUTPUT_HIGH_WATER && self.shared.has_send_waiters() {
