@@ -31,7 +31,7 @@ pub struct RequestEdits<'a> {
 }
 
 /// Whether the field named `name` is one that a `Connection` field asks to drop at this hop.
-pub(crate) fn named_by_connection(buf: &[u8], fields: &[Field], name: &[u8]) -> bool {
+fn named_by_connection(buf: &[u8], fields: &[Field], name: &[u8]) -> bool {
     fields.iter().filter(|f| f.kind == FieldKind::Connection).any(|c| {
         c.value.of(buf).split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
     })
@@ -59,7 +59,12 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Whether a field is dropped at this hop: hop-by-hop (except `TE: trailers`), or named in
 /// `Connection`.
-fn dropped(buf: &[u8], fields: &[Field], f: &Field, connection: ConnectionOptions) -> bool {
+pub(crate) fn dropped(
+    buf: &[u8],
+    fields: &[Field],
+    f: &Field,
+    connection: ConnectionOptions,
+) -> bool {
     if f.kind == FieldKind::Te {
         return !f.value.of(buf).trim_ascii().eq_ignore_ascii_case(b"trailers");
     }

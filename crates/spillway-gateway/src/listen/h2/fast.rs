@@ -11,14 +11,16 @@
 //! client certificates — takes the general path ([`super::stream::serve`]).
 
 use super::body::H2Body;
-use super::shared::{ConnShared, Inbox, SharedInbox, OUTPUT_HIGH_WATER};
+use super::shared::{ConnShared, Inbox, SharedInbox};
 use super::stream;
 use crate::listen::h1::buffer::Buf;
 use crate::listen::h1::conn::{
     lean_serves, route_of, timed, ClientAddr, Conn, Downstream, Due, Flow, IdleSlot, LocalResponse,
     ReadRequest, ResponseStart, Timer,
 };
-use crate::listen::h1::head::{parse_request, Field, RequestParse, ResponseFraming, ResponseHead};
+use crate::listen::h1::head::{
+    parse_request, Field, FieldKind, RequestParse, ResponseFraming, ResponseHead,
+};
 use crate::listen::h1::rewrite;
 use crate::proxy::body::{ActiveGuard, RequestBody};
 use crate::proxy::{ConnInfo, Worker};
@@ -315,14 +317,13 @@ struct H2Stream {
     ended: bool,
 }
 
-/// Whether an upstream response field stays out of an HTTP/2 response: connection-specific
-/// (RFC 9113 §8.2.2) or named in the upstream's `Connection` field.
+/// Whether an upstream response field stays out of an HTTP/2 response: what HTTP/1.1 drops at
+/// this hop (`TE` included: it has no place in a response), and what HTTP/2 forbids
+/// (RFC 9113 §8.2.2: `transfer-encoding` too).
 fn not_forwarded(buf: &[u8], fields: &[Field], field: &Field, head: &ResponseHead) -> bool {
-    let name = field.name.of(buf);
-    if field.kind.is_hop_by_hop() || spillway_h2::head::connection_specific(name) {
-        return true;
-    }
-    head.connection.names_fields && rewrite::named_by_connection(buf, fields, name)
+    field.kind == FieldKind::Te
+        || rewrite::dropped(buf, fields, field, head.connection)
+        || spillway_h2::head::connection_specific(field.name.of(buf))
 }
 
 impl H2Stream {
@@ -331,22 +332,8 @@ impl H2Stream {
     async fn send(&mut self, timer: &mut Timer<'_>, mut bytes: &[u8], end: bool) -> Result<(), ()> {
         loop {
             let mut due = Due::after(self.idle_timeout);
-            let shared = &self.shared;
             let id = self.id;
-            let room = poll_fn(|cx| {
-                let conn = shared.conn.borrow();
-                if conn.is_closed() {
-                    return Poll::Ready(false);
-                }
-                if conn.output().len() < OUTPUT_HIGH_WATER
-                    && (conn.send_capacity(id) > 0 || (bytes.is_empty() && end))
-                {
-                    return Poll::Ready(true);
-                }
-                drop(conn);
-                shared.wait_send(cx.waker());
-                Poll::Pending
-            });
+            let room = self.shared.send_room(id, bytes.is_empty() && end);
             match timed(timer, &mut due, room).await {
                 Ok(true) => {}
                 _ => return Err(()),

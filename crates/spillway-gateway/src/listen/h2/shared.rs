@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Poll, Waker};
 
 /// Stream senders stop while the connection's unwritten output holds more than this: the
 /// peer's windows bound what is in flight, this bounds what waits in memory for a slow
@@ -74,6 +74,25 @@ impl ConnShared {
         for w in waiters {
             w.wake();
         }
+    }
+
+    /// Waits until stream `id` may send: the output is below [`OUTPUT_HIGH_WATER`] and the
+    /// stream has send window (none needed for an empty final frame, `only_end`). False once
+    /// the connection is closed.
+    pub async fn send_room(&self, id: u32, only_end: bool) -> bool {
+        std::future::poll_fn(|cx| {
+            let conn = self.conn.borrow();
+            if conn.is_closed() {
+                return Poll::Ready(false);
+            }
+            if conn.output().len() < OUTPUT_HIGH_WATER && (only_end || conn.send_capacity(id) > 0) {
+                return Poll::Ready(true);
+            }
+            drop(conn);
+            self.wait_send(cx.waker());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Whether any sender waits.

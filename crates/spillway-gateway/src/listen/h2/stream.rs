@@ -5,7 +5,7 @@
 //!
 //! A client reset drops the future ([`Cancellable`]), which cancels the upstream request.
 
-use super::shared::{ConnShared, StreamShared, OUTPUT_HIGH_WATER};
+use super::shared::{ConnShared, StreamShared};
 use crate::proxy::body::RequestBody;
 use crate::proxy::{self, ConnInfo, Worker};
 use bytes::Bytes;
@@ -210,21 +210,7 @@ pub async fn serve(
 async fn send_all(shared: &ConnShared, id: u32, data: Bytes, end: bool) -> bool {
     let mut sent = 0;
     loop {
-        let ready = std::future::poll_fn(|cx| {
-            let conn = shared.conn.borrow();
-            if conn.is_closed() {
-                return Poll::Ready(false);
-            }
-            if conn.output().len() < OUTPUT_HIGH_WATER
-                && (conn.send_capacity(id) > 0 || (sent == data.len() && end))
-            {
-                return Poll::Ready(true);
-            }
-            drop(conn);
-            shared.wait_send(cx.waker());
-            Poll::Pending
-        })
-        .await;
+        let ready = shared.send_room(id, sent == data.len() && end).await;
         if !ready {
             return false;
         }
