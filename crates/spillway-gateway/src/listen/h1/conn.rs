@@ -766,7 +766,7 @@ impl<D: Downstream> Conn<'_, D> {
 
     /// Sends a gateway error (a JSON body), with the route's `decoration` fields.
     #[allow(clippy::too_many_arguments)]
-    async fn reply_json(
+    pub(crate) async fn reply_json(
         &mut self,
         timer: &mut Timer<'_>,
         out: &mut Vec<u8>,

@@ -150,30 +150,6 @@ async fn serve_lean(
     };
     // In progress until answered (the connection's idle timeout and keep-alive probe).
     let _active = ActiveGuard::new(info.clone());
-    if let Some(inbox) = inbox {
-        // Within the route's body timeout, else the idle timeout; a body that does not come
-        // whole in time is answered 408 (the codec already holds it to its declared length).
-        let body_timeout = route
-            .and_then(|r| snap.config.routes.get(r.index))
-            .and_then(|r| r.edge.request_limits.as_ref())
-            .and_then(|l| l.body_timeout);
-        buf.reserve_total(buf.len() + body_len as usize);
-        let limit = body_timeout.unwrap_or(listener.idle_timeout);
-        if take_body(inbox, shared, id, &mut buf, limit).await.is_none() {
-            lean.give_buf(buf);
-            lean.give_fields(fields);
-            let mut conn = shared.conn.borrow_mut();
-            let json = [(&b"content-type"[..], &b"application/json"[..])];
-            let body = crate::proxy::errors::REQUEST_BODY_TIMEOUT.as_bytes();
-            let _ = conn.send_response_fields(id, 408, json, false);
-            let _ = conn.send_data(id, body, true);
-            if let Some(route) = route {
-                let elapsed = worker.shared.now().saturating_duration_since(start);
-                route.stats.record(worker.id, 408, elapsed);
-            }
-            return true;
-        }
-    }
     // Released however the exchange ends (a client reset drops this future at an await).
     let slot = IdleSlot::register(worker);
     let mut timer = Timer { sleep: lean.take_timer(), worker, slot: slot.index };
@@ -187,16 +163,40 @@ async fn serve_lean(
         ended: false,
     };
     let mut conn = Conn { worker, slot: slot.index, listener, client, down };
-    let read = ReadRequest {
-        snap: &snap,
-        route,
-        request: buf.filled(),
-        head: &h1,
-        fields: &fields,
-        start,
-        close: false,
+    // Within the route's body timeout, else the idle timeout; a body that does not come whole
+    // in time is answered 408 (the codec already holds it to its declared length).
+    let body_timeout = route
+        .and_then(|r| snap.config.routes.get(r.index))
+        .and_then(|r| r.edge.request_limits.as_ref())
+        .and_then(|l| l.body_timeout);
+    let limit = body_timeout.unwrap_or(listener.idle_timeout);
+    let whole = match inbox {
+        Some(inbox) => {
+            buf.reserve_total(buf.len() + body_len as usize);
+            take_body(inbox, shared, id, &mut buf, limit).await.is_some()
+        }
+        None => true,
     };
-    conn.serve_read(read, &mut timer, &mut out).await;
+    if whole {
+        let read = ReadRequest {
+            snap: &snap,
+            route,
+            request: buf.filled(),
+            head: &h1,
+            fields: &fields,
+            start,
+            close: false,
+        };
+        conn.serve_read(read, &mut timer, &mut out).await;
+    } else {
+        let (status, reason) = (408, "Request Timeout");
+        let body = crate::proxy::errors::REQUEST_BODY_TIMEOUT;
+        let _ = conn.reply_json(&mut timer, &mut out, status, reason, body, &h1, false, &[]).await;
+        if let Some(route) = route {
+            let elapsed = worker.shared.now().saturating_duration_since(start);
+            route.stats.record(worker.id, status, elapsed);
+        }
+    }
     if !conn.down.ended {
         // The answer was cut short (the upstream broke mid-body, or the time ran out): the
         // client learns it from the reset, as from a closed connection on HTTP/1.1.
