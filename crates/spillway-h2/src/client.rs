@@ -365,7 +365,7 @@ impl ClientConnection {
         let mut i = 0;
         while i < ep.streams.len() {
             if ep.streams[i].id > last {
-                let s = ep.remove_stream(i);
+                let Some(s) = ep.remove_stream(i) else { break };
                 ep.recent.push(s.id, Closed::ResetByUs);
                 ep.events.push_back(ClientEvent::Refused { stream: s.id });
             } else {

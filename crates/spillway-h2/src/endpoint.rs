@@ -388,7 +388,12 @@ impl<E: StreamEvent> Endpoint<E> {
                 if !end_headers {
                     return Ok(None);
                 }
-                let done = self.partial.take().expect("checked just above");
+                let Some(done) = self.partial.take() else {
+                    return Err(conn_err(
+                        ErrorCode::PROTOCOL_ERROR,
+                        "CONTINUATION without HEADERS",
+                    ));
+                };
                 self.on_header_block(
                     stream,
                     done.end_stream,
@@ -603,7 +608,7 @@ impl<E: StreamEvent> Endpoint<E> {
             }
             return Ok(None);
         };
-        let s = self.remove_stream(i);
+        let Some(s) = self.remove_stream(i) else { return Ok(None) };
         self.recent.push(stream, Closed::Other);
         let stream = ResetStream {
             id: stream,
@@ -700,8 +705,7 @@ impl<E: StreamEvent> Endpoint<E> {
     /// knows the stream.
     pub fn stream_error(&mut self, stream: u32, code: ErrorCode) {
         Frame::RstStream { stream, code }.encode(&mut self.out);
-        if let Some(i) = self.index(stream) {
-            let s = self.remove_stream(i);
+        if let Some(s) = self.index(stream).and_then(|i| self.remove_stream(i)) {
             if s.delivered {
                 self.events.push_back(E::reset(stream, code));
             }
@@ -763,11 +767,12 @@ impl<E: StreamEvent> Endpoint<E> {
         }
     }
 
-    /// Forgets a live stream, returning its unreleased bytes to the connection window.
-    pub fn remove_stream(&mut self, i: usize) -> Stream {
-        let s = self.streams.remove(i).expect("called with the index of a live stream");
+    /// Forgets the live stream at index `i` (as `index` found it), returning its unreleased
+    /// bytes to the connection window; `None` if there is none there.
+    pub fn remove_stream(&mut self, i: usize) -> Option<Stream> {
+        let s = self.streams.remove(i)?;
         self.release_connection(s.unreleased);
-        s
+        Some(s)
     }
 
     // ----- application side --------------------------------------------------------------
