@@ -653,29 +653,9 @@ fn spawn_signal_handlers(control: Arc<Control>, reload: mpsc::UnboundedSender<&'
 fn watch_file(
     control: &Control,
     reload: mpsc::UnboundedSender<&'static str>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let path = control.shared.config_path.clone()?;
-    let name = path.file_name()?.to_owned();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let relevant = !event.kind.is_access()
-                && event.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()));
-            if relevant {
-                let _ = reload.send("file change");
-            }
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file"))
-    .ok()?;
-    // Watch the directory: editors replace files by renaming.
-    watcher
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!(error = %e, "cannot watch the config directory"))
-        .ok()?;
-    Some(watcher)
+) -> Option<crate::config_watch::ConfigWatch> {
+    let path = control.shared.config_path.as_deref()?;
+    crate::config_watch::watch(path, reload)
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file"))
+        .ok()
 }

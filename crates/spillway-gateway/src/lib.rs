@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod config_watch;
 pub mod demo;
 pub mod edge;
 pub mod failback;

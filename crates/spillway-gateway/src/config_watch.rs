@@ -1,0 +1,161 @@
+//! Watching the config file for edits (`spillway run` without `--no-watch`): a task on the
+//! control runtime reads inotify events for the file's directory and asks for a reload when
+//! one names the file.
+//!
+//! The directory is watched, not the file, because editors and deploy tools replace a file by
+//! renaming another over it, which a watch on the old inode would miss. It is watched only for
+//! the events that finish a change — a writer closing the file, a rename into or out of the
+//! directory, a creation, a deletion, an attribute change — never for each `write(2)`: other
+//! files in the same directory (an access log, a load tool's request log) may be written tens
+//! of thousands of times a second, and each event delivered would wake the control thread on
+//! the workers' cores. A file written in several steps is reloaded once it is closed.
+
+use futures_util::StreamExt;
+use inotify::{EventMask, Inotify, WatchMask};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The directory events that can mean the config file changed. Not `MODIFY` (one per write)
+/// and not the open, access and close-without-writing events.
+const CHANGES: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::ATTRIB);
+
+/// A running watch; dropping it stops the task.
+pub struct ConfigWatch {
+    task: tokio::task::JoinHandle<()>,
+    events: Arc<AtomicU64>,
+}
+
+impl ConfigWatch {
+    /// Events the kernel delivered so far, about any file of the directory.
+    pub fn events_seen(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConfigWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts watching `path` on the current tokio runtime; each change to it sends `"file
+/// change"` on `reload`. `Err` (with what failed) when inotify cannot be set up, e.g. when the
+/// directory does not exist or the user's inotify limits are reached.
+pub fn watch(path: &Path, reload: UnboundedSender<&'static str>) -> Result<ConfigWatch, String> {
+    let name =
+        path.file_name().ok_or_else(|| format!("{}: not a file name", path.display()))?.to_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let inotify = Inotify::init().map_err(|e| format!("inotify: {e}"))?;
+    inotify
+        .watches()
+        .add(&dir, CHANGES | WatchMask::ONLYDIR)
+        .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    let mut stream = inotify.into_event_stream([0u8; 4096]).map_err(|e| format!("inotify: {e}"))?;
+    let events = Arc::new(AtomicU64::new(0));
+    let seen = events.clone();
+    let task = tokio::spawn(async move {
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "config watch stopped");
+                    return;
+                }
+            };
+            seen.fetch_add(1, Ordering::Relaxed);
+            // An overflowed queue may have lost the event that named the file.
+            let ours = event.name.as_deref() == Some(name.as_os_str())
+                || event.mask.contains(EventMask::Q_OVERFLOW);
+            if ours && reload.send("file change").is_err() {
+                return;
+            }
+            if event.mask.contains(EventMask::IGNORED) {
+                tracing::warn!(dir = %dir.display(), "config directory gone: watch stopped");
+                return;
+            }
+        }
+    });
+    Ok(ConfigWatch { task, events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("spillway-watch-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<&'static str>) -> Option<&'static str> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten()
+    }
+
+    #[tokio::test]
+    async fn writes_to_other_files_are_not_delivered_and_a_replaced_file_is_seen() {
+        let dir = temp_dir("siblings");
+        let config = dir.join("spillway.yaml");
+        std::fs::write(&config, "workers: 1\n").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watch = watch(&config, tx).unwrap();
+
+        // Two logs next to the config, open and written many times: no event per write. (Taking
+        // turns, so that the kernel could not merge the events of successive writes.)
+        let mut logs = ["a.log", "b.log"].map(|n| std::fs::File::create(dir.join(n)).unwrap());
+        for i in 0..1000 {
+            writeln!(logs[i % 2], "line {i}").unwrap();
+        }
+        // An editor's save: written to a temporary file, renamed over the config.
+        let tmp = dir.join(".spillway.yaml.swp");
+        std::fs::write(&tmp, "workers: 2\n").unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+        assert_eq!(next(&mut rx).await, Some("file change"));
+        // The logs' creations, the temporary file's creation, close and rename away, and the
+        // config's arrival: a handful, not a thousand.
+        let seen = watch.events_seen();
+        assert!(seen <= 8, "{seen} events for 1000 writes to sibling files");
+        drop(logs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_file_written_in_place_is_seen_once_closed() {
+        let dir = temp_dir("in-place");
+        let config = dir.join("spillway.yaml");
+        std::fs::write(&config, "workers: 1\n").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watch = watch(&config, tx).unwrap();
+        let mut file =
+            std::fs::OpenOptions::new().write(true).truncate(true).open(&config).unwrap();
+        file.write_all(b"workers: ").unwrap();
+        file.write_all(b"2\n").unwrap();
+        file.sync_all().unwrap();
+        // Nothing yet: the writer has not closed it.
+        assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err());
+        drop(file);
+        assert_eq!(next(&mut rx).await, Some("file change"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_is_an_error() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let err = watch(Path::new("/nonexistent-spillway-dir/spillway.yaml"), tx).err().unwrap();
+        assert!(err.contains("/nonexistent-spillway-dir"), "{err}");
+    }
+}
