@@ -24,6 +24,9 @@ use crate::listen::h1::head::{
 use crate::listen::h1::rewrite;
 use crate::proxy::body::{ActiveGuard, RequestBody};
 use crate::proxy::{ConnInfo, Worker};
+use crate::route::{self, HeaderLookup};
+use crate::state::Snapshot;
+use http::{HeaderName, Method};
 use spillway_h2::{ErrorCode, RequestHead};
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -117,6 +120,9 @@ async fn serve_lean(
     let start = worker.shared.now();
     let snap = worker.snapshot();
     let Some(listener) = snap.config.listeners.get(info.listener) else { return false };
+    if for_general_path(&snap, head) {
+        return false;
+    }
     let lean = &worker.lean;
     let mut buf = lean.take_buf();
     let mut fields = lean.take_fields();
@@ -207,6 +213,34 @@ async fn serve_lean(
     lean.give_buf(buf);
     lean.give_fields(fields);
     true
+}
+
+/// Whether the decoded head routes to a route the lean exchange does not serve (an HTTP/2
+/// cluster, as for gRPC): known before anything is spelled or parsed. Routed as the spelled
+/// head would be (`host` field, else `:authority`; the path before `?`) but only to skip
+/// work: when it says no, the spelled head is routed again, and the general path serves any
+/// request this sends it.
+fn for_general_path(snap: &Snapshot, head: &RequestHead) -> bool {
+    let Ok(method) = Method::from_bytes(head.method()) else { return false };
+    let host = head.fields().get(b"host").or(head.authority()).unwrap_or_default();
+    let Some(path) = head.path() else { return false };
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let (Ok(host), Ok(path)) = (std::str::from_utf8(host), std::str::from_utf8(path)) else {
+        return false;
+    };
+    let fields = DecodedFields(head.fields());
+    snap.router
+        .route(&method, route::host_without_port(host), path, &fields)
+        .is_some_and(|r| !lean_serves(snap, r))
+}
+
+/// Route header matches on a decoded HTTP/2 head (first value of a field).
+struct DecodedFields<'h>(&'h spillway_h2::Fields);
+
+impl HeaderLookup for DecodedFields<'_> {
+    fn header(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.0.get(name.as_str().as_bytes())
+    }
 }
 
 /// Spells `head` as an HTTP/1.1 request head into `buf`: request line from `:method` and
