@@ -7,6 +7,12 @@
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
+/// Room for the fields the general path adds to a head it builds from the wire (on requests:
+/// `x-forwarded-for`, `-proto`, `-host`, `x-request-id`, `host`, a propagated deadline, the
+/// attempt number, `route.headers`; on responses: `x-request-id`), so that adding them does
+/// not grow and rehash the `HeaderMap` built with exactly the wire's fields.
+pub const ADDED_FIELDS: usize = 8;
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

@@ -201,7 +201,7 @@ async fn read_response(
             Err(e) => return Err((e.into(), got_bytes)),
         }
     };
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = HeaderMap::with_capacity(fields.len() + crate::proxy::headers::ADDED_FIELDS);
     for field in &fields {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(field.name.of(&buf)),

@@ -560,7 +560,7 @@ impl<'a> IntoIterator for HeaderFields<'a> {
 }
 
 fn fields_to_headers(fields: &Fields) -> Result<HeaderMap, H2ClientError> {
-    let mut map = HeaderMap::with_capacity(fields.len());
+    let mut map = HeaderMap::with_capacity(fields.len() + crate::proxy::headers::ADDED_FIELDS);
     for (n, v) in fields.iter() {
         map.append(header_name(n)?, header_value(v)?);
     }

@@ -46,7 +46,7 @@ pub fn request(head: &RequestHead, body: RequestBody) -> Result<Request<RequestB
     *req.version_mut() = Version::HTTP_2;
     let fields = head.fields();
     let headers = req.headers_mut();
-    headers.reserve(fields.len());
+    headers.reserve(fields.len() + crate::proxy::headers::ADDED_FIELDS);
     for (name, value) in fields.iter() {
         let name = header::HeaderName::from_bytes(name).map_err(|_| BadHead)?;
         let value = HeaderValue::from_bytes(value).map_err(|_| BadHead)?;
