@@ -367,7 +367,12 @@ impl Encoder {
                 return;
             }
         }
-        let dynamic = self.table.find(name, value);
+        // The dynamic table is searched only when it can help: for a full match when the field
+        // would be indexed, else for the name when the static table lacks it.
+        let dynamic = match (indexing, stat) {
+            (Indexing::Incremental, _) | (_, None) => self.table.find(name, value),
+            _ => None,
+        };
         if indexing == Indexing::Incremental {
             if let Some((i, true)) = dynamic {
                 encode_int(i, 7, 0x80, out);
