@@ -237,7 +237,8 @@ struct ResponseBuilder {
 impl ResponseBuilder {
     fn new() -> ResponseBuilder {
         ResponseBuilder {
-            fields: Fields::new(),
+            // A usual response head in one allocation each (no regrowth while decoding).
+            fields: Fields::with_capacity(256, 8),
             status: None,
             content_length: None,
             seen_regular: false,

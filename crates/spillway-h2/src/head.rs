@@ -20,6 +20,11 @@ impl Fields {
         Fields::default()
     }
 
+    /// An empty list with room for `bytes` of names and values in `fields` fields.
+    pub fn with_capacity(bytes: usize, fields: usize) -> Fields {
+        Fields { buf: Vec::with_capacity(bytes), spans: Vec::with_capacity(fields) }
+    }
+
     /// Appends a field.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let start = self.buf.len() as u32;
@@ -210,9 +215,10 @@ impl HeadBuilder {
         HeadBuilder {
             trailers,
             // A usual request head in one allocation each (no regrowth while decoding).
-            fields: Fields {
-                buf: Vec::with_capacity(if trailers { 64 } else { 512 }),
-                spans: Vec::with_capacity(if trailers { 2 } else { 16 }),
+            fields: if trailers {
+                Fields::with_capacity(64, 2)
+            } else {
+                Fields::with_capacity(512, 16)
             },
             method: None,
             scheme: None,
