@@ -26,6 +26,19 @@ const CHANGES: WatchMask = WatchMask::CLOSE_WRITE
     .union(WatchMask::DELETE)
     .union(WatchMask::ATTRIB);
 
+/// Events by which an entry of the directory came or went (a link swapped in or out).
+const RELINKED: EventMask = EventMask::MOVED_TO
+    .union(EventMask::MOVED_FROM)
+    .union(EventMask::CREATE)
+    .union(EventMask::DELETE);
+
+/// Which file `path` opens now, symlinks followed, and its last change: `None` if none.
+fn identity(path: &Path) -> Option<(u64, u64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+}
+
 /// A running watch; dropping it stops the task.
 pub struct ConfigWatch {
     task: tokio::task::JoinHandle<()>,
@@ -63,6 +76,8 @@ pub fn watch(path: &Path, reload: UnboundedSender<&'static str>) -> Result<Confi
     let mut stream = inotify.into_event_stream([0u8; 4096]).map_err(|e| format!("inotify: {e}"))?;
     let events = Arc::new(AtomicU64::new(0));
     let seen = events.clone();
+    let path = path.to_path_buf();
+    let mut last = identity(&path);
     let task = tokio::spawn(async move {
         while let Some(event) = stream.next().await {
             let event = match event {
@@ -73,11 +88,19 @@ pub fn watch(path: &Path, reload: UnboundedSender<&'static str>) -> Result<Confi
                 }
             };
             seen.fetch_add(1, Ordering::Relaxed);
-            // An overflowed queue may have lost the event that named the file.
-            let ours = event.name.as_deref() == Some(name.as_os_str())
-                || event.mask.contains(EventMask::Q_OVERFLOW);
-            if ours && reload.send("file change").is_err() {
-                return;
+            // An overflowed queue may have lost the event that named the file. An entry of the
+            // directory that came or went under another name may be a link on the way to the
+            // file (Kubernetes swaps a `..data` link): then what the path opens may have
+            // changed, which its identity tells.
+            let named = event.name.as_deref() == Some(name.as_os_str());
+            let ours = named
+                || event.mask.contains(EventMask::Q_OVERFLOW)
+                || (event.mask.intersects(RELINKED) && identity(&path) != last);
+            if ours {
+                last = identity(&path);
+                if reload.send("file change").is_err() {
+                    return;
+                }
             }
             if event.mask.contains(EventMask::IGNORED) {
                 tracing::warn!(dir = %dir.display(), "config directory gone: watch stopped");
@@ -149,6 +172,33 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(200), rx.recv()).await.is_err());
         drop(file);
         assert_eq!(next(&mut rx).await, Some("file change"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_swapped_link_on_the_way_to_the_file_is_seen() {
+        // Kubernetes' ConfigMap volume: spillway.yaml -> ..data/spillway.yaml, and an update
+        // renames a new `..data` link over the old one; nothing named spillway.yaml changes.
+        let dir = temp_dir("relinked");
+        for (version, workers) in [("..v1", 1), ("..v2", 2)] {
+            std::fs::create_dir(dir.join(version)).unwrap();
+            std::fs::write(
+                dir.join(version).join("spillway.yaml"),
+                format!("workers: {workers}\n"),
+            )
+            .unwrap();
+        }
+        std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/spillway.yaml", dir.join("spillway.yaml")).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watch = watch(&dir.join("spillway.yaml"), tx).unwrap();
+        // Another file coming and going is not a change.
+        std::fs::write(dir.join("other.log"), "x").unwrap();
+        std::fs::remove_file(dir.join("other.log")).unwrap();
+        std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        assert_eq!(next(&mut rx).await, Some("file change"));
+        assert!(rx.try_recv().is_err(), "one change, one reload request");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
