@@ -13,6 +13,36 @@ use http::HeaderMap;
 /// not grow and rehash the `HeaderMap` built with exactly the wire's fields.
 pub const ADDED_FIELDS: usize = 8;
 
+/// A field name as it came on the wire; gRPC's own names without an allocation (`http` copies
+/// a name that is not a standard header). `None` if `http` refuses it.
+pub fn wire_name(name: &[u8]) -> Option<HeaderName> {
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+    const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+    const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+    const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    match name {
+        b"grpc-status" => Some(GRPC_STATUS),
+        b"grpc-message" => Some(GRPC_MESSAGE),
+        b"grpc-encoding" => Some(GRPC_ENCODING),
+        b"grpc-accept-encoding" => Some(GRPC_ACCEPT_ENCODING),
+        b"grpc-timeout" => Some(GRPC_TIMEOUT),
+        _ => HeaderName::from_bytes(name).ok(),
+    }
+}
+
+/// A field value as it came on the wire; the values every gRPC call carries without an
+/// allocation. `None` if `http` refuses it.
+pub fn wire_value(value: &[u8]) -> Option<HeaderValue> {
+    match value {
+        b"0" => Some(HeaderValue::from_static("0")),
+        b"trailers" => Some(HeaderValue::from_static("trailers")),
+        b"application/grpc" => Some(HeaderValue::from_static("application/grpc")),
+        b"application/grpc+proto" => Some(HeaderValue::from_static("application/grpc+proto")),
+        _ => HeaderValue::from_bytes(value).ok(),
+    }
+}
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

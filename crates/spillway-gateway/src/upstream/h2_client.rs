@@ -567,30 +567,14 @@ fn fields_to_headers(fields: &Fields) -> Result<HeaderMap, H2ClientError> {
     Ok(map)
 }
 
-/// A response field name; gRPC's own names without an allocation (`http` copies a name that
-/// is not a standard header).
+/// A response field name; gRPC's own names without an allocation.
 fn header_name(name: &[u8]) -> Result<HeaderName, H2ClientError> {
-    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-    const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-    const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
-    const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
-    match name {
-        b"grpc-status" => Ok(GRPC_STATUS),
-        b"grpc-message" => Ok(GRPC_MESSAGE),
-        b"grpc-encoding" => Ok(GRPC_ENCODING),
-        b"grpc-accept-encoding" => Ok(GRPC_ACCEPT_ENCODING),
-        _ => HeaderName::from_bytes(name).map_err(|_| H2ClientError::BadResponseField),
-    }
+    crate::proxy::headers::wire_name(name).ok_or(H2ClientError::BadResponseField)
 }
 
 /// A response field value; the values every gRPC response carries without an allocation.
 fn header_value(value: &[u8]) -> Result<HeaderValue, H2ClientError> {
-    match value {
-        b"0" => Ok(HeaderValue::from_static("0")),
-        b"application/grpc" => Ok(HeaderValue::from_static("application/grpc")),
-        b"application/grpc+proto" => Ok(HeaderValue::from_static("application/grpc+proto")),
-        _ => HeaderValue::from_bytes(value).map_err(|_| H2ClientError::BadResponseField),
-    }
+    crate::proxy::headers::wire_value(value).ok_or(H2ClientError::BadResponseField)
 }
 
 /// The connection task.

@@ -48,8 +48,8 @@ pub fn request(head: &RequestHead, body: RequestBody) -> Result<Request<RequestB
     let headers = req.headers_mut();
     headers.reserve(fields.len() + crate::proxy::headers::ADDED_FIELDS);
     for (name, value) in fields.iter() {
-        let name = header::HeaderName::from_bytes(name).map_err(|_| BadHead)?;
-        let value = HeaderValue::from_bytes(value).map_err(|_| BadHead)?;
+        let name = crate::proxy::headers::wire_name(name).ok_or(BadHead)?;
+        let value = crate::proxy::headers::wire_value(value).ok_or(BadHead)?;
         headers.append(name, value);
     }
     Ok(req)
@@ -60,9 +60,8 @@ pub fn request(head: &RequestHead, body: RequestBody) -> Result<Request<RequestB
 pub fn trailers(fields: &spillway_h2::Fields) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(fields.len());
     for (name, value) in fields.iter() {
-        if let (Ok(n), Ok(v)) =
-            (header::HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-        {
+        let name = crate::proxy::headers::wire_name(name);
+        if let (Some(n), Some(v)) = (name, crate::proxy::headers::wire_value(value)) {
             map.append(n, v);
         }
     }
