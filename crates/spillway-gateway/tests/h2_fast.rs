@@ -342,3 +342,57 @@ routes: [{{ name: only, match: {{ path_prefix: /only }}, cluster: up }}]
     assert!(got.unwrap().is_empty(), "no body for HEAD");
     stop(gw).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_http2_clusters_on_one_listener_each_get_their_requests() {
+    // The route is first looked up on the decoded HTTP/2 head (a route to an HTTP/2 cluster
+    // skips the lean exchange's spelling), then again on the path taken: the two lookups must
+    // agree — by path, by a header match, with a query, bodiless or with a declared body.
+    let (one, one_state) = common::backend("one").await;
+    let (two, two_state) = common::backend("two").await;
+    let gw = gateway(&format!(
+        r#"
+workers: 1
+listeners:
+  - {{ name: public, address: "127.0.0.1:0", protocol: h2c }}
+clusters:
+  - {{ name: h1, endpoints: [{{ address: "{one}" }}], timeouts: {{ request: 5s }} }}
+  - {{ name: h2, protocol: http2, endpoints: [{{ address: "{two}" }}], timeouts: {{ request: 5s }} }}
+routes:
+  - {{ name: by-header, match: {{ path_prefix: /, headers: [{{ name: x-use, value: two }}] }}, cluster: h2 }}
+  - {{ name: by-path, match: {{ path_prefix: /h2/ }}, cluster: h2 }}
+  - {{ name: rest, match: {{ path_prefix: / }}, cluster: h1 }}
+"#
+    ));
+    let addr = gw.listener_address("public").unwrap();
+    let cases: [(&str, Option<&str>, bool, &str); 6] = [
+        ("/h2/a?q=1", None, false, "two"),
+        ("/h2/a", None, true, "two"),
+        ("/a", Some("two"), false, "two"),
+        ("/a", Some("one"), false, "one"),
+        ("/a?q=/h2/", None, false, "one"),
+        ("/b", None, true, "one"),
+    ];
+    for (path, use_header, with_body, want) in cases {
+        let mut req = if with_body { Request::post(path) } else { Request::get(path) };
+        if let Some(v) = use_header {
+            req = req.header("x-use", v);
+        }
+        let payload = if with_body { "some body" } else { "" };
+        let (status, _, got) = common::h2c(addr, req.body(body(payload)).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{path} {use_header:?}");
+        assert_eq!(got, want, "{path} x-use {use_header:?} body {with_body}");
+    }
+    assert_eq!((one_state.hits(), two_state.hits()), (3, 3));
+    // The gRPC shape (a body, trailers back) through the HTTP/2 cluster.
+    let req = Request::post("/grpc")
+        .header("x-use", "two")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body(&b"\0\0\0\0\x02hi"[..]))
+        .unwrap();
+    let (status, headers, _) = common::h2c(addr, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get("content-type").unwrap(), "application/grpc");
+    stop(gw).await;
+}
