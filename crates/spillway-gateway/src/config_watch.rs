@@ -125,17 +125,25 @@ mod tests {
         dir
     }
 
+    /// A directory with a config file in it, watched.
+    fn watched(
+        tag: &str,
+    ) -> (PathBuf, PathBuf, mpsc::UnboundedReceiver<&'static str>, ConfigWatch) {
+        let dir = temp_dir(tag);
+        let config = dir.join("spillway.yaml");
+        std::fs::write(&config, "workers: 1\n").unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let watch = watch(&config, tx).unwrap();
+        (dir, config, rx, watch)
+    }
+
     async fn next(rx: &mut mpsc::UnboundedReceiver<&'static str>) -> Option<&'static str> {
         tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten()
     }
 
     #[tokio::test]
     async fn writes_to_other_files_are_not_delivered_and_a_replaced_file_is_seen() {
-        let dir = temp_dir("siblings");
-        let config = dir.join("spillway.yaml");
-        std::fs::write(&config, "workers: 1\n").unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let watch = watch(&config, tx).unwrap();
+        let (dir, config, mut rx, watch) = watched("siblings");
 
         // Two logs next to the config, open and written many times: no event per write. (Taking
         // turns, so that the kernel could not merge the events of successive writes.)
@@ -158,11 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_written_in_place_is_seen_once_closed() {
-        let dir = temp_dir("in-place");
-        let config = dir.join("spillway.yaml");
-        std::fs::write(&config, "workers: 1\n").unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let _watch = watch(&config, tx).unwrap();
+        let (dir, config, mut rx, _watch) = watched("in-place");
         let mut file =
             std::fs::OpenOptions::new().write(true).truncate(true).open(&config).unwrap();
         file.write_all(b"workers: ").unwrap();
