@@ -1,6 +1,7 @@
 //! Watching the config file for edits (`spillway run` without `--no-watch`): a task on the
 //! control runtime reads inotify events for the file's directory and asks for a reload when
-//! one names the file.
+//! one names the file, or when an entry came or went under another name and the path now opens
+//! another file or a changed one (a link on the way to it was swapped, as Kubernetes does).
 //!
 //! The directory is watched, not the file, because editors and deploy tools replace a file by
 //! renaming another over it, which a watch on the old inode would miss. It is watched only for
