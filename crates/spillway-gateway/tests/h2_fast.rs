@@ -396,3 +396,50 @@ routes:
     assert_eq!(headers.get("content-type").unwrap(), "application/grpc");
     stop(gw).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_the_path_whichever_path_served_the_request() {
+    let (one, _) = common::backend("one").await;
+    let (two, _) = common::backend("two").await;
+    let log = common::temp_path("h2-access.log");
+    let gw = gateway(&format!(
+        r#"
+workers: 1
+listeners:
+  - {{ name: public, address: "127.0.0.1:0", protocol: h2c }}
+access_log: {{ path: "{}" }}
+clusters:
+  - {{ name: h1, endpoints: [{{ address: "{one}" }}], timeouts: {{ request: 5s }} }}
+  - {{ name: h2, protocol: http2, endpoints: [{{ address: "{two}" }}], timeouts: {{ request: 5s }} }}
+routes:
+  - {{ name: to-h2, match: {{ path_prefix: /h2/ }}, cluster: h2 }}
+  - {{ name: to-h1, match: {{ path_prefix: / }}, cluster: h1 }}
+"#,
+        log.display()
+    ));
+    let addr = gw.listener_address("public").unwrap();
+    for path in ["/h1/a?q=1", "/h2/b?q=2"] {
+        let (status, _, _) = common::h2c(addr, Request::get(path).body(body("")).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    common::eventually(Duration::from_secs(5), "two access-log lines", || {
+        lines().lines().count() == 2
+    })
+    .await;
+    let mut uris: Vec<(String, String)> = lines()
+        .lines()
+        .map(|l| {
+            let entry: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                entry["route"].as_str().unwrap().to_string(),
+                entry["uri"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    uris.sort();
+    let want = [("to-h1", "/h1/a?q=1"), ("to-h2", "/h2/b?q=2")]
+        .map(|(r, u)| (r.to_string(), u.to_string()));
+    assert_eq!(uris, want);
+    stop(gw).await;
+}

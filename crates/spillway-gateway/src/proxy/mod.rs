@@ -92,7 +92,16 @@ pub async fn handle(
     let snap = worker.snapshot();
     let host = route::request_host(req.uri(), req.headers());
     let route = snap.router.route(req.method(), host, req.uri().path(), req.headers());
-    let log = worker.shared.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
+    // HTTP/2 requests are logged with their `:path`, as the lean exchange logs them (the `Uri`
+    // built for them also holds the scheme and authority).
+    let log = worker.shared.access_log.is_some().then(|| {
+        let uri = req.uri();
+        let origin_form = (req.version() == http::Version::HTTP_2)
+            .then(|| uri.path_and_query())
+            .flatten()
+            .map(|p| p.as_str().to_string());
+        (req.method().clone(), origin_form.unwrap_or_else(|| uri.to_string()))
+    });
     // Phase edge: the listener's IP lists, then the route's (IP lists, request limits, CORS).
     let listener_ip = snap.config.listeners.get(conn.listener).and_then(|l| l.ip.as_ref());
     let edge = route.and_then(|r| snap.config.routes.get(r.index)).map(|c| &c.edge);
@@ -170,7 +179,6 @@ pub async fn handle(
         resp.headers_mut().append(name, value);
     }
     if let (Some(sink), Some((method, uri))) = (&worker.shared.access_log, log) {
-        let uri = uri.to_string();
         log_access(
             sink,
             &AccessEntry {
