@@ -23,9 +23,10 @@
 #   --ab BIN     also run BIN as `spillway-b` (same config, own ports) and print B/A ratios
 #   --perf SECS  after the rounds, `perf record -g` Spillway for SECS under the same load and
 #                print the top symbols (self time) to $OUT/perf-top.txt
-#   --idle N     instead of the load: memory per idle HTTP/2 connection — per target, the RSS
-#                of its processes before and after bench/hold_h2.py opens N connections (one
-#                request each) and holds them idle, divided by N
+#   --idle N     instead of the load: memory per idle connection — per target, the RSS of its
+#                processes before and after bench/hold_h2.py (with --h1: bench/hold_conns.py,
+#                HTTP/1.1 keep-alive) opens N connections (one request each) and holds them
+#                idle, divided by N
 # SPILLWAY_BIN=PATH overrides the binary; PERF_CALL_GRAPH=dwarf gives --perf user-space stacks.
 # Needs: nginx, haproxy, h2load, openssl, python3
 # (apt-get install -y nginx haproxy nghttp2-client openssl python3; perf for --perf).
@@ -321,7 +322,7 @@ rss_kib() { # pids... -> VmRSS summed, KiB
 if [ "$IDLE" != 0 ]; then
     tls_flag=(); [ "$TLS" = 1 ] && tls_flag=(--tls)
     printf '
-Memory per idle HTTP/2 connection (%s, %s connections, one request each)
+Memory per idle connection (%s, %s connections, one request each)
 ' "$mode" "$IDLE"
     printf '%-11s %12s %12s %10s %12s %8s
 ' target "RSS before" "RSS held" "KiB/conn" "open/failed" closed
@@ -330,7 +331,8 @@ Memory per idle HTTP/2 connection (%s, %s connections, one request each)
         # shellcheck disable=SC2046
         before=$(rss_kib $(pids_of "$t"))
         holder_out=$OUT/hold-$t.txt
-        python3 "$BENCH/hold_h2.py" --port "$port" -n "$IDLE" --max-seconds 120 "${tls_flag[@]}" >"$holder_out" 2>&1 &
+        holder_script=hold_h2.py; [ "$H1" = 1 ] && holder_script=hold_conns.py
+        python3 "$BENCH/$holder_script" --port "$port" -n "$IDLE" --max-seconds 120 "${tls_flag[@]}" >"$holder_out" 2>&1 &
         holder=$!
         for _ in $(seq 600); do grep -q '^READY' "$holder_out" 2>/dev/null && break; sleep 0.1; done
         sleep 2

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Open N HTTP/1.1 keep-alive connections to a proxy, make one request on each, then hold them
-idle until SIGTERM/SIGINT, so the caller can measure the proxy's memory per idle connection.
+"""Open N HTTP/1.1 keep-alive connections to a proxy (plain, or TLS with ALPN http/1.1 when
+--tls), make one request on each, then hold them idle until SIGTERM/SIGINT, so the caller can
+measure the proxy's memory per idle connection.
 
-Used by bench/proxy.sh. Prints "READY <open> <failed>" once all connections are set up, and on
+Used by bench/proxy.sh and bench/h2.sh --tls --h1 --idle N. Prints "READY <open> <failed>" once all connections are set up, and on
 exit "CLOSED_BY_PEER <n>" (connections the proxy closed while we held them). Sockets close
 with SO_LINGER 0 (RST) so thousands of client ports are not left in TIME_WAIT.
 """
@@ -11,14 +12,15 @@ import argparse
 import asyncio
 import signal
 import socket
+import ssl
 import struct
 import sys
 
 
-async def one(host, port, path, sem, conns, stats):
+async def one(host, port, path, tls, sem, conns, stats):
     async with sem:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=tls), 10)
         except (OSError, asyncio.TimeoutError):
             stats["failed"] += 1
             return
@@ -51,7 +53,14 @@ async def main():
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--parallel", type=int, default=256)
     ap.add_argument("--max-seconds", type=float, default=120.0, help="hard upper bound on runtime")
+    ap.add_argument("--tls", action="store_true", help="TLS (certificate not checked), ALPN http/1.1")
     args = ap.parse_args()
+    tls = None
+    if args.tls:
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.set_alpn_protocols(["http/1.1"])
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,7 +71,7 @@ async def main():
     sem = asyncio.Semaphore(args.parallel)
     conns = []
     stats = {"failed": 0, "non200": 0}
-    await asyncio.gather(*(one(args.host, args.port, args.path, sem, conns, stats) for _ in range(args.n)))
+    await asyncio.gather(*(one(args.host, args.port, args.path, tls, sem, conns, stats) for _ in range(args.n)))
     print(f"READY {len(conns)} {stats['failed']} {stats['non200']}", flush=True)
 
     await stop.wait()
