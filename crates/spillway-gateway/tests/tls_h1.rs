@@ -191,3 +191,30 @@ async fn a_listener_asking_for_client_certificates_stays_on_hyper() {
     assert!(head.contains("x-spelled"), "hyper's path (it lower-cases): {head}");
     tls.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_past_the_read_buffer_are_all_answered() {
+    // Ten requests of exactly 1 KiB in one write: one read buffer (4 KiB) takes four whole
+    // ones, and the TLS layer still holds the rest once they are served. An idle connection
+    // waits on the socket only when the TLS layer holds nothing; here it must read on, or the
+    // client (which sent everything) would wait forever.
+    let up = raw_backend(upstream_reply).await;
+    let tls = start(up.addr, "");
+    let mut io = tls.connect().await;
+    let pad = "x".repeat(1024 - "GET /p0 HTTP/1.1\r\nhost: localhost\r\nx-pad: \r\n\r\n".len());
+    let batch: String = (0..10)
+        .map(|i| format!("GET /p{i} HTTP/1.1\r\nhost: localhost\r\nx-pad: {pad}\r\n\r\n"))
+        .collect();
+    io.write_all(batch.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !(0..10).all(|i| find(&got, format!("GET /p{i} 0").as_bytes()).is_some()) {
+        let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut chunk))
+            .await
+            .expect("every answer in time")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    tls.stop().await;
+}

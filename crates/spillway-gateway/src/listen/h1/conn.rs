@@ -168,8 +168,8 @@ pub async fn serve(
 
 /// Serves one HTTP/1.1 connection over TLS (ALPN `http/1.1`, or none) until it closes; or
 /// gives it back, with the bytes already read, when it needs hyper. Between requests the
-/// connection waits in a read parked on its sweep slot (the TLS layer keeps state of its own,
-/// so there is no dormancy and the read buffer stays).
+/// connection waits parked on its sweep slot for the socket to be readable, holding no read
+/// buffer (the TLS layer keeps state of its own, so there is no dormancy).
 pub async fn serve_tls(
     worker: &Worker,
     listener: &ListenerConfig,
@@ -181,9 +181,17 @@ pub async fn serve_tls(
     let mut carry: Option<Buf> = None;
     loop {
         if carry.is_none() {
-            let mut buf = worker.lean.take_buf();
             let now = worker.shared.now().as_nanos();
             let idle_until = now.saturating_add(duration_nanos(listener.idle_timeout));
+            // Idle without a read buffer: while the TLS layer holds no plaintext (it asks for
+            // more TLS bytes), the socket's readiness is what the next request waits on.
+            if stream.get_ref().1.wants_read() {
+                let ready = wait_for_bytes(worker, slot.index, stream.get_ref().0, idle_until, 0);
+                if ready.await.is_err() {
+                    break;
+                }
+            }
+            let mut buf = worker.lean.take_buf();
             match read_parked(worker, slot.index, &mut stream, &mut buf, idle_until).await {
                 Ok(n) if n > 0 => carry = Some(buf),
                 // The client closed, a read failed, the idle timeout passed, or shutdown.
