@@ -262,25 +262,9 @@ async fn a_body_that_does_not_arrive_whole_in_time_gets_408() {
     let gw = gateway_to(up.addr, ", request_limits: { body_timeout: 300ms }");
     let addr = gw.listener_address("public").unwrap();
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut out = spillway_h2::PREFACE.to_vec();
-    Frame::Settings { ack: false, params: &[] }.encode(&mut out);
-    let mut block = Vec::new();
-    let mut encoder = spillway_h2::hpack::Encoder::new(4096);
     let authority = addr.to_string();
-    for (n, v) in [(":method", "POST"), (":scheme", "http"), (":path", "/slow")] {
-        encoder.encode_field(n.as_bytes(), v.as_bytes(), &mut block);
-    }
-    encoder.encode_field(b":authority", authority.as_bytes(), &mut block);
-    encoder.encode_field(b"content-length", b"10", &mut block);
-    Frame::Headers {
-        stream: 1,
-        end_stream: false,
-        end_headers: true,
-        priority: None,
-        block: &block,
-        padding: None,
-    }
-    .encode(&mut out);
+    let mut out =
+        common::h2_opening("POST", "/slow", &authority, &[("content-length", "10")], false);
     Frame::Data { stream: 1, end_stream: false, data: b"12345", padding: None }.encode(&mut out);
     raw.write_all(&out).await.unwrap();
     // The answer: the :status of the first HEADERS frame on stream 1.

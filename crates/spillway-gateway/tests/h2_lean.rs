@@ -372,29 +372,11 @@ fn http2_server_accepts_lean_or_hyper_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_silent_with_a_request_in_flight_is_pinged_then_dropped() {
-    use spillway_h2::frame::Frame;
     let (b, state) = backend("b").await;
     let gw = gateway_to(b, "protocol: h2c, timeouts: { idle: 300ms }");
     let addr = gw.listener_address("public").unwrap();
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut out = spillway_h2::PREFACE.to_vec();
-    Frame::Settings { ack: false, params: &[] }.encode(&mut out);
-    let mut block = Vec::new();
-    let mut encoder = spillway_h2::hpack::Encoder::new(4096);
-    let authority = addr.to_string();
-    for (n, v) in [(":method", "GET"), (":scheme", "http"), (":path", "/hold")] {
-        encoder.encode_field(n.as_bytes(), v.as_bytes(), &mut block);
-    }
-    encoder.encode_field(b":authority", authority.as_bytes(), &mut block);
-    Frame::Headers {
-        stream: 1,
-        end_stream: true,
-        end_headers: true,
-        priority: None,
-        block: &block,
-        padding: None,
-    }
-    .encode(&mut out);
+    let out = common::h2_opening("GET", "/hold", &addr.to_string(), &[], true);
     raw.write_all(&out).await.unwrap();
     let seen = state.clone();
     eventually(Duration::from_secs(5), "the request is held", move || seen.arrived().len() == 1)

@@ -372,3 +372,35 @@ pub fn write_temp(name: &str, text: &str) -> String {
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
+
+/// What a raw HTTP/2 client sends first: the preface, an empty SETTINGS, and the HEADERS of
+/// stream 1 (`method`, `:scheme` http, `path`, `:authority`, then `fields`), ending the stream
+/// when `end_stream`.
+pub fn h2_opening(
+    method: &str,
+    path: &str,
+    authority: &str,
+    fields: &[(&str, &str)],
+    end_stream: bool,
+) -> Vec<u8> {
+    use spillway_h2::frame::Frame;
+    let mut out = spillway_h2::PREFACE.to_vec();
+    Frame::Settings { ack: false, params: &[] }.encode(&mut out);
+    let mut block = Vec::new();
+    let mut encoder = spillway_h2::hpack::Encoder::new(4096);
+    let pseudo =
+        [(":method", method), (":scheme", "http"), (":path", path), (":authority", authority)];
+    for (n, v) in pseudo.iter().chain(fields) {
+        encoder.encode_field(n.as_bytes(), v.as_bytes(), &mut block);
+    }
+    Frame::Headers {
+        stream: 1,
+        end_stream,
+        end_headers: true,
+        priority: None,
+        block: &block,
+        padding: None,
+    }
+    .encode(&mut out);
+    out
+}
