@@ -329,9 +329,9 @@ routes: [{{ name: only, match: {{ path_prefix: /only }}, cluster: up }}]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_http2_clusters_on_one_listener_each_get_their_requests() {
-    // The route is first looked up on the decoded HTTP/2 head (a route to an HTTP/2 cluster
-    // skips the lean exchange's spelling), then again on the path taken: the two lookups must
-    // agree — by path, by a header match, with a query, bodiless or with a declared body.
+    // The route is looked up on the decoded HTTP/2 head, before anything is spelled (a route to
+    // an HTTP/2 cluster goes to the general path at once): each request must reach its cluster
+    // — by path, by a header match, with a query, bodiless or with a declared body.
     let (one, one_state) = common::backend("one").await;
     let (two, two_state) = common::backend("two").await;
     let gw = gateway(&format!(

@@ -1522,7 +1522,7 @@ impl<D: Downstream> Conn<'_, D> {
 }
 
 /// The route of a request whose head was parsed from `head_bytes`.
-pub(crate) fn route_of<'s>(
+fn route_of<'s>(
     snap: &'s Snapshot,
     head_bytes: &[u8],
     head: &RequestHead,

@@ -2,8 +2,8 @@
 //! serves — proxied by the lean exchange of [`crate::listen::h1::conn`], as an HTTP/1.1
 //! request would be: no `http::Request`, no `HeaderMap`, no boxed proxy future.
 //!
-//! The decoded head is spelled once as an HTTP/1.1 head into a worker buffer and parsed in
-//! place; from there routing, the edge, admission, deadlines, retries, the pooled upstream
+//! The decoded head is routed, then spelled once as an HTTP/1.1 head into a worker buffer and
+//! parsed in place; from there the edge, admission, deadlines, retries, the pooled upstream
 //! socket, metrics and the access log are the lean path's own code. Only the answer differs:
 //! `H2Stream` turns the upstream's head into HEADERS and its body (chunked framing decoded)
 //! into DATA within the stream's send window. Anything else — a request with a body, a route
@@ -15,7 +15,7 @@ use super::shared::{ConnShared, Inbox, SharedInbox};
 use super::stream;
 use crate::listen::h1::buffer::Buf;
 use crate::listen::h1::conn::{
-    lean_serves, route_of, timed, ClientAddr, Conn, Downstream, Due, Flow, IdleSlot, LocalResponse,
+    lean_serves, timed, ClientAddr, Conn, Downstream, Due, Flow, IdleSlot, LocalResponse,
     ReadRequest, ResponseStart, Timer,
 };
 use crate::listen::h1::head::{
@@ -120,7 +120,10 @@ async fn serve_lean(
     let start = worker.shared.now();
     let snap = worker.snapshot();
     let Some(listener) = snap.config.listeners.get(info.listener) else { return false };
-    if for_general_path(&snap, head) {
+    // Routed before anything is spelled: a route the lean exchange does not serve (an HTTP/2
+    // cluster, as for gRPC) goes to the general path at once.
+    let route = decoded_route(&snap, head);
+    if route.is_some_and(|r| !lean_serves(&snap, r)) {
         return false;
     }
     let lean = &worker.lean;
@@ -141,15 +144,13 @@ async fn serve_lean(
         _ => None,
     };
     let body_len = h1.as_ref().map_or(0, |h1| h1.content_length);
-    let route = h1.as_ref().and_then(|h1| route_of(&snap, buf.filled(), h1, &fields));
     // A body over the route's limit gets its 413 from the general path.
-    let max_body = |r: &crate::route::Route| {
+    let max_body = |r: &route::Route| {
         snap.config.routes.get(r.index).map_or(listener.max_body_bytes, |c| {
             crate::edge::max_body(listener.max_body_bytes, &c.edge)
         })
     };
-    let served = |r: &crate::route::Route| lean_serves(&snap, r) && body_len <= max_body(r);
-    let Some(h1) = h1.filter(|_| route.is_none_or(served)) else {
+    let Some(h1) = h1.filter(|_| route.is_none_or(|r| body_len <= max_body(r))) else {
         lean.give_buf(buf);
         lean.give_fields(fields);
         return false;
@@ -215,23 +216,17 @@ async fn serve_lean(
     true
 }
 
-/// Whether the decoded head routes to a route the lean exchange does not serve (an HTTP/2
-/// cluster, as for gRPC): known before anything is spelled or parsed. Routed as the spelled
-/// head would be (`host` field, else `:authority`; the path before `?`) but only to skip
-/// work: when it says no, the spelled head is routed again, and the general path serves any
-/// request this sends it.
-fn for_general_path(snap: &Snapshot, head: &RequestHead) -> bool {
-    let Ok(method) = Method::from_bytes(head.method()) else { return false };
+/// The route of the decoded head, looked up as the lean HTTP/1.1 path looks one up (`host`
+/// field, else `:authority`, without its port; the path before `?`; text that is not UTF-8
+/// as empty). Header matches see a field's first value, as on the general path (so a match
+/// on `cookie` sees the first crumb, not the crumbs joined as they are sent upstream).
+fn decoded_route<'s>(snap: &'s Snapshot, head: &RequestHead) -> Option<&'s route::Route> {
+    let method = Method::from_bytes(head.method()).ok()?;
     let host = head.fields().get(b"host").or(head.authority()).unwrap_or_default();
-    let Some(path) = head.path() else { return false };
-    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-    let (Ok(host), Ok(path)) = (std::str::from_utf8(host), std::str::from_utf8(path)) else {
-        return false;
-    };
-    let fields = DecodedFields(head.fields());
-    snap.router
-        .route(&method, route::host_without_port(host), path, &fields)
-        .is_some_and(|r| !lean_serves(snap, r))
+    let path = head.path()?.split(|&b| b == b'?').next().unwrap_or_default();
+    let text = |bytes| std::str::from_utf8(bytes).unwrap_or("");
+    let host = route::host_without_port(text(host));
+    snap.router.route(&method, host, text(path), &DecodedFields(head.fields()))
 }
 
 /// Route header matches on a decoded HTTP/2 head (first value of a field).
