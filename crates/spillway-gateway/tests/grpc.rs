@@ -194,11 +194,26 @@ async fn through_gateway(
     backend: std::net::SocketAddr,
     server: &str,
 ) -> (spillway_gateway::Gateway, tonic::client::Grpc<tonic::transport::Channel>) {
+    through_gateway_with(backend, server, "lean", "max_body_bytes: 1048576", "10s").await
+}
+
+/// The cluster's HTTP/2 clients (`http2_client`).
+const CLIENTS: [&str; 2] = ["lean", "hyper"];
+
+/// As [`through_gateway`], with the cluster's `http2_client`, the listener's `limits` and the
+/// cluster's request timeout.
+async fn through_gateway_with(
+    backend: std::net::SocketAddr,
+    server: &str,
+    client: &str,
+    limits: &str,
+    request_timeout: &str,
+) -> (spillway_gateway::Gateway, tonic::client::Grpc<tonic::transport::Channel>) {
     let yaml = format!(
         r#"
 workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c, http2_server: {server} }}]
-clusters: [{{ name: echo, protocol: http2, endpoints: [{{ address: "{backend}" }}], timeouts: {{ request: 10s }} }}]
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c, http2_server: {server}, limits: {{ {limits} }} }}]
+clusters: [{{ name: echo, protocol: http2, http2_client: {client}, endpoints: [{{ address: "{backend}" }}], timeouts: {{ request: {request_timeout} }} }}]
 routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
 "#
     );
@@ -507,5 +522,120 @@ async fn client_streaming_messages_reach_the_server_before_the_stream_ends() {
 async fn bidirectional_streaming_ping_pong_and_an_error_status_mid_call() {
     for server in SERVERS {
         bidirectional_streaming_ping_pong_and_an_error_status_mid_call_on(server).await;
+    }
+}
+
+/// `max_body_bytes` bounds each message of a gRPC call, not the stream: a long ping-pong whose
+/// messages add up to far more passes, and the first larger message ends the call with
+/// RESOURCE_EXHAUSTED — as trailers on a response already under way, as a trailers-only
+/// answer when nothing was answered yet.
+async fn the_body_limit_bounds_each_grpc_message_not_the_stream_on(server: &str, upstream: &str) {
+    eprintln!("http2_server: {server}, http2_client: {upstream}");
+    let backend = serve(EchoServer::default()).await;
+    let (gw, mut client) =
+        through_gateway_with(backend, server, upstream, "max_body_bytes: 64", "10s").await;
+    let chat = http::uri::PathAndQuery::from_static("/test.Echo/Chat");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let word = |i: usize| format!("{i:02} {}", "x".repeat(40));
+    tx.send(request(&word(0))).await.unwrap();
+    client.ready().await.unwrap();
+    let mut replies = client
+        .streaming(tonic::Request::new(ReceiverStream::new(rx)), chat, codec())
+        .await
+        .unwrap()
+        .into_inner();
+    // 30 messages of 45 bytes: ~1.4 KiB through a 64-byte limit.
+    for i in 0..30 {
+        assert_eq!(next(&mut replies).await.unwrap(), Some(format!("echo: {}", word(i))));
+        if i < 29 {
+            tx.send(request(&word(i + 1))).await.unwrap();
+        }
+    }
+    tx.send(request(&"y".repeat(100))).await.unwrap();
+    let status = next(&mut replies).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.message(), "request message larger than the gateway's limit");
+    drop(tx);
+
+    // A unary call with a message over the limit: nothing was answered, so trailers-only.
+    client.ready().await.unwrap();
+    let say = http::uri::PathAndQuery::from_static("/test.Echo/Say");
+    let status = client
+        .unary(tonic::Request::new(request(&"z".repeat(100))), say.clone(), codec())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.message(), "body_too_large");
+    // And the connection goes on serving.
+    client.ready().await.unwrap();
+    let reply = client.unary(tonic::Request::new(request("small")), say, codec()).await;
+    assert_eq!(reply.unwrap().into_inner().message, "echo: small");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_limit_bounds_each_grpc_message_not_the_stream() {
+    for server in SERVERS {
+        for upstream in CLIENTS {
+            the_body_limit_bounds_each_grpc_message_not_the_stream_on(server, upstream).await;
+        }
+    }
+}
+
+/// The gateway's own failures reach a gRPC caller as the status it acts on: the request's
+/// time spent before an answer is DEADLINE_EXCEEDED (not the UNAVAILABLE an HTTP 504 would
+/// read as), and so is the time spent while a response streams (trailers, not a reset); a
+/// path no route takes is UNIMPLEMENTED.
+async fn gateway_failures_reach_grpc_callers_as_grpc_statuses_on(server: &str, upstream: &str) {
+    eprintln!("http2_server: {server}, http2_client: {upstream}");
+    let echo = EchoServer::default();
+    let gates = echo.0.clone();
+    let backend = serve(echo).await;
+    let limits = "max_body_bytes: 1048576";
+    let (gw, mut client) = through_gateway_with(backend, server, upstream, limits, "300ms").await;
+
+    // Client streaming whose client never ends its stream: no answer within the timeout.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request("waiting")).await.unwrap();
+    client.ready().await.unwrap();
+    let join = http::uri::PathAndQuery::from_static("/test.Echo/Join");
+    let status = client
+        .client_streaming(tonic::Request::new(ReceiverStream::new(rx)), join, codec())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "upstream_timeout");
+    drop(tx);
+
+    // Server streaming: one message, then the server waits past the timeout.
+    gates.count_next.add_permits(1);
+    client.ready().await.unwrap();
+    let count = http::uri::PathAndQuery::from_static("/test.Echo/Count");
+    let mut replies = client
+        .server_streaming(tonic::Request::new(request("2")), count, codec())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut replies).await.unwrap().as_deref(), Some("1"));
+    let status = next(&mut replies).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "deadline exceeded at the gateway");
+
+    // No route: UNIMPLEMENTED, named.
+    client.ready().await.unwrap();
+    let elsewhere = http::uri::PathAndQuery::from_static("/other.Service/Call");
+    let status =
+        client.unary(tonic::Request::new(request("hi")), elsewhere, codec()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert_eq!(status.message(), "no_route");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_failures_reach_grpc_callers_as_grpc_statuses() {
+    for server in SERVERS {
+        for upstream in CLIENTS {
+            gateway_failures_reach_grpc_callers_as_grpc_statuses_on(server, upstream).await;
+        }
     }
 }

@@ -62,12 +62,12 @@ impl Body for RequestBody {
 pub enum ProxyBody {
     /// No body.
     Empty,
-    /// A downstream body streamed through, cut off with an error past `remaining` bytes.
+    /// A downstream body streamed through, cut off with [`BodyTooLarge`] past its limit.
     Incoming {
         /// The downstream body.
         inner: RequestBody,
-        /// Bytes still allowed (the listener's `max_body_bytes`).
-        remaining: u64,
+        /// What the listener's `max_body_bytes` still lets through.
+        limit: BodyLimit,
     },
     /// A body teed to a traffic recorder as it streams (see `crate::record`).
     Recorded(Box<TeeBody>),
@@ -77,15 +77,69 @@ pub enum ProxyBody {
     /// A body read in full and kept, so that a retry can send it again (`None` once sent).
     Buffered(Option<Bytes>),
     /// The frames already read from a body of unknown length, then the rest of it (cut off
-    /// past `remaining` bytes, as `Incoming`).
+    /// past its limit, as `Incoming`; the frames read ahead count in it).
     Prefixed {
         /// Frames read ahead.
         frames: std::collections::VecDeque<Frame<Bytes>>,
         /// The rest of the downstream body.
         inner: RequestBody,
-        /// Bytes still allowed after the frames.
-        remaining: u64,
+        /// What the listener's `max_body_bytes` still lets through.
+        limit: BodyLimit,
     },
+}
+
+/// How the listener's `max_body_bytes` applies to a streamed request body.
+#[derive(Debug, Clone)]
+pub enum BodyLimit {
+    /// To the whole body: the bytes still allowed.
+    Total(u64),
+    /// To each message of a gRPC call, however many the stream carries.
+    PerMessage(super::grpc::MessageLimit),
+}
+
+impl BodyLimit {
+    /// The limit `max` for a request body: per message for a gRPC call, else for the whole.
+    pub fn for_request(max: u64, grpc: bool) -> BodyLimit {
+        if grpc {
+            BodyLimit::PerMessage(super::grpc::MessageLimit::new(max))
+        } else {
+            BodyLimit::Total(max)
+        }
+    }
+
+    /// For a per-message limit, its [`refusal`](super::grpc::MessageLimit::refusal).
+    pub fn message_refusal(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        match self {
+            BodyLimit::Total(_) => None,
+            BodyLimit::PerMessage(messages) => Some(messages.refusal()),
+        }
+    }
+
+    /// Takes the next piece of the body, or refuses it (and the body) as over the limit.
+    fn admit(&mut self, data: &[u8]) -> Result<(), BodyTooLarge> {
+        match self {
+            BodyLimit::Total(remaining) => {
+                let len = data.len() as u64;
+                if len > *remaining {
+                    return Err(BodyTooLarge);
+                }
+                *remaining -= len;
+                Ok(())
+            }
+            BodyLimit::PerMessage(messages) => messages.admit(data),
+        }
+    }
+
+    /// `frame`, or [`BodyTooLarge`] when its data passes the limit.
+    fn check(&mut self, frame: Frame<Bytes>) -> Result<Frame<Bytes>, BoxError> {
+        match frame.data_ref() {
+            Some(data) => match self.admit(data) {
+                Ok(()) => Ok(frame),
+                Err(e) => Err(Box::new(e)),
+            },
+            None => Ok(frame),
+        }
+    }
 }
 
 /// A streamed request body with its deadline.
@@ -115,22 +169,11 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
-            ProxyBody::Incoming { inner, remaining } => {
-                match ready!(Pin::new(inner).poll_frame(cx)) {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            let len = data.len() as u64;
-                            if len > *remaining {
-                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
-                            }
-                            *remaining -= len;
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
-                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
-                    None => Poll::Ready(None),
-                }
-            }
+            ProxyBody::Incoming { inner, limit } => match ready!(Pin::new(inner).poll_frame(cx)) {
+                Some(Ok(frame)) => Poll::Ready(Some(limit.check(frame))),
+                Some(Err(e)) => Poll::Ready(Some(Err(e))),
+                None => Poll::Ready(None),
+            },
             ProxyBody::Recorded(tee) => Pin::new(&mut **tee).poll_frame(cx),
             ProxyBody::Deadline(timed) => {
                 if let Poll::Ready(frame) = Pin::new(&mut timed.inner).poll_frame(cx) {
@@ -140,21 +183,12 @@ impl Body for ProxyBody {
                 Poll::Ready(Some(Err(Box::new(BodyTimedOut))))
             }
             ProxyBody::Buffered(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Prefixed { frames, inner, remaining } => {
+            ProxyBody::Prefixed { frames, inner, limit } => {
                 if let Some(frame) = frames.pop_front() {
-                    return Poll::Ready(Some(Ok(frame)));
+                    return Poll::Ready(Some(limit.check(frame)));
                 }
                 match ready!(Pin::new(inner).poll_frame(cx)) {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            let len = data.len() as u64;
-                            if len > *remaining {
-                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
-                            }
-                            *remaining -= len;
-                        }
-                        Poll::Ready(Some(Ok(frame)))
-                    }
+                    Some(Ok(frame)) => Poll::Ready(Some(limit.check(frame))),
                     Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => Poll::Ready(None),
                 }
@@ -294,6 +328,9 @@ enum Kind {
         deadline: tokio::time::Instant,
         /// Armed only when the body first has to wait (most bodies never do).
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        /// A gRPC call's request-message refusal: a cut the gateway makes ends the call with a
+        /// `grpc-status` in trailers (see [`ResponseBody::ending_cuts_with_grpc_status`]).
+        grpc: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     },
     /// A body whose copy is kept when it ends cleanly (`stale_on_error`).
     Captured(Box<super::stale::CaptureBody<ResponseBody>>),
@@ -388,7 +425,24 @@ impl ResponseBody {
         conn: Option<PooledH1>,
         deadline: tokio::time::Instant,
     ) -> ResponseBody {
-        ResponseBody { kind: Kind::Upstream { inner, conn, deadline, timer: None }, active: None }
+        ResponseBody {
+            kind: Kind::Upstream { inner, conn, deadline, timer: None, grpc: None },
+            active: None,
+        }
+    }
+
+    /// This body, for a gRPC call: when the gateway cuts it (a request message over the body
+    /// limit, the request's time spent), it ends with trailers giving the caller the
+    /// `grpc-status` (`grpc::cut_trailers`) rather than with a reset. `message_refused` is the
+    /// call's [`MessageLimit::refusal`](super::grpc::MessageLimit::refusal).
+    pub fn ending_cuts_with_grpc_status(
+        mut self,
+        message_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> ResponseBody {
+        if let Kind::Upstream { grpc, .. } = &mut self.kind {
+            *grpc = Some(message_refused);
+        }
+        self
     }
 
     /// This body, with its bytes (up to `limit`) handed to `on_complete` when it ends cleanly
@@ -431,7 +485,7 @@ impl Body for ResponseBody {
         let frame = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Kind::Captured(inner) => ready!(Pin::new(&mut **inner).poll_frame(cx)),
-            Kind::Upstream { inner, conn, deadline, timer } => {
+            Kind::Upstream { inner, conn, deadline, timer, grpc } => {
                 let frame = match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
@@ -440,10 +494,19 @@ impl Body for ResponseBody {
                         ready!(timer.as_mut().poll(cx));
                         // Cut: the connection is in an unknown state, so it is not pooled.
                         conn.take();
-                        this.active.take();
-                        return Poll::Ready(Some(Err(ResponseBodyError::Timeout)));
+                        Some(Err(ResponseBodyError::Timeout))
                     }
                 };
+                if let (Some(message_refused), Some(Err(e))) = (grpc.as_deref(), &frame) {
+                    if let Some(cut) = super::grpc::cut_of(e, message_refused) {
+                        // The upstream's stream goes with its body (reset, not pooled).
+                        this.kind = Kind::Full(None);
+                        this.active.take();
+                        return Poll::Ready(Some(Ok(Frame::trailers(super::grpc::cut_trailers(
+                            cut,
+                        )))));
+                    }
+                }
                 match &frame {
                     None => {
                         if let Some(c) = conn.take() {

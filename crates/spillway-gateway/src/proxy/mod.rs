@@ -18,6 +18,7 @@ pub mod body;
 pub mod cache;
 pub mod conn_info;
 pub mod errors;
+pub mod grpc;
 pub mod headers;
 pub mod stale;
 pub mod worker;
@@ -29,7 +30,7 @@ use crate::config::{Balance, UpstreamProtocol};
 use crate::policy::retry::{TryFailure, TryResult};
 use crate::proxy::access_log::{log_access, AccessEntry};
 use crate::proxy::body::{
-    ActiveGuard, BodyTooLarge, ProxyBody, RequestBody, ResponseBody, UpstreamBody,
+    ActiveGuard, BodyLimit, BodyTooLarge, ProxyBody, RequestBody, ResponseBody, UpstreamBody,
 };
 use crate::proxy::headers::{strip_hop_by_hop, ConnectionOptions};
 use crate::proxy::stale::StaleKey;
@@ -66,6 +67,7 @@ fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(Bytes::from_static(error.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.extensions_mut().insert(grpc::LocalError::from_body(error));
     resp
 }
 
@@ -92,6 +94,10 @@ pub async fn handle(
     let snap = worker.snapshot();
     let host = route::request_host(req.uri(), req.headers());
     let route = snap.router.route(req.method(), host, req.uri().path(), req.headers());
+    // A gRPC caller gets the gateway's own answers as a `grpc-status` (`grpc::local_answer`).
+    let grpc = crate::policy::render::is_grpc(
+        req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+    );
     // HTTP/2 requests are logged with their `:path`, as the lean exchange logs them (the `Uri`
     // built for them also holds the scheme and authority).
     let log = worker.shared.access_log.is_some().then(|| {
@@ -195,6 +201,8 @@ pub async fn handle(
             },
         );
     }
+    // After the log and the route's counters, which keep the gateway's HTTP status.
+    let resp = if grpc { grpc::local_answer(resp) } else { resp };
     Ok(resp.map(|b| b.tracked(active)))
 }
 
@@ -218,6 +226,7 @@ fn edge_response(answer: crate::edge::EdgeAnswer) -> Response<ResponseBody> {
     if !answer.body.is_empty() {
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.extensions_mut().insert(grpc::LocalError::from_body(answer.body));
     }
     for (name, value) in answer.headers {
         resp.headers_mut().append(name, value);
@@ -278,9 +287,13 @@ async fn proxy(
     // How long a body read in full may take: what is left of the request, at most the route's
     // `body_timeout`.
     let body_wait = |left: Duration| body_timeout.map_or(left, |t| t.min(left));
+    // A gRPC call's limit is per message (`grpc::MessageLimit`), checked as the body streams.
+    let grpc = crate::policy::render::is_grpc(
+        req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+    );
     // hyper has parsed `Content-Length` already: its exact size hint saves a header lookup.
     if let Some(len) = http_body::Body::size_hint(req.body()).exact() {
-        if len > max_body {
+        if len > max_body && !grpc {
             return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE), None);
         }
     }
@@ -307,9 +320,6 @@ async fn proxy(
                     let class = crate::policy::classify(gate.and_then(|g| g.route), &view).class;
                     let refusal = crate::policy::Refusal::from(rejection);
                     snap.policies.count_refusal(route.index, class, &refusal);
-                    let grpc = crate::policy::render::is_grpc(
-                        req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
-                    );
                     return (refusal_response(&refusal, grpc), None);
                 }
             }
@@ -346,9 +356,6 @@ async fn proxy(
                 if let Some(fallback) = snap.policies.fallback(route.index, reason) {
                     return (rendered_response(fallback), None);
                 }
-                let grpc = crate::policy::render::is_grpc(
-                    req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
-                );
                 return (refusal_response(&refusal, grpc), None);
             }
         }
@@ -506,6 +513,8 @@ async fn proxy(
             parts.headers.remove(header::HOST);
         }
     }
+    let body_limit = BodyLimit::for_request(max_body, grpc);
+    let message_refusal = body_limit.message_refusal();
     let body = if body_is_empty(&body) {
         ProxyBody::Empty
     } else if keep_request && declared.is_none() {
@@ -535,9 +544,7 @@ async fn proxy(
                     return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BROADCAST_BODY), None);
                 }
                 (retry, failback, mirror) = (None, None, None);
-                let read: u64 =
-                    frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
-                ProxyBody::Prefixed { frames, inner, remaining: max_body.saturating_sub(read) }
+                ProxyBody::Prefixed { frames, inner, limit: body_limit }
             }
             Err(status) => {
                 drop(admitted);
@@ -566,7 +573,7 @@ async fn proxy(
             }
         }
     } else {
-        ProxyBody::Incoming { inner: body, remaining: max_body }
+        ProxyBody::Incoming { inner: body, limit: body_limit }
     };
     // A streamed body must arrive whole within the route's `body_timeout` (408 otherwise).
     let body = body.within(body_timeout);
@@ -849,7 +856,7 @@ async fn proxy(
         // Each try's outcome teaches outlier detection and the balancer (a body over the
         // client's limit is the client's fault: no outlier accounting).
         let try_result = match &done.result {
-            Err(e) if upstream_body_fault(e).is_some() => {
+            Err(e) if upstream_body_fault(e, message_refusal.as_deref()).is_some() => {
                 worker.picked_done(snap.generation, cluster_index, done.picked, latency, true, now);
                 None
             }
@@ -957,7 +964,7 @@ async fn proxy(
     if let Some(queue) = failback {
         let (failure, status) = match &result {
             Ok((resp, _)) => (None, Some(resp.status().as_u16())),
-            Err(e) if upstream_body_fault(e).is_some() => (None, None),
+            Err(e) if upstream_body_fault(e, message_refusal.as_deref()).is_some() => (None, None),
             Err(UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_)) => {
                 (Some(TryFailure::Connect), None)
             }
@@ -988,8 +995,8 @@ async fn proxy(
     }
     let (mut resp, conn_back) = match result {
         Ok(ok) => ok,
-        Err(e) if upstream_body_fault(&e).is_some() => {
-            let (status, error) = upstream_body_fault(&e)
+        Err(e) if upstream_body_fault(&e, message_refusal.as_deref()).is_some() => {
+            let (status, error) = upstream_body_fault(&e, message_refusal.as_deref())
                 .unwrap_or((StatusCode::BAD_REQUEST, errors::BAD_REQUEST_BODY));
             return (canned(status, error), Some(addr));
         }
@@ -1035,6 +1042,9 @@ async fn proxy(
             c.release();
         }
         ResponseBody::empty()
+    } else if let Some(refusal) = message_refusal {
+        // A gRPC call (its body limit is per message).
+        ResponseBody::upstream(body, conn_back, body_deadline).ending_cuts_with_grpc_status(refusal)
     } else {
         ResponseBody::upstream(body, conn_back, body_deadline)
     };
@@ -1214,8 +1224,16 @@ async fn first_of<'a, T>(
 
 /// Why an upstream exchange failed because of the client's body, if it did: the body passed
 /// the body limit (413), or did not arrive within the route's `body_timeout` (408).
-/// [`client_body_fault`] for any upstream failure (hyper's clients and the lean HTTP/2 one).
-fn upstream_body_fault(e: &UpstreamError) -> Option<(StatusCode, &'static str)> {
+/// [`client_body_fault`] for any upstream failure (hyper's clients and the lean HTTP/2 one);
+/// `message_refused` is a gRPC call's [`grpc::MessageLimit::refusal`] (hyper's HTTP/2 client
+/// reports only the reset that followed it).
+fn upstream_body_fault(
+    e: &UpstreamError,
+    message_refused: Option<&std::sync::atomic::AtomicBool>,
+) -> Option<(StatusCode, &'static str)> {
+    if message_refused.is_some_and(|r| r.load(std::sync::atomic::Ordering::Relaxed)) {
+        return Some((StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE));
+    }
     match e {
         UpstreamError::Http(_, e) => client_body_fault(e),
         UpstreamError::H2(_, e) => e.request_body_error().and_then(body_fault_in),

@@ -8,7 +8,7 @@
 //! `H2Stream` turns the upstream's head into HEADERS and its body (chunked framing decoded)
 //! into DATA within the stream's send window. Anything else — a request with a body, a route
 //! the lean path hands to hyper, a head the HTTP/1.1 parser would not take, a listener with
-//! client certificates — takes the general path ([`super::stream::serve`]).
+//! client certificates, a gRPC call — takes the general path ([`super::stream::serve`]).
 
 use super::body::H2Body;
 use super::shared::{ConnShared, Inbox, SharedInbox};
@@ -113,8 +113,11 @@ async fn serve_lean(
     head: &RequestHead,
     inbox: Option<&SharedInbox>,
 ) -> bool {
-    // Client certificates are turned into request fields on the general path only.
-    if info.client_cert.get().is_some() {
+    // Client certificates are turned into request fields on the general path only; a gRPC
+    // call gets the gateway's own answers there as a `grpc-status` (`proxy::grpc`).
+    if info.client_cert.get().is_some()
+        || crate::policy::render::is_grpc(head.fields().get(b"content-type"))
+    {
         return false;
     }
     let start = worker.shared.now();

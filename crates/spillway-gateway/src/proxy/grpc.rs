@@ -1,0 +1,256 @@
+//! What a gRPC caller sees of the gateway's own decisions on the general path.
+//!
+//! - [`MessageLimit`]: the listener's `max_body_bytes` applied to each message of a gRPC
+//!   stream, as a gRPC server's receive limit is, rather than to the stream's total — a
+//!   long-lived client stream is not cut because it has carried many messages.
+//! - [`grpc_status`]: the `grpc-status` code of a gateway answer given as an HTTP status, so
+//!   that a gRPC client gets a status it acts on (RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
+//!   UNAVAILABLE, ...) instead of an HTTP error it can only call UNKNOWN.
+//! - [`local_answer`] and [`cut_trailers`]: the two shapes that status takes — a trailers-only
+//!   response when nothing was sent yet, trailers ending the response in flight when the
+//!   gateway cuts a call whose response has started (a request message over the limit, the
+//!   request's time spent).
+
+use super::body::{BodyTooLarge, ResponseBody, ResponseBodyError};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Length of a gRPC message's prefix: a compressed flag and a 4-byte big-endian length.
+const PREFIX_LEN: usize = 5;
+
+/// Follows the length-prefixed messages of a gRPC request body as it streams and refuses the
+/// first one declared longer than the limit (at its prefix, before its bytes are sent on).
+#[derive(Debug, Clone)]
+pub struct MessageLimit {
+    max: u64,
+    /// The prefix being read, and how much of it has come.
+    prefix: [u8; PREFIX_LEN],
+    have: usize,
+    /// Bytes of the current message still to come (0: a prefix is next).
+    left: u64,
+    /// Set once a message is refused; shared with the call's response body
+    /// ([`MessageLimit::refusal`]), which hyper's client would otherwise not tell why its
+    /// stream was reset.
+    refused: Arc<AtomicBool>,
+}
+
+impl MessageLimit {
+    /// Messages of at most `max` bytes (prefix excluded) pass.
+    pub fn new(max: u64) -> MessageLimit {
+        MessageLimit { max, prefix: [0; PREFIX_LEN], have: 0, left: 0, refused: Arc::default() }
+    }
+
+    /// True once a message has been refused.
+    pub fn refusal(&self) -> Arc<AtomicBool> {
+        self.refused.clone()
+    }
+
+    /// Takes the next piece of the body; an error once a message is declared longer than the
+    /// limit (and for every piece after it).
+    pub fn admit(&mut self, mut data: &[u8]) -> Result<(), BodyTooLarge> {
+        if self.refused.load(Relaxed) {
+            return Err(BodyTooLarge);
+        }
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len() as u64);
+                self.left -= n;
+                data = &data[n as usize..];
+                continue;
+            }
+            let n = (PREFIX_LEN - self.have).min(data.len());
+            self.prefix[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == PREFIX_LEN {
+                self.have = 0;
+                let len = u32::from_be_bytes([
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ]);
+                if u64::from(len) > self.max {
+                    self.refused.store(true, Relaxed);
+                    return Err(BodyTooLarge);
+                }
+                self.left = u64::from(len);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `grpc-status` of a gateway answer given as `status` (gRPC's codes, chosen for what the
+/// gateway means by each status rather than by the generic HTTP mapping: its 504 is a spent
+/// deadline, its 413 and 431 a limit).
+pub fn grpc_status(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 | 500 => 13,       // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        408 | 504 => 4,        // DEADLINE_EXCEEDED
+        413 | 414 | 431 => 8,  // RESOURCE_EXHAUSTED
+        429 | 502 | 503 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
+    }
+}
+
+/// The gateway's own error answer (from its JSON body's `error`), kept on the response so that
+/// a gRPC request's can be given as a gRPC status.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalError(pub &'static str);
+
+impl LocalError {
+    /// The error's name in one of `proxy::errors`' bodies (`{"error":"NAME"...`).
+    pub fn from_body(body: &'static str) -> LocalError {
+        let name = body.strip_prefix("{\"error\":\"").and_then(|rest| rest.split('"').next());
+        LocalError(name.unwrap_or("error"))
+    }
+}
+
+/// `resp`, given as a trailers-only gRPC answer when it is one of the gateway's own error
+/// answers (marked with [`LocalError`]); any other response is left as it is.
+pub fn local_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    let Some(LocalError(name)) = resp.extensions().get::<LocalError>().copied() else {
+        return resp;
+    };
+    let code = grpc_status(resp.status());
+    let (mut parts, _) = resp.into_parts();
+    parts.status = StatusCode::OK;
+    let headers = &mut parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    headers.insert("grpc-message", HeaderValue::from_static(name));
+    Response::from_parts(parts, ResponseBody::empty())
+}
+
+/// Why the gateway ended a gRPC response in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A request message passed the body limit.
+    MessageTooLarge,
+    /// The request's time (route timeout or propagated deadline) or the body timeout passed.
+    DeadlineExceeded,
+}
+
+/// Why the gateway cut a response body that broke with `e`, if the gateway did (rather than
+/// the upstream or the client); `message_refused` is the call's [`MessageLimit::refusal`].
+pub(crate) fn cut_of(e: &ResponseBodyError, message_refused: &AtomicBool) -> Option<Cut> {
+    if message_refused.load(Relaxed) {
+        return Some(Cut::MessageTooLarge);
+    }
+    let fault = match e {
+        ResponseBodyError::Timeout => return Some(Cut::DeadlineExceeded),
+        ResponseBodyError::H2(e) => e.request_body_error().and_then(super::body_fault_in),
+        ResponseBodyError::Upstream(e) => super::client_body_fault(e),
+        ResponseBodyError::Exchange(_) => None,
+    };
+    fault.map(|(status, _)| match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Cut::MessageTooLarge,
+        _ => Cut::DeadlineExceeded,
+    })
+}
+
+/// The trailers that end a response the gateway cut.
+pub fn cut_trailers(cut: Cut) -> HeaderMap {
+    let (code, message) = match cut {
+        Cut::MessageTooLarge => (8u8, "request message larger than the gateway's limit"),
+        Cut::DeadlineExceeded => (4u8, "deadline exceeded at the gateway"),
+    };
+    let mut trailers = HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    trailers.insert("grpc-message", HeaderValue::from_static(message));
+    trailers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(len: usize) -> Vec<u8> {
+        let mut m = vec![0u8];
+        m.extend_from_slice(&(len as u32).to_be_bytes());
+        m.extend(std::iter::repeat_n(b'x', len));
+        m
+    }
+
+    #[test]
+    fn messages_within_the_limit_pass_however_many_there_are() {
+        let mut limit = MessageLimit::new(100);
+        for _ in 0..10_000 {
+            assert!(limit.admit(&message(100)).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_at_its_prefix_and_after() {
+        let mut limit = MessageLimit::new(100);
+        assert!(limit.admit(&message(10)).is_ok());
+        assert!(limit.admit(&message(101)[..5]).is_err());
+        assert!(limit.admit(b"x").is_err());
+    }
+
+    #[test]
+    fn an_empty_message_is_a_prefix_alone() {
+        let mut limit = MessageLimit::new(0);
+        assert!(limit.admit(&message(0)).is_ok());
+        assert!(limit.admit(&message(0)).is_ok());
+        assert!(limit.admit(&message(1)).is_err());
+    }
+
+    proptest! {
+        /// Where the body is split into pieces does not change the verdict.
+        #[test]
+        fn the_verdict_does_not_depend_on_how_the_body_is_split(
+            lens in proptest::collection::vec(0usize..300, 1..8),
+            cuts in proptest::collection::vec(1usize..50, 1..40),
+        ) {
+            let body: Vec<u8> = lens.iter().flat_map(|&l| message(l)).collect();
+            let whole = MessageLimit::new(200).admit(&body).is_ok();
+            prop_assert_eq!(whole, lens.iter().all(|&l| l <= 200));
+            let mut limit = MessageLimit::new(200);
+            let mut rest = &body[..];
+            let mut ok = true;
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let n = (*cut).min(rest.len());
+                ok &= limit.admit(&rest[..n]).is_ok();
+                rest = &rest[n..];
+            }
+            prop_assert_eq!(ok, whole);
+        }
+    }
+
+    #[test]
+    fn gateway_answers_map_to_the_status_a_grpc_client_acts_on() {
+        assert_eq!(grpc_status(StatusCode::PAYLOAD_TOO_LARGE), 8);
+        assert_eq!(grpc_status(StatusCode::GATEWAY_TIMEOUT), 4);
+        assert_eq!(grpc_status(StatusCode::SERVICE_UNAVAILABLE), 14);
+        assert_eq!(grpc_status(StatusCode::NOT_FOUND), 12);
+        assert_eq!(grpc_status(StatusCode::IM_A_TEAPOT), 2);
+    }
+
+    #[test]
+    fn a_local_error_becomes_a_trailers_only_answer_with_its_name() {
+        let mut resp = Response::new(ResponseBody::full("{\"error\":\"no_route\"}\n"));
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        resp.extensions_mut().insert(LocalError::from_body(super::super::errors::NO_ROUTE));
+        let resp = local_answer(resp);
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "12");
+        assert_eq!(resp.headers()["grpc-message"], "no_route");
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        assert!(http_body::Body::is_end_stream(resp.body()));
+        // An answer that is not the gateway's own is left alone.
+        let mut upstream = Response::new(ResponseBody::empty());
+        *upstream.status_mut() = StatusCode::NOT_FOUND;
+        assert_eq!(local_answer(upstream).status(), StatusCode::NOT_FOUND);
+    }
+}
