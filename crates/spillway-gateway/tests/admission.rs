@@ -459,6 +459,17 @@ async fn a_rate_limited_grpc_call_gets_resource_exhausted_trailers_only() {
     assert_eq!(refused.header("grpc-status"), Some("8"));
     assert_eq!(refused.header("content-type"), Some("application/grpc"));
     assert!(refused.body.is_empty());
+    // The route's counters see the refusals as the 429s they are, not as answered calls.
+    let metrics = gw.metrics().await;
+    let count = |code: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("spillway_requests_total{") && l.contains(code))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|n| n.to_string())
+    };
+    assert_eq!(count("code=\"429\"").as_deref(), Some("2"), "{metrics}");
+    assert_eq!(count("code=\"200\"").as_deref(), Some("1"), "{metrics}");
     gw.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The one place a refusal becomes a response, for both data paths: status, `Retry-After`,
-//! `RateLimit-*` headers, the small JSON body, and for gRPC callers a trailers-only answer with
-//! the matching `grpc-status`.
+//! `RateLimit-*` headers and the small JSON body. A gRPC caller gets the same refusal as a
+//! trailers-only `grpc-status` (`proxy::grpc::local_answer`), after it was counted and logged
+//! with this status.
 //!
 //! The reason's status, gRPC code and name come from `spillway_core::decision`; this module only
 //! lays them out as HTTP.
@@ -40,7 +41,7 @@ pub struct Rendered {
     pub status: u16,
     /// Header fields.
     pub headers: Vec<(&'static str, String)>,
-    /// Body (empty for gRPC).
+    /// Body.
     pub body: String,
 }
 
@@ -50,21 +51,10 @@ pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
         .is_some_and(|ct| ct.len() >= 16 && ct[..16].eq_ignore_ascii_case(b"application/grpc"))
 }
 
-/// Lays out `refusal`; `grpc` answers trailers-only with `grpc-status` instead of an HTTP error.
-pub fn render(refusal: &Refusal, grpc: bool) -> Rendered {
+/// Lays out `refusal`.
+pub fn render(refusal: &Refusal) -> Rendered {
     let r = &refusal.rejection;
     let reason = r.reason.as_str();
-    if grpc {
-        return Rendered {
-            status: 200,
-            headers: vec![
-                ("content-type", "application/grpc".to_string()),
-                ("grpc-status", r.reason.grpc_status().to_string()),
-                ("grpc-message", reason.to_string()),
-            ],
-            body: String::new(),
-        };
-    }
     let mut headers = vec![("content-type", "application/json".to_string())];
     if let Some(secs) = r.retry_after_header_secs() {
         headers.push(("retry-after", secs.to_string()));
@@ -103,7 +93,7 @@ mod tests {
             limit: Some(LimitInfo { name: "per-key".into(), quota: 200 }),
             status: None,
         };
-        let r = render(&refusal, false);
+        let r = render(&refusal);
         assert_eq!(r.status, 429);
         assert!(r.headers.contains(&("retry-after", "2".into())));
         assert!(r.headers.contains(&("ratelimit-limit", "200".into())));
@@ -116,15 +106,10 @@ mod tests {
     }
 
     #[test]
-    fn grpc_callers_get_a_trailers_only_status() {
-        let refusal: Refusal = Rejection::new(RejectReason::Overloaded).into();
-        let r = render(&refusal, true);
-        assert_eq!(r.status, 200);
-        assert!(r.headers.contains(&("grpc-status", "14".into())));
-        assert!(r.body.is_empty());
-        let limited: Refusal = Rejection::new(RejectReason::RateLimited).into();
-        assert!(render(&limited, true).headers.contains(&("grpc-status", "8".into())));
+    fn grpc_calls_are_known_by_their_content_type() {
+        assert!(is_grpc(Some(b"application/grpc")));
         assert!(is_grpc(Some(b"application/grpc+proto")));
         assert!(!is_grpc(Some(b"application/json")));
+        assert!(!is_grpc(None));
     }
 }

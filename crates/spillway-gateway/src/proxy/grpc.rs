@@ -98,33 +98,42 @@ pub fn grpc_status(status: StatusCode) -> u8 {
     }
 }
 
-/// The gateway's own error answer (from its JSON body's `error`), kept on the response so that
-/// a gRPC request's can be given as a gRPC status.
-#[derive(Debug, Clone, Copy)]
-pub struct LocalError(pub &'static str);
+/// The gateway's own error answer or refusal, kept on the response (laid out for HTTP) so
+/// that a gRPC request's is given as a gRPC status once it has been counted and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalError {
+    /// The `grpc-status`.
+    pub code: u8,
+    /// The `grpc-message`: the error's name, as in the HTTP answer's body.
+    pub message: &'static str,
+}
 
 impl LocalError {
-    /// The error's name in one of `proxy::errors`' bodies (`{"error":"NAME"...`).
-    pub fn from_body(body: &'static str) -> LocalError {
+    /// One of `proxy::errors`' bodies (`{"error":"NAME"...`) answered with `status`.
+    pub fn from_body(body: &'static str, status: StatusCode) -> LocalError {
         let name = body.strip_prefix("{\"error\":\"").and_then(|rest| rest.split('"').next());
-        LocalError(name.unwrap_or("error"))
+        LocalError { code: grpc_status(status), message: name.unwrap_or("error") }
+    }
+
+    /// A refusal for `reason` (its own gRPC status, from `spillway_core::decision`).
+    pub fn refusal(reason: spillway_core::RejectReason) -> LocalError {
+        LocalError { code: reason.grpc_status(), message: reason.as_str() }
     }
 }
 
 /// `resp`, given as a trailers-only gRPC answer when it is one of the gateway's own error
-/// answers (marked with [`LocalError`]); any other response is left as it is.
+/// answers or refusals (marked with [`LocalError`]); any other response is left as it is.
 pub fn local_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
-    let Some(LocalError(name)) = resp.extensions().get::<LocalError>().copied() else {
+    let Some(LocalError { code, message }) = resp.extensions().get::<LocalError>().copied() else {
         return resp;
     };
-    let code = grpc_status(resp.status());
     let (mut parts, _) = resp.into_parts();
     parts.status = StatusCode::OK;
     let headers = &mut parts.headers;
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
-    headers.insert("grpc-message", HeaderValue::from_static(name));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
     Response::from_parts(parts, ResponseBody::empty())
 }
 
@@ -238,10 +247,20 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_keeps_its_own_grpc_status() {
+        use spillway_core::RejectReason;
+        let limited = LocalError::refusal(RejectReason::RateLimited);
+        assert_eq!(limited, LocalError { code: 8, message: "rate_limited" });
+        assert_eq!(LocalError::refusal(RejectReason::Overloaded).code, 14);
+        assert_eq!(LocalError::refusal(RejectReason::DeadlineExceeded).code, 4);
+    }
+
+    #[test]
     fn a_local_error_becomes_a_trailers_only_answer_with_its_name() {
         let mut resp = Response::new(ResponseBody::full("{\"error\":\"no_route\"}\n"));
         *resp.status_mut() = StatusCode::NOT_FOUND;
-        resp.extensions_mut().insert(LocalError::from_body(super::super::errors::NO_ROUTE));
+        let no_route = super::super::errors::NO_ROUTE;
+        resp.extensions_mut().insert(LocalError::from_body(no_route, StatusCode::NOT_FOUND));
         let resp = local_answer(resp);
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["grpc-status"], "12");

@@ -67,7 +67,7 @@ fn canned(status: StatusCode, error: &'static str) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(Bytes::from_static(error.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.extensions_mut().insert(grpc::LocalError::from_body(error));
+    resp.extensions_mut().insert(grpc::LocalError::from_body(error, status));
     resp
 }
 
@@ -226,7 +226,8 @@ fn edge_response(answer: crate::edge::EdgeAnswer) -> Response<ResponseBody> {
     if !answer.body.is_empty() {
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        resp.extensions_mut().insert(grpc::LocalError::from_body(answer.body));
+        let local = grpc::LocalError::from_body(answer.body, resp.status());
+        resp.extensions_mut().insert(local);
     }
     for (name, value) in answer.headers {
         resp.headers_mut().append(name, value);
@@ -320,7 +321,7 @@ async fn proxy(
                     let class = crate::policy::classify(gate.and_then(|g| g.route), &view).class;
                     let refusal = crate::policy::Refusal::from(rejection);
                     snap.policies.count_refusal(route.index, class, &refusal);
-                    return (refusal_response(&refusal, grpc), None);
+                    return (refusal_response(&refusal), None);
                 }
             }
         }
@@ -356,7 +357,7 @@ async fn proxy(
                 if let Some(fallback) = snap.policies.fallback(route.index, reason) {
                     return (rendered_response(fallback), None);
                 }
-                return (refusal_response(&refusal, grpc), None);
+                return (refusal_response(&refusal), None);
             }
         }
     }
@@ -1295,10 +1296,13 @@ impl crate::policy::classify::RequestView for HyperView<'_> {
 }
 
 /// A refusal as a hyper response (laid out by `policy::render`, the one place for that).
-fn refusal_response(refusal: &crate::policy::Refusal, grpc: bool) -> Response<ResponseBody> {
-    let mut resp = rendered_response(crate::policy::render::render(refusal, grpc));
+/// A refusal laid out for HTTP; a gRPC caller gets it as its `grpc-status` (`grpc::local_answer`)
+/// once the route's counters and the access log took its HTTP status.
+fn refusal_response(refusal: &crate::policy::Refusal) -> Response<ResponseBody> {
+    let mut resp = rendered_response(crate::policy::render::render(refusal));
     // For the access log, which `handle` writes after the fact.
     resp.extensions_mut().insert(refusal.rejection.reason);
+    resp.extensions_mut().insert(grpc::LocalError::refusal(refusal.rejection.reason));
     resp
 }
 

@@ -1287,7 +1287,7 @@ impl<D: Downstream> Conn<'_, D> {
         let reason = refusal.rejection.reason;
         let rendered = match ex.snap.policies.fallback(ex.route.index, Some(reason)) {
             Some(fallback) => fallback,
-            None => crate::policy::render::render(refusal, false),
+            None => crate::policy::render::render(refusal),
         };
         self.reply_rendered(ex, timer, out, rendered, Some(reason)).await
     }
