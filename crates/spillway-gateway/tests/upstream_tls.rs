@@ -657,9 +657,14 @@ fn tls_config_errors_name_their_key_and_line() {
         assert!(p[0].reason.contains(reason), "{block}: {p:?}");
     }
 
-    // A missing `ca` is a parse error at the block.
-    let p = problems(&one_cluster("      sni: a.internal\n", ""), &dir);
-    assert!(p[0].key.starts_with("clusters[0].tls") && p[0].reason.contains("ca"), "{p:?}");
+    // Without `ca`, the system's bundle (tests/upstream_tls_system.rs connects with one):
+    // SSL_CERT_FILE when set, else Debian's (scripts/test installs ca-certificates).
+    let config = Config::parse(&one_cluster("      sni: a.internal\n", ""), "test.yaml", &dir)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let system = std::env::var_os("SSL_CERT_FILE")
+        .filter(|f| !f.is_empty())
+        .map_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into(), std::path::PathBuf::from);
+    assert_eq!(config.clusters[0].tls.as_ref().unwrap().ca, system);
 
     // With DNS discovery the server name defaults to the discovered name.
     let dns = "    discovery: { dns: { name: payments.internal, port: 443 } }\n";

@@ -197,7 +197,7 @@ pub struct RawCluster {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamTls {
-    pub ca: String,
+    pub ca: Option<String>,
     pub sni: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,

@@ -15,13 +15,14 @@ use super::UpstreamProtocol;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Serialize;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A cluster's upstream TLS, checked.
 #[derive(Clone, Serialize)]
 pub struct UpstreamTlsConfig {
-    /// The CA bundle the upstream's certificate must chain to.
+    /// The CA bundle the upstream's certificate must chain to (`ca`, or the system's).
     pub ca: PathBuf,
     /// The server name sent (SNI) and verified against the certificate; an IP address is
     /// verified against the certificate's IP addresses and sends no SNI.
@@ -76,9 +77,21 @@ pub(super) fn check(
     dns_name: Option<&str>,
 ) -> Option<UpstreamTlsConfig> {
     let before = c.problem_count();
-    let ca = base.join(&raw.ca);
-    let ca_pem = read(c, &at(p, &[key("ca")]), &ca);
-    let roots = ca_pem.as_deref().and_then(|pem| certificates(c, &at(p, &[key("ca")]), &ca, pem));
+    // Without `ca`, the system's bundle: its certificates that cannot be trust anchors are
+    // skipped, as every TLS client does with it; a bundle given by name must be all usable.
+    let system = raw.ca.is_none();
+    let ca = match raw.ca {
+        Some(file) => Some(base.join(file)),
+        None => system_bundle(std::env::var_os("SSL_CERT_FILE"), SYSTEM_BUNDLES)
+            .map_err(|e| c.error(p, e))
+            .ok(),
+    };
+    let ca_path = if system { p.to_vec() } else { at(p, &[key("ca")]) };
+    let ca_pem = ca.as_ref().and_then(|ca| read(c, &ca_path, ca));
+    let roots = match (&ca, &ca_pem) {
+        (Some(ca), Some(pem)) => certificates(c, &ca_path, ca, pem),
+        _ => None,
+    };
 
     let (cert, key_path) = (raw.cert.map(|f| base.join(f)), raw.key.map(|f| base.join(f)));
     let mut identity = None;
@@ -145,12 +158,12 @@ pub(super) fn check(
     if c.problem_count() != before {
         return None;
     }
-    let (roots, server_name, (sni, _)) = (roots?, server_name?, sni?);
-    let client_config = match client_config(&roots, identity, protocol) {
+    let (ca, roots, server_name, (sni, _)) = (ca?, roots?, server_name?, sni?);
+    let client_config = match client_config(&roots, identity, protocol, system) {
         Ok(config) => config,
         Err(e) => {
             let which = match &e {
-                TlsSetupError::Anchor { .. } => at(p, &[key("ca")]),
+                TlsSetupError::Anchor { .. } | TlsSetupError::NoAnchor => ca_path,
                 TlsSetupError::ClientCert(_) => at(p, &[key("key")]),
                 TlsSetupError::Protocol(_) => p.to_vec(),
             };
@@ -207,6 +220,29 @@ pub const ALPN_H2: &[u8] = b"h2";
 /// ALPN name of HTTP/1.1.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
+/// Where the system's CA bundle is looked for, in order, when `SSL_CERT_FILE` is not set:
+/// Debian and Ubuntu, Fedora and RHEL, openSUSE, Alpine.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's CA bundle: `ssl_cert_file` (the `SSL_CERT_FILE` environment variable, as
+/// OpenSSL reads it) when set, else the first of `candidates` that exists.
+fn system_bundle(ssl_cert_file: Option<OsString>, candidates: &[&str]) -> Result<PathBuf, String> {
+    if let Some(file) = ssl_cert_file.filter(|f| !f.is_empty()) {
+        return Ok(PathBuf::from(file));
+    }
+    candidates.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
+        format!(
+            "no `ca` given and no system CA bundle found (looked for {}; install the              ca-certificates package, set SSL_CERT_FILE, or name the bundle with `ca`)",
+            candidates.join(", ")
+        )
+    })
+}
+
 /// Why a cluster's TLS client could not be built from its files' contents.
 #[derive(Debug, thiserror::Error)]
 enum TlsSetupError {
@@ -218,6 +254,9 @@ enum TlsSetupError {
         /// What rustls said.
         source: rustls::Error,
     },
+    /// No certificate of the system's bundle is usable as a trust anchor.
+    #[error("no certificate of the system CA bundle is usable as a trust anchor")]
+    NoAnchor,
     /// The client certificate chain and key were refused (unsupported key, or a key that does
     /// not belong to the certificate).
     #[error("the client certificate and key cannot be used together: {0}")]
@@ -236,16 +275,27 @@ struct ClientIdentity {
 }
 
 /// Builds the rustls client configuration of one cluster: certificates verified against
-/// `roots` only (never the system's), ALPN for `protocol`, and `client` presented when the
-/// upstream asks for a certificate.
+/// `roots` only, ALPN for `protocol`, and `client` presented when the upstream asks for a
+/// certificate. `system`: the roots are the system's bundle, whose unusable certificates are
+/// skipped rather than refused.
 fn client_config(
     roots: &[CertificateDer<'static>],
     client: Option<ClientIdentity>,
     protocol: UpstreamProtocol,
+    system: bool,
 ) -> Result<rustls::ClientConfig, TlsSetupError> {
     let mut store = rustls::RootCertStore::empty();
-    for (i, cert) in roots.iter().enumerate() {
-        store.add(cert.clone()).map_err(|source| TlsSetupError::Anchor { index: i + 1, source })?;
+    if system {
+        store.add_parsable_certificates(roots.iter().cloned());
+        if store.is_empty() {
+            return Err(TlsSetupError::NoAnchor);
+        }
+    } else {
+        for (i, cert) in roots.iter().enumerate() {
+            store
+                .add(cert.clone())
+                .map_err(|source| TlsSetupError::Anchor { index: i + 1, source })?;
+        }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -266,5 +316,25 @@ fn alpn(protocol: UpstreamProtocol) -> &'static [u8] {
     match protocol {
         UpstreamProtocol::Http1 => ALPN_HTTP1,
         UpstreamProtocol::Http2 => ALPN_H2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_bundle_is_ssl_cert_file_else_the_first_bundle_that_exists() {
+        let named = system_bundle(Some("/etc/custom.pem".into()), &["/nonexistent"]);
+        assert_eq!(named.unwrap(), PathBuf::from("/etc/custom.pem"));
+        let here = std::env::temp_dir().join(format!("spillway-bundle-{}", std::process::id()));
+        std::fs::write(&here, "").unwrap();
+        let found = system_bundle(Some("".into()), &["/nonexistent", here.to_str().unwrap()]);
+        assert_eq!(found.unwrap(), here, "an empty SSL_CERT_FILE counts as unset");
+        let _ = std::fs::remove_file(&here);
+        let missing = system_bundle(None, &["/nonexistent/a.pem", "/nonexistent/b.pem"]);
+        let message = missing.unwrap_err();
+        assert!(message.contains("/nonexistent/a.pem, /nonexistent/b.pem"), "{message}");
+        assert!(message.contains("SSL_CERT_FILE"), "{message}");
     }
 }
