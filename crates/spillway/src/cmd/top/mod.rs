@@ -184,23 +184,33 @@ impl Screen {
 
     /// Draws `lines` from the top-left corner, clearing what is left of the previous frame.
     fn frame(&mut self, lines: Vec<String>) {
+        self.draw(&lines, 0);
+        self.last = lines;
+    }
+
+    /// Draws `lines` fitted to the terminal's size now (read at every frame, so a resized
+    /// terminal gets fitted frames), keeping the last `keep` lines when rows run short.
+    fn draw(&mut self, lines: &[String], keep: usize) {
+        let fitted = match terminal_size::terminal_size_of(&self.out) {
+            Some((terminal_size::Width(cols), terminal_size::Height(rows))) => {
+                render::fit(lines.to_vec(), usize::from(rows), usize::from(cols), keep)
+            }
+            None => lines.to_vec(),
+        };
         let mut text = String::from("\x1b[H");
-        for line in &lines {
+        for line in &fitted {
             text.push_str(line);
             text.push_str("\x1b[K\n");
         }
         text.push_str("\x1b[J");
         self.write(&text);
-        self.last = lines;
     }
 
     /// The last frame again, with `note` under it.
     fn note(&mut self, note: &str) {
-        let mut lines = std::mem::take(&mut self.last);
-        let frame_len = lines.len();
+        let mut lines = self.last.clone();
         lines.push(String::new());
         lines.push(format!("!! {note}"));
-        self.frame(lines);
-        self.last.truncate(frame_len);
+        self.draw(&lines, 2);
     }
 }

@@ -167,6 +167,30 @@ pub fn render(prev: &Snapshot, cur: &Snapshot, options: &FrameOptions) -> Vec<St
     lines
 }
 
+/// `lines` fitted to a terminal of `rows` × `cols`: each line cut at the width (ending in `…`),
+/// and when there are too many, the last `keep` lines (a note) kept under as many of the first
+/// as fit, with a line saying how many were left out. One row stays free, so that the last
+/// line's newline never scrolls the screen.
+pub fn fit(mut lines: Vec<String>, rows: usize, cols: usize, keep: usize) -> Vec<String> {
+    let room = rows.saturating_sub(1).max(1);
+    if lines.len() > room {
+        let keep = keep.min(lines.len()).min(room.saturating_sub(1));
+        let tail = lines.split_off(lines.len() - keep);
+        let shown = room - keep - 1;
+        let hidden = lines.len() - shown;
+        lines.truncate(shown);
+        lines.push(format!("… {hidden} more lines (a taller terminal shows them)"));
+        lines.extend(tail);
+    }
+    for line in &mut lines {
+        if line.chars().count() > cols {
+            let cut: String = line.chars().take(cols.saturating_sub(1)).collect();
+            *line = cut + "…";
+        }
+    }
+    lines
+}
+
 fn routes_section(
     prev: &Snapshot,
     cur: &Snapshot,
@@ -550,6 +574,34 @@ mod tests {
         assert!(lines.iter().any(|l| l.starts_with("search")));
         assert!(!lines.iter().any(|l| l.starts_with("api ")));
         assert!(lines.iter().any(|l| l.starts_with("… 1 more routes")));
+    }
+
+    #[test]
+    fn a_frame_fits_the_terminal_and_says_what_it_left_out() {
+        let lines: Vec<String> = (0..10).map(|i| format!("line {i} {}", "x".repeat(i))).collect();
+        // Room enough: unchanged.
+        assert_eq!(fit(lines.clone(), 40, 80, 0), lines);
+        // Narrow: every long line ends in an ellipsis at the width.
+        let narrow = fit(lines.clone(), 40, 10, 0);
+        assert_eq!(narrow[9], "line 9 xx…");
+        assert!(narrow.iter().all(|l| l.chars().count() <= 10));
+        assert_eq!(narrow[0], "line 0 ");
+        // Short: the first lines, the count of the rest, and one row left free.
+        let short = fit(lines.clone(), 5, 80, 0);
+        assert_eq!(short.len(), 4);
+        assert_eq!(short[..3], lines[..3]);
+        assert_eq!(short[3], "… 7 more lines (a taller terminal shows them)");
+        // A note under the frame is kept.
+        let noted = fit(lines.clone(), 5, 80, 2);
+        assert_eq!(
+            noted,
+            vec![
+                lines[0].clone(),
+                "… 7 more lines (a taller terminal shows them)".into(),
+                lines[8].clone(),
+                lines[9].clone()
+            ]
+        );
     }
 
     #[test]
