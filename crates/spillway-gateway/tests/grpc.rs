@@ -51,11 +51,17 @@ struct Gates {
     count_next: tokio::sync::Semaphore,
     /// The messages `Join` has read so far, in order.
     joined: std::sync::Mutex<Vec<String>>,
+    /// Every call is answered UNAVAILABLE, trailers-only (a server shedding load).
+    unavailable: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Gates {
     fn default() -> Gates {
-        Gates { count_next: tokio::sync::Semaphore::new(0), joined: Default::default() }
+        Gates {
+            count_next: tokio::sync::Semaphore::new(0),
+            joined: Default::default(),
+            unavailable: Default::default(),
+        }
     }
 }
 
@@ -272,6 +278,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let gates = self.0.clone();
         Box::pin(async move {
+            if gates.unavailable.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(tonic::Status::unavailable("shedding").into_http());
+            }
             let codec = tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default();
             let mut grpc = tonic::server::Grpc::new(codec);
             let path = req.uri().path().to_string();
@@ -638,4 +647,81 @@ async fn gateway_failures_reach_grpc_callers_as_grpc_statuses() {
             gateway_failures_reach_grpc_callers_as_grpc_statuses_on(server, upstream).await;
         }
     }
+}
+
+/// A call an upstream fails before any message is answered trailers-only: HTTP 200 with the
+/// `grpc-status` in the head. The gateway counts it as what it is — UNAVAILABLE as a 503 — so a
+/// route retrying 503s tries another endpoint, and the route's counters show the failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailers_only_unavailable_counts_as_a_503_for_retries_and_metrics() {
+    let up = serve(EchoServer::default()).await;
+    let shedding = EchoServer::default();
+    shedding.0.unavailable.store(true, std::sync::atomic::Ordering::Relaxed);
+    let down = serve(shedding).await;
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c }}]
+admin: {{ address: "127.0.0.1:0" }}
+clusters:
+  - name: both
+    protocol: http2
+    balance: round_robin
+    endpoints: [{{ address: "{down}" }}, {{ address: "{up}" }}]
+    timeouts: {{ request: 5s }}
+    outlier: {{ consecutive_failures: 0 }}
+  - {{ name: down, protocol: http2, endpoints: [{{ address: "{down}" }}], timeouts: {{ request: 5s }} }}
+routes:
+  - name: retried
+    match: {{ path_prefix: /test.Echo/ }}
+    cluster: both
+    retries: {{ attempts: 2, budget: false, non_idempotent: true, on: [503] }}
+  - {{ name: shed, match: {{ path_prefix: /test.Down/ }}, cluster: down }}
+"#
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let admin = gw.admin_address().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    // Round robin sends every other first try to the shedding endpoint: each is retried.
+    for i in 0..4 {
+        client.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static("/test.Echo/Say");
+        let reply = client.unary(tonic::Request::new(request(&format!("m{i}"))), path, codec());
+        assert_eq!(reply.await.unwrap().into_inner().message, format!("echo: m{i}"));
+    }
+    // Without retries the status reaches the caller as it came.
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/test.Down/Say");
+    let status = client.unary(tonic::Request::new(request("x")), path, codec()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "shedding");
+
+    let (_, _, metrics) = get(admin, "/metrics").await;
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    let line = |prefix: &str| {
+        metrics.lines().find(|l| l.starts_with(prefix)).map(|l| l.rsplit(' ').next().unwrap())
+    };
+    assert_eq!(
+        line("spillway_requests_total{route=\"shed\",cluster=\"down\",code=\"503\"}"),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        line("spillway_requests_total{route=\"retried\",cluster=\"both\",code=\"200\"}"),
+        Some("4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("spillway_retries_total{route=\"retried\"") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    stop(gw).await;
 }

@@ -10,6 +10,10 @@
 //!   response when nothing was sent yet, trailers ending the response in flight when the
 //!   gateway cuts a call whose response has started (a request message over the limit, the
 //!   request's time spent).
+//! - [`counted_status`]: the other way round, what an upstream's gRPC answer counts as. A call
+//!   that fails before any message is answered trailers-only — HTTP 200 with its `grpc-status`
+//!   in the head — so outlier detection, breakers, retries and the route's counters read its
+//!   HTTP equivalent (UNAVAILABLE a 503, RESOURCE_EXHAUSTED a 429, ...) instead of a success.
 
 use super::body::{BodyTooLarge, ResponseBody, ResponseBodyError};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -95,6 +99,40 @@ pub fn grpc_status(status: StatusCode) -> u8 {
         413 | 414 | 431 => 8,  // RESOURCE_EXHAUSTED
         429 | 502 | 503 => 14, // UNAVAILABLE
         _ => 2,                // UNKNOWN
+    }
+}
+
+/// The HTTP status a gRPC `code` stands for (the mapping of `google.rpc.Code`).
+pub fn http_equivalent(code: u32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,          // CANCELLED
+        3 | 9 | 11 => 400, // INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+        4 => 504,          // DEADLINE_EXCEEDED
+        5 => 404,          // NOT_FOUND
+        6 | 10 => 409,     // ALREADY_EXISTS, ABORTED
+        7 => 403,          // PERMISSION_DENIED
+        8 => 429,          // RESOURCE_EXHAUSTED
+        12 => 501,         // UNIMPLEMENTED
+        14 => 503,         // UNAVAILABLE
+        16 => 401,         // UNAUTHENTICATED
+        _ => 500,          // UNKNOWN, INTERNAL, DATA_LOSS and codes not defined
+    }
+}
+
+/// What an upstream's answer to a gRPC call counts as: the HTTP equivalent of its
+/// `grpc-status` when it came in the head (a trailers-only answer), else its HTTP status (a
+/// status still to come in trailers is not known when the answer is counted).
+pub fn counted_status(status: StatusCode, headers: &HeaderMap) -> u16 {
+    if status != StatusCode::OK {
+        return status.as_u16();
+    }
+    let code = headers.get("grpc-status").and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
+    match code.map(|c| c.trim().parse::<u32>()) {
+        Some(Ok(code)) => http_equivalent(code),
+        // A status that is not a number is a broken answer.
+        Some(Err(_)) => 500,
+        None => 200,
     }
 }
 
@@ -244,6 +282,30 @@ mod tests {
         assert_eq!(grpc_status(StatusCode::SERVICE_UNAVAILABLE), 14);
         assert_eq!(grpc_status(StatusCode::NOT_FOUND), 12);
         assert_eq!(grpc_status(StatusCode::IM_A_TEAPOT), 2);
+    }
+
+    #[test]
+    fn a_trailers_only_answer_counts_as_its_http_equivalent() {
+        let head = |code: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            if let Some(c) = code {
+                h.insert("grpc-status", HeaderValue::from_static(c));
+            }
+            h
+        };
+        assert_eq!(counted_status(StatusCode::OK, &head(Some("14"))), 503);
+        assert_eq!(counted_status(StatusCode::OK, &head(Some("8"))), 429);
+        assert_eq!(counted_status(StatusCode::OK, &head(Some("4"))), 504);
+        assert_eq!(counted_status(StatusCode::OK, &head(Some("3"))), 400);
+        assert_eq!(counted_status(StatusCode::OK, &head(Some("0"))), 200);
+        assert_eq!(counted_status(StatusCode::OK, &head(Some("x"))), 500);
+        // Messages follow, the status comes in trailers: a 200 for now.
+        assert_eq!(counted_status(StatusCode::OK, &head(None)), 200);
+        // An HTTP error stays what it is.
+        assert_eq!(counted_status(StatusCode::BAD_GATEWAY, &head(Some("0"))), 502);
+        // Every code defined maps; an undefined one is a server error.
+        assert!((0..=16).all(|c| http_equivalent(c) >= 200));
+        assert_eq!(http_equivalent(99), 500);
     }
 
     #[test]

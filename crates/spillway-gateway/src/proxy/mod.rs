@@ -170,7 +170,7 @@ pub async fn handle(
             };
             route.stats.record(
                 worker.id,
-                resp.status().as_u16(),
+                answer_status(&resp, grpc),
                 worker.shared.now().saturating_duration_since(start),
             );
             let cluster_name = match &route.action {
@@ -885,11 +885,8 @@ async fn proxy(
                 }))
             }
             Ok((resp, _)) => {
-                let outcome = if resp.status().is_server_error() {
-                    Outcome::ServerError
-                } else {
-                    Outcome::Success
-                };
+                let status = answer_status(resp, grpc);
+                let outcome = if status >= 500 { Outcome::ServerError } else { Outcome::Success };
                 cluster.record(endpoint, outcome, latency, now);
                 let ok = outcome == Outcome::Success;
                 worker.picked_done(snap.generation, cluster_index, done.picked, latency, ok, now);
@@ -897,7 +894,7 @@ async fn proxy(
                 retry.map(|r| {
                     r.observe(worker.id, latency, now);
                     TryResult::Answered {
-                        status: resp.status().as_u16(),
+                        status,
                         retry_after: resp
                             .headers()
                             .get(header::RETRY_AFTER)
@@ -958,13 +955,13 @@ async fn proxy(
         + body_time.saturating_sub(worker.shared.now().saturating_duration_since(try_start));
     let now = worker.shared.now();
     if let Some((admission, _, _)) = admitted {
-        let status = result.as_ref().ok().map(|(resp, _)| resp.status().as_u16());
+        let status = result.as_ref().ok().map(|(resp, _)| answer_status(resp, grpc));
         admission.finish(status, now);
     }
     // Failback: a failure the route queues on is stored durably and answered 202 with its id.
     if let Some(queue) = failback {
         let (failure, status) = match &result {
-            Ok((resp, _)) => (None, Some(resp.status().as_u16())),
+            Ok((resp, _)) => (None, Some(answer_status(resp, grpc))),
             Err(e) if upstream_body_fault(e, message_refusal.as_deref()).is_some() => (None, None),
             Err(UpstreamError::Connect(..) | UpstreamError::ConnectTimeout(_)) => {
                 (Some(TryFailure::Connect), None)
@@ -1221,6 +1218,17 @@ async fn first_of<'a, T>(
         Poll::Pending
     })
     .await
+}
+
+/// The status an upstream's answer counts as for outlier detection, admission (breakers,
+/// adaptive limits), retries, failback and the route's counters: its HTTP status, or for a gRPC
+/// call answered trailers-only the HTTP equivalent of its `grpc-status`.
+fn answer_status<B>(resp: &Response<B>, grpc: bool) -> u16 {
+    if grpc {
+        grpc::counted_status(resp.status(), resp.headers())
+    } else {
+        resp.status().as_u16()
+    }
 }
 
 /// Why an upstream exchange failed because of the client's body, if it did: the body passed
