@@ -725,3 +725,43 @@ routes:
     );
     stop(gw).await;
 }
+
+/// gRPC-Web's `-text` bodies are base64 of the messages, so their length prefixes are not on
+/// the wire: the whole body is held to `max_body_bytes` and never read as messages; a binary
+/// gRPC-Web body is read per message as gRPC's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_text_bodies_are_not_read_as_messages() {
+    let (backend, _) = backend("echo").await;
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c, limits: {{ max_body_bytes: 64 }} }}]
+clusters: [{{ name: echo, protocol: http2, endpoints: [{{ address: "{backend}" }}], timeouts: {{ request: 5s }} }}]
+routes: [{{ name: all, cluster: echo }}]
+"#
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let post = |content_type: &str, payload: Vec<u8>| {
+        let req = http::Request::post("/echo")
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(body(payload))
+            .unwrap();
+        h2c(addr, req)
+    };
+    // "hello" as one message, base64: read as framed bytes, 'A' 'A' 'A' 'A' would declare a
+    // message of over a gigabyte.
+    let text = b"AAAAAAVoZWxsbw==".to_vec();
+    let (status, headers, echoed) = post("application/grpc-web-text", text.clone()).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(headers.get("grpc-status"), None, "{headers:?}");
+    assert_eq!(echoed, text);
+    // A binary gRPC-Web message over the limit is refused as gRPC's are.
+    let mut framed = vec![0, 0, 0, 0, 100];
+    framed.extend([b'x'; 100]);
+    let (status, headers, _) = post("application/grpc-web+proto", framed).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(headers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"8"[..]), "{headers:?}");
+    stop(gw).await;
+}

@@ -98,9 +98,10 @@ pub enum BodyLimit {
 }
 
 impl BodyLimit {
-    /// The limit `max` for a request body: per message for a gRPC call, else for the whole.
-    pub fn for_request(max: u64, grpc: bool) -> BodyLimit {
-        if grpc {
+    /// The limit `max` for a request body: per message for a gRPC call whose messages are
+    /// length-prefixed on the wire (`per_message`), else for the whole.
+    pub fn for_request(max: u64, per_message: bool) -> BodyLimit {
+        if per_message {
             BodyLimit::PerMessage(super::grpc::MessageLimit::new(max))
         } else {
             BodyLimit::Total(max)

@@ -102,6 +102,14 @@ pub fn grpc_status(status: StatusCode) -> u8 {
     }
 }
 
+/// Whether a gRPC call's body (by its `content-type`) is length-prefixed messages as sent:
+/// gRPC and gRPC-Web are; gRPC-Web's `-text` variant is base64 of them.
+pub fn messages_framed(content_type: Option<&[u8]>) -> bool {
+    const TEXT: &[u8] = b"application/grpc-web-text";
+    !content_type
+        .is_some_and(|ct| ct.len() >= TEXT.len() && ct[..TEXT.len()].eq_ignore_ascii_case(TEXT))
+}
+
 /// The HTTP status a gRPC `code` stands for (the mapping of `google.rpc.Code`).
 pub fn http_equivalent(code: u32) -> u16 {
     match code {
@@ -273,6 +281,15 @@ mod tests {
             }
             prop_assert_eq!(ok, whole);
         }
+    }
+
+    #[test]
+    fn only_base64_text_bodies_are_not_read_as_framed_messages() {
+        assert!(messages_framed(Some(b"application/grpc")));
+        assert!(messages_framed(Some(b"application/grpc+proto")));
+        assert!(messages_framed(Some(b"application/grpc-web+proto")));
+        assert!(!messages_framed(Some(b"application/grpc-web-text")));
+        assert!(!messages_framed(Some(b"Application/gRPC-Web-Text+proto")));
     }
 
     #[test]

@@ -288,13 +288,14 @@ async fn proxy(
     // How long a body read in full may take: what is left of the request, at most the route's
     // `body_timeout`.
     let body_wait = |left: Duration| body_timeout.map_or(left, |t| t.min(left));
-    // A gRPC call's limit is per message (`grpc::MessageLimit`), checked as the body streams.
-    let grpc = crate::policy::render::is_grpc(
-        req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
-    );
+    // A gRPC call's limit is per message (`grpc::MessageLimit`), checked as the body streams
+    // (unless its messages are base64 text, gRPC-Web's `-text`: then the whole body's).
+    let content_type = req.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    let grpc = crate::policy::render::is_grpc(content_type);
+    let per_message = grpc && grpc::messages_framed(content_type);
     // hyper has parsed `Content-Length` already: its exact size hint saves a header lookup.
     if let Some(len) = http_body::Body::size_hint(req.body()).exact() {
-        if len > max_body && !grpc {
+        if len > max_body && !per_message {
             return (canned(StatusCode::PAYLOAD_TOO_LARGE, errors::BODY_TOO_LARGE), None);
         }
     }
@@ -514,8 +515,9 @@ async fn proxy(
             parts.headers.remove(header::HOST);
         }
     }
-    let body_limit = BodyLimit::for_request(max_body, grpc);
-    let message_refusal = body_limit.message_refusal();
+    let body_limit = BodyLimit::for_request(max_body, per_message);
+    // Set when a message is refused; every gRPC call has one (its response body reads it).
+    let message_refusal = grpc.then(|| body_limit.message_refusal().unwrap_or_default());
     let body = if body_is_empty(&body) {
         ProxyBody::Empty
     } else if keep_request && declared.is_none() {
