@@ -225,12 +225,17 @@ routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
     );
     let gw = gateway(&yaml);
     let addr = gw.listener_address("public").unwrap();
+    (gw, client_of(addr).await)
+}
+
+/// A tonic client connected (h2c) to the gateway listener at `addr`.
+async fn client_of(addr: std::net::SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    (gw, tonic::client::Grpc::new(channel))
+    tonic::client::Grpc::new(channel)
 }
 
 fn codec() -> tonic_prost::ProstCodec<EchoRequest, EchoReply> {
@@ -308,12 +313,7 @@ routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
     );
     let gw = gateway(&yaml);
     let addr = gw.listener_address("public").unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
+    let mut client = client_of(addr).await;
     for (message, expected) in [("hello", Ok("echo: hello")), ("fail", Err(tonic::Code::NotFound))]
     {
         client.ready().await.unwrap();
@@ -369,12 +369,7 @@ routes:
     let gw = gateway(&yaml);
     let addr = gw.listener_address("public").unwrap();
     let admin = gw.admin_address().unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
+    let mut client = client_of(addr).await;
     for i in 0..4 {
         client.ready().await.unwrap();
         let codec = tonic_prost::ProstCodec::<EchoRequest, EchoReply>::default();
@@ -682,12 +677,7 @@ routes:
     let gw = gateway(&yaml);
     let addr = gw.listener_address("public").unwrap();
     let admin = gw.admin_address().unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
+    let mut client = client_of(addr).await;
     // Round robin sends every other first try to the shedding endpoint: each is retried.
     for i in 0..4 {
         client.ready().await.unwrap();
@@ -742,8 +732,9 @@ routes: [{{ name: all, cluster: echo }}]
     );
     let gw = gateway(&yaml);
     let addr = gw.listener_address("public").unwrap();
+    // `/grpc` answers once it has the whole body (then the body, `grpc-status: 0` in trailers).
     let post = |content_type: &str, payload: Vec<u8>| {
-        let req = http::Request::post("/echo")
+        let req = http::Request::post("/grpc")
             .header("content-type", content_type)
             .header("te", "trailers")
             .body(body(payload))

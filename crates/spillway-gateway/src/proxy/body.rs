@@ -435,7 +435,8 @@ impl ResponseBody {
     /// This body, for a gRPC call: when the gateway cuts it (a request message over the body
     /// limit, the request's time spent), it ends with trailers giving the caller the
     /// `grpc-status` (`grpc::cut_trailers`) rather than with a reset. `message_refused` is the
-    /// call's [`MessageLimit::refusal`](super::grpc::MessageLimit::refusal).
+    /// call's [`MessageLimit::refusal`](super::grpc::MessageLimit::refusal). Only for an answer
+    /// without a declared length: ending one early would break its `content-length`.
     pub fn ending_cuts_with_grpc_status(
         mut self,
         message_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,

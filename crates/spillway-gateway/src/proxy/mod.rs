@@ -1042,8 +1042,10 @@ async fn proxy(
             c.release();
         }
         ResponseBody::empty()
-    } else if let Some(refusal) = message_refusal {
-        // A gRPC call (its body limit is per message).
+    } else if let Some(refusal) =
+        message_refusal.filter(|_| !parts.headers.contains_key(header::CONTENT_LENGTH))
+    {
+        // A gRPC call whose answer has no declared length, so that trailers can end it early.
         ResponseBody::upstream(body, conn_back, body_deadline).ending_cuts_with_grpc_status(refusal)
     } else {
         ResponseBody::upstream(body, conn_back, body_deadline)
