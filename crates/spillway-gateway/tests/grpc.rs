@@ -646,18 +646,21 @@ async fn gateway_failures_reach_grpc_callers_as_grpc_statuses() {
 
 /// A call an upstream fails before any message is answered trailers-only: HTTP 200 with the
 /// `grpc-status` in the head. The gateway counts it as what it is — UNAVAILABLE as a 503 — so a
-/// route retrying 503s tries another endpoint, and the route's counters show the failures.
+/// route retrying 503s tries another endpoint, and the route's counters and the access log
+/// show the failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trailers_only_unavailable_counts_as_a_503_for_retries_and_metrics() {
     let up = serve(EchoServer::default()).await;
     let shedding = EchoServer::default();
     shedding.0.unavailable.store(true, std::sync::atomic::Ordering::Relaxed);
     let down = serve(shedding).await;
+    let log = temp_path("grpc-access.log");
     let yaml = format!(
         r#"
 workers: 1
 listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c }}]
 admin: {{ address: "127.0.0.1:0" }}
+access_log: {{ path: "{log}" }}
 clusters:
   - name: both
     protocol: http2
@@ -672,7 +675,8 @@ routes:
     cluster: both
     retries: {{ attempts: 2, budget: false, non_idempotent: true, on: [503] }}
   - {{ name: shed, match: {{ path_prefix: /test.Down/ }}, cluster: down }}
-"#
+"#,
+        log = log.display()
     );
     let gw = gateway(&yaml);
     let addr = gw.listener_address("public").unwrap();
@@ -713,6 +717,18 @@ routes:
         ),
         "{metrics}"
     );
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually(Duration::from_secs(5), "five access-log lines", || lines().lines().count() == 5)
+        .await;
+    let statuses: Vec<(String, u64)> = lines()
+        .lines()
+        .map(|l| {
+            let entry: serde_json::Value = serde_json::from_str(l).unwrap();
+            (entry["route"].as_str().unwrap().to_string(), entry["status"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(statuses.iter().filter(|(r, s)| r == "retried" && *s == 200).count(), 4);
+    assert!(statuses.contains(&("shed".to_string(), 503)), "{statuses:?}");
     stop(gw).await;
 }
 

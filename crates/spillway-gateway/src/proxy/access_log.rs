@@ -15,7 +15,8 @@ pub struct AccessEntry<'a> {
     pub method: &'a str,
     /// Request target as received.
     pub uri: &'a str,
-    /// Response status.
+    /// Response status; for a gRPC call, the HTTP status it counts as (a refusal's 429, a
+    /// trailers-only UNAVAILABLE's 503: `proxy::grpc`), as in the route's counters.
     pub status: u16,
     /// Route name ("" without a route).
     pub route: &'a str,

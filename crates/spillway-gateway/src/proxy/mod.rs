@@ -191,7 +191,8 @@ pub async fn handle(
                 client: conn.client_ip.to_str().unwrap_or(""),
                 method: method.as_str(),
                 uri: &uri,
-                status: resp.status().as_u16(),
+                // As the route's counters have it (a gRPC call's as the status it counts as).
+                status: answer_status(&resp, grpc),
                 route: route_name,
                 cluster: cluster_name,
                 upstream,
