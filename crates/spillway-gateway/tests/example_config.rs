@@ -24,6 +24,7 @@ const TOKEN_VAR: &str = "SPILLWAY_ADMIN_TOKEN";
 const COMMENTED_OUT: &[(&str, &str)] = &[
     ("listeners[]", "tls"),
     ("clusters[]", "tls"),
+    ("clusters[].health_check", "grpc"),
     ("clusters[].discovery", "file"),
     ("clusters[].discovery", "etcd"),
     ("routes[].auth", "api_keys"),

@@ -45,6 +45,34 @@ impl tonic::server::UnaryService<EchoRequest> for Say {
     }
 }
 
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse` (status: 1 SERVING, 2 NOT_SERVING).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// The standard health service: SERVING unless `not_serving`, recording what it is asked.
+struct Health(Arc<Gates>);
+
+impl tonic::server::UnaryService<HealthCheckRequest> for Health {
+    type Response = HealthCheckResponse;
+    type Future = std::future::Ready<Result<tonic::Response<HealthCheckResponse>, tonic::Status>>;
+    fn call(&mut self, req: tonic::Request<HealthCheckRequest>) -> Self::Future {
+        self.0.health_asked.lock().unwrap().push(req.into_inner().service);
+        let down = self.0.not_serving.load(std::sync::atomic::Ordering::Relaxed);
+        let status = if down { 2 } else { 1 };
+        std::future::ready(Ok(tonic::Response::new(HealthCheckResponse { status })))
+    }
+}
+
 /// Lets a test pace the streaming services and see what reached them.
 struct Gates {
     /// `Count` sends each of its messages only after taking a permit here.
@@ -53,6 +81,11 @@ struct Gates {
     joined: std::sync::Mutex<Vec<String>>,
     /// Every call is answered UNAVAILABLE, trailers-only (a server shedding load).
     unavailable: std::sync::atomic::AtomicBool,
+    /// The health service answers NOT_SERVING.
+    not_serving: std::sync::atomic::AtomicBool,
+    /// The services asked about by health checks, and the HTTP version of each `/healthz` GET.
+    health_asked: std::sync::Mutex<Vec<String>>,
+    healthz_versions: std::sync::Mutex<Vec<http::Version>>,
 }
 
 impl Default for Gates {
@@ -61,6 +94,9 @@ impl Default for Gates {
             count_next: tokio::sync::Semaphore::new(0),
             joined: Default::default(),
             unavailable: Default::default(),
+            not_serving: Default::default(),
+            health_asked: Default::default(),
+            healthz_versions: Default::default(),
         }
     }
 }
@@ -285,6 +321,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for EchoServer {
         Box::pin(async move {
             if gates.unavailable.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(tonic::Status::unavailable("shedding").into_http());
+            }
+            if req.uri().path() == "/healthz" {
+                gates.healthz_versions.lock().unwrap().push(req.version());
+                return Ok(http::Response::new(tonic::body::Body::empty()));
+            }
+            if req.uri().path() == "/grpc.health.v1.Health/Check" {
+                let codec =
+                    tonic_prost::ProstCodec::<HealthCheckResponse, HealthCheckRequest>::default();
+                return Ok(tonic::server::Grpc::new(codec).unary(Health(gates), req).await);
             }
             let codec = tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default();
             let mut grpc = tonic::server::Grpc::new(codec);
@@ -770,5 +815,66 @@ routes: [{{ name: all, cluster: echo }}]
     let (status, headers, _) = post("application/grpc-web+proto", framed).await;
     assert_eq!(status, http::StatusCode::OK);
     assert_eq!(headers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"8"[..]), "{headers:?}");
+    stop(gw).await;
+}
+
+/// Health checks of an HTTP/2 cluster speak HTTP/2 (prior knowledge on plain TCP), and
+/// `health_check: { grpc: ... }` speaks the gRPC health checking protocol: an endpoint whose
+/// health service answers NOT_SERVING is taken out, and brought back once it is SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_speak_http2_and_the_grpc_health_protocol() {
+    let echo = EchoServer::default();
+    let gates = echo.0.clone();
+    let backend = serve(echo).await;
+    let check = "interval: 100ms, timeout: 1s, healthy: 1, unhealthy: 1";
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c }}]
+admin: {{ address: "127.0.0.1:0" }}
+clusters:
+  - {{ name: by-grpc, protocol: http2, endpoints: [{{ address: "{backend}" }}], health_check: {{ grpc: {{ service: test.Echo }}, {check} }} }}
+  - {{ name: by-path, protocol: http2, endpoints: [{{ address: "{backend}" }}], health_check: {{ path: /healthz, {check} }} }}
+routes:
+  - {{ name: a, match: {{ path_prefix: /a }}, cluster: by-grpc }}
+  - {{ name: b, match: {{ path_prefix: /b }}, cluster: by-path }}
+"#
+    );
+    let gw = gateway(&yaml);
+    let admin = gw.admin_address().unwrap();
+    let healthy = move |cluster: &'static str| async move {
+        let (_, _, metrics) = get(admin, "/metrics").await;
+        let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+        let prefix = format!("spillway_upstream_healthy{{cluster=\"{cluster}\",");
+        metrics.lines().find(|l| l.starts_with(&prefix)).map(|l| l.ends_with(" 1"))
+    };
+    let asked = gates.clone();
+    eventually(Duration::from_secs(5), "three gRPC health checks", move || {
+        asked.health_asked.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert!(gates.health_asked.lock().unwrap().iter().all(|s| s == "test.Echo"));
+    let seen = gates.clone();
+    eventually(Duration::from_secs(5), "three GET /healthz", move || {
+        seen.healthz_versions.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert!(gates.healthz_versions.lock().unwrap().iter().all(|v| *v == http::Version::HTTP_2));
+    assert_eq!(healthy("by-grpc").await, Some(true));
+    assert_eq!(healthy("by-path").await, Some(true));
+
+    gates.not_serving.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while healthy("by-grpc").await != Some(false) {
+        assert!(std::time::Instant::now() < deadline, "NOT_SERVING never took the endpoint out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(healthy("by-path").await, Some(true), "the HTTP check is not the gRPC one");
+    gates.not_serving.store(false, std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while healthy("by-grpc").await != Some(true) {
+        assert!(std::time::Instant::now() < deadline, "SERVING never brought it back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop(gw).await;
 }

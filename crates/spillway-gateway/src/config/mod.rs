@@ -379,11 +379,11 @@ pub struct ClusterTimeouts {
     pub idle: Duration,
 }
 
-/// Active HTTP health checking.
+/// Active health checking.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthCheckConfig {
-    /// Path probed with GET.
-    pub path: String,
+    /// What a probe asks.
+    pub probe: HealthProbe,
     /// Time between probes.
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,
@@ -394,6 +394,23 @@ pub struct HealthCheckConfig {
     pub healthy: u32,
     /// Consecutive failures to become unhealthy.
     pub unhealthy: u32,
+}
+
+/// What a health probe asks an endpoint, in the cluster's protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthProbe {
+    /// `GET path`: healthy on a 2xx.
+    Http {
+        /// The path.
+        path: String,
+    },
+    /// The gRPC health checking protocol (`grpc.health.v1.Health/Check`): healthy when the
+    /// call succeeds and answers SERVING for `service` (empty: the server as a whole).
+    Grpc {
+        /// The service asked about.
+        service: String,
+    },
 }
 
 /// Passive outlier ejection.

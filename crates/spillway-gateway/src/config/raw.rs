@@ -143,6 +143,13 @@ pub struct RawListenerTimeouts {
     pub idle: Option<ConfigDuration>,
 }
 
+/// `health_check.grpc:` (the gRPC health checking protocol).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpcHealthCheck {
+    pub service: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
@@ -293,7 +300,8 @@ pub struct RawClusterTimeouts {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
-    pub path: String,
+    pub path: Option<String>,
+    pub grpc: Option<RawGrpcHealthCheck>,
     pub interval: Option<ConfigDuration>,
     pub timeout: Option<ConfigDuration>,
     #[serde(default, deserialize_with = "super::env::number")]

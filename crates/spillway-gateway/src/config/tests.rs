@@ -804,3 +804,23 @@ fn edge_mistakes_are_refused_at_their_key_and_line() {
     assert!(edge.ip.as_ref().is_some_and(|r| !r.admits([10, 9, 1, 1].into())));
     assert_eq!(edge.request_limits.as_ref().and_then(|l| l.max_body), Some(1 << 20));
 }
+
+#[test]
+fn a_health_check_asks_by_path_or_by_the_grpc_health_protocol() {
+    let grpc = SKELETON.replace("health_check: { path: /healthz,", "health_check: { grpc: {},");
+    // The gRPC health protocol needs HTTP/2.
+    let p = problems(&grpc);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "clusters[0].health_check.grpc");
+    assert!(p[0].reason.contains("protocol: http2"), "{p:?}");
+    let config = parse(&grpc.replace("protocol: http1 ", "protocol: http2 ")).unwrap();
+    let probe = &config.clusters[0].health_check.as_ref().unwrap().probe;
+    assert_eq!(*probe, HealthProbe::Grpc { service: String::new() });
+    // One of the two, named.
+    let both = SKELETON.replace("{ path: /healthz,", "{ path: /healthz, grpc: {},");
+    let p = problems(&both);
+    assert!(p[0].key == "clusters[0].health_check" && p[0].reason.contains("not both"), "{p:?}");
+    let neither = SKELETON.replace("{ path: /healthz,", "{");
+    let p = problems(&neither);
+    assert!(p[0].reason.contains("give `path`"), "{p:?}");
+}

@@ -504,16 +504,42 @@ pub fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Config, Vec
         };
         let health_check = rc.health_check.map(|h| {
             let hp = at(&p, &[key("health_check")]);
-            if !h.path.starts_with('/') {
-                c.error(&at(&hp, &[key("path")]), "must start with `/`");
-            }
+            let probe = match (h.path, h.grpc) {
+                (Some(path), None) => {
+                    if !path.starts_with('/') {
+                        c.error(&at(&hp, &[key("path")]), "must start with `/`");
+                    }
+                    HealthProbe::Http { path }
+                }
+                (None, Some(grpc)) => {
+                    if protocol != UpstreamProtocol::Http2 {
+                        c.error(
+                            &at(&hp, &[key("grpc")]),
+                            "gRPC health checks need the cluster's `protocol: http2`",
+                        );
+                    }
+                    HealthProbe::Grpc { service: grpc.service.unwrap_or_default() }
+                }
+                (path, _) => {
+                    c.error(
+                        &hp,
+                        if path.is_some() {
+                            "give `path` (HTTP) or `grpc` (the gRPC health protocol), not both"
+                        } else {
+                            "give `path` (an HTTP GET, e.g. `/healthz`) or `grpc: {}` (the gRPC \
+                             health protocol)"
+                        },
+                    );
+                    HealthProbe::Http { path: "/".into() }
+                }
+            };
             let healthy = h.healthy.unwrap_or(2);
             let unhealthy = h.unhealthy.unwrap_or(3);
             if healthy == 0 || unhealthy == 0 {
                 c.error(&hp, "`healthy` and `unhealthy` thresholds must be at least 1");
             }
             HealthCheckConfig {
-                path: h.path,
+                probe,
                 interval: positive(
                     &mut c,
                     &at(&hp, &[key("interval")]),

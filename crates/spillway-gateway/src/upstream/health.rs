@@ -1,43 +1,59 @@
-//! Active health checks: each endpoint of a cluster with a `health_check` is probed with
-//! `GET path` every interval; `unhealthy` failures in a row mark it down, `healthy` successes
-//! in a row bring it back.
+//! Active health checks: each endpoint of a cluster with a `health_check` is probed every
+//! interval; `unhealthy` failures in a row mark it down, `healthy` successes in a row bring it
+//! back. A probe is `GET path` (healthy on a 2xx) or the gRPC health checking protocol
+//! (`grpc.health.v1.Health/Check`, healthy on `grpc-status: 0` with SERVING).
 //!
 //! Checks run on the control thread, not on the workers, so probes never compete with
 //! requests for a worker's event loop.
 //!
-//! A cluster with `tls:` is probed over TLS with its own connector (CA, SNI, client
-//! certificate), speaking what ALPN offers: HTTP/2 for `protocol: http2`, else HTTP/1.1.
+//! A probe speaks the cluster's protocol: HTTP/2 for `protocol: http2` (prior knowledge on
+//! plain TCP, by ALPN over TLS), else HTTP/1.1. A cluster with `tls:` is probed over TLS with
+//! its own connector (CA, SNI, client certificate).
 
-use crate::config::{HealthCheckConfig, UpstreamProtocol};
+use crate::config::{HealthCheckConfig, HealthProbe, UpstreamProtocol};
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::pool;
 use crate::upstream::tls::UpstreamTls;
 use bytes::Bytes;
 use http::{header, Request};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One probe: a fresh connection (through `tls` when given), `GET path`, success on 2xx
-/// within `timeout`. Over TLS the `Host` is the server name, as the certificate is.
+/// The gRPC health checking protocol's method.
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// One probe: a fresh connection (through `tls` when given) in `protocol`, then `what`, within
+/// `timeout`. Over TLS the `Host` (`:authority`) is the server name, as the certificate is.
 pub async fn probe(
     addr: SocketAddr,
     tls: Option<&UpstreamTls>,
-    path: &str,
+    protocol: UpstreamProtocol,
+    what: &HealthProbe,
     timeout: Duration,
 ) -> bool {
     let attempt = async {
         let stream = pool::connect(addr, tls, timeout).await.ok()?;
         let host = tls.map_or_else(|| addr.to_string(), |t| t.sni().to_string());
-        let http2 = tls.is_some_and(|t| t.protocol() == UpstreamProtocol::Http2);
-        let mut req = Request::get(path)
-            .header(header::USER_AGENT, "spillway-health")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let resp = if http2 {
+        let (path, mut req) = match what {
+            HealthProbe::Http { path } => {
+                (path.as_str(), Request::get(path).body(Full::new(Bytes::new())).ok()?)
+            }
+            HealthProbe::Grpc { service } => (
+                GRPC_HEALTH_CHECK,
+                Request::post(GRPC_HEALTH_CHECK)
+                    .header(header::CONTENT_TYPE, "application/grpc")
+                    .header(header::TE, "trailers")
+                    .body(Full::new(grpc_health_request(service)))
+                    .ok()?,
+            ),
+        };
+        req.headers_mut()
+            .insert(header::USER_AGENT, http::HeaderValue::from_static("spillway-health"));
+        let resp = if protocol == UpstreamProtocol::Http2 {
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                     .await
@@ -46,7 +62,7 @@ pub async fn probe(
                 let _ = conn.await;
             });
             *req.uri_mut() = http::Uri::builder()
-                .scheme("https")
+                .scheme(if tls.is_some() { "https" } else { "http" })
                 .authority(host)
                 .path_and_query(path)
                 .build()
@@ -61,9 +77,90 @@ pub async fn probe(
             req.headers_mut().insert(header::HOST, http::HeaderValue::try_from(host).ok()?);
             sender.send_request(req).await.ok()?
         };
-        Some(resp.status().is_success())
+        match what {
+            HealthProbe::Http { .. } => Some(resp.status().is_success()),
+            HealthProbe::Grpc { .. } => {
+                if resp.status() != http::StatusCode::OK {
+                    return Some(false);
+                }
+                let head_status = resp.headers().get("grpc-status").cloned();
+                let collected = resp.into_body().collect().await.ok()?;
+                let status = head_status
+                    .or_else(|| collected.trailers().and_then(|t| t.get("grpc-status").cloned()));
+                let ok = status.is_some_and(|s| s.as_bytes() == b"0");
+                Some(ok && serving(&collected.to_bytes()))
+            }
+        }
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+/// A `HealthCheckRequest { service }` as one length-prefixed gRPC message (protobuf: field 1,
+/// a string; left out when empty, as proto3 does).
+fn grpc_health_request(service: &str) -> Bytes {
+    let mut message = Vec::with_capacity(service.len() + 16);
+    if !service.is_empty() {
+        message.push(0x0a);
+        put_varint(&mut message, service.len() as u64);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    Bytes::from(framed)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = input.split_first()?;
+        *input = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Whether a length-prefixed `HealthCheckResponse` says SERVING (field 1, an enum: 1); an
+/// absent status is UNKNOWN, a malformed message is not serving.
+fn serving(body: &[u8]) -> bool {
+    let Some((prefix, rest)) = body.split_first_chunk::<5>() else { return false };
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    let Some(mut message) = rest.get(..len) else { return false };
+    let mut status = 0;
+    while !message.is_empty() {
+        let Some(key) = take_varint(&mut message) else { return false };
+        let skip = match key & 7 {
+            0 => {
+                let Some(v) = take_varint(&mut message) else { return false };
+                if key >> 3 == 1 {
+                    status = v;
+                }
+                0
+            }
+            1 => 8,
+            2 => match take_varint(&mut message) {
+                Some(n) => n as usize,
+                None => return false,
+            },
+            5 => 4,
+            _ => return false,
+        };
+        let Some(rest) = message.get(skip..) else { return false };
+        message = rest;
+    }
+    status == 1
 }
 
 /// Probes every endpoint of `cluster` until `alive` returns false (the cluster was replaced by
@@ -80,7 +177,11 @@ pub async fn run(cluster: Arc<ClusterState>, hc: HealthCheckConfig, alive: impl 
             return;
         }
         let tls = cluster.tls.as_deref();
-        let probes = cluster.endpoints.iter().map(|e| probe(e.address, tls, &hc.path, hc.timeout));
+        let protocol = cluster.config.protocol;
+        let probes = cluster
+            .endpoints
+            .iter()
+            .map(|e| probe(e.address, tls, protocol, &hc.probe, hc.timeout));
         let results = futures_join_all(probes).await;
         for (i, ok) in results.into_iter().enumerate() {
             let e = &cluster.endpoints[i];
@@ -130,4 +231,31 @@ async fn futures_join_all<F: std::future::Future<Output = bool>>(
     })
     .await;
     results.into_iter().map(|r| r.unwrap_or(false)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_health_request_is_one_framed_message_naming_the_service() {
+        assert_eq!(&grpc_health_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(&grpc_health_request("ab")[..], &[0, 0, 0, 0, 4, 0x0a, 2, b'a', b'b']);
+        let long = "s".repeat(200);
+        let framed = grpc_health_request(&long);
+        assert_eq!(&framed[5..8], &[0x0a, 0xc8, 0x01], "a two-byte varint length");
+        assert_eq!(framed.len(), 5 + 3 + 200);
+    }
+
+    #[test]
+    fn only_a_serving_answer_is_healthy() {
+        assert!(serving(&[0, 0, 0, 0, 2, 0x08, 1]));
+        assert!(!serving(&[0, 0, 0, 0, 2, 0x08, 2]), "NOT_SERVING");
+        assert!(!serving(&[0, 0, 0, 0, 0]), "no status: UNKNOWN");
+        assert!(!serving(&[0, 0, 0, 0, 2, 0x08]), "a truncated message");
+        assert!(!serving(&[0, 0, 0]), "a truncated prefix");
+        // Unknown fields around the status are skipped.
+        assert!(!serving(&[0, 0, 0, 0, 7, 0x12, 2, b'h', b'i', 0x08, 1, 0x18]), "truncated");
+        assert!(serving(&[0, 0, 0, 0, 6, 0x12, 2, b'h', b'i', 0x08, 1]));
+    }
 }
