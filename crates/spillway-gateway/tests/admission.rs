@@ -458,6 +458,9 @@ async fn a_rate_limited_grpc_call_gets_resource_exhausted_trailers_only() {
     assert_eq!(refused.status, StatusCode::OK);
     assert_eq!(refused.header("grpc-status"), Some("8"));
     assert_eq!(refused.header("content-type"), Some("application/grpc"));
+    // When to retry, as gRPC clients read it (the bucket refills in an hour).
+    let pushback: u64 = refused.header("grpc-retry-pushback-ms").unwrap().parse().unwrap();
+    assert!((3_000_000..=3_600_000).contains(&pushback), "{pushback}");
     assert!(refused.body.is_empty());
     // The route's counters see the refusals as the 429s they are, not as answered calls.
     let metrics = gw.metrics().await;

@@ -152,25 +152,36 @@ pub struct LocalError {
     pub code: u8,
     /// The `grpc-message`: the error's name, as in the HTTP answer's body.
     pub message: &'static str,
+    /// When to try again, given as `grpc-retry-pushback-ms` (what gRPC clients' retry
+    /// policies read, where an HTTP client reads `Retry-After`).
+    pub pushback: Option<std::time::Duration>,
 }
 
 impl LocalError {
     /// One of `proxy::errors`' bodies (`{"error":"NAME"...`) answered with `status`.
     pub fn from_body(body: &'static str, status: StatusCode) -> LocalError {
         let name = body.strip_prefix("{\"error\":\"").and_then(|rest| rest.split('"').next());
-        LocalError { code: grpc_status(status), message: name.unwrap_or("error") }
+        LocalError { code: grpc_status(status), message: name.unwrap_or("error"), pushback: None }
     }
 
-    /// A refusal for `reason` (its own gRPC status, from `spillway_core::decision`).
-    pub fn refusal(reason: spillway_core::RejectReason) -> LocalError {
-        LocalError { code: reason.grpc_status(), message: reason.as_str() }
+    /// A refusal (its reason's own gRPC status, from `spillway_core::decision`, and its
+    /// retry hint).
+    pub fn refusal(rejection: &spillway_core::Rejection) -> LocalError {
+        let reason = rejection.reason;
+        LocalError {
+            code: reason.grpc_status(),
+            message: reason.as_str(),
+            pushback: rejection.retry_after,
+        }
     }
 }
 
 /// `resp`, given as a trailers-only gRPC answer when it is one of the gateway's own error
 /// answers or refusals (marked with [`LocalError`]); any other response is left as it is.
 pub fn local_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
-    let Some(LocalError { code, message }) = resp.extensions().get::<LocalError>().copied() else {
+    let Some(LocalError { code, message, pushback }) =
+        resp.extensions().get::<LocalError>().copied()
+    else {
         return resp;
     };
     let (mut parts, _) = resp.into_parts();
@@ -180,6 +191,10 @@ pub fn local_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
     headers.insert("grpc-message", HeaderValue::from_static(message));
+    if let Some(after) = pushback {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        headers.insert("grpc-retry-pushback-ms", HeaderValue::from(ms));
+    }
     Response::from_parts(parts, ResponseBody::empty())
 }
 
@@ -327,11 +342,19 @@ mod tests {
 
     #[test]
     fn a_refusal_keeps_its_own_grpc_status() {
-        use spillway_core::RejectReason;
-        let limited = LocalError::refusal(RejectReason::RateLimited);
-        assert_eq!(limited, LocalError { code: 8, message: "rate_limited" });
-        assert_eq!(LocalError::refusal(RejectReason::Overloaded).code, 14);
-        assert_eq!(LocalError::refusal(RejectReason::DeadlineExceeded).code, 4);
+        use spillway_core::{RejectReason, Rejection};
+        let after = std::time::Duration::from_millis(1500);
+        let limited =
+            LocalError::refusal(&Rejection::new(RejectReason::RateLimited).retry_after(after));
+        assert_eq!(limited, LocalError { code: 8, message: "rate_limited", pushback: Some(after) });
+        let mut resp = Response::new(ResponseBody::empty());
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        resp.extensions_mut().insert(limited);
+        let resp = local_answer(resp);
+        assert_eq!(resp.headers()["grpc-retry-pushback-ms"], "1500");
+        let overloaded = LocalError::refusal(&Rejection::new(RejectReason::Overloaded));
+        assert_eq!((overloaded.code, overloaded.pushback), (14, None));
+        assert_eq!(LocalError::refusal(&Rejection::new(RejectReason::DeadlineExceeded)).code, 4);
     }
 
     #[test]

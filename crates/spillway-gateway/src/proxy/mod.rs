@@ -1315,7 +1315,7 @@ fn refusal_response(refusal: &crate::policy::Refusal) -> Response<ResponseBody> 
     let mut resp = rendered_response(crate::policy::render::render(refusal));
     // For the access log, which `handle` writes after the fact.
     resp.extensions_mut().insert(refusal.rejection.reason);
-    resp.extensions_mut().insert(grpc::LocalError::refusal(refusal.rejection.reason));
+    resp.extensions_mut().insert(grpc::LocalError::refusal(&refusal.rejection));
     resp
 }
 
