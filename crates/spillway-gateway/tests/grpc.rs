@@ -774,6 +774,14 @@ routes:
         .collect();
     assert_eq!(statuses.iter().filter(|(r, s)| r == "retried" && *s == 200).count(), 4);
     assert!(statuses.contains(&("shed".to_string(), 503)), "{statuses:?}");
+    // The code itself too, where the head said it (trailers-only); a status that comes in
+    // trailers is not known when the line is written.
+    let codes: Vec<Option<u64>> = lines()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["grpc_status"].as_u64())
+        .collect();
+    assert_eq!(codes.iter().filter(|c| **c == Some(14)).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 4, "{codes:?}");
     stop(gw).await;
 }
 

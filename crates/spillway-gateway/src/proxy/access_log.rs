@@ -30,11 +30,15 @@ pub struct AccessEntry<'a> {
     pub request_id: Option<&'a str>,
     /// Why admission refused the request (`rate_limited`, `overloaded`, …), if it did.
     pub refused: Option<&'a str>,
+    /// A gRPC call's `grpc-status` when it is known as the head goes out: the gateway's own
+    /// answer, or an upstream's trailers-only one (a status in trailers comes later). Logged
+    /// only when known.
+    pub grpc_status: Option<u32>,
 }
 
 /// Writes one JSON access-log line to `sink`.
 pub fn log_access(sink: &std::sync::Mutex<Box<dyn std::io::Write + Send>>, e: &AccessEntry<'_>) {
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "ts_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         "client": e.client,
         "method": e.method,
@@ -47,6 +51,9 @@ pub fn log_access(sink: &std::sync::Mutex<Box<dyn std::io::Write + Send>>, e: &A
         "request_id": e.request_id,
         "refused": e.refused,
     });
+    if let (Some(code), Some(fields)) = (e.grpc_status, line.as_object_mut()) {
+        fields.insert("grpc_status".into(), code.into());
+    }
     if let Ok(mut w) = sink.lock() {
         let _ = writeln!(w, "{line}");
     }

@@ -144,6 +144,17 @@ pub fn counted_status(status: StatusCode, headers: &HeaderMap) -> u16 {
     }
 }
 
+/// The `grpc-status` of an answer whose head is about to go to a gRPC caller, when the head
+/// says it: the gateway's own answer (given as one later, [`local_answer`]) or a trailers-only
+/// one. `None` for an answer whose status comes in trailers.
+pub fn head_status<B>(resp: &Response<B>) -> Option<u32> {
+    if let Some(local) = resp.extensions().get::<LocalError>() {
+        return Some(u32::from(local.code));
+    }
+    let value = resp.headers().get("grpc-status")?;
+    std::str::from_utf8(value.as_bytes()).ok()?.trim().parse().ok()
+}
+
 /// The gateway's own error answer or refusal, kept on the response (laid out for HTTP) so
 /// that a gRPC request's is given as a gRPC status once it has been counted and logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +349,19 @@ mod tests {
         // Every code defined maps; an undefined one is a server error.
         assert!((0..=16).all(|c| http_equivalent(c) >= 200));
         assert_eq!(http_equivalent(99), 500);
+    }
+
+    #[test]
+    fn the_head_status_is_the_gateways_own_or_a_trailers_only_one() {
+        let mut local = Response::new(ResponseBody::empty());
+        *local.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        let timeout = LocalError::from_body(super::super::errors::UPSTREAM_TIMEOUT, local.status());
+        local.extensions_mut().insert(timeout);
+        assert_eq!(head_status(&local), Some(4));
+        let mut trailers_only = Response::new(ResponseBody::empty());
+        trailers_only.headers_mut().insert("grpc-status", HeaderValue::from_static("14"));
+        assert_eq!(head_status(&trailers_only), Some(14));
+        assert_eq!(head_status(&Response::new(ResponseBody::empty())), None);
     }
 
     #[test]

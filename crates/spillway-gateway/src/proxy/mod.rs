@@ -199,6 +199,7 @@ pub async fn handle(
                 duration: worker.shared.now().saturating_duration_since(start),
                 request_id: resp.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()),
                 refused: resp.extensions().get::<spillway_core::RejectReason>().map(|r| r.as_str()),
+                grpc_status: if grpc { grpc::head_status(&resp) } else { None },
             },
         );
     }

@@ -817,6 +817,8 @@ impl<D: Downstream> Conn<'_, D> {
                 duration,
                 request_id: upstream_and_id.and_then(|(_, id)| std::str::from_utf8(id).ok()),
                 refused: refused.map(|r| r.as_str()),
+                // gRPC calls take the general path.
+                grpc_status: None,
             },
         );
     }
