@@ -9,11 +9,13 @@
 //! - [`local_answer`] and [`cut_trailers`]: the two shapes that status takes — a trailers-only
 //!   response when nothing was sent yet, trailers ending the response in flight when the
 //!   gateway cuts a call whose response has started (a request message over the limit, the
-//!   request's time spent).
+//!   request's time spent). A refusal's retry hint goes as `grpc-retry-pushback-ms`.
 //! - [`counted_status`]: the other way round, what an upstream's gRPC answer counts as. A call
 //!   that fails before any message is answered trailers-only — HTTP 200 with its `grpc-status`
 //!   in the head — so outlier detection, breakers, retries and the route's counters read its
 //!   HTTP equivalent (UNAVAILABLE a 503, RESOURCE_EXHAUSTED a 429, ...) instead of a success.
+//!   [`head_status`] is the code itself, for the access log.
+//! - [`messages_framed`]: whether a body's messages are on the wire (not gRPC-Web's base64).
 
 use super::body::{BodyTooLarge, ResponseBody, ResponseBodyError};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
