@@ -331,7 +331,7 @@ enum Kind {
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
         /// A gRPC call's request-message refusal: a cut the gateway makes ends the call with a
         /// `grpc-status` in trailers (see [`ResponseBody::ending_cuts_with_grpc_status`]).
-        grpc: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+        grpc_refusal: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     },
     /// A body whose copy is kept when it ends cleanly (`stale_on_error`).
     Captured(Box<super::stale::CaptureBody<ResponseBody>>),
@@ -427,7 +427,7 @@ impl ResponseBody {
         deadline: tokio::time::Instant,
     ) -> ResponseBody {
         ResponseBody {
-            kind: Kind::Upstream { inner, conn, deadline, timer: None, grpc: None },
+            kind: Kind::Upstream { inner, conn, deadline, timer: None, grpc_refusal: None },
             active: None,
         }
     }
@@ -441,8 +441,8 @@ impl ResponseBody {
         mut self,
         message_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> ResponseBody {
-        if let Kind::Upstream { grpc, .. } = &mut self.kind {
-            *grpc = Some(message_refused);
+        if let Kind::Upstream { grpc_refusal, .. } = &mut self.kind {
+            *grpc_refusal = Some(message_refused);
         }
         self
     }
@@ -487,7 +487,7 @@ impl Body for ResponseBody {
         let frame = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Kind::Captured(inner) => ready!(Pin::new(&mut **inner).poll_frame(cx)),
-            Kind::Upstream { inner, conn, deadline, timer, grpc } => {
+            Kind::Upstream { inner, conn, deadline, timer, grpc_refusal } => {
                 let frame = match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
@@ -499,7 +499,7 @@ impl Body for ResponseBody {
                         Some(Err(ResponseBodyError::Timeout))
                     }
                 };
-                if let (Some(message_refused), Some(Err(e))) = (grpc.as_deref(), &frame) {
+                if let (Some(message_refused), Some(Err(e))) = (grpc_refusal.as_deref(), &frame) {
                     if let Some(cut) = super::grpc::cut_of(e, message_refused) {
                         // The upstream's stream goes with its body (reset, not pooled).
                         this.kind = Kind::Full(None);

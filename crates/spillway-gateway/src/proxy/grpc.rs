@@ -23,7 +23,21 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Length of a gRPC message's prefix: a compressed flag and a 4-byte big-endian length.
-const PREFIX_LEN: usize = 5;
+pub const PREFIX_LEN: usize = 5;
+
+/// The message length a prefix declares.
+pub fn declared_len(prefix: &[u8; PREFIX_LEN]) -> u32 {
+    u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]])
+}
+
+/// `message` (uncompressed) with its prefix: one gRPC message as it goes on the wire.
+pub fn framed(message: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(PREFIX_LEN + message.len());
+    out.push(0);
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    bytes::Bytes::from(out)
+}
 
 /// Follows the length-prefixed messages of a gRPC request body as it streams and refuses the
 /// first one declared longer than the limit (at its prefix, before its bytes are sent on).
@@ -71,12 +85,7 @@ impl MessageLimit {
             data = &data[n..];
             if self.have == PREFIX_LEN {
                 self.have = 0;
-                let len = u32::from_be_bytes([
-                    self.prefix[1],
-                    self.prefix[2],
-                    self.prefix[3],
-                    self.prefix[4],
-                ]);
+                let len = declared_len(&self.prefix);
                 if u64::from(len) > self.max {
                     self.refused.store(true, Relaxed);
                     return Err(BodyTooLarge);
@@ -256,10 +265,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn message(len: usize) -> Vec<u8> {
-        let mut m = vec![0u8];
-        m.extend_from_slice(&(len as u32).to_be_bytes());
-        m.extend(std::iter::repeat_n(b'x', len));
-        m
+        framed(&vec![b'x'; len]).to_vec()
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! its own connector (CA, SNI, client certificate).
 
 use crate::config::{HealthCheckConfig, HealthProbe, UpstreamProtocol};
+use crate::proxy::grpc;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::pool;
 use crate::upstream::tls::UpstreamTls;
@@ -104,11 +105,7 @@ fn grpc_health_request(service: &str) -> Bytes {
         put_varint(&mut message, service.len() as u64);
         message.extend_from_slice(service.as_bytes());
     }
-    let mut framed = Vec::with_capacity(message.len() + 5);
-    framed.push(0);
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&message);
-    Bytes::from(framed)
+    grpc::framed(&message)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -135,8 +132,10 @@ fn take_varint(input: &mut &[u8]) -> Option<u64> {
 /// Whether a length-prefixed `HealthCheckResponse` says SERVING (field 1, an enum: 1); an
 /// absent status is UNKNOWN, a malformed message is not serving.
 fn serving(body: &[u8]) -> bool {
-    let Some((prefix, rest)) = body.split_first_chunk::<5>() else { return false };
-    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    let Some((prefix, rest)) = body.split_first_chunk::<{ grpc::PREFIX_LEN }>() else {
+        return false;
+    };
+    let len = grpc::declared_len(prefix) as usize;
     let Some(mut message) = rest.get(..len) else { return false };
     let mut status = 0;
     while !message.is_empty() {
