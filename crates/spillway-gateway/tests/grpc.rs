@@ -282,6 +282,12 @@ fn request(message: &str) -> EchoRequest {
     EchoRequest { message: message.to_string() }
 }
 
+/// That `status` has `code` and `message`.
+fn assert_status(status: &tonic::Status, code: tonic::Code, message: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(status.message(), message, "{status:?}");
+}
+
 /// The next message of a response stream, within 5 s.
 async fn next(stream: &mut tonic::Streaming<EchoReply>) -> Result<Option<String>, tonic::Status> {
     let message = tokio::time::timeout(Duration::from_secs(5), stream.message())
@@ -369,11 +375,7 @@ routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
             .await;
         match expected {
             Ok(reply) => assert_eq!(result.unwrap().into_inner().message, reply),
-            Err(code) => {
-                let status = result.unwrap_err();
-                assert_eq!(status.code(), code);
-                assert_eq!(status.message(), "no such thing");
-            }
+            Err(code) => assert_status(&result.unwrap_err(), code, "no such thing"),
         }
     }
     blocking(move || {
@@ -469,8 +471,7 @@ async fn server_streaming_messages_cross_one_by_one_and_a_status_ends_the_call_o
     assert_eq!(next(&mut stream).await.unwrap().as_deref(), Some("1"));
     assert_eq!(next(&mut stream).await.unwrap().as_deref(), Some("2"));
     let status = next(&mut stream).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert_eq!(status.message(), "quota gone after 2");
+    assert_status(&status, tonic::Code::ResourceExhausted, "quota gone after 2");
     stop(gw).await;
 }
 
@@ -541,8 +542,7 @@ async fn bidirectional_streaming_ping_pong_and_an_error_status_mid_call_on(serve
     assert_eq!(next(&mut replies).await.unwrap().as_deref(), Some("echo: one"));
     tx.send(request("fail")).await.unwrap();
     let status = next(&mut replies).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert_eq!(status.message(), "cannot echo fail");
+    assert_status(&status, tonic::Code::InvalidArgument, "cannot echo fail");
     drop(tx);
 
     // The connection keeps serving calls afterwards.
@@ -602,8 +602,11 @@ async fn the_body_limit_bounds_each_grpc_message_not_the_stream_on(server: &str,
     }
     tx.send(request(&"y".repeat(100))).await.unwrap();
     let status = next(&mut replies).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert_eq!(status.message(), "request message larger than the gateway's limit");
+    assert_status(
+        &status,
+        tonic::Code::ResourceExhausted,
+        "request message larger than the gateway's limit",
+    );
     drop(tx);
 
     // A unary call with a message over the limit: nothing was answered, so trailers-only.
@@ -613,8 +616,7 @@ async fn the_body_limit_bounds_each_grpc_message_not_the_stream_on(server: &str,
         .unary(tonic::Request::new(request(&"z".repeat(100))), say.clone(), codec())
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    assert_eq!(status.message(), "body_too_large");
+    assert_status(&status, tonic::Code::ResourceExhausted, "body_too_large");
     // And the connection goes on serving.
     client.ready().await.unwrap();
     let reply = client.unary(tonic::Request::new(request("small")), say, codec()).await;
@@ -652,8 +654,7 @@ async fn gateway_failures_reach_grpc_callers_as_grpc_statuses_on(server: &str, u
         .client_streaming(tonic::Request::new(ReceiverStream::new(rx)), join, codec())
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-    assert_eq!(status.message(), "upstream_timeout");
+    assert_status(&status, tonic::Code::DeadlineExceeded, "upstream_timeout");
     drop(tx);
 
     // Server streaming: one message, then the server waits past the timeout.
@@ -667,16 +668,14 @@ async fn gateway_failures_reach_grpc_callers_as_grpc_statuses_on(server: &str, u
         .into_inner();
     assert_eq!(next(&mut replies).await.unwrap().as_deref(), Some("1"));
     let status = next(&mut replies).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
-    assert_eq!(status.message(), "deadline exceeded at the gateway");
+    assert_status(&status, tonic::Code::DeadlineExceeded, "deadline exceeded at the gateway");
 
     // No route: UNIMPLEMENTED, named.
     client.ready().await.unwrap();
     let elsewhere = http::uri::PathAndQuery::from_static("/other.Service/Call");
     let status =
         client.unary(tonic::Request::new(request("hi")), elsewhere, codec()).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
-    assert_eq!(status.message(), "no_route");
+    assert_status(&status, tonic::Code::Unimplemented, "no_route");
     stop(gw).await;
 }
 
@@ -738,8 +737,7 @@ routes:
     client.ready().await.unwrap();
     let path = http::uri::PathAndQuery::from_static("/test.Down/Say");
     let status = client.unary(tonic::Request::new(request("x")), path, codec()).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert_eq!(status.message(), "shedding");
+    assert_status(&status, tonic::Code::Unavailable, "shedding");
 
     let (_, _, metrics) = get(admin, "/metrics").await;
     let metrics = String::from_utf8(metrics.to_vec()).unwrap();
