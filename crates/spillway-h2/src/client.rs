@@ -38,7 +38,9 @@ use crate::endpoint::{
 };
 use crate::error::{ErrorCode, H2Error};
 use crate::frame::DEFAULT_MAX_FRAME_SIZE;
-use crate::head::{check_regular, connection_specific, content_length, name_ok, Fields};
+use crate::head::{
+    check_regular, connection_specific, content_length, has_nul_cr_lf, name_ok, Fields,
+};
 use crate::hpack;
 use crate::stream::{Closed, Stream};
 
@@ -495,7 +497,7 @@ impl ClientConnection {
             if !name_ok(n)
                 || connection_specific(n)
                 || (n == b"te" && !v.eq_ignore_ascii_case(b"trailers"))
-                || v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+                || has_nul_cr_lf(v)
             {
                 return Err(RequestError::InvalidField);
             }

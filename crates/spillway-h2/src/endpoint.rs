@@ -28,7 +28,7 @@ use crate::flow::{RecvWindow, SendWindow};
 use crate::frame::{
     self, flag, kind, setting, Frame, FrameHeader, DEFAULT_MAX_FRAME_SIZE, HEADER_LEN, MAX_WINDOW,
 };
-use crate::head::{connection_specific, name_ok, Fields, HeadBuilder};
+use crate::head::{connection_specific, has_nul_cr_lf, name_ok, Fields, HeadBuilder};
 use crate::hpack;
 use crate::stream::{Closed, RecentlyClosed, Stream};
 
@@ -186,10 +186,7 @@ pub(crate) fn check_fields<'f>(
     fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
 ) -> Result<(), SendError> {
     for (n, v) in fields {
-        if !name_ok(n)
-            || connection_specific(n)
-            || v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
-        {
+        if !name_ok(n) || connection_specific(n) || has_nul_cr_lf(v) {
             return Err(SendError::InvalidField);
         }
     }

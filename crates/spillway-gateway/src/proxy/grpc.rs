@@ -18,6 +18,7 @@
 //! - [`messages_framed`]: whether a body's messages are on the wire (not gRPC-Web's base64).
 
 use super::body::{BodyTooLarge, ResponseBody, ResponseBodyError};
+use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -146,7 +147,7 @@ pub fn counted_status(status: StatusCode, headers: &HeaderMap) -> u16 {
     if status != StatusCode::OK {
         return status.as_u16();
     }
-    let code = headers.get("grpc-status").and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
+    let code = headers.get(GRPC_STATUS).and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
     match code.map(|c| c.trim().parse::<u32>()) {
         Some(Ok(code)) => http_equivalent(code),
         // A status that is not a number is a broken answer.
@@ -162,7 +163,7 @@ pub fn head_status<B>(resp: &Response<B>) -> Option<u32> {
     if let Some(local) = resp.extensions().get::<LocalError>() {
         return Some(u32::from(local.code));
     }
-    let value = resp.headers().get("grpc-status")?;
+    let value = resp.headers().get(GRPC_STATUS)?;
     std::str::from_utf8(value.as_bytes()).ok()?.trim().parse().ok()
 }
 
@@ -211,8 +212,8 @@ pub fn local_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
     let headers = &mut parts.headers;
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
-    headers.insert("grpc-message", HeaderValue::from_static(message));
+    headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
+    headers.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
     if let Some(after) = pushback {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
         headers.insert("grpc-retry-pushback-ms", HeaderValue::from(ms));
@@ -254,8 +255,8 @@ pub fn cut_trailers(cut: Cut) -> HeaderMap {
         Cut::DeadlineExceeded => (4u8, "deadline exceeded at the gateway"),
     };
     let mut trailers = HeaderMap::with_capacity(2);
-    trailers.insert("grpc-status", HeaderValue::from(u16::from(code)));
-    trailers.insert("grpc-message", HeaderValue::from_static(message));
+    trailers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
+    trailers.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
     trailers
 }
 

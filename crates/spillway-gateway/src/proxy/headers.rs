@@ -13,11 +13,15 @@ use http::HeaderMap;
 /// not grow and rehash the `HeaderMap` built with exactly the wire's fields.
 pub const ADDED_FIELDS: usize = 8;
 
+/// `grpc-status`, as a constant: looked up on every gRPC answer, where a `&str` key would be
+/// parsed again on each lookup.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
 /// A field name as it came on the wire; gRPC's own names without an allocation (`http` copies
 /// a name that is not a standard header). `None` if `http` refuses it.
 pub fn wire_name(name: &[u8]) -> Option<HeaderName> {
-    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-    const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
     const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
     const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
     const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");

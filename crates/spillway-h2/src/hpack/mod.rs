@@ -33,6 +33,7 @@ fn error(reason: &'static str) -> H2Error {
 
 /// Appends `value` as an HPACK integer with an `prefix_bits`-bit prefix; `first` holds the
 /// pattern bits above the prefix (§5.1).
+#[inline]
 pub fn encode_int(value: usize, prefix_bits: u8, first: u8, out: &mut Vec<u8>) {
     let max = (1usize << prefix_bits) - 1;
     if value < max {
@@ -83,6 +84,13 @@ pub fn encode_string(s: &[u8], out: &mut Vec<u8>) {
         encode_int(s.len(), 7, 0, out);
         out.extend_from_slice(s);
     }
+}
+
+/// Appends a string literal as it is, without Huffman coding (§5.2, H = 0).
+#[inline]
+fn encode_raw(s: &[u8], out: &mut Vec<u8>) {
+    encode_int(s.len(), 7, 0, out);
+    out.extend_from_slice(s);
 }
 
 /// Where a decoded string lives until the field is handed out.
@@ -262,9 +270,10 @@ pub fn indexing_for(name: &[u8]) -> Indexing {
     }
 }
 
-/// Longest value sent without indexing that goes out as a raw literal (dates, lengths, ids);
-/// longer ones are Huffman-coded, where the bytes saved are worth the passes.
-const RAW_VALUE_MAX: usize = 64;
+/// Longest name or value of a field sent without indexing that goes out as a raw literal
+/// (dates, lengths, ids, `x-request-id` itself); longer ones are Huffman-coded, where the
+/// bytes saved are worth the passes.
+const RAW_LITERAL_MAX: usize = 64;
 
 /// The HPACK encoder of one connection (encodes what we send).
 #[derive(Debug)]
@@ -388,18 +397,23 @@ impl Encoder {
             Indexing::Without => (4, 0x00),
             Indexing::Never => (4, 0x10),
         };
+        // A field that is not indexed goes out whole on every message: its short name and
+        // value are sent as they are, where Huffman coding would cost two passes over them
+        // each time to save a few bytes. An indexed one is coded once, then referenced.
+        let raw = |s: &[u8]| indexing != Indexing::Incremental && s.len() <= RAW_LITERAL_MAX;
         match name_index {
             Some(i) => encode_int(i, prefix, pattern, out),
             None => {
                 out.push(pattern);
-                encode_string(name, out);
+                if raw(name) {
+                    encode_raw(name, out);
+                } else {
+                    encode_string(name, out);
+                }
             }
         }
-        if indexing == Indexing::Without && value.len() <= RAW_VALUE_MAX {
-            // A short value that changes per message is sent as it is: Huffman coding it would
-            // cost two passes over it on every message to save a few bytes.
-            encode_int(value.len(), 7, 0, out);
-            out.extend_from_slice(value);
+        if raw(value) {
+            encode_raw(value, out);
         } else {
             encode_string(value, out);
         }

@@ -286,5 +286,13 @@ fn encoder_policy_indexes_repeats_and_never_indexes_secrets() {
     assert_eq!(&out[..2], [0x0f, 33 - 15], "name from the static table");
     assert_eq!(out[2], 29, "a short changing value is a raw literal (no Huffman bit)");
     assert_eq!(&out[3..], b"Sun, 06 Dec 2026 19:40:00 GMT");
+    let mut out = Vec::new();
+    enc.encode_field(b"x-request-id", b"0190f3a2-7c41", &mut out);
+    assert_eq!(out[0], 0x00, "literal without indexing, new name");
+    assert_eq!(out[1], 12, "the name, never indexed, is a raw literal (no Huffman bit)");
+    assert_eq!(&out[2..14], b"x-request-id");
+    assert_eq!(&out[14..], b"\x0d0190f3a2-7c41");
+    let mut dec = Decoder::new(4096, 1 << 16);
+    assert_eq!(decode_all(&mut dec, &out), owned(&vec![("x-request-id", "0190f3a2-7c41")]));
     assert_eq!(enc.table().len(), 1);
 }
