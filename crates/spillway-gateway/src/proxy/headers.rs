@@ -4,6 +4,7 @@
 //!
 //! One classification, so both paths drop the same set of fields (RFC 9110 §7.6.1).
 
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
@@ -38,12 +39,45 @@ pub fn wire_name(name: &[u8]) -> Option<HeaderName> {
 /// A field value as it came on the wire; the values every gRPC call carries without an
 /// allocation. `None` if `http` refuses it.
 pub fn wire_value(value: &[u8]) -> Option<HeaderValue> {
+    constant_value(value).or_else(|| HeaderValue::from_bytes(value).ok())
+}
+
+/// A field `http` refuses (a name or value it will not hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedField;
+
+/// Appends decoded HTTP/2 `fields` to `map`. Values other than gRPC's constant ones are slices
+/// of one copy of the fields' buffer: one allocation per head where there was one per value,
+/// and a clone of the map (a retry's or a replay's copy) counts references where it copied
+/// each value. Fails on the first field `http` refuses, with the fields before it appended.
+pub fn append_wire_fields(
+    fields: &spillway_h2::Fields,
+    map: &mut HeaderMap,
+) -> Result<(), RefusedField> {
+    let (buffer, spans) = fields.buffer_and_spans();
+    let mut shared: Option<Bytes> = None;
+    for (name, value) in spans {
+        let name = wire_name(&buffer[name]).ok_or(RefusedField)?;
+        let value = match constant_value(&buffer[value.clone()]) {
+            Some(v) => v,
+            None => {
+                let whole = shared.get_or_insert_with(|| Bytes::copy_from_slice(buffer));
+                HeaderValue::from_maybe_shared(whole.slice(value)).map_err(|_| RefusedField)?
+            }
+        };
+        map.append(name, value);
+    }
+    Ok(())
+}
+
+/// The values every gRPC call carries, as constants (no allocation).
+fn constant_value(value: &[u8]) -> Option<HeaderValue> {
     match value {
         b"0" => Some(HeaderValue::from_static("0")),
         b"trailers" => Some(HeaderValue::from_static("trailers")),
         b"application/grpc" => Some(HeaderValue::from_static("application/grpc")),
         b"application/grpc+proto" => Some(HeaderValue::from_static("application/grpc+proto")),
-        _ => HeaderValue::from_bytes(value).ok(),
+        _ => None,
     }
 }
 
@@ -271,6 +305,32 @@ fn remove_connection_tokens(headers: &mut HeaderMap, value: &HeaderValue) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_fields_keep_their_order_and_values_and_stop_at_a_refused_one() {
+        let mut fields = spillway_h2::Fields::new();
+        fields.push(b"content-type", b"application/grpc");
+        fields.push(b"user-agent", b"grpc-go/1.60");
+        fields.push(b"x-tag", b"a");
+        fields.push(b"x-tag", b"b");
+        let mut map = HeaderMap::new();
+        append_wire_fields(&fields, &mut map).unwrap();
+        assert_eq!(map.len(), 4);
+        assert_eq!(map[header::CONTENT_TYPE], "application/grpc");
+        assert_eq!(map[header::USER_AGENT], "grpc-go/1.60");
+        let tags: Vec<_> = map.get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["a", "b"]);
+
+        // `http` refuses a value with a control character: the fields before it are kept.
+        let mut bad = spillway_h2::Fields::new();
+        bad.push(b"x-ok", b"1");
+        bad.push(b"x-bad", b"\x01");
+        bad.push(b"x-after", b"2");
+        let mut map = HeaderMap::new();
+        assert_eq!(append_wire_fields(&bad, &mut map), Err(RefusedField));
+        assert_eq!(map.len(), 1);
+        assert_eq!(map["x-ok"], "1");
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {

@@ -717,7 +717,7 @@ async fn proxy(
                 parts.headers.insert(&X_SPILLWAY_ATTEMPT, HeaderValue::from(started));
             }
             if cluster.config.protocol == UpstreamProtocol::Http2 {
-                fill_authority(&mut parts.uri, addr, upstream_scheme(cluster));
+                fill_authority(&mut parts.uri, endpoint, upstream_scheme(cluster));
             }
             // The first try takes the body itself; a later one a copy of the kept body.
             let try_body = match body.take() {
@@ -1354,7 +1354,7 @@ async fn broadcast_all(
             let addr = endpoint.address;
             let mut copy = copy_request(parts, ProxyBody::kept(body.clone()));
             if protocol == UpstreamProtocol::Http2 {
-                fill_authority(copy.uri_mut(), addr, upstream_scheme(cluster));
+                fill_authority(copy.uri_mut(), endpoint, upstream_scheme(cluster));
             }
             endpoint.in_flight.fetch_add(1, Relaxed);
             let in_flight = InFlight(endpoint);
@@ -1484,15 +1484,17 @@ fn replay_copy(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
 
 /// Gives a URI without an authority the endpoint's address as one (and `scheme` as its scheme,
 /// `/` as its path where missing): an HTTP/2 request needs `:scheme` and `:authority`. A URI
-/// that cannot take them is left as it was.
-fn fill_authority(uri: &mut Uri, addr: std::net::SocketAddr, scheme: http::uri::Scheme) {
-    if uri.authority().is_some() {
+/// with an authority (the client's) is left as it was. The endpoint's authority is made once
+/// and shared; the URI's own parts are moved, not copied.
+fn fill_authority(uri: &mut Uri, endpoint: &EndpointState, scheme: http::uri::Scheme) {
+    let Some(authority) = endpoint.authority.as_ref().filter(|_| uri.authority().is_none()) else {
         return;
-    }
-    let mut up = uri.clone().into_parts();
+    };
+    let mut up = std::mem::take(uri).into_parts();
     up.scheme.get_or_insert(scheme);
-    up.authority = http::uri::Authority::try_from(addr.to_string()).ok();
+    up.authority = Some(authority.clone());
     up.path_and_query.get_or_insert(http::uri::PathAndQuery::from_static("/"));
+    // Scheme, authority and path all set: `from_parts` has nothing to refuse.
     if let Ok(filled) = Uri::from_parts(up) {
         *uri = filled;
     }
@@ -1542,7 +1544,7 @@ fn send_mirror(
         if protocol == UpstreamProtocol::Http2 {
             copy.headers_mut().remove(header::HOST);
             *copy.version_mut() = Version::HTTP_2;
-            fill_authority(copy.uri_mut(), addr, upstream_scheme(cluster));
+            fill_authority(copy.uri_mut(), endpoint, upstream_scheme(cluster));
         } else {
             *copy.version_mut() = Version::HTTP_11;
         }
@@ -1615,17 +1617,22 @@ fn rendered_response(rendered: crate::policy::render::Rendered) -> Response<Resp
 #[cfg(test)]
 mod tests {
     use super::fill_authority;
+    use crate::upstream::cluster::EndpointState;
     use http::Uri;
 
     #[test]
     fn an_origin_form_uri_gets_the_endpoint_as_authority_and_keeps_its_path() {
-        let addr = "127.0.0.1:9000".parse().unwrap();
+        let endpoint = EndpointState::new("127.0.0.1:9000".parse().unwrap(), 1, None);
         let mut uri: Uri = "/users/7?full=1".parse().unwrap();
-        fill_authority(&mut uri, addr, http::uri::Scheme::HTTP);
+        fill_authority(&mut uri, &endpoint, http::uri::Scheme::HTTP);
         assert_eq!(uri, "http://127.0.0.1:9000/users/7?full=1");
+        let v6 = EndpointState::new("[::1]:9000".parse().unwrap(), 1, None);
+        let mut uri: Uri = "/".parse().unwrap();
+        fill_authority(&mut uri, &v6, http::uri::Scheme::HTTPS);
+        assert_eq!(uri, "https://[::1]:9000/");
         // A URI with an authority (the client's host) is left alone.
         let mut uri: Uri = "http://api.example/x".parse().unwrap();
-        fill_authority(&mut uri, addr, http::uri::Scheme::HTTP);
+        fill_authority(&mut uri, &endpoint, http::uri::Scheme::HTTP);
         assert_eq!(uri, "http://api.example/x");
     }
 }

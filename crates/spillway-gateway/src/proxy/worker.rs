@@ -179,9 +179,11 @@ impl Worker {
         current.clone()
     }
 
+    /// Held by its own reference-counted allocation, so that the copy the response takes is a
+    /// count, not a second allocation (a `Bytes` from a `Vec` allocates again when first cloned).
     pub(crate) fn next_request_id(&self) -> HeaderValue {
-        let buf = self.new_request_id();
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let id = bytes::Bytes::from_owner(self.new_request_id());
+        HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 
     /// A new request id: 32 hex digits, unique per process and worker.

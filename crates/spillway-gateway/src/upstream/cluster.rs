@@ -19,6 +19,8 @@ use std::time::Duration;
 pub struct EndpointState {
     /// Address.
     pub address: SocketAddr,
+    /// The address as an HTTP/2 `:authority`, made once: requests in origin form get it.
+    pub authority: Option<http::uri::Authority>,
     /// Weight from the config.
     pub weight: u32,
     /// Zone label.
@@ -40,9 +42,10 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
-    fn new(address: SocketAddr, weight: u32, zone: Option<String>) -> EndpointState {
+    pub(crate) fn new(address: SocketAddr, weight: u32, zone: Option<String>) -> EndpointState {
         EndpointState {
             address,
+            authority: http::uri::Authority::try_from(address.to_string()).ok(),
             weight,
             zone,
             healthy: AtomicBool::new(true),

@@ -561,20 +561,9 @@ impl<'a> IntoIterator for HeaderFields<'a> {
 
 fn fields_to_headers(fields: &Fields) -> Result<HeaderMap, H2ClientError> {
     let mut map = HeaderMap::with_capacity(fields.len() + crate::proxy::headers::ADDED_FIELDS);
-    for (n, v) in fields.iter() {
-        map.append(header_name(n)?, header_value(v)?);
-    }
+    crate::proxy::headers::append_wire_fields(fields, &mut map)
+        .map_err(|_| H2ClientError::BadResponseField)?;
     Ok(map)
-}
-
-/// A response field name; gRPC's own names without an allocation.
-fn header_name(name: &[u8]) -> Result<HeaderName, H2ClientError> {
-    crate::proxy::headers::wire_name(name).ok_or(H2ClientError::BadResponseField)
-}
-
-/// A response field value; the values every gRPC response carries without an allocation.
-fn header_value(value: &[u8]) -> Result<HeaderValue, H2ClientError> {
-    crate::proxy::headers::wire_value(value).ok_or(H2ClientError::BadResponseField)
 }
 
 /// The connection task.

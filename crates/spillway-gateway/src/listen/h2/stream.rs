@@ -47,11 +47,7 @@ pub fn request(head: &RequestHead, body: RequestBody) -> Result<Request<RequestB
     let fields = head.fields();
     let headers = req.headers_mut();
     headers.reserve(fields.len() + crate::proxy::headers::ADDED_FIELDS);
-    for (name, value) in fields.iter() {
-        let name = crate::proxy::headers::wire_name(name).ok_or(BadHead)?;
-        let value = crate::proxy::headers::wire_value(value).ok_or(BadHead)?;
-        headers.append(name, value);
-    }
+    crate::proxy::headers::append_wire_fields(fields, headers).map_err(|_| BadHead)?;
     Ok(req)
 }
 
