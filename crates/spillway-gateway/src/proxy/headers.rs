@@ -70,13 +70,18 @@ pub fn append_wire_fields(
     Ok(())
 }
 
-/// The values every gRPC call carries, as constants (no allocation).
+/// The values every gRPC call carries, as constants: no allocation, and checked once at
+/// compile time (`from_static` called at run time checks its bytes on every call).
 fn constant_value(value: &[u8]) -> Option<HeaderValue> {
+    const ZERO: HeaderValue = HeaderValue::from_static("0");
+    const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+    const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+    const GRPC_PROTO: HeaderValue = HeaderValue::from_static("application/grpc+proto");
     match value {
-        b"0" => Some(HeaderValue::from_static("0")),
-        b"trailers" => Some(HeaderValue::from_static("trailers")),
-        b"application/grpc" => Some(HeaderValue::from_static("application/grpc")),
-        b"application/grpc+proto" => Some(HeaderValue::from_static("application/grpc+proto")),
+        b"0" => Some(ZERO),
+        b"trailers" => Some(TRAILERS),
+        b"application/grpc" => Some(GRPC),
+        b"application/grpc+proto" => Some(GRPC_PROTO),
         _ => None,
     }
 }
