@@ -171,6 +171,45 @@ async fn chunked_and_close_delimited_bodies_arrive_decoded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_bodys_trailers_reach_the_http2_client_as_a_trailer_block() {
+    // The trailer section comes split across writes, mid-line.
+    let up = raw_backend(|_| Reply {
+        delay: Duration::ZERO,
+        writes: vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+              5\r\nhello\r\n0\r\nX-Checksum:  ab"
+                .to_vec(),
+            b"c \r\nConnection: close\r\nContent-Length: 5\r\nGrpc-Status: 0\r\n\r\n".to_vec(),
+        ],
+        pause: Duration::from_millis(20),
+        after: AfterReply::KeepOpen,
+    })
+    .await;
+    let gw = gateway_to(up.addr, "");
+    let addr = gw.listener_address("public").unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(get(addr, "/").body(body("")).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let collected = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("the body ends in time")
+        .unwrap();
+    let trailers = collected.trailers().cloned().expect("a trailer block");
+    assert_eq!(collected.to_bytes(), Bytes::from_static(b"hello"));
+    assert_eq!(trailers.get("x-checksum").unwrap(), "abc", "names lower-cased, value trimmed");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    for gone in ["connection", "content-length"] {
+        assert!(trailers.get(gone).is_none(), "{gone} stays out of a trailer block: {trailers:?}");
+    }
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_breaks_mid_body_resets_the_stream() {
     let up = raw_backend(|_| Reply {
         delay: Duration::ZERO,

@@ -36,6 +36,27 @@ pub struct Scanned {
     pub done: bool,
 }
 
+/// A piece of a chunked body that [`ChunkedScanner::scan_pieces`] found: a range of its input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Chunk data.
+    Data(std::ops::Range<usize>),
+    /// Part of the trailer section (field lines with their CRLFs).
+    Trailer(std::ops::Range<usize>),
+}
+
+/// The fields of a trailer section as [`ChunkedScanner::scan_pieces`] handed it out (joined):
+/// `(name, value)`, the value without its surrounding whitespace. The scanner has checked the
+/// lines' syntax; a line without a colon (which it refuses) is skipped.
+pub fn trailer_fields(section: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    section.split(|&b| b == LF).filter_map(|line| {
+        let line = line.strip_suffix(&[CR]).unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        Some((name, value.trim_ascii()))
+    })
+}
+
 /// Why a chunked body is malformed. The connection cannot be trusted past such an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkedError {
@@ -180,17 +201,35 @@ impl ChunkedScanner {
         input: &[u8],
         mut on_data: impl FnMut(std::ops::Range<usize>),
     ) -> Result<Scanned, ChunkedError> {
+        self.scan_pieces(input, |piece| {
+            if let Piece::Data(range) = piece {
+                on_data(range);
+            }
+        })
+    }
+
+    /// As [`scan`](Self::scan), handing `on_piece` each piece of chunk data and of the trailer
+    /// section found, in order: what decoding the body keeps, when its trailers go on too
+    /// (an HTTP/2 client gets them as a trailer block). The trailer pieces, joined, are the
+    /// field lines with their CRLFs ([`trailer_fields`] reads them).
+    pub fn scan_pieces(
+        &mut self,
+        input: &[u8],
+        mut on_piece: impl FnMut(Piece),
+    ) -> Result<Scanned, ChunkedError> {
         if let State::Failed(error) = &self.state {
             return Err(error.clone());
         }
         let mut pos = 0;
+        // Where the trailer bytes of this input started, while they run on.
+        let mut trailer_from: Option<usize> = None;
         while pos < input.len() {
             match self.state {
                 State::Done => break,
                 State::Data { remaining } => {
                     let available = input.len() - pos;
                     let skip = usize::try_from(remaining).map_or(available, |r| r.min(available));
-                    on_data(pos..pos + skip);
+                    on_piece(Piece::Data(pos..pos + skip));
                     pos += skip;
                     let left = remaining.saturating_sub(skip as u64);
                     self.state =
@@ -198,6 +237,15 @@ impl ChunkedScanner {
                 }
                 _ => {
                     let byte = input[pos];
+                    let in_trailer = self.in_trailer_line(byte);
+                    match (in_trailer, trailer_from) {
+                        (true, None) => trailer_from = Some(pos),
+                        (false, Some(from)) => {
+                            on_piece(Piece::Trailer(from..pos));
+                            trailer_from = None;
+                        }
+                        _ => {}
+                    }
                     pos += 1;
                     if let Err(error) = self.step(byte) {
                         self.state = State::Failed(error.clone());
@@ -205,6 +253,9 @@ impl ChunkedScanner {
                     }
                 }
             }
+        }
+        if let Some(from) = trailer_from {
+            on_piece(Piece::Trailer(from..pos));
         }
         Ok(Scanned { consumed: pos, done: self.is_done() })
     }
@@ -1013,6 +1064,38 @@ mod tests {
             let expected: Vec<u8> = body.chunks.iter().flat_map(|c| c.data.clone()).collect();
             prop_assert_eq!(decoded, expected);
             prop_assert!(scanner.is_done());
+        }
+
+        #[test]
+        fn the_trailer_pieces_of_a_body_split_anywhere_are_its_trailer_fields(
+            body in body(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let encoded = body.encode();
+            let mut scanner = ChunkedScanner::new();
+            let (mut decoded, mut section) = (Vec::new(), Vec::new());
+            for range in pieces(&encoded, &cuts) {
+                let piece = &encoded[range];
+                scanner
+                    .scan_pieces(piece, |p| match p {
+                        Piece::Data(r) => decoded.extend_from_slice(&piece[r]),
+                        Piece::Trailer(r) => section.extend_from_slice(&piece[r]),
+                    })
+                    .unwrap();
+            }
+            let expected: Vec<u8> = body.chunks.iter().flat_map(|c| c.data.clone()).collect();
+            prop_assert_eq!(decoded, expected);
+            let fields: Vec<(Vec<u8>, Vec<u8>)> =
+                trailer_fields(&section).map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+            let wanted: Vec<(Vec<u8>, Vec<u8>)> = body
+                .trailers
+                .iter()
+                .map(|t| {
+                    let (n, v) = t.split_once(':').unwrap();
+                    (n.as_bytes().to_vec(), v.trim_matches([' ', '\t']).as_bytes().to_vec())
+                })
+                .collect();
+            prop_assert_eq!(fields, wanted);
         }
 
         #[test]

@@ -17,7 +17,7 @@
 //! decisions, endpoint choice, outlier and balancer accounting, metrics and access log.
 
 use super::buffer::{Buf, BUF_SIZE};
-use super::chunked::ChunkedScanner;
+use super::chunked::{ChunkedScanner, Piece};
 use super::head::{
     first, parse_request, parse_response, Field, FieldKind, HeadFields, RequestHead, RequestParse,
     ResponseFraming, ResponseHead, ResponseParse,
@@ -1456,6 +1456,8 @@ impl<D: Downstream> Conn<'_, D> {
         // Where the chunk data lies in what was read, when the client takes it decoded.
         let mut pieces: Vec<std::ops::Range<usize>> = Vec::new();
         let mut decoded: Vec<u8> = Vec::new();
+        // The trailer section of a decoded body, sent on as the client's protocol has them.
+        let mut trailer_section: Vec<u8> = Vec::new();
         let decode = response.framing == ResponseFraming::Chunked && D::DECODES_CHUNKS;
         let mut head_pending = true;
         loop {
@@ -1469,7 +1471,13 @@ impl<D: Downstream> Conn<'_, D> {
                 }
                 ResponseFraming::Chunked if decode => {
                     pieces.clear();
-                    chunks.scan_data(available, |r| pieces.push(r)).map(|s| (s.consumed, s.done))
+                    let trailers = &mut trailer_section;
+                    chunks
+                        .scan_pieces(available, |piece| match piece {
+                            Piece::Data(r) => pieces.push(r),
+                            Piece::Trailer(r) => trailers.extend_from_slice(&available[r]),
+                        })
+                        .map(|s| (s.consumed, s.done))
                 }
                 ResponseFraming::Chunked => chunks.scan(available).map(|s| (s.consumed, s.done)),
                 ResponseFraming::UntilClose => Ok((available.len(), false)),
@@ -1488,7 +1496,14 @@ impl<D: Downstream> Conn<'_, D> {
                 for piece in &pieces {
                     decoded.extend_from_slice(&available[piece.clone()]);
                 }
-                self.down.send_body(timer, out, head_pending, &decoded, done).await
+                if done && !trailer_section.is_empty() {
+                    match self.down.send_body(timer, out, head_pending, &decoded, false).await {
+                        Ok(()) => self.down.send_trailers(timer, &trailer_section).await,
+                        broken => broken,
+                    }
+                } else {
+                    self.down.send_body(timer, out, head_pending, &decoded, done).await
+                }
             } else {
                 self.down.send_body(timer, out, head_pending, &available[..take], done).await
             };
@@ -1604,6 +1619,11 @@ pub(crate) trait Downstream {
         bytes: &[u8],
         end: bool,
     ) -> Result<(), ()>;
+
+    /// Ends a decoded chunked body with its trailer section (the upstream's field lines,
+    /// [`super::chunked::trailer_fields`] reads them), after its last bytes went without
+    /// `end`. Called only where [`DECODES_CHUNKS`](Self::DECODES_CHUNKS).
+    async fn send_trailers(&mut self, timer: &mut Timer<'_>, section: &[u8]) -> Result<(), ()>;
 }
 
 /// A response the gateway makes itself, but for its fields.
@@ -1735,6 +1755,12 @@ impl<S: ClientIo> Downstream for H1Client<'_, S> {
         } else {
             Ok(())
         }
+    }
+
+    async fn send_trailers(&mut self, _timer: &mut Timer<'_>, _section: &[u8]) -> Result<(), ()> {
+        // HTTP/1.1 clients get chunked bodies as they came, trailers included: never called.
+        // Were it called, the response could not be ended right, so the connection closes.
+        Err(())
     }
 }
 

@@ -465,6 +465,35 @@ impl Downstream for H2Stream {
         }
         self.send(timer, bytes, end).await
     }
+
+    async fn send_trailers(&mut self, timer: &mut Timer<'_>, section: &[u8]) -> Result<(), ()> {
+        if self.ended {
+            return Ok(());
+        }
+        // Names in lower case, as HTTP/2 wants them; what HTTP/2 forbids, and framing or
+        // routing fields that mean nothing in a trailer block, are left out.
+        let kept: Vec<(Vec<u8>, &[u8])> = crate::listen::h1::chunked::trailer_fields(section)
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .filter(|(name, _)| !not_a_trailer(name))
+            .collect();
+        let fields: Vec<FieldPair<'_>> = kept.iter().map(|(n, v)| (n.as_slice(), *v)).collect();
+        let sent = !fields.is_empty()
+            && self.shared.conn.borrow_mut().send_trailers(self.id, &fields).is_ok();
+        if sent {
+            self.ended = true;
+            return Ok(());
+        }
+        // Nothing to send, or fields the codec refuses: the body ends without trailers.
+        self.send(timer, &[], true).await
+    }
+}
+
+/// Whether an HTTP/1.1 trailer field stays out of an HTTP/2 trailer block: connection-specific
+/// fields (RFC 9113 §8.2.2) and `te`, and the framing and routing fields a trailer cannot carry
+/// (RFC 9110 §6.5.1).
+fn not_a_trailer(name: &[u8]) -> bool {
+    spillway_h2::head::connection_specific(name)
+        || matches!(name, b"te" | b"content-length" | b"host" | b"trailer")
 }
 
 /// A field as the codec takes it.
