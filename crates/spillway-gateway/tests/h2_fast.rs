@@ -170,10 +170,10 @@ async fn chunked_and_close_delimited_bodies_arrive_decoded() {
     stop(gw).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chunked_bodys_trailers_reach_the_http2_client_as_a_trailer_block() {
-    // The trailer section comes split across writes, mid-line.
-    let up = raw_backend(|_| Reply {
+/// An upstream answering every request with a chunked body whose trailer section comes split
+/// across writes, mid-line.
+async fn chunked_with_trailers() -> RawBackend {
+    raw_backend(|_| Reply {
         delay: Duration::ZERO,
         writes: vec![
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
@@ -184,9 +184,11 @@ async fn a_chunked_bodys_trailers_reach_the_http2_client_as_a_trailer_block() {
         pause: Duration::from_millis(20),
         after: AfterReply::KeepOpen,
     })
-    .await;
-    let gw = gateway_to(up.addr, "");
-    let addr = gw.listener_address("public").unwrap();
+    .await
+}
+
+/// Sends a GET on a fresh h2c connection: the body and its trailers.
+async fn get_with_trailers(addr: SocketAddr) -> (Bytes, http::HeaderMap) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -200,13 +202,30 @@ async fn a_chunked_bodys_trailers_reach_the_http2_client_as_a_trailer_block() {
         .expect("the body ends in time")
         .unwrap();
     let trailers = collected.trailers().cloned().expect("a trailer block");
-    assert_eq!(collected.to_bytes(), Bytes::from_static(b"hello"));
-    assert_eq!(trailers.get("x-checksum").unwrap(), "abc", "names lower-cased, value trimmed");
-    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
-    for gone in ["connection", "content-length"] {
-        assert!(trailers.get(gone).is_none(), "{gone} stays out of a trailer block: {trailers:?}");
+    (collected.to_bytes(), trailers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_bodys_trailers_reach_the_http2_client_as_a_trailer_block() {
+    let up = chunked_with_trailers().await;
+    // The lean exchange, and hyper's path (hedging is served there) with the pooled client.
+    for route_extra in ["", ", strategy: forking, hedge: { after: 5s, max_extra: 1 }"] {
+        let gw = gateway_to(up.addr, route_extra);
+        let addr = gw.listener_address("public").unwrap();
+        let (body, trailers) = get_with_trailers(addr).await;
+        assert_eq!(body, Bytes::from_static(b"hello"), "{route_extra}");
+        assert_eq!(
+            trailers.get("x-checksum").unwrap(),
+            "abc",
+            "lower case, trimmed: {route_extra}"
+        );
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+        for gone in ["connection", "content-length"] {
+            assert!(trailers.get(gone).is_none(), "{gone} is not a trailer: {trailers:?}");
+        }
+        stop(gw).await;
     }
-    stop(gw).await;
+    assert_eq!(up.requests().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

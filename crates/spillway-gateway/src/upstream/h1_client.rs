@@ -14,7 +14,9 @@
 //! client that reads and writes at once — hyper's. Interim (1xx) responses are skipped;
 //! trailers of a chunked response are dropped (as hyper's HTTP/1.1 client does).
 
-use crate::listen::h1::chunked::{ChunkedError, ChunkedScanner};
+use crate::listen::h1::chunked::{
+    passed_on_in_trailers, trailer_fields, ChunkedError, ChunkedScanner, Piece,
+};
 use crate::listen::h1::conn::MAX_RESPONSE_HEAD;
 use crate::listen::h1::head::{parse_response, ResponseError, ResponseFraming, ResponseParse};
 use crate::listen::h1::upstream::UpstreamPool;
@@ -229,6 +231,8 @@ async fn read_response(
         framing,
         reusable: head.reusable(),
         read_size: FIRST_READ,
+        trailer_section: Vec::new(),
+        trailers: None,
     };
     if matches!(body.framing, Framing::Done) {
         body.finish();
@@ -237,6 +241,23 @@ async fn read_response(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// A chunked body's trailer section as `http` trailers: the fields passed on
+/// ([`passed_on_in_trailers`]), names in lower case. `None` when none is left (or `http`
+/// refuses them all).
+fn trailer_map(section: &[u8]) -> Option<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in trailer_fields(section) {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        else {
+            continue;
+        };
+        if passed_on_in_trailers(name.as_str().as_bytes()) {
+            map.append(name, value);
+        }
+    }
+    (!map.is_empty()).then_some(map)
 }
 
 /// How much of the response body is left.
@@ -263,6 +284,10 @@ pub struct ResponseBodyStream {
     framing: Framing,
     reusable: bool,
     read_size: usize,
+    /// A chunked body's trailer section as it is read (field lines with their CRLFs).
+    trailer_section: Vec<u8>,
+    /// Its fields, handed out after the last data.
+    trailers: Option<HeaderMap>,
 }
 
 impl std::fmt::Debug for ResponseBodyStream {
@@ -327,7 +352,12 @@ impl ResponseBodyStream {
                 let mut first: Option<std::ops::Range<usize>> = None;
                 let mut joined: Option<BytesMut> = None;
                 let input = &self.buf[..];
-                let scanned = scanner.scan_data(input, |range| {
+                let section = &mut self.trailer_section;
+                let scanned = scanner.scan_pieces(input, |piece| {
+                    let range = match piece {
+                        Piece::Data(range) => range,
+                        Piece::Trailer(range) => return section.extend_from_slice(&input[range]),
+                    };
                     if range.is_empty() {
                         return;
                     }
@@ -346,6 +376,7 @@ impl ResponseBodyStream {
                 })?;
                 let consumed = self.buf.split_to(scanned.consumed).freeze();
                 if scanned.done {
+                    self.trailers = trailer_map(&self.trailer_section);
                     self.finish();
                 }
                 Ok(match (joined, first) {
@@ -369,7 +400,7 @@ impl Body for ResponseBodyStream {
         let this = self.get_mut();
         loop {
             if let Framing::Done = this.framing {
-                return Poll::Ready(None);
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
             match this.take_data() {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
@@ -381,7 +412,7 @@ impl Body for ResponseBodyStream {
                 }
             }
             if let Framing::Done = this.framing {
-                return Poll::Ready(None);
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
             match ready!(this.poll_fill(cx)) {
                 Ok(true) => {}
@@ -404,7 +435,7 @@ impl Body for ResponseBodyStream {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done)
+        matches!(self.framing, Framing::Done) && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

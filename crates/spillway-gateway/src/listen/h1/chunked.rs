@@ -57,6 +57,25 @@ pub fn trailer_fields(section: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
+/// Whether a trailer field (its name in lower case) is passed on when a decoded body's
+/// trailers go on as a trailer block (an HTTP/2 client's, or `http`'s trailers): not the
+/// connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2) nor `te`, nor the framing and
+/// routing fields a trailer cannot carry (RFC 9110 §6.5.1).
+pub fn passed_on_in_trailers(name: &[u8]) -> bool {
+    !matches!(
+        name,
+        b"connection"
+            | b"proxy-connection"
+            | b"keep-alive"
+            | b"transfer-encoding"
+            | b"upgrade"
+            | b"te"
+            | b"content-length"
+            | b"host"
+            | b"trailer"
+    )
+}
+
 /// Why a chunked body is malformed. The connection cannot be trusted past such an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkedError {

@@ -470,11 +470,10 @@ impl Downstream for H2Stream {
         if self.ended {
             return Ok(());
         }
-        // Names in lower case, as HTTP/2 wants them; what HTTP/2 forbids, and framing or
-        // routing fields that mean nothing in a trailer block, are left out.
+        // Names in lower case, as HTTP/2 wants them.
         let kept: Vec<(Vec<u8>, &[u8])> = crate::listen::h1::chunked::trailer_fields(section)
             .map(|(name, value)| (name.to_ascii_lowercase(), value))
-            .filter(|(name, _)| !not_a_trailer(name))
+            .filter(|(name, _)| crate::listen::h1::chunked::passed_on_in_trailers(name))
             .collect();
         let fields: Vec<FieldPair<'_>> = kept.iter().map(|(n, v)| (n.as_slice(), *v)).collect();
         let sent = !fields.is_empty()
@@ -486,14 +485,6 @@ impl Downstream for H2Stream {
         // Nothing to send, or fields the codec refuses: the body ends without trailers.
         self.send(timer, &[], true).await
     }
-}
-
-/// Whether an HTTP/1.1 trailer field stays out of an HTTP/2 trailer block: connection-specific
-/// fields (RFC 9113 §8.2.2) and `te`, and the framing and routing fields a trailer cannot carry
-/// (RFC 9110 §6.5.1).
-fn not_a_trailer(name: &[u8]) -> bool {
-    spillway_h2::head::connection_specific(name)
-        || matches!(name, b"te" | b"content-length" | b"host" | b"trailer")
 }
 
 /// A field as the codec takes it.
