@@ -12,6 +12,9 @@
 //!
 //! Scanning is a byte-at-a-time state machine over the size lines and trailers, and skips chunk
 //! data in one step per call however large the chunk is. It never allocates and never panics.
+//! Where the client takes the body decoded (HTTP/2, or `http` frames on hyper's path),
+//! [`ChunkedScanner::scan_pieces`] also hands out where the chunk data and the trailer section
+//! lie, and [`trailer_fields`] reads the section, so trailers go on as a trailer block.
 
 /// Longest accepted chunk size line, counting the size digits and the extensions but not the
 /// CRLF.
