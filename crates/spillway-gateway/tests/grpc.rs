@@ -884,3 +884,76 @@ routes:
     }
     stop(gw).await;
 }
+
+async fn every_grpc_call_is_counted_by_the_status_it_ended_with_on(server: &str) {
+    eprintln!("http2_server: {server}");
+    let backend = serve(EchoServer::default()).await;
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c, http2_server: {server} }}]
+admin: {{ address: "127.0.0.1:0" }}
+clusters: [{{ name: echo, protocol: http2, endpoints: [{{ address: "{backend}" }}], timeouts: {{ request: 5s }} }}]
+routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
+"#
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let admin = gw.admin_address().unwrap();
+    let mut client = client_of(addr).await;
+    let say = http::uri::PathAndQuery::from_static("/test.Echo/Say");
+    // OK in the trailers after the reply, twice; NOT_FOUND trailers-only (in the head).
+    for message in ["a", "b", "fail"] {
+        client.ready().await.unwrap();
+        let _ = client.unary(tonic::Request::new(request(message)), say.clone(), codec()).await;
+    }
+    // INVALID_ARGUMENT in the trailers after a message: the status the head cannot tell.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request("one")).await.unwrap();
+    client.ready().await.unwrap();
+    let chat = http::uri::PathAndQuery::from_static("/test.Echo/Chat");
+    let mut replies = client
+        .streaming(tonic::Request::new(ReceiverStream::new(rx)), chat, codec())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut replies).await.unwrap().as_deref(), Some("echo: one"));
+    tx.send(request("fail")).await.unwrap();
+    assert_eq!(next(&mut replies).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // The gateway's own answer: UNIMPLEMENTED for a call no route takes.
+    client.ready().await.unwrap();
+    let nowhere = http::uri::PathAndQuery::from_static("/test.Nowhere/Say");
+    let status = client.unary(tonic::Request::new(request("x")), nowhere, codec()).await;
+    assert_eq!(status.unwrap_err().code(), tonic::Code::Unimplemented);
+
+    // Counted when the call ends, which may be just after the caller saw it.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let (_, _, body) = get(admin, "/metrics").await;
+        metrics = String::from_utf8(body.to_vec()).unwrap();
+        if metrics.contains("grpc_code=\"3\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let count = |route: &str, cluster: &str, code: u32| {
+        let prefix = format!(
+            "spillway_grpc_calls_total{{route=\"{route}\",cluster=\"{cluster}\",grpc_code=\"{code}\"}} "
+        );
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(str::to_string)
+    };
+    assert_eq!(count("grpc", "echo", 0).as_deref(), Some("2"), "{metrics}");
+    assert_eq!(count("grpc", "echo", 5).as_deref(), Some("1"), "{metrics}");
+    assert_eq!(count("grpc", "echo", 3).as_deref(), Some("1"), "{metrics}");
+    assert_eq!(count("", "", 12).as_deref(), Some("1"), "{metrics}");
+    let counted = metrics.lines().filter(|l| l.starts_with("spillway_grpc_calls_total{")).count();
+    assert_eq!(counted, 4, "no other status: {metrics}");
+    stop(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grpc_call_is_counted_by_the_status_it_ended_with() {
+    for server in SERVERS {
+        every_grpc_call_is_counted_by_the_status_it_ended_with_on(server).await;
+    }
+}

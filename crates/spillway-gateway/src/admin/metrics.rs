@@ -4,7 +4,7 @@
 //! that worker (relaxed atomics, no contention); a scrape sums the shards. Route statistics are
 //! carried across reloads by route name, so counters do not reset when the config changes.
 
-use crate::route::stats::{RouteStats, BUCKETS};
+use crate::route::stats::{RouteStats, BUCKETS, GRPC_CODES};
 use crate::state::ListenerStats;
 use crate::upstream::cluster::{ClusterState, EndpointState};
 use std::fmt::Write;
@@ -78,6 +78,21 @@ pub fn render<'a>(
                     escape(&r.route),
                     escape(&r.cluster),
                     code + 100
+                );
+            }
+        }
+    }
+    out.push_str("# HELP spillway_grpc_calls_total gRPC calls by route, cluster and the grpc-status they ended with.\n");
+    out.push_str("# TYPE spillway_grpc_calls_total counter\n");
+    for r in routes.clone() {
+        for code in 0..GRPC_CODES {
+            let n = r.grpc_count(code);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "spillway_grpc_calls_total{{route=\"{}\",cluster=\"{}\",grpc_code=\"{code}\"}} {n}",
+                    escape(&r.route),
+                    escape(&r.cluster),
                 );
             }
         }

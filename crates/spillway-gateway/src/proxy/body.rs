@@ -406,17 +406,19 @@ pub enum ResponseBodyError {
 pub struct ResponseBody {
     kind: Kind,
     active: Option<ActiveGuard>,
+    /// A gRPC call's status still to come in the trailers, counted when the body ends.
+    grpc_status: Option<super::grpc::PendingStatus>,
 }
 
 impl ResponseBody {
     /// A body with these bytes.
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-        ResponseBody { kind: Kind::Full(Some(bytes.into())), active: None }
+        ResponseBody { kind: Kind::Full(Some(bytes.into())), active: None, grpc_status: None }
     }
 
     /// An empty body.
     pub fn empty() -> ResponseBody {
-        ResponseBody { kind: Kind::Full(None), active: None }
+        ResponseBody { kind: Kind::Full(None), active: None, grpc_status: None }
     }
 
     /// An upstream body; `conn` goes back to its pool once the body has been read to the end.
@@ -429,6 +431,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Upstream { inner, conn, deadline, timer: None, grpc_refusal: None },
             active: None,
+            grpc_status: None,
         }
     }
 
@@ -455,7 +458,15 @@ impl ResponseBody {
         on_complete: impl FnOnce(Bytes) + Send + 'static,
     ) -> ResponseBody {
         let capture = super::stale::CaptureBody::new(self, limit, on_complete);
-        ResponseBody { kind: Kind::Captured(Box::new(capture)), active: None }
+        ResponseBody { kind: Kind::Captured(Box::new(capture)), active: None, grpc_status: None }
+    }
+
+    /// Counts the gRPC call's status when the body ends (see [`PendingStatus`]).
+    ///
+    /// [`PendingStatus`]: super::grpc::PendingStatus
+    pub fn counting_grpc_status(mut self, pending: super::grpc::PendingStatus) -> ResponseBody {
+        self.grpc_status = Some(pending);
+        self
     }
 
     /// Keeps `guard` alive until the body is finished or dropped.
@@ -504,9 +515,11 @@ impl Body for ResponseBody {
                         // The upstream's stream goes with its body (reset, not pooled).
                         this.kind = Kind::Full(None);
                         this.active.take();
-                        return Poll::Ready(Some(Ok(Frame::trailers(super::grpc::cut_trailers(
-                            cut,
-                        )))));
+                        let trailers = super::grpc::cut_trailers(cut);
+                        if let Some(pending) = this.grpc_status.take() {
+                            pending.ended_with(&trailers);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                     }
                 }
                 match &frame {
@@ -531,6 +544,23 @@ impl Body for ResponseBody {
         };
         if frame.is_none() || this.is_end_stream() {
             this.active.take();
+        }
+        if this.grpc_status.is_some() {
+            match &frame {
+                Some(Ok(f)) if f.is_trailers() => {
+                    if let (Some(pending), Some(trailers)) =
+                        (this.grpc_status.take(), f.trailers_ref())
+                    {
+                        pending.ended_with(trailers);
+                    }
+                }
+                Some(Err(_)) => this.grpc_status.take().into_iter().for_each(|p| p.broke()),
+                // Ended without trailers (a caller may stop at the last data, not poll again).
+                None | Some(Ok(_)) if frame.is_none() || this.is_end_stream() => {
+                    this.grpc_status.take().into_iter().for_each(|p| p.ended_without_status())
+                }
+                Some(Ok(_)) | None => {}
+            }
         }
         Poll::Ready(frame)
     }

@@ -19,6 +19,7 @@
 
 use super::body::{BodyTooLarge, ResponseBody, ResponseBodyError};
 use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
+use crate::route::stats::RouteStats;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -163,8 +164,66 @@ pub fn head_status<B>(resp: &Response<B>) -> Option<u32> {
     if let Some(local) = resp.extensions().get::<LocalError>() {
         return Some(u32::from(local.code));
     }
-    let value = resp.headers().get(GRPC_STATUS)?;
+    status_in(resp.headers())
+}
+
+/// The `grpc-status` `fields` give, if they give a number.
+fn status_in(fields: &HeaderMap) -> Option<u32> {
+    let value = fields.get(GRPC_STATUS)?;
     std::str::from_utf8(value.as_bytes()).ok()?.trim().parse().ok()
+}
+
+/// CANCELLED: the caller went away before the answer ended.
+const CANCELLED: u32 = 1;
+/// UNKNOWN: an answer that ended without a (numeric) `grpc-status`.
+const UNKNOWN: u32 = 2;
+/// UNAVAILABLE: the answer broke off (reset, connection lost).
+const UNAVAILABLE: u32 = 14;
+
+/// A gRPC call whose status is still to come, in its answer's trailers: counted once in its
+/// route's `spillway_grpc_calls_total` when the answer ends ([`ResponseBody`] tells it how), or
+/// as CANCELLED when the answer is dropped first. A status known from the head (trailers-only,
+/// or the gateway's own answer) is counted at once instead, with the route's other counters.
+#[derive(Debug)]
+pub struct PendingStatus {
+    stats: Arc<RouteStats>,
+    worker: usize,
+    counted: bool,
+}
+
+impl PendingStatus {
+    /// A call answered on worker `worker`, counted in `stats`.
+    pub fn new(stats: Arc<RouteStats>, worker: usize) -> PendingStatus {
+        PendingStatus { stats, worker, counted: false }
+    }
+
+    /// The answer ended with these trailers: their status, UNKNOWN without one.
+    pub fn ended_with(mut self, trailers: &HeaderMap) {
+        self.count(status_in(trailers).unwrap_or(UNKNOWN));
+    }
+
+    /// The answer ended without trailers: UNKNOWN (no status came).
+    pub fn ended_without_status(mut self) {
+        self.count(UNKNOWN);
+    }
+
+    /// The answer broke off: UNAVAILABLE, as a caller's library reports a broken stream.
+    pub fn broke(mut self) {
+        self.count(UNAVAILABLE);
+    }
+
+    fn count(&mut self, code: u32) {
+        self.stats.record_grpc(self.worker, code);
+        self.counted = true;
+    }
+}
+
+impl Drop for PendingStatus {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.count(CANCELLED);
+        }
+    }
 }
 
 /// The gateway's own error answer or refusal, kept on the response (laid out for HTTP) so
@@ -263,6 +322,28 @@ pub fn cut_trailers(cut: Cut) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_status_is_counted_once_as_the_answer_ended() {
+        let stats = Arc::new(RouteStats::new("r", "c", 1));
+        let trailers = |v: &'static str| {
+            let mut t = HeaderMap::new();
+            t.insert(GRPC_STATUS, HeaderValue::from_static(v));
+            t
+        };
+        PendingStatus::new(stats.clone(), 0).ended_with(&trailers("14"));
+        PendingStatus::new(stats.clone(), 0).ended_with(&trailers(" 0 "));
+        PendingStatus::new(stats.clone(), 0).ended_with(&trailers("x"));
+        PendingStatus::new(stats.clone(), 0).ended_with(&trailers("99"));
+        PendingStatus::new(stats.clone(), 0).ended_without_status();
+        PendingStatus::new(stats.clone(), 0).broke();
+        drop(PendingStatus::new(stats.clone(), 0));
+        let counts: Vec<u64> = (0..17).map(|c| stats.grpc_count(c)).collect();
+        // OK 1, CANCELLED 1 (dropped), UNKNOWN 3 ("x", 99, none), UNAVAILABLE 2 (14, broke).
+        let mut want = vec![0; 17];
+        (want[0], want[1], want[2], want[14]) = (1, 1, 3, 2);
+        assert_eq!(counts, want);
+    }
     use proptest::prelude::*;
 
     fn message(len: usize) -> Vec<u8> {

@@ -184,6 +184,17 @@ pub async fn handle(
     for (name, value) in decoration {
         resp.headers_mut().append(name, value);
     }
+    if grpc {
+        // A gRPC call's status: known from the head, or counted when its trailers come.
+        let stats = route.map_or(&snap.no_route, |r| &r.stats);
+        match grpc::head_status(&resp) {
+            Some(code) => stats.record_grpc(worker.id, code),
+            None => {
+                let pending = grpc::PendingStatus::new(stats.clone(), worker.id);
+                resp = resp.map(|b| b.counting_grpc_status(pending));
+            }
+        }
+    }
     if let (Some(sink), Some((method, uri))) = (&worker.shared.access_log, log) {
         log_access(
             sink,

@@ -13,6 +13,10 @@ pub const BUCKETS: [f64; 14] =
 
 const CODES: usize = 500; // status 100..=599
 
+/// gRPC status codes counted: OK (0) to UNAUTHENTICATED (16); any other counts as UNKNOWN.
+pub const GRPC_CODES: usize = 17;
+const GRPC_UNKNOWN: usize = 2;
+
 /// One worker's counters for one route.
 #[repr(align(64))]
 #[derive(Debug)]
@@ -20,6 +24,8 @@ struct Shard {
     codes: Box<[AtomicU64]>,
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_us: AtomicU64,
+    /// gRPC calls by the status they ended with.
+    grpc: [AtomicU64; GRPC_CODES],
 }
 
 impl Shard {
@@ -28,6 +34,7 @@ impl Shard {
             codes: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
             buckets: Default::default(),
             sum_us: AtomicU64::new(0),
+            grpc: Default::default(),
         }
     }
 }
@@ -67,6 +74,19 @@ impl RouteStats {
         let bucket = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
         shard.buckets[bucket].fetch_add(1, Relaxed);
         shard.sum_us.fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    /// Records one gRPC call that ended with status `code`, on worker `worker`.
+    #[inline]
+    pub fn record_grpc(&self, worker: usize, code: u32) {
+        let shard = &self.shards[worker % self.shards.len()];
+        let code = usize::try_from(code).ok().filter(|&c| c < GRPC_CODES).unwrap_or(GRPC_UNKNOWN);
+        shard.grpc[code].fetch_add(1, Relaxed);
+    }
+
+    /// gRPC calls that ended with status `code` (0 to 16), over all workers.
+    pub fn grpc_count(&self, code: usize) -> u64 {
+        self.shards.iter().map(|s| s.grpc.get(code).map_or(0, |c| c.load(Relaxed))).sum()
     }
 
     /// Requests answered with `status`, over all workers.
