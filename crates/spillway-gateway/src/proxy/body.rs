@@ -542,24 +542,20 @@ impl Body for ResponseBody {
                 frame
             }
         };
-        if frame.is_none() || this.is_end_stream() {
+        let ended = frame.is_none() || this.is_end_stream();
+        if ended {
             this.active.take();
         }
-        if this.grpc_status.is_some() {
+        if let Some(pending) = this.grpc_status.take() {
             match &frame {
-                Some(Ok(f)) if f.is_trailers() => {
-                    if let (Some(pending), Some(trailers)) =
-                        (this.grpc_status.take(), f.trailers_ref())
-                    {
-                        pending.ended_with(trailers);
-                    }
-                }
-                Some(Err(_)) => this.grpc_status.take().into_iter().for_each(|p| p.broke()),
-                // Ended without trailers (a caller may stop at the last data, not poll again).
-                None | Some(Ok(_)) if frame.is_none() || this.is_end_stream() => {
-                    this.grpc_status.take().into_iter().for_each(|p| p.ended_without_status())
-                }
-                Some(Ok(_)) | None => {}
+                Some(Ok(f)) => match f.trailers_ref() {
+                    Some(trailers) => pending.ended_with(trailers),
+                    // Ended without trailers (a caller may stop at the last data).
+                    None if ended => pending.ended_without_status(),
+                    None => this.grpc_status = Some(pending),
+                },
+                Some(Err(_)) => pending.broke(),
+                None => pending.ended_without_status(),
             }
         }
         Poll::Ready(frame)

@@ -19,7 +19,7 @@
 
 use super::body::{BodyTooLarge, ResponseBody, ResponseBodyError};
 use super::headers::{GRPC_MESSAGE, GRPC_STATUS};
-use crate::route::stats::RouteStats;
+use crate::route::stats::GrpcCounter;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -148,7 +148,7 @@ pub fn counted_status(status: StatusCode, headers: &HeaderMap) -> u16 {
     if status != StatusCode::OK {
         return status.as_u16();
     }
-    let code = headers.get(GRPC_STATUS).and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
+    let code = status_field(headers).and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
     match code.map(|c| c.trim().parse::<u32>()) {
         Some(Ok(code)) => http_equivalent(code),
         // A status that is not a number is a broken answer.
@@ -169,8 +169,16 @@ pub fn head_status<B>(resp: &Response<B>) -> Option<u32> {
 
 /// The `grpc-status` `fields` give, if they give a number.
 fn status_in(fields: &HeaderMap) -> Option<u32> {
-    let value = fields.get(GRPC_STATUS)?;
-    std::str::from_utf8(value.as_bytes()).ok()?.trim().parse().ok()
+    std::str::from_utf8(status_field(fields)?.as_bytes()).ok()?.trim().parse().ok()
+}
+
+/// The `grpc-status` field of `fields`. A gRPC head or trailer block holds a few fields: they
+/// are walked (a name compare each) rather than `grpc-status` hashed, which costs more.
+fn status_field(fields: &HeaderMap) -> Option<&HeaderValue> {
+    if fields.len() > 8 {
+        return fields.get(GRPC_STATUS);
+    }
+    fields.iter().find_map(|(name, value)| (*name == GRPC_STATUS).then_some(value))
 }
 
 /// CANCELLED: the caller went away before the answer ended.
@@ -186,15 +194,14 @@ const UNAVAILABLE: u32 = 14;
 /// or the gateway's own answer) is counted at once instead, with the route's other counters.
 #[derive(Debug)]
 pub struct PendingStatus {
-    stats: Arc<RouteStats>,
-    worker: usize,
+    counter: GrpcCounter,
     counted: bool,
 }
 
 impl PendingStatus {
-    /// A call answered on worker `worker`, counted in `stats`.
-    pub fn new(stats: Arc<RouteStats>, worker: usize) -> PendingStatus {
-        PendingStatus { stats, worker, counted: false }
+    /// A call counted by `counter` (its route's, on the worker that answers it).
+    pub fn new(counter: GrpcCounter) -> PendingStatus {
+        PendingStatus { counter, counted: false }
     }
 
     /// The answer ended with these trailers: their status, UNKNOWN without one.
@@ -213,7 +220,7 @@ impl PendingStatus {
     }
 
     fn count(&mut self, code: u32) {
-        self.stats.record_grpc(self.worker, code);
+        self.counter.record(code);
         self.counted = true;
     }
 }
@@ -325,19 +332,19 @@ mod tests {
 
     #[test]
     fn a_pending_status_is_counted_once_as_the_answer_ended() {
-        let stats = Arc::new(RouteStats::new("r", "c", 1));
+        let stats = crate::route::stats::RouteStats::new("r", "c", 1);
         let trailers = |v: &'static str| {
             let mut t = HeaderMap::new();
             t.insert(GRPC_STATUS, HeaderValue::from_static(v));
             t
         };
-        PendingStatus::new(stats.clone(), 0).ended_with(&trailers("14"));
-        PendingStatus::new(stats.clone(), 0).ended_with(&trailers(" 0 "));
-        PendingStatus::new(stats.clone(), 0).ended_with(&trailers("x"));
-        PendingStatus::new(stats.clone(), 0).ended_with(&trailers("99"));
-        PendingStatus::new(stats.clone(), 0).ended_without_status();
-        PendingStatus::new(stats.clone(), 0).broke();
-        drop(PendingStatus::new(stats.clone(), 0));
+        PendingStatus::new(stats.grpc_counter(0)).ended_with(&trailers("14"));
+        PendingStatus::new(stats.grpc_counter(0)).ended_with(&trailers(" 0 "));
+        PendingStatus::new(stats.grpc_counter(0)).ended_with(&trailers("x"));
+        PendingStatus::new(stats.grpc_counter(0)).ended_with(&trailers("99"));
+        PendingStatus::new(stats.grpc_counter(0)).ended_without_status();
+        PendingStatus::new(stats.grpc_counter(0)).broke();
+        drop(PendingStatus::new(stats.grpc_counter(0)));
         let counts: Vec<u64> = (0..17).map(|c| stats.grpc_count(c)).collect();
         // OK 1, CANCELLED 1 (dropped), UNKNOWN 3 ("x", 99, none), UNAVAILABLE 2 (14, broke).
         let mut want = vec![0; 17];

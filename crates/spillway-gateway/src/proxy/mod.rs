@@ -190,7 +190,7 @@ pub async fn handle(
         match grpc::head_status(&resp) {
             Some(code) => stats.record_grpc(worker.id, code),
             None => {
-                let pending = grpc::PendingStatus::new(stats.clone(), worker.id);
+                let pending = grpc::PendingStatus::new(stats.grpc_counter(worker.id));
                 resp = resp.map(|b| b.counting_grpc_status(pending));
             }
         }

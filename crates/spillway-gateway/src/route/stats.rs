@@ -5,6 +5,7 @@
 //! contention) and the admin API's `/metrics` sums the shards at scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the request-duration histogram buckets.
@@ -24,8 +25,31 @@ struct Shard {
     codes: Box<[AtomicU64]>,
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_us: AtomicU64,
-    /// gRPC calls by the status they ended with.
-    grpc: [AtomicU64; GRPC_CODES],
+}
+
+/// One worker's gRPC calls of one route, by the status they ended with. Reference-counted on
+/// its own: a call whose status comes in its trailers holds its worker's counts until then
+/// ([`GrpcCounter`]), and a count shared by all workers would have them write one cache line.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct GrpcCounts([AtomicU64; GRPC_CODES]);
+
+impl GrpcCounts {
+    fn record(&self, code: u32) {
+        let code = usize::try_from(code).ok().filter(|&c| c < GRPC_CODES).unwrap_or(GRPC_UNKNOWN);
+        self.0[code].fetch_add(1, Relaxed);
+    }
+}
+
+/// Where one worker counts a route's gRPC calls whose status is still to come.
+#[derive(Debug, Clone)]
+pub struct GrpcCounter(Arc<GrpcCounts>);
+
+impl GrpcCounter {
+    /// Counts one call that ended with status `code` (any beyond 16 as UNKNOWN).
+    pub fn record(&self, code: u32) {
+        self.0.record(code);
+    }
 }
 
 impl Shard {
@@ -34,7 +58,6 @@ impl Shard {
             codes: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
             buckets: Default::default(),
             sum_us: AtomicU64::new(0),
-            grpc: Default::default(),
         }
     }
 }
@@ -47,6 +70,7 @@ pub struct RouteStats {
     /// Cluster name (label; empty for direct responses).
     pub cluster: String,
     shards: Box<[Shard]>,
+    grpc: Box<[Arc<GrpcCounts>]>,
 }
 
 impl RouteStats {
@@ -56,6 +80,7 @@ impl RouteStats {
             route: route.to_string(),
             cluster: cluster.to_string(),
             shards: (0..workers.max(1)).map(|_| Shard::new()).collect(),
+            grpc: (0..workers.max(1)).map(|_| Arc::default()).collect(),
         }
     }
 
@@ -79,14 +104,17 @@ impl RouteStats {
     /// Records one gRPC call that ended with status `code`, on worker `worker`.
     #[inline]
     pub fn record_grpc(&self, worker: usize, code: u32) {
-        let shard = &self.shards[worker % self.shards.len()];
-        let code = usize::try_from(code).ok().filter(|&c| c < GRPC_CODES).unwrap_or(GRPC_UNKNOWN);
-        shard.grpc[code].fetch_add(1, Relaxed);
+        self.grpc[worker % self.grpc.len()].record(code);
+    }
+
+    /// Worker `worker`'s counter of gRPC calls, for a call whose status is still to come.
+    pub fn grpc_counter(&self, worker: usize) -> GrpcCounter {
+        GrpcCounter(self.grpc[worker % self.grpc.len()].clone())
     }
 
     /// gRPC calls that ended with status `code` (0 to 16), over all workers.
     pub fn grpc_count(&self, code: usize) -> u64 {
-        self.shards.iter().map(|s| s.grpc.get(code).map_or(0, |c| c.load(Relaxed))).sum()
+        self.grpc.iter().map(|g| g.0.get(code).map_or(0, |c| c.load(Relaxed))).sum()
     }
 
     /// Requests answered with `status`, over all workers.

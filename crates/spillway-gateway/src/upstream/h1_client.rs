@@ -231,7 +231,6 @@ async fn read_response(
         framing,
         reusable: head.reusable(),
         read_size: FIRST_READ,
-        trailer_section: Vec::new(),
         trailers: None,
     };
     if matches!(body.framing, Framing::Done) {
@@ -284,10 +283,17 @@ pub struct ResponseBodyStream {
     framing: Framing,
     reusable: bool,
     read_size: usize,
-    /// A chunked body's trailer section as it is read (field lines with their CRLFs).
-    trailer_section: Vec<u8>,
-    /// Its fields, handed out after the last data.
-    trailers: Option<HeaderMap>,
+    /// A chunked body's trailers, from their first byte on (boxed: most bodies have none, and
+    /// the body is moved with every response).
+    trailers: Option<Box<Trailers>>,
+}
+
+/// A chunked body's trailer section as it is read (field lines with their CRLFs), then its
+/// fields, handed out after the last data.
+#[derive(Debug, Default)]
+struct Trailers {
+    section: Vec<u8>,
+    fields: Option<HeaderMap>,
 }
 
 impl std::fmt::Debug for ResponseBodyStream {
@@ -305,6 +311,11 @@ impl ResponseBodyStream {
         if self.reusable && self.buf.is_empty() {
             self.home.pool.checkin(self.addr, stream, self.home.clock.now());
         }
+    }
+
+    /// The trailers' fields, once (after the last data).
+    fn take_trailers(&mut self) -> Option<HeaderMap> {
+        self.trailers.as_mut()?.fields.take()
     }
 
     /// Reads more of the body into `buf`; `Ok(false)` at the end of the stream.
@@ -352,11 +363,14 @@ impl ResponseBodyStream {
                 let mut first: Option<std::ops::Range<usize>> = None;
                 let mut joined: Option<BytesMut> = None;
                 let input = &self.buf[..];
-                let section = &mut self.trailer_section;
+                let trailers = &mut self.trailers;
                 let scanned = scanner.scan_pieces(input, |piece| {
                     let range = match piece {
                         Piece::Data(range) => range,
-                        Piece::Trailer(range) => return section.extend_from_slice(&input[range]),
+                        Piece::Trailer(range) => {
+                            let t = trailers.get_or_insert_with(Box::default);
+                            return t.section.extend_from_slice(&input[range]);
+                        }
                     };
                     if range.is_empty() {
                         return;
@@ -376,7 +390,9 @@ impl ResponseBodyStream {
                 })?;
                 let consumed = self.buf.split_to(scanned.consumed).freeze();
                 if scanned.done {
-                    self.trailers = trailer_map(&self.trailer_section);
+                    if let Some(t) = self.trailers.as_mut() {
+                        t.fields = trailer_map(&t.section);
+                    }
                     self.finish();
                 }
                 Ok(match (joined, first) {
@@ -400,7 +416,7 @@ impl Body for ResponseBodyStream {
         let this = self.get_mut();
         loop {
             if let Framing::Done = this.framing {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                return Poll::Ready(this.take_trailers().map(|t| Ok(Frame::trailers(t))));
             }
             match this.take_data() {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
@@ -412,7 +428,7 @@ impl Body for ResponseBodyStream {
                 }
             }
             if let Framing::Done = this.framing {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                return Poll::Ready(this.take_trailers().map(|t| Ok(Frame::trailers(t))));
             }
             match ready!(this.poll_fill(cx)) {
                 Ok(true) => {}
@@ -435,7 +451,8 @@ impl Body for ResponseBodyStream {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done) && self.trailers.is_none()
+        matches!(self.framing, Framing::Done)
+            && self.trailers.as_ref().is_none_or(|t| t.fields.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
