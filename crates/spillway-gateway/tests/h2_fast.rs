@@ -14,7 +14,7 @@ mod common;
 
 use bytes::Bytes;
 use common::raw::*;
-use common::{blocking, body, gateway, TestBody};
+use common::{blocking, body, gateway, h2c_sender, TestBody};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -47,12 +47,7 @@ async fn send(
     addr: SocketAddr,
     req: Request<TestBody>,
 ) -> (StatusCode, http::HeaderMap, Result<Bytes, String>) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c_sender(addr).await;
     let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
         .await
         .expect("an answer in time")
@@ -189,12 +184,7 @@ async fn chunked_with_trailers() -> RawBackend {
 
 /// Sends a GET on a fresh h2c connection: the body and its trailers.
 async fn get_with_trailers(addr: SocketAddr) -> (Bytes, http::HeaderMap) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c_sender(addr).await;
     let resp = sender.send_request(get(addr, "/").body(body("")).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let collected = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
@@ -282,12 +272,7 @@ async fn small_bodies_arrive_whole_and_many_at_once_do_not_starve_the_connection
     assert_eq!(got.unwrap(), Bytes::from_static(b"8 8"));
     // 40 bodies of 60 KiB on one connection: 2.4 MiB against a 1 MiB connection window, so
     // bodies held whole without giving their window back would stall every one of them.
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let sender = h2c_sender(addr).await;
     let calls = (0..40).map(|i| {
         let mut sender = sender.clone();
         async move {

@@ -163,12 +163,7 @@ routes:
     // Several listeners at once: the HTTP/1.1 one serves the same routes.
     let (status, _, plain) = get(gw.listener_address("plain").unwrap(), "/").await;
     assert_eq!((status, &plain[..]), (StatusCode::OK, &b"b"[..]));
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c_sender(addr).await;
     // h2 downstream -> HTTP/1.1 upstream.
     let req = Request::get(format!("http://{addr}/")).body(body("")).unwrap();
     let resp = sender.send_request(req).await.unwrap();

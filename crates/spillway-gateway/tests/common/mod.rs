@@ -269,15 +269,21 @@ pub async fn h1(addr: SocketAddr, req: Request<TestBody>) -> (StatusCode, Header
     (parts.status, parts.headers, body)
 }
 
-/// One HTTP/2 (prior knowledge, h2c) request on a fresh connection; `req` carries an origin-form
-/// path, the authority is `addr`. Returns status, headers and body.
-pub async fn h2c(addr: SocketAddr, req: Request<TestBody>) -> (StatusCode, HeaderMap, Bytes) {
+/// A fresh HTTP/2 (prior knowledge, h2c) client connection to `addr`, driven in the background.
+pub async fn h2c_sender(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<TestBody> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(conn);
+    sender
+}
+
+/// One HTTP/2 (prior knowledge, h2c) request on a fresh connection; `req` carries an origin-form
+/// path, the authority is `addr`. Returns status, headers and body.
+pub async fn h2c(addr: SocketAddr, req: Request<TestBody>) -> (StatusCode, HeaderMap, Bytes) {
+    let mut sender = h2c_sender(addr).await;
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     parts.uri = format!("http://{addr}{path}").parse().unwrap();
