@@ -17,7 +17,6 @@ use common::raw::*;
 use common::{blocking, body, gateway, h2c_sender, TestBody};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::time::Duration;
 
