@@ -11,8 +11,9 @@
 //!
 //! Only requests whose body is already in memory (none, or a kept body) come this way: with a
 //! streamed request body the upstream may answer before it has read it all, which needs a
-//! client that reads and writes at once — hyper's. Interim (1xx) responses are skipped;
-//! trailers of a chunked response are dropped (as hyper's HTTP/1.1 client does).
+//! client that reads and writes at once — hyper's. Interim (1xx) responses are skipped; the
+//! trailers of a chunked response end the body as `http` trailers (the fields
+//! `chunked::passed_on_in_trailers` lets through).
 
 use crate::listen::h1::chunked::{
     passed_on_in_trailers, trailer_fields, ChunkedError, ChunkedScanner, Piece,
