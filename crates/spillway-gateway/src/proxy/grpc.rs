@@ -148,11 +148,9 @@ pub fn counted_status(status: StatusCode, headers: &HeaderMap) -> u16 {
     if status != StatusCode::OK {
         return status.as_u16();
     }
-    let code = status_field(headers).and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
-    match code.map(|c| c.trim().parse::<u32>()) {
-        Some(Ok(code)) => http_equivalent(code),
+    match status_field(headers) {
         // A status that is not a number is a broken answer.
-        Some(Err(_)) => 500,
+        Some(value) => status_code(value).map_or(500, http_equivalent),
         None => 200,
     }
 }
@@ -169,7 +167,12 @@ pub fn head_status<B>(resp: &Response<B>) -> Option<u32> {
 
 /// The `grpc-status` `fields` give, if they give a number.
 fn status_in(fields: &HeaderMap) -> Option<u32> {
-    std::str::from_utf8(status_field(fields)?.as_bytes()).ok()?.trim().parse().ok()
+    status_code(status_field(fields)?)
+}
+
+/// A `grpc-status` value's code, if it is a number.
+fn status_code(value: &HeaderValue) -> Option<u32> {
+    std::str::from_utf8(value.as_bytes()).ok()?.trim().parse().ok()
 }
 
 /// The `grpc-status` field of `fields`. A gRPC head or trailer block holds a few fields: they
@@ -329,6 +332,7 @@ pub fn cut_trailers(cut: Cut) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn a_pending_status_is_counted_once_as_the_answer_ended() {
@@ -351,7 +355,6 @@ mod tests {
         (want[0], want[1], want[2], want[14]) = (1, 1, 3, 2);
         assert_eq!(counts, want);
     }
-    use proptest::prelude::*;
 
     fn message(len: usize) -> Vec<u8> {
         framed(&vec![b'x'; len]).to_vec()
