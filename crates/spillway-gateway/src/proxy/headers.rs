@@ -4,7 +4,6 @@
 //!
 //! One classification, so both paths drop the same set of fields (RFC 9110 §7.6.1).
 
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
@@ -46,26 +45,14 @@ pub fn wire_value(value: &[u8]) -> Option<HeaderValue> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefusedField;
 
-/// Appends decoded HTTP/2 `fields` to `map`. Values other than gRPC's constant ones are slices
-/// of one copy of the fields' buffer: one allocation per head where there was one per value,
-/// and a clone of the map (a retry's or a replay's copy) counts references where it copied
-/// each value. Fails on the first field `http` refuses, with the fields before it appended.
+/// Appends decoded HTTP/2 `fields` to `map` ([`wire_name`], [`wire_value`]). Fails on the
+/// first field `http` refuses, with the fields before it appended.
 pub fn append_wire_fields(
     fields: &spillway_h2::Fields,
     map: &mut HeaderMap,
 ) -> Result<(), RefusedField> {
-    let (buffer, spans) = fields.buffer_and_spans();
-    let mut shared: Option<Bytes> = None;
-    for (name, value) in spans {
-        let name = wire_name(&buffer[name]).ok_or(RefusedField)?;
-        let value = match constant_value(&buffer[value.clone()]) {
-            Some(v) => v,
-            None => {
-                let whole = shared.get_or_insert_with(|| Bytes::copy_from_slice(buffer));
-                HeaderValue::from_maybe_shared(whole.slice(value)).map_err(|_| RefusedField)?
-            }
-        };
-        map.append(name, value);
+    for (name, value) in fields.iter() {
+        map.append(wire_name(name).ok_or(RefusedField)?, wire_value(value).ok_or(RefusedField)?);
     }
     Ok(())
 }
