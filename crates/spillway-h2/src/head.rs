@@ -51,17 +51,6 @@ impl Fields {
         })
     }
 
-    /// The one buffer every name and value lives in, and each field's name and value as
-    /// ranges of it, in order: for a caller that keeps the values as slices of one copy of the
-    /// buffer rather than one copy each.
-    pub fn buffer_and_spans(
-        &self,
-    ) -> (&[u8], impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> + '_) {
-        let spans =
-            self.spans.iter().map(|&(a, b, c)| (a as usize..b as usize, b as usize..c as usize));
-        (&self.buf, spans)
-    }
-
     /// The first value of `name` (lowercase).
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
         self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
