@@ -166,7 +166,7 @@ pub fn head_status<B>(resp: &Response<B>) -> Option<u32> {
 }
 
 /// The `grpc-status` `fields` give, if they give a number.
-fn status_in(fields: &HeaderMap) -> Option<u32> {
+pub(crate) fn status_in(fields: &HeaderMap) -> Option<u32> {
     status_code(status_field(fields)?)
 }
 

@@ -84,82 +84,48 @@ pub async fn probe(
                 if resp.status() != http::StatusCode::OK {
                     return Some(false);
                 }
-                let head_status = resp.headers().get("grpc-status").cloned();
+                // Trailers-only (a failure) or in the trailers after the message.
+                let head_status = grpc::status_in(resp.headers());
                 let collected = resp.into_body().collect().await.ok()?;
-                let status = head_status
-                    .or_else(|| collected.trailers().and_then(|t| t.get("grpc-status").cloned()));
-                let ok = status.is_some_and(|s| s.as_bytes() == b"0");
-                Some(ok && serving(&collected.to_bytes()))
+                let status = head_status.or_else(|| collected.trailers().and_then(grpc::status_in));
+                Some(status == Some(0) && serving(&collected.to_bytes()))
             }
         }
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
 }
 
-/// A `HealthCheckRequest { service }` as one length-prefixed gRPC message (protobuf: field 1,
-/// a string; left out when empty, as proto3 does).
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`: `status` 1 is SERVING.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// SERVING, in `HealthCheckResponse::status`.
+const SERVING: i32 = 1;
+
+/// A `HealthCheckRequest { service }` as one length-prefixed gRPC message.
 fn grpc_health_request(service: &str) -> Bytes {
-    let mut message = Vec::with_capacity(service.len() + 16);
-    if !service.is_empty() {
-        message.push(0x0a);
-        put_varint(&mut message, service.len() as u64);
-        message.extend_from_slice(service.as_bytes());
-    }
-    grpc::framed(&message)
+    let request = HealthCheckRequest { service: service.to_string() };
+    grpc::framed(&prost::Message::encode_to_vec(&request))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn take_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = input.split_first()?;
-        *input = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// Whether a length-prefixed `HealthCheckResponse` says SERVING (field 1, an enum: 1); an
-/// absent status is UNKNOWN, a malformed message is not serving.
+/// Whether a length-prefixed `HealthCheckResponse` says SERVING; an absent status is UNKNOWN,
+/// a malformed message is not serving.
 fn serving(body: &[u8]) -> bool {
     let Some((prefix, rest)) = body.split_first_chunk::<{ grpc::PREFIX_LEN }>() else {
         return false;
     };
-    let len = grpc::declared_len(prefix) as usize;
-    let Some(mut message) = rest.get(..len) else { return false };
-    let mut status = 0;
-    while !message.is_empty() {
-        let Some(key) = take_varint(&mut message) else { return false };
-        let skip = match key & 7 {
-            0 => {
-                let Some(v) = take_varint(&mut message) else { return false };
-                if key >> 3 == 1 {
-                    status = v;
-                }
-                0
-            }
-            1 => 8,
-            2 => match take_varint(&mut message) {
-                Some(n) => n as usize,
-                None => return false,
-            },
-            5 => 4,
-            _ => return false,
-        };
-        let Some(rest) = message.get(skip..) else { return false };
-        message = rest;
-    }
-    status == 1
+    let Some(message) = rest.get(..grpc::declared_len(prefix) as usize) else { return false };
+    <HealthCheckResponse as prost::Message>::decode(message).is_ok_and(|r| r.status == SERVING)
 }
 
 /// Probes every endpoint of `cluster` until `alive` returns false (the cluster was replaced by
