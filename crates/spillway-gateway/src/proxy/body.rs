@@ -495,6 +495,8 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = self.get_mut();
+        // A cut the gateway made in a gRPC call, which ends it with trailers instead.
+        let mut cut = None;
         let frame = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Kind::Captured(inner) => ready!(Pin::new(&mut **inner).poll_frame(cx)),
@@ -511,16 +513,7 @@ impl Body for ResponseBody {
                     }
                 };
                 if let (Some(message_refused), Some(Err(e))) = (grpc_refusal.as_deref(), &frame) {
-                    if let Some(cut) = super::grpc::cut_of(e, message_refused) {
-                        // The upstream's stream goes with its body (reset, not pooled).
-                        this.kind = Kind::Full(None);
-                        this.active.take();
-                        let trailers = super::grpc::cut_trailers(cut);
-                        if let Some(pending) = this.grpc_status.take() {
-                            pending.ended_with(&trailers);
-                        }
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
+                    cut = super::grpc::cut_of(e, message_refused);
                 }
                 match &frame {
                     None => {
@@ -541,6 +534,14 @@ impl Body for ResponseBody {
                 }
                 frame
             }
+        };
+        let frame = match cut {
+            Some(cut) => {
+                // The upstream's stream goes with its body (reset, not pooled).
+                this.kind = Kind::Full(None);
+                Some(Ok(Frame::trailers(super::grpc::cut_trailers(cut))))
+            }
+            None => frame,
         };
         let ended = frame.is_none() || this.is_end_stream();
         if ended {
