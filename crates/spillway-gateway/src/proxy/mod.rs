@@ -184,10 +184,11 @@ pub async fn handle(
     for (name, value) in decoration {
         resp.headers_mut().append(name, value);
     }
+    // A gRPC call's status: known from the head, or counted when its trailers come.
+    let grpc_head_status = if grpc { grpc::head_status(&resp) } else { None };
     if grpc {
-        // A gRPC call's status: known from the head, or counted when its trailers come.
         let stats = route.map_or(&snap.no_route, |r| &r.stats);
-        match grpc::head_status(&resp) {
+        match grpc_head_status {
             Some(code) => stats.record_grpc(worker.id, code),
             None => {
                 let pending = grpc::PendingStatus::new(stats.grpc_counter(worker.id));
@@ -210,7 +211,7 @@ pub async fn handle(
                 duration: worker.shared.now().saturating_duration_since(start),
                 request_id: resp.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()),
                 refused: resp.extensions().get::<spillway_core::RejectReason>().map(|r| r.as_str()),
-                grpc_status: if grpc { grpc::head_status(&resp) } else { None },
+                grpc_status: grpc_head_status,
             },
         );
     }
