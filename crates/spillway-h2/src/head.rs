@@ -45,7 +45,7 @@ impl Fields {
     }
 
     /// The fields in order, as `(name, value)`.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
         self.spans.iter().map(|&(a, b, c)| {
             (&self.buf[a as usize..b as usize], &self.buf[b as usize..c as usize])
         })

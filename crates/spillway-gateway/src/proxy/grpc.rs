@@ -115,6 +115,17 @@ pub fn grpc_status(status: StatusCode) -> u8 {
     }
 }
 
+/// Whether `content-type` names gRPC itself (`application/grpc`, `+proto` and the like), not
+/// gRPC-Web.
+pub fn is_plain_grpc(content_type: Option<&[u8]>) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    content_type.is_some_and(|ct| {
+        ct.len() >= GRPC.len()
+            && ct[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+            && matches!(ct.get(GRPC.len()), None | Some(b'+' | b';' | b' '))
+    })
+}
+
 /// Whether a gRPC call's body (by its `content-type`) is length-prefixed messages as sent:
 /// gRPC and gRPC-Web are; gRPC-Web's `-text` variant is base64 of them.
 pub fn messages_framed(content_type: Option<&[u8]>) -> bool {
@@ -145,12 +156,18 @@ pub fn http_equivalent(code: u32) -> u16 {
 /// `grpc-status` when it came in the head (a trailers-only answer), else its HTTP status (a
 /// status still to come in trailers is not known when the answer is counted).
 pub fn counted_status(status: StatusCode, headers: &HeaderMap) -> u16 {
-    if status != StatusCode::OK {
-        return status.as_u16();
+    counted_status_of(status.as_u16(), status_field(headers).map(HeaderValue::as_bytes))
+}
+
+/// [`counted_status`] from the HTTP status and the head's `grpc-status` value, as the lean
+/// exchange reads them.
+pub fn counted_status_of(status: u16, grpc_status: Option<&[u8]>) -> u16 {
+    if status != 200 {
+        return status;
     }
-    match status_field(headers) {
+    match grpc_status {
         // A status that is not a number is a broken answer.
-        Some(value) => status_code(value).map_or(500, http_equivalent),
+        Some(value) => status_code_of(value).map_or(500, http_equivalent),
         None => 200,
     }
 }
@@ -172,7 +189,12 @@ pub(crate) fn status_in(fields: &HeaderMap) -> Option<u32> {
 
 /// A `grpc-status` value's code, if it is a number.
 fn status_code(value: &HeaderValue) -> Option<u32> {
-    std::str::from_utf8(value.as_bytes()).ok()?.trim().parse().ok()
+    status_code_of(value.as_bytes())
+}
+
+/// A `grpc-status` value's code, if it is a number.
+pub fn status_code_of(value: &[u8]) -> Option<u32> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 /// The `grpc-status` field of `fields`. A gRPC head or trailer block holds a few fields: they
@@ -210,6 +232,12 @@ impl PendingStatus {
     /// The answer ended with these trailers: their status, UNKNOWN without one.
     pub fn ended_with(mut self, trailers: &HeaderMap) {
         self.count(status_in(trailers).unwrap_or(UNKNOWN));
+    }
+
+    /// The answer ended with the status `code` (UNKNOWN if `None`: none came, or not a
+    /// number).
+    pub fn ended_with_code(mut self, code: Option<u32>) {
+        self.count(code.unwrap_or(UNKNOWN));
     }
 
     /// The answer ended without trailers: UNKNOWN (no status came).
@@ -299,6 +327,16 @@ pub enum Cut {
     DeadlineExceeded,
 }
 
+impl Cut {
+    /// The `grpc-status` and `grpc-message` a cut answer ends with.
+    pub fn status(self) -> (u8, &'static str) {
+        match self {
+            Cut::MessageTooLarge => (8, "request message larger than the gateway's limit"),
+            Cut::DeadlineExceeded => (4, "deadline exceeded at the gateway"),
+        }
+    }
+}
+
 /// Why the gateway cut a response body that broke with `e`, if the gateway did (rather than
 /// the upstream or the client); `message_refused` is the call's [`MessageLimit::refusal`].
 pub(crate) fn cut_of(e: &ResponseBodyError, message_refused: &AtomicBool) -> Option<Cut> {
@@ -319,10 +357,7 @@ pub(crate) fn cut_of(e: &ResponseBodyError, message_refused: &AtomicBool) -> Opt
 
 /// The trailers that end a response the gateway cut.
 pub fn cut_trailers(cut: Cut) -> HeaderMap {
-    let (code, message) = match cut {
-        Cut::MessageTooLarge => (8u8, "request message larger than the gateway's limit"),
-        Cut::DeadlineExceeded => (4u8, "deadline exceeded at the gateway"),
-    };
+    let (code, message) = cut.status();
     let mut trailers = HeaderMap::with_capacity(2);
     trailers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
     trailers.insert(GRPC_MESSAGE, HeaderValue::from_static(message));

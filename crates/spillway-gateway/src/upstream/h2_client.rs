@@ -117,14 +117,14 @@ impl H2ClientError {
 /// stream.
 #[derive(Default)]
 struct Exchange {
-    /// The response head, once it came (taken by the request future).
-    head: Option<Response<()>>,
+    /// The response head as it came, once it came (taken by the request future).
+    head: Option<spillway_h2::ResponseHead>,
     /// The failure, before or after the head.
     error: Option<H2ClientError>,
     /// Response body bytes not read yet.
     data: Chunks,
-    /// Response trailers, once they came.
-    trailers: Option<HeaderMap>,
+    /// Response trailers as they came, once they came.
+    trailers: Option<Fields>,
     /// The response ended (END_STREAM or trailers).
     ended: bool,
     /// The request future or the response body waiting on this exchange.
@@ -369,32 +369,73 @@ impl H2Connection {
         &self,
         req: Request<ProxyBody>,
     ) -> Result<Response<crate::proxy::body::UpstreamBody>, H2ClientError> {
+        let (parts, body) = req.into_parts();
+        let scheme = parts.uri.scheme_str().unwrap_or("http");
+        let authority = parts.uri.authority().map_or("", |a| a.as_str());
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let line = RequestLine {
+            method: parts.method.as_str().as_bytes(),
+            scheme: scheme.as_bytes(),
+            authority: authority.as_bytes(),
+            path: path.as_bytes(),
+        };
+        let (id, exchange) = self.open(line, HeaderFields(&parts.headers), body)?;
+        let mut guard = CancelGuard { state: self.state.clone(), id, armed: true };
+        let head = self.head(&exchange).await?;
+        // A field `http` refuses: the guard resets the stream.
+        let headers = fields_to_headers(&head.fields)?;
+        guard.armed = false;
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        *resp.version_mut() = Version::HTTP_2;
+        *resp.headers_mut() = headers;
+        let body = self.body(exchange, id, head.content_length);
+        Ok(resp.map(|()| crate::proxy::body::UpstreamBody::H2(body)))
+    }
+
+    /// Sends a request given as its pseudo-fields `line` and its regular `fields` (lower-case
+    /// names, nothing HTTP/2 forbids: the codec refuses the request otherwise) and waits for
+    /// the response head, handed over as it came: the lean exchange's way, with no `http`
+    /// types (`listen::h1::conn`).
+    pub async fn send_fields<'f, F>(
+        &self,
+        line: RequestLine<'_>,
+        fields: F,
+        body: ProxyBody,
+    ) -> Result<(spillway_h2::ResponseHead, H2ResponseBody), H2ClientError>
+    where
+        F: IntoIterator<Item = (&'f [u8], &'f [u8])> + Clone,
+    {
+        let (id, exchange) = self.open(line, fields, body)?;
+        let mut guard = CancelGuard { state: self.state.clone(), id, armed: true };
+        let head = self.head(&exchange).await?;
+        guard.armed = false;
+        let body = self.body(exchange, id, head.content_length);
+        Ok((head, body))
+    }
+
+    /// Opens a stream for the request and hands its body to the connection task.
+    fn open<'f, F>(
+        &self,
+        line: RequestLine<'_>,
+        fields: F,
+        body: ProxyBody,
+    ) -> Result<(u32, Rc<RefCell<Exchange>>), H2ClientError>
+    where
+        F: IntoIterator<Item = (&'f [u8], &'f [u8])> + Clone,
+    {
         let state = &self.state;
         if state.dead.get() {
             return Err(H2ClientError::Refused);
         }
-        let (parts, body) = req.into_parts();
         let end_stream = body.is_end_stream();
-        let id = {
-            let scheme = parts.uri.scheme_str().unwrap_or("http");
-            let authority = parts.uri.authority().map_or("", |a| a.as_str());
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let line = RequestLine {
-                method: parts.method.as_str().as_bytes(),
-                scheme: scheme.as_bytes(),
-                authority: authority.as_bytes(),
-                path: path.as_bytes(),
-            };
-            let fields = HeaderFields(&parts.headers);
-            let sent = state.conn.borrow_mut().send_request(line, fields, end_stream);
-            match sent {
-                Ok(id) => id,
-                Err(RequestError::NoCapacity) => return Err(H2ClientError::NoCapacity),
-                Err(RequestError::GoingAway | RequestError::ConnectionClosed) => {
-                    return Err(H2ClientError::Refused)
-                }
-                Err(e) => return Err(H2ClientError::Request(e)),
+        let id = match state.conn.borrow_mut().send_request(line, fields, end_stream) {
+            Ok(id) => id,
+            Err(RequestError::NoCapacity) => return Err(H2ClientError::NoCapacity),
+            Err(RequestError::GoingAway | RequestError::ConnectionClosed) => {
+                return Err(H2ClientError::Refused)
             }
+            Err(e) => return Err(H2ClientError::Request(e)),
         };
         let exchange = Rc::new(RefCell::new(Exchange::default()));
         state.slots.borrow_mut().insert(
@@ -411,9 +452,16 @@ impl H2Connection {
             state.runnable.borrow_mut().push(id);
         }
         state.wake_task();
-        // Dropped before the head: the stream is reset.
-        let mut guard = CancelGuard { state: state.clone(), id, armed: true };
-        let head = poll_fn(|cx| {
+        Ok((id, exchange))
+    }
+
+    /// Waits for the response head of `exchange` (the caller's guard resets the stream if
+    /// this future is dropped first).
+    async fn head(
+        &self,
+        exchange: &RefCell<Exchange>,
+    ) -> Result<spillway_h2::ResponseHead, H2ClientError> {
+        poll_fn(|cx| {
             let mut ex = exchange.borrow_mut();
             if let Some(head) = ex.head.take() {
                 return Poll::Ready(Ok(head));
@@ -424,15 +472,16 @@ impl H2Connection {
             ex.waiter = Some(cx.waker().clone());
             Poll::Pending
         })
-        .await;
-        guard.armed = false;
-        let head = head?;
-        let content_length = head
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = H2ResponseBody { state: state.clone(), exchange, id, content_length };
-        Ok(head.map(|()| crate::proxy::body::UpstreamBody::H2(body)))
+        .await
+    }
+
+    fn body(
+        &self,
+        exchange: Rc<RefCell<Exchange>>,
+        id: u32,
+        content_length: Option<u64>,
+    ) -> H2ResponseBody {
+        H2ResponseBody { state: self.state.clone(), exchange, id, content_length }
     }
 }
 
@@ -466,6 +515,52 @@ impl std::fmt::Debug for H2ResponseBody {
     }
 }
 
+/// What an upstream HTTP/2 response body hands over next, as it came.
+#[derive(Debug)]
+pub enum Piece {
+    /// Body bytes (their window is given back as they are handed over).
+    Data(Bytes),
+    /// The trailer fields, which end the body.
+    Trailers(Fields),
+}
+
+impl H2ResponseBody {
+    /// The next piece of the body, `None` at its end: the lean exchange's reading, with the
+    /// trailers as the codec decoded them.
+    pub fn poll_piece(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Piece, H2ClientError>>> {
+        let mut ex = self.exchange.borrow_mut();
+        if let Some(data) = ex.data.pop_front() {
+            drop(ex);
+            self.state.release(self.id, data.len());
+            if let Some(n) = self.content_length.as_mut() {
+                *n = n.saturating_sub(data.len() as u64);
+            }
+            return Poll::Ready(Some(Ok(Piece::Data(data))));
+        }
+        if let Some(e) = ex.error.take() {
+            ex.ended = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        if let Some(trailers) = ex.trailers.take() {
+            return Poll::Ready(Some(Ok(Piece::Trailers(trailers))));
+        }
+        if ex.ended {
+            return Poll::Ready(None);
+        }
+        ex.waiter = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Whether nothing more will come (no bytes, trailers or failure left to hand over).
+    pub fn is_end_stream(&self) -> bool {
+        let ex = self.exchange.borrow();
+        ex.ended && ex.data.is_empty() && ex.trailers.is_none() && ex.error.is_none()
+    }
+}
+
 impl Body for H2ResponseBody {
     type Data = Bytes;
     type Error = H2ClientError;
@@ -475,32 +570,19 @@ impl Body for H2ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, H2ClientError>>> {
         let this = self.get_mut();
-        let mut ex = this.exchange.borrow_mut();
-        if let Some(data) = ex.data.pop_front() {
-            drop(ex);
-            this.state.release(this.id, data.len());
-            if let Some(n) = this.content_length.as_mut() {
-                *n = n.saturating_sub(data.len() as u64);
+        match this.poll_piece(cx) {
+            Poll::Ready(Some(Ok(Piece::Data(data)))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(Some(Ok(Piece::Trailers(fields)))) => {
+                Poll::Ready(Some(fields_to_headers(&fields).map(Frame::trailers)))
             }
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        if let Some(e) = ex.error.take() {
-            ex.ended = true;
-            return Poll::Ready(Some(Err(e)));
-        }
-        if let Some(trailers) = ex.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        if ex.ended {
-            return Poll::Ready(None);
-        }
-        ex.waiter = Some(cx.waker().clone());
-        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        let ex = self.exchange.borrow();
-        ex.ended && ex.data.is_empty() && ex.trailers.is_none() && ex.error.is_none()
+        H2ResponseBody::is_end_stream(self)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -725,25 +807,8 @@ impl Driver {
                         continue;
                     };
                     let mut ex = ex.borrow_mut();
-                    match fields_to_headers(&head.fields) {
-                        Ok(headers) => {
-                            let mut resp = Response::new(());
-                            *resp.status_mut() = StatusCode::from_u16(head.status)
-                                .unwrap_or(StatusCode::BAD_GATEWAY);
-                            *resp.version_mut() = Version::HTTP_2;
-                            *resp.headers_mut() = headers;
-                            ex.head = Some(resp);
-                            ex.ended = end_stream;
-                        }
-                        Err(e) => {
-                            ex.error = Some(e);
-                            ex.wake();
-                            drop(ex);
-                            self.state.conn.borrow_mut().reset(stream, ErrorCode::PROTOCOL_ERROR);
-                            self.remove_slot(stream);
-                            continue;
-                        }
-                    }
+                    ex.head = Some(head);
+                    ex.ended = end_stream;
                     ex.wake();
                     if end_stream {
                         drop(ex);
@@ -769,10 +834,7 @@ impl Driver {
                 ClientEvent::Trailers { stream, trailers } => {
                     let Some(ex) = self.slot_exchange(stream) else { continue };
                     let mut ex = ex.borrow_mut();
-                    match fields_to_headers(&trailers) {
-                        Ok(t) => ex.trailers = Some(t),
-                        Err(e) => ex.error = Some(e),
-                    }
+                    ex.trailers = Some(trailers);
                     ex.ended = true;
                     ex.wake();
                     drop(ex);

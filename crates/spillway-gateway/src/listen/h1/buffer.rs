@@ -93,6 +93,31 @@ impl Buf {
         self.start = 0;
         self.end = len;
     }
+
+    /// Appends `bytes` after the filled ones, growing the storage (at least doubling it) when
+    /// they do not fit: for heads spelled here rather than read.
+    #[inline]
+    pub fn put(&mut self, bytes: &[u8]) {
+        if let Some(room) = self.data.get_mut(self.end..self.end + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.end += bytes.len();
+            return;
+        }
+        if self.spare().len() < bytes.len() {
+            let want = (self.len() + bytes.len()).max(self.capacity() * 2);
+            self.reserve_total(want);
+        }
+        self.data[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Appends one HTTP/1.1 field line, `name: value` and CRLF.
+    pub fn put_field(&mut self, name: &[u8], value: &[u8]) {
+        self.put(name);
+        self.put(b": ");
+        self.put(value);
+        self.put(b"\r\n");
+    }
 }
 
 #[cfg(test)]

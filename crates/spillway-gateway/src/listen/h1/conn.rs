@@ -18,6 +18,7 @@
 
 use super::buffer::{Buf, BUF_SIZE};
 use super::chunked::{ChunkedScanner, Piece};
+use super::h2_upstream::H2Target;
 use super::head::{
     first, parse_request, parse_response, Field, FieldKind, HeadFields, RequestHead, RequestParse,
     ResponseFraming, ResponseHead, ResponseParse,
@@ -28,6 +29,7 @@ use super::rewrite::{self, RequestEdits};
 use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
 use crate::policy::retry::{TryFailure, TryResult, ATTEMPT_HEADER};
 use crate::proxy::access_log::{log_access, AccessEntry};
+use crate::proxy::grpc::LocalError;
 use crate::proxy::{errors, InFlight, Worker};
 use crate::route::{self, Action, Route};
 use crate::state::Snapshot;
@@ -424,7 +426,7 @@ async fn send(
 const MAX_GROWN_BUF: usize = 64 * 1024;
 
 /// Why an upstream exchange produced no response head.
-enum Failure {
+pub(super) enum Failure {
     /// Connect failed or the connection broke: 502.
     Unavailable(UpstreamError),
     /// The upstream sent something that is not a usable response head: 502.
@@ -580,7 +582,7 @@ impl<S: ClientIo> Conn<'_, H1Client<'_, S>> {
         let start = self.worker.shared.now();
         let snap = self.worker.snapshot();
         let route = route_of(&snap, &buf.filled()[..head.len], &head, fields);
-        if route.is_some_and(|r| !lean_serves(&snap, r)) {
+        if route.is_some_and(|r| !lean_serves(&snap, r, false)) {
             return Step::Handoff;
         }
         if let Some(proxied @ Route { action: Action::Proxy { .. }, .. }) = route {
@@ -691,14 +693,17 @@ impl<D: Downstream> Conn<'_, D> {
                 );
                 let (status, reason) = (answer.status, answer.reason());
                 let body = answer.body.as_bytes();
-                let flow =
-                    self.reply_local(timer, out, status, reason, fields, body, head, close).await;
+                let local = (!answer.body.is_empty()).then(|| local_error(answer.body, status));
+                let flow = self
+                    .reply_local(timer, out, status, reason, fields, body, head, close, local)
+                    .await;
                 let elapsed = self.worker.shared.now().saturating_duration_since(start);
                 match route {
                     Some(r) => r.stats.record(self.worker.id, answer.status, elapsed),
                     None => snap.no_route.record(self.worker.id, answer.status, elapsed),
                 }
-                self.log(request, head, answer.status, route, None, elapsed, None, None);
+                let grpc = self.grpc_code(local);
+                self.log(request, head, answer.status, route, None, elapsed, None, None, grpc);
                 return flow.after(close);
             }
         };
@@ -709,7 +714,8 @@ impl<D: Downstream> Conn<'_, D> {
                     .await;
                 let elapsed = self.worker.shared.now().saturating_duration_since(start);
                 snap.no_route.record(self.worker.id, 404, elapsed);
-                self.log(request, head, 404, None, None, elapsed, None, None);
+                let grpc = self.grpc_code(Some(local_error(errors::NO_ROUTE, 404)));
+                self.log(request, head, 404, None, None, elapsed, None, None, grpc);
                 flow.after(close)
             }
             Some(route) => match &route.action {
@@ -721,11 +727,11 @@ impl<D: Downstream> Conn<'_, D> {
                         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
                     let status = status.as_u16();
                     let flow = self
-                        .reply_local(timer, out, status, reason, fields, body, head, close)
+                        .reply_local(timer, out, status, reason, fields, body, head, close, None)
                         .await;
                     let elapsed = self.worker.shared.now().saturating_duration_since(start);
                     route.stats.record(self.worker.id, status, elapsed);
-                    self.log(request, head, status, Some(route), None, elapsed, None, None);
+                    self.log(request, head, status, Some(route), None, elapsed, None, None, None);
                     flow.after(close)
                 }
                 Action::Proxy { cluster, .. } => {
@@ -759,6 +765,7 @@ impl<D: Downstream> Conn<'_, D> {
         body: &[u8],
         head: &RequestHead,
         close: bool,
+        grpc: Option<LocalError>,
     ) -> Flow {
         let date = self.worker.lean.date();
         let local = LocalResponse {
@@ -768,6 +775,7 @@ impl<D: Downstream> Conn<'_, D> {
             date: &date,
             head_request: head.method == Method::HEAD,
             close,
+            grpc,
         };
         self.down.respond_local(timer, out, &local, fields).await
     }
@@ -780,7 +788,7 @@ impl<D: Downstream> Conn<'_, D> {
         out: &mut Vec<u8>,
         status: u16,
         reason: &str,
-        body: &str,
+        body: &'static str,
         head: &RequestHead,
         close: bool,
         decoration: &[(http::HeaderName, http::HeaderValue)],
@@ -788,7 +796,15 @@ impl<D: Downstream> Conn<'_, D> {
         let json = [(&b"content-type"[..], &b"application/json"[..])];
         let cors = decoration.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
         let fields = json.into_iter().chain(cors);
-        self.reply_local(timer, out, status, reason, fields, body.as_bytes(), head, close).await
+        let local = Some(local_error(body, status));
+        self.reply_local(timer, out, status, reason, fields, body.as_bytes(), head, close, local)
+            .await
+    }
+
+    /// The `grpc-status` a gateway answer `local` was given as, when the client is a gRPC
+    /// caller (for the access log).
+    fn grpc_code(&self, local: Option<LocalError>) -> Option<u32> {
+        local.filter(|_| self.down.grpc()).map(|l| u32::from(l.code))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -802,6 +818,7 @@ impl<D: Downstream> Conn<'_, D> {
         duration: Duration,
         upstream_and_id: Option<(SocketAddr, &[u8])>,
         refused: Option<spillway_core::RejectReason>,
+        grpc_status: Option<u32>,
     ) {
         let Some(sink) = &self.worker.shared.access_log else { return };
         log_access(
@@ -817,8 +834,7 @@ impl<D: Downstream> Conn<'_, D> {
                 duration,
                 request_id: upstream_and_id.and_then(|(_, id)| std::str::from_utf8(id).ok()),
                 refused: refused.map(|r| r.as_str()),
-                // gRPC calls take the general path.
-                grpc_status: None,
+                grpc_status,
             },
         );
     }
@@ -973,7 +989,7 @@ impl<D: Downstream> Conn<'_, D> {
         // The try loop: one pass without retries; each retry picks another endpoint when one
         // is available, rewrites the deadline headers with what is left, and says which
         // attempt it is in `x-spillway-attempt`.
-        let (picked, endpoint, try_timeout, try_start, result) = loop {
+        let (picked, endpoint, try_timeout, try_start, result, counted) = loop {
             let try_start = if attempts.made() == 1 { ex.start } else { worker.shared.now() };
             let Some(picked) = worker.pick(snap, cluster_index, try_start, hash, avoid) else {
                 lean.give_buf(ubuf);
@@ -982,7 +998,7 @@ impl<D: Downstream> Conn<'_, D> {
                     admission.finish(None, try_start);
                 }
                 if let Some(fallback) = snap.policies.fallback(ex.route.index, None) {
-                    return self.reply_rendered(ex, timer, out, fallback, None).await;
+                    return self.reply_rendered(ex, timer, out, fallback, None, None).await;
                 }
                 return self
                     .reply_error(
@@ -1053,21 +1069,37 @@ impl<D: Downstream> Conn<'_, D> {
             endpoint.in_flight.fetch_add(1, Relaxed);
             // Counted from the try's start (the first from the request's: already read).
             let deadline = Due::from(try_start, try_timeout);
+            let h2 = (cluster.config.protocol == UpstreamProtocol::Http2).then(|| H2Target {
+                tls: cluster.tls.as_ref(),
+                scheme: if cluster.tls.is_some() { b"https" } else { b"http" },
+                authority: endpoint.authority.as_ref().map_or(&b""[..], |a| a.as_str().as_bytes()),
+            });
             let result = self
                 .exchange(ExchangeIo {
                     addr,
                     start: try_start,
                     connect: t.connect,
                     max_idle: t.idle,
-                    request: out,
+                    request: &mut out[..],
                     head_request,
                     idempotent: is_idempotent_method(ex.head.method.as_str()),
                     deadline,
                     ubuf: &mut ubuf,
                     ufields: &mut ufields,
                     timer,
+                    h2,
                 })
                 .await;
+            // What the answer counts as: for a gRPC call, the HTTP equivalent of a status given
+            // in the head (a trailers-only answer), as on the general path.
+            let counted = match &result {
+                Ok((_, response)) if self.down.grpc() => {
+                    let status = grpc_status_field(ubuf.filled(), &ufields);
+                    crate::proxy::grpc::counted_status_of(response.status, status)
+                }
+                Ok((_, response)) => response.status,
+                Err(_) => 0,
+            };
             let now = worker.shared.now();
             let latency = now.saturating_duration_since(try_start);
             drop(in_flight);
@@ -1088,12 +1120,9 @@ impl<D: Downstream> Conn<'_, D> {
                 Err(Failure::Reset(_) | Failure::Protocol(_)) => {
                     (Some(Outcome::Failure), Some(TryResult::Failed(TryFailure::Reset)))
                 }
-                Ok((_, response)) => {
-                    let outcome = if response.status >= 500 {
-                        Outcome::ServerError
-                    } else {
-                        Outcome::Success
-                    };
+                Ok(_) => {
+                    let outcome =
+                        if counted >= 500 { Outcome::ServerError } else { Outcome::Success };
                     // The hints are looked up only where a retry may follow (a scan of the
                     // response head's fields the fast path does not pay).
                     let answered = retry.map(|_| {
@@ -1105,7 +1134,7 @@ impl<D: Downstream> Conn<'_, D> {
                                 .map(|f| f.value.of(bytes))
                         };
                         TryResult::Answered {
-                            status: response.status,
+                            status: counted,
                             retry_after: find(b"retry-after"),
                             grpc_pushback: find(b"grpc-retry-pushback-ms"),
                         }
@@ -1139,7 +1168,7 @@ impl<D: Downstream> Conn<'_, D> {
                     continue;
                 }
             }
-            break (picked, endpoint, try_timeout, try_start, result);
+            break (picked, endpoint, try_timeout, try_start, result, counted);
         };
         let addr = endpoint.address;
         let now = worker.shared.now();
@@ -1148,7 +1177,7 @@ impl<D: Downstream> Conn<'_, D> {
             match &result {
                 // The client left: says nothing about the upstream.
                 Err(Failure::ClientGone) => drop(admission),
-                Ok((_, response)) => admission.finish(Some(response.status), now),
+                Ok(_) => admission.finish(Some(counted), now),
                 Err(_) => admission.finish(None, now),
             }
         }
@@ -1178,13 +1207,14 @@ impl<D: Downstream> Conn<'_, D> {
                 if matches!(failure, Failure::ClientGone) {
                     Step::Done { close: true }
                 } else if let Some(fallback) = fallback {
-                    self.reply_rendered(ex, timer, out, fallback, None).await
+                    self.reply_rendered(ex, timer, out, fallback, None, None).await
                 } else {
                     let flow = self
                         .reply_json(timer, out, status, reason, body, ex.head, ex.close, &[])
                         .await;
                     ex.route.stats.record(worker.id, status, latency);
                     let cluster_name = Some(cluster.config.name.as_str());
+                    let grpc = self.grpc_code(Some(local_error(body, status)));
                     self.log(
                         ex.request,
                         ex.head,
@@ -1194,34 +1224,43 @@ impl<D: Downstream> Conn<'_, D> {
                         latency,
                         Some((addr, request_id)),
                         None,
+                        grpc,
                     );
                     flow.after(ex.close)
                 }
             }
-            Ok((upstream, response))
-                if snap.policies.fallback_covers(ex.route.index, response.status) =>
-            {
+            Ok((upstream, _)) if snap.policies.fallback_covers(ex.route.index, counted) => {
                 // Replaced by the route's fallback; the failed answer is dropped with its
                 // socket (its body unread).
                 drop(upstream);
                 let fallback = snap.policies.fallback(ex.route.index, None);
                 match fallback {
-                    Some(fallback) => self.reply_rendered(ex, timer, out, fallback, None).await,
+                    Some(fallback) => {
+                        self.reply_rendered(ex, timer, out, fallback, None, None).await
+                    }
                     None => Step::Done { close: true },
                 }
             }
             Ok((upstream, response)) => {
-                ex.route.stats.record(worker.id, response.status, latency);
+                ex.route.stats.record(worker.id, counted, latency);
                 let cluster_name = Some(cluster.config.name.as_str());
+                // A gRPC call's status when its head gives one (a trailers-only answer).
+                let grpc_status = self
+                    .down
+                    .grpc()
+                    .then(|| grpc_status_field(ubuf.filled(), &ufields))
+                    .flatten()
+                    .and_then(crate::proxy::grpc::status_code_of);
                 self.log(
                     ex.request,
                     ex.head,
-                    response.status,
+                    counted,
                     Some(ex.route),
                     cluster_name,
                     latency,
                     Some((addr, request_id)),
                     None,
+                    grpc_status,
                 );
                 // Shutdown may have begun while the upstream was answering.
                 let close = ex.close
@@ -1254,22 +1293,27 @@ impl<D: Downstream> Conn<'_, D> {
                     None => try_timeout,
                 };
                 let until = try_start.as_nanos().saturating_add(duration_nanos(body_time));
-                let body = match started {
-                    Ok(()) => {
-                        self.pass_body(upstream, &response, &mut ubuf, out, timer, until).await
+                match (started, upstream) {
+                    (Ok(()), Upstream::H1(upstream)) => {
+                        let body =
+                            self.pass_body(upstream, &response, &mut ubuf, out, timer, until).await;
+                        match body {
+                            Some(upstream) => {
+                                if response.reusable() && ubuf.is_empty() {
+                                    lean.upstreams.checkin(addr, upstream, now);
+                                }
+                                Step::Done { close }
+                            }
+                            None => Step::Done { close: true },
+                        }
+                    }
+                    (Ok(()), Upstream::H2(body)) => {
+                        let ended = self.pass_body_h2(body, out, timer, until).await;
+                        Step::Done { close: close || !ended }
                     }
                     // The client cannot take this answer (its stream is gone): the upstream
-                    // socket goes with the unread body.
-                    Err(()) => None,
-                };
-                match body {
-                    Some(upstream) => {
-                        if response.reusable() && ubuf.is_empty() {
-                            lean.upstreams.checkin(addr, upstream, now);
-                        }
-                        Step::Done { close }
-                    }
-                    None => Step::Done { close: true },
+                    // socket or stream goes with the unread body.
+                    (Err(()), _) => Step::Done { close: true },
                 }
             }
         };
@@ -1287,11 +1331,14 @@ impl<D: Downstream> Conn<'_, D> {
         refusal: &crate::policy::Refusal,
     ) -> Step {
         let reason = refusal.rejection.reason;
-        let rendered = match ex.snap.policies.fallback(ex.route.index, Some(reason)) {
-            Some(fallback) => fallback,
-            None => crate::policy::render::render(refusal),
+        let (rendered, local) = match ex.snap.policies.fallback(ex.route.index, Some(reason)) {
+            Some(fallback) => (fallback, None),
+            None => (
+                crate::policy::render::render(refusal),
+                Some(LocalError::refusal(&refusal.rejection)),
+            ),
         };
-        self.reply_rendered(ex, timer, out, rendered, Some(reason)).await
+        self.reply_rendered(ex, timer, out, rendered, Some(reason), local).await
     }
 
     /// Answers with a response laid out by `policy` (a refusal or a fallback).
@@ -1302,6 +1349,7 @@ impl<D: Downstream> Conn<'_, D> {
         out: &mut Vec<u8>,
         rendered: crate::policy::render::Rendered,
         refused: Option<spillway_core::RejectReason>,
+        local: Option<LocalError>,
     ) -> Step {
         let status = rendered.status;
         let reason = http::StatusCode::from_u16(status)
@@ -1315,12 +1363,15 @@ impl<D: Downstream> Conn<'_, D> {
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .chain(ex.decoration.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())));
         let body = rendered.body.as_bytes();
-        let flow =
-            self.reply_local(timer, out, status, reason, fields, body, ex.head, ex.close).await;
+        let flow = self
+            .reply_local(timer, out, status, reason, fields, body, ex.head, ex.close, local)
+            .await;
         let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
         ex.route.stats.record(self.worker.id, status, elapsed);
         let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
-        self.log(ex.request, ex.head, status, Some(ex.route), cluster, elapsed, None, refused);
+        let grpc = self.grpc_code(local);
+        let route = Some(ex.route);
+        self.log(ex.request, ex.head, status, route, cluster, elapsed, None, refused, grpc);
         flow.after(ex.close)
     }
 
@@ -1333,7 +1384,7 @@ impl<D: Downstream> Conn<'_, D> {
         out: &mut Vec<u8>,
         status: u16,
         reason: &str,
-        body: &str,
+        body: &'static str,
     ) -> Step {
         let reason = if reason.is_empty() {
             http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("")
@@ -1346,7 +1397,9 @@ impl<D: Downstream> Conn<'_, D> {
         let elapsed = self.worker.shared.now().saturating_duration_since(ex.start);
         ex.route.stats.record(self.worker.id, status, elapsed);
         let cluster = ex.snap.clusters.get(ex.cluster_index).map(|c| c.config.name.as_str());
-        self.log(ex.request, ex.head, status, Some(ex.route), cluster, elapsed, None, None);
+        let grpc = self.grpc_code(Some(local_error(body, status)));
+        let route = Some(ex.route);
+        self.log(ex.request, ex.head, status, route, cluster, elapsed, None, None, grpc);
         flow.after(ex.close)
     }
 
@@ -1354,9 +1407,13 @@ impl<D: Downstream> Conn<'_, D> {
     /// retry on a fresh connection when a pooled one turns out closed, for idempotent requests.
     async fn exchange(
         &mut self,
-        io: ExchangeIo<'_, '_>,
-    ) -> Result<(TcpStream, ResponseHead), Failure> {
+        mut io: ExchangeIo<'_, '_>,
+    ) -> Result<(Upstream, ResponseHead), Failure> {
+        if let Some(target) = io.h2.take() {
+            return self.exchange_h2(io, target).await;
+        }
         let ExchangeIo { addr, request, mut deadline, ubuf, ufields, timer, .. } = io;
+        let request: &[u8] = request;
         let lean = &self.worker.lean;
         let mut retried = false;
         loop {
@@ -1405,7 +1462,7 @@ impl<D: Downstream> Conn<'_, D> {
                             return Err(Failure::ClientGone);
                         }
                     }
-                    Ok(ResponseParse::Complete(head)) => return Ok((upstream, head)),
+                    Ok(ResponseParse::Complete(head)) => return Ok((Upstream::H1(upstream), head)),
                     Ok(ResponseParse::Partial) => {
                         let read = timed(
                             timer,
@@ -1519,6 +1576,7 @@ impl<D: Downstream> Conn<'_, D> {
             // passes is cut (the client connection closes, and the client sees it short).
             let left = until_ns.saturating_sub(self.worker.shared.now().as_nanos());
             if left == 0 {
+                self.down.cut_by_deadline();
                 return None;
             }
             let mut due = Due::after(idle.min(Duration::from_nanos(left)));
@@ -1538,6 +1596,20 @@ impl<D: Downstream> Conn<'_, D> {
     }
 }
 
+/// A gateway error answered with `status` and the JSON `body`, as a gRPC caller gets it.
+fn local_error(body: &'static str, status: u16) -> LocalError {
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    LocalError::from_body(body, status)
+}
+
+/// The value of a response head's `grpc-status` field, if it has one.
+fn grpc_status_field<'b>(buf: &'b [u8], fields: &[Field]) -> Option<&'b [u8]> {
+    fields
+        .iter()
+        .find(|f| f.name.of(buf).eq_ignore_ascii_case(b"grpc-status"))
+        .map(|f| f.value.of(buf))
+}
+
 /// The route of a request whose head was parsed from `head_bytes`.
 fn route_of<'s>(
     snap: &'s Snapshot,
@@ -1553,22 +1625,28 @@ fn route_of<'s>(
 
 /// Whether the lean exchange serves `route`. Authentication, hedging, failback, mirrors,
 /// broadcast, stale copies and the micro-cache are served by hyper's path (one precomputed
-/// flag per route: `Policies::hyper_only`), and so are recorded routes and clusters spoken
-/// to in HTTP/2 or over TLS (the cluster's or its gutter's).
-pub(crate) fn lean_serves(snap: &Snapshot, route: &Route) -> bool {
-    if snap.policies.hyper_only(route.index) {
+/// flag per route: `Policies::hyper_only`), and so are recorded routes. Clusters spoken to in
+/// HTTP/1.1 must be plain TCP (the pooled sockets); clusters spoken to in HTTP/2 go on the
+/// lean HTTP/2 client (`http2_client: lean`, TLS or not), and only for an HTTP/2 downstream
+/// (`h2_downstream`): an HTTP/1.1 client's answer would need its body framed anew.
+pub(crate) fn lean_serves(snap: &Snapshot, route: &Route, h2_downstream: bool) -> bool {
+    if snap.policies.hyper_only(route.index) || route.recorder.is_some() {
         return false;
     }
     let Action::Proxy { cluster, .. } = &route.action else { return true };
     let Some(cluster) = snap.clusters.get(*cluster) else { return false };
-    let tls = cluster.tls.is_some()
-        || cluster
-            .config
-            .gutter
-            .as_deref()
-            .and_then(|g| snap.config.cluster(g))
-            .is_some_and(|g| g.tls.is_some());
-    route.recorder.is_none() && cluster.config.protocol == UpstreamProtocol::Http1 && !tls
+    let gutter = cluster.config.gutter.as_deref().and_then(|g| snap.config.cluster(g));
+    match cluster.config.protocol {
+        UpstreamProtocol::Http1 => cluster.tls.is_none() && gutter.is_none_or(|g| g.tls.is_none()),
+        UpstreamProtocol::Http2 => {
+            let lean_client = |c: &crate::config::ClusterConfig| {
+                c.http2_client == crate::config::Http2Client::Lean
+            };
+            h2_downstream
+                && lean_client(&cluster.config)
+                && gutter.is_none_or(|g| g.protocol == UpstreamProtocol::Http2 && lean_client(g))
+        }
+    }
 }
 
 /// Where a lean exchange's answer goes: an HTTP/1.1 client socket ([`H1Client`]), or one
@@ -1585,6 +1663,16 @@ pub(crate) trait Downstream {
 
     /// `http` or `https`, for `X-Forwarded-Proto`.
     fn proto(&self) -> &'static [u8];
+
+    /// Whether the request is a gRPC call (its answers are counted and logged by their
+    /// `grpc-status`, and the gateway's own are given as one: [`LocalResponse::grpc`]).
+    fn grpc(&self) -> bool {
+        false
+    }
+
+    /// The response is being cut short because the request's time ran out (a gRPC caller is
+    /// told so in trailers rather than by a reset).
+    fn cut_by_deadline(&mut self) {}
 
     /// Sends a whole response made by the gateway: `fields`, then `content-length` and
     /// `date`, then the body (none for a `HEAD` request). `out` is scratch space.
@@ -1624,6 +1712,15 @@ pub(crate) trait Downstream {
     /// [`super::chunked::trailer_fields`] reads them), after its last bytes went without
     /// `end`. Called only where [`DECODES_CHUNKS`](Self::DECODES_CHUNKS).
     async fn send_trailers(&mut self, timer: &mut Timer<'_>, section: &[u8]) -> Result<(), ()>;
+
+    /// Ends the body with an HTTP/2 upstream's trailer fields, as decoded, after its last
+    /// bytes went without `end`. Called only for HTTP/2 upstreams, which only an HTTP/2
+    /// downstream takes ([`lean_serves`]).
+    async fn send_trailer_fields(
+        &mut self,
+        timer: &mut Timer<'_>,
+        fields: &spillway_h2::Fields,
+    ) -> Result<(), ()>;
 }
 
 /// A response the gateway makes itself, but for its fields.
@@ -1635,6 +1732,9 @@ pub(crate) struct LocalResponse<'a> {
     pub(crate) head_request: bool,
     /// The client connection closes after it (HTTP/1.1 only).
     pub(crate) close: bool,
+    /// What a gRPC caller gets instead (a trailers-only answer), when this is one of the
+    /// gateway's own errors or refusals.
+    pub(crate) grpc: Option<LocalError>,
 }
 
 /// An upstream's final response head, parsed from `buf`, and what the gateway adds to it.
@@ -1762,6 +1862,15 @@ impl<S: ClientIo> Downstream for H1Client<'_, S> {
         // Were it called, the response could not be ended right, so the connection closes.
         Err(())
     }
+
+    async fn send_trailer_fields(
+        &mut self,
+        _timer: &mut Timer<'_>,
+        _fields: &spillway_h2::Fields,
+    ) -> Result<(), ()> {
+        // HTTP/2 upstreams are not served to HTTP/1.1 clients on this path: never called.
+        Err(())
+    }
 }
 
 /// The outcome of a request on the connection.
@@ -1803,19 +1912,31 @@ struct Exchange<'a> {
 }
 
 /// What one upstream exchange needs.
-struct ExchangeIo<'a, 'w> {
-    addr: SocketAddr,
+pub(super) struct ExchangeIo<'a, 'w> {
+    pub(super) addr: SocketAddr,
     /// When the request started (pool ages are judged against it: no clock read).
-    start: spillway_core::Instant,
-    connect: Duration,
-    max_idle: Duration,
-    request: &'a [u8],
-    head_request: bool,
-    idempotent: bool,
-    deadline: Due,
-    ubuf: &'a mut Buf,
-    ufields: &'a mut Vec<Field>,
-    timer: &'a mut Timer<'w>,
+    pub(super) start: spillway_core::Instant,
+    pub(super) connect: Duration,
+    pub(super) max_idle: Duration,
+    /// The upstream request as HTTP/1.1, head and body (an HTTP/2 try lower-cases its field
+    /// names in place).
+    pub(super) request: &'a mut [u8],
+    pub(super) head_request: bool,
+    pub(super) idempotent: bool,
+    pub(super) deadline: Due,
+    pub(super) ubuf: &'a mut Buf,
+    pub(super) ufields: &'a mut Vec<Field>,
+    pub(super) timer: &'a mut Timer<'w>,
+    /// Set when the cluster speaks HTTP/2: the try goes on a stream of the lean HTTP/2
+    /// client (`super::h2_upstream`) instead of a pooled HTTP/1.1 socket.
+    pub(super) h2: Option<H2Target<'a>>,
+}
+
+/// The upstream end of an exchange whose response head came: a pooled HTTP/1.1 socket (the
+/// body follows on it) or an HTTP/2 stream's body.
+pub(super) enum Upstream {
+    H1(TcpStream),
+    H2(crate::upstream::h2_client::H2ResponseBody),
 }
 
 /// The request as admission reads it on the lean path: spans into the buffered head.

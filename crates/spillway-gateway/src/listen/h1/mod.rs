@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod chunked;
 pub mod conn;
 pub mod dormant;
+pub mod h2_upstream;
 pub mod head;
 pub mod idle;
 pub mod local;

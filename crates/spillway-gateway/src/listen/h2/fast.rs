@@ -23,6 +23,7 @@ use crate::listen::h1::head::{
 };
 use crate::listen::h1::rewrite;
 use crate::proxy::body::{ActiveGuard, RequestBody};
+use crate::proxy::grpc::{LocalError, PendingStatus};
 use crate::proxy::{ConnInfo, Worker};
 use crate::route::{self, HeaderLookup};
 use crate::state::Snapshot;
@@ -76,7 +77,7 @@ async fn take_body(
         }
         let mut taken = 0;
         while let Some(piece) = inbox.data.pop_front() {
-            Spelled { buf: &mut *buf }.put(&piece);
+            buf.put(&piece);
             taken += piece.len();
         }
         if taken > 0 {
@@ -113,11 +114,15 @@ async fn serve_lean(
     head: &RequestHead,
     inbox: Option<&SharedInbox>,
 ) -> bool {
-    // Client certificates are turned into request fields on the general path only; a gRPC
-    // call gets the gateway's own answers there as a `grpc-status` (`proxy::grpc`).
-    if info.client_cert.get().is_some()
-        || crate::policy::render::is_grpc(head.fields().get(b"content-type"))
-    {
+    // Client certificates are turned into request fields on the general path only.
+    if info.client_cert.get().is_some() {
+        return false;
+    }
+    // A gRPC call gets the gateway's own answers as a `grpc-status`. gRPC-Web's answers are
+    // read by browsers' libraries the general path speaks to (`proxy::grpc`).
+    let content_type = head.fields().get(b"content-type");
+    let grpc = crate::policy::render::is_grpc(content_type);
+    if grpc && !crate::proxy::grpc::is_plain_grpc(content_type) {
         return false;
     }
     let start = worker.shared.now();
@@ -126,7 +131,7 @@ async fn serve_lean(
     // Routed before anything is spelled: a route the lean exchange does not serve (an HTTP/2
     // cluster, as for gRPC) goes to the general path at once.
     let route = decoded_route(&snap, head);
-    if route.is_some_and(|r| !lean_serves(&snap, r)) {
+    if route.is_some_and(|r| !lean_serves(&snap, r, true)) {
         return false;
     }
     let lean = &worker.lean;
@@ -165,12 +170,20 @@ async fn serve_lean(
     let mut timer = Timer { sleep: lean.take_timer(), worker, slot: slot.index };
     let mut out = lean.take_out();
     let proto: &'static [u8] = if info.proto.as_bytes() == b"https" { b"https" } else { b"http" };
+    // A gRPC call is counted by the status it ends with, under its route (or the gateway's
+    // `no_route` counters).
+    let grpc = grpc.then(|| {
+        let stats = route.map_or(&snap.no_route, |r| &r.stats);
+        PendingStatus::new(stats.grpc_counter(worker.id))
+    });
     let down = H2Stream {
         shared: shared.clone(),
         id,
         proto,
         idle_timeout: listener.idle_timeout,
         ended: false,
+        grpc,
+        cut_by_deadline: false,
     };
     let mut conn = Conn { worker, slot: slot.index, listener, client, down };
     // Within the route's body timeout, else the idle timeout; a body that does not come whole
@@ -207,10 +220,14 @@ async fn serve_lean(
             route.stats.record(worker.id, status, elapsed);
         }
     }
-    if !conn.down.ended {
+    if !conn.down.ended && !conn.down.end_cut_grpc_answer() {
         // The answer was cut short (the upstream broke mid-body, or the time ran out): the
-        // client learns it from the reset, as from a closed connection on HTTP/1.1.
+        // client learns it from the reset, as from a closed connection on HTTP/1.1; a gRPC
+        // caller whose time ran out gets DEADLINE_EXCEEDED in trailers instead.
         shared.conn.borrow_mut().reset(id, ErrorCode::INTERNAL_ERROR);
+        if let Some(pending) = conn.down.grpc.take() {
+            pending.broke();
+        }
     }
     lean.give_timer(timer.sleep);
     lean.give_out(out);
@@ -251,21 +268,21 @@ fn write_h1_head(buf: &mut Buf, head: &RequestHead) -> bool {
     if head.authority().is_some_and(|a| !authority_ok(a)) {
         return false;
     }
-    let mut out = Spelled { buf };
+    let out = buf;
     out.put(head.method());
     out.put(b" ");
     out.put(path);
     out.put(b" HTTP/1.1\r\n");
     let has_host = head.fields().get(b"host").is_some();
     if let (false, Some(authority)) = (has_host, head.authority()) {
-        out.field(b"host", authority);
+        out.put_field(b"host", authority);
     }
     let mut cookies = 0;
     for (name, value) in head.fields().iter() {
         if name == b"cookie" {
             cookies += 1;
         } else {
-            out.field(name, value);
+            out.put_field(name, value);
         }
     }
     if cookies > 0 {
@@ -315,29 +332,6 @@ fn authority_ok(authority: &[u8]) -> bool {
         })
 }
 
-/// Appends to a [`Buf`], growing it as needed.
-struct Spelled<'a> {
-    buf: &'a mut Buf,
-}
-
-impl Spelled<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        if self.buf.spare().len() < bytes.len() {
-            let want = (self.buf.len() + bytes.len()).max(self.buf.capacity() * 2);
-            self.buf.reserve_total(want);
-        }
-        self.buf.spare()[..bytes.len()].copy_from_slice(bytes);
-        self.buf.advance(bytes.len());
-    }
-
-    fn field(&mut self, name: &[u8], value: &[u8]) {
-        self.put(name);
-        self.put(b": ");
-        self.put(value);
-        self.put(b"\r\n");
-    }
-}
-
 /// One HTTP/2 stream as the lean exchange's client side.
 struct H2Stream {
     shared: Rc<ConnShared>,
@@ -347,6 +341,11 @@ struct H2Stream {
     idle_timeout: Duration,
     /// END_STREAM was sent: the answer is complete.
     ended: bool,
+    /// A gRPC call's status, counted once as its answer ends (CANCELLED if the stream goes
+    /// first); `None` for other requests.
+    grpc: Option<PendingStatus>,
+    /// The answer is being cut because the request's time ran out.
+    cut_by_deadline: bool,
 }
 
 /// Whether an upstream response field stays out of an HTTP/2 response: what HTTP/1.1 drops at
@@ -359,6 +358,72 @@ fn not_forwarded(buf: &[u8], fields: &[Field], field: &Field, head: &ResponseHea
 }
 
 impl H2Stream {
+    /// Counts the gRPC call as ended with `code` (UNKNOWN for `None`), once.
+    fn grpc_ended(&mut self, code: Option<u32>) {
+        if let Some(pending) = self.grpc.take() {
+            pending.ended_with_code(code);
+        }
+    }
+
+    /// Ends a gRPC answer the gateway cut (its head sent) with the trailers that say why;
+    /// false if it could not (the stream is gone, or the answer is not a gRPC one).
+    fn end_cut_grpc_answer(&mut self) -> bool {
+        if self.grpc.is_none() || self.ended || !self.cut_by_deadline {
+            return false;
+        }
+        let (code, message) = crate::proxy::grpc::Cut::DeadlineExceeded.status();
+        let mut digits = [0u8; 20];
+        let fields = [
+            (&b"grpc-status"[..], stream::decimal(u64::from(code), &mut digits)),
+            (&b"grpc-message"[..], message.as_bytes()),
+        ];
+        let sent = self.shared.conn.borrow_mut().send_trailers(self.id, &fields).is_ok();
+        self.ended = sent;
+        if sent {
+            self.grpc_ended(Some(u32::from(code)));
+        }
+        sent
+    }
+
+    /// Sends the gateway's own error or refusal to a gRPC caller as a trailers-only answer
+    /// (HTTP 200, the status in the head, END_STREAM), as `proxy::grpc::local_answer` does on
+    /// the general path: `fields` (retry hints, CORS) kept but for the body's type and length.
+    fn respond_grpc<'f>(
+        &mut self,
+        local: &LocalResponse<'_>,
+        answer: LocalError,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8]), IntoIter: Clone>,
+    ) -> Flow {
+        let mut code = [0u8; 20];
+        let code = stream::decimal(u64::from(answer.code), &mut code);
+        let mut pushback = [0u8; 20];
+        let pushback = answer.pushback.map(|after| {
+            let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+            (&b"grpc-retry-pushback-ms"[..], stream::decimal(ms, &mut pushback))
+        });
+        let kept = fields.into_iter().filter(|(n, _)| {
+            !n.eq_ignore_ascii_case(b"content-type") && !n.eq_ignore_ascii_case(b"content-length")
+        });
+        // Lent for the shorter life of the fields added below.
+        let shorter: Shorten<'f, '_> = |(n, v)| (n, v);
+        let kept = kept.map(shorter);
+        let grpc = [
+            Some((&b"content-type"[..], &b"application/grpc"[..])),
+            Some((&b"grpc-status"[..], code)),
+            Some((&b"grpc-message"[..], answer.message.as_bytes())),
+            pushback,
+            Some((&b"date"[..], local.date)),
+        ];
+        let fields = kept.chain(grpc.into_iter().flatten());
+        let sent = self.shared.conn.borrow_mut().send_response_fields(self.id, 200, fields, true);
+        if sent.is_err() {
+            return Flow::Broken;
+        }
+        self.ended = true;
+        self.grpc_ended(Some(u32::from(answer.code)));
+        Flow::Sent
+    }
+
     /// Sends `bytes` as DATA (END_STREAM with the last when `end`), waiting for window and
     /// output room, each wait within the idle timeout.
     async fn send(&mut self, timer: &mut Timer<'_>, mut bytes: &[u8], end: bool) -> Result<(), ()> {
@@ -388,6 +453,14 @@ impl Downstream for H2Stream {
         self.proto
     }
 
+    fn grpc(&self) -> bool {
+        self.grpc.is_some()
+    }
+
+    fn cut_by_deadline(&mut self) {
+        self.cut_by_deadline = true;
+    }
+
     async fn respond_local<'f>(
         &mut self,
         timer: &mut Timer<'_>,
@@ -395,6 +468,9 @@ impl Downstream for H2Stream {
         local: &LocalResponse<'_>,
         fields: impl IntoIterator<Item = (&'f [u8], &'f [u8]), IntoIter: Clone>,
     ) -> Flow {
+        if let (Some(_), Some(answer)) = (&self.grpc, local.grpc) {
+            return self.respond_grpc(local, answer, fields);
+        }
         let mut digits = [0u8; 20];
         let length = stream::decimal(local.body.len() as u64, &mut digits);
         let framing = [(&b"content-length"[..], length), (&b"date"[..], local.date)];
@@ -449,6 +525,12 @@ impl Downstream for H2Stream {
         let sent =
             self.shared.conn.borrow_mut().send_response_fields(self.id, head.status, fields, empty);
         self.ended = empty && sent.is_ok();
+        if self.ended && self.grpc.is_some() {
+            // A trailers-only answer: its status is in the head.
+            let status = start.fields.iter().find(|f| f.name.of(buf) == b"grpc-status");
+            let code = status.and_then(|f| crate::proxy::grpc::status_code_of(f.value.of(buf)));
+            self.grpc_ended(code);
+        }
         sent.map(|_| ()).map_err(|_| ())
     }
 
@@ -463,7 +545,12 @@ impl Downstream for H2Stream {
         if self.ended || (bytes.is_empty() && !end) {
             return Ok(());
         }
-        self.send(timer, bytes, end).await
+        self.send(timer, bytes, end).await?;
+        if end {
+            // Ended without trailers: no status came.
+            self.grpc_ended(None);
+        }
+        Ok(())
     }
 
     async fn send_trailers(&mut self, timer: &mut Timer<'_>, section: &[u8]) -> Result<(), ()> {
@@ -480,10 +567,32 @@ impl Downstream for H2Stream {
             && self.shared.conn.borrow_mut().send_trailers(self.id, &fields).is_ok();
         if sent {
             self.ended = true;
+            let status = fields.iter().find(|(n, _)| *n == b"grpc-status");
+            self.grpc_ended(status.and_then(|(_, v)| crate::proxy::grpc::status_code_of(v)));
             return Ok(());
         }
         // Nothing to send, or fields the codec refuses: the body ends without trailers.
-        self.send(timer, &[], true).await
+        self.send_body(timer, &mut Vec::new(), false, &[], true).await
+    }
+
+    async fn send_trailer_fields(
+        &mut self,
+        timer: &mut Timer<'_>,
+        fields: &spillway_h2::Fields,
+    ) -> Result<(), ()> {
+        if self.ended {
+            return Ok(());
+        }
+        // Decoded by the upstream connection's codec: nothing HTTP/2 forbids.
+        let sent = !fields.is_empty()
+            && self.shared.conn.borrow_mut().send_trailers_fields(self.id, fields.iter()).is_ok();
+        if sent {
+            self.ended = true;
+            let status = fields.get(b"grpc-status");
+            self.grpc_ended(status.and_then(crate::proxy::grpc::status_code_of));
+            return Ok(());
+        }
+        self.send_body(timer, &mut Vec::new(), false, &[], true).await
     }
 }
 
