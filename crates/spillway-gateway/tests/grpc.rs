@@ -957,3 +957,113 @@ async fn every_grpc_call_is_counted_by_the_status_it_ended_with() {
         every_grpc_call_is_counted_by_the_status_it_ended_with_on(server).await;
     }
 }
+
+/// One gRPC unary call sent as h2load and many non-Go clients send it — a `content-length`
+/// declared — which the lean HTTP/2 server serves on the lean exchange (no `http` types) when
+/// the cluster is on the lean HTTP/2 client. Returns the answer's status, head, body and
+/// trailers (`None` for a trailers-only answer).
+async fn declared_call(
+    addr: std::net::SocketAddr,
+    path: &str,
+    message: &str,
+) -> (http::StatusCode, http::HeaderMap, bytes::Bytes, Option<http::HeaderMap>) {
+    use http_body_util::BodyExt;
+    let proto = prost::Message::encode_to_vec(&request(message));
+    let framed = spillway_gateway::proxy::grpc::framed(&proto);
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("content-length", framed.len().to_string())
+        .body(body(framed))
+        .unwrap();
+    let mut sender = h2c_sender(addr).await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let ended_with_head = http_body::Body::is_end_stream(&body);
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    assert!(!ended_with_head || trailers.is_none());
+    (parts.status, parts.headers, collected.to_bytes(), trailers)
+}
+
+#[tokio::test]
+async fn grpc_calls_with_a_declared_length_get_the_same_answers_and_counts_on_the_lean_exchange() {
+    let backend = serve(EchoServer::default()).await;
+    let yaml = format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0", protocol: h2c }}]
+admin: {{ address: "127.0.0.1:0" }}
+clusters: [{{ name: echo, protocol: http2, endpoints: [{{ address: "{backend}" }}], timeouts: {{ request: 5s }} }}]
+routes:
+  - {{ name: limited, match: {{ path_prefix: /test.Echo/Limited }}, cluster: echo, limits: [{{ algorithm: token_bucket, key: route, rate: 1/h, burst: 1 }}] }}
+  - {{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}
+"#
+    );
+    let gw = gateway(&yaml);
+    let addr = gw.listener_address("public").unwrap();
+    let admin = gw.admin_address().unwrap();
+
+    // OK: the reply, then the status in trailers.
+    let (status, head, data, trailers) = declared_call(addr, "/test.Echo/Say", "hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(head.get("content-type").unwrap(), "application/grpc");
+    assert!(head.get("x-request-id").is_some(), "{head:?}");
+    let reply: EchoReply = prost::Message::decode(&data[5..]).unwrap();
+    assert_eq!(reply.message, "echo: hello");
+    assert_eq!(trailers.unwrap().get("grpc-status").unwrap(), "0");
+
+    // NOT_FOUND from the upstream stays trailers-only: the status in a head that ends the
+    // stream.
+    let (status, head, data, trailers) = declared_call(addr, "/test.Echo/Say", "fail").await;
+    assert_eq!((status.as_u16(), head.get("grpc-status").unwrap().as_bytes()), (200, &b"5"[..]));
+    assert!(data.is_empty() && trailers.is_none());
+
+    // The gateway's own answers, trailers-only: no route is UNIMPLEMENTED; a refused call is
+    // RESOURCE_EXHAUSTED with its retry hint for gRPC clients.
+    let (status, head, data, trailers) = declared_call(addr, "/test.Nowhere/Say", "x").await;
+    assert_eq!((status.as_u16(), head.get("grpc-status").unwrap().as_bytes()), (200, &b"12"[..]));
+    assert_eq!(head.get("content-type").unwrap(), "application/grpc");
+    assert!(data.is_empty() && trailers.is_none());
+    let (_, head, _, _) = declared_call(addr, "/test.Echo/Limited", "first").await;
+    assert!(head.get("grpc-status").is_none(), "the first call passes: {head:?}");
+    let (status, head, data, trailers) = declared_call(addr, "/test.Echo/Limited", "again").await;
+    assert_eq!((status.as_u16(), head.get("grpc-status").unwrap().as_bytes()), (200, &b"8"[..]));
+    let pushback: u64 =
+        head.get("grpc-retry-pushback-ms").unwrap().to_str().unwrap().parse().unwrap();
+    assert!(pushback > 0 && pushback <= 3_600_000, "{pushback}");
+    assert!(data.is_empty() && trailers.is_none());
+
+    // Counted by the status each call ended with, and by what it counts as over HTTP.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let (_, _, body) = get(admin, "/metrics").await;
+        metrics = String::from_utf8(body.to_vec()).unwrap();
+        if metrics.contains("grpc_code=\"8\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let count = |family: &str, labels: &str| {
+        let prefix = format!("{family}{{{labels}}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(str::to_string)
+    };
+    let calls = "spillway_grpc_calls_total";
+    assert_eq!(count(calls, r#"route="grpc",cluster="echo",grpc_code="0""#).as_deref(), Some("1"));
+    assert_eq!(count(calls, r#"route="grpc",cluster="echo",grpc_code="5""#).as_deref(), Some("1"));
+    assert_eq!(count(calls, r#"route="",cluster="",grpc_code="12""#).as_deref(), Some("1"));
+    assert_eq!(
+        count(calls, r#"route="limited",cluster="echo",grpc_code="8""#).as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        count(calls, r#"route="limited",cluster="echo",grpc_code="0""#).as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    stop(gw).await;
+}
