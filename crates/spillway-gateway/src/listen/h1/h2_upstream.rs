@@ -115,7 +115,9 @@ impl<D: Downstream> Conn<'_, D> {
     }
 
     /// Passes an HTTP/2 upstream's body and trailers on, within `until_ns` (the request's
-    /// time) and the listener's idle timeout between pieces. True when the body ended cleanly.
+    /// time, as on the general path: a quiet stream is not cut before it, so a server-streaming
+    /// call waits for its next message as long as its time allows). True when the body ended
+    /// cleanly.
     pub(super) async fn pass_body_h2(
         &mut self,
         mut body: H2ResponseBody,
@@ -123,7 +125,6 @@ impl<D: Downstream> Conn<'_, D> {
         timer: &mut Timer<'_>,
         until_ns: u64,
     ) -> bool {
-        let idle = self.listener.idle_timeout;
         loop {
             // What has come already is passed on without a clock read or a timer.
             let piece = match body.poll_piece(&mut Context::from_waker(Waker::noop())) {
@@ -134,13 +135,11 @@ impl<D: Downstream> Conn<'_, D> {
                         self.down.cut_by_deadline();
                         return false;
                     }
-                    let mut due = Due::after(idle.min(Duration::from_nanos(left)));
+                    let mut due = Due::after(Duration::from_nanos(left));
                     match timed(timer, &mut due, poll_fn(|cx| body.poll_piece(cx))).await {
                         Ok(piece) => piece,
                         Err(Elapsed) => {
-                            if self.worker.shared.now().as_nanos() >= until_ns {
-                                self.down.cut_by_deadline();
-                            }
+                            self.down.cut_by_deadline();
                             return false;
                         }
                     }

@@ -322,11 +322,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             let event = self.shared.conn.borrow_mut().poll_event();
             let Some(event) = event else { return };
             match event {
-                // Complete with its head, or with a small declared body: the lean exchange
-                // serves it if it can.
+                // Complete with its head, with a small declared body, or with an undeclared
+                // one (it may have come whole in this read, as a gRPC unary call does, which
+                // `fast` checks before it takes anything): the lean exchange serves it if it
+                // can.
                 Event::Request { stream: id, head, end_stream }
-                    if end_stream
-                        || head.content_length().is_some_and(|n| n <= LEAN_BODY_LIMIT) =>
+                    if end_stream || head.content_length().is_none_or(|n| n <= LEAN_BODY_LIMIT) =>
                 {
                     let st = Rc::new(StreamShared::new(id, end_stream));
                     self.shared.streams.borrow_mut().push(st.clone());

@@ -1,14 +1,20 @@
-//! The common HTTP/2 request — complete with its head (no body), to a route the lean path
-//! serves — proxied by the lean exchange of [`crate::listen::h1::conn`], as an HTTP/1.1
-//! request would be: no `http::Request`, no `HeaderMap`, no boxed proxy future.
+//! The common HTTP/2 request — complete with its head, or with a body of at most 64 KiB (one
+//! declared that long, or one that came whole with its head, as a gRPC unary call's does), to a
+//! route the lean path serves — proxied by the lean exchange of [`crate::listen::h1::conn`], as
+//! an HTTP/1.1 request would be: no `http::Request`, no `HeaderMap`, no boxed proxy future.
 //!
 //! The decoded head is routed, then spelled once as an HTTP/1.1 head into a worker buffer and
-//! parsed in place; from there the edge, admission, deadlines, retries, the pooled upstream
-//! socket, metrics and the access log are the lean path's own code. Only the answer differs:
-//! `H2Stream` turns the upstream's head into HEADERS and its body (chunked framing decoded)
-//! into DATA within the stream's send window. Anything else — a request with a body, a route
-//! the lean path hands to hyper, a head the HTTP/1.1 parser would not take, a listener with
-//! client certificates, a gRPC call — takes the general path ([`super::stream::serve`]).
+//! parsed in place; from there the edge, admission, deadlines, retries, the upstream (a pooled
+//! HTTP/1.1 socket, or a stream of the lean HTTP/2 client: `listen::h1::h2_upstream`), metrics
+//! and the access log are the lean path's own code. Only the answer differs: `H2Stream` turns
+//! the upstream's head into HEADERS and its body (chunked framing decoded) into DATA within
+//! the stream's send window, and its trailers into a trailer block. A gRPC call gets the
+//! gateway's own answers as trailers-only `grpc-status` answers (as `proxy::grpc::local_answer`
+//! gives them on the general path), is counted by the status it ended with, and, when its time
+//! runs out mid-answer, ends with DEADLINE_EXCEEDED in trailers. Anything else — a body that
+//! streams, a route the lean path hands to hyper, a head the HTTP/1.1 parser would not take, a
+//! listener with client certificates, gRPC-Web — takes the general path
+//! ([`super::stream::serve`]).
 
 use super::body::H2Body;
 use super::shared::{ConnShared, Inbox, SharedInbox};
@@ -37,7 +43,8 @@ use std::time::Duration;
 /// Serves stream `id`: on the lean exchange when it can, else on the general path. `inbox` is
 /// the request body's (`None` when the head came with END_STREAM); the driver passes one only
 /// for a body declared at most [`LEAN_BODY_LIMIT`](crate::listen::h1::conn::LEAN_BODY_LIMIT)
-/// long, which the lean exchange takes whole before it starts, as on HTTP/1.1.
+/// long or not declared at all, which the lean exchange takes whole before it starts, as on
+/// HTTP/1.1 (an undeclared one only if it is already whole: [`whole_body_len`]).
 pub(crate) async fn serve(
     worker: Rc<Worker>,
     info: Rc<ConnInfo>,
@@ -134,10 +141,19 @@ async fn serve_lean(
     if route.is_some_and(|r| !lean_serves(&snap, r, true)) {
         return false;
     }
+    // A body without a declared length (as gRPC clients send a unary call's) is taken only if
+    // it came whole with its head: the lean exchange never waits on one that may stream.
+    let undeclared = match (inbox, head.content_length()) {
+        (Some(inbox), None) => match whole_body_len(&inbox.lock()) {
+            Some(len) => Some(len),
+            None => return false,
+        },
+        _ => None,
+    };
     let lean = &worker.lean;
     let mut buf = lean.take_buf();
     let mut fields = lean.take_fields();
-    let parsed = if write_h1_head(&mut buf, head) {
+    let parsed = if write_h1_head(&mut buf, head, undeclared) {
         parse_request(buf.filled(), &mut fields)
     } else {
         RequestParse::Partial
@@ -258,11 +274,23 @@ impl HeaderLookup for DecodedFields<'_> {
     }
 }
 
+/// The length of a request body that has arrived whole (ended, not reset, no trailers), if
+/// it is one the lean exchange takes (at most `LEAN_BODY_LIMIT`).
+fn whole_body_len(inbox: &Inbox) -> Option<u64> {
+    if !inbox.ended || inbox.reset.is_some() || inbox.trailers.is_some() {
+        return None;
+    }
+    let len: usize = inbox.data.iter().map(|d| d.len()).sum();
+    let len = len as u64;
+    (len <= crate::listen::h1::conn::LEAN_BODY_LIMIT).then_some(len)
+}
+
 /// Spells `head` as an HTTP/1.1 request head into `buf`: request line from `:method` and
 /// `:path`, `host` from `:authority` unless a `host` field came, the fields as they came with
-/// the `cookie` crumbs joined into one field (RFC 9113 §8.2.3). False when it has no `:path`
+/// the `cookie` crumbs joined into one field (RFC 9113 §8.2.3), and `content-length:
+/// undeclared` when given (a body that came whole without one). False when it has no `:path`
 /// (CONNECT).
-fn write_h1_head(buf: &mut Buf, head: &RequestHead) -> bool {
+fn write_h1_head(buf: &mut Buf, head: &RequestHead, undeclared: Option<u64>) -> bool {
     let Some(path) = head.path() else { return false };
     // An authority the general path would refuse (hyper's `Uri`) is left to it.
     if head.authority().is_some_and(|a| !authority_ok(a)) {
@@ -284,6 +312,10 @@ fn write_h1_head(buf: &mut Buf, head: &RequestHead) -> bool {
         } else {
             out.put_field(name, value);
         }
+    }
+    if let Some(len) = undeclared {
+        let mut digits = [0u8; 20];
+        out.put_field(b"content-length", stream::decimal(len, &mut digits));
     }
     if cookies > 0 {
         out.put(b"cookie: ");
