@@ -25,7 +25,7 @@ use super::head::{
 };
 use super::idle::IdleEnd;
 use super::preface;
-use super::rewrite::{self, RequestEdits};
+use super::rewrite::{self, H2Head, RequestEdits};
 use crate::config::{Balance, ListenerConfig, UpstreamProtocol};
 use crate::policy::retry::{TryFailure, TryResult, ATTEMPT_HEADER};
 use crate::proxy::access_log::{log_access, AccessEntry};
@@ -1046,41 +1046,52 @@ impl<D: Downstream> Conn<'_, D> {
                 set[set_n] = (ATTEMPT_HEADER, attempt_text.as_bytes());
                 set_n += 1;
             }
-            out.clear();
-            rewrite::write_request_head(
-                out,
-                ex.request,
-                ex.head,
-                ex.fields,
-                &RequestEdits {
-                    target: target.as_deref().map(str::as_bytes),
-                    host: rewrite_host.as_ref().map(|h| h.as_bytes()),
-                    client_ip: self.client.ip(),
-                    proto: self.down.proto(),
-                    new_request_id: new_id,
-                    grpc_timeout: grpc_value.as_ref().map(|v| v.as_str().as_bytes()),
-                    request_timeout: request_value.as_ref().map(|v| v.as_str().as_bytes()),
-                    set: &set[..set_n],
-                },
-            );
-            out.extend_from_slice(&ex.request[ex.head.len..]);
+            let edits = RequestEdits {
+                target: target.as_deref().map(str::as_bytes),
+                host: rewrite_host.as_ref().map(|h| h.as_bytes()),
+                client_ip: self.client.ip(),
+                proto: self.down.proto(),
+                new_request_id: new_id,
+                grpc_timeout: grpc_value.as_ref().map(|v| v.as_str().as_bytes()),
+                request_timeout: request_value.as_ref().map(|v| v.as_str().as_bytes()),
+                set: &set[..set_n],
+            };
+            let body = &ex.request[ex.head.len..];
+            // HTTP/1.1: the head and body bytes as they go; HTTP/2: the fields HEADERS are
+            // encoded from (in `out` and `ufields`), the body beside them.
+            let h2 = if cluster.config.protocol == UpstreamProtocol::Http2 {
+                let mut head = H2Head::new(out, &mut ufields);
+                rewrite::write_upstream_head(&mut head, ex.request, ex.head, ex.fields, &edits);
+                Some(H2Target {
+                    tls: cluster.tls.as_ref(),
+                    scheme: if cluster.tls.is_some() { b"https" } else { b"http" },
+                    authority: endpoint
+                        .authority
+                        .as_ref()
+                        .map_or(&b""[..], |a| a.as_str().as_bytes()),
+                    method: head.method,
+                    target: head.target,
+                    host: head.host,
+                    body,
+                })
+            } else {
+                out.clear();
+                rewrite::write_request_head(out, ex.request, ex.head, ex.fields, &edits);
+                out.extend_from_slice(body);
+                None
+            };
 
             let in_flight = InFlight(endpoint);
             endpoint.in_flight.fetch_add(1, Relaxed);
             // Counted from the try's start (the first from the request's: already read).
             let deadline = Due::from(try_start, try_timeout);
-            let h2 = (cluster.config.protocol == UpstreamProtocol::Http2).then(|| H2Target {
-                tls: cluster.tls.as_ref(),
-                scheme: if cluster.tls.is_some() { b"https" } else { b"http" },
-                authority: endpoint.authority.as_ref().map_or(&b""[..], |a| a.as_str().as_bytes()),
-            });
             let result = self
                 .exchange(ExchangeIo {
                     addr,
                     start: try_start,
                     connect: t.connect,
                     max_idle: t.idle,
-                    request: &mut out[..],
+                    request: out,
                     head_request,
                     idempotent: is_idempotent_method(ex.head.method.as_str()),
                     deadline,
@@ -1413,7 +1424,6 @@ impl<D: Downstream> Conn<'_, D> {
             return self.exchange_h2(io, target).await;
         }
         let ExchangeIo { addr, request, mut deadline, ubuf, ufields, timer, .. } = io;
-        let request: &[u8] = request;
         let lean = &self.worker.lean;
         let mut retried = false;
         loop {
@@ -1918,9 +1928,9 @@ pub(super) struct ExchangeIo<'a, 'w> {
     pub(super) start: spillway_core::Instant,
     pub(super) connect: Duration,
     pub(super) max_idle: Duration,
-    /// The upstream request as HTTP/1.1, head and body (an HTTP/2 try lower-cases its field
-    /// names in place).
-    pub(super) request: &'a mut [u8],
+    /// The upstream request as HTTP/1.1, head and body; for an HTTP/2 try, the names and
+    /// values of its fields (`ufields` holds their spans, `h2` the rest).
+    pub(super) request: &'a [u8],
     pub(super) head_request: bool,
     pub(super) idempotent: bool,
     pub(super) deadline: Due,

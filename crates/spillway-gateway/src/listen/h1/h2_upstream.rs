@@ -2,9 +2,10 @@
 //! stream of the worker's lean HTTP/2 client (`upstream::h2_client`) instead of a pooled
 //! HTTP/1.1 socket, with no `http` types on the way.
 //!
-//! The exchange writes every try's request as HTTP/1.1 (`rewrite`: hop-by-hop fields dropped,
-//! `X-Forwarded-*`, `x-request-id`, the deadline and admission fields set); here that head is
-//! read back in place and sent as the stream's HEADERS — `host` becomes `:authority` (the
+//! The exchange writes every try's request head with the same edits as for HTTP/1.1
+//! (`rewrite::write_upstream_head`: hop-by-hop fields dropped, `X-Forwarded-*`, `x-request-id`,
+//! the deadline and admission fields set), here as a field list (`rewrite::H2Head`: names in
+//! lower case) that is sent as the stream's HEADERS — `host` becomes `:authority` (the
 //! endpoint's address without one), the target `:path`, the cluster's scheme `:scheme` — with
 //! the buffered body after it. The response head comes back decoded; it is spelled as an
 //! HTTP/1.1 head so that the exchange judges, counts and logs it as any other, and the body
@@ -15,8 +16,7 @@
 
 use super::conn::{timed, Conn, Downstream, Due, Elapsed, ExchangeIo, Failure, Timer, Upstream};
 use super::head::{
-    parse_request, parse_response, FieldKind, RequestParse, ResponseError, ResponseFraming,
-    ResponseHead, ResponseParse,
+    parse_response, ResponseError, ResponseFraming, ResponseHead, ResponseParse, Span,
 };
 use crate::proxy::body::ProxyBody;
 use crate::upstream::h2_client::{H2ClientError, H2ResponseBody, Piece};
@@ -29,7 +29,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-/// Where an HTTP/2 try goes, besides the endpoint's address.
+/// An HTTP/2 try: where it goes besides the endpoint's address, and the request line, `host`
+/// and body that go with the fields in the exchange's request buffer (written by
+/// [`super::rewrite::H2Head`]).
 pub(crate) struct H2Target<'a> {
     /// The cluster's TLS connector, if it has one.
     pub(crate) tls: Option<&'a Arc<UpstreamTls>>,
@@ -37,6 +39,14 @@ pub(crate) struct H2Target<'a> {
     pub(crate) scheme: &'static [u8],
     /// `:authority` for a request without `host`: the endpoint's address.
     pub(crate) authority: &'a [u8],
+    /// `:method`, in the request buffer.
+    pub(crate) method: Span,
+    /// `:path`, in the request buffer.
+    pub(crate) target: Span,
+    /// `host`, in the request buffer: the `:authority`.
+    pub(crate) host: Option<Span>,
+    /// The request body.
+    pub(crate) body: &'a [u8],
 }
 
 impl<D: Downstream> Conn<'_, D> {
@@ -54,32 +64,16 @@ impl<D: Downstream> Conn<'_, D> {
         } = io;
         let timer = io.timer;
         ubuf.consume(usize::MAX);
-        // The head the exchange wrote parses (its fields came from one that did, or are the
-        // gateway's own); HTTP/2 wants their names in lower case.
-        let RequestParse::Complete(head) = parse_request(request, ufields) else {
-            let refused = H2ClientError::Request(spillway_h2::RequestError::InvalidField);
-            return Err(Failure::Unavailable(refused.into_upstream(addr)));
-        };
-        for f in ufields.iter() {
-            if let Some(name) = request.get_mut(f.name.start()..f.name.end()) {
-                name.make_ascii_lowercase();
-            }
-        }
-        let request: &[u8] = request;
         let line = RequestLine {
-            method: head.method_span.of(request),
+            method: target.method.of(request),
             scheme: target.scheme,
-            authority: head.host.map_or(target.authority, |h| h.of(request)),
-            path: head.target.of(request),
+            authority: target.host.map_or(target.authority, |h| h.of(request)),
+            path: target.target.of(request),
         };
-        let fields = ufields
-            .iter()
-            .filter(|f| f.kind != FieldKind::Host)
-            .map(|f| (f.name.of(request), f.value.of(request)));
-        let body = &request[head.len..];
-        let body = || match body.is_empty() {
+        let fields = ufields.iter().map(|f| (f.name.of(request), f.value.of(request)));
+        let body = || match target.body.is_empty() {
             true => ProxyBody::Empty,
-            false => ProxyBody::Buffered(Some(Bytes::copy_from_slice(body))),
+            false => ProxyBody::Buffered(Some(Bytes::copy_from_slice(target.body))),
         };
         let pool = &self.worker.pool;
         let conn = pool.checkout_h2_lean(addr, target.tls, connect, None);

@@ -31,6 +31,11 @@ impl Span {
         Span { start: start as u32, end: (start + part.len()) as u32 }
     }
 
+    /// The bytes `start..end`.
+    pub(crate) fn range(start: usize, end: usize) -> Span {
+        Span { start: start as u32, end: end as u32 }
+    }
+
     /// The bytes of this span in `buf` (empty if `buf` is too short, which cannot happen for
     /// the buffer the head was parsed from).
     #[inline]

@@ -74,7 +74,8 @@ pub(crate) fn dropped(
     connection.names_fields && named_by_connection(buf, fields, f.name.of(buf))
 }
 
-/// Writes the upstream request head for the request parsed from `buf` into `out`.
+/// Writes the upstream request head for the request parsed from `buf` into `out`, as
+/// HTTP/1.1.
 pub fn write_request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
@@ -82,10 +83,152 @@ pub fn write_request_head(
     fields: &[Field],
     edits: &RequestEdits<'_>,
 ) {
-    out.extend_from_slice(head.method_span.of(buf));
-    out.push(b' ');
-    out.extend_from_slice(edits.target.unwrap_or(head.target.of(buf)));
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_upstream_head(&mut H1Head { out }, buf, head, fields, edits);
+}
+
+/// Where an upstream request head goes, field by field: HTTP/1.1 bytes ([`H1Head`]), or the
+/// fields an HTTP/2 upstream's HEADERS are encoded from ([`H2Head`]).
+pub(crate) trait HeadWriter {
+    /// The request line: method and target.
+    fn line(&mut self, method: &[u8], target: &[u8]);
+    /// One field.
+    fn field(&mut self, name: &[u8], value: &[u8]);
+    /// A received field, unchanged.
+    fn copy(&mut self, buf: &[u8], f: &Field) {
+        self.field(f.name.of(buf), f.value.of(buf));
+    }
+    /// One field whose value is `parts`, each followed by `, `, then `last`.
+    fn joined<'p>(&mut self, name: &[u8], parts: impl Iterator<Item = &'p [u8]>, last: &[u8]);
+    /// The end of the head.
+    fn end(&mut self);
+}
+
+/// An upstream request head as HTTP/1.1 bytes.
+pub(crate) struct H1Head<'a> {
+    pub(crate) out: &'a mut Vec<u8>,
+}
+
+impl HeadWriter for H1Head<'_> {
+    fn line(&mut self, method: &[u8], target: &[u8]) {
+        self.out.extend_from_slice(method);
+        self.out.push(b' ');
+        self.out.extend_from_slice(target);
+        self.out.extend_from_slice(b" HTTP/1.1\r\n");
+    }
+
+    #[inline]
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        field(self.out, name, value);
+    }
+
+    #[inline]
+    fn copy(&mut self, buf: &[u8], f: &Field) {
+        copy_field(self.out, buf, f);
+    }
+
+    fn joined<'p>(&mut self, name: &[u8], parts: impl Iterator<Item = &'p [u8]>, last: &[u8]) {
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(b": ");
+        for part in parts {
+            self.out.extend_from_slice(part);
+            self.out.extend_from_slice(b", ");
+        }
+        self.out.extend_from_slice(last);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn end(&mut self) {
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// An upstream request head as the fields of HTTP/2 HEADERS: names (lower-cased) and values
+/// laid end to end in `out`, each field's spans in `fields`; `host` is kept apart as the
+/// `:authority` (`host`), and the request line as `method` and `target`.
+pub(crate) struct H2Head<'a> {
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) fields: &'a mut Vec<Field>,
+    pub(crate) method: Span,
+    pub(crate) target: Span,
+    pub(crate) host: Option<Span>,
+}
+
+impl<'a> H2Head<'a> {
+    /// An empty head writing into `out` and `fields` (both cleared).
+    pub(crate) fn new(out: &'a mut Vec<u8>, fields: &'a mut Vec<Field>) -> H2Head<'a> {
+        out.clear();
+        fields.clear();
+        let none = Span::default();
+        H2Head { out, fields, method: none, target: none, host: None }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Span {
+        let start = self.out.len();
+        self.out.extend_from_slice(bytes);
+        Span::range(start, self.out.len())
+    }
+}
+
+impl HeadWriter for H2Head<'_> {
+    fn line(&mut self, method: &[u8], target: &[u8]) {
+        self.method = self.put(method);
+        self.target = self.put(target);
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        let name = self.put(name);
+        if let Some(bytes) = self.out.get_mut(name.start()..name.end()) {
+            bytes.make_ascii_lowercase();
+        }
+        let value = self.put(value);
+        let kind = FieldKind::of(name.of(self.out));
+        if kind == FieldKind::Host {
+            self.host = Some(value);
+            return;
+        }
+        self.fields.push(Field { name, value, kind });
+    }
+
+    fn copy(&mut self, buf: &[u8], f: &Field) {
+        let name = self.put(f.name.of(buf));
+        if let Some(bytes) = self.out.get_mut(name.start()..name.end()) {
+            bytes.make_ascii_lowercase();
+        }
+        let value = self.put(f.value.of(buf));
+        if f.kind == FieldKind::Host {
+            self.host = Some(value);
+            return;
+        }
+        self.fields.push(Field { name, value, kind: f.kind });
+    }
+
+    fn joined<'p>(&mut self, name: &[u8], parts: impl Iterator<Item = &'p [u8]>, last: &[u8]) {
+        let name = self.put(name);
+        if let Some(bytes) = self.out.get_mut(name.start()..name.end()) {
+            bytes.make_ascii_lowercase();
+        }
+        let start = self.out.len();
+        for part in parts {
+            self.out.extend_from_slice(part);
+            self.out.extend_from_slice(b", ");
+        }
+        self.out.extend_from_slice(last);
+        let value = Span::range(start, self.out.len());
+        self.fields.push(Field { name, value, kind: FieldKind::of(name.of(self.out)) });
+    }
+
+    fn end(&mut self) {}
+}
+
+/// Writes the upstream request head for the request parsed from `buf` to `w`.
+pub(crate) fn write_upstream_head<W: HeadWriter>(
+    w: &mut W,
+    buf: &[u8],
+    head: &RequestHead,
+    fields: &[Field],
+    edits: &RequestEdits<'_>,
+) {
+    w.line(head.method_span.of(buf), edits.target.unwrap_or(head.target.of(buf)));
     let mut forwarded_for = false;
     let mut forwarded_host = false;
     for f in fields {
@@ -95,8 +238,8 @@ pub fn write_request_head(
         let name = f.name.of(buf);
         match f.kind {
             FieldKind::Host => match edits.host {
-                Some(host) => field(out, name, host),
-                None => copy_field(out, buf, f),
+                Some(host) => w.field(name, host),
+                None => w.copy(buf, f),
             },
             FieldKind::XForwardedFor => {
                 // Every earlier hop's value, then this client, in one field.
@@ -104,51 +247,45 @@ pub fn write_request_head(
                     continue;
                 }
                 forwarded_for = true;
-                out.extend_from_slice(name);
-                out.extend_from_slice(b": ");
-                for earlier in fields.iter().filter(|g| g.kind == FieldKind::XForwardedFor) {
-                    out.extend_from_slice(earlier.value.of(buf));
-                    out.extend_from_slice(b", ");
-                }
-                out.extend_from_slice(edits.client_ip);
-                out.extend_from_slice(b"\r\n");
+                let earlier = fields.iter().filter(|g| g.kind == FieldKind::XForwardedFor);
+                w.joined(name, earlier.map(|g| g.value.of(buf)), edits.client_ip);
             }
             // Set by this hop, below.
             FieldKind::XForwardedProto => {}
             FieldKind::XForwardedHost => {
                 forwarded_host = true;
-                copy_field(out, buf, f);
+                w.copy(buf, f);
             }
             FieldKind::GrpcTimeout if edits.grpc_timeout.is_some() => {
-                field(out, name, edits.grpc_timeout.unwrap_or_default())
+                w.field(name, edits.grpc_timeout.unwrap_or_default())
             }
             FieldKind::XRequestTimeout if edits.request_timeout.is_some() => {
-                field(out, name, edits.request_timeout.unwrap_or_default())
+                w.field(name, edits.request_timeout.unwrap_or_default())
             }
             _ if !edits.set.is_empty()
                 && edits.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) => {}
-            _ => copy_field(out, buf, f),
+            _ => w.copy(buf, f),
         }
     }
     for (name, value) in edits.set {
-        field(out, name, value);
+        w.field(name, value);
     }
     if !forwarded_for {
-        field(out, b"x-forwarded-for", edits.client_ip);
+        w.field(b"x-forwarded-for", edits.client_ip);
     }
-    field(out, b"x-forwarded-proto", edits.proto);
+    w.field(b"x-forwarded-proto", edits.proto);
     if !forwarded_host {
         if let Some(host) = head.host {
-            field(out, b"x-forwarded-host", host.of(buf));
+            w.field(b"x-forwarded-host", host.of(buf));
         }
     }
     if let (None, Some(host)) = (head.host, edits.host) {
-        field(out, b"host", host);
+        w.field(b"host", host);
     }
     if let Some(id) = edits.new_request_id {
-        field(out, b"x-request-id", id);
+        w.field(b"x-request-id", id);
     }
-    out.extend_from_slice(b"\r\n");
+    w.end();
 }
 
 /// Writes the response head the client gets for an upstream head parsed from `buf`:
@@ -274,6 +411,67 @@ mod tests {
 
     fn edits() -> RequestEdits<'static> {
         RequestEdits { client_ip: b"10.0.0.9", proto: b"http", ..Default::default() }
+    }
+
+    /// The HTTP/2 form of an upstream head is the HTTP/1.1 form read back: the same request
+    /// line, the same fields in the same order with names in lower case, `host` apart.
+    #[test]
+    fn the_http2_head_carries_the_same_fields_as_the_http1_head() {
+        let requests = [
+            "GET /a?b HTTP/1.1\r\nHost: api.local\r\nAccept: */*\r\nX-Request-Id: r1\r\n\r\n",
+            "POST /svc/M HTTP/1.1\r\nhost: g\r\nContent-Type: application/grpc\r\nTE: trailers\r\n\
+             grpc-timeout: 5S\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\
+             Content-Length: 3\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\n\
+             x-secret: 1\r\nX-Kept: 1\r\nx-spillway-criticality: critical\r\n\r\n",
+        ];
+        let set = [(&b"x-spillway-criticality"[..], &b"sheddable"[..])];
+        let edit_sets = [
+            edits(),
+            RequestEdits {
+                target: Some(b"/v2/M"),
+                host: Some(b"backend.local"),
+                new_request_id: Some(b"id-1"),
+                grpc_timeout: Some(b"99m"),
+                set: &set,
+                ..edits()
+            },
+        ];
+        for text in requests {
+            for edits in &edit_sets {
+                let h1 = forward(text, edits);
+                let mut h1_fields = Vec::new();
+                let RequestParse::Complete(h1_head) = parse_request(h1.as_bytes(), &mut h1_fields)
+                else {
+                    panic!("{h1}")
+                };
+                let h1b = h1.as_bytes();
+                let want: Vec<(Vec<u8>, &[u8])> = h1_fields
+                    .iter()
+                    .filter(|f| f.kind != FieldKind::Host)
+                    .map(|f| (f.name.of(h1b).to_ascii_lowercase(), f.value.of(h1b)))
+                    .collect();
+
+                let mut src_fields = Vec::new();
+                let RequestParse::Complete(head) = parse_request(text.as_bytes(), &mut src_fields)
+                else {
+                    panic!("{text}")
+                };
+                let (mut out, mut fields) = (Vec::new(), Vec::new());
+                let mut h2 = H2Head::new(&mut out, &mut fields);
+                write_upstream_head(&mut h2, text.as_bytes(), &head, &src_fields, edits);
+                let (method, target, host) = (h2.method, h2.target, h2.host);
+                let got: Vec<(Vec<u8>, &[u8])> =
+                    fields.iter().map(|f| (f.name.of(&out).to_vec(), f.value.of(&out))).collect();
+                assert_eq!(got, want, "{text:?}");
+                assert_eq!(method.of(&out), h1_head.method_span.of(h1b));
+                assert_eq!(target.of(&out), h1_head.target.of(h1b));
+                assert_eq!(host.map(|h| h.of(&out)), h1_head.host.map(|h| h.of(h1b)));
+                for f in &fields {
+                    assert_eq!(f.kind, FieldKind::of(f.name.of(&out)));
+                }
+            }
+        }
     }
 
     #[test]
