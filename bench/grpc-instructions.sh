@@ -117,7 +117,7 @@ done | awk '{ s += $1 } END { print s }')
 UNIT=call
 [ "$MODE" = stream ] && UNIT=message
 awk -v ir="$IR" -v n="$COUNT" -v bin="$BIN" -v unit="$UNIT" -v client="${CLIENT:-default}" \
-  'BEGIN { printf "%s (http2_client %s): %d %ss, %d instructions, %.0f Ir/%s\n", bin, client, n, unit, ir, ir / n, unit }'
+  'BEGIN { printf "%s (http2_client %s): %d %ss, %.0f instructions, %.0f Ir/%s\n", bin, client, n, unit, ir, ir / n, unit }'
 if [ "$ANNOTATE" = 1 ]; then
   # The dump with the load in it is the largest file.
   DUMP=$(ls -S "$OUT"/callgrind.out* | head -1)

@@ -74,5 +74,5 @@ IR=$(for f in "$OUT"/callgrind.out*; do
   awk '/^summary:|^totals:/ { if ($2 > m) m = $2 } END { print m + 0 }' "$f"
 done | awk '{ s += $1 } END { print s }')
 awk -v ir="$IR" -v n="$REQUESTS" -v bin="$BIN" \
-  'BEGIN { printf "%s: %d requests, %d instructions, %.0f Ir/request\n", bin, n, ir, ir / n }'
+  'BEGIN { printf "%s: %d requests, %.0f instructions, %.0f Ir/request\n", bin, n, ir, ir / n }'
 echo "callgrind output: $OUT"
