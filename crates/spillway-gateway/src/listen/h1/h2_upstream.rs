@@ -12,7 +12,7 @@
 //! and trailers go to the downstream as they come.
 //!
 //! Only an HTTP/2 downstream (`listen::h2::fast`) is given HTTP/2 upstreams: an HTTP/1.1
-//! client would need the body framed anew ([`super::conn::lean_serves`]).
+//! client would need the body framed anew (`conn::lean_serves`).
 
 use super::conn::{timed, Conn, Downstream, Due, Elapsed, ExchangeIo, Failure, Timer, Upstream};
 use super::head::{
