@@ -527,6 +527,7 @@ pub enum Piece {
 impl H2ResponseBody {
     /// The next piece of the body, `None` at its end: the lean exchange's reading, with the
     /// trailers as the codec decoded them.
+    #[inline]
     pub fn poll_piece(
         &mut self,
         cx: &mut Context<'_>,

@@ -318,51 +318,35 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
 
     /// Hands the connection's events to the streams.
     fn dispatch(&mut self, streams: &mut FuturesUnordered<StreamFuture>) {
+        // Requests with a body of undeclared length, decided once this read's events are in.
+        let mut undecided = Vec::new();
         loop {
             let event = self.shared.conn.borrow_mut().poll_event();
-            let Some(event) = event else { return };
+            let Some(event) = event else { break };
             match event {
-                // Complete with its head, with a small declared body, or with an undeclared
-                // one (it may have come whole in this read, as a gRPC unary call does, which
-                // `fast` checks before it takes anything): the lean exchange serves it if it
-                // can.
+                // Complete with its head, or with a small declared body: the lean exchange
+                // serves it if it can.
                 Event::Request { stream: id, head, end_stream }
-                    if end_stream || head.content_length().is_none_or(|n| n <= LEAN_BODY_LIMIT) =>
+                    if end_stream
+                        || head.content_length().is_some_and(|n| n <= LEAN_BODY_LIMIT) =>
                 {
                     let st = Rc::new(StreamShared::new(id, end_stream));
                     self.shared.streams.borrow_mut().push(st.clone());
-                    let serve: Pin<Box<dyn Future<Output = ()>>> = Box::pin(fast::serve(
-                        self.worker.clone(),
-                        self.info.clone(),
-                        self.client.clone(),
-                        self.shared.clone(),
-                        id,
-                        head,
-                        st.inbox.clone(),
-                    ));
-                    streams.push(Cancellable::new(st, self.shared.clone(), serve));
+                    self.serve_fast(streams, st, head);
+                }
+                // A body of undeclared length may have come whole in this read (a gRPC unary
+                // call's does): its DATA is queued first, and the stream decided after.
+                Event::Request { stream: id, head, end_stream }
+                    if head.content_length().is_none() =>
+                {
+                    let st = Rc::new(StreamShared::new(id, end_stream));
+                    self.shared.streams.borrow_mut().push(st.clone());
+                    undecided.push((st, head));
                 }
                 Event::Request { stream: id, head, end_stream } => {
                     let st = Rc::new(StreamShared::new(id, end_stream));
-                    let body = H2Body::new(
-                        id,
-                        st.inbox.clone(),
-                        self.shared.signal.clone(),
-                        head.content_length(),
-                    );
-                    let Ok(req) = stream::request(&head, RequestBody::H2(body)) else {
-                        self.shared.conn.borrow_mut().reset(id, ErrorCode::PROTOCOL_ERROR);
-                        continue;
-                    };
                     self.shared.streams.borrow_mut().push(st.clone());
-                    let serve: Pin<Box<dyn Future<Output = ()>>> = Box::pin(stream::serve(
-                        self.worker.clone(),
-                        self.info.clone(),
-                        self.shared.clone(),
-                        id,
-                        req,
-                    ));
-                    streams.push(Cancellable::new(st, self.shared.clone(), serve));
+                    self.serve_general(streams, st, head);
                 }
                 Event::Data { stream: id, data, end_stream } => {
                     if let Some(inbox) = self.shared.stream(id).and_then(|s| s.inbox.clone()) {
@@ -395,6 +379,61 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 Event::GoAway { .. } => {}
             }
         }
+        for (st, head) in undecided {
+            if st.reset.get() {
+                continue;
+            }
+            let whole = st.inbox.as_ref().is_some_and(|inbox| fast::body_came_whole(&inbox.lock()));
+            if whole {
+                self.serve_fast(streams, st, head);
+            } else {
+                self.serve_general(streams, st, head);
+            }
+        }
+    }
+
+    /// Serves a request on the lean exchange if it can (`fast`), else on the general path.
+    fn serve_fast(
+        &self,
+        streams: &mut FuturesUnordered<StreamFuture>,
+        st: Rc<StreamShared>,
+        head: spillway_h2::RequestHead,
+    ) {
+        let serve: Pin<Box<dyn Future<Output = ()>>> = Box::pin(fast::serve(
+            self.worker.clone(),
+            self.info.clone(),
+            self.client.clone(),
+            self.shared.clone(),
+            st.id,
+            head,
+            st.inbox.clone(),
+        ));
+        streams.push(Cancellable::new(st, self.shared.clone(), serve));
+    }
+
+    /// Serves a request on the general path (`proxy::handle`).
+    fn serve_general(
+        &self,
+        streams: &mut FuturesUnordered<StreamFuture>,
+        st: Rc<StreamShared>,
+        head: spillway_h2::RequestHead,
+    ) {
+        let id = st.id;
+        let signal = self.shared.signal.clone();
+        let body = H2Body::new(id, st.inbox.clone(), signal, head.content_length());
+        let Ok(req) = stream::request(&head, RequestBody::H2(body)) else {
+            self.shared.remove_stream(id);
+            self.shared.conn.borrow_mut().reset(id, ErrorCode::PROTOCOL_ERROR);
+            return;
+        };
+        let serve: Pin<Box<dyn Future<Output = ()>>> = Box::pin(stream::serve(
+            self.worker.clone(),
+            self.info.clone(),
+            self.shared.clone(),
+            id,
+            req,
+        ));
+        streams.push(Cancellable::new(st, self.shared.clone(), serve));
     }
 
     /// Writes (and flushes) the connection's output; true if some was written. Decides when

@@ -274,6 +274,12 @@ impl HeaderLookup for DecodedFields<'_> {
     }
 }
 
+/// Whether a request body of undeclared length is one the lean exchange takes: it has
+/// arrived whole ([`whole_body_len`]).
+pub(crate) fn body_came_whole(inbox: &Inbox) -> bool {
+    whole_body_len(inbox).is_some()
+}
+
 /// The length of a request body that has arrived whole (ended, not reset, no trailers), if
 /// it is one the lean exchange takes (at most `LEAN_BODY_LIMIT`).
 fn whole_body_len(inbox: &Inbox) -> Option<u64> {
