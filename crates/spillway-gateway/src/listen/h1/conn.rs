@@ -1085,22 +1085,25 @@ impl<D: Downstream> Conn<'_, D> {
             endpoint.in_flight.fetch_add(1, Relaxed);
             // Counted from the try's start (the first from the request's: already read).
             let deadline = Due::from(try_start, try_timeout);
-            let result = self
-                .exchange(ExchangeIo {
-                    addr,
-                    start: try_start,
-                    connect: t.connect,
-                    max_idle: t.idle,
-                    request: out,
-                    head_request,
-                    idempotent: is_idempotent_method(ex.head.method.as_str()),
-                    deadline,
-                    ubuf: &mut ubuf,
-                    ufields: &mut ufields,
-                    timer,
-                    h2,
-                })
-                .await;
+            let io = ExchangeIo {
+                addr,
+                start: try_start,
+                connect: t.connect,
+                max_idle: t.idle,
+                request: out,
+                head_request,
+                idempotent: is_idempotent_method(ex.head.method.as_str()),
+                deadline,
+                ubuf: &mut ubuf,
+                ufields: &mut ufields,
+                timer,
+            };
+            // Two awaits, not one future that holds both: the HTTP/2 exchange's state is
+            // several times the HTTP/1.1 one's, which every HTTP/1.1 request would move.
+            let result = match h2 {
+                Some(target) => self.exchange_h2(io, target).await,
+                None => self.exchange(io).await,
+            };
             // What the answer counts as: for a gRPC call, the HTTP equivalent of a status given
             // in the head (a trailers-only answer), as on the general path.
             let counted = match &result {
@@ -1418,11 +1421,8 @@ impl<D: Downstream> Conn<'_, D> {
     /// retry on a fresh connection when a pooled one turns out closed, for idempotent requests.
     async fn exchange(
         &mut self,
-        mut io: ExchangeIo<'_, '_>,
+        io: ExchangeIo<'_, '_>,
     ) -> Result<(Upstream, ResponseHead), Failure> {
-        if let Some(target) = io.h2.take() {
-            return self.exchange_h2(io, target).await;
-        }
         let ExchangeIo { addr, request, mut deadline, ubuf, ufields, timer, .. } = io;
         let lean = &self.worker.lean;
         let mut retried = false;
@@ -1937,9 +1937,6 @@ pub(super) struct ExchangeIo<'a, 'w> {
     pub(super) ubuf: &'a mut Buf,
     pub(super) ufields: &'a mut Vec<Field>,
     pub(super) timer: &'a mut Timer<'w>,
-    /// Set when the cluster speaks HTTP/2: the try goes on a stream of the lean HTTP/2
-    /// client (`super::h2_upstream`) instead of a pooled HTTP/1.1 socket.
-    pub(super) h2: Option<H2Target<'a>>,
 }
 
 /// The upstream end of an exchange whose response head came: a pooled HTTP/1.1 socket (the
