@@ -7,17 +7,17 @@
 //! the deadline and admission fields set), here as a field list (`rewrite::H2Head`: names in
 //! lower case) that is sent as the stream's HEADERS — `host` becomes `:authority` (the
 //! endpoint's address without one), the target `:path`, the cluster's scheme `:scheme` — with
-//! the buffered body after it. The response head comes back decoded; it is spelled as an
-//! HTTP/1.1 head so that the exchange judges, counts and logs it as any other, and the body
-//! and trailers go to the downstream as they come.
+//! the buffered body after it. The response head comes back decoded; its fields are laid out
+//! with their spans and kinds as the HTTP/1.1 parser gives them, so that the exchange judges,
+//! counts and logs it as any other, and the body and trailers go to the downstream as they
+//! come.
 //!
 //! Only an HTTP/2 downstream (`listen::h2::fast`) is given HTTP/2 upstreams: an HTTP/1.1
 //! client would need the body framed anew (`conn::lean_serves`).
 
+use super::buffer::Buf;
 use super::conn::{timed, Conn, Downstream, Due, Elapsed, ExchangeIo, Failure, Timer, Upstream};
-use super::head::{
-    parse_response, ResponseError, ResponseFraming, ResponseHead, ResponseParse, Span,
-};
+use super::head::{ConnectionOptions, Field, FieldKind, ResponseFraming, ResponseHead, Span};
 use crate::proxy::body::ProxyBody;
 use crate::upstream::h2_client::{H2ClientError, H2ResponseBody, Piece};
 use crate::upstream::tls::UpstreamTls;
@@ -51,7 +51,7 @@ pub(crate) struct H2Target<'a> {
 
 impl<D: Downstream> Conn<'_, D> {
     /// Sends the request `io.request` holds on a stream to `io.addr` and waits for the
-    /// response head (spelled as HTTP/1.1 into `io.ubuf`, its fields in `io.ufields`). A
+    /// response head (its fields' bytes in `io.ubuf`, their spans in `io.ufields`). A
     /// stream the server refused unprocessed (GOAWAY, stream limit) goes once more on another
     /// connection, as on the general path.
     pub(super) async fn exchange_h2(
@@ -88,24 +88,9 @@ impl<D: Downstream> Conn<'_, D> {
             Ok(Err(e)) => return Err(failure(e, addr)),
             Err(Elapsed) => return Err(Failure::Timeout),
         };
-        spell_response_head(ubuf, &head);
-        match parse_response(ubuf.filled(), head_request, ufields) {
-            Ok(ResponseParse::Complete(mut response)) => {
-                // An HTTP/2 body ends with its stream, whatever the fields say; one that
-                // already ended (a trailers-only gRPC answer) keeps END_STREAM on the head.
-                response.framing = if body.is_end_stream() {
-                    ResponseFraming::Empty
-                } else {
-                    match response.framing {
-                        ResponseFraming::Length(n) => ResponseFraming::Length(n),
-                        _ => ResponseFraming::UntilClose,
-                    }
-                };
-                Ok((Upstream::H2(body), response))
-            }
-            Ok(ResponseParse::Partial) => Err(Failure::Protocol(ResponseError::Malformed)),
-            Err(e) => Err(Failure::Protocol(e)),
-        }
+        let ended = body.is_end_stream();
+        let response = read_response_head(ubuf, ufields, &head, head_request, ended);
+        Ok((Upstream::H2(body), response))
     }
 
     /// Passes an HTTP/2 upstream's body and trailers on, within `until_ns` (the request's
@@ -179,47 +164,99 @@ fn failure(e: H2ClientError, addr: SocketAddr) -> Failure {
     }
 }
 
-/// Spells a decoded HTTP/2 response head as HTTP/1.1 (`HTTP/1.1 status`, the fields as they
-/// came, CRLF) into `buf`, for the exchange's response parser.
-fn spell_response_head(buf: &mut super::buffer::Buf, head: &spillway_h2::ResponseHead) {
-    let status = head.status.min(999);
-    let digits =
-        [b'0' + (status / 100) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8];
-    buf.put(b"HTTP/1.1 ");
-    buf.put(&digits);
-    buf.put(b" \r\n");
+/// The exchange's view of a decoded HTTP/2 response head: its fields' names and values laid
+/// end to end in `buf` (emptied by the caller), their spans and kinds in `fields`, as the
+/// HTTP/1.1 parser would give them — nothing to check again (the codec refused what HTTP/2
+/// forbids, `transfer-encoding` and `connection` among it). Its body ends with its stream:
+/// none after a head that ended it (a trailers-only gRPC answer keeps END_STREAM on its
+/// head), else as long as its `content-length` says, or until the stream ends.
+fn read_response_head(
+    buf: &mut Buf,
+    fields: &mut Vec<Field>,
+    head: &spillway_h2::ResponseHead,
+    head_request: bool,
+    ended: bool,
+) -> ResponseHead {
+    fields.clear();
+    let (mut has_request_id, mut has_date) = (false, false);
     for (name, value) in head.fields.iter() {
-        buf.put_field(name, value);
+        let start = buf.len();
+        buf.put(name);
+        buf.put(value);
+        let kind = FieldKind::of(name);
+        has_request_id |= kind == FieldKind::XRequestId;
+        has_date |= kind == FieldKind::Date;
+        let name = Span::range(start, start + name.len());
+        fields.push(Field { name, value: Span::range(name.end(), buf.len()), kind });
     }
-    buf.put(b"\r\n");
+    let status = head.status;
+    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = match head.content_length {
+        _ if no_body || ended => ResponseFraming::Empty,
+        Some(n) => ResponseFraming::Length(n),
+        None => ResponseFraming::UntilClose,
+    };
+    ResponseHead {
+        len: buf.len(),
+        status,
+        reason: Span::default(),
+        minor_version: 1,
+        framing,
+        connection: ConnectionOptions::default(),
+        has_request_id,
+        has_date,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listen::h1::buffer::Buf;
+
+    fn head(status: u16, fields: &[(&[u8], &[u8])]) -> spillway_h2::ResponseHead {
+        let mut list = spillway_h2::Fields::new();
+        for (n, v) in fields {
+            list.push(n, v);
+        }
+        let content_length =
+            list.get(b"content-length").and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+        spillway_h2::ResponseHead { status, fields: list, content_length }
+    }
 
     #[test]
-    fn a_decoded_response_head_reads_back_as_the_same_head() {
-        let mut fields = spillway_h2::Fields::new();
-        fields.push(b"content-type", b"application/grpc");
-        fields.push(b"grpc-status", b"5");
-        fields.push(b"x-request-id", b"abc");
-        let head = spillway_h2::ResponseHead { status: 200, fields, content_length: None };
-        let mut buf = Buf::with_capacity(8);
-        spell_response_head(&mut buf, &head);
-        let mut parsed = Vec::new();
-        let Ok(ResponseParse::Complete(response)) =
-            parse_response(buf.filled(), false, &mut parsed)
-        else {
-            panic!("{:?}", String::from_utf8_lossy(buf.filled()));
-        };
+    fn a_decoded_response_head_reads_as_the_http1_parser_would_give_it() {
+        let sent: [(&[u8], &[u8]); 4] = [
+            (b"content-type", b"application/grpc"),
+            (b"grpc-status", b"5"),
+            (b"x-request-id", b"abc"),
+            (b"date", b"Mon, 07 Dec 2026 10:00:00 GMT"),
+        ];
+        let (mut buf, mut fields) = (Buf::with_capacity(8), Vec::new());
+        let response = read_response_head(&mut buf, &mut fields, &head(200, &sent), false, true);
         assert_eq!(response.status, 200);
         assert_eq!(response.len, buf.len());
-        assert!(response.has_request_id);
+        assert!(response.has_request_id && response.has_date);
+        assert_eq!(response.framing, ResponseFraming::Empty, "a head that ended its stream");
         let read: Vec<(&[u8], &[u8])> =
-            parsed.iter().map(|f| (f.name.of(buf.filled()), f.value.of(buf.filled()))).collect();
-        let sent: Vec<(&[u8], &[u8])> = head.fields.iter().collect();
+            fields.iter().map(|f| (f.name.of(buf.filled()), f.value.of(buf.filled()))).collect();
         assert_eq!(read, sent);
+        for f in &fields {
+            assert_eq!(f.kind, FieldKind::of(f.name.of(buf.filled())));
+        }
+    }
+
+    #[test]
+    fn the_body_is_framed_by_the_stream() {
+        let framing = |status, fields: &[(&[u8], &[u8])], head_request, ended| {
+            let (mut buf, mut list) = (Buf::with_capacity(8), Vec::new());
+            let h = head(status, fields);
+            read_response_head(&mut buf, &mut list, &h, head_request, ended).framing
+        };
+        let length: [(&[u8], &[u8]); 1] = [(b"content-length", b"12")];
+        assert_eq!(framing(200, &length, false, false), ResponseFraming::Length(12));
+        assert_eq!(framing(200, &[], false, false), ResponseFraming::UntilClose);
+        assert_eq!(framing(200, &length, true, false), ResponseFraming::Empty);
+        assert_eq!(framing(204, &[], false, false), ResponseFraming::Empty);
+        assert_eq!(framing(304, &length, false, false), ResponseFraming::Empty);
+        assert_eq!(framing(200, &[], false, true), ResponseFraming::Empty);
     }
 }
