@@ -513,7 +513,7 @@ impl ClientConnection {
         let mut s = Stream::new(stream, ep.limits.initial_window_size, ep.remote.initial_window);
         s.delivered = true;
         s.head_request = line.method == b"HEAD";
-        ep.open_stream(s);
+        ep.streams.push_back(s);
         ep.send_head(stream, true, end_stream, |encoder, out| {
             encoder.encode_field(b":method", line.method, out);
             if !connect {

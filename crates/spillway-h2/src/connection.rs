@@ -315,7 +315,7 @@ impl Connection {
         s.recv_closed = end_stream;
         s.content_length = head.content_length();
         s.delivered = true;
-        ep.open_stream(s);
+        ep.streams.push_back(s);
         ep.events.push_back(Event::Request { stream, head, end_stream });
         Ok(())
     }

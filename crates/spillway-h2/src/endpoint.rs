@@ -201,12 +201,6 @@ pub(crate) fn stream_err(stream: u32, reason: &'static str) -> H2Error {
     H2Error::stream(stream, ErrorCode::PROTOCOL_ERROR, reason)
 }
 
-/// Streams a connection waking from idle makes room for at once ([`Endpoint::open_stream`]).
-const BUSY_STREAMS: usize = 16;
-/// Output bytes a connection waking from idle makes room for at once: a turn's frames for
-/// [`BUSY_STREAMS`] small exchanges.
-const BUSY_OUTPUT: usize = 4096;
-
 /// One end of an HTTP/2 connection: everything but what its role adds. See the module doc.
 #[derive(Debug)]
 pub(crate) struct Endpoint<E> {
@@ -996,19 +990,6 @@ impl<E: StreamEvent> Endpoint<E> {
         }
     }
 
-    /// Opens `s`. A connection that gave its buffers back (it had no stream:
-    /// [`Endpoint::release_idle_memory`]) takes room for a busy turn at once — streams, events
-    /// and output of a few dozen requests — rather than growing each by doubling, a copy per
-    /// step, every time it wakes (under pipelined load, every turn).
-    pub fn open_stream(&mut self, s: Stream) {
-        if self.streams.capacity() == 0 {
-            self.streams.reserve(BUSY_STREAMS);
-            self.events.reserve(2 * BUSY_STREAMS);
-            self.out.reserve(BUSY_OUTPUT);
-        }
-        self.streams.push_back(s);
-    }
-
     /// Frees buffers that an idle connection does not need.
     fn release_idle_memory(&mut self) {
         if self.out.is_empty()
@@ -1207,26 +1188,6 @@ mod tests {
         assert!(ep.settings_overdue(t0));
         ep.go_away(ErrorCode::SETTINGS_TIMEOUT);
         assert!(!ep.settings_overdue(t0), "the driver answered it already");
-    }
-
-    #[test]
-    fn a_connection_waking_from_idle_takes_room_for_a_busy_turn_once() {
-        let mut ep = client();
-        ep.out.clear();
-        ep.release_idle_memory();
-        assert_eq!((ep.streams.capacity(), ep.events.capacity(), ep.out.capacity()), (0, 0, 0));
-        ep.open_stream(Stream::new(1, DEFAULT_WINDOW, DEFAULT_WINDOW));
-        let room = (ep.streams.capacity(), ep.events.capacity(), ep.out.capacity());
-        assert!(room.0 >= BUSY_STREAMS && room.1 >= 2 * BUSY_STREAMS && room.2 >= BUSY_OUTPUT);
-        // A turn of that many exchanges grows nothing.
-        for id in 1..BUSY_STREAMS as u32 {
-            ep.open_stream(Stream::new(2 * id + 1, DEFAULT_WINDOW, DEFAULT_WINDOW));
-        }
-        for id in 0..2 * BUSY_STREAMS as u32 {
-            ep.events.push_back(Ev::Window(id));
-        }
-        ep.out.extend_from_slice(&[0; BUSY_OUTPUT]);
-        assert_eq!((ep.streams.capacity(), ep.events.capacity(), ep.out.capacity()), room);
     }
 
     #[test]
