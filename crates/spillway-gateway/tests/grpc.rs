@@ -927,15 +927,7 @@ routes: [{{ name: grpc, match: {{ path_prefix: /test.Echo/ }}, cluster: echo }}]
     assert_eq!(status.unwrap_err().code(), tonic::Code::Unimplemented);
 
     // Counted when the call ends, which may be just after the caller saw it.
-    let mut metrics = String::new();
-    for _ in 0..50 {
-        let (_, _, body) = get(admin, "/metrics").await;
-        metrics = String::from_utf8(body.to_vec()).unwrap();
-        if metrics.contains("grpc_code=\"3\"") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics = metrics_once_counted(admin, "grpc_code=\"3\"").await;
     let count = |route: &str, cluster: &str, code: u32| {
         let prefix = format!(
             "spillway_grpc_calls_total{{route=\"{route}\",cluster=\"{cluster}\",grpc_code=\"{code}\"}} "
@@ -956,6 +948,21 @@ async fn every_grpc_call_is_counted_by_the_status_it_ended_with() {
     for server in SERVERS {
         every_grpc_call_is_counted_by_the_status_it_ended_with_on(server).await;
     }
+}
+
+/// The gateway's `/metrics` once they hold `marker` (calls are counted as they end, which may
+/// be just after the caller saw the end), or after a second.
+async fn metrics_once_counted(admin: std::net::SocketAddr, marker: &str) -> String {
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let (_, _, body) = get(admin, "/metrics").await;
+        metrics = String::from_utf8(body.to_vec()).unwrap();
+        if metrics.contains(marker) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    metrics
 }
 
 /// One gRPC unary call sent as h2load and many non-Go clients send it — a `content-length`
@@ -1038,15 +1045,7 @@ routes:
     assert!(data.is_empty() && trailers.is_none());
 
     // Counted by the status each call ended with, and by what it counts as over HTTP.
-    let mut metrics = String::new();
-    for _ in 0..50 {
-        let (_, _, body) = get(admin, "/metrics").await;
-        metrics = String::from_utf8(body.to_vec()).unwrap();
-        if metrics.contains("grpc_code=\"8\"") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics = metrics_once_counted(admin, "grpc_code=\"8\"").await;
     let count = |family: &str, labels: &str| {
         let prefix = format!("{family}{{{labels}}} ");
         metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(str::to_string)
