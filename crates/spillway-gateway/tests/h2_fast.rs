@@ -6,7 +6,8 @@
 //! connection-specific fields dropped, chunked and close-delimited bodies decoded into DATA,
 //! an upstream that breaks mid-body seen as a stream reset (not a hang or a short success),
 //! the policy stack (a rate limit's 429), and the general path for what the lean one does not
-//! take (a request with a body).
+//! take (a body that streams), and a body of undeclared length taken whole only when it came
+//! whole.
 
 #![allow(clippy::unwrap_used)]
 
@@ -467,5 +468,85 @@ routes:
     let want = [("to-h1", "/h1/a?q=1"), ("to-h2", "/h2/b?q=2")]
         .map(|(r, u)| (r.to_string(), u.to_string()));
     assert_eq!(uris, want);
+    stop(gw).await;
+}
+
+/// A POST without `content-length` from a raw HTTP/2 client: its HEADERS and, when `whole`,
+/// its one DATA frame with END_STREAM in the same write (as gRPC clients send a unary call);
+/// otherwise the DATA 200 ms later. Returns the answer's body.
+async fn post_undeclared(addr: SocketAddr, payload: &[u8], whole: bool) -> String {
+    use spillway_h2::{ClientConnection, ClientEvent, ClientSettings, RequestLine};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut io = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut conn = ClientConnection::new(ClientSettings::default());
+    let authority = addr.to_string();
+    let line = RequestLine {
+        method: b"POST",
+        scheme: b"http",
+        authority: authority.as_bytes(),
+        path: b"/undeclared",
+    };
+    let fields: [(&[u8], &[u8]); 1] = [(b"content-type", b"text/plain")];
+    let stream = conn.send_request(line, fields, false).unwrap();
+    if !whole {
+        io.write_all(conn.output()).await.unwrap();
+        let n = conn.output().len();
+        conn.consumed(n);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(conn.send_data(stream, payload, true).unwrap(), payload.len());
+    io.write_all(conn.output()).await.unwrap();
+    let n = conn.output().len();
+    conn.consumed(n);
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let read = async {
+        loop {
+            let n = io.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the gateway closed the connection");
+            conn.recv(&buf[..n], std::time::Instant::now()).unwrap();
+            while let Some(event) = conn.poll_event() {
+                match event {
+                    ClientEvent::Response { head, end_stream, .. } => {
+                        assert_eq!(head.status, 200);
+                        if end_stream {
+                            return;
+                        }
+                    }
+                    ClientEvent::Data { data, end_stream, .. } => {
+                        answer.extend_from_slice(&data);
+                        if end_stream {
+                            return;
+                        }
+                    }
+                    ClientEvent::Trailers { .. } => return,
+                    ClientEvent::Reset { code, .. } => panic!("reset {code:?}"),
+                    _ => {}
+                }
+            }
+            // SETTINGS ACKs and window updates.
+            io.write_all(conn.output()).await.unwrap();
+            let n = conn.output().len();
+            conn.consumed(n);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("an answer in time");
+    String::from_utf8(answer).unwrap()
+}
+
+/// A body without a declared length that came whole with its head is taken by the lean
+/// exchange, which sends it upstream with its `content-length`; one that comes later may be
+/// a stream, and goes on as one (chunked), never waited for whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_undeclared_length_goes_whole_only_when_it_came_whole() {
+    let up = raw_backend(|req| {
+        let length = req.head.get("content-length").unwrap_or("-");
+        reply(ok(format!("{length} {} {}", req.head.is_chunked(), req.body.len()).as_bytes()))
+    })
+    .await;
+    let gw = gateway_to(up.addr, "");
+    let addr = gw.listener_address("public").unwrap();
+    assert_eq!(post_undeclared(addr, b"the body", true).await, "8 false 8");
+    assert_eq!(post_undeclared(addr, b"the body", false).await, "- true 8");
     stop(gw).await;
 }
