@@ -527,7 +527,9 @@ pub enum Piece {
 impl H2ResponseBody {
     /// The next piece of the body, `None` at its end: the lean exchange's reading, with the
     /// trailers as the codec decoded them.
-    #[inline]
+    // Always: `poll_frame` calls it for every frame of every streamed message (a call of its
+    // own measured ~70 Ir per message).
+    #[inline(always)]
     pub fn poll_piece(
         &mut self,
         cx: &mut Context<'_>,
