@@ -296,24 +296,44 @@ impl LocalError {
     }
 }
 
+impl LocalError {
+    /// What this answer's head carries as a gRPC one, after the HTTP answer's fields but its
+    /// body's type and length (`:status` 200, END_STREAM): the gRPC content type, status,
+    /// message and retry hint, the numbers written into `digits`. Both data paths lay out
+    /// trailers-only answers from it ([`local_answer`], the lean HTTP/2 server's `H2Stream`).
+    pub fn trailers_only_fields<'a>(
+        &self,
+        digits: &'a mut [[u8; 20]; 2],
+    ) -> [Option<(&'static str, &'a [u8])>; 4] {
+        let [code, pushback] = digits;
+        let pushback = self.pushback.map(|after| {
+            let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+            ("grpc-retry-pushback-ms", super::headers::decimal(ms, pushback))
+        });
+        [
+            Some(("content-type", &b"application/grpc"[..])),
+            Some(("grpc-status", super::headers::decimal(u64::from(self.code), code))),
+            Some(("grpc-message", self.message.as_bytes())),
+            pushback,
+        ]
+    }
+}
+
 /// `resp`, given as a trailers-only gRPC answer when it is one of the gateway's own error
 /// answers or refusals (marked with [`LocalError`]); any other response is left as it is.
 pub fn local_answer(resp: Response<ResponseBody>) -> Response<ResponseBody> {
-    let Some(LocalError { code, message, pushback }) =
-        resp.extensions().get::<LocalError>().copied()
-    else {
+    let Some(local) = resp.extensions().get::<LocalError>().copied() else {
         return resp;
     };
     let (mut parts, _) = resp.into_parts();
     parts.status = StatusCode::OK;
     let headers = &mut parts.headers;
     headers.remove(header::CONTENT_LENGTH);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
-    headers.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
-    if let Some(after) = pushback {
-        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-        headers.insert("grpc-retry-pushback-ms", HeaderValue::from(ms));
+    let mut digits = [[0; 20]; 2];
+    for (name, value) in local.trailers_only_fields(&mut digits).into_iter().flatten() {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.insert(http::HeaderName::from_static(name), value);
+        }
     }
     Response::from_parts(parts, ResponseBody::empty())
 }

@@ -19,6 +19,20 @@ pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// `grpc-message`.
 pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
+/// `n` in decimal, in `buf`: the numbers the gateway writes into fields (lengths, codes,
+/// milliseconds) without formatting machinery.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// A field name as it came on the wire; gRPC's own names without an allocation (`http` copies
 /// a name that is not a standard header). `None` if `http` refuses it.
 pub fn wire_name(name: &[u8]) -> Option<HeaderName> {

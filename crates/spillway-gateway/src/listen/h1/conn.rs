@@ -1297,6 +1297,7 @@ impl<D: Downstream> Conn<'_, D> {
                     date: date.as_ref().map(|d| &d[..]),
                     close,
                     decoration: ex.decoration,
+                    grpc_status,
                 };
                 let started = self.down.start_response(out, &answer);
                 ubuf.consume(response.len);
@@ -1760,6 +1761,8 @@ pub(crate) struct ResponseStart<'a> {
     pub(crate) close: bool,
     /// The route's CORS fields.
     pub(crate) decoration: &'a [(http::HeaderName, http::HeaderValue)],
+    /// The `grpc-status` the head gives (a trailers-only answer), read for a gRPC call only.
+    pub(crate) grpc_status: Option<u32>,
 }
 
 /// A request read whole, routed, ready to be served.

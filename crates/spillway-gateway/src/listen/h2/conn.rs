@@ -383,7 +383,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             if st.reset.get() {
                 continue;
             }
-            let whole = st.inbox.as_ref().is_some_and(|inbox| fast::body_came_whole(&inbox.lock()));
+            let whole = st
+                .inbox
+                .as_ref()
+                .is_some_and(|inbox| fast::whole_body_len(&inbox.lock()).is_some());
             if whole {
                 self.serve_fast(streams, st, head);
             } else {

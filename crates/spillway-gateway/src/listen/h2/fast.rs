@@ -274,15 +274,9 @@ impl HeaderLookup for DecodedFields<'_> {
     }
 }
 
-/// Whether a request body of undeclared length is one the lean exchange takes: it has
-/// arrived whole ([`whole_body_len`]).
-pub(crate) fn body_came_whole(inbox: &Inbox) -> bool {
-    whole_body_len(inbox).is_some()
-}
-
 /// The length of a request body that has arrived whole (ended, not reset, no trailers), if
 /// it is one the lean exchange takes (at most `LEAN_BODY_LIMIT`).
-fn whole_body_len(inbox: &Inbox) -> Option<u64> {
+pub(crate) fn whole_body_len(inbox: &Inbox) -> Option<u64> {
     if !inbox.ended || inbox.reset.is_some() || inbox.trailers.is_some() {
         return None;
     }
@@ -321,7 +315,7 @@ fn write_h1_head(buf: &mut Buf, head: &RequestHead, undeclared: Option<u64>) -> 
     }
     if let Some(len) = undeclared {
         let mut digits = [0u8; 20];
-        out.put_field(b"content-length", stream::decimal(len, &mut digits));
+        out.put_field(b"content-length", crate::proxy::headers::decimal(len, &mut digits));
     }
     if cookies > 0 {
         out.put(b"cookie: ");
@@ -412,7 +406,7 @@ impl H2Stream {
         let (code, message) = crate::proxy::grpc::Cut::DeadlineExceeded.status();
         let mut digits = [0u8; 20];
         let fields = [
-            (&b"grpc-status"[..], stream::decimal(u64::from(code), &mut digits)),
+            (&b"grpc-status"[..], crate::proxy::headers::decimal(u64::from(code), &mut digits)),
             (&b"grpc-message"[..], message.as_bytes()),
         ];
         let sent = self.shared.conn.borrow_mut().send_trailers(self.id, &fields).is_ok();
@@ -432,27 +426,16 @@ impl H2Stream {
         answer: LocalError,
         fields: impl IntoIterator<Item = (&'f [u8], &'f [u8]), IntoIter: Clone>,
     ) -> Flow {
-        let mut code = [0u8; 20];
-        let code = stream::decimal(u64::from(answer.code), &mut code);
-        let mut pushback = [0u8; 20];
-        let pushback = answer.pushback.map(|after| {
-            let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-            (&b"grpc-retry-pushback-ms"[..], stream::decimal(ms, &mut pushback))
-        });
         let kept = fields.into_iter().filter(|(n, _)| {
             !n.eq_ignore_ascii_case(b"content-type") && !n.eq_ignore_ascii_case(b"content-length")
         });
         // Lent for the shorter life of the fields added below.
         let shorter: Shorten<'f, '_> = |(n, v)| (n, v);
         let kept = kept.map(shorter);
-        let grpc = [
-            Some((&b"content-type"[..], &b"application/grpc"[..])),
-            Some((&b"grpc-status"[..], code)),
-            Some((&b"grpc-message"[..], answer.message.as_bytes())),
-            pushback,
-            Some((&b"date"[..], local.date)),
-        ];
-        let fields = kept.chain(grpc.into_iter().flatten());
+        let mut digits = [[0; 20]; 2];
+        let grpc = answer.trailers_only_fields(&mut digits).into_iter().flatten();
+        let grpc = grpc.map(|(n, v)| (n.as_bytes(), v)).chain([(&b"date"[..], local.date)]);
+        let fields = kept.chain(grpc);
         let sent = self.shared.conn.borrow_mut().send_response_fields(self.id, 200, fields, true);
         if sent.is_err() {
             return Flow::Broken;
@@ -510,7 +493,7 @@ impl Downstream for H2Stream {
             return self.respond_grpc(local, answer, fields);
         }
         let mut digits = [0u8; 20];
-        let length = stream::decimal(local.body.len() as u64, &mut digits);
+        let length = crate::proxy::headers::decimal(local.body.len() as u64, &mut digits);
         let framing = [(&b"content-length"[..], length), (&b"date"[..], local.date)];
         let fields = ThenFields { first: fields.into_iter(), then: framing };
         let body_follows = !local.head_request && !local.body.is_empty();
@@ -563,11 +546,9 @@ impl Downstream for H2Stream {
         let sent =
             self.shared.conn.borrow_mut().send_response_fields(self.id, head.status, fields, empty);
         self.ended = empty && sent.is_ok();
-        if self.ended && self.grpc.is_some() {
+        if self.ended {
             // A trailers-only answer: its status is in the head.
-            let status = start.fields.iter().find(|f| f.name.of(buf) == b"grpc-status");
-            let code = status.and_then(|f| crate::proxy::grpc::status_code_of(f.value.of(buf)));
-            self.grpc_ended(code);
+            self.grpc_ended(start.grpc_status);
         }
         sent.map(|_| ()).map_err(|_| ())
     }

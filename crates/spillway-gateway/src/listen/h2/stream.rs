@@ -117,19 +117,6 @@ impl<'a> IntoIterator for HeadFields<'a> {
     }
 }
 
-/// `n` in decimal, in `buf`.
-pub(super) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
-}
-
 /// Serves one stream: the proxy's answer written into the connection.
 pub async fn serve(
     worker: Rc<Worker>,
@@ -151,7 +138,7 @@ pub async fn serve(
                 && status != 304
                 && !parts.headers.contains_key(header::CONTENT_LENGTH) =>
         {
-            Some((&b"content-length"[..], decimal(len, &mut digits)))
+            Some((&b"content-length"[..], crate::proxy::headers::decimal(len, &mut digits)))
         }
         _ => None,
     };
