@@ -6,7 +6,8 @@
 # proxy's process for the measured seconds; user and system time are /proc/<pid>/stat deltas.
 # Everything listens on 127.0.0.1 (ports 18391-18394, 19931) and every step is bounded in time.
 #
-# Usage: bench/grpc-syscalls.sh [--rounds N] [--duration SECS]   (defaults: 2 rounds, 5 s)
+# Usage: bench/grpc-syscalls.sh [--rounds N] [--duration SECS] [--backend lean|hyper]
+#        (defaults: 2 rounds, 5 s, the lean echo; see bench/grpc.sh for the two upstreams)
 # SPILLWAY_BIN=PATH overrides the binary (target/release/spillway).
 # Needs: haproxy, h2load, perf, python3 (apt-get install -y haproxy nghttp2-client linux-perf python3).
 set -euo pipefail
@@ -14,10 +15,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${SPILLWAY_BIN:-$ROOT/target/release/spillway}
 ROUNDS=2
 DURATION=5
+BACKEND=lean
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
+    --backend) BACKEND=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -45,7 +48,8 @@ render "$ROOT/bench/grpc-haproxy.cfg" "$HAPROXY_PORT" "$OUT/haproxy.cfg"
 # One gRPC message: a protobuf string field of 64 bytes, length-prefixed (as bench/grpc.sh).
 python3 -c 'import struct,sys; p=b"\x0a\x40"+b"x"*64; sys.stdout.buffer.write(struct.pack(">BI",0,len(p))+p)' >"$OUT/message.bin"
 
-"$BIN" grpc echo --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >"$OUT/backend.log" 2>&1 &
+"$BIN" grpc echo --listen "127.0.0.1:$BACKEND_PORT" --threads 1 --server "$BACKEND" \
+  >"$OUT/backend.log" 2>&1 &
 PIDS+=($!)
 haproxy -db -f "$OUT/haproxy.cfg" >"$OUT/haproxy.log" 2>&1 &
 PIDS+=($!); PID_haproxy=$!

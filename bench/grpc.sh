@@ -2,14 +2,18 @@
 # gRPC proxy benchmark (issue 15): the same gRPC load, in one alternating run, through
 #   HAProxy 2.6 (1 thread), nginx `grpc_pass` (1 worker) and Spillway (workers: 1), each with an
 #   h2c listener, to one h2c gRPC upstream (`spillway grpc echo`: echoes every message, then
-#   grpc-status 0).
+#   grpc-status 0; `--backend lean`, the default, costs ~1 us of CPU per unary call so that the
+#   proxies are the bound, as nginx `return 200` is for bench/h2.sh; `--backend hyper` is an
+#   upstream of a real service's weight, ~3.5 us per call, sharing the 2 cores with the rest).
 #   unary   h2load POSTs one length-prefixed message per call (content-type application/grpc,
 #           te: trailers): calls/s, latency, proxy CPU per call
 #   stream  `spillway grpc stream` keeps clients x streams bidirectional calls open, one message
 #           in flight per call (send, wait for the echo, send the next): messages/s, message
 #           round-trip latency, proxy CPU per message
 # Prints each as a ratio to HAProxy's in the same run (medians over rounds, and per round).
-# CPU = utime+stime deltas from /proc/<pid>/stat over the round, all of a proxy's processes.
+# CPU = utime+stime deltas from /proc/<pid>/stat over the round, all of a proxy's processes; the
+# backend's and the load client's CPU per call and the machine's idle share are printed too (a
+# proxy near 1 s of CPU per second is the bound; a machine with idle time is latency-bound).
 #
 # Everything listens on 127.0.0.1; every step is bounded in time.
 #   backend    spillway grpc echo (1 thread)   127.0.0.1:18291
@@ -22,6 +26,7 @@
 # Usage: bench/grpc.sh [--mode unary|stream|both] [--rounds N] [--duration SECS]
 #                      [--warmup SECS] [--clients N] [--streams N] [--message-size BYTES]
 #                      [--targets "haproxy nginx spillway"] [--ab BIN] [--out DIR]
+#                      [--backend lean|hyper]
 #                      [--http2-server lean|hyper] [--b-http2-server lean|hyper]
 #   --http2-server NAME    Spillway's listener `http2_server` (default: the binary's default)
 #   --b-http2-server NAME  run spillway-b with this `http2_server` (same binary unless --ab):
@@ -45,6 +50,7 @@ WARMUP=2
 CLIENTS=16
 STREAMS=16
 MESSAGE_SIZE=64
+BACKEND=lean
 TARGETS_ARG="haproxy nginx spillway"
 OUT=""
 
@@ -73,6 +79,7 @@ while [ $# -gt 0 ]; do
         --http2-server) HTTP2_SERVER=$2; shift ;;
         --b-http2-server) B_HTTP2_SERVER=$2; shift ;;
         --out) OUT=$2; shift ;;
+        --backend) BACKEND=$2; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -82,6 +89,7 @@ done
 die() { echo "grpc.sh: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
+case "$BACKEND" in lean|hyper) ;; *) die "--backend is lean or hyper" ;; esac
 case "$MODE" in unary) MODES=(unary) ;; stream) MODES=(stream) ;; both) MODES=(unary stream) ;;
     *) die "--mode is unary, stream or both" ;; esac
 [ -n "$B_HTTP2_SERVER" ] && [ -z "$BIN_B" ] && BIN_B=$BIN
@@ -185,6 +193,10 @@ port_of() {
     esac
 }
 
+idle_ticks() { # -> the machine's idle time so far (all cores), in clock ticks
+    awk '/^cpu / {print $5; exit}' /proc/stat
+}
+
 cpu_ticks() { # pids... -> utime+stime summed, in clock ticks
     local total=0 pid rest
     for pid in "$@"; do
@@ -202,9 +214,11 @@ run_load() { # mode seconds port out reqlog -> runs the load, output in out
         local args=(-t1 -c"$CLIENTS" -m"$STREAMS" -D"$secs" -d "$MSG"
             -H 'content-type: application/grpc' -H 'te: trailers')
         [ -n "$reqlog" ] && args+=(--log-file="$reqlog")
-        timeout $((secs + 30)) h2load "${args[@]}" "http://127.0.0.1:$port$CALL_PATH" >"$out" 2>&1
+        /usr/bin/time -f '%U %S' -o "$out.cpu" \
+            timeout $((secs + 30)) h2load "${args[@]}" "http://127.0.0.1:$port$CALL_PATH" >"$out" 2>&1
     else
-        timeout $((secs + 30)) "$BIN" grpc stream --target "127.0.0.1:$port" \
+        /usr/bin/time -f '%U %S' -o "$out.cpu" \
+            timeout $((secs + 30)) "$BIN" grpc stream --target "127.0.0.1:$port" \
             --path /bench.Echo/Chat -c "$CLIENTS" -m "$STREAMS" -d "${secs}s" \
             --message-size "$MESSAGE_SIZE" >"$out" 2>&1
     fi
@@ -212,7 +226,7 @@ run_load() { # mode seconds port out reqlog -> runs the load, output in out
 
 run_once() { # mode round target seconds record(0|1)
     local mode=$1 round=$2 target=$3 secs=$4 record=$5
-    local port proxy_pids backend_pids p0 b0 p1 b1 out reqlog=""
+    local port proxy_pids backend_pids p0 b0 p1 b1 i0 i1 out reqlog=""
     port=$(port_of "$target")
     proxy_pids=$(pids_of "$target")
     backend_pids=$(pids_of backend)
@@ -220,10 +234,12 @@ run_once() { # mode round target seconds record(0|1)
     [ "$record" = 1 ] && [ "$mode" = unary ] && reqlog=$OUT/requests-$target-$round.log
     p0=$(cpu_ticks $proxy_pids)
     b0=$(cpu_ticks $backend_pids)
+    i0=$(idle_ticks)
     run_load "$mode" "$secs" "$port" "$out" "$reqlog" \
         || die "$mode load failed against $target: $(tail -5 "$out")"
     p1=$(cpu_ticks $proxy_pids)
     b1=$(cpu_ticks $backend_pids)
+    i1=$(idle_ticks)
     [ "$record" = 1 ] || return 0
 
     local done_ok failed non2xx rate lat
@@ -252,18 +268,23 @@ PY
         non2xx=0
     fi
     [ -n "$done_ok" ] && [ "$done_ok" -gt 0 ] || die "nothing answered by $target: $(tail -5 "$out")"
-    local proxy_us backend_us
+    local proxy_us backend_us client_us idle_pct
+    client_us=$(awk -v n="$done_ok" '{printf "%.2f", ($1 + $2) * 1e6 / n}' "$out.cpu")
+    idle_pct=$(awk -v d=$((i1 - i0)) -v t="$CLK_TCK" -v s="$secs" -v c="$(nproc)" \
+        'BEGIN {printf "%.0f", d * 100 / t / s / c}')
     proxy_us=$(awk -v d=$((p1 - p0)) -v t="$CLK_TCK" -v n="$done_ok" 'BEGIN {printf "%.2f", d * 1e6 / t / n}')
     backend_us=$(awk -v d=$((b1 - b0)) -v t="$CLK_TCK" -v n="$done_ok" 'BEGIN {printf "%.2f", d * 1e6 / t / n}')
     set -- $lat
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rate" "$1" "$2" \
-        "$proxy_us" "$backend_us" "$done_ok" "${failed:-0}" "${non2xx:-0}" >>"$OUT/rounds-$mode.tsv"
-    log "$mode round $round $target: $rate /s, p50 $1 ms, p99 $2 ms, proxy ${proxy_us} us, backend ${backend_us} us (per call or message)"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rate" "$1" "$2" \
+        "$proxy_us" "$backend_us" "$done_ok" "${failed:-0}" "${non2xx:-0}" "$client_us" "$idle_pct" \
+        >>"$OUT/rounds-$mode.tsv"
+    log "$mode round $round $target: $rate /s, p50 $1 ms, p99 $2 ms, CPU per call or message: proxy ${proxy_us} us, backend ${backend_us} us, client ${client_us} us; machine ${idle_pct} % idle"
 }
 
 # ---- start everything ------------------------------------------------------------------------
-log "results in $OUT (modes: ${MODES[*]}, -c$CLIENTS -m$STREAMS, $ROUNDS rounds x ${DURATION}s, ${MESSAGE_SIZE}-byte messages, load average $(cut -d' ' -f1-3 /proc/loadavg))"
-"$BIN" grpc echo --listen "127.0.0.1:$BACKEND_PORT" --threads 1 >"$OUT/backend.log" 2>&1 &
+log "results in $OUT (modes: ${MODES[*]}, backend $BACKEND, -c$CLIENTS -m$STREAMS, $ROUNDS rounds x ${DURATION}s, ${MESSAGE_SIZE}-byte messages, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+"$BIN" grpc echo --listen "127.0.0.1:$BACKEND_PORT" --threads 1 --server "$BACKEND" \
+    >"$OUT/backend.log" 2>&1 &
 PID_backend=$!
 STARTED+=("$PID_backend")
 wait_ready "$BACKEND_PORT"
@@ -299,7 +320,7 @@ has_target spillway && start_spillway spillway "$BIN" "$SPILLWAY_PORT" "$ADMIN_P
 
 # ---- load: per mode, warm-up, then alternating rounds (order reversed every other round) -------
 for mode in "${MODES[@]}"; do
-    printf 'round\ttarget\trate\tp50_ms\tp99_ms\tproxy_cpu_us\tbackend_cpu_us\tcount\tfailed\tnon_2xx\n' >"$OUT/rounds-$mode.tsv"
+    printf 'round\ttarget\trate\tp50_ms\tp99_ms\tproxy_cpu_us\tbackend_cpu_us\tcount\tfailed\tnon_2xx\tclient_cpu_us\tidle_pct\n' >"$OUT/rounds-$mode.tsv"
     for t in "${TARGETS[@]}"; do run_once "$mode" 0 "$t" "$WARMUP" 0; done
     for r in $(seq "$ROUNDS"); do
         if [ $((r % 2)) = 1 ]; then order=("${TARGETS[@]}"); else order=($(printf '%s\n' "${TARGETS[@]}" | tac)); fi
@@ -310,9 +331,9 @@ log "load average after the rounds: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- report -----------------------------------------------------------------------------------
 for mode in "${MODES[@]}"; do
-python3 - "$OUT/rounds-$mode.tsv" "$mode" "$CLIENTS" "$STREAMS" "$ROUNDS" "$DURATION" "$MESSAGE_SIZE" <<'PY'
+python3 - "$OUT/rounds-$mode.tsv" "$mode" "$CLIENTS" "$STREAMS" "$ROUNDS" "$DURATION" "$MESSAGE_SIZE" "$BACKEND" <<'PY'
 import csv, statistics, sys
-path, mode, clients, streams, nrounds, duration, size = sys.argv[1:]
+path, mode, clients, streams, nrounds, duration, size, backend = sys.argv[1:]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 targets = [t for t in ("haproxy", "nginx", "spillway", "spillway-b") if any(r["target"] == t for r in rows)]
 unit = "calls" if mode == "unary" else "messages"
@@ -327,14 +348,16 @@ def med(t, key):
 
 load = (f"h2load -t1 -c{clients} -m{streams}, one {size}-byte message per call" if mode == "unary"
         else f"spillway grpc stream -c{clients} -m{streams}, {size}-byte messages, one in flight per call")
-print(f"\ngRPC {mode} ({load}), {nrounds} alternating rounds x {duration}s, one worker each; medians over rounds")
+print(f"\ngRPC {mode} ({load}), {backend} echo upstream, {nrounds} alternating rounds x {duration}s, "
+      "one worker each; medians over rounds")
 print(f"{'target':<11} {unit + '/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU us/' + unit[:-1]:>22} "
-      f"{'backend CPU us':>15} {'failed':>7} {'non-2xx':>8}")
+      f"{'backend CPU us':>15} {'client CPU us':>14} {'idle %':>7} {'failed':>7} {'non-2xx':>8}")
 for t in targets:
     failed = sum(int(r["failed"]) for r in rows if r["target"] == t)
     non2xx = sum(int(r["non_2xx"]) for r in rows if r["target"] == t)
     print(f"{t:<11} {med(t,'rate'):>11.0f} {med(t,'p50_ms'):>8.3f} {med(t,'p99_ms'):>8.3f} "
-          f"{med(t,'proxy_cpu_us'):>22.2f} {med(t,'backend_cpu_us'):>15.2f} {failed:>7} {non2xx:>8}")
+          f"{med(t,'proxy_cpu_us'):>22.2f} {med(t,'backend_cpu_us'):>15.2f} {med(t,'client_cpu_us'):>14.2f} "
+          f"{med(t,'idle_pct'):>7.0f} {failed:>7} {non2xx:>8}")
 
 def ratios(a, b, title):
     if a not in targets or b not in targets:

@@ -11,10 +11,13 @@
 //! echo, send the next), for a fixed time, then every stream ends and must receive
 //! `grpc-status: 0`. It reports messages per second and the round-trip latency of a message.
 
+mod echo;
+mod hyper_echo;
+
 use crate::cli::CliError;
 use crate::histogram::{LatencyHistogram, LatencySummary};
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,7 +28,7 @@ use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -33,10 +36,6 @@ use tokio::task::JoinSet;
 
 /// Bytes before each gRPC message: a compressed flag and a big-endian length.
 pub const PREFIX_LEN: usize = 5;
-
-/// Streams one echo connection may carry at once: well above any benchmark's, so that the
-/// proxies' own multiplexing, not the upstream's limit, decides how many connections they open.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// Errors of the echo server and the stream load.
 #[derive(Debug, thiserror::Error)]
@@ -108,15 +107,6 @@ pub fn message(size: usize) -> Bytes {
     Bytes::from(framed)
 }
 
-fn trailers(status: &'static str, message: Option<&'static str>) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    map.insert("grpc-status", HeaderValue::from_static(status));
-    if let Some(m) = message {
-        map.insert("grpc-message", HeaderValue::from_static(m));
-    }
-    map
-}
-
 /// Counters of the echo server.
 #[derive(Debug, Default)]
 struct EchoCounters {
@@ -136,74 +126,20 @@ pub struct EchoStats {
     pub messages: u64,
 }
 
-/// A response body echoing the request's whole messages as they arrive, then the trailers.
-struct EchoBody {
-    request: Incoming,
-    pending: BytesMut,
-    finished: bool,
-    counters: Arc<EchoCounters>,
-}
+/// Streams one echo connection may carry at once: well above any benchmark's, so that the
+/// proxies' own multiplexing, not the upstream's limit, decides how many connections they open.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
-impl Body for EchoBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        loop {
-            if this.finished {
-                return Poll::Ready(None);
-            }
-            match ready!(Pin::new(&mut this.request).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    // The common case: whole messages in one chunk, passed on without a copy.
-                    if this.pending.is_empty() {
-                        let (whole, count) = whole_messages(&data);
-                        if whole == data.len() {
-                            this.counters.messages.fetch_add(count, Ordering::Relaxed);
-                            if whole == 0 {
-                                continue;
-                            }
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                    }
-                    this.pending.extend_from_slice(&data);
-                    let (whole, count) = whole_messages(&this.pending);
-                    if whole > 0 {
-                        this.counters.messages.fetch_add(count, Ordering::Relaxed);
-                        let out = this.pending.split_to(whole).freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
-                    }
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => {
-                    this.finished = true;
-                    let end = if this.pending.is_empty() {
-                        trailers("0", None)
-                    } else {
-                        trailers("13", Some("the request ended inside a message"))
-                    };
-                    return Poll::Ready(Some(Ok(Frame::trailers(end))));
-                }
-            }
-        }
-    }
-}
-
-async fn echo(
-    counters: Arc<EchoCounters>,
-    req: Request<Incoming>,
-) -> Result<Response<EchoBody>, Infallible> {
-    counters.calls.fetch_add(1, Ordering::Relaxed);
-    let body =
-        EchoBody { request: req.into_body(), pending: BytesMut::new(), finished: false, counters };
-    let mut resp = Response::new(body);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    Ok(resp)
+/// Which HTTP/2 server the echo server runs: both answer alike, at different costs per call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EchoServerKind {
+    /// `spillway_h2`'s codec on one task per connection: about a microsecond of CPU per unary
+    /// call, so that a benchmark through a proxy measures the proxy.
+    #[default]
+    Lean,
+    /// hyper's HTTP/2 server (what tonic runs on): a task per stream, several times the lean
+    /// one's CPU per call — an upstream of a real gRPC service's weight.
+    Hyper,
 }
 
 /// A running echo server.
@@ -215,8 +151,13 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// Binds `listen` (loopback only unless `allow_remote`) and serves h2c gRPC echo on it.
-    pub async fn start(listen: SocketAddr, allow_remote: bool) -> Result<EchoServer, GrpcError> {
+    /// Binds `listen` (loopback only unless `allow_remote`) and serves h2c gRPC echo on it
+    /// with the `kind` of server.
+    pub async fn start(
+        listen: SocketAddr,
+        allow_remote: bool,
+        kind: EchoServerKind,
+    ) -> Result<EchoServer, GrpcError> {
         if !allow_remote && !listen.ip().is_loopback() {
             return Err(GrpcError::NotLoopback(listen));
         }
@@ -224,7 +165,7 @@ impl EchoServer {
         let addr = listener.local_addr().map_err(|e| GrpcError::Listen(listen, e))?;
         let counters = Arc::new(EchoCounters::default());
         let (stop, stopped) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, counters.clone(), stopped));
+        let accept = tokio::spawn(accept_loop(listener, counters.clone(), stopped, kind));
         Ok(EchoServer { addr, counters, stop, accept })
     }
 
@@ -256,6 +197,7 @@ async fn accept_loop(
     listener: TcpListener,
     counters: Arc<EchoCounters>,
     mut stopped: watch::Receiver<bool>,
+    kind: EchoServerKind,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -269,25 +211,21 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         counters.connections.fetch_add(1, Ordering::Relaxed);
-        let counters = counters.clone();
-        conns.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| echo(counters.clone(), req));
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+        match kind {
+            EchoServerKind::Lean => conns.spawn(echo::serve(stream, counters.clone())),
+            EchoServerKind::Hyper => conns.spawn(hyper_echo::serve(stream, counters.clone())),
+        };
         while conns.try_join_next().is_some() {}
     }
     conns.shutdown().await;
 }
 
-/// Runs the echo server on `threads` runtime threads until `duration` has passed or
-/// SIGINT/SIGTERM; prints `listening on ADDR` first and the [`EchoStats`] as JSON last.
+/// Runs the echo server (of `kind`) on `threads` runtime threads until `duration` has passed
+/// or SIGINT/SIGTERM; prints `listening on ADDR` first and the [`EchoStats`] as JSON last.
 pub fn serve_echo(
     listen: SocketAddr,
     allow_remote: bool,
+    kind: EchoServerKind,
     duration: Option<Duration>,
     threads: NonZeroUsize,
 ) -> Result<EchoStats, CliError> {
@@ -301,7 +239,7 @@ pub fn serve_echo(
     }
     .map_err(CliError::msg)?;
     runtime.block_on(async move {
-        let server = EchoServer::start(listen, allow_remote).await.map_err(CliError::msg)?;
+        let server = EchoServer::start(listen, allow_remote, kind).await.map_err(CliError::msg)?;
         println!("listening on {}", server.addr());
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -564,71 +502,141 @@ mod tests {
         assert_eq!(&message(200)[PREFIX_LEN..PREFIX_LEN + 3], &[0x0a, 0xc8, 0x01]);
     }
 
-    #[tokio::test]
-    async fn a_unary_call_gets_its_message_back_then_grpc_status_0() {
-        let server = EchoServer::start("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+    const KINDS: [EchoServerKind; 2] = [EchoServerKind::Lean, EchoServerKind::Hyper];
+
+    async fn start(kind: EchoServerKind) -> EchoServer {
+        EchoServer::start("127.0.0.1:0".parse().unwrap(), false, kind).await.unwrap()
+    }
+
+    /// An h2c client of `server` whose receive windows (stream and connection) are `window`.
+    async fn client(
+        server: &EchoServer,
+        window: u32,
+    ) -> hyper::client::conn::http2::SendRequest<ChannelBody> {
         let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
         tokio::spawn(conn);
-        let msg = message(10);
-        // The message split across two chunks: echoed once whole.
-        let (tx, rx) = mpsc::channel(2);
-        tx.send(msg.slice(..7)).await.unwrap();
-        tx.send(msg.slice(7..)).await.unwrap();
-        drop(tx);
-        let req = Request::post(format!("http://{}/bench.Echo/Say", server.addr()))
+        sender
+    }
+
+    /// A call carrying `chunks` as its body.
+    fn call(server: &EchoServer, chunks: Vec<Bytes>) -> Request<ChannelBody> {
+        let (tx, rx) = mpsc::channel(chunks.len().max(1));
+        for chunk in chunks {
+            tx.try_send(chunk).unwrap();
+        }
+        Request::post(format!("http://{}/bench.Echo/Say", server.addr()))
             .header(header::CONTENT_TYPE, "application/grpc")
             .body(ChannelBody(rx))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/grpc");
-        let collected = resp.into_body().collect().await.unwrap();
-        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
-        assert_eq!(collected.to_bytes(), msg);
-        assert_eq!(server.stop().await, EchoStats { connections: 1, calls: 1, messages: 1 });
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_unary_call_gets_its_message_back_then_grpc_status_0() {
+        for kind in KINDS {
+            let server = start(kind).await;
+            let mut sender = client(&server, 65_535).await;
+            let msg = message(10);
+            // The message split across two chunks: echoed once whole.
+            let req = call(&server, vec![msg.slice(..7), msg.slice(7..)]);
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/grpc", "{kind:?}");
+            let collected = resp.into_body().collect().await.unwrap();
+            assert_eq!(collected.trailers().unwrap()["grpc-status"], "0", "{kind:?}");
+            assert_eq!(collected.to_bytes(), msg, "{kind:?}");
+            let stats = server.stop().await;
+            assert_eq!(stats, EchoStats { connections: 1, calls: 1, messages: 1 }, "{kind:?}");
+        }
     }
 
     #[tokio::test]
     async fn a_request_ending_inside_a_message_gets_grpc_status_13() {
-        let server = EchoServer::start("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
-        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
+        for kind in KINDS {
+            let server = start(kind).await;
+            let mut sender = client(&server, 65_535).await;
+            let req = call(&server, vec![message(10).slice(..8)]);
+            let collected =
+                sender.send_request(req).await.unwrap().into_body().collect().await.unwrap();
+            assert_eq!(collected.trailers().unwrap()["grpc-status"], "13", "{kind:?}");
+            assert!(collected.to_bytes().is_empty(), "{kind:?}");
+            server.stop().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn echoes_larger_than_the_clients_window_wait_for_window_updates() {
+        // 300 KiB of messages against 16 KiB windows: the echo must stop at the window and go
+        // on as the client reads, and every byte must come back in order.
+        for kind in KINDS {
+            let server = start(kind).await;
+            let mut sender = client(&server, 16 * 1024).await;
+            let msgs: Vec<Bytes> = (0..300).map(|i| message(1000 + i % 7)).collect();
+            let want: Vec<u8> = msgs.iter().flat_map(|m| m.iter().copied()).collect();
+            let resp = sender.send_request(call(&server, msgs)).await.unwrap();
+            let collected = resp.into_body().collect().await.unwrap();
+            assert_eq!(collected.trailers().unwrap()["grpc-status"], "0", "{kind:?}");
+            let got = collected.to_bytes();
+            assert!(
+                got == want,
+                "{kind:?}: {} bytes came back of {}, or changed",
+                got.len(),
+                want.len()
+            );
+            let stats = server.stop().await;
+            assert_eq!(stats, EchoStats { connections: 1, calls: 1, messages: 300 }, "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_call_is_forgotten_and_the_connection_serves_on() {
+        // A call cancelled mid-stream (RST_STREAM from the client) must not take the connection
+        // or the other calls with it.
+        for kind in KINDS {
+            let server = start(kind).await;
+            let mut sender = client(&server, 65_535).await;
+            let (tx, rx) = mpsc::channel(1);
+            tx.send(message(10)).await.unwrap();
+            let req = Request::post(format!("http://{}/bench.Echo/Chat", server.addr()))
+                .body(ChannelBody(rx))
                 .unwrap();
-        tokio::spawn(conn);
-        let (tx, rx) = mpsc::channel(1);
-        tx.send(message(10).slice(..8)).await.unwrap();
-        drop(tx);
-        let req =
-            Request::post(format!("http://{}/x", server.addr())).body(ChannelBody(rx)).unwrap();
-        let collected =
-            sender.send_request(req).await.unwrap().into_body().collect().await.unwrap();
-        assert_eq!(collected.trailers().unwrap()["grpc-status"], "13");
-        assert!(collected.to_bytes().is_empty());
-        server.stop().await;
+            let mut open = sender.send_request(req).await.unwrap().into_body();
+            assert_eq!(open.frame().await.unwrap().unwrap().into_data().unwrap(), message(10));
+            drop(open);
+            drop(tx);
+            let req = call(&server, vec![message(5)]);
+            let collected =
+                sender.send_request(req).await.unwrap().into_body().collect().await.unwrap();
+            assert_eq!(collected.trailers().unwrap()["grpc-status"], "0", "{kind:?}");
+            assert_eq!(collected.to_bytes(), message(5), "{kind:?}");
+            let stats = server.stop().await;
+            assert_eq!((stats.connections, stats.calls), (1, 2), "{kind:?}");
+        }
     }
 
     #[tokio::test]
     async fn the_stream_load_counts_every_echoed_message_and_ends_every_call_ok() {
-        let server = EchoServer::start("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
-        let report = stream_load(StreamLoadConfig {
-            target: server.addr(),
-            path: "/bench.Echo/Chat".to_string(),
-            connections: 2,
-            streams: 3,
-            duration: Duration::from_millis(200),
-            message_size: 64,
-        })
-        .await
-        .unwrap();
-        assert_eq!((report.calls_ok, report.calls_failed), (6, 0), "{report:?}");
-        assert!(report.messages >= 6, "{report:?}");
-        let stats = server.stop().await;
-        assert_eq!(stats, EchoStats { connections: 2, calls: 6, messages: report.messages });
+        for kind in KINDS {
+            let server = start(kind).await;
+            let report = stream_load(StreamLoadConfig {
+                target: server.addr(),
+                path: "/bench.Echo/Chat".to_string(),
+                connections: 2,
+                streams: 3,
+                duration: Duration::from_millis(200),
+                message_size: 64,
+            })
+            .await
+            .unwrap();
+            assert_eq!((report.calls_ok, report.calls_failed), (6, 0), "{kind:?} {report:?}");
+            assert!(report.messages >= 6, "{report:?}");
+            let stats = server.stop().await;
+            assert_eq!(stats, EchoStats { connections: 2, calls: 6, messages: report.messages });
+        }
     }
 
     #[tokio::test]
@@ -639,7 +647,7 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    let mut resp = Response::new(http_body_util::Empty::<Bytes>::new());
+                    let mut resp = http::Response::new(http_body_util::Empty::<Bytes>::new());
                     *resp.status_mut() = StatusCode::NOT_FOUND;
                     Ok::<_, Infallible>(resp)
                 });

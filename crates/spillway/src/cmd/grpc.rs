@@ -2,7 +2,7 @@
 //! proxy, and `stream`, a load of bidirectional calls kept open through it — handed to
 //! `spillway_load::grpc` (bench/grpc.sh uses both).
 
-use spillway_load::grpc::{run_stream_load, serve_echo, StreamLoadConfig};
+use spillway_load::grpc::{run_stream_load, serve_echo, EchoServerKind, StreamLoadConfig};
 use spillway_load::units::parse_duration;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -43,6 +43,20 @@ pub struct EchoArgs {
     /// Server threads (1: a single event loop).
     #[arg(long, default_value = "1")]
     pub threads: NonZeroUsize,
+    /// The HTTP/2 server: `lean` (spillway's codec, about 1 µs of CPU per unary call, so that a
+    /// benchmark measures the proxy in front) or `hyper` (what tonic runs on, several times
+    /// that: an upstream of a real service's weight).
+    #[arg(long, value_enum, default_value = "lean")]
+    pub server: EchoServer,
+}
+
+/// `--server` of `spillway grpc echo`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum EchoServer {
+    /// spillway's own HTTP/2 codec, one task per connection.
+    Lean,
+    /// hyper's HTTP/2 server, a task per stream.
+    Hyper,
 }
 
 /// Arguments of `spillway grpc stream`.
@@ -72,7 +86,11 @@ pub struct StreamArgs {
 pub fn main(args: GrpcArgs) -> anyhow::Result<ExitCode> {
     match args.tool {
         GrpcTool::Echo(a) => {
-            serve_echo(a.listen, a.allow_remote, a.duration, a.threads)?;
+            let kind = match a.server {
+                EchoServer::Lean => EchoServerKind::Lean,
+                EchoServer::Hyper => EchoServerKind::Hyper,
+            };
+            serve_echo(a.listen, a.allow_remote, kind, a.duration, a.threads)?;
         }
         GrpcTool::Stream(a) => {
             run_stream_load(StreamLoadConfig {
