@@ -7,10 +7,12 @@
 //! socket and the codec, and a call is a few bytes of state: the part of a message not yet
 //! whole, echoes waiting for window, and whether the request has ended.
 //!
-//! Per call: the response head (`:status 200`, `content-type: application/grpc`) goes out as
-//! soon as the request head arrives; each whole message is echoed as soon as it has arrived
+//! Per call: the response head (`:status 200`, `content-type: application/grpc`) goes out with
+//! the first echo (or the trailers), as a gRPC handler answers once it has a message to answer
+//! with; each whole message is echoed as soon as it has arrived
 //! (within the send windows; the rest waits for a WINDOW_UPDATE); when the request ends, the
-//! trailers `grpc-status: 0`, or 13 when it ended inside a message. Request bytes are returned
+//! trailers `grpc-status: 0`, or 13 when it ended inside a message. All that one read brings is
+//! answered together (see [`answer`]), in one write. Request bytes are returned
 //! to the windows as they are read. Reads and writes are interleaved on readiness, so a peer
 //! that writes while it is not reading cannot deadlock the connection.
 
@@ -49,22 +51,32 @@ struct Call {
     unsent: VecDeque<Bytes>,
     /// The request ended: trailers go out once `unsent` is empty.
     ended: bool,
+    /// The response head went out.
+    head_sent: bool,
 }
 
 /// Serves h2c gRPC echo on `tcp` until the peer closes, the connection fails, or the task is
 /// dropped.
 pub(super) async fn serve(tcp: TcpStream, counters: Arc<EchoCounters>) {
     let mut conn = Connection::new(settings());
-    let mut calls: HashMap<u32, Call> = HashMap::new();
+    let mut calls = Calls::default();
     let mut rbuf = BytesMut::new();
     let _ = drive(&tcp, &mut conn, &mut calls, &mut rbuf, &counters).await;
+}
+
+/// The calls of a connection, and which of them have news since the last answer.
+#[derive(Debug, Default)]
+struct Calls {
+    by_stream: HashMap<u32, Call>,
+    /// Streams to answer once this read's events are all in (may repeat).
+    touched: Vec<u32>,
 }
 
 /// The read-decode-answer-write loop; returns when the connection is over.
 async fn drive(
     tcp: &TcpStream,
     conn: &mut Connection,
-    calls: &mut HashMap<u32, Call>,
+    calls: &mut Calls,
     rbuf: &mut BytesMut,
     counters: &EchoCounters,
 ) -> io::Result<()> {
@@ -107,6 +119,7 @@ async fn drive(
                 while let Some(event) = conn.poll_event() {
                     on_event(conn, calls, event, counters);
                 }
+                answer(conn, calls);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
@@ -114,52 +127,58 @@ async fn drive(
     }
 }
 
-/// What one event of the codec means for the calls.
-fn on_event(
-    conn: &mut Connection,
-    calls: &mut HashMap<u32, Call>,
-    event: Event,
-    counters: &EchoCounters,
-) {
+/// What one event of the codec means for the calls (answered by [`answer`] after the read).
+fn on_event(conn: &mut Connection, calls: &mut Calls, event: Event, counters: &EchoCounters) {
     match event {
         Event::Request { stream, end_stream, .. } => {
             counters.calls.fetch_add(1, Ordering::Relaxed);
-            let head = [(&b"content-type"[..], &b"application/grpc"[..])];
-            if conn.send_response(stream, 200, &head, false).is_err() {
-                return;
-            }
-            calls.insert(stream, Call { ended: end_stream, ..Call::default() });
+            calls.by_stream.insert(stream, Call { ended: end_stream, ..Call::default() });
             if end_stream {
-                flush(conn, calls, stream);
+                calls.touched.push(stream);
             }
         }
         Event::Data { stream, data, end_stream } => {
             conn.release_capacity(stream, data.len());
-            let Some(call) = calls.get_mut(&stream) else { return };
+            let Some(call) = calls.by_stream.get_mut(&stream) else { return };
             if let Some(echo) = whole_part(call, data, counters) {
                 call.unsent.push_back(echo);
             }
             call.ended = end_stream;
-            flush(conn, calls, stream);
+            calls.touched.push(stream);
         }
         Event::Trailers { stream, .. } => {
-            if let Some(call) = calls.get_mut(&stream) {
+            if let Some(call) = calls.by_stream.get_mut(&stream) {
                 call.ended = true;
-                flush(conn, calls, stream);
+                calls.touched.push(stream);
             }
         }
         Event::Reset { stream, .. } => {
-            calls.remove(&stream);
+            calls.by_stream.remove(&stream);
         }
         Event::WindowUpdate { stream: 0 } => {
-            let waiting: Vec<u32> =
-                calls.iter().filter(|(_, c)| !c.unsent.is_empty()).map(|(&id, _)| id).collect();
-            for stream in waiting {
-                flush(conn, calls, stream);
-            }
+            let waiting = calls.by_stream.iter().filter(|(_, c)| !c.unsent.is_empty());
+            calls.touched.extend(waiting.map(|(&id, _)| id));
         }
-        Event::WindowUpdate { stream } => flush(conn, calls, stream),
+        Event::WindowUpdate { stream } => calls.touched.push(stream),
         Event::GoAway { .. } => {}
+    }
+}
+
+/// Answers the calls with news, each whole before the next: its head if due, its echoes, its
+/// trailers if it ended. (Heads first, then the bodies — the order hyper's server gives — was
+/// measured too: HAProxy then spent more per call, 78 k calls/s against 108 k.)
+fn answer(conn: &mut Connection, calls: &mut Calls) {
+    for stream in std::mem::take(&mut calls.touched) {
+        let Some(call) = calls.by_stream.get_mut(&stream) else { continue };
+        if !call.head_sent && (call.ended || !call.unsent.is_empty()) {
+            let head = [(&b"content-type"[..], &b"application/grpc"[..])];
+            if conn.send_response(stream, 200, &head, false).is_err() {
+                calls.by_stream.remove(&stream);
+                continue;
+            }
+            call.head_sent = true;
+        }
+        flush(conn, &mut calls.by_stream, stream);
     }
 }
 
@@ -179,10 +198,13 @@ fn whole_part(call: &mut Call, data: Bytes, counters: &EchoCounters) -> Option<B
     (whole > 0).then(|| call.partial.split_to(whole).freeze())
 }
 
-/// Sends what `stream` has waiting, as far as the windows allow; once all of it is out and the
-/// request has ended, the trailers, and the call is done.
+/// Sends what `stream` has waiting (once its head is out), as far as the windows allow; once
+/// all of it is out and the request has ended, the trailers, and the call is done.
 fn flush(conn: &mut Connection, calls: &mut HashMap<u32, Call>, stream: u32) {
     let Some(call) = calls.get_mut(&stream) else { return };
+    if !call.head_sent {
+        return;
+    }
     while let Some(front) = call.unsent.front_mut() {
         match conn.send_data(stream, front, false) {
             Ok(n) if n == front.len() => {
