@@ -115,6 +115,25 @@ struct EchoCounters {
     connections: AtomicU64,
 }
 
+impl EchoCounters {
+    /// The whole messages `data` completes after `partial` (the start of a message not yet
+    /// whole), counted, to echo — without a copy when `partial` is empty and `data` is nothing
+    /// but whole messages; what is left of a message stays in `partial`.
+    fn take_whole(&self, partial: &mut BytesMut, data: Bytes) -> Option<Bytes> {
+        if partial.is_empty() {
+            let (whole, count) = whole_messages(&data);
+            if whole == data.len() {
+                self.messages.fetch_add(count, Ordering::Relaxed);
+                return (whole > 0).then_some(data);
+            }
+        }
+        partial.extend_from_slice(&data);
+        let (whole, count) = whole_messages(partial);
+        self.messages.fetch_add(count, Ordering::Relaxed);
+        (whole > 0).then(|| partial.split_to(whole).freeze())
+    }
+}
+
 /// What the echo server served, printed as JSON when it stops.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct EchoStats {

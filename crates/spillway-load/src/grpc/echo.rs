@@ -16,7 +16,7 @@
 //! to the windows as they are read. Reads and writes are interleaved on readiness, so a peer
 //! that writes while it is not reading cannot deadlock the connection.
 
-use super::{whole_messages, EchoCounters, MAX_CONCURRENT_STREAMS};
+use super::{EchoCounters, MAX_CONCURRENT_STREAMS};
 use bytes::{Buf, Bytes, BytesMut};
 use spillway_h2::{Connection, Event, ServerSettings};
 use std::collections::{HashMap, VecDeque};
@@ -140,7 +140,7 @@ fn on_event(conn: &mut Connection, calls: &mut Calls, event: Event, counters: &E
         Event::Data { stream, data, end_stream } => {
             conn.release_capacity(stream, data.len());
             let Some(call) = calls.by_stream.get_mut(&stream) else { return };
-            if let Some(echo) = whole_part(call, data, counters) {
+            if let Some(echo) = counters.take_whole(&mut call.partial, data) {
                 call.unsent.push_back(echo);
             }
             call.ended = end_stream;
@@ -180,22 +180,6 @@ fn answer(conn: &mut Connection, calls: &mut Calls) {
         }
         flush(conn, &mut calls.by_stream, stream);
     }
-}
-
-/// The whole messages `data` completes, counted, to echo (without a copy when `data` is
-/// nothing but whole messages); the rest is kept in `call.partial`.
-fn whole_part(call: &mut Call, data: Bytes, counters: &EchoCounters) -> Option<Bytes> {
-    if call.partial.is_empty() {
-        let (whole, count) = whole_messages(&data);
-        if whole == data.len() {
-            counters.messages.fetch_add(count, Ordering::Relaxed);
-            return (whole > 0).then_some(data);
-        }
-    }
-    call.partial.extend_from_slice(&data);
-    let (whole, count) = whole_messages(&call.partial);
-    counters.messages.fetch_add(count, Ordering::Relaxed);
-    (whole > 0).then(|| call.partial.split_to(whole).freeze())
 }
 
 /// Sends what `stream` has waiting (once its head is out), as far as the windows allow; once

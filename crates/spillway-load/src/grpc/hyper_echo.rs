@@ -3,7 +3,7 @@
 //! hyper — for benchmarks that want an upstream of realistic weight rather than the lean one
 //! ([`super::echo`]). It answers exactly as the lean one does.
 
-use super::{whole_messages, EchoCounters, MAX_CONCURRENT_STREAMS};
+use super::{EchoCounters, MAX_CONCURRENT_STREAMS};
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Request, Response};
 use hyper::body::{Body, Frame, Incoming};
@@ -48,22 +48,7 @@ impl Body for EchoBody {
             match ready!(Pin::new(&mut this.request).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
-                    // The common case: whole messages in one chunk, passed on without a copy.
-                    if this.pending.is_empty() {
-                        let (whole, count) = whole_messages(&data);
-                        if whole == data.len() {
-                            this.counters.messages.fetch_add(count, Ordering::Relaxed);
-                            if whole == 0 {
-                                continue;
-                            }
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
-                        }
-                    }
-                    this.pending.extend_from_slice(&data);
-                    let (whole, count) = whole_messages(&this.pending);
-                    if whole > 0 {
-                        this.counters.messages.fetch_add(count, Ordering::Relaxed);
-                        let out = this.pending.split_to(whole).freeze();
+                    if let Some(out) = this.counters.take_whole(&mut this.pending, data) {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 }
