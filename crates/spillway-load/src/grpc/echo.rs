@@ -2,19 +2,19 @@
 //!
 //! A benchmark's upstream should cost little next to the proxy in front of it, above all on a
 //! small machine where it shares the cores with the proxy and the load generator. hyper's
-//! HTTP/2 server (which this replaced) spent about as much CPU per unary call as the proxies
-//! being measured: a task per stream, `http` types, a channel per body. Here one task owns the
-//! socket and the codec, and a call is a few bytes of state: the part of a message not yet
-//! whole, echoes waiting for window, and whether the request has ended.
+//! HTTP/2 server (`hyper_echo`, the only one before) spends about as much CPU per unary call as
+//! the proxies being measured: a task per stream, `http` types, a channel per body. Here one
+//! task owns the socket and the codec, and a call is a few bytes of state: the part of a
+//! message not yet whole, echoes waiting for window, and whether the request has ended.
 //!
 //! Per call: the response head (`:status 200`, `content-type: application/grpc`) goes out with
 //! the first echo (or the trailers), as a gRPC handler answers once it has a message to answer
-//! with; each whole message is echoed as soon as it has arrived
-//! (within the send windows; the rest waits for a WINDOW_UPDATE); when the request ends, the
-//! trailers `grpc-status: 0`, or 13 when it ended inside a message. All that one read brings is
-//! answered together (see [`answer`]), in one write. Request bytes are returned
-//! to the windows as they are read. Reads and writes are interleaved on readiness, so a peer
-//! that writes while it is not reading cannot deadlock the connection.
+//! with; each whole message is echoed as soon as it has arrived (within the send windows; the
+//! rest waits for a WINDOW_UPDATE); when the request ends, the trailers `grpc-status: 0`, or 13
+//! when it ended inside a message. All that one read brings is answered together (see
+//! [`answer`]), in one write. Request bytes are returned to the windows as they are read.
+//! Reads and writes are interleaved on readiness, so a peer that writes while it is not reading
+//! cannot deadlock the connection.
 
 use super::{EchoCounters, MAX_CONCURRENT_STREAMS};
 use bytes::{Buf, Bytes, BytesMut};
