@@ -17,7 +17,9 @@
 
 use super::buffer::Buf;
 use super::conn::{timed, Conn, Downstream, Due, Elapsed, ExchangeIo, Failure, Timer, Upstream};
-use super::head::{ConnectionOptions, Field, FieldKind, ResponseFraming, ResponseHead, Span};
+use super::head::{
+    response_has_no_body, ConnectionOptions, Field, FieldKind, ResponseFraming, ResponseHead, Span,
+};
 use crate::proxy::body::ProxyBody;
 use crate::upstream::h2_client::{H2ClientError, H2ResponseBody, Piece};
 use crate::upstream::tls::UpstreamTls;
@@ -190,7 +192,7 @@ fn read_response_head(
         fields.push(Field { name, value: Span::range(name.end(), buf.len()), kind });
     }
     let status = head.status;
-    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let no_body = response_has_no_body(status, head_request);
     let framing = match head.content_length {
         _ if no_body || ended => ResponseFraming::Empty,
         Some(n) => ResponseFraming::Length(n),

@@ -281,6 +281,13 @@ pub enum ResponseParse {
     Partial,
 }
 
+/// Whether a response with `status` has no body whatever its fields say: the answer to a
+/// `HEAD` request (`head_request`), a 1xx, 204 or 304 (RFC 9112 §6.3). Both upstream protocols
+/// frame by it.
+pub(crate) fn response_has_no_body(status: u16, head_request: bool) -> bool {
+    head_request || (100..200).contains(&status) || status == 204 || status == 304
+}
+
 /// Parses a response head at the start of `buf`, for a request with method `HEAD` when
 /// `head_request`, filling `fields` (cleared first) with its header fields in order.
 pub fn parse_response(
@@ -332,7 +339,7 @@ pub fn parse_response(
             kind,
         });
     }
-    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let no_body = response_has_no_body(status, head_request);
     let framing = match (no_body, transfer_encoding, content_length) {
         (true, _, _) => ResponseFraming::Empty,
         (false, Some(_), Some(_)) => return Err(ResponseError::AmbiguousFraming),

@@ -167,6 +167,26 @@ impl<'a> H2Head<'a> {
         self.out.extend_from_slice(bytes);
         Span::range(start, self.out.len())
     }
+
+    /// A field name, lower-cased as HTTP/2 wants it.
+    fn put_name(&mut self, name: &[u8]) -> Span {
+        let span = self.put(name);
+        if let Some(bytes) = self.out.get_mut(span.start()..span.end()) {
+            bytes.make_ascii_lowercase();
+        }
+        span
+    }
+
+    /// One field of `kind`; `host` is kept apart, as the `:authority`.
+    fn push(&mut self, name: &[u8], value: &[u8], kind: FieldKind) {
+        let name = self.put_name(name);
+        let value = self.put(value);
+        if kind == FieldKind::Host {
+            self.host = Some(value);
+            return;
+        }
+        self.fields.push(Field { name, value, kind });
+    }
 }
 
 impl HeadWriter for H2Head<'_> {
@@ -176,37 +196,16 @@ impl HeadWriter for H2Head<'_> {
     }
 
     fn field(&mut self, name: &[u8], value: &[u8]) {
-        let name = self.put(name);
-        if let Some(bytes) = self.out.get_mut(name.start()..name.end()) {
-            bytes.make_ascii_lowercase();
-        }
-        let value = self.put(value);
-        let kind = FieldKind::of(name.of(self.out));
-        if kind == FieldKind::Host {
-            self.host = Some(value);
-            return;
-        }
-        self.fields.push(Field { name, value, kind });
+        self.push(name, value, FieldKind::of(name));
     }
 
     fn copy(&mut self, buf: &[u8], f: &Field) {
-        let name = self.put(f.name.of(buf));
-        if let Some(bytes) = self.out.get_mut(name.start()..name.end()) {
-            bytes.make_ascii_lowercase();
-        }
-        let value = self.put(f.value.of(buf));
-        if f.kind == FieldKind::Host {
-            self.host = Some(value);
-            return;
-        }
-        self.fields.push(Field { name, value, kind: f.kind });
+        self.push(f.name.of(buf), f.value.of(buf), f.kind);
     }
 
     fn joined<'p>(&mut self, name: &[u8], parts: impl Iterator<Item = &'p [u8]>, last: &[u8]) {
-        let name = self.put(name);
-        if let Some(bytes) = self.out.get_mut(name.start()..name.end()) {
-            bytes.make_ascii_lowercase();
-        }
+        let kind = FieldKind::of(name);
+        let name = self.put_name(name);
         let start = self.out.len();
         for part in parts {
             self.out.extend_from_slice(part);
@@ -214,7 +213,7 @@ impl HeadWriter for H2Head<'_> {
         }
         self.out.extend_from_slice(last);
         let value = Span::range(start, self.out.len());
-        self.fields.push(Field { name, value, kind: FieldKind::of(name.of(self.out)) });
+        self.fields.push(Field { name, value, kind });
     }
 
     fn end(&mut self) {}
