@@ -251,15 +251,11 @@ fn every_query_of_the_board_parses_as_promql() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// A port nothing listens on: connections to it are refused.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_board_queries_is_served_by_a_running_gateway() {
     let (b, _) = backend("b").await;
-    let dead = format!("127.0.0.1:{}", closed_port());
+    let refusing = refusing_address();
+    let dead = refusing.address.to_string();
     let failback = temp_path("grafana-failback");
     // Every feature a panel shows, so that every family has samples: limits (one global, in
     // lease mode, on the in-process store), a level pool and a bulkhead, BBR, an adaptive

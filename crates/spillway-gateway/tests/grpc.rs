@@ -390,10 +390,8 @@ async fn grpc_calls_are_retried_on_another_endpoint_when_one_refuses_connections
     // gRPC bodies have no declared length: the gateway reads the (small) message to keep it
     // for the retry.
     let backend = serve(EchoServer::default()).await;
-    let refused = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let refusing = refusing_address();
+    let refused = refusing.address;
     let yaml = format!(
         r#"
 workers: 1

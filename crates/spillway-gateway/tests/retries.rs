@@ -128,12 +128,6 @@ async fn scripted(name: &'static str, script: &[Answer], log: &Log) -> SocketAdd
     addr
 }
 
-/// A loopback address nothing listens on (connections are refused).
-async fn closed_port() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
-}
-
 /// Which request path a request takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Via {
@@ -261,7 +255,8 @@ async fn a_retry_goes_to_the_other_endpoint_and_says_which_attempt_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_retried_on_another_endpoint() {
     let log = Log::default();
-    let refused = closed_port().await;
+    let refusing = refusing_address();
+    let refused = refusing.address;
     let healthy = scripted("healthy", &[ok()], &log).await;
     let gw = start(&[refused, healthy], "    retries: { attempts: 2, budget: false }");
     for via in BOTH {

@@ -531,7 +531,8 @@ async fn failback_delivers_queued_requests_to_a_tls_cluster_over_tls() {
     let (cert, key) = pki.issue("upstream", &["localhost"]);
     let ca = pki.ca_file();
     // Nothing listens there yet: the request is queued, then delivered once the upstream is up.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let reserved = refusing_address();
+    let addr = reserved.address;
     let dir = temp_path("tls-failback");
     let yaml = format!(
         "{LISTENERS}clusters:\n{}routes:\n  - name: orders\n    cluster: orders\n    \
@@ -543,6 +544,7 @@ async fn failback_delivers_queued_requests_to_a_tls_cluster_over_tls() {
     let lean = gw.listener_address("lean").unwrap();
     let req = Request::post("/orders").header("host", "test.local").body(body("{}")).unwrap();
     assert_eq!(h1(lean, req).await.0, StatusCode::ACCEPTED);
+    drop(reserved);
     let up = TlsUpstream::start_on(addr, &cert, &key, None).await;
     eventually(Duration::from_secs(10), "the queued request delivered over TLS", || {
         up.requests().iter().any(|r| r.path == "/orders")

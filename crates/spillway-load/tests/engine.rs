@@ -109,8 +109,12 @@ async fn request_count_bounds_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_port_fails_fast() {
-    // Bind then drop a listener: the port is free and refuses connections.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A socket bound without SO_REUSEADDR that never listens: connections to its port are
+    // refused, and no other test's listener can be handed the port while it lives.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.set_reuseaddr(false).unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/");
     let plan = Plan::Open(Schedule::constant(10.0, Duration::from_secs(1)).unwrap());
     assert!(run(config(&url, plan, 1), |_| {}).await.is_err());

@@ -22,6 +22,26 @@ use std::time::Duration;
 
 pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
+/// A loopback address that refuses connections for as long as this value lives.
+///
+/// Its socket is bound but never listens, so a connect gets a reset at once; and it is bound
+/// without `SO_REUSEADDR`, so no other socket can take the port meanwhile. (A port that is
+/// bound and dropped is free again: the next `bind("127.0.0.1:0")` in the process, such as the
+/// gateway's own listener, may be handed it, and then "refused" requests reach a live server.)
+pub struct RefusingAddress {
+    pub address: SocketAddr,
+    _reserved: socket2::Socket,
+}
+
+pub fn refusing_address() -> RefusingAddress {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(false).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let address = socket.local_addr().unwrap().as_socket().unwrap();
+    RefusingAddress { address, _reserved: socket }
+}
+
 /// A backend's switches, shared with the test.
 #[derive(Default)]
 pub struct BackendState {
