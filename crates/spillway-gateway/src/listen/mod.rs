@@ -4,6 +4,7 @@
 //! Grouped because they decide how a connection is read and written; what happens to a
 //! request once it is read is `proxy` (the hyper path and what both paths share).
 
+pub mod busy;
 pub mod h1;
 pub mod h2;
 pub mod server;

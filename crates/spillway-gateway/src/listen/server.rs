@@ -62,7 +62,12 @@ pub fn run_worker(
     listeners: Vec<WorkerListener>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(super::busy::thread_parked)
+        .on_thread_unpark(super::busy::thread_unparked)
+        .build();
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "worker runtime failed to start");

@@ -38,7 +38,7 @@ use std::future::{poll_fn, Future};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -252,6 +252,48 @@ struct ConnState {
     dead: Cell<bool>,
     /// The pool dropped the connection: close once no stream is live.
     retired: Cell<bool>,
+    /// The connection task's driver, for turns run early by [`polling_streams_then_sending`].
+    driver: RefCell<Weak<RefCell<Driver>>>,
+    /// On this thread's list of connections with new requests.
+    listed: Cell<bool>,
+    /// A turn run early found the connection finished: the task ends without polling it.
+    finished_early: Cell<bool>,
+}
+
+thread_local! {
+    /// While a downstream connection polls its streams ([`polling_streams_then_sending`]):
+    /// the upstream connections they gave new streams; `None` otherwise.
+    static WITH_NEW_STREAMS: RefCell<Option<Vec<Rc<ConnState>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `poll_streams` (a downstream connection polling its stream futures), then one turn of
+/// each upstream connection those futures gave new streams, on the caller's task: their frames
+/// leave now, rather than after every other ready task of the worker has run, so the upstream
+/// works on them while the worker reads its other downstream connections. The turn registers
+/// the connection task's own waker for the socket, so the task goes on as if it had run the
+/// turn itself. Streams opened outside such a call (the HTTP/1.1 listener's exchanges, one
+/// per connection task) wait for the connection task as before.
+pub fn polling_streams_then_sending<R>(poll_streams: impl FnOnce() -> R) -> R {
+    let outer = WITH_NEW_STREAMS.with(|list| list.borrow_mut().replace(Vec::new()));
+    let result = poll_streams();
+    let woken = WITH_NEW_STREAMS.with(|list| std::mem::replace(&mut *list.borrow_mut(), outer));
+    let Some(woken) = woken.filter(|w| !w.is_empty()) else { return result };
+    // A saturated worker coalesces: its connection tasks write once per round of the worker.
+    let early = !crate::listen::busy::thread_saturated();
+    for state in &woken {
+        state.listed.set(false);
+        if !early || state.finished_early.get() {
+            continue;
+        }
+        let Some(driver) = state.driver.borrow().upgrade() else { continue };
+        let Some(waker) = state.task.borrow().clone() else { continue };
+        let Ok(mut driver) = driver.try_borrow_mut() else { continue };
+        if driver.poll_send(&mut Context::from_waker(&waker)).is_ready() {
+            state.finished_early.set(true);
+            waker.wake();
+        }
+    }
+    result
 }
 
 impl ConnState {
@@ -313,21 +355,26 @@ impl H2Connection {
             released: RefCell::new(Vec::new()),
             dead: Cell::new(false),
             retired: Cell::new(false),
+            driver: RefCell::new(Weak::new()),
+            listed: Cell::new(false),
+            finished_early: Cell::new(false),
         });
         let task_state = state.clone();
         tokio::task::spawn_local(async move {
             match pool::connect(addr, tls.as_deref(), connect_timeout).await {
                 Ok(io) => {
-                    let driver = Driver {
-                        state: task_state,
+                    let driver = Rc::new(RefCell::new(Driver {
+                        state: task_state.clone(),
                         io,
                         rbuf: BytesMut::new(),
                         read_closed: false,
                         flushed: true,
                         window_blocked: Vec::new(),
                         output_blocked: Vec::new(),
-                    };
-                    driver.run().await;
+                        scratch: Vec::new(),
+                    }));
+                    *task_state.driver.borrow_mut() = Rc::downgrade(&driver);
+                    Driver::run(&driver, &task_state).await;
                 }
                 Err(e) => {
                     task_state.dead.set(true);
@@ -452,6 +499,14 @@ impl H2Connection {
             state.runnable.borrow_mut().push(id);
         }
         state.wake_task();
+        if !state.listed.get() {
+            WITH_NEW_STREAMS.with(|list| {
+                if let Some(list) = list.borrow_mut().as_mut() {
+                    state.listed.set(true);
+                    list.push(state.clone());
+                }
+            });
+        }
         Ok((id, exchange))
     }
 
@@ -662,6 +717,8 @@ struct Driver {
     window_blocked: Vec<u32>,
     /// Streams that stopped while the output was above `OUTPUT_HIGH_WATER`.
     output_blocked: Vec<u32>,
+    /// The stream list being pumped (kept to reuse its allocation).
+    scratch: Vec<u32>,
 }
 
 /// Where pumping one request body stopped.
@@ -677,21 +734,31 @@ enum Pumped {
 }
 
 impl Driver {
-    async fn run(mut self) {
-        let mut scratch = Vec::new();
-        poll_fn(|cx| self.poll_turn(cx, &mut scratch)).await;
-        self.state.dead.set(true);
-        let why = if self.state.conn.borrow().is_closed() {
-            "protocol error"
-        } else {
-            "connection closed"
-        };
-        self.fail_all(why);
+    /// The connection task: turns until the connection is finished (a turn run early by
+    /// [`polling_streams_then_sending`] may be the one that finds it so), then fails what is left.
+    async fn run(driver: &RefCell<Driver>, state: &ConnState) {
+        poll_fn(|cx| {
+            if state.finished_early.get() {
+                return Poll::Ready(());
+            }
+            match driver.try_borrow_mut() {
+                Ok(mut driver) => driver.poll_turn(cx),
+                Err(_) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        state.finished_early.set(true);
+        state.dead.set(true);
+        let why =
+            if state.conn.borrow().is_closed() { "protocol error" } else { "connection closed" };
+        fail_all(state, || H2ClientError::ConnectionLost(why));
     }
 
     /// One turn: cancellations and releases, reads, request bodies with news, one write.
-    /// `scratch` is the stream list being pumped (kept to reuse its allocation).
-    fn poll_turn(&mut self, cx: &mut Context<'_>, scratch: &mut Vec<u32>) -> Poll<()> {
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         {
             let mut task = self.state.task.borrow_mut();
             if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -704,7 +771,7 @@ impl Driver {
         loop {
             self.apply_cancels_and_releases();
             let read = self.poll_read(cx);
-            let pumped = self.pump_bodies(scratch);
+            let pumped = self.pump_bodies();
             let wrote = match self.poll_write(cx) {
                 Some(w) => w,
                 None => return Poll::Ready(()),
@@ -716,6 +783,17 @@ impl Driver {
             if !read && !pumped && !wrote && !unblocked && self.state.runnable.borrow().is_empty() {
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// The sending half of a turn, run early by [`polling_streams_then_sending`]: request
+    /// bodies with news are pumped and the output written; reading is left to the task, which
+    /// was woken too. Ready when the socket failed (the task then ends the connection).
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.pump_bodies();
+        match self.poll_write(cx) {
+            Some(_) => Poll::Pending,
+            None => Poll::Ready(()),
         }
     }
 
@@ -881,7 +959,8 @@ impl Driver {
 
     /// Pumps the request bodies with news (new, woken, or unblocked) and sends what the
     /// windows allow; true if something was sent.
-    fn pump_bodies(&mut self, scratch: &mut Vec<u32>) -> bool {
+    fn pump_bodies(&mut self) -> bool {
+        let scratch = &mut self.scratch;
         std::mem::swap(scratch, &mut *self.state.runnable.borrow_mut());
         if let Ok(mut woken) = self.state.body_wakes.streams.lock() {
             scratch.append(&mut woken);
@@ -930,10 +1009,6 @@ impl Driver {
     /// Writes (and flushes) the connection's output: `Some(wrote)`, or `None` on an I/O error.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<bool> {
         poll_write_output(&self.state.conn, &mut self.io, cx, &mut self.flushed).ok()
-    }
-
-    fn fail_all(&self, why: &'static str) {
-        fail_all(&self.state, || H2ClientError::ConnectionLost(why));
     }
 
     fn fail_all_with(&self, error: impl Fn() -> H2ClientError) {
@@ -1076,6 +1151,73 @@ mod tests {
         assert_eq!(chunks.pop_front().as_deref(), Some(&b"c"[..]));
         assert!(chunks.is_empty());
         assert_eq!(chunks.pop_front(), None);
+    }
+
+    /// Frame types and stream ids of the whole frames in `bytes`.
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, u32)> {
+        let mut out = Vec::new();
+        while bytes.len() >= 9 {
+            let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+            let id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+            out.push((bytes[3], id));
+            bytes = &bytes[(9 + len).min(bytes.len())..];
+        }
+        out
+    }
+
+    #[test]
+    fn a_request_opened_while_a_downstream_connection_polls_leaves_before_the_task_runs() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let conn = H2Connection::start(addr, None, Duration::from_secs(5));
+            let (server, _) = listener.accept().await.unwrap();
+            // Let the connection task write its preface and settings; the server drains them.
+            let mut opening = Vec::new();
+            while opening.len() < 24 + 9 {
+                server.readable().await.unwrap();
+                let mut buf = [0u8; 4096];
+                match server.try_read(&mut buf) {
+                    Ok(n) => opening.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            let mut buf = [0u8; 4096];
+            while server.try_read(&mut buf).is_ok_and(|n| n > 0) {}
+
+            let line = RequestLine {
+                method: b"POST",
+                scheme: b"http",
+                authority: b"upstream",
+                path: b"/test.Echo/Say",
+            };
+            let fields = [(&b"content-type"[..], &b"application/grpc"[..])];
+            let body = ProxyBody::kept(Bytes::from_static(b"\0\0\0\0\x05hello"));
+            let mut send = pin!(conn.send_fields(line, fields, body));
+            polling_streams_then_sending(|| {
+                let polled = send.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                assert!(polled.is_pending());
+            });
+            // No await since: the connection task has not run. A blocking read (this thread
+            // cannot run the task meanwhile) must find the request's frames already sent.
+            let mut server = server.into_std().unwrap();
+            server.set_nonblocking(false).unwrap();
+            server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut wire = Vec::new();
+            while !frames(&wire).contains(&(0x0, 1)) {
+                let n = std::io::Read::read(&mut server, &mut buf)
+                    .expect("the request's frames were not written during the poll");
+                assert!(n > 0, "connection closed");
+                wire.extend_from_slice(&buf[..n]);
+            }
+            assert!(frames(&wire).contains(&(0x1, 1)), "HEADERS of stream 1 first");
+        });
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::config::ListenerConfig;
 use crate::listen::h1::conn::{ClientAddr, LEAN_BODY_LIMIT};
 use crate::proxy::body::RequestBody;
 use crate::proxy::{ConnInfo, Worker};
+use crate::upstream::h2_client::polling_streams_then_sending;
 use crate::upstream::h2_write::poll_write_output;
 use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -178,7 +179,9 @@ where
         }
         for _ in 0..TURNS_PER_POLL {
             let read = driver.poll_read(cx, &mut streams);
-            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            polling_streams_then_sending(|| {
+                while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            });
             let wrote = driver.poll_write(cx);
             if let Some(ended) = driver.ended {
                 return Poll::Ready(ended);
