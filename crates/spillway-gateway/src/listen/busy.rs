@@ -78,7 +78,7 @@ impl BusyShare {
 
     /// Closes the window if `now` is past its end.
     fn roll(&mut self, now: Instant) {
-        let end = self.window_start + self.window;
+        let Some(end) = self.window_start.checked_add(self.window) else { return };
         if now < end {
             return;
         }

@@ -500,7 +500,7 @@ impl H2Connection {
         }
         state.wake_task();
         if !state.listed.get() {
-            WITH_NEW_STREAMS.with(|list| {
+            let _ = WITH_NEW_STREAMS.try_with(|list| {
                 if let Some(list) = list.borrow_mut().as_mut() {
                     state.listed.set(true);
                     list.push(state.clone());
