@@ -20,6 +20,10 @@
 //! its end, resets the upstream stream with CANCEL. A stream the server refused unprocessed
 //! (GOAWAY below it, REFUSED_STREAM) fails with [`H2ClientError::Refused`], which the proxy
 //! sends once more on another connection.
+//!
+//! Early writes: streams a downstream HTTP/2 connection opens while it polls its streams are
+//! written at the end of that poll, on its task ([`polling_streams_then_sending`]), unless the
+//! worker is saturated.
 
 use super::h2_write::poll_write_output;
 use crate::proxy::body::ProxyBody;
@@ -266,13 +270,15 @@ thread_local! {
     static WITH_NEW_STREAMS: RefCell<Option<Vec<Rc<ConnState>>>> = const { RefCell::new(None) };
 }
 
-/// Runs `poll_streams` (a downstream connection polling its stream futures), then one turn of
-/// each upstream connection those futures gave new streams, on the caller's task: their frames
-/// leave now, rather than after every other ready task of the worker has run, so the upstream
-/// works on them while the worker reads its other downstream connections. The turn registers
-/// the connection task's own waker for the socket, so the task goes on as if it had run the
-/// turn itself. Streams opened outside such a call (the HTTP/1.1 listener's exchanges, one
-/// per connection task) wait for the connection task as before.
+/// Runs `poll_streams` (a downstream connection polling its stream futures), then the sending
+/// half of a turn of each upstream connection those futures gave new streams, on the caller's
+/// task: their frames leave now, rather than after every other ready task of the worker has
+/// run, so the upstream works on them while the worker reads its other downstream connections.
+/// The write registers the connection task's own waker for the socket, so the task goes on as
+/// if it had written them itself. Not while the worker is saturated (`listen::busy`): then the
+/// connection task's one write per round of the worker coalesces more, which is what keeps a
+/// saturated worker's throughput. Streams opened outside such a call (the HTTP/1.1 listener's
+/// exchanges, one per connection task) wait for the connection task as before.
 pub fn polling_streams_then_sending<R>(poll_streams: impl FnOnce() -> R) -> R {
     let outer = WITH_NEW_STREAMS.with(|list| list.borrow_mut().replace(Vec::new()));
     let result = poll_streams();
