@@ -374,6 +374,7 @@ impl Gateway {
             draining: Default::default(),
             access_log,
             discovered: Default::default(),
+            worker_busy: (0..workers).map(|_| Default::default()).collect(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let control = Arc::new_cyclic(|me| Control {

@@ -148,6 +148,8 @@ pub struct Shared {
     pub access_log: Option<Mutex<Box<dyn Write + Send>>>,
     /// Endpoint sets found by clusters' `discovery:` (laid over every new config).
     pub discovered: crate::upstream::discovery::Discovered,
+    /// Each worker's running time (`listen::busy`), by worker id.
+    pub worker_busy: Vec<Arc<crate::listen::busy::BusyTime>>,
 }
 
 impl Shared {

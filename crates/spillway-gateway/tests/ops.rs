@@ -201,6 +201,17 @@ routes: [{{ name: all, cluster: app }}]
     assert!(
         metrics.contains("spillway_downstream_connections_accepted_total{listener=\"public\"} 5")
     );
+    // Each worker's running time: both workers ran (at least their start), none for longer
+    // than the gateway has existed.
+    for worker in ["0", "1"] {
+        let prefix = format!("spillway_worker_busy_seconds_total{{worker=\"{worker}\"}} ");
+        let seconds: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no busy time for worker {worker}: {metrics}"));
+        assert!(seconds > 0.0 && seconds < 60.0, "worker {worker}: {seconds} s");
+    }
     common::promtool_accepts(&metrics);
     assert_eq!(get(admin, "/admin/clusters").await.0, StatusCode::UNAUTHORIZED, "token required");
     for wrong in ["Bearer s3creT", "Bearer s3cre", "Bearer s3crets", "Bearer ", "s3cret"] {

@@ -156,6 +156,7 @@ async fn handle<C: AdminControl>(
             );
             crate::failback::render_metrics(&snap.failback, &mut text);
             crate::upstream::discovery::render_metrics(&shared.discovered, &mut text);
+            crate::listen::busy::render_metrics(&shared.worker_busy, &mut text);
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
         }
         (&Method::GET, p) if dashboard::owns(p) => dashboard::serve(p),

@@ -12,9 +12,13 @@
 //! autocorking coalesces writes while the device is busy).
 //!
 //! [`BusyShare`] is the pure estimator, driven with explicit instants; the thread-local
-//! functions are its edge.
+//! functions are its edge. The same hooks keep each worker's running time for the metrics
+//! ([`BusyTime`], `spillway_worker_busy_seconds_total`).
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The window busy time is measured over.
@@ -101,20 +105,125 @@ impl BusyShare {
     }
 }
 
+/// A worker thread's running time, written by its park and unpark hooks (one writer) and read
+/// by the admin thread for `spillway_worker_busy_seconds_total`.
+#[derive(Debug, Default)]
+pub struct BusyTime {
+    /// Running time of the runs that ended, in nanoseconds.
+    ended_nanos: AtomicU64,
+    /// Start of the current run in nanoseconds since [`epoch`], plus one; 0 while parked.
+    running_since: AtomicU64,
+}
+
+/// The instant busy times are counted from (the first time one is needed).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_since_epoch(now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl BusyTime {
+    /// The thread starts running at `now`.
+    pub fn unparked(&self, now: Instant) {
+        if self.running_since.load(Ordering::Relaxed) == 0 {
+            self.running_since.store(nanos_since_epoch(now).saturating_add(1), Ordering::Release);
+        }
+    }
+
+    /// The thread parks at `now`.
+    pub fn parked(&self, now: Instant) {
+        let since = self.running_since.load(Ordering::Relaxed);
+        if since != 0 {
+            let run = nanos_since_epoch(now).saturating_add(1).saturating_sub(since);
+            let ended = self.ended_nanos.load(Ordering::Relaxed).saturating_add(run);
+            self.ended_nanos.store(ended, Ordering::Release);
+            self.running_since.store(0, Ordering::Release);
+        }
+    }
+
+    /// Running time up to `now`, the current run included.
+    pub fn seconds(&self, now: Instant) -> f64 {
+        let mut total = 0;
+        // A park or unpark between the loads changes `running_since`: read again.
+        for _ in 0..4 {
+            let since = self.running_since.load(Ordering::Acquire);
+            let ended = self.ended_nanos.load(Ordering::Acquire);
+            let again = self.running_since.load(Ordering::Acquire);
+            let running = match since {
+                0 => 0,
+                s => nanos_since_epoch(now).saturating_add(1).saturating_sub(s),
+            };
+            total = ended.saturating_add(running);
+            if since == again {
+                break;
+            }
+        }
+        total as f64 / 1e9
+    }
+}
+
+/// Writes `spillway_worker_busy_seconds_total`, one sample per worker.
+pub fn render_metrics(workers: &[Arc<BusyTime>], out: &mut String) {
+    out.push_str(
+        "# HELP spillway_worker_busy_seconds_total Time each worker thread spent running \
+         rather than parked; its rate is the worker's utilisation (at 0.9 a worker coalesces \
+         upstream HTTP/2 writes).\n",
+    );
+    out.push_str("# TYPE spillway_worker_busy_seconds_total counter\n");
+    let now = Instant::now();
+    for (id, busy) in workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "spillway_worker_busy_seconds_total{{worker=\"{id}\"}} {:.6}",
+            busy.seconds(now)
+        );
+    }
+}
+
 thread_local! {
     /// This thread's estimator; `None` on threads whose runtime has no hooks (tests, the admin
     /// runtime): never saturated.
     static THREAD_BUSY: RefCell<Option<BusyShare>> = const { RefCell::new(None) };
+    /// Where this thread's hooks publish its running time ([`publish_to`]).
+    static THREAD_TIME: RefCell<Option<Arc<BusyTime>>> = const { RefCell::new(None) };
+}
+
+/// This thread's hooks publish its running time to `time` from now on (a worker, at start:
+/// it is running).
+pub fn publish_to(time: Option<Arc<BusyTime>>) {
+    if let Some(time) = &time {
+        time.unparked(Instant::now());
+    }
+    let _ = THREAD_TIME.try_with(|t| {
+        if let Ok(mut t) = t.try_borrow_mut() {
+            *t = time;
+        }
+    });
 }
 
 /// The worker runtime's unpark hook.
 pub fn thread_unparked() {
-    with_thread_busy(BusyShare::unparked);
+    let now = with_thread_busy(BusyShare::unparked);
+    with_thread_time(|t| t.unparked(now));
 }
 
 /// The worker runtime's park hook.
 pub fn thread_parked() {
-    with_thread_busy(BusyShare::parked);
+    let now = with_thread_busy(BusyShare::parked);
+    with_thread_time(|t| t.parked(now));
+}
+
+fn with_thread_time(f: impl FnOnce(&BusyTime)) {
+    let _ = THREAD_TIME.try_with(|t| {
+        if let Ok(t) = t.try_borrow() {
+            if let Some(t) = t.as_ref() {
+                f(t);
+            }
+        }
+    });
 }
 
 /// Whether this worker thread is saturated (see [`BusyShare::saturated`]).
@@ -125,14 +234,15 @@ pub fn thread_saturated() -> bool {
     })
 }
 
-/// Applies a hook to this thread's estimator, made on the first one.
-fn with_thread_busy(hook: fn(&mut BusyShare, Instant)) {
+/// Applies a hook to this thread's estimator, made on the first one; returns the instant used.
+fn with_thread_busy(hook: fn(&mut BusyShare, Instant)) -> Instant {
     let now = Instant::now();
-    THREAD_BUSY.with(|b| {
+    let _ = THREAD_BUSY.try_with(|b| {
         if let Ok(mut b) = b.try_borrow_mut() {
             hook(b.get_or_insert_with(|| BusyShare::new(now, WINDOW)), now);
         }
     });
+    now
 }
 
 #[cfg(test)]
@@ -193,6 +303,27 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn busy_time_counts_ended_runs_and_the_current_one() {
+        let t0 = epoch() + Duration::from_secs(1);
+        let time = BusyTime::default();
+        time.parked(t0);
+        assert_eq!(time.seconds(t0 + 5 * MS), 0.0);
+        time.unparked(t0 + 10 * MS);
+        time.unparked(t0 + 12 * MS);
+        time.parked(t0 + 30 * MS);
+        time.parked(t0 + 40 * MS);
+        assert!((time.seconds(t0 + 50 * MS) - 0.020).abs() < 1e-9);
+        time.unparked(t0 + 60 * MS);
+        assert!((time.seconds(t0 + 65 * MS) - 0.025).abs() < 1e-9);
+        let mut out = String::new();
+        render_metrics(&[Arc::new(BusyTime::default())], &mut out);
+        assert!(
+            out.contains("spillway_worker_busy_seconds_total{worker=\"0\"} 0.000000\n"),
+            "{out}"
+        );
     }
 
     #[test]

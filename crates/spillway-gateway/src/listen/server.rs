@@ -62,6 +62,7 @@ pub fn run_worker(
     listeners: Vec<WorkerListener>,
     shutdown: watch::Receiver<bool>,
 ) {
+    super::busy::publish_to(shared.worker_busy.get(id).cloned());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(super::busy::thread_parked)
