@@ -183,44 +183,54 @@ pub fn render_metrics(workers: &[Arc<BusyTime>], out: &mut String) {
     }
 }
 
+/// One thread's estimator, and where its running time is published (workers only).
+struct ThreadBusy {
+    share: BusyShare,
+    time: Option<Arc<BusyTime>>,
+}
+
 thread_local! {
-    /// This thread's estimator; `None` on threads whose runtime has no hooks (tests, the admin
-    /// runtime): never saturated.
-    static THREAD_BUSY: RefCell<Option<BusyShare>> = const { RefCell::new(None) };
-    /// Where this thread's hooks publish its running time ([`publish_to`]).
-    static THREAD_TIME: RefCell<Option<Arc<BusyTime>>> = const { RefCell::new(None) };
+    /// This thread's estimator, made by [`publish_to`] or the first hook; `None` on threads
+    /// whose runtime has no hooks (tests, the admin runtime): never saturated.
+    static THREAD_BUSY: RefCell<Option<ThreadBusy>> = const { RefCell::new(None) };
 }
 
 /// This thread's hooks publish its running time to `time` from now on (a worker, at start:
 /// it is running).
 pub fn publish_to(time: Option<Arc<BusyTime>>) {
+    let now = Instant::now();
     if let Some(time) = &time {
-        time.unparked(Instant::now());
+        time.unparked(now);
     }
-    let _ = THREAD_TIME.try_with(|t| {
-        if let Ok(mut t) = t.try_borrow_mut() {
-            *t = time;
+    let _ = THREAD_BUSY.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            *b = Some(ThreadBusy { share: BusyShare::new(now, WINDOW), time });
         }
     });
 }
 
 /// The worker runtime's unpark hook.
 pub fn thread_unparked() {
-    let now = with_thread_busy(BusyShare::unparked);
-    with_thread_time(|t| t.unparked(now));
+    on_hook(BusyShare::unparked, BusyTime::unparked);
 }
 
 /// The worker runtime's park hook.
 pub fn thread_parked() {
-    let now = with_thread_busy(BusyShare::parked);
-    with_thread_time(|t| t.parked(now));
+    on_hook(BusyShare::parked, BusyTime::parked);
 }
 
-fn with_thread_time(f: impl FnOnce(&BusyTime)) {
-    let _ = THREAD_TIME.try_with(|t| {
-        if let Ok(t) = t.try_borrow() {
-            if let Some(t) = t.as_ref() {
-                f(t);
+/// Applies a hook to this thread's estimator (made on the first one) and published time.
+fn on_hook(share: fn(&mut BusyShare, Instant), time: fn(&BusyTime, Instant)) {
+    let now = Instant::now();
+    let _ = THREAD_BUSY.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            let b = b.get_or_insert_with(|| ThreadBusy {
+                share: BusyShare::new(now, WINDOW),
+                time: None,
+            });
+            share(&mut b.share, now);
+            if let Some(t) = &b.time {
+                time(t, now);
             }
         }
     });
@@ -228,21 +238,12 @@ fn with_thread_time(f: impl FnOnce(&BusyTime)) {
 
 /// Whether this worker thread is saturated (see [`BusyShare::saturated`]).
 pub fn thread_saturated() -> bool {
-    THREAD_BUSY.with(|b| {
-        b.try_borrow_mut()
-            .is_ok_and(|mut b| b.as_mut().is_some_and(|b| b.saturated(Instant::now())))
-    })
-}
-
-/// Applies a hook to this thread's estimator, made on the first one; returns the instant used.
-fn with_thread_busy(hook: fn(&mut BusyShare, Instant)) -> Instant {
-    let now = Instant::now();
-    let _ = THREAD_BUSY.try_with(|b| {
-        if let Ok(mut b) = b.try_borrow_mut() {
-            hook(b.get_or_insert_with(|| BusyShare::new(now, WINDOW)), now);
-        }
-    });
-    now
+    THREAD_BUSY
+        .try_with(|b| {
+            b.try_borrow_mut()
+                .is_ok_and(|mut b| b.as_mut().is_some_and(|b| b.share.saturated(Instant::now())))
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -298,8 +299,16 @@ mod tests {
             thread_unparked();
             thread_parked();
             thread_unparked();
-            let busy = THREAD_BUSY.with(|b| b.borrow().clone());
+            let busy = THREAD_BUSY.with(|b| b.borrow().as_ref().map(|b| b.share.clone()));
             assert!(busy.is_some_and(|b| b.running_since.is_some()));
+            // Once published to, the same hooks move the worker's running time.
+            let time = Arc::new(BusyTime::default());
+            publish_to(Some(time.clone()));
+            assert_ne!(time.running_since.load(Ordering::Relaxed), 0, "running from publish_to");
+            thread_parked();
+            assert_eq!(time.running_since.load(Ordering::Relaxed), 0, "parked");
+            thread_unparked();
+            assert_ne!(time.running_since.load(Ordering::Relaxed), 0, "running again");
         })
         .join()
         .unwrap();

@@ -252,22 +252,26 @@ struct ConnState {
     /// Response bytes the downstream took while the connection was borrowed: returned to the
     /// windows by the task.
     released: RefCell<Vec<(u32, usize)>>,
-    /// The task has ended (connection closed or failed).
+    /// The connection is finished: its task ended (closed or failed), or a write run early
+    /// failed (the task then ends at its next poll).
     dead: Cell<bool>,
     /// The pool dropped the connection: close once no stream is live.
     retired: Cell<bool>,
-    /// The connection task's driver, for turns run early by [`polling_streams_then_sending`].
+    /// The connection task's driver, for writes run early by [`polling_streams_then_sending`].
     driver: RefCell<Weak<RefCell<Driver>>>,
-    /// On this thread's list of connections with new requests.
-    listed: Cell<bool>,
-    /// A turn run early found the connection finished: the task ends without polling it.
-    finished_early: Cell<bool>,
+}
+
+/// The upstream connections given new streams while a downstream connection polls its streams.
+#[derive(Default)]
+struct NewStreams {
+    /// Inside [`polling_streams_then_sending`].
+    collecting: bool,
+    /// Each connection once (a turn opens streams on one or two).
+    conns: Vec<Rc<ConnState>>,
 }
 
 thread_local! {
-    /// While a downstream connection polls its streams ([`polling_streams_then_sending`]):
-    /// the upstream connections they gave new streams; `None` otherwise.
-    static WITH_NEW_STREAMS: RefCell<Option<Vec<Rc<ConnState>>>> = const { RefCell::new(None) };
+    static NEW_STREAMS: RefCell<NewStreams> = RefCell::new(NewStreams::default());
 }
 
 /// Runs `poll_streams` (a downstream connection polling its stream futures), then the sending
@@ -280,26 +284,45 @@ thread_local! {
 /// saturated worker's throughput. Streams opened outside such a call (the HTTP/1.1 listener's
 /// exchanges, one per connection task) wait for the connection task as before.
 pub fn polling_streams_then_sending<R>(poll_streams: impl FnOnce() -> R) -> R {
-    let outer = WITH_NEW_STREAMS.with(|list| list.borrow_mut().replace(Vec::new()));
+    let started = NEW_STREAMS
+        .try_with(|n| !std::mem::replace(&mut n.borrow_mut().collecting, true))
+        .unwrap_or(false);
     let result = poll_streams();
-    let woken = WITH_NEW_STREAMS.with(|list| std::mem::replace(&mut *list.borrow_mut(), outer));
-    let Some(woken) = woken.filter(|w| !w.is_empty()) else { return result };
+    if !started {
+        return result;
+    }
+    let mut conns = NEW_STREAMS
+        .try_with(|n| {
+            let mut n = n.borrow_mut();
+            n.collecting = false;
+            std::mem::take(&mut n.conns)
+        })
+        .unwrap_or_default();
     // A saturated worker coalesces: its connection tasks write once per round of the worker.
-    let early = !crate::listen::busy::thread_saturated();
-    for state in &woken {
-        state.listed.set(false);
-        if !early || state.finished_early.get() {
-            continue;
-        }
-        let Some(driver) = state.driver.borrow().upgrade() else { continue };
-        let Some(waker) = state.task.borrow().clone() else { continue };
-        let Ok(mut driver) = driver.try_borrow_mut() else { continue };
-        if driver.poll_send(&mut Context::from_waker(&waker)).is_ready() {
-            state.finished_early.set(true);
-            waker.wake();
+    if !conns.is_empty() && !crate::listen::busy::thread_saturated() {
+        for state in &conns {
+            send_early(state);
         }
     }
+    conns.clear();
+    // The list's allocation serves the next turn.
+    let _ = NEW_STREAMS.try_with(|n| n.borrow_mut().conns = conns);
     result
+}
+
+/// The sending half of a turn of `state`'s connection, on the caller's task; a socket error
+/// ends the connection (its task, woken, sees `dead` and fails what is left).
+fn send_early(state: &ConnState) {
+    if state.dead.get() {
+        return;
+    }
+    let Some(driver) = state.driver.borrow().upgrade() else { return };
+    let Some(waker) = state.task.borrow().clone() else { return };
+    let Ok(mut driver) = driver.try_borrow_mut() else { return };
+    if driver.poll_send(&mut Context::from_waker(&waker)).is_ready() {
+        state.dead.set(true);
+        waker.wake();
+    }
 }
 
 impl ConnState {
@@ -362,8 +385,6 @@ impl H2Connection {
             dead: Cell::new(false),
             retired: Cell::new(false),
             driver: RefCell::new(Weak::new()),
-            listed: Cell::new(false),
-            finished_early: Cell::new(false),
         });
         let task_state = state.clone();
         tokio::task::spawn_local(async move {
@@ -505,14 +526,12 @@ impl H2Connection {
             state.runnable.borrow_mut().push(id);
         }
         state.wake_task();
-        if !state.listed.get() {
-            let _ = WITH_NEW_STREAMS.try_with(|list| {
-                if let Some(list) = list.borrow_mut().as_mut() {
-                    state.listed.set(true);
-                    list.push(state.clone());
-                }
-            });
-        }
+        let _ = NEW_STREAMS.try_with(|n| {
+            let mut n = n.borrow_mut();
+            if n.collecting && !n.conns.iter().any(|c| Rc::ptr_eq(c, state)) {
+                n.conns.push(state.clone());
+            }
+        });
         Ok((id, exchange))
     }
 
@@ -740,11 +759,12 @@ enum Pumped {
 }
 
 impl Driver {
-    /// The connection task: turns until the connection is finished (a turn run early by
+    /// The connection task: turns until the connection is finished (a write run early by
     /// [`polling_streams_then_sending`] may be the one that finds it so), then fails what is left.
     async fn run(driver: &RefCell<Driver>, state: &ConnState) {
         poll_fn(|cx| {
-            if state.finished_early.get() {
+            // A write run early failed.
+            if state.dead.get() {
                 return Poll::Ready(());
             }
             match driver.try_borrow_mut() {
@@ -756,7 +776,6 @@ impl Driver {
             }
         })
         .await;
-        state.finished_early.set(true);
         state.dead.set(true);
         let why =
             if state.conn.borrow().is_closed() { "protocol error" } else { "connection closed" };
